@@ -1,0 +1,20 @@
+//! shipit's release pipeline.
+//!
+//! `config` turns a `shipit.toml` into typed values; `build` turns a service's context into an
+//! image; a [`platform::Platform`] launches, verifies, shifts and retires slots on a target; and
+//! [`release`] drives those phases as one state machine, recording every attempt in
+//! [`history`] under a [`lock`].
+
+pub mod build;
+pub mod config;
+pub mod container_spec;
+pub mod docker;
+pub mod event;
+pub mod git;
+pub mod health;
+pub mod history;
+pub mod lock;
+pub mod platform;
+pub mod release;
+
+pub use shipit_edge::Slot;
