@@ -4,13 +4,37 @@
 //! then validated into the typed values below: durations are `Duration`, ports `u16`, paths
 //! absolute (resolved against the config file's folder). Every error names the file, the
 //! line:column, the key path, what was expected and a hint.
+//!
+//! The stages, each in its own file under `config/`:
+//!
+//! 1. read the file and parse it into a `toml::Table` (syntax errors),
+//! 2. `interpolate`: `${VAR}` in every string value,
+//! 3. `raw`: deserialize the table into serde structs (types, unknown keys),
+//! 4. `resolve`: turn the raw structs into the typed [`Config`] (defaults, names, paths).
+//!
+//! Stages 2 to 4 report a key path; `locate` finds its line:column in the original text.
+
+// `ConfigError` is a flat record of six public fields (128 bytes) that the CLI reads and
+// serializes; it is built once per failed load, so its size on the error path costs nothing.
+#![allow(clippy::result_large_err)]
+
+mod error;
+mod interpolate;
+mod locate;
+mod raw;
+mod resolve;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
+
+pub use error::ConfigError;
+use locate::KeyPath;
 
 /// The file looked for in the current folder when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "shipit.toml";
@@ -111,5 +135,177 @@ pub mod duration_text {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// Where `${VAR}` and `SHIPIT_STATE_DIR` are looked up. Tests pass a map instead of touching
+/// the process environment.
+pub trait Env {
+    /// The variable's value, or `None` when it is unset (or not valid Unicode).
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The environment of this process.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// Whether the config path was given (`-c`) or is the default `./shipit.toml`; only the hint
+/// for a missing file differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Lookup {
+    Given,
+    Default,
+}
+
+impl Config {
+    /// Loads `path`, or `./shipit.toml` when it is `None`, with the process environment.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let shown = path.unwrap_or(Path::new(DEFAULT_CONFIG_FILE));
+        let cwd = std::env::current_dir().map_err(|error| {
+            ConfigError::new(shown, format!("cannot read the current folder: {error}"))
+        })?;
+        let lookup = if path.is_some() {
+            Lookup::Given
+        } else {
+            Lookup::Default
+        };
+        load_file(shown, &ProcessEnv, &cwd, lookup)
+    }
+
+    /// Loads the config file at `path` (relative to `cwd`), looking variables up in `env`.
+    pub fn load_with(path: &Path, env: &dyn Env, cwd: &Path) -> Result<Config, ConfigError> {
+        load_file(path, env, cwd, Lookup::Given)
+    }
+
+    /// Parses config `text` as if read from `path`: errors name `path`, and relative paths in
+    /// the text resolve against its folder (`path` itself is relative to `cwd`).
+    pub fn parse(
+        text: &str,
+        path: &Path,
+        env: &dyn Env,
+        cwd: &Path,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table =
+            toml::from_str(text).map_err(|error| syntax_error(path, text, &error))?;
+        interpolate::table(&mut table, env, &KeyPath::root())
+            .map_err(|problem| problem.into_error(path, text))?;
+        let raw = raw::deserialize(table).map_err(|problem| problem.into_error(path, text))?;
+        let absolute = resolve::normalize(&cwd.join(path));
+        let origin = resolve::Origin {
+            path: &absolute,
+            env,
+            cwd,
+        };
+        resolve::config(raw, &origin).map_err(|problem| problem.into_error(path, text))
+    }
+
+    /// The service called `name`; with `None`, the only service there is.
+    pub fn service(&self, name: Option<&str>) -> Result<&Service, ConfigError> {
+        let names = resolve::list(self.services.keys());
+        let error = |message: String, hint: &str| {
+            ConfigError::new(&self.path, message)
+                .with_key("services")
+                .with_hint(hint)
+        };
+        match name {
+            Some(name) => self.services.get(name).ok_or_else(|| {
+                if self.services.is_empty() {
+                    error(
+                        format!("no service named `{name}`: the config has no services"),
+                        "add a [services.<name>] table",
+                    )
+                } else {
+                    error(
+                        format!("no service named `{name}`; expected one of: {names}"),
+                        "pass one of these names with --service",
+                    )
+                }
+            }),
+            None => {
+                let mut services = self.services.values();
+                match (services.next(), services.next()) {
+                    (Some(only), None) => Ok(only),
+                    (None, _) => Err(error(
+                        "no services are configured".to_string(),
+                        "add a [services.<name>] table (`shipit init` writes an example)",
+                    )),
+                    (Some(_), Some(_)) => Err(error(
+                        format!("several services are configured: {names}"),
+                        "choose one with --service <name>",
+                    )),
+                }
+            }
+        }
+    }
+
+    /// The target called `name`; with `None`, `default_target`, or else the only target.
+    pub fn target(&self, name: Option<&str>) -> Result<&Target, ConfigError> {
+        let names = resolve::list(self.targets.keys());
+        let error = |message: String, hint: &str| {
+            ConfigError::new(&self.path, message)
+                .with_key("targets")
+                .with_hint(hint)
+        };
+        match name.or(self.default_target.as_deref()) {
+            Some(name) => self.targets.get(name).ok_or_else(|| {
+                error(
+                    format!("no target named `{name}`; expected one of: {names}"),
+                    "pass one of these names with --target",
+                )
+            }),
+            None => {
+                let mut targets = self.targets.values();
+                match (targets.next(), targets.next()) {
+                    (Some(only), None) => Ok(only),
+                    _ => Err(error(
+                        format!("several targets are configured and no default_target: {names}"),
+                        "choose one with --target <name>, or set default_target in the config",
+                    )),
+                }
+            }
+        }
+    }
+}
+
+fn load_file(
+    path: &Path,
+    env: &dyn Env,
+    cwd: &Path,
+    lookup: Lookup,
+) -> Result<Config, ConfigError> {
+    let text =
+        std::fs::read_to_string(cwd.join(path)).map_err(|error| match (error.kind(), lookup) {
+            (std::io::ErrorKind::NotFound, Lookup::Default) => ConfigError::new(
+                path,
+                format!("no {DEFAULT_CONFIG_FILE} in {}", cwd.display()),
+            )
+            .with_hint("run `shipit init` to write one, or pass a config file with -c"),
+            (std::io::ErrorKind::NotFound, Lookup::Given) => {
+                ConfigError::new(path, "config file not found")
+                    .with_hint("check the path given with -c")
+            }
+            _ => ConfigError::new(path, format!("cannot read config file: {error}")),
+        })?;
+    Config::parse(&text, path, env, cwd)
+}
+
+fn syntax_error(path: &Path, text: &str, error: &toml::de::Error) -> ConfigError {
+    let message = error.message().trim().replace('\n', "; ");
+    let config_error = ConfigError::new(path, format!("invalid TOML: {message}"));
+    match error.span() {
+        Some(span) => config_error.at_offset(text, span.start),
+        None => config_error,
     }
 }

@@ -1,0 +1,297 @@
+//! The config as written: serde structs that mirror the file's keys one for one.
+//!
+//! Every struct denies unknown keys, so a typo is an error rather than a silently ignored
+//! setting. Values whose shape serde can check on its own (ports, durations, addresses) are
+//! read into small newtypes whose messages say what was expected; rules that need more than
+//! one value, or the file system, are checked later when the raw config is resolved.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, Unexpected, Visitor};
+
+use super::error::Problem;
+use super::locate::KeyPath;
+
+/// What `expected ...` says in a duration error, and the examples in its message.
+pub(crate) const DURATION_EXAMPLES: &str = r#"a duration like "100ms", "30s" or "2m""#;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of shipit settings")]
+pub(crate) struct RawConfig {
+    pub(crate) state_dir: Option<String>,
+    pub(crate) default_target: Option<String>,
+    #[serde(default)]
+    pub(crate) services: BTreeMap<String, RawService>,
+    #[serde(default)]
+    pub(crate) targets: BTreeMap<String, RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of service settings")]
+pub(crate) struct RawService {
+    pub(crate) context: Option<String>,
+    pub(crate) dockerfile: Option<String>,
+    pub(crate) port: Port,
+    pub(crate) pre_build: Option<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) health: RawHealth,
+    #[serde(default)]
+    pub(crate) verify: RawVerify,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of health check settings")]
+pub(crate) struct RawHealth {
+    pub(crate) path: Option<String>,
+    pub(crate) interval: Option<DurationValue>,
+    pub(crate) timeout: Option<DurationValue>,
+    pub(crate) healthy_threshold: Option<Count>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of verify settings")]
+pub(crate) struct RawVerify {
+    pub(crate) version_path: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of target settings")]
+pub(crate) struct RawTarget {
+    /// Defaults to `local`; an explicit kind keeps the file readable once there are others.
+    #[serde(default)]
+    pub(crate) kind: RawTargetKind,
+    pub(crate) listen: Option<Listen>,
+    pub(crate) drain_timeout: Option<DurationValue>,
+    pub(crate) stop_timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum RawTargetKind {
+    #[default]
+    Local,
+}
+
+/// A TCP port, 1..=65535. A string of digits is taken too, so `port = "${PORT:-8080}"` works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Port(pub(crate) u16);
+
+impl<'de> Deserialize<'de> for Port {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+        impl Visitor<'_> for PortVisitor {
+            type Value = Port;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a port number from 1 to 65535")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Port, E> {
+                match u16::try_from(v) {
+                    Ok(port) if port > 0 => Ok(Port(port)),
+                    _ => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Port, E> {
+                match u16::try_from(v) {
+                    Ok(port) if port > 0 => Ok(Port(port)),
+                    _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Port, E> {
+                match v.trim().parse::<i64>() {
+                    Ok(n) => self.visit_i64(n),
+                    Err(_) => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+/// A count of at least 1 (`healthy_threshold`). A string of digits is taken too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Count(pub(crate) u32);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct CountVisitor;
+        impl Visitor<'_> for CountVisitor {
+            type Value = Count;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a whole number of at least 1")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Count, E> {
+                match u32::try_from(v) {
+                    Ok(n) if n > 0 => Ok(Count(n)),
+                    _ => Err(E::invalid_value(Unexpected::Signed(v), &self)),
+                }
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Count, E> {
+                match u32::try_from(v) {
+                    Ok(n) if n > 0 => Ok(Count(n)),
+                    _ => Err(E::invalid_value(Unexpected::Unsigned(v), &self)),
+                }
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Count, E> {
+                match v.trim().parse::<i64>() {
+                    Ok(n) => self.visit_i64(n),
+                    Err(_) => Err(E::invalid_value(Unexpected::Str(v), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(CountVisitor)
+    }
+}
+
+/// A humantime duration written as a string: "100ms", "30s", "2m", "1m 30s".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DurationValue(pub(crate) Duration);
+
+impl<'de> Deserialize<'de> for DurationValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct DurationVisitor;
+        impl Visitor<'_> for DurationVisitor {
+            type Value = DurationValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(DURATION_EXAMPLES)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<DurationValue, E> {
+                humantime::parse_duration(v.trim())
+                    .map(DurationValue)
+                    .map_err(|_| {
+                        E::custom(format_args!(
+                            "invalid duration {v:?}: expected {DURATION_EXAMPLES}"
+                        ))
+                    })
+            }
+        }
+        deserializer.deserialize_any(DurationVisitor)
+    }
+}
+
+/// The address the edge listens on: an IP address and a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Listen(pub(crate) SocketAddr);
+
+impl<'de> Deserialize<'de> for Listen {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ListenVisitor;
+        impl Visitor<'_> for ListenVisitor {
+            type Value = Listen;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(r#"an IP address and port like "127.0.0.1:8080" or "[::1]:8080""#)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Listen, E> {
+                v.trim().parse().map(Listen).map_err(|_| {
+                    E::custom(format_args!(
+                        "invalid listen address {v:?}: expected an IP address and port like \
+                         \"127.0.0.1:8080\" or \"[::1]:8080\""
+                    ))
+                })
+            }
+        }
+        deserializer.deserialize_any(ListenVisitor)
+    }
+}
+
+/// Reads the interpolated table into the raw structs. A failure names the key path where
+/// serde stopped, says what was expected, and for an unknown key lists the allowed ones.
+pub(crate) fn deserialize(table: toml::Table) -> Result<RawConfig, Problem> {
+    serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|error| {
+        let path = KeyPath::from_serde(error.path());
+        problem(path, error.inner().message())
+    })
+}
+
+/// Rephrases serde's messages in the file's words ("key", not "field") and adds a hint.
+fn problem(path: KeyPath, message: &str) -> Problem {
+    if let Some(rest) = message.strip_prefix("unknown field `") {
+        let (name, allowed) = rest.split_once('`').unwrap_or((rest, ""));
+        let allowed_names = backticked(allowed);
+        let expected = match allowed_names.as_slice() {
+            [] => "this table takes no keys".to_string(),
+            names => format!("allowed keys: {}", names.join(", ")),
+        };
+        // serde's path ends at the table holding the key; the key belongs on the path.
+        let path = if path.last_key() == Some(name) {
+            path
+        } else {
+            path.key(name)
+        };
+        let problem = Problem::key(path, format!("unknown key `{name}`; {expected}"));
+        return match closest(name, &allowed_names) {
+            Some(near) => problem.with_hint(format!("did you mean `{near}`?")),
+            None => problem,
+        };
+    }
+    if let Some(rest) = message.strip_prefix("missing field `") {
+        let name = rest.split('`').next().unwrap_or(rest);
+        let problem = Problem::key(path, format!("missing required key `{name}`"));
+        return match name {
+            "port" => {
+                problem.with_hint("add `port = <the port the app listens on in its container>`")
+            }
+            _ => problem,
+        };
+    }
+    if let Some(rest) = message.strip_prefix("unknown variant `") {
+        let (name, allowed) = rest.split_once('`').unwrap_or((rest, ""));
+        let allowed = backticked(allowed).join(", ");
+        let problem = Problem::value(
+            path.clone(),
+            format!("unknown value `{name}`; expected one of: {allowed}"),
+        );
+        return match path.last_key() {
+            Some("kind") => problem.with_hint("only \"local\" targets are supported so far"),
+            _ => problem,
+        };
+    }
+    // The maps of services, targets and env are tables in the file's words.
+    let message = match message.strip_suffix("expected a map") {
+        Some(start) => format!("{start}expected a table"),
+        None => message.to_string(),
+    };
+    let message = message.as_str();
+    let problem = Problem::value(path, message);
+    if message.starts_with("invalid type") && message.ends_with("expected a string") {
+        problem.with_hint("put the value in double quotes")
+    } else if message.contains(DURATION_EXAMPLES) {
+        problem.with_hint("write a number and a unit in quotes: ms, s, m or h")
+    } else {
+        problem
+    }
+}
+
+/// The `name`s in a serde list such as "expected one of `a`, `b`".
+fn backticked(text: &str) -> Vec<&str> {
+    text.split('`').skip(1).step_by(2).collect()
+}
+
+/// The allowed name a typo most likely meant: at most two edits away.
+fn closest<'a>(name: &str, allowed: &[&'a str]) -> Option<&'a str> {
+    allowed
+        .iter()
+        .map(|candidate| (edit_distance(name, candidate), *candidate))
+        .filter(|(distance, _)| *distance <= 2)
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, candidate)| candidate)
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut current = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(ca != *cb);
+            current.push(substitution.min(previous[j + 1] + 1).min(current[j] + 1));
+        }
+        previous = current;
+    }
+    previous[b.len()]
+}

@@ -1,0 +1,365 @@
+//! The second stage: a raw config (shapes checked by serde) becomes a typed [`Config`].
+//!
+//! Here defaults are filled in from the `DEFAULT_*` constants, names are checked, relative
+//! paths are made absolute against the config file's folder, and the rules that span
+//! several values (`default_target` names a target) are enforced. The first problem found
+//! is returned with its key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use super::error::Problem;
+use super::interpolate::is_var_name;
+use super::locate::KeyPath;
+use super::raw::{RawConfig, RawHealth, RawService, RawTarget, RawTargetKind, RawVerify};
+use super::{
+    Config, DEFAULT_DOCKERFILE, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEALTH_INTERVAL,
+    DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_LISTEN,
+    DEFAULT_STATE_DIR, DEFAULT_STOP_TIMEOUT, DEFAULT_TARGET_NAME, Env, HealthCheck, LocalTarget,
+    STATE_DIR_ENV, Service, Target, TargetKind, Verify,
+};
+
+/// The longest service or target name; names end up in container names and folder names.
+pub(crate) const MAX_NAME_LEN: usize = 40;
+
+/// Where the config came from: what its relative paths and `SHIPIT_STATE_DIR` resolve against.
+pub(crate) struct Origin<'a> {
+    /// Absolute, normalised path of the config file.
+    pub(crate) path: &'a Path,
+    pub(crate) env: &'a dyn Env,
+    pub(crate) cwd: &'a Path,
+}
+
+pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Problem> {
+    let root = KeyPath::root();
+    let dir = origin
+        .path
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+
+    let state_dir = match origin.env.var(STATE_DIR_ENV).filter(|v| !v.is_empty()) {
+        Some(from_env) => normalize(&origin.cwd.join(from_env)),
+        None => {
+            let written = raw.state_dir.as_deref().unwrap_or(DEFAULT_STATE_DIR);
+            not_empty(written, &root.key("state_dir"))?;
+            normalize(&dir.join(written))
+        }
+    };
+
+    let mut services = BTreeMap::new();
+    for (name, raw_service) in raw.services {
+        let path = root.key("services").key(&name);
+        check_name(&name, "service", &path)?;
+        let service = service(name.clone(), raw_service, &dir, &path)?;
+        services.insert(name, service);
+    }
+
+    let mut targets = BTreeMap::new();
+    if raw.targets.is_empty() {
+        let implicit = RawTarget {
+            kind: RawTargetKind::Local,
+            listen: None,
+            drain_timeout: None,
+            stop_timeout: None,
+        };
+        targets.insert(
+            DEFAULT_TARGET_NAME.to_string(),
+            target(DEFAULT_TARGET_NAME.to_string(), implicit),
+        );
+    }
+    for (name, raw_target) in raw.targets {
+        check_name(&name, "target", &root.key("targets").key(&name))?;
+        targets.insert(name.clone(), target(name, raw_target));
+    }
+
+    let default_target = present(raw.default_target);
+    if let Some(default) = &default_target
+        && !targets.contains_key(default)
+    {
+        let names = list(targets.keys());
+        return Err(Problem::value(
+            root.key("default_target"),
+            format!("no target named `{default}`; expected one of: {names}"),
+        )
+        .with_hint("set default_target to the name of a [targets.<name>] table, or remove it"));
+    }
+
+    Ok(Config {
+        path: origin.path.to_path_buf(),
+        dir,
+        state_dir,
+        default_target,
+        services,
+        targets,
+    })
+}
+
+fn service(name: String, raw: RawService, dir: &Path, path: &KeyPath) -> Result<Service, Problem> {
+    let context_key = path.key("context");
+    let written = raw.context.as_deref().unwrap_or(".");
+    not_empty(written, &context_key)?;
+    let context = normalize(&dir.join(written));
+    match std::fs::metadata(&context) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => {
+            return Err(Problem::value(
+                context_key,
+                format!("build context {} is not a folder", context.display()),
+            )
+            .with_hint("context is the folder sent to the Docker build, relative to this file"));
+        }
+        Err(error) => {
+            return Err(Problem::value(
+                context_key,
+                format!(
+                    "build context {} cannot be read: {error}",
+                    context.display()
+                ),
+            )
+            .with_hint(format!(
+                "context is relative to the config file's folder ({})",
+                dir.display()
+            )));
+        }
+    }
+
+    let dockerfile_key = path.key("dockerfile");
+    let written = raw.dockerfile.as_deref().unwrap_or(DEFAULT_DOCKERFILE);
+    not_empty(written, &dockerfile_key)?;
+    let dockerfile = inside(Path::new(written)).ok_or_else(|| {
+        Problem::value(
+            dockerfile_key,
+            format!("dockerfile {written:?} is outside the build context"),
+        )
+        .with_hint("give the Dockerfile's path relative to `context`, inside it")
+    })?;
+
+    for env_name in raw.env.keys() {
+        if !is_var_name(env_name) {
+            return Err(Problem::key(
+                path.key("env").key(env_name),
+                format!(
+                    "invalid environment variable name {env_name:?}: expected letters, digits \
+                     and _, not starting with a digit"
+                ),
+            ));
+        }
+    }
+
+    Ok(Service {
+        name,
+        context,
+        dockerfile,
+        port: raw.port.0,
+        env: raw.env,
+        pre_build: present(raw.pre_build),
+        health: health(raw.health, &path.key("health"))?,
+        verify: verify(raw.verify, &path.key("verify"))?,
+    })
+}
+
+fn health(raw: RawHealth, path: &KeyPath) -> Result<HealthCheck, Problem> {
+    let health_path = raw.path.unwrap_or_else(|| DEFAULT_HEALTH_PATH.to_string());
+    url_path(&health_path, &path.key("path"))?;
+    let interval = raw.interval.map_or(DEFAULT_HEALTH_INTERVAL, |d| d.0);
+    not_zero(interval, &path.key("interval"))?;
+    let timeout = raw.timeout.map_or(DEFAULT_HEALTH_TIMEOUT, |d| d.0);
+    not_zero(timeout, &path.key("timeout"))?;
+    Ok(HealthCheck {
+        path: health_path,
+        interval,
+        timeout,
+        healthy_threshold: raw
+            .healthy_threshold
+            .map_or(DEFAULT_HEALTHY_THRESHOLD, |n| n.0),
+    })
+}
+
+fn verify(raw: RawVerify, path: &KeyPath) -> Result<Verify, Problem> {
+    let version_path = present(raw.version_path);
+    if let Some(version_path) = &version_path {
+        url_path(version_path, &path.key("version_path"))?;
+    }
+    Ok(Verify { version_path })
+}
+
+fn target(name: String, raw: RawTarget) -> Target {
+    let kind = match raw.kind {
+        RawTargetKind::Local => TargetKind::Local(LocalTarget {
+            listen: raw.listen.map_or_else(default_listen, |l| l.0),
+            drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
+            stop_timeout: raw.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
+        }),
+    };
+    Target { name, kind }
+}
+
+pub(crate) fn default_listen() -> SocketAddr {
+    DEFAULT_LISTEN
+        .parse()
+        .expect("DEFAULT_LISTEN is a valid socket address")
+}
+
+/// Service and target names: `[a-z0-9][a-z0-9-]*`, at most [`MAX_NAME_LEN`] characters.
+fn check_name(name: &str, noun: &str, path: &KeyPath) -> Result<(), Problem> {
+    let valid = name.len() <= MAX_NAME_LEN
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if valid {
+        return Ok(());
+    }
+    Err(Problem::key(
+        path.clone(),
+        format!(
+            "invalid {noun} name {name:?}: expected lowercase letters, digits and -, starting \
+             with a letter or digit, at most {MAX_NAME_LEN} characters"
+        ),
+    )
+    .with_hint(format!(
+        "{noun} names become parts of container and folder names"
+    )))
+}
+
+fn url_path(value: &str, path: &KeyPath) -> Result<(), Problem> {
+    if value.starts_with('/') {
+        return Ok(());
+    }
+    Err(Problem::value(
+        path.clone(),
+        format!("invalid path {value:?}: expected it to start with /"),
+    )
+    .with_hint(format!(
+        "write it as \"/{}\"",
+        value.trim_start_matches('/')
+    )))
+}
+
+fn not_zero(duration: Duration, path: &KeyPath) -> Result<(), Problem> {
+    if duration.is_zero() {
+        return Err(Problem::value(
+            path.clone(),
+            "invalid duration 0: expected more than zero",
+        ));
+    }
+    Ok(())
+}
+
+fn not_empty(value: &str, path: &KeyPath) -> Result<(), Problem> {
+    if value.is_empty() {
+        return Err(Problem::value(
+            path.clone(),
+            "empty path: expected a path relative to the config file's folder",
+        )
+        .with_hint("write \".\" for the config file's own folder"));
+    }
+    Ok(())
+}
+
+/// An optional key without a default that is blank counts as absent, so that
+/// `pre_build = "${PRE_BUILD:-}"` can switch it off from the environment.
+fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
+}
+
+/// `names` as "`a`, `b`".
+pub(crate) fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
+    names
+        .into_iter()
+        .map(|name| format!("`{name}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// `path` with `.` and `..` resolved lexically, without touching the file system; `..` at the
+/// root stays at the root.
+pub(crate) fn normalize(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    // How many `Normal` components `out` ends with, the ones a `..` can take back.
+    let mut depth = 0usize;
+    for component in path.components() {
+        match component {
+            Component::Prefix(_) | Component::RootDir => out.push(component),
+            Component::Normal(_) => {
+                out.push(component);
+                depth += 1;
+            }
+            Component::CurDir => {}
+            Component::ParentDir if depth > 0 => {
+                out.pop();
+                depth -= 1;
+            }
+            Component::ParentDir if out.has_root() => {}
+            Component::ParentDir => out.push(component),
+        }
+    }
+    out
+}
+
+/// A relative path, normalised, if it stays inside the folder it is relative to.
+fn inside(path: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for component in path.components() {
+        match component {
+            Component::Normal(part) => out.push(part),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            Component::Prefix(_) | Component::RootDir => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normalize_resolves_dots_lexically() {
+        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
+        assert_eq!(normalize(Path::new("/a/b/.")), PathBuf::from("/a/b"));
+        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
+        assert_eq!(
+            normalize(Path::new("../a/../../b")),
+            PathBuf::from("../../b")
+        );
+    }
+
+    #[test]
+    fn inside_rejects_paths_that_leave_the_folder() {
+        assert_eq!(
+            inside(Path::new("./a/../Dockerfile")),
+            Some("Dockerfile".into())
+        );
+        assert_eq!(
+            inside(Path::new("docker/Dockerfile")),
+            Some("docker/Dockerfile".into())
+        );
+        assert_eq!(inside(Path::new("../Dockerfile")), None);
+        assert_eq!(inside(Path::new("/etc/Dockerfile")), None);
+        assert_eq!(inside(Path::new(".")), None);
+    }
+
+    #[test]
+    fn names_are_lowercase_words_of_at_most_40_characters() {
+        let path = KeyPath::root();
+        assert!(check_name("hello-2", "service", &path).is_ok());
+        assert!(check_name("9lives", "service", &path).is_ok());
+        assert!(check_name(&"a".repeat(40), "service", &path).is_ok());
+        assert!(check_name(&"a".repeat(41), "service", &path).is_err());
+        assert!(check_name("Hello", "service", &path).is_err());
+        assert!(check_name("-x", "service", &path).is_err());
+        assert!(check_name("a_b", "service", &path).is_err());
+        assert!(check_name("", "service", &path).is_err());
+    }
+}
