@@ -1,5 +1,56 @@
 //! shipit's edge: the reverse proxy in front of a local target's slots.
+//!
+//! It routes each service's traffic to its live slot, switches slots atomically, drains
+//! the replaced slot, and is driven through an admin API on a unix socket. The route table
+//! survives restarts (`routes.json`), and [`daemon`] starts it detached and stops it.
 
+pub mod admin;
+pub mod backend;
+pub mod client;
+pub mod daemon;
+pub mod drain;
+pub mod error;
+pub mod proxy;
+pub mod route;
+pub mod server;
 pub mod slot;
+pub mod state;
 
+#[cfg(test)]
+mod test_backend;
+
+use std::time::Duration;
+
+pub use backend::Backend;
+pub use client::AdminClient;
+pub use daemon::{DaemonSpec, StopOutcome};
+pub use drain::DrainOutcome;
+pub use error::EdgeError;
+pub use server::{EdgeHandle, EdgeOptions};
 pub use slot::Slot;
+
+/// The admin socket, in the edge directory.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+/// The saved route table, in the edge directory.
+pub const ROUTES_FILE: &str = "routes.json";
+/// The pid of the running edge, in the edge directory.
+pub const PID_FILE: &str = "edge.pid";
+/// The detached edge's stdout and stderr, in the edge directory.
+pub const LOG_FILE: &str = "edge.log";
+/// Locked by the running edge for its whole life: one edge per directory.
+pub const LOCK_FILE: &str = "edge.lock";
+
+/// How long the edge waits for a slot to accept a connection before answering 504.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle pooled connection to a slot is kept.
+pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a stopping edge lets requests in flight finish.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// How long a client may take to send its request headers.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// The deadline of one admin call (a drain gets its own timeout on top).
+pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long [`daemon::ensure_running`] usually waits for a new edge to answer.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long [`daemon::stop`] usually waits before it kills the edge.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(35);

@@ -42,7 +42,9 @@ impl std::str::FromStr for Slot {
         match s {
             "blue" => Ok(Slot::Blue),
             "green" => Ok(Slot::Green),
-            other => Err(format!("unknown slot `{other}`: expected `blue` or `green`")),
+            other => Err(format!(
+                "unknown slot `{other}`: expected `blue` or `green`"
+            )),
         }
     }
 }

@@ -1,0 +1,635 @@
+//! The admin API: HTTP/1.1 + JSON on the unix socket `admin.sock` in the edge directory.
+//!
+//! | call | body | answer |
+//! |---|---|---|
+//! | `GET /status` | | [`Status`] |
+//! | `PUT /routes/{service}/switch` | [`SwitchRequest`] (a `Backend`) | [`SwitchAnswer`] |
+//! | `POST /routes/{service}/drain` | [`DrainRequest`] | [`DrainAnswer`] |
+//! | `DELETE /routes/{service}` | | [`RemoveAnswer`] |
+//! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
+//!
+//! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status. The socket is
+//! created with mode 0600: whoever can switch routes controls the traffic.
+//! The wire types live here and are shared with [`crate::AdminClient`].
+
+use std::net::SocketAddr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use jiff::Timestamp;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+
+use crate::route::{Drainable, validate_service};
+use crate::server::Edge;
+use crate::{Backend, EdgeError, Slot};
+
+/// The most an admin request body may hold.
+pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Unix socket paths longer than this do not fit in `sockaddr_un`.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    /// The address the edge actually listens on (the bound port when asked for port 0).
+    pub listen: SocketAddr,
+    pub started_at: Timestamp,
+    pub routes: Vec<RouteStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    pub live: Option<Backend>,
+    pub since: Timestamp,
+    pub draining: Vec<DrainingStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainingStatus {
+    pub backend: Backend,
+    pub in_flight: usize,
+}
+
+/// `PUT /routes/{service}/switch`: a [`Backend`], optionally with the host names the route
+/// answers for (omitted: keep the route's hosts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRequest {
+    pub slot: Slot,
+    pub release: String,
+    pub addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchAnswer {
+    /// What was live before; equal to the requested backend when it already was live.
+    pub previous: Option<Backend>,
+    pub switched_at: Timestamp,
+}
+
+/// `POST /routes/{service}/drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    pub release: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainAnswer {
+    pub drained: bool,
+    pub in_flight: usize,
+    pub waited_ms: u64,
+}
+
+/// `DELETE /routes/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveAnswer {
+    pub removed: Option<Backend>,
+}
+
+/// `POST /shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownAnswer {
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    pub error: String,
+}
+
+/// Binds the admin socket at `path`, replacing a stale socket file, with mode 0600.
+pub(crate) fn bind(path: &Path) -> Result<UnixListener, EdgeError> {
+    let len = path.as_os_str().len();
+    if len > MAX_SOCKET_PATH {
+        return Err(EdgeError::SocketPathTooLong {
+            path: path.to_path_buf(),
+            len,
+        });
+    }
+    // Only one edge runs per directory (the server holds its lock), so a socket file
+    // here is left over from an edge that did not exit cleanly.
+    match std::fs::remove_file(path) {
+        Ok(()) => tracing::info!(path = %path.display(), "removed a stale admin socket"),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(EdgeError::io("remove the stale admin socket", path, e)),
+    }
+    let listener =
+        UnixListener::bind(path).map_err(|e| EdgeError::io("bind the admin socket", path, e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| EdgeError::io("set mode 0600 on the admin socket", path, e))?;
+    Ok(listener)
+}
+
+/// A failed admin call: its status and message.
+struct Refusal(StatusCode, String);
+
+type Answer = Result<Response<Full<Bytes>>, Refusal>;
+
+/// Serves one admin request.
+pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let answer = match (&method, segments.as_slice()) {
+        (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &edge.status())),
+        (&Method::PUT, ["routes", service, "switch"]) => switch(&edge, service, req).await,
+        (&Method::POST, ["routes", service, "drain"]) => drain(&edge, service, req).await,
+        (&Method::DELETE, ["routes", service]) => remove(&edge, service).await,
+        (&Method::POST, ["shutdown"]) => {
+            tracing::info!("stop requested over the admin API");
+            edge.request_stop();
+            Ok(json(StatusCode::OK, &ShutdownAnswer { stopping: true }))
+        }
+        (_, ["status"] | ["routes", _, "switch" | "drain"] | ["routes", _] | ["shutdown"]) => {
+            Err(Refusal(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("{method} is not allowed on {path}"),
+            ))
+        }
+        _ => Err(Refusal(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no admin call {method} {path}; the calls are GET /status, PUT /routes/{{service}}/switch, \
+                 POST /routes/{{service}}/drain, DELETE /routes/{{service}} and POST /shutdown"
+            ),
+        )),
+    };
+    answer.unwrap_or_else(|Refusal(status, error)| {
+        if status.is_server_error() {
+            tracing::error!(%method, %path, "{error}");
+        } else {
+            tracing::warn!(%method, %path, "{error}");
+        }
+        json(status, &ErrorAnswer { error })
+    })
+}
+
+async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: SwitchRequest = read_json(
+        req,
+        r#"{"slot": "blue", "release": "...", "addr": "127.0.0.1:8081"}"#,
+    )
+    .await?;
+    if body.release.is_empty() {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "the switch body has an empty `release`".into(),
+        ));
+    }
+    let backend = Backend {
+        slot: body.slot,
+        release: body.release,
+        addr: body.addr,
+    };
+    let switched = edge
+        .switch(service, backend.clone(), body.hosts)
+        .await
+        .map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "service {service} now routes to {backend}, but the routes were not saved and \
+                     will not survive a restart: {e}"
+                ),
+            )
+        })?;
+    Ok(json(
+        StatusCode::OK,
+        &SwitchAnswer {
+            previous: switched.previous,
+            switched_at: switched.switched_at,
+        },
+    ))
+}
+
+async fn drain(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: DrainRequest = read_json(req, r#"{"release": "...", "timeout_ms": 30000}"#).await?;
+    let backends = match edge.table().drainable(service, &body.release) {
+        Drainable::Replaced(backends) => backends,
+        Drainable::Gone => Vec::new(),
+        Drainable::Live(live) => {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                format!(
+                    "release {} is live on service {service} (the {} slot at {}); switch to \
+                     another backend before draining it",
+                    body.release, live.slot, live.addr
+                ),
+            ));
+        }
+    };
+    let outcome = crate::drain::drain(&backends, Duration::from_millis(body.timeout_ms)).await;
+    tracing::info!(
+        %service, release = %body.release, drained = outcome.drained,
+        in_flight = outcome.in_flight, waited_ms = outcome.waited.as_millis() as u64,
+        "drain finished"
+    );
+    Ok(json(
+        StatusCode::OK,
+        &DrainAnswer {
+            drained: outcome.drained,
+            in_flight: outcome.in_flight,
+            waited_ms: u64::try_from(outcome.waited.as_millis()).unwrap_or(u64::MAX),
+        },
+    ))
+}
+
+async fn remove(edge: &Edge, service: &str) -> Answer {
+    let service = checked_service(service)?;
+    let removed = edge.remove(service).await.map_err(|e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the route of service {service} is removed, but the routes were not saved and it \
+                 will come back after a restart: {e}"
+            ),
+        )
+    })?;
+    Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
+}
+
+fn checked_service(service: &str) -> Result<&str, Refusal> {
+    validate_service(service)
+        .map(|()| service)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e.to_string()))
+}
+
+async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+    example: &str,
+) -> Result<T, Refusal> {
+    let bytes = Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body (at most {MAX_ADMIN_BODY} bytes): {e}"),
+            )
+        })?
+        .to_bytes();
+    serde_json::from_slice(&bytes).map_err(|e| {
+        Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("invalid JSON body: {e}; expected {example}"),
+        )
+    })
+}
+
+fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
+    let body = serde_json::to_vec(value).expect("admin answers serialize to JSON");
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, get};
+    use hyper_util::rt::TokioIo;
+
+    /// Sends a raw admin request and returns the status and the JSON answer.
+    async fn raw(
+        edge: &TestEdge,
+        method: &str,
+        path: &str,
+        body: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let stream = tokio::net::UnixStream::connect(edge.handle.admin_socket())
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "edge")
+            .body(Full::new(Bytes::from(body.to_string())))
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[tokio::test]
+    async fn admin_socket_is_private() {
+        let edge = TestEdge::start().await;
+        let mode = std::fs::metadata(edge.handle.admin_socket())
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
+
+    #[tokio::test]
+    async fn stale_socket_file_is_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::ADMIN_SOCKET);
+        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        let _listener = bind(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[tokio::test]
+    async fn too_long_socket_path_is_refused_with_a_hint() {
+        let path = Path::new("/tmp").join("d".repeat(120)).join("admin.sock");
+        let err = bind(&path).unwrap_err();
+        assert!(err.to_string().contains("shorter state directory"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn status_reports_pid_bound_listen_and_routes() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        let status = edge.client().status().await.unwrap();
+        assert_eq!(status.pid, std::process::id());
+        assert_eq!(status.listen, edge.addr());
+        assert_ne!(status.listen.port(), 0);
+        assert!(status.routes.is_empty());
+
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (code, json) = raw(&edge, "GET", "/status", "").await;
+        assert_eq!(code, StatusCode::OK);
+        let route = &json["routes"][0];
+        assert_eq!(route["service"], "web");
+        assert_eq!(
+            route["live"],
+            serde_json::json!({"slot": "blue", "release": "r1", "addr": blue.addr.to_string()})
+        );
+        assert_eq!(route["draining"], serde_json::json!([]));
+        assert!(route["since"].as_str().unwrap().ends_with('Z'));
+        assert!(json["started_at"].is_string());
+    }
+
+    #[tokio::test]
+    async fn switch_routes_next_request_to_new_backend() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        let green = TestBackend::start("green").await;
+        let client = edge.client();
+
+        let first = client
+            .switch("web", &blue.backend(Slot::Blue, "r1"))
+            .await
+            .unwrap();
+        assert_eq!(first.previous, None);
+        assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("blue"));
+
+        let second = client
+            .switch("web", &green.backend(Slot::Green, "r2"))
+            .await
+            .unwrap();
+        assert_eq!(second.previous, Some(blue.backend(Slot::Blue, "r1")));
+        assert!(second.switched_at >= first.switched_at);
+        assert_eq!(
+            get(edge.addr(), "/").await.backend.as_deref(),
+            Some("green")
+        );
+    }
+
+    #[tokio::test]
+    async fn switch_keeps_inflight_requests_on_old_slot() {
+        let edge = TestEdge::start().await;
+        let mut blue = TestBackend::start("blue").await;
+        let green = TestBackend::start("green").await;
+        let client = edge.client();
+        client
+            .switch("web", &blue.backend(Slot::Blue, "r1"))
+            .await
+            .unwrap();
+
+        let mut slow = Connection::open(edge.addr()).await;
+        let slow = tokio::spawn(async move { slow.get("/hold").await.unwrap() });
+        blue.arrival().await;
+        client
+            .switch("web", &green.backend(Slot::Green, "r2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            get(edge.addr(), "/").await.backend.as_deref(),
+            Some("green")
+        );
+
+        let status = client.status().await.unwrap();
+        let draining = &status.routes[0].draining;
+        assert_eq!(draining.len(), 1);
+        assert_eq!(draining[0].backend, blue.backend(Slot::Blue, "r1"));
+        assert_eq!(draining[0].in_flight, 1);
+
+        let drain = {
+            let client = client.clone();
+            tokio::spawn(async move { client.drain("web", "r1", SIGNAL_TIMEOUT).await.unwrap() })
+        };
+        // The drain cannot end while the slow request is held; a status round trip later
+        // it is still waiting.
+        client.status().await.unwrap();
+        assert!(!drain.is_finished());
+        blue.release_one();
+        let answer = slow.await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.backend.as_deref(), Some("blue"));
+        let outcome = drain.await.unwrap();
+        assert!(outcome.drained);
+        assert_eq!(outcome.in_flight, 0);
+        assert!(client.status().await.unwrap().routes[0].draining.is_empty());
+    }
+
+    #[tokio::test]
+    async fn drain_gives_up_at_deadline() {
+        let edge = TestEdge::start().await;
+        let mut blue = TestBackend::start("blue").await;
+        let green = TestBackend::start("green").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let mut slow = Connection::open(edge.addr()).await;
+        let slow = tokio::spawn(async move { slow.get("/hold").await.unwrap() });
+        blue.arrival().await;
+        edge.switch(&green.backend(Slot::Green, "r2")).await;
+
+        let (code, json) = raw(
+            &edge,
+            "POST",
+            "/routes/web/drain",
+            r#"{"release": "r1", "timeout_ms": 200}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["drained"], false);
+        assert_eq!(json["in_flight"], 1);
+        assert!(json["waited_ms"].as_u64().unwrap() >= 200, "{json}");
+        blue.release_one();
+        assert_eq!(slow.await.unwrap().status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn drain_of_unknown_release_is_immediately_done() {
+        let edge = TestEdge::start().await;
+        let outcome = edge
+            .client()
+            .drain("web", "never", SIGNAL_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(outcome.drained);
+        assert_eq!(outcome.in_flight, 0);
+    }
+
+    #[tokio::test]
+    async fn drain_of_live_release_is_refused() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let err = edge
+            .client()
+            .drain("web", "r1", SIGNAL_TIMEOUT)
+            .await
+            .unwrap_err();
+        let EdgeError::AdminRejected {
+            status, message, ..
+        } = &err
+        else {
+            panic!("expected a refusal, got {err:?}");
+        };
+        assert_eq!(*status, 409);
+        assert!(
+            message.contains("release r1 is live on service web"),
+            "{message}"
+        );
+    }
+
+    #[tokio::test]
+    async fn remove_answers_removed_backend_then_null() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (code, json) = raw(&edge, "DELETE", "/routes/web", "").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json["removed"]["release"], "r1");
+        assert_eq!(edge.client().remove("web").await.unwrap(), None);
+        assert!(edge.client().status().await.unwrap().routes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn switch_body_may_set_hosts() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        let green = TestBackend::start("green").await;
+        let api = format!(
+            r#"{{"slot": "blue", "release": "a1", "addr": "{}", "hosts": ["api.test"]}}"#,
+            blue.addr
+        );
+        assert_eq!(
+            raw(&edge, "PUT", "/routes/api/switch", &api).await.0,
+            StatusCode::OK
+        );
+        edge.switch(&green.backend(Slot::Green, "w1")).await;
+        let status = edge.client().status().await.unwrap();
+        assert_eq!(status.routes[0].hosts, vec!["api.test".to_string()]);
+        // `get` sends `Host: app.test`: the catch-all route answers it.
+        assert_eq!(
+            get(edge.addr(), "/").await.backend.as_deref(),
+            Some("green")
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_admin_calls_answer_json_errors() {
+        let edge = TestEdge::start().await;
+        let cases = [
+            (
+                "GET",
+                "/nope",
+                "",
+                StatusCode::NOT_FOUND,
+                "no admin call GET /nope",
+            ),
+            (
+                "POST",
+                "/status",
+                "",
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST is not allowed",
+            ),
+            (
+                "PUT",
+                "/routes/web/switch",
+                "{",
+                StatusCode::BAD_REQUEST,
+                "invalid JSON body",
+            ),
+            (
+                "PUT",
+                "/routes/web/switch",
+                r#"{"slot": "red", "release": "r1", "addr": "127.0.0.1:1"}"#,
+                StatusCode::BAD_REQUEST,
+                "unknown variant `red`",
+            ),
+            (
+                "PUT",
+                "/routes/web/switch",
+                r#"{"slot": "blue", "release": "", "addr": "127.0.0.1:1"}"#,
+                StatusCode::BAD_REQUEST,
+                "empty `release`",
+            ),
+            (
+                "PUT",
+                "/routes/we%20b/switch",
+                r#"{"slot": "blue", "release": "r1", "addr": "127.0.0.1:1"}"#,
+                StatusCode::BAD_REQUEST,
+                "invalid service name",
+            ),
+            (
+                "POST",
+                "/routes/web/drain",
+                r#"{"release": "r1"}"#,
+                StatusCode::BAD_REQUEST,
+                "timeout_ms",
+            ),
+        ];
+        for (method, path, body, want, text) in cases {
+            let (code, json) = raw(&edge, method, path, body).await;
+            assert_eq!(code, want, "{method} {path}: {json}");
+            let error = json["error"].as_str().unwrap();
+            assert!(error.contains(text), "{method} {path}: {error}");
+        }
+        assert!(edge.client().status().await.unwrap().routes.is_empty());
+    }
+
+    #[tokio::test]
+    async fn shutdown_answers_then_stops_the_edge() {
+        let edge = TestEdge::start().await;
+        let socket = edge.handle.admin_socket().to_path_buf();
+        edge.client().shutdown().await.unwrap();
+        tokio::time::timeout(SIGNAL_TIMEOUT, edge.handle.stop_requested())
+            .await
+            .unwrap();
+        edge.handle.shutdown().await.unwrap();
+        assert!(!socket.exists());
+    }
+}

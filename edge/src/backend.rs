@@ -1,0 +1,168 @@
+//! What a route points at, and the requests in flight to it.
+//!
+//! A [`Backend`] is the wire value: a slot of one release, reachable at an address. Each
+//! switch wraps it in a fresh [`ActiveBackend`] with its own in-flight counter, so a slot
+//! reused by a later release drains on its own. A request holds an [`InFlightGuard`] from
+//! the moment it claims the backend until its response body is done or dropped.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use http::uri::Authority;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::Slot;
+
+/// One slot of one release, reachable at `addr`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Backend {
+    pub slot: Slot,
+    pub release: String,
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the {} slot (release {}) at {}",
+            self.slot, self.release, self.addr
+        )
+    }
+}
+
+/// Counts the requests in flight to one [`ActiveBackend`] and signals when it reaches zero.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl InFlight {
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Signalled whenever the count drops to zero. Enable the `Notified` future before
+    /// reading [`InFlight::count`] so a drop to zero in between is not missed.
+    pub(crate) fn idle(&self) -> &Notify {
+        &self.idle
+    }
+}
+
+/// A backend as installed for a service by one switch. The live one takes new requests;
+/// replaced ones only finish the requests they already have.
+#[derive(Debug)]
+pub struct ActiveBackend {
+    service: String,
+    backend: Backend,
+    authority: Authority,
+    in_flight: InFlight,
+}
+
+impl ActiveBackend {
+    pub fn new(service: impl Into<String>, backend: Backend) -> Arc<Self> {
+        let authority = Authority::try_from(backend.addr.to_string())
+            .expect("a socket address is a valid URI authority");
+        Arc::new(ActiveBackend {
+            service: service.into(),
+            backend,
+            authority,
+            in_flight: InFlight::default(),
+        })
+    }
+
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// `host:port` of the backend, ready for the upstream URI.
+    pub fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub fn in_flight(&self) -> &InFlight {
+        &self.in_flight
+    }
+
+    /// Counts one more request. The route table calls this under its read lock, so that a
+    /// switch returning means every request to the replaced backend is already counted.
+    pub(crate) fn claim(self: &Arc<Self>) -> InFlightGuard {
+        self.in_flight.count.fetch_add(1, Ordering::AcqRel);
+        InFlightGuard {
+            active: Arc::clone(self),
+        }
+    }
+}
+
+/// One request in flight to an [`ActiveBackend`]; dropping it ends the request.
+#[derive(Debug)]
+pub struct InFlightGuard {
+    active: Arc<ActiveBackend>,
+}
+
+impl InFlightGuard {
+    pub fn active(&self) -> &Arc<ActiveBackend> {
+        &self.active
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        let in_flight = &self.active.in_flight;
+        if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            in_flight.idle.notify_waiters();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(release: &str) -> Backend {
+        Backend {
+            slot: Slot::Green,
+            release: release.to_string(),
+            addr: "127.0.0.1:8081".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn backend_json_shape() {
+        let json = serde_json::to_value(backend("r42")).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"slot": "green", "release": "r42", "addr": "127.0.0.1:8081"})
+        );
+        let back: Backend = serde_json::from_value(json).unwrap();
+        assert_eq!(back, backend("r42"));
+    }
+
+    #[test]
+    fn guards_count_requests_until_dropped() {
+        let active = ActiveBackend::new("web", backend("r1"));
+        let first = active.claim();
+        let second = active.claim();
+        assert_eq!(active.in_flight().count(), 2);
+        drop(first);
+        assert_eq!(active.in_flight().count(), 1);
+        drop(second);
+        assert_eq!(active.in_flight().count(), 0);
+    }
+
+    #[test]
+    fn each_activation_counts_on_its_own() {
+        let old = ActiveBackend::new("web", backend("r1"));
+        let reused = ActiveBackend::new("web", backend("r1"));
+        let _guard = old.claim();
+        assert_eq!(old.in_flight().count(), 1);
+        assert_eq!(reused.in_flight().count(), 0);
+    }
+}

@@ -1,0 +1,252 @@
+//! The typed client of the admin API, used by the pipeline and the CLI.
+//!
+//! Each call opens its own connection to the unix socket (they are cheap), speaks
+//! HTTP/1.1 through hyper, and is bounded by a deadline. Errors name the socket path and
+//! the call, so "the edge is not running" and "the edge refused" read differently.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use tokio::net::UnixStream;
+
+use crate::admin::{
+    DrainAnswer, DrainRequest, ErrorAnswer, RemoveAnswer, ShutdownAnswer, Status, SwitchAnswer,
+    SwitchRequest,
+};
+use crate::drain::DrainOutcome;
+use crate::route::validate_service;
+use crate::{Backend, DEFAULT_ADMIN_TIMEOUT, EdgeError};
+
+/// Talks to one edge through its admin socket.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl AdminClient {
+    /// A client of the edge whose admin socket is `socket_path`; calls time out after
+    /// [`DEFAULT_ADMIN_TIMEOUT`] (a drain after its own timeout plus that).
+    pub fn new(socket_path: impl Into<PathBuf>) -> Self {
+        AdminClient {
+            socket: socket_path.into(),
+            timeout: DEFAULT_ADMIN_TIMEOUT,
+        }
+    }
+
+    /// Sets the deadline of each call.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    pub fn socket_path(&self) -> &Path {
+        &self.socket
+    }
+
+    /// `GET /status`.
+    pub async fn status(&self) -> Result<Status, EdgeError> {
+        self.call(Method::GET, "/status".into(), None, self.timeout)
+            .await
+    }
+
+    /// `PUT /routes/{service}/switch`: makes `backend` live and returns what it replaced.
+    pub async fn switch(
+        &self,
+        service: &str,
+        backend: &Backend,
+    ) -> Result<SwitchAnswer, EdgeError> {
+        validate_service(service)?;
+        let body = SwitchRequest {
+            slot: backend.slot,
+            release: backend.release.clone(),
+            addr: backend.addr,
+            hosts: None,
+        };
+        self.call(
+            Method::PUT,
+            format!("/routes/{service}/switch"),
+            Some(serde_json::to_vec(&body).expect("a switch body serializes")),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `POST /routes/{service}/drain`: waits until the replaced backend of `release` has no
+    /// request in flight, or `timeout` passes.
+    pub async fn drain(
+        &self,
+        service: &str,
+        release: &str,
+        timeout: Duration,
+    ) -> Result<DrainOutcome, EdgeError> {
+        validate_service(service)?;
+        let body = DrainRequest {
+            release: release.to_string(),
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+        };
+        let answer: DrainAnswer = self
+            .call(
+                Method::POST,
+                format!("/routes/{service}/drain"),
+                Some(serde_json::to_vec(&body).expect("a drain body serializes")),
+                timeout.saturating_add(self.timeout),
+            )
+            .await?;
+        Ok(DrainOutcome {
+            drained: answer.drained,
+            in_flight: answer.in_flight,
+            waited: Duration::from_millis(answer.waited_ms),
+        })
+    }
+
+    /// `DELETE /routes/{service}`: returns the backend that was live, if any.
+    pub async fn remove(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
+        validate_service(service)?;
+        let answer: RemoveAnswer = self
+            .call(
+                Method::DELETE,
+                format!("/routes/{service}"),
+                None,
+                self.timeout,
+            )
+            .await?;
+        Ok(answer.removed)
+    }
+
+    /// `POST /shutdown`: the edge answers, then stops.
+    pub async fn shutdown(&self) -> Result<(), EdgeError> {
+        let _: ShutdownAnswer = self
+            .call(Method::POST, "/shutdown".into(), None, self.timeout)
+            .await?;
+        Ok(())
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+        deadline: Duration,
+    ) -> Result<T, EdgeError> {
+        let request = format!("{method} {path}");
+        let exchange = self.exchange(method, &path, body, &request);
+        match tokio::time::timeout(deadline, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(EdgeError::AdminTimeout {
+                socket: self.socket.clone(),
+                request,
+                after: deadline,
+            }),
+        }
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Vec<u8>>,
+        request: &str,
+    ) -> Result<T, EdgeError> {
+        let protocol = |source| EdgeError::AdminProtocol {
+            socket: self.socket.clone(),
+            request: request.to_string(),
+            source,
+        };
+        let stream = UnixStream::connect(&self.socket).await.map_err(|source| {
+            EdgeError::AdminUnreachable {
+                socket: self.socket.clone(),
+                source,
+            }
+        })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(protocol)?;
+        // The connection ends once the answer is read and `sender` is dropped.
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("admin connection ended: {e}");
+            }
+        });
+
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "edge");
+        if body.is_some() {
+            builder = builder.header(header::CONTENT_TYPE, "application/json");
+        }
+        let req = builder
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .expect("an admin request is well formed");
+        let response = sender.send_request(req).await.map_err(protocol)?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(protocol)?
+            .to_bytes();
+        if !status.is_success() {
+            let message = serde_json::from_slice::<ErrorAnswer>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            return Err(EdgeError::AdminRejected {
+                socket: self.socket.clone(),
+                request: request.to_string(),
+                status: status.as_u16(),
+                message,
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| EdgeError::AdminAnswer {
+            socket: self.socket.clone(),
+            request: request.to_string(),
+            detail: format!("{e} in {}", String::from_utf8_lossy(&bytes)),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn missing_socket_error_names_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        let err = AdminClient::new(&socket).status().await.unwrap_err();
+        assert!(matches!(err, EdgeError::AdminUnreachable { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains(&socket.display().to_string()), "{msg}");
+        assert!(msg.contains("is the edge running?"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn silent_socket_times_out_with_the_call_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("admin.sock");
+        // Accepts connections (the kernel does) but never answers.
+        let _listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let err = AdminClient::new(&socket)
+            .with_timeout(Duration::from_millis(200))
+            .status()
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EdgeError::AdminTimeout { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("GET /status"), "{msg}");
+        assert!(msg.contains("200ms"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn invalid_service_is_refused_before_sending() {
+        let client = AdminClient::new("/nonexistent/admin.sock");
+        let err = client.remove("a/b").await.unwrap_err();
+        assert!(matches!(err, EdgeError::InvalidService { .. }), "{err:?}");
+    }
+}

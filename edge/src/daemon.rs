@@ -1,0 +1,754 @@
+//! Running the edge detached: start it once, find it again, stop it.
+//!
+//! `shipit release` calls [`ensure_running`]: it reuses the edge whose admin socket answers,
+//! or cleans the files a dead edge left behind and spawns a new one in its own process
+//! group, with its output appended to `edge.log`, and waits until its socket answers.
+//! [`stop`] asks `POST /shutdown` and falls back to SIGTERM, then SIGKILL.
+//!
+//! Which process is the edge: the server holds an exclusive `flock` on `edge.lock` for its
+//! whole life, and `/proc/locks` names the holder. So a pid file whose pid was reused by an
+//! unrelated process after a crash or reboot is recognised as stale and that process is
+//! never signalled. Without `/proc/locks`, the pid file and `kill(pid, 0)` decide. A zombie
+//! (exited, not yet reaped: tests that spawn the edge may not reap it) counts as dead.
+
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use crate::admin::Status;
+use crate::{ADMIN_SOCKET, AdminClient, EdgeError, LOCK_FILE, LOG_FILE, PID_FILE};
+
+/// Held while a shipit command starts or stops the edge of a directory.
+const DAEMON_LOCK_FILE: &str = "daemon.lock";
+/// How long one "does the socket answer" probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a starting edge's socket, a stopping edge's pid, or a busy lock is looked at.
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// How long a SIGKILLed edge gets to disappear.
+const KILL_WAIT: Duration = Duration::from_secs(5);
+/// How many lines of `edge.log` an error shows.
+const LOG_TAIL_LINES: usize = 20;
+/// Written to `edge.log` before each start, so an error shows only that start's lines.
+const START_MARKER: &str = "--- shipit: starting the edge";
+
+/// How to start the edge of one directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonSpec {
+    /// The program that runs the edge (usually the `shipit` binary itself).
+    pub exe: PathBuf,
+    /// Its arguments, e.g. `edge run --dir <dir> --listen <addr>`.
+    pub args: Vec<OsString>,
+    /// The edge directory.
+    pub dir: PathBuf,
+    /// Where the edge must listen. Port 0 accepts any port on that address.
+    pub listen: SocketAddr,
+    /// How long a new edge may take until its admin socket answers.
+    pub start_timeout: Duration,
+}
+
+/// How [`stop`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopOutcome {
+    /// No edge was running; stale files, if any, were removed.
+    NotRunning,
+    /// The edge stopped after `POST /shutdown`.
+    ShutDown { pid: u32 },
+    /// The edge did not answer its socket and stopped on SIGTERM.
+    Terminated { pid: u32 },
+    /// The edge was still running at the deadline and was killed.
+    Killed { pid: u32 },
+}
+
+/// Returns a client of the edge of `spec.dir`, starting the edge if none runs.
+pub async fn ensure_running(spec: &DaemonSpec) -> Result<AdminClient, EdgeError> {
+    let dir = spec.dir.as_path();
+    std::fs::create_dir_all(dir).map_err(|e| EdgeError::io("create the edge directory", dir, e))?;
+    let deadline = Instant::now() + spec.start_timeout;
+    let _serialized = lock_daemon(dir, deadline, spec.start_timeout).await?;
+    let client = AdminClient::new(dir.join(ADMIN_SOCKET));
+    let probe = client
+        .clone()
+        .with_timeout(PROBE_TIMEOUT.min(spec.start_timeout));
+
+    if let Ok(status) = probe.status().await {
+        adopt(dir, &status, spec.listen)?;
+        tracing::debug!(pid = status.pid, "reusing the running edge");
+        return Ok(client);
+    }
+    if let Some(pid) = find(dir) {
+        // An edge holds the directory but does not answer: it may be starting.
+        tracing::info!(pid, "the edge does not answer yet; waiting for it");
+        loop {
+            if let Ok(status) = probe.status().await {
+                adopt(dir, &status, spec.listen)?;
+                return Ok(client);
+            }
+            if !is_running(pid) {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(EdgeError::NotAnswering {
+                    dir: dir.to_path_buf(),
+                    pid,
+                    socket: client.socket_path().to_path_buf(),
+                    log: dir.join(LOG_FILE),
+                    tail: log_tail(&dir.join(LOG_FILE)),
+                });
+            }
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    remove_stale_files(dir)?;
+    let mut child = spawn(spec)?;
+    let pid = child.id();
+    crate::state::write_atomic(&dir.join(PID_FILE), format!("{pid}\n").as_bytes())?;
+    tracing::info!(pid, exe = %spec.exe.display(), "started the edge");
+    loop {
+        if let Ok(status) = probe.status().await {
+            if let Err(e) = adopt(dir, &status, spec.listen) {
+                abandon(&mut child, dir);
+                return Err(e);
+            }
+            // Reap it whenever it exits while this process still runs.
+            std::thread::spawn(move || child.wait());
+            return Ok(client);
+        }
+        if let Some(exit) = child
+            .try_wait()
+            .map_err(|e| EdgeError::io("wait for the edge started from", &spec.exe, e))?
+        {
+            let _ = std::fs::remove_file(dir.join(PID_FILE));
+            return Err(EdgeError::StartExited {
+                exe: spec.exe.clone(),
+                status: exit.to_string(),
+                log: dir.join(LOG_FILE),
+                tail: log_tail(&dir.join(LOG_FILE)),
+            });
+        }
+        if Instant::now() >= deadline {
+            abandon(&mut child, dir);
+            return Err(EdgeError::StartTimeout {
+                exe: spec.exe.clone(),
+                socket: client.socket_path().to_path_buf(),
+                after: spec.start_timeout,
+                log: dir.join(LOG_FILE),
+                tail: log_tail(&dir.join(LOG_FILE)),
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Stops the edge of `dir`: `POST /shutdown`, else SIGTERM; SIGKILL once `timeout` has
+/// passed. Removes the pid file and a stale socket.
+pub async fn stop(dir: &Path, timeout: Duration) -> Result<StopOutcome, EdgeError> {
+    let deadline = Instant::now() + timeout;
+    let _serialized = lock_daemon(dir, deadline, timeout).await?;
+    let client = AdminClient::new(dir.join(ADMIN_SOCKET)).with_timeout(PROBE_TIMEOUT.min(timeout));
+    let answering = client.status().await.ok().map(|status| status.pid);
+    let Some(pid) = answering.or_else(|| find(dir)) else {
+        remove_stale_files(dir)?;
+        return Ok(StopOutcome::NotRunning);
+    };
+    if pid == std::process::id() {
+        // An edge running inside this very process (tests): it cleans up after itself.
+        if answering.is_some() {
+            client.shutdown().await?;
+        }
+        return Ok(StopOutcome::ShutDown { pid });
+    }
+
+    let mut outcome = None;
+    if answering.is_some() && client.shutdown().await.is_ok() && wait_gone(pid, deadline).await {
+        outcome = Some(StopOutcome::ShutDown { pid });
+    }
+    if outcome.is_none() && is_running(pid) {
+        tracing::info!(pid, "sending SIGTERM to the edge");
+        signal(pid, Signal::SIGTERM)?;
+        if wait_gone(pid, deadline).await {
+            outcome = Some(StopOutcome::Terminated { pid });
+        }
+    }
+    let outcome = match outcome {
+        Some(outcome) => outcome,
+        None if !is_running(pid) => StopOutcome::Terminated { pid },
+        None => {
+            tracing::warn!(
+                pid,
+                "the edge is still running at the deadline; sending SIGKILL"
+            );
+            signal(pid, Signal::SIGKILL)?;
+            if !wait_gone(pid, Instant::now() + KILL_WAIT).await {
+                return Err(EdgeError::StopTimeout {
+                    pid,
+                    after: KILL_WAIT,
+                });
+            }
+            StopOutcome::Killed { pid }
+        }
+    };
+    remove_stale_files(dir)?;
+    Ok(outcome)
+}
+
+/// The pid of the edge running in `dir`, if one runs.
+pub fn find(dir: &Path) -> Option<u32> {
+    let recorded = std::fs::read_to_string(dir.join(PID_FILE))
+        .ok()
+        .and_then(|text| text.trim().parse::<u32>().ok());
+    match lock_holder(&dir.join(LOCK_FILE)) {
+        Holder::Nobody => None,
+        Holder::Pid(holder) if is_running(holder) => Some(holder),
+        Holder::Pid(_) | Holder::Unknown => recorded.filter(|pid| is_running(*pid)),
+    }
+}
+
+/// Whether `pid` names a live process: `kill(pid, 0)` succeeds (or is merely not allowed)
+/// and `/proc/<pid>/stat` does not show a zombie.
+pub fn is_running(pid: u32) -> bool {
+    let Ok(raw) = i32::try_from(pid) else {
+        return false;
+    };
+    // 0 and negative values address process groups, not a process.
+    if raw <= 0 {
+        return false;
+    }
+    match kill(Pid::from_raw(raw), None) {
+        Ok(()) | Err(Errno::EPERM) => !is_zombie(pid),
+        Err(_) => false,
+    }
+}
+
+/// `Z` (zombie) or `X` (dead) in `/proc/<pid>/stat`.
+fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // `pid (comm) state ...`; comm may hold spaces and parentheses, so split at the last `)`.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.trim_start().chars().next())
+        .is_some_and(|state| matches!(state, 'Z' | 'X'))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    /// Nobody holds the lock: no edge runs in the directory.
+    Nobody,
+    Pid(u32),
+    /// `/proc/locks` cannot be read.
+    Unknown,
+}
+
+/// Who holds the `flock` on `lock_file`, from `/proc/locks`.
+fn lock_holder(lock_file: &Path) -> Holder {
+    let inode = match std::fs::metadata(lock_file) {
+        Ok(meta) => meta.ino(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Holder::Nobody,
+        Err(_) => return Holder::Unknown,
+    };
+    match std::fs::read_to_string("/proc/locks") {
+        Ok(locks) => flock_holder(&locks, inode),
+        Err(_) => Holder::Unknown,
+    }
+}
+
+/// Finds the holder of the flock on `inode` in the text of `/proc/locks`, whose lines read
+/// `1: FLOCK  ADVISORY  WRITE 1234 fe:00:753934 0 EOF` (waiters have `->` after the id).
+fn flock_holder(locks: &str, inode: u64) -> Holder {
+    for line in locks.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [_, "FLOCK", _, _, pid, id, ..] = fields.as_slice() else {
+            continue;
+        };
+        let on_inode = id
+            .rsplit(':')
+            .next()
+            .and_then(|ino| ino.parse::<u64>().ok())
+            == Some(inode);
+        if on_inode {
+            // A holder in another pid namespace shows as -1 or 0: an edge runs, pid unknown.
+            return match pid.parse::<u32>() {
+                Ok(pid) if pid > 0 => Holder::Pid(pid),
+                _ => Holder::Unknown,
+            };
+        }
+    }
+    Holder::Nobody
+}
+
+/// Accepts a running edge: it must listen where asked; the pid file then names it.
+fn adopt(dir: &Path, status: &Status, requested: SocketAddr) -> Result<(), EdgeError> {
+    let running = status.listen;
+    let same = running.ip() == requested.ip()
+        && (requested.port() == 0 || running.port() == requested.port());
+    if !same {
+        return Err(EdgeError::ListenMismatch {
+            dir: dir.to_path_buf(),
+            pid: status.pid,
+            running,
+            requested,
+        });
+    }
+    let pid_file = dir.join(PID_FILE);
+    let recorded = std::fs::read_to_string(&pid_file).unwrap_or_default();
+    if recorded.trim() != status.pid.to_string() {
+        crate::state::write_atomic(&pid_file, format!("{}\n", status.pid).as_bytes())?;
+    }
+    Ok(())
+}
+
+fn spawn(spec: &DaemonSpec) -> Result<Child, EdgeError> {
+    let log_path = spec.dir.join(LOG_FILE);
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&log_path)
+        .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
+    let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
+    writeln!(
+        log,
+        "{START_MARKER} at {}: {} {}",
+        jiff::Timestamp::now(),
+        spec.exe.display(),
+        args.join(" ")
+    )
+    .map_err(|e| EdgeError::io("write the edge log", &log_path, e))?;
+    let stderr = log
+        .try_clone()
+        .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
+    Command::new(&spec.exe)
+        .args(&spec.args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(stderr)
+        // Its own process group: a Ctrl-C in the terminal of `shipit release` must not
+        // take the edge down with it.
+        .process_group(0)
+        .spawn()
+        .map_err(|source| EdgeError::Spawn {
+            exe: spec.exe.clone(),
+            source,
+        })
+}
+
+/// Kills a child that did not come up right, and forgets it.
+fn abandon(child: &mut Child, dir: &Path) {
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_file(dir.join(PID_FILE));
+}
+
+fn remove_stale_files(dir: &Path) -> Result<(), EdgeError> {
+    for (name, action) in [
+        (PID_FILE, "remove the stale pid file"),
+        (ADMIN_SOCKET, "remove the stale admin socket"),
+    ] {
+        let path = dir.join(name);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                tracing::info!(path = %path.display(), "removed a file left by a stopped edge")
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(EdgeError::io(action, path, e)),
+        }
+    }
+    Ok(())
+}
+
+fn signal(pid: u32, signal: Signal) -> Result<(), EdgeError> {
+    let raw = i32::try_from(pid).expect("a running pid fits in i32");
+    match kill(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(Errno::ESRCH) => Ok(()),
+        Err(source) => Err(EdgeError::Signal {
+            pid,
+            signal: signal.as_str(),
+            source,
+        }),
+    }
+}
+
+/// Waits until `pid` is gone or `deadline` passes. A process that is not our child gives
+/// no signal on exit, so this looks at it every [`POLL_INTERVAL`].
+async fn wait_gone(pid: u32, deadline: Instant) -> bool {
+    loop {
+        if !is_running(pid) {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// Serializes the commands that start and stop the edge of `dir`, so two concurrent
+/// releases do not both spawn one.
+async fn lock_daemon(
+    dir: &Path,
+    deadline: Instant,
+    budget: Duration,
+) -> Result<Flock<File>, EdgeError> {
+    let path = dir.join(DAEMON_LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EWOULDBLOCK)) => file = back,
+            Err((_, errno)) => {
+                return Err(EdgeError::io("lock", &path, std::io::Error::from(errno)));
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(EdgeError::LockTimeout {
+                path,
+                after: budget,
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+}
+
+/// The last lines `edge.log` got since the last start marker.
+fn log_tail(path: &Path) -> String {
+    const WINDOW: u64 = 64 * 1024;
+    let Ok(mut file) = File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if file
+        .seek(SeekFrom::Start(len.saturating_sub(WINDOW)))
+        .is_err()
+    {
+        return String::new();
+    }
+    let mut bytes = Vec::new();
+    if file.read_to_end(&mut bytes).is_err() {
+        return String::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let since_start = text.rfind(START_MARKER).map_or(&text[..], |at| {
+        text[at..].split_once('\n').map_or("", |(_, rest)| rest)
+    });
+    let lines: Vec<&str> = since_start.lines().collect();
+    lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::{EdgeOptions, start};
+    use nix::sys::wait::{Id, WaitPidFlag, waitid};
+
+    /// Marks the arguments of [`edge_child_process`], passed as extra test-name filters.
+    const CHILD_DIR: &str = "shipit-edge-child-dir=";
+
+    /// The edge process for the daemon tests: this test binary, run again with only this
+    /// test selected and the directory in an extra filter argument.
+    #[test]
+    #[ignore = "run by the daemon tests as the edge process"]
+    fn edge_child_process() {
+        let Some(dir) = std::env::args().find_map(|a| a.strip_prefix(CHILD_DIR).map(PathBuf::from))
+        else {
+            return;
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime
+            .block_on(crate::server::run(EdgeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                dir,
+            }))
+            .unwrap();
+    }
+
+    fn child_spec(dir: &Path) -> DaemonSpec {
+        let mut dir_arg = OsString::from(CHILD_DIR);
+        dir_arg.push(dir);
+        DaemonSpec {
+            exe: std::env::current_exe().unwrap(),
+            args: vec![
+                "daemon::tests::edge_child_process".into(),
+                "--exact".into(),
+                "--ignored".into(),
+                "--nocapture".into(),
+                dir_arg,
+            ],
+            dir: dir.to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            start_timeout: Duration::from_secs(20),
+        }
+    }
+
+    fn dead_pid() -> u32 {
+        let mut child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        child.wait().unwrap();
+        pid
+    }
+
+    #[test]
+    fn zombie_counts_as_dead() {
+        let child = Command::new("true").spawn().unwrap();
+        let pid = child.id();
+        // Wait for the exit but leave the child unreaped: a zombie.
+        waitid(
+            Id::Pid(Pid::from_raw(pid as i32)),
+            WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT,
+        )
+        .unwrap();
+        assert!(
+            kill(Pid::from_raw(pid as i32), None).is_ok(),
+            "a zombie still answers kill(0)"
+        );
+        assert!(is_zombie(pid));
+        assert!(!is_running(pid));
+        let mut child = child;
+        child.wait().unwrap();
+    }
+
+    #[test]
+    fn live_process_is_running_and_reaped_one_is_not() {
+        let mut child = Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        assert!(is_running(pid));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!is_running(pid));
+        assert!(!is_running(0), "pid 0 is a process group, never an edge");
+        assert!(!is_running(u32::MAX));
+    }
+
+    #[test]
+    fn stale_pid_file_is_not_found() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PID_FILE), format!("{}\n", dead_pid())).unwrap();
+        assert_eq!(find(dir.path()), None);
+    }
+
+    #[test]
+    fn pid_file_of_unlocked_directory_is_stale_even_if_the_pid_lives() {
+        // The pid was reused by a process that is no edge: nobody holds edge.lock.
+        let dir = tempfile::tempdir().unwrap();
+        let mut other = Command::new("sleep").arg("30").spawn().unwrap();
+        std::fs::write(dir.path().join(PID_FILE), format!("{}\n", other.id())).unwrap();
+        std::fs::write(dir.path().join(LOCK_FILE), b"").unwrap();
+        assert_eq!(find(dir.path()), None);
+        other.kill().unwrap();
+        other.wait().unwrap();
+    }
+
+    #[test]
+    fn lock_holder_is_read_from_proc_locks() {
+        let locks = "1: FLOCK  ADVISORY  WRITE 1413 fe:00:753934 0 EOF\n\
+                     1: -> FLOCK  ADVISORY  WRITE 1500 fe:00:753934 0 EOF\n\
+                     2: POSIX  ADVISORY  WRITE 1777 fe:00:42 0 EOF\n\
+                     3: FLOCK  ADVISORY  WRITE -1 fe:00:99 0 EOF\n";
+        assert_eq!(flock_holder(locks, 753934), Holder::Pid(1413));
+        assert_eq!(flock_holder(locks, 42), Holder::Nobody);
+        assert_eq!(flock_holder(locks, 99), Holder::Unknown);
+        assert_eq!(flock_holder(locks, 7), Holder::Nobody);
+    }
+
+    #[tokio::test]
+    async fn in_process_edge_is_found_by_its_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let edge = start(EdgeOptions {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            dir: dir.path().to_path_buf(),
+        })
+        .await
+        .unwrap();
+        assert_eq!(find(dir.path()), Some(std::process::id()));
+        edge.shutdown().await.unwrap();
+        assert_eq!(find(dir.path()), None);
+        assert!(!dir.path().join(PID_FILE).exists());
+        assert!(!dir.path().join(ADMIN_SOCKET).exists());
+    }
+
+    #[tokio::test]
+    async fn ensure_running_recovers_from_stale_pid_and_socket_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join(PID_FILE), format!("{}\n", dead_pid())).unwrap();
+        // A socket file nobody listens on, as a crashed edge leaves it.
+        drop(std::os::unix::net::UnixListener::bind(dir.path().join(ADMIN_SOCKET)).unwrap());
+        let spec = child_spec(dir.path());
+
+        let client = ensure_running(&spec).await.unwrap();
+        let status = client.status().await.unwrap();
+        assert_ne!(status.pid, std::process::id());
+        assert!(is_running(status.pid));
+        assert_eq!(find(dir.path()), Some(status.pid));
+        let recorded = std::fs::read_to_string(dir.path().join(PID_FILE)).unwrap();
+        assert_eq!(recorded.trim(), status.pid.to_string());
+
+        // A second call reuses the same edge.
+        let again = ensure_running(&spec).await.unwrap().status().await.unwrap();
+        assert_eq!(again.pid, status.pid);
+
+        // Asking for another port is refused, not silently ignored.
+        let mut elsewhere = spec.clone();
+        elsewhere.listen = SocketAddr::new(
+            status.listen.ip(),
+            status.listen.port().wrapping_add(1).max(1),
+        );
+        let err = ensure_running(&elsewhere).await.unwrap_err();
+        assert!(matches!(err, EdgeError::ListenMismatch { .. }), "{err:?}");
+
+        let outcome = stop(dir.path(), Duration::from_secs(20)).await.unwrap();
+        assert_eq!(outcome, StopOutcome::ShutDown { pid: status.pid });
+        assert!(!is_running(status.pid));
+        assert!(!dir.path().join(PID_FILE).exists());
+        assert_eq!(find(dir.path()), None);
+        assert_eq!(
+            stop(dir.path(), Duration::from_secs(5)).await.unwrap(),
+            StopOutcome::NotRunning
+        );
+    }
+
+    #[tokio::test]
+    async fn ensure_running_reports_an_edge_that_exits_with_its_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DaemonSpec {
+            exe: PathBuf::from("sh"),
+            args: vec![
+                "-c".into(),
+                "echo 'cannot listen: port taken' >&2; exit 3".into(),
+            ],
+            dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            start_timeout: Duration::from_secs(20),
+        };
+        let err = ensure_running(&spec).await.unwrap_err();
+        assert!(matches!(err, EdgeError::StartExited { .. }), "{err:?}");
+        let msg = err.to_string();
+        assert!(msg.contains("cannot listen: port taken"), "{msg}");
+        assert!(msg.contains("exit status: 3"), "{msg}");
+        assert!(!dir.path().join(PID_FILE).exists());
+    }
+
+    #[tokio::test]
+    async fn ensure_running_stops_an_edge_that_never_answers() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = DaemonSpec {
+            exe: PathBuf::from("sh"),
+            args: vec!["-c".into(), "echo still booting; exec sleep 60".into()],
+            dir: dir.path().to_path_buf(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            start_timeout: Duration::from_millis(500),
+        };
+        let err = ensure_running(&spec).await.unwrap_err();
+        let EdgeError::StartTimeout { ref tail, .. } = err else {
+            panic!("expected a start timeout, got {err:?}");
+        };
+        assert_eq!(tail, "still booting");
+        assert!(!dir.path().join(PID_FILE).exists());
+    }
+
+    /// A stand-in for a hung edge: holds the edge lock of a directory and never answers.
+    #[test]
+    #[ignore = "run by the daemon tests as a hung edge"]
+    fn hung_edge_process() {
+        let Some(dir) = std::env::args().find_map(|a| a.strip_prefix(HUNG_DIR).map(PathBuf::from))
+        else {
+            return;
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        // A registered tokio handler turns SIGTERM into a no-op for this process.
+        let _ignored = std::env::args()
+            .any(|a| a == IGNORE_TERM)
+            .then(|| {
+                runtime.block_on(async {
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                })
+            })
+            .transpose()
+            .unwrap();
+        let file = File::create(dir.join(LOCK_FILE)).unwrap();
+        let _lock = Flock::lock(file, FlockArg::LockExclusiveNonblock).unwrap();
+        let mut stdout = std::io::stdout();
+        writeln!(stdout, "{LOCKED}").unwrap();
+        stdout.flush().unwrap();
+        // Bounded: the parent kills it long before.
+        std::thread::sleep(Duration::from_secs(60));
+    }
+
+    const HUNG_DIR: &str = "shipit-edge-hung-dir=";
+    const IGNORE_TERM: &str = "shipit-edge-ignore-term";
+    const LOCKED: &str = "shipit-edge-locked";
+
+    /// Starts [`hung_edge_process`] and returns once it holds the lock of `dir`.
+    fn spawn_hung_edge(dir: &Path, ignore_term: bool) -> Child {
+        use std::io::BufRead;
+        let mut dir_arg = OsString::from(HUNG_DIR);
+        dir_arg.push(dir);
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
+            .args([
+                "daemon::tests::hung_edge_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+            ])
+            .arg(dir_arg)
+            .stdout(Stdio::piped());
+        if ignore_term {
+            command.arg(IGNORE_TERM);
+        }
+        let mut child = command.spawn().unwrap();
+        let stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let locked = stdout
+            .lines()
+            .map_while(Result::ok)
+            .any(|line| line == LOCKED);
+        assert!(locked, "the hung edge did not take the lock");
+        std::fs::write(dir.join(PID_FILE), format!("{}\n", child.id())).unwrap();
+        child
+    }
+
+    #[tokio::test]
+    async fn stop_terminates_an_edge_that_does_not_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hung = spawn_hung_edge(dir.path(), false);
+        let pid = hung.id();
+        assert_eq!(find(dir.path()), Some(pid));
+        let outcome = stop(dir.path(), Duration::from_secs(20)).await.unwrap();
+        assert_eq!(outcome, StopOutcome::Terminated { pid });
+        assert!(!dir.path().join(PID_FILE).exists());
+        let exit = hung.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&exit),
+            Some(Signal::SIGTERM as i32)
+        );
+    }
+
+    #[tokio::test]
+    async fn stop_kills_an_edge_that_ignores_sigterm() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hung = spawn_hung_edge(dir.path(), true);
+        let pid = hung.id();
+        let outcome = stop(dir.path(), Duration::from_millis(300)).await.unwrap();
+        assert_eq!(outcome, StopOutcome::Killed { pid });
+        let exit = hung.wait().unwrap();
+        assert_eq!(
+            std::os::unix::process::ExitStatusExt::signal(&exit),
+            Some(Signal::SIGKILL as i32)
+        );
+    }
+}

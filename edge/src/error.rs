@@ -1,0 +1,221 @@
+//! What can go wrong in the edge, its admin client and its daemon control.
+//!
+//! Every message names what failed with its context (a path, an address, a pid) and says
+//! what to do next, so the CLI can print it as is.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("cannot {action} `{path}`: {source}")]
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "cannot listen for traffic on {addr}: {source}\n\
+         hint: another edge or server may hold that port; pick another `listen` address or stop it"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the admin socket path `{path}` is {len} bytes long, more than the 107 a unix socket allows\n\
+         hint: use a shorter state directory"
+    )]
+    SocketPathTooLong { path: PathBuf, len: usize },
+
+    #[error(
+        "another edge already runs in `{dir}`{}\n\
+         hint: reuse it, or stop it with `shipit edge stop` first",
+        pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
+    )]
+    AlreadyRunning { dir: PathBuf, pid: Option<u32> },
+
+    #[error(
+        "cannot read the routes in `{path}`: {source}\n\
+         hint: fix the file or remove it (the edge then starts with no routes)"
+    )]
+    RoutesCorrupt {
+        path: PathBuf,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error(
+        "invalid service name `{name}`: use letters, digits, `.`, `_` and `-` (at most 128 characters)"
+    )]
+    InvalidService { name: String },
+
+    #[error(
+        "cannot reach the edge admin socket `{socket}`: {source}\n\
+         hint: is the edge running? `shipit release` starts it, `shipit edge run` runs it in the foreground"
+    )]
+    AdminUnreachable {
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the edge admin socket `{socket}` did not answer `{request}` within {}\n\
+         hint: see the edge log next to the socket",
+        humantime::format_duration(*after)
+    )]
+    AdminTimeout {
+        socket: PathBuf,
+        request: String,
+        after: Duration,
+    },
+
+    #[error("`{request}` on the edge admin socket `{socket}` failed: {source}")]
+    AdminProtocol {
+        socket: PathBuf,
+        request: String,
+        #[source]
+        source: hyper::Error,
+    },
+
+    #[error("the edge refused `{request}` (HTTP {status}, admin socket `{socket}`): {message}")]
+    AdminRejected {
+        socket: PathBuf,
+        request: String,
+        status: u16,
+        message: String,
+    },
+
+    #[error("the edge answered `{request}` on `{socket}` with something unexpected: {detail}")]
+    AdminAnswer {
+        socket: PathBuf,
+        request: String,
+        detail: String,
+    },
+
+    #[error(
+        "the edge in `{dir}` (pid {pid}) listens on {running}, not on the requested {requested}\n\
+         hint: stop it with `shipit edge stop` so it restarts on the new address, or change `listen` back"
+    )]
+    ListenMismatch {
+        dir: PathBuf,
+        pid: u32,
+        running: SocketAddr,
+        requested: SocketAddr,
+    },
+
+    #[error(
+        "the edge in `{dir}` (pid {pid}) is running but its admin socket `{socket}` does not answer\n\
+         hint: stop it with `shipit edge stop`; its log is `{log}`{tail}",
+        tail = format_tail(tail)
+    )]
+    NotAnswering {
+        dir: PathBuf,
+        pid: u32,
+        socket: PathBuf,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error("cannot start the edge `{exe}`: {source}")]
+    Spawn {
+        exe: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "the edge `{exe}` exited during start ({status}); its log is `{log}`{tail}",
+        tail = format_tail(tail)
+    )]
+    StartExited {
+        exe: PathBuf,
+        status: String,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error(
+        "the edge `{exe}` did not answer on `{socket}` within {} and was stopped; its log is `{log}`{tail}",
+        humantime::format_duration(*after),
+        tail = format_tail(tail)
+    )]
+    StartTimeout {
+        exe: PathBuf,
+        socket: PathBuf,
+        after: Duration,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error(
+        "timed out after {} waiting for the lock `{path}`\n\
+         hint: another shipit command is starting or stopping this edge; retry when it is done",
+        humantime::format_duration(*after)
+    )]
+    LockTimeout { path: PathBuf, after: Duration },
+
+    #[error("cannot signal the edge (pid {pid}) with {signal}: {source}")]
+    Signal {
+        pid: u32,
+        signal: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error(
+        "the edge (pid {pid}) is still running {} after SIGKILL\n\
+         hint: check the process with `ps -o pid,stat,cmd -p {pid}`",
+        humantime::format_duration(*after)
+    )]
+    StopTimeout { pid: u32, after: Duration },
+}
+
+impl EdgeError {
+    pub(crate) fn io(
+        action: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> Self {
+        EdgeError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+fn format_tail(tail: &str) -> String {
+    if tail.trim().is_empty() {
+        String::from(" (empty)")
+    } else {
+        format!("; its last lines:\n{}", tail.trim_end())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_timeout_message_names_socket_log_and_tail() {
+        let err = EdgeError::StartTimeout {
+            exe: PathBuf::from("/usr/bin/shipit"),
+            socket: PathBuf::from("/s/edge/local/admin.sock"),
+            after: Duration::from_secs(10),
+            log: PathBuf::from("/s/edge/local/edge.log"),
+            tail: String::from("line one\nline two\n"),
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("/s/edge/local/admin.sock"), "{msg}");
+        assert!(msg.contains("10s"), "{msg}");
+        assert!(msg.contains("/s/edge/local/edge.log"), "{msg}");
+        assert!(msg.ends_with("line one\nline two"), "{msg}");
+    }
+}

@@ -1,0 +1,279 @@
+//! Real HTTP backends and clients for the edge's tests, on 127.0.0.1 only.
+//!
+//! A [`TestBackend`] answers every request with its name (body and `x-backend` header).
+//! `/hold` and `/stream` let a test keep a request in flight for as long as it wants: the
+//! backend reports each arrival and waits for the test to release it, so tests wait on
+//! signals, never on sleeps.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::{Backend, Slot};
+
+/// How long a test waits for any one signal before failing.
+pub const SIGNAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TestBackend {
+    pub addr: SocketAddr,
+    served: Arc<AtomicUsize>,
+    release: Arc<Semaphore>,
+    arrivals: mpsc::UnboundedReceiver<&'static str>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestBackend {
+    pub async fn start(name: &'static str) -> TestBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let served = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Semaphore::new(0));
+        let (arrived, arrivals) = mpsc::unbounded_channel();
+        let state = Arc::new(Handler {
+            name,
+            served: Arc::clone(&served),
+            release: Arc::clone(&release),
+            arrived,
+        });
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let state = Arc::clone(&state);
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req| {
+                        let state = Arc::clone(&state);
+                        async move { Ok::<_, Infallible>(state.answer(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        TestBackend {
+            addr,
+            served,
+            release,
+            arrivals,
+            task,
+        }
+    }
+
+    pub fn backend(&self, slot: Slot, release: &str) -> Backend {
+        Backend {
+            slot,
+            release: release.to_string(),
+            addr: self.addr,
+        }
+    }
+
+    /// Requests answered (or started, for `/stream`) so far.
+    pub fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    /// Waits until a `/hold` request arrived, or a `/stream` sent its first chunk.
+    pub async fn arrival(&mut self) -> &'static str {
+        tokio::time::timeout(SIGNAL_TIMEOUT, self.arrivals.recv())
+            .await
+            .expect("no held request arrived at the backend")
+            .unwrap()
+    }
+
+    /// Lets one held request (or stream) finish.
+    pub fn release_one(&self) {
+        self.release.add_permits(1);
+    }
+}
+
+impl Drop for TestBackend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Handler {
+    name: &'static str,
+    served: Arc<AtomicUsize>,
+    release: Arc<Semaphore>,
+    arrived: mpsc::UnboundedSender<&'static str>,
+}
+
+impl Handler {
+    async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        self.served.fetch_add(1, Ordering::SeqCst);
+        let body = match req.uri().path() {
+            "/hold" => {
+                let _ = self.arrived.send("hold");
+                self.release.acquire().await.unwrap().forget();
+                Full::new(Bytes::from(self.name)).boxed()
+            }
+            "/stream" => {
+                let (tx, rx) = mpsc::channel::<Bytes>(1);
+                let release = Arc::clone(&self.release);
+                let arrived = self.arrived.clone();
+                tokio::spawn(async move {
+                    if tx.send(Bytes::from_static(b"first;")).await.is_err() {
+                        return;
+                    }
+                    let _ = arrived.send("stream");
+                    release.acquire().await.unwrap().forget();
+                    let _ = tx.send(Bytes::from_static(b"rest")).await;
+                });
+                let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+                    let chunk = rx.recv().await?;
+                    Some((Ok::<_, Infallible>(Frame::data(chunk)), rx))
+                });
+                StreamBody::new(chunks).boxed()
+            }
+            "/headers" => {
+                let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for (name, value) in req.headers() {
+                    seen.entry(name.to_string())
+                        .or_default()
+                        .push(value.to_str().unwrap_or("<binary>").to_string());
+                }
+                Full::new(Bytes::from(serde_json::to_vec(&seen).unwrap())).boxed()
+            }
+            "/echo" => {
+                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                Full::new(bytes).boxed()
+            }
+            _ => Full::new(Bytes::from(self.name)).boxed(),
+        };
+        Response::builder()
+            .status(StatusCode::OK)
+            .header("x-backend", self.name)
+            .body(body)
+            .unwrap()
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection to the edge.
+pub struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    closed: tokio::task::JoinHandle<()>,
+}
+
+/// An answer as a test looks at it.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub backend: Option<String>,
+    pub body: String,
+}
+
+impl Connection {
+    pub async fn open(addr: SocketAddr) -> Connection {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        let closed = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Connection { sender, closed }
+    }
+
+    pub async fn send(
+        &mut self,
+        req: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        self.sender.ready().await?;
+        self.sender.send_request(req).await
+    }
+
+    pub async fn get(&mut self, path: &str) -> Result<Answer, hyper::Error> {
+        let response = self.send(request(path)).await?;
+        answer(response).await
+    }
+
+    /// Whether the edge closed this connection.
+    pub fn is_closed(&self) -> bool {
+        self.sender.is_closed() || self.closed.is_finished()
+    }
+}
+
+pub fn request(path: &str) -> Request<Full<Bytes>> {
+    Request::builder()
+        .uri(path)
+        .header("host", "app.test")
+        .body(Full::new(Bytes::new()))
+        .unwrap()
+}
+
+pub async fn answer(response: Response<Incoming>) -> Result<Answer, hyper::Error> {
+    let status = response.status();
+    let backend = response
+        .headers()
+        .get("x-backend")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = response.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        backend,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+    })
+}
+
+/// One request on a fresh connection.
+pub async fn get(addr: SocketAddr, path: &str) -> Answer {
+    let mut connection = Connection::open(addr).await;
+    tokio::time::timeout(SIGNAL_TIMEOUT, connection.get(path))
+        .await
+        .expect("the edge did not answer in time")
+        .unwrap()
+}
+
+/// An edge running in this process, in its own temporary directory.
+pub struct TestEdge {
+    pub dir: tempfile::TempDir,
+    pub handle: crate::EdgeHandle,
+}
+
+impl TestEdge {
+    pub async fn start() -> TestEdge {
+        TestEdge::start_with(crate::server::Tuning::default()).await
+    }
+
+    pub async fn start_with(tuning: crate::server::Tuning) -> TestEdge {
+        let dir = tempfile::tempdir().unwrap();
+        let handle = crate::server::start_with(
+            crate::EdgeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                dir: dir.path().to_path_buf(),
+            },
+            tuning,
+        )
+        .await
+        .unwrap();
+        TestEdge { dir, handle }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.handle.local_addr()
+    }
+
+    pub fn client(&self) -> crate::AdminClient {
+        self.handle.client()
+    }
+
+    pub async fn switch(&self, backend: &Backend) -> Option<Backend> {
+        self.client().switch("web", backend).await.unwrap().previous
+    }
+}
