@@ -1,1 +1,42 @@
-fn main() {}
+//! The `shipit` binary: parses arguments, runs a command, prints, and maps errors to exit
+//! codes. Everything else lives in the `shipit-pipeline` and `shipit-edge` libraries.
+
+mod args;
+mod command;
+mod exit;
+mod printer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let default_level = if cli.global.verbose { "debug" } else { "warn" };
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        .init();
+    let printer = printer::Printer::new(cli.global.quiet);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            printer.error(&format!("cannot start the async runtime: {e}"), None);
+            return ExitCode::from(exit::UNEXPECTED);
+        }
+    };
+    match runtime.block_on(command::run(cli, printer)) {
+        Ok(()) => ExitCode::from(exit::OK),
+        Err(failure) => {
+            printer.error(&failure.cause, failure.hint.as_deref());
+            failure.exit_code()
+        }
+    }
+}

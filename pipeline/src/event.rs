@@ -1,1 +1,104 @@
-//! TODO
+//! Progress events from the release state machine and the platforms.
+//!
+//! The pipeline never prints. It emits [`Event`]s to a [`Reporter`], and the CLI's printer
+//! decides how they look (plain lines, a TTY spinner, CI groups, or nothing with `--json`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// The phases of a release, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Version,
+    Build,
+    Push,
+    Launch,
+    Verify,
+    Shift,
+    Retire,
+    Record,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Version => "version",
+            Phase::Build => "build",
+            Phase::Push => "push",
+            Phase::Launch => "launch",
+            Phase::Verify => "verify",
+            Phase::Shift => "shift",
+            Phase::Retire => "retire",
+            Phase::Record => "record",
+        }
+    }
+}
+
+impl std::fmt::Display for Phase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    PhaseStarted {
+        phase: Phase,
+    },
+    PhaseFinished {
+        phase: Phase,
+        elapsed: Duration,
+    },
+    /// A line of progress within a phase (a build step, a probe, a drain count).
+    Progress {
+        phase: Phase,
+        message: String,
+    },
+    /// Something the user should know that does not stop the release.
+    Warning {
+        message: String,
+    },
+}
+
+/// Where events go. Cheap to clone; the default drops everything.
+#[derive(Clone, Default)]
+pub struct Reporter {
+    sink: Option<Arc<dyn Fn(Event) + Send + Sync>>,
+}
+
+impl Reporter {
+    pub fn new(sink: impl Fn(Event) + Send + Sync + 'static) -> Self {
+        Reporter {
+            sink: Some(Arc::new(sink)),
+        }
+    }
+
+    pub fn emit(&self, event: Event) {
+        if let Some(sink) = &self.sink {
+            sink(event);
+        }
+    }
+
+    pub fn progress(&self, phase: Phase, message: impl Into<String>) {
+        self.emit(Event::Progress {
+            phase,
+            message: message.into(),
+        });
+    }
+
+    pub fn warn(&self, message: impl Into<String>) {
+        self.emit(Event::Warning {
+            message: message.into(),
+        });
+    }
+}
+
+impl std::fmt::Debug for Reporter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reporter").finish_non_exhaustive()
+    }
+}

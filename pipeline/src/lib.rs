@@ -15,6 +15,7 @@ pub mod health;
 pub mod history;
 pub mod lock;
 pub mod platform;
+pub mod pre_build;
 pub mod release;
 
 pub use shipit_edge::Slot;

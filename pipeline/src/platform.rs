@@ -1,1 +1,196 @@
-//! TODO
+//! The seam between the release state machine and the outside world.
+//!
+//! A [`Platform`] is one service on one target. The state machine in [`crate::release`] only
+//! calls these methods, in order, and knows nothing of Docker or AWS. `local` implements them
+//! with the Docker Engine and shipit's edge; an `ecs` implementation does the same with the
+//! AWS SDK.
+
+pub mod local;
+
+use std::future::Future;
+
+use jiff::Timestamp;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::Slot;
+use crate::event::Reporter;
+use crate::history::{History, ReleaseRecord};
+use crate::lock::{Holder, Lock, LockError};
+
+/// The slot that serves traffic now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Live {
+    pub slot: Slot,
+    /// The id of the release whose container serves (what its version endpoint reports).
+    pub release: String,
+    pub since: Option<Timestamp>,
+}
+
+/// An image ready to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    /// A reference that runs it: the tag, e.g. `hello:1a2b3c4`.
+    pub reference: String,
+    /// The engine's image id (or, after a push, the registry digest).
+    pub id: String,
+    pub reused: bool,
+}
+
+/// A launched (not yet live) instance of a release in a slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Candidate {
+    pub slot: Slot,
+    pub release: String,
+    /// Where the platform reaches it, e.g. `127.0.0.1:49153` for a local container.
+    pub address: String,
+    /// The platform's handle: a container id, an ECS service name.
+    pub handle: String,
+}
+
+/// What a build needs to know about the release it builds for.
+#[derive(Debug, Clone)]
+pub struct BuildInput {
+    pub release: String,
+    pub version: String,
+    pub revision: Option<crate::git::Revision>,
+    pub created: Timestamp,
+}
+
+/// An error from the outside world, with what to do about it.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct PlatformError {
+    pub kind: ErrorKind,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// What broke, so the CLI can map it to an exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The build failed (a Dockerfile step, the pre-build command, the context).
+    Build,
+    /// The candidate never became healthy, exited, or reported another release.
+    Verify,
+    /// Docker, the edge or a cloud API failed or could not be reached.
+    Platform,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Build => "build",
+            ErrorKind::Verify => "verify",
+            ErrorKind::Platform => "platform",
+        }
+    }
+}
+
+impl PlatformError {
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        PlatformError {
+            kind,
+            message: message.into(),
+            hint: None,
+        }
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// One service on one target. Every method that waits has a deadline.
+pub trait Platform {
+    /// How the target is named in messages, e.g. `local target "local"`.
+    fn describe(&self) -> String;
+
+    /// The public URL of the service on this target.
+    fn url(&self) -> String;
+
+    /// Takes the release lock of this service on this target.
+    fn lock(&self, holder: &Holder) -> Result<Lock, LockError>;
+
+    /// Where this service's release records live.
+    fn history(&self) -> &History;
+
+    /// The live slot, read from where traffic really goes.
+    fn live(&self) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
+
+    /// Brings the target to a known state before a release: whatever a crashed run left in
+    /// the idle slot is removed, and the routing layer is up. Returns the live slot.
+    fn converge(
+        &self,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
+
+    /// Builds (or reuses) the service's image.
+    fn build(
+        &self,
+        input: &BuildInput,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Image, PlatformError>>;
+
+    /// Makes the image available where the target runs it. Local targets return it as is.
+    fn push(
+        &self,
+        image: &Image,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Image, PlatformError>>;
+
+    /// Starts `image` for `release` in `slot`, which must be idle.
+    fn launch(
+        &self,
+        slot: Slot,
+        release: &str,
+        version: &str,
+        image: &Image,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Candidate, PlatformError>>;
+
+    /// Starts an earlier release again in `slot`, from what is left of it (a stopped
+    /// container, or its image).
+    fn revive(
+        &self,
+        record: &ReleaseRecord,
+        slot: Slot,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Candidate, PlatformError>>;
+
+    /// Waits until the candidate is healthy and reports its release. Fails at once if it
+    /// exits, and stops waiting when `cancel` fires.
+    fn verify(
+        &self,
+        candidate: &Candidate,
+        reporter: &Reporter,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Sends all traffic to the candidate, atomically. Returns the slot it replaced.
+    fn shift(
+        &self,
+        candidate: &Candidate,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
+
+    /// Drains the replaced slot and stops it, keeping what a rollback needs.
+    fn retire(
+        &self,
+        old: &Live,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Removes whatever runs in `slot`, which must not be live: a candidate that will not go
+    /// live, possibly only half launched.
+    fn discard(
+        &self,
+        slot: Slot,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Removes everything of the service on the target: routes and instances.
+    fn down(&self, reporter: &Reporter) -> impl Future<Output = Result<(), PlatformError>>;
+}

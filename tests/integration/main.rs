@@ -1,1 +1,14 @@
+#![allow(clippy::print_stderr)] // tests report what they measured on stderr
+//! shipit's integration tests: the real `shipit` binary, the real Docker engine, the real
+//! edge and real HTTP clients. Each test gets its own state directory, service name and edge
+//! port, so they run in parallel without sharing anything but the engine and the image.
 
+mod harness;
+mod load;
+
+mod config;
+mod edge;
+mod failure;
+mod lock;
+mod release;
+mod rollback;

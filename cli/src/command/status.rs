@@ -1,0 +1,89 @@
+//! `shipit status`: what is live, read from where traffic really goes.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use shipit_pipeline::Slot;
+use shipit_pipeline::platform::Platform;
+
+use super::select;
+use crate::args::{Global, Selection};
+use crate::exit::Failure;
+use crate::printer::Printer;
+
+/// The `status --json` shape. Stable: scripts read `url`, `live.slot` and `live.release`.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub service: String,
+    pub target: String,
+    pub url: String,
+    pub live: Option<LiveStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LiveStatus {
+    pub slot: Slot,
+    pub release: String,
+    pub image: Option<String>,
+    pub image_id: Option<String>,
+    pub version: Option<String>,
+    pub since: Option<Timestamp>,
+}
+
+pub async fn run(
+    global: &Global,
+    selection: &Selection,
+    json: bool,
+    printer: Printer,
+) -> Result<(), Failure> {
+    let selected = select(global, selection).await?;
+    let platform = &selected.platform;
+    let live = platform.live().await?;
+    let live = match live {
+        Some(l) => {
+            let record = platform.history().get(&l.release)?;
+            Some(LiveStatus {
+                slot: l.slot,
+                release: l.release,
+                image: record.as_ref().and_then(|r| r.image.clone()),
+                image_id: record.as_ref().and_then(|r| r.image_id.clone()),
+                version: record.map(|r| r.version),
+                since: l.since,
+            })
+        }
+        None => None,
+    };
+    let status = Status {
+        service: selected.service.name.clone(),
+        target: selected.target.name.clone(),
+        url: platform.url(),
+        live,
+    };
+    if json {
+        printer.json(&status);
+        return Ok(());
+    }
+    printer.data(&format!(
+        "service {} on target {} at {}",
+        status.service, status.target, status.url
+    ));
+    match &status.live {
+        Some(l) => {
+            let since = l.since.map_or("unknown".to_string(), |t| {
+                t.round(jiff::Unit::Second).unwrap_or(t).to_string()
+            });
+            printer.data(&format!("  live slot  {}", l.slot));
+            printer.data(&format!("  release    {}", l.release));
+            printer.data(&format!(
+                "  image      {}",
+                l.image.as_deref().unwrap_or("unknown")
+            ));
+            printer.data(&format!(
+                "  version    {}",
+                l.version.as_deref().unwrap_or("unknown")
+            ));
+            printer.data(&format!("  since      {since}"));
+        }
+        None => printer.data("  nothing is live; run `shipit release`"),
+    }
+    Ok(())
+}

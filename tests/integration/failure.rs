@@ -1,0 +1,85 @@
+//! Releases that must not go live: an unhealthy candidate, and Ctrl-C mid-release.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Options, Project, stderr, wait_until};
+use crate::load::{Load, assert_served_by};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unhealthy_candidate_leaves_live_slot_serving() {
+    let project = Project::with(
+        "unhealthy",
+        Options {
+            health_timeout: "3s",
+            ..Options::default()
+        },
+    );
+    let first = project.release_async().await;
+    let load = Load::start(project.listen, 32);
+    let from = Instant::now();
+    let out = project
+        .run_async(&["release"], &[("HELLO_HEALTH", "fail")])
+        .await;
+    let report = load.stop().await;
+
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("HTTP 503: unhealthy: HELLO_HEALTH=fail"),
+        "{err}"
+    );
+    assert!(err.contains("hint:"), "{err}");
+    report.assert_no_failures();
+    assert_served_by(&report, from, Instant::now(), &first);
+    assert_eq!(
+        project.containers().len(),
+        1,
+        "the candidate was not removed"
+    );
+    assert_eq!(project.running_releases(), std::slice::from_ref(&first));
+    let history = project.history();
+    assert_eq!(
+        history[0]["outcome"]["status"], "failed",
+        "{:#}",
+        history[0]
+    );
+    assert_eq!(history[1]["outcome"]["status"], "succeeded");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_during_release_removes_candidate() {
+    let project = Project::new("ctrlc");
+    let first = project.release_async().await;
+    let mut cmd = tokio::process::Command::from(project.command(&["release"]));
+    // The candidate sleeps before it listens: the release waits in Verify.
+    cmd.env("HELLO_STARTUP_MS", "60000");
+    let child = cmd
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    wait_until("the candidate container", Duration::from_secs(60), || {
+        project.containers().len() == 2
+    });
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().await.unwrap();
+
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert_eq!(
+        project.containers().len(),
+        1,
+        "the candidate was left behind"
+    );
+    assert_eq!(project.status()["live"]["release"], first.as_str());
+    let history = project.history();
+    assert_eq!(
+        history[0]["outcome"]["status"], "interrupted",
+        "{:#}",
+        history[0]
+    );
+}

@@ -1,0 +1,301 @@
+//! A throwaway shipit project per test: a config in a temp dir that releases the hello
+//! example under a unique service name on a free port, and cleans up after itself.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// Builds the hello example's static binary into its context once per test run, the same
+/// way its config's pre_build does.
+pub fn hello_context() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let context = repo_root().join("examples/hello");
+            let target_dir = std::env::var("CARGO_TARGET_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|_| repo_root().join("target"))
+                .join("hello");
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "--quiet", "--release", "--locked", "-p", "hello"])
+                .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+                .arg(&target_dir)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .current_dir(repo_root())
+                .status()
+                .expect("cargo runs");
+            assert!(status.success(), "building the hello example failed");
+            std::fs::create_dir_all(context.join("dist")).unwrap();
+            let binary = target_dir.join("x86_64-unknown-linux-gnu/release/hello");
+            let dest = context.join("dist/hello");
+            // Copy through a temp name: tests in other processes may be reading it.
+            let tmp = context.join(format!("dist/.hello.{}", std::process::id()));
+            std::fs::copy(&binary, &tmp).unwrap();
+            std::fs::rename(&tmp, &dest).unwrap();
+            context
+        })
+        .clone()
+}
+
+/// A free port on loopback (bound, then released for the edge to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Project {
+    pub dir: tempfile::TempDir,
+    pub service: String,
+    pub listen: SocketAddr,
+    pub config: PathBuf,
+}
+
+/// Knobs of a test project's config.
+pub struct Options {
+    pub health_timeout: &'static str,
+    pub drain_timeout: &'static str,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            health_timeout: "20s",
+            drain_timeout: "10s",
+        }
+    }
+}
+
+impl Project {
+    pub fn new(name: &str) -> Project {
+        Project::with(name, Options::default())
+    }
+
+    pub fn with(name: &str, options: Options) -> Project {
+        let context = hello_context();
+        let dir = tempfile::Builder::new()
+            .prefix("shipit-it-")
+            .tempdir()
+            .unwrap();
+        let mut suffix = [0u8; 3];
+        getrandom_fill(&mut suffix);
+        let service = format!("{name}-{:02x}{:02x}{:02x}", suffix[0], suffix[1], suffix[2]);
+        let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+        let config = dir.path().join("shipit.toml");
+        let text = format!(
+            r#"
+[services.{service}]
+context = "{context}"
+port = 8080
+
+[services.{service}.env]
+HELLO_HEALTH = "${{HELLO_HEALTH:-ok}}"
+HELLO_STARTUP_MS = "${{HELLO_STARTUP_MS:-0}}"
+
+[services.{service}.health]
+path = "/healthz"
+interval = "50ms"
+timeout = "{health_timeout}"
+healthy_threshold = 2
+
+[services.{service}.verify]
+version_path = "/version"
+
+[targets.local]
+kind = "local"
+listen = "{listen}"
+drain_timeout = "{drain_timeout}"
+stop_timeout = "2s"
+"#,
+            context = context.display(),
+            health_timeout = options.health_timeout,
+            drain_timeout = options.drain_timeout,
+        );
+        std::fs::write(&config, text).unwrap();
+        Project {
+            dir,
+            service,
+            listen,
+            config,
+        }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.path().join(".shipit")
+    }
+
+    pub fn edge_dir(&self) -> PathBuf {
+        self.state_dir().join("edge/local")
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(SHIPIT);
+        cmd.arg("-c").arg(&self.config).args(args);
+        cmd.env_remove("SHIPIT_STATE_DIR").env("NO_COLOR", "1");
+        cmd.stdin(Stdio::null());
+        cmd
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("shipit runs")
+    }
+
+    pub fn status(&self) -> serde_json::Value {
+        let out = self.run(&["status", "--json"]);
+        assert_success(&out, "shipit status");
+        json(&out)
+    }
+
+    /// The ids of containers of this service, in any state.
+    pub fn containers(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args(["ps", "-aq", "--filter"])
+            .arg(format!("label=shipit.service={}", self.service))
+            .output()
+            .expect("docker runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// The release label of each running container of this service.
+    pub fn running_releases(&self) -> Vec<String> {
+        let out = Command::new("docker")
+            .args([
+                "ps",
+                "--format",
+                "{{.Label \"shipit.release\"}}",
+                "--filter",
+            ])
+            .arg(format!("label=shipit.service={}", self.service))
+            .output()
+            .expect("docker runs");
+        let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    }
+
+    pub fn edge_pid(&self) -> Option<i32> {
+        std::fs::read_to_string(self.edge_dir().join("edge.pid"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let _ = self.run(&["down"]);
+        // Whatever `down` could not remove (a test that broke the edge on purpose).
+        for id in self.containers() {
+            let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+        }
+        if let Some(pid) = self.edge_pid() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+fn getrandom_fill(buf: &mut [u8]) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    let seed = nanos ^ std::process::id().rotate_left(16);
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mixed = seed
+        .wrapping_mul(2_654_435_761)
+        .wrapping_add(n.wrapping_mul(40_503));
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (mixed >> (i * 8)) as u8;
+    }
+}
+
+pub fn json(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not JSON ({e}):\n{}\nstderr:\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+pub fn assert_success(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed with {}:\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Waits for `condition` to hold, checking every 20 ms, and panics with `what` after
+/// `deadline`.
+pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A single GET through the edge on a fresh connection: (status, body).
+pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut client = crate::load::Connection::open(addr).await?;
+    client.get(path).await
+}
+
+impl Project {
+    /// `shipit <args>` without blocking the async runtime (load runs beside it).
+    pub async fn run_async(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = tokio::process::Command::from(self.command(args));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().await.expect("shipit runs")
+    }
+
+    pub async fn release_async(&self) -> String {
+        let out = self.run_async(&["release", "--json"], &[]).await;
+        assert_success(&out, "shipit release");
+        json(&out)["serves"].as_str().unwrap().to_string()
+    }
+
+    /// The history, newest first, as `shipit history --json` prints it.
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let out = self.run(&["history", "--json", "-n", "1000"]);
+        assert_success(&out, "shipit history");
+        json(&out).as_array().unwrap().clone()
+    }
+}

@@ -1,0 +1,89 @@
+//! Releases under load: zero failed requests, and traffic follows each switch.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::{Project, get, stderr};
+use crate::load::{Load, assert_served_by, release_of};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn twenty_releases_under_load_drop_no_request() {
+    let project = Project::new("load");
+    let mut id = project.release_async().await;
+    let load = Load::start(project.listen, 32);
+    // (release id, when its `shipit release` returned, when the next one started)
+    let mut served: Vec<(String, Instant, Instant)> = Vec::new();
+    let mut returned = Instant::now();
+    for _ in 0..20 {
+        let started = Instant::now();
+        served.push((id.clone(), returned, started));
+        let next = project.release_async().await;
+        assert_ne!(next, id, "each release has a new id");
+        id = next;
+        returned = Instant::now();
+    }
+    let stopped = Instant::now();
+    served.push((id.clone(), returned, stopped));
+    let report = load.stop().await;
+
+    report.assert_no_failures();
+    // After each switch, every new request is answered by the release just made live.
+    for (release, from, until) in &served {
+        assert_served_by(&report, *from, *until, release);
+    }
+    assert_eq!(
+        project.running_releases(),
+        [id.clone()],
+        "only the live slot runs"
+    );
+    assert_eq!(project.status()["live"]["release"], id.as_str());
+    eprintln!(
+        "{} requests, {} ok, {} connections, over 20 releases",
+        report.samples.len(),
+        report.ok(),
+        report.reconnects
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_request_in_flight_at_switch_completes_on_old_slot() {
+    let project = Project::new("slow");
+    let first = project.release_async().await;
+    let listen = project.listen;
+    let slow = tokio::spawn(async move {
+        let answer = get(listen, "/slow?ms=3000").await;
+        (answer, Instant::now())
+    });
+    // The slow request must be on the old slot before the release starts.
+    let edge = project.edge_dir();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let out = tokio::process::Command::new(crate::harness::SHIPIT)
+            .args(["edge", "status", "--json", "--dir"])
+            .arg(&edge)
+            .output()
+            .await
+            .unwrap();
+        let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        let in_flight = status["routes"][0]["in_flight"].as_u64().unwrap_or(0);
+        if in_flight >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the slow request never reached the edge: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let out = project.run_async(&["release", "--json"], &[]).await;
+    let release_returned = Instant::now();
+    assert!(out.status.success(), "release failed: {}", stderr(&out));
+
+    let (answer, answered_at) = slow.await.unwrap();
+    let (status, body) = answer.expect("the slow request completes");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(release_of(&body).as_deref(), Some(first.as_str()), "{body}");
+    assert!(
+        answered_at <= release_returned,
+        "the release returned before the old slot drained"
+    );
+}
