@@ -6,6 +6,7 @@ mod command;
 mod exit;
 mod printer;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,7 +20,8 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::env::var_os("NO_COLOR").is_none())
+        // The detached edge's stderr is its log file: colour only on a terminal.
+        .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .init();
     let printer = printer::Printer::new(cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -53,6 +53,9 @@ pub struct RouteStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     pub live: Option<Backend>,
+    /// Requests in flight on the live backend.
+    #[serde(default)]
+    pub in_flight: usize,
     pub since: Timestamp,
     pub draining: Vec<DrainingStatus>,
 }

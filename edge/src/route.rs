@@ -42,6 +42,8 @@ pub struct RouteView {
     pub service: String,
     pub hosts: Vec<String>,
     pub live: Option<Backend>,
+    /// Requests in flight on the live backend.
+    pub in_flight: usize,
     pub since: Timestamp,
     /// Replaced backends with requests still in flight, and how many.
     pub draining: Vec<(Backend, usize)>,
@@ -251,6 +253,7 @@ impl RouteTable {
                 service: route.service.clone(),
                 hosts: route.hosts.clone(),
                 live: route.live.as_ref().map(|b| b.backend().clone()),
+                in_flight: route.live.as_ref().map_or(0, |b| b.in_flight().count()),
                 since: route.since,
                 draining: route
                     .draining

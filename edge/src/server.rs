@@ -247,6 +247,7 @@ impl Edge {
                     service: route.service,
                     hosts: route.hosts,
                     live: route.live,
+                    in_flight: route.in_flight,
                     since: route.since,
                     draining: route
                         .draining

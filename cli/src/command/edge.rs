@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use shipit_pipeline::config::TargetKind;
-use shipit_pipeline::platform::local::{EDGE_START_TIMEOUT, LocalPaths};
+use shipit_pipeline::platform::local::LocalPaths;
 
 use super::load_config;
 use crate::args::{EdgeCommand, EdgeLocation, Global};
@@ -78,7 +78,7 @@ pub async fn run(global: &Global, command: EdgeCommand, printer: Printer) -> Res
                 printer.data(&format!("no edge is running in {}", dir.display()));
                 return Ok(());
             }
-            shipit_edge::daemon::stop(&dir, EDGE_START_TIMEOUT).await?;
+            shipit_edge::daemon::stop(&dir, shipit_edge::DEFAULT_STOP_TIMEOUT).await?;
             printer.data(&format!("stopped the edge in {}", dir.display()));
             Ok(())
         }

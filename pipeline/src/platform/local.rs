@@ -603,7 +603,9 @@ impl Platform for LocalPlatform {
                 self.name(candidate.slot)
             ));
         }
-        Ok(switched.previous.map(|b| Live {
+        // A switch to what is already live changes nothing, and there is nothing to retire.
+        let previous = switched.previous.filter(|b| b.release != backend.release);
+        Ok(previous.map(|b| Live {
             slot: b.slot,
             release: b.release,
             since: None,
@@ -688,7 +690,7 @@ impl Platform for LocalPlatform {
                 .await
                 .map_err(|e| edge_error("reading the edge status", e))?;
             if status.routes.is_empty() {
-                shipit_edge::daemon::stop(&self.paths.edge_dir, EDGE_START_TIMEOUT)
+                shipit_edge::daemon::stop(&self.paths.edge_dir, shipit_edge::DEFAULT_STOP_TIMEOUT)
                     .await
                     .map_err(|e| edge_error("stopping the edge", e))?;
                 reporter.progress(Phase::Retire, "stopped the edge: it has no routes left");
