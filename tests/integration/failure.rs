@@ -83,3 +83,55 @@ async fn ctrl_c_during_release_removes_candidate() {
         history[0]
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn release_killed_mid_verify_is_recovered_by_the_next() {
+    let project = Project::new("crash");
+    let first = project.release_async().await;
+    let mut cmd = tokio::process::Command::from(project.command(&["release"]));
+    cmd.env("HELLO_STARTUP_MS", "60000");
+    let mut child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap() as i32;
+    wait_until("the candidate container", Duration::from_secs(60), || {
+        project.containers().len() == 2
+    });
+    // A crash: no cleanup runs. The candidate is left running, routed nowhere.
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    child.wait().await.unwrap();
+    assert_eq!(project.status()["live"]["release"], first.as_str());
+
+    let out = project.run_async(&["release", "--json"], &[]).await;
+    crate::harness::assert_success(&out, "the release after the crash");
+    let err = stderr(&out);
+    assert!(
+        err.contains("recovered the lock left by a run that died"),
+        "{err}"
+    );
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    let second = crate::harness::json(&out)["serves"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // One live slot, the previous release stopped for rollback, and no orphan.
+    assert_eq!(project.running_releases(), std::slice::from_ref(&second));
+    assert_eq!(project.containers().len(), 2);
+    let history = project.history();
+    let statuses: Vec<&str> = history
+        .iter()
+        .map(|r| r["outcome"]["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        statuses,
+        ["succeeded", "interrupted", "succeeded"],
+        "{history:#?}"
+    );
+}
