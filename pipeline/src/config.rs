@@ -52,6 +52,17 @@ pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The name of the implicit local target of a config that has no `[targets]`.
 pub const DEFAULT_TARGET_NAME: &str = "local";
+/// A module's tag when `tag` is not set: `<name>` is the module's name and `<version>` its
+/// semantic version, so `sources` at 1.2.0 is tagged `sources-v1.2.0`.
+pub const DEFAULT_MODULE_TAG: &str = "<name>-v<version>";
+/// The version files looked for, in this order, in a module's folder without `version_file`.
+pub const VERSION_FILES: [&str; 5] = [
+    "Cargo.toml",
+    "package.json",
+    "project.clj",
+    "pom.xml",
+    "VERSION",
+];
 
 /// A validated config.
 #[derive(Debug, Clone, Serialize)]
@@ -65,6 +76,22 @@ pub struct Config {
     pub default_target: Option<String>,
     pub services: BTreeMap<String, Service>,
     pub targets: BTreeMap<String, Target>,
+    /// Separately versioned library parts of the codebase. A config may hold only modules.
+    pub modules: BTreeMap<String, Module>,
+}
+
+/// A library module released on its own semantic version (see [`crate::version`]).
+#[derive(Debug, Clone, Serialize)]
+pub struct Module {
+    pub name: String,
+    /// Absolute path of the module's folder. No other module's folder overlaps it.
+    pub path: PathBuf,
+    /// Absolute path of the file holding its version, inside `path`.
+    pub version_file: PathBuf,
+    /// The modules it depends on; they exist, and the graph has no cycle.
+    pub depends_on: Vec<String>,
+    /// The tag format, with `<version>` (and optionally `<name>`) in it.
+    pub tag: String,
 }
 
 /// One deployable app.

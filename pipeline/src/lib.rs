@@ -17,5 +17,6 @@ pub mod lock;
 pub mod platform;
 pub mod pre_build;
 pub mod release;
+pub mod version;
 
 pub use shipit_edge::Slot;

@@ -28,6 +28,18 @@ pub(crate) struct RawConfig {
     pub(crate) services: BTreeMap<String, RawService>,
     #[serde(default)]
     pub(crate) targets: BTreeMap<String, RawTarget>,
+    #[serde(default)]
+    pub(crate) modules: BTreeMap<String, RawModule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of module settings")]
+pub(crate) struct RawModule {
+    pub(crate) path: String,
+    pub(crate) version_file: Option<String>,
+    #[serde(default)]
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) tag: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +247,10 @@ fn problem(path: KeyPath, message: &str) -> Problem {
         return match name {
             "port" => {
                 problem.with_hint("add `port = <the port the app listens on in its container>`")
+            }
+            // Only a module has a required `path`.
+            "path" => {
+                problem.with_hint("add `path = \"<the module's folder, relative to this file>\"`")
             }
             _ => problem,
         };

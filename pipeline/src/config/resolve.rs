@@ -13,12 +13,15 @@ use std::time::Duration;
 use super::error::Problem;
 use super::interpolate::is_var_name;
 use super::locate::KeyPath;
-use super::raw::{RawConfig, RawHealth, RawService, RawTarget, RawTargetKind, RawVerify};
+use super::raw::{
+    RawConfig, RawHealth, RawModule, RawService, RawTarget, RawTargetKind, RawVerify,
+};
 use super::{
     Config, DEFAULT_DOCKERFILE, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEALTH_INTERVAL,
     DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_LISTEN,
-    DEFAULT_STATE_DIR, DEFAULT_STOP_TIMEOUT, DEFAULT_TARGET_NAME, Env, HealthCheck, LocalTarget,
-    STATE_DIR_ENV, Service, Target, TargetKind, Verify,
+    DEFAULT_MODULE_TAG, DEFAULT_STATE_DIR, DEFAULT_STOP_TIMEOUT, DEFAULT_TARGET_NAME, Env,
+    HealthCheck, LocalTarget, Module, STATE_DIR_ENV, Service, Target, TargetKind, VERSION_FILES,
+    Verify,
 };
 
 /// The longest service or target name; names end up in container names and folder names.
@@ -86,6 +89,8 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         .with_hint("set default_target to the name of a [targets.<name>] table, or remove it"));
     }
 
+    let modules = modules(raw.modules, &dir, &root.key("modules"))?;
+
     Ok(Config {
         path: origin.path.to_path_buf(),
         dir,
@@ -93,7 +98,195 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         default_target,
         services,
         targets,
+        modules,
     })
+}
+
+/// The modules, each checked on its own, then as a set: `depends_on` names modules, no two
+/// paths overlap, and the dependency graph has no cycle.
+fn modules(
+    raw: BTreeMap<String, RawModule>,
+    dir: &Path,
+    path: &KeyPath,
+) -> Result<BTreeMap<String, Module>, Problem> {
+    let mut modules = BTreeMap::new();
+    for (name, raw_module) in raw {
+        let key = path.key(&name);
+        check_name(&name, "module", &key)?;
+        modules.insert(name.clone(), module(name, raw_module, dir, &key)?);
+    }
+
+    for module in modules.values() {
+        for (index, dependency) in module.depends_on.iter().enumerate() {
+            if !modules.contains_key(dependency) {
+                let others: Vec<&String> = modules.keys().filter(|n| **n != module.name).collect();
+                let expected = if others.is_empty() {
+                    "it is the only module".to_string()
+                } else {
+                    format!("expected one of: {}", list(others))
+                };
+                return Err(Problem::value(
+                    path.key(&module.name).key("depends_on").index(index),
+                    format!("no module named `{dependency}`; {expected}"),
+                )
+                .with_hint("depends_on lists the names of other [modules.<name>] tables"));
+            }
+        }
+    }
+
+    let all: Vec<&Module> = modules.values().collect();
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            if a.path.starts_with(&b.path) || b.path.starts_with(&a.path) {
+                return Err(Problem::value(
+                    path.key(&b.name).key("path"),
+                    format!(
+                        "path {} overlaps the path {} of module `{}`: a commit under both \
+                         could not be told apart",
+                        b.path.display(),
+                        a.path.display(),
+                        a.name
+                    ),
+                )
+                .with_hint("give each module its own folder, neither inside the other"));
+            }
+        }
+    }
+
+    if let Some(cycle) = dependency_cycle(&modules) {
+        return Err(Problem::value(
+            path.key(&cycle[0]).key("depends_on"),
+            format!("dependency cycle: {}", cycle.join(" → ")),
+        )
+        .with_hint("a module cannot depend on itself, even through others: remove one of these depends_on entries"));
+    }
+    Ok(modules)
+}
+
+fn module(name: String, raw: RawModule, dir: &Path, path: &KeyPath) -> Result<Module, Problem> {
+    let path_key = path.key("path");
+    not_empty(&raw.path, &path_key)?;
+    let folder = normalize(&dir.join(&raw.path));
+    if !folder.is_dir() {
+        return Err(Problem::value(
+            path_key,
+            format!(
+                "module folder {} does not exist or is not a folder",
+                folder.display()
+            ),
+        )
+        .with_hint(format!(
+            "path is relative to the config file's folder ({})",
+            dir.display()
+        )));
+    }
+
+    let version_file = match raw.version_file.as_deref() {
+        Some(written) => {
+            let key = path.key("version_file");
+            let relative = inside(Path::new(written)).ok_or_else(|| {
+                Problem::value(
+                    key.clone(),
+                    format!("version_file {written:?} is outside the module's folder"),
+                )
+                .with_hint("give the file's path relative to the module's `path`, inside it")
+            })?;
+            let file = folder.join(relative);
+            if !file.is_file() {
+                return Err(Problem::value(
+                    key,
+                    format!("version file {} does not exist", file.display()),
+                )
+                .with_hint(format!(
+                    "version_file is relative to the module's folder ({}); leave it out to \
+                     detect one of: {}",
+                    folder.display(),
+                    VERSION_FILES.join(", ")
+                )));
+            }
+            file
+        }
+        None => VERSION_FILES
+            .iter()
+            .map(|candidate| folder.join(candidate))
+            .find(|file| file.is_file())
+            .ok_or_else(|| {
+                Problem::key(
+                    path.clone(),
+                    format!(
+                        "module `{name}` has no version file in {}: looked for {}",
+                        folder.display(),
+                        VERSION_FILES.join(", ")
+                    ),
+                )
+                .with_hint("add one of them, or set version_file to the file holding the version")
+            })?,
+    };
+
+    let tag = present(raw.tag).unwrap_or_else(|| DEFAULT_MODULE_TAG.to_string());
+    if let Err(problem) = crate::version::tag::check_format(&tag) {
+        return Err(Problem::value(
+            path.key("tag"),
+            format!("invalid tag format {tag:?}: {problem}"),
+        )
+        .with_hint(format!("the default is \"{DEFAULT_MODULE_TAG}\"")));
+    }
+
+    let mut depends_on: Vec<String> = Vec::new();
+    for dependency in raw.depends_on {
+        if !depends_on.contains(&dependency) {
+            depends_on.push(dependency);
+        }
+    }
+
+    Ok(Module {
+        name,
+        path: folder,
+        version_file,
+        depends_on,
+        tag,
+    })
+}
+
+/// The first dependency cycle found, as the names along it with the first repeated at the
+/// end (`a → b → a`), searching from the modules in name order.
+fn dependency_cycle(modules: &BTreeMap<String, Module>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mark {
+        Visiting,
+        Done,
+    }
+    fn visit(
+        name: &str,
+        modules: &BTreeMap<String, Module>,
+        marks: &mut BTreeMap<String, Mark>,
+        stack: &mut Vec<String>,
+    ) -> Option<Vec<String>> {
+        match marks.get(name) {
+            Some(Mark::Done) => return None,
+            Some(Mark::Visiting) => {
+                let start = stack.iter().position(|n| n == name).unwrap_or(0);
+                let mut cycle = stack[start..].to_vec();
+                cycle.push(name.to_string());
+                return Some(cycle);
+            }
+            None => {}
+        }
+        marks.insert(name.to_string(), Mark::Visiting);
+        stack.push(name.to_string());
+        for dependency in modules.get(name).map_or(&[][..], |m| &m.depends_on[..]) {
+            if let Some(cycle) = visit(dependency, modules, marks, stack) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        marks.insert(name.to_string(), Mark::Done);
+        None
+    }
+    let mut marks = BTreeMap::new();
+    modules
+        .keys()
+        .find_map(|name| visit(name, modules, &mut marks, &mut Vec::new()))
 }
 
 fn service(name: String, raw: RawService, dir: &Path, path: &KeyPath) -> Result<Service, Problem> {
@@ -202,7 +395,7 @@ pub(crate) fn default_listen() -> SocketAddr {
         .expect("DEFAULT_LISTEN is a valid socket address")
 }
 
-/// Service and target names: `[a-z0-9][a-z0-9-]*`, at most [`MAX_NAME_LEN`] characters.
+/// Service, target and module names: `[a-z0-9][a-z0-9-]*`, at most [`MAX_NAME_LEN`] characters.
 fn check_name(name: &str, noun: &str, path: &KeyPath) -> Result<(), Problem> {
     let valid = name.len() <= MAX_NAME_LEN
         && name
