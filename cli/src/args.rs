@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
                   slot and records the release. `shipit rollback` brings back the previous one.",
     after_help = "Exit codes: 0 ok, 1 unexpected error, 2 usage or config error, 3 lock held, \
                   4 build failed, 5 verification failed, 6 platform error (Docker, edge), \
-                  7 nothing to roll back, 130 interrupted."
+                  7 nothing to roll back, 8 module versioning failed, 130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -51,9 +51,15 @@ pub struct Selection {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Build, launch in the idle slot, verify, switch traffic, drain and retire the old slot
+    ///
+    /// With [modules.*] in the config, the version step runs first, as `shipit version apply`
+    /// does (on a clean work tree), and the image is labelled with every module's version.
     Release {
         #[command(flatten)]
         selection: Selection,
+        /// Skip the version step: label the image with the module versions as the files hold them
+        #[arg(long)]
+        no_version: bool,
         /// Print the release record as JSON on stdout
         #[arg(long)]
         json: bool,
@@ -87,6 +93,11 @@ pub enum Command {
         #[command(flatten)]
         selection: Selection,
     },
+    /// Plan and apply the semantic versions of the library modules ([modules.*])
+    Version {
+        #[command(subcommand)]
+        command: VersionCommand,
+    },
     /// Work with the config file
     Config {
         #[command(subcommand)]
@@ -103,6 +114,31 @@ pub enum Command {
 pub enum ConfigCommand {
     /// Validate the config and print the resolved result
     Check {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VersionCommand {
+    /// Show each module's version, its commits since its last tag, and its next version and why
+    Plan {
+        /// Print the plan as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the next versions, dependents' references and changelogs; commit and tag
+    Apply {
+        /// Show what would be written, committed and tagged; write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Write the files but do not commit (and so do not tag)
+        #[arg(long)]
+        no_commit: bool,
+        /// Commit but do not tag
+        #[arg(long)]
+        no_tag: bool,
+        /// Print what was done as JSON on stdout
         #[arg(long)]
         json: bool,
     },

@@ -14,6 +14,7 @@ pub const BUILD: u8 = 4;
 pub const VERIFY: u8 = 5;
 pub const PLATFORM: u8 = 6;
 pub const NO_ROLLBACK: u8 = 7;
+pub const VERSION: u8 = 8;
 pub const INTERRUPTED: u8 = 130;
 
 /// A failed command: its exit code, a one-line cause and a hint.
@@ -109,6 +110,17 @@ impl From<shipit_pipeline::history::HistoryError> for Failure {
         let (cause, hint) = split_hint(&e.to_string());
         Failure {
             code: UNEXPECTED,
+            cause,
+            hint,
+        }
+    }
+}
+
+impl From<shipit_pipeline::version::VersionError> for Failure {
+    fn from(e: shipit_pipeline::version::VersionError) -> Failure {
+        let (cause, hint) = split_hint(&e.to_string());
+        Failure {
+            code: VERSION,
             cause,
             hint,
         }

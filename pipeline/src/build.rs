@@ -293,6 +293,11 @@ fn check_request(req: &BuildRequest) -> Result<(), BuildError> {
 }
 
 /// The id of an image built from the context with `hash`, tagged `req.tag` if it was not.
+///
+/// The image must also carry the same `shipit.module.*` labels as the request: the module
+/// versions are part of what an image is, and a reused image keeps the labels it was built
+/// with. A module bump that leaves the context unchanged therefore builds again (a fast,
+/// fully cached build) rather than reuse an image that records the old versions.
 async fn reuse(
     docker: &Docker,
     req: &BuildRequest,
@@ -309,7 +314,12 @@ async fn reuse(
             action: "looking for an image built from the same context".to_string(),
             source,
         })?;
-    let Some(image) = images.into_iter().max_by_key(|image| image.created) else {
+    let wanted = module_labels(req.labels.iter());
+    let Some(image) = images
+        .into_iter()
+        .filter(|image| module_labels(image.labels.iter()) == wanted)
+        .max_by_key(|image| image.created)
+    else {
         return Ok(None);
     };
 
@@ -329,6 +339,16 @@ async fn reuse(
             })?;
     }
     Ok(Some(image.id))
+}
+
+/// The `shipit.module.*` labels among `labels`, sorted.
+fn module_labels<'a>(
+    labels: impl Iterator<Item = (&'a String, &'a String)>,
+) -> BTreeMap<&'a str, &'a str> {
+    labels
+        .filter(|(key, _)| key.starts_with(crate::version::MODULE_LABEL_PREFIX))
+        .map(|(key, value)| (key.as_str(), value.as_str()))
+        .collect()
 }
 
 /// `repo[:tag]` into its repository and tag (`latest` when absent). A `:` before the last
@@ -711,6 +731,46 @@ mod tests {
         assert!(third.reused);
         let inspected = docker.inspect_image(&other.tag).await.unwrap();
         assert_eq!(inspected.id.as_deref(), Some(first.id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn new_module_versions_build_again_and_are_labelled() {
+        let docker = crate::docker::connect().await.unwrap();
+        let images = TestImages::new();
+        let context = hello_context(&images);
+        let module = |version: &str| {
+            (
+                format!("{}sources", crate::version::MODULE_LABEL_PREFIX),
+                version.to_string(),
+            )
+        };
+        let mut req = images.request(context.path(), "m1");
+        req.labels.extend([module("0.1.0")]);
+        let first = run(&docker, &images, &req).await.0.unwrap();
+        assert!(!first.reused);
+
+        // Same context, new module version: an image labelled with the old one is not reused.
+        let mut bumped = images.request(context.path(), "m2");
+        bumped.labels.extend([module("0.2.0")]);
+        let second = run(&docker, &images, &bumped).await.0.unwrap();
+        assert!(!second.reused);
+        assert_eq!(second.context_hash, first.context_hash);
+        let labels = docker
+            .inspect_image(&bumped.tag)
+            .await
+            .unwrap()
+            .config
+            .unwrap()
+            .labels
+            .unwrap();
+        assert_eq!(labels["shipit.module.sources"], "0.2.0");
+
+        // The same versions again: reused.
+        let mut again = images.request(context.path(), "m3");
+        again.labels.extend([module("0.2.0")]);
+        let third = run(&docker, &images, &again).await.0.unwrap();
+        assert!(third.reused);
+        assert_eq!(third.id, second.id);
     }
 
     #[tokio::test]

@@ -7,6 +7,7 @@
 
 pub mod local;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 
 use jiff::Timestamp;
@@ -55,6 +56,9 @@ pub struct BuildInput {
     pub version: String,
     pub revision: Option<crate::git::Revision>,
     pub created: Timestamp,
+    /// Library module versions that go into the image, by module name; they become
+    /// `shipit.module.<name>` labels.
+    pub modules: BTreeMap<String, String>,
 }
 
 /// An error from the outside world, with what to do about it.

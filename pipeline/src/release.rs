@@ -217,6 +217,7 @@ impl<'a, P: Platform> Run<'a, P> {
                 version: input.version.clone(),
                 revision: input.revision.clone(),
                 created: Timestamp::now(),
+                modules: input.modules.clone(),
             };
             let image = self
                 .phase(

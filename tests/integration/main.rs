@@ -12,3 +12,4 @@ mod failure;
 mod lock;
 mod release;
 mod rollback;
+mod version;

@@ -27,8 +27,8 @@ pub async fn run(
         return Ok(());
     }
     printer.data(&format!(
-        "{:<22} {:<8} {:<11} {:<5} {:<16} {:<25} {:>8}  CAUSE",
-        "ID", "KIND", "OUTCOME", "SLOT", "VERSION", "STARTED", "TOOK"
+        "{:<22} {:<8} {:<11} {:<5} {:<16} {:<25} {:>8}  {:<24}  CAUSE",
+        "ID", "KIND", "OUTCOME", "SLOT", "VERSION", "STARTED", "TOOK", "MODULES"
     ));
     for r in &records {
         printer.data(&row(r));
@@ -48,8 +48,17 @@ fn row(r: &ReleaseRecord) -> String {
         _ if r.kind == shipit_pipeline::history::Kind::Rollback => format!("restored {}", r.serves),
         _ => String::new(),
     };
+    let modules = if r.modules.is_empty() {
+        "-".to_string()
+    } else {
+        r.modules
+            .iter()
+            .map(|(name, version)| format!("{name}@{version}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
     format!(
-        "{:<22} {:<8} {:<11} {:<5} {:<16} {:<25} {:>8}  {cause}",
+        "{:<22} {:<8} {:<11} {:<5} {:<16} {:<25} {:>8}  {modules:<24}  {cause}",
         r.id,
         kind,
         r.outcome.label(),

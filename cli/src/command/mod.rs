@@ -6,6 +6,7 @@ mod edge;
 mod history;
 mod release;
 mod status;
+mod version;
 
 use shipit_pipeline::config::{Config, Service, Target, TargetKind};
 use shipit_pipeline::platform::local::{EdgeCommand, LocalPlatform};
@@ -17,8 +18,15 @@ use crate::printer::Printer;
 pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
     let global = &cli.global;
     match cli.command {
-        Command::Release { selection, json } => {
-            Box::pin(release::release(global, &selection, json, printer)).await
+        Command::Release {
+            selection,
+            no_version,
+            json,
+        } => {
+            Box::pin(release::release(
+                global, &selection, no_version, json, printer,
+            ))
+            .await
         }
         Command::Rollback { selection, json } => {
             Box::pin(release::rollback(global, &selection, json, printer)).await
@@ -31,6 +39,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         } => history::run(global, &selection, limit, json, printer).await,
         Command::Down { selection } => down::run(global, &selection, printer).await,
         Command::Config { command } => config::run(global, command, printer),
+        Command::Version { command } => version::run(global, command, printer),
         Command::Edge { command } => edge::run(global, command, printer).await,
     }
 }

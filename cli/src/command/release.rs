@@ -6,7 +6,12 @@ use shipit_pipeline::platform::Platform;
 use shipit_pipeline::release::{self, ReleaseInput};
 use tokio_util::sync::CancellationToken;
 
-use super::select;
+use std::collections::BTreeMap;
+
+use shipit_pipeline::config::Config;
+use shipit_pipeline::version;
+
+use super::{load_config, select};
 use crate::args::{Global, Selection};
 use crate::exit::Failure;
 use crate::printer::Printer;
@@ -54,22 +59,68 @@ fn print_result(printer: Printer, json: bool, url: String, record: &ReleaseRecor
     }
 }
 
-fn input(version: String, revision: Option<shipit_pipeline::git::Revision>) -> ReleaseInput {
+fn input(
+    version: String,
+    revision: Option<shipit_pipeline::git::Revision>,
+    modules: BTreeMap<String, String>,
+) -> ReleaseInput {
     ReleaseInput {
         version,
         revision,
-        modules: Default::default(),
+        modules,
         cancel: cancel_on_signal(),
     }
+}
+
+/// The version step: the module versions that go into the image, applied first (commit and
+/// tags) unless `--no-version`. A dirty work tree skips the apply with a warning rather than
+/// failing the release; the image then records the versions the files hold.
+fn module_versions(
+    config: &Config,
+    no_version: bool,
+    printer: Printer,
+) -> Result<BTreeMap<String, String>, Failure> {
+    if config.modules.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    if no_version {
+        printer.info("--no-version: module versions are taken from their files as they are");
+        return Ok(version::current(config)?);
+    }
+    let step = version::prepare_release(config)?;
+    if let Some(applied) = &step.applied {
+        let commit = applied
+            .commit
+            .as_deref()
+            .map_or(String::new(), |c| format!(" in {}", &c[..c.len().min(12)]));
+        printer.info(&format!(
+            "versioned the modules{commit}: tagged {}",
+            applied.tags.join(", ")
+        ));
+    }
+    if let Some(why) = &step.skipped {
+        printer.warn(why);
+    }
+    let listed: Vec<String> = step
+        .modules
+        .iter()
+        .map(|(name, v)| format!("{name} {v}"))
+        .collect();
+    printer.info(&format!("modules: {}", listed.join(", ")));
+    Ok(step.modules)
 }
 
 pub async fn release(
     global: &Global,
     selection: &Selection,
+    no_version: bool,
     json: bool,
     printer: Printer,
 ) -> Result<(), Failure> {
     let selected = select(global, selection).await?;
+    let config = load_config(global)?;
+    // Before the revision is read: applying versions makes the commit the app is built from.
+    let modules = module_versions(&config, no_version, printer)?;
     let revision = shipit_pipeline::git::revision(&selected.service.context).unwrap_or(None);
     let version = revision
         .as_ref()
@@ -82,7 +133,7 @@ pub async fn release(
     // The state machine's future is large; keep it off the stack.
     let record = Box::pin(release::release(
         &selected.platform,
-        &input(version, revision),
+        &input(version, revision, modules),
         &reporter(printer),
     ))
     .await?;
@@ -104,7 +155,7 @@ pub async fn rollback(
     ));
     let record = Box::pin(release::rollback(
         &selected.platform,
-        &input(String::new(), None),
+        &input(String::new(), None, BTreeMap::new()),
         &reporter(printer),
     ))
     .await?;

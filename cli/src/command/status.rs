@@ -1,5 +1,7 @@
 //! `shipit status`: what is live, read from where traffic really goes.
 
+use std::collections::BTreeMap;
+
 use jiff::Timestamp;
 use serde::Serialize;
 use shipit_pipeline::Slot;
@@ -26,6 +28,8 @@ pub struct LiveStatus {
     pub image: Option<String>,
     pub image_id: Option<String>,
     pub version: Option<String>,
+    /// Library module versions in the live image, by module name.
+    pub modules: BTreeMap<String, String>,
     pub since: Option<Timestamp>,
 }
 
@@ -46,6 +50,10 @@ pub async fn run(
                 release: l.release,
                 image: record.as_ref().and_then(|r| r.image.clone()),
                 image_id: record.as_ref().and_then(|r| r.image_id.clone()),
+                modules: record
+                    .as_ref()
+                    .map(|r| r.modules.clone())
+                    .unwrap_or_default(),
                 version: record.map(|r| r.version),
                 since: l.since,
             })
@@ -81,6 +89,14 @@ pub async fn run(
                 "  version    {}",
                 l.version.as_deref().unwrap_or("unknown")
             ));
+            if !l.modules.is_empty() {
+                let modules: Vec<String> = l
+                    .modules
+                    .iter()
+                    .map(|(name, v)| format!("{name} {v}"))
+                    .collect();
+                printer.data(&format!("  modules    {}", modules.join(", ")));
+            }
             printer.data(&format!("  since      {since}"));
         }
         None => printer.data("  nothing is live; run `shipit release`"),

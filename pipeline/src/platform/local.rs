@@ -371,11 +371,15 @@ impl Platform for LocalPlatform {
             context: self.service.context.clone(),
             dockerfile: self.service.dockerfile.clone(),
             tag: format!("{}:{}", self.service.name, input.version),
-            labels: crate::build::oci_labels(
-                input.revision.as_ref(),
-                input.created,
-                &input.release,
-            ),
+            labels: {
+                let mut labels = crate::build::oci_labels(
+                    input.revision.as_ref(),
+                    input.created,
+                    &input.release,
+                );
+                labels.extend(crate::version::labels(&input.modules));
+                labels
+            },
             cache_dir: Some(self.paths.service_dir.clone()),
         };
         let mut on_progress = |p: BuildProgress| match p {

@@ -1,0 +1,3 @@
+(ns layered.core.endpoints)
+
+(defn order [id] {:id id})

@@ -1,0 +1,6 @@
+package com.layered.protocols;
+
+/** What core may ask of the sources. */
+public interface OrderApi {
+    String find(long id);
+}
