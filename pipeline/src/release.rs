@@ -17,7 +17,7 @@ use crate::Slot;
 use crate::event::{Event, Phase, Reporter};
 use crate::git::Revision;
 use crate::history::{HistoryError, Kind, Outcome, ReleaseRecord, new_release_id};
-use crate::lock::{Holder, LockError, hostname, username};
+use crate::lock::{Holder, Lock, LockError, hostname, username};
 use crate::platform::{BuildInput, Live, Platform, PlatformError};
 
 /// What a release is made of, besides the service and target the platform stands for.
@@ -88,8 +88,20 @@ pub async fn release<P: Platform>(
     input: &ReleaseInput,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
+    let lock = platform.lock(&Holder::current("release"))?;
+    release_locked(platform, lock, input, reporter).await
+}
+
+/// Runs one release under a lock the caller already took (for work that must happen under
+/// the same lock before the release, such as versioning the modules).
+pub async fn release_locked<P: Platform>(
+    platform: &P,
+    lock: Lock,
+    input: &ReleaseInput,
+    reporter: &Reporter,
+) -> Result<ReleaseRecord, ReleaseError> {
     let id = new_release_id();
-    let run = Run::start(platform, reporter, &id, Kind::Release, input)?;
+    let run = Run::start(platform, reporter, lock, &id, Kind::Release, input)?;
     run.release(input).await
 }
 
@@ -100,7 +112,8 @@ pub async fn rollback<P: Platform>(
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
     let id = new_release_id();
-    let run = Run::start(platform, reporter, &id, Kind::Rollback, input)?;
+    let lock = platform.lock(&Holder::current(format!("rollback {id}")))?;
+    let run = Run::start(platform, reporter, lock, &id, Kind::Rollback, input)?;
     run.rollback(input).await
 }
 
@@ -109,22 +122,18 @@ struct Run<'a, P: Platform> {
     platform: &'a P,
     reporter: &'a Reporter,
     record: ReleaseRecord,
-    _lock: crate::lock::Lock,
+    _lock: Lock,
 }
 
 impl<'a, P: Platform> Run<'a, P> {
     fn start(
         platform: &'a P,
         reporter: &'a Reporter,
+        lock: Lock,
         id: &str,
         kind: Kind,
         input: &ReleaseInput,
     ) -> Result<Self, ReleaseError> {
-        let purpose = match kind {
-            Kind::Release => format!("release {id}"),
-            Kind::Rollback => format!("rollback {id}"),
-        };
-        let lock = platform.lock(&Holder::current(purpose))?;
         if let Some(dead) = lock.recovered() {
             reporter.warn(format!(
                 "recovered the lock left by a run that died: {dead}"
@@ -143,8 +152,8 @@ impl<'a, P: Platform> Run<'a, P> {
         let record = ReleaseRecord {
             id: id.to_string(),
             kind,
-            service: String::new(),
-            target: String::new(),
+            service: platform.service().to_string(),
+            target: platform.target().to_string(),
             serves: id.to_string(),
             slot: None,
             image: None,
@@ -197,6 +206,7 @@ impl<'a, P: Platform> Run<'a, P> {
         self.reporter.emit(Event::PhaseFinished {
             phase,
             elapsed: started.elapsed(),
+            ok: result.is_ok(),
         });
         result
     }

@@ -50,6 +50,7 @@ pub fn load_config(global: &Global) -> Result<Config, Failure> {
 
 /// The service, target and platform a command acts on.
 pub struct Selected {
+    pub config: Config,
     pub service: Service,
     pub target: Target,
     pub platform: LocalPlatform,
@@ -80,6 +81,7 @@ pub async fn select(global: &Global, selection: &Selection) -> Result<Selected, 
         ),
     };
     Ok(Selected {
+        config,
         service,
         target,
         platform,

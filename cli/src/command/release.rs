@@ -2,8 +2,9 @@
 
 use shipit_pipeline::event::Reporter;
 use shipit_pipeline::history::ReleaseRecord;
+use shipit_pipeline::lock::Holder;
 use shipit_pipeline::platform::Platform;
-use shipit_pipeline::release::{self, ReleaseInput};
+use shipit_pipeline::release::{self, ReleaseError, ReleaseInput};
 use tokio_util::sync::CancellationToken;
 
 use std::collections::BTreeMap;
@@ -11,7 +12,7 @@ use std::collections::BTreeMap;
 use shipit_pipeline::config::Config;
 use shipit_pipeline::version;
 
-use super::{load_config, select};
+use super::select;
 use crate::args::{Global, Selection};
 use crate::exit::Failure;
 use crate::printer::Printer;
@@ -118,9 +119,13 @@ pub async fn release(
     printer: Printer,
 ) -> Result<(), Failure> {
     let selected = select(global, selection).await?;
-    let config = load_config(global)?;
+    // The lock comes first: the version step commits and tags, and two releases must not.
+    let lock = selected
+        .platform
+        .lock(&Holder::current("release"))
+        .map_err(ReleaseError::from)?;
     // Before the revision is read: applying versions makes the commit the app is built from.
-    let modules = module_versions(&config, no_version, printer)?;
+    let modules = module_versions(&selected.config, no_version, printer)?;
     let revision = shipit_pipeline::git::revision(&selected.service.context).unwrap_or(None);
     let version = revision
         .as_ref()
@@ -131,8 +136,9 @@ pub async fn release(
         selected.platform.describe()
     ));
     // The state machine's future is large; keep it off the stack.
-    let record = Box::pin(release::release(
+    let record = Box::pin(release::release_locked(
         &selected.platform,
+        lock,
         &input(version, revision, modules),
         &reporter(printer),
     ))
