@@ -58,8 +58,9 @@ impl Printer {
     pub fn event(&self, event: &Event) {
         match event {
             Event::PhaseStarted { phase } => self.info(&format!("▶ {phase}")),
-            Event::PhaseFinished { phase, elapsed } => {
-                self.info(&format!("✓ {phase} ({} ms)", elapsed.as_millis()))
+            Event::PhaseFinished { phase, elapsed, ok } => {
+                let mark = if *ok { "✓" } else { "✗" };
+                self.info(&format!("{mark} {phase} ({} ms)", elapsed.as_millis()))
             }
             Event::Progress { phase, message } => self.info(&format!("  {phase}: {message}")),
             Event::Warning { message } => self.warn(message),

@@ -49,9 +49,11 @@ pub enum Event {
     PhaseStarted {
         phase: Phase,
     },
+    /// A phase ended; `ok` is false when it failed or was interrupted.
     PhaseFinished {
         phase: Phase,
         elapsed: Duration,
+        ok: bool,
     },
     /// A line of progress within a phase (a build step, a probe, a drain count).
     Progress {

@@ -112,6 +112,12 @@ pub trait Platform {
     /// How the target is named in messages, e.g. `local target "local"`.
     fn describe(&self) -> String;
 
+    /// The name of the service this platform releases.
+    fn service(&self) -> &str;
+
+    /// The name of the target, as the config calls it.
+    fn target(&self) -> &str;
+
     /// The public URL of the service on this target.
     fn url(&self) -> String;
 

@@ -296,6 +296,14 @@ impl Platform for LocalPlatform {
         format!("local target \"{}\"", self.target_name)
     }
 
+    fn service(&self) -> &str {
+        &self.service.name
+    }
+
+    fn target(&self) -> &str {
+        &self.target_name
+    }
+
     fn url(&self) -> String {
         format!("http://{}/", self.target.listen)
     }
