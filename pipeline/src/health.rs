@@ -20,6 +20,9 @@ use crate::config::HealthCheck;
 
 /// The longest a single probe may take; a slower answer counts as a failed probe.
 pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// A probe is not started with less time than this left: it could only time out, and its
+/// timeout would hide the last real answer from the error.
+const MIN_PROBE_BUDGET: Duration = Duration::from_millis(50);
 /// How much of a response body is kept for error messages.
 const BODY_EXCERPT: usize = 512;
 
@@ -134,7 +137,7 @@ impl Prober {
         loop {
             ticker.tick().await;
             let now = Instant::now();
-            if now >= deadline {
+            if now + MIN_PROBE_BUDGET >= deadline {
                 let waited = now - start;
                 return Err(HealthError::Timeout {
                     url: self.url(&check.path),
@@ -143,15 +146,21 @@ impl Prober {
                 });
             }
             let budget = (deadline - now).min(DEFAULT_PROBE_TIMEOUT);
-            last = self.probe(&check.path, budget).await;
-            on_probe(&last, deadline.saturating_duration_since(Instant::now()));
-            if last.is_success() {
+            let probe = self.probe(&check.path, budget).await;
+            on_probe(&probe, deadline.saturating_duration_since(Instant::now()));
+            // A probe cut short by our own deadline says less than an earlier real answer.
+            let cut_short =
+                budget < DEFAULT_PROBE_TIMEOUT && !matches!(probe, Probe::Answered { .. });
+            if probe.is_success() {
                 streak += 1;
                 if streak >= check.healthy_threshold {
                     return Ok(());
                 }
             } else {
                 streak = 0;
+            }
+            if !(cut_short && matches!(last, Probe::Answered { .. })) {
+                last = probe;
             }
         }
     }
