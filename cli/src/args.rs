@@ -50,6 +50,35 @@ pub struct Selection {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Write a commented shipit.toml, a Dockerfile and a GitHub workflow for this project
+    ///
+    /// Detects a Cargo, Leiningen (project.clj), deps.edn or npm (package.json) project, or an
+    /// existing Dockerfile. Writes shipit.toml, a Dockerfile and a .dockerignore when there are
+    /// none, and .github/workflows/shipit-release.yml. Overwrites nothing without --force; an
+    /// existing Dockerfile or .dockerignore is always kept.
+    Init {
+        /// The project folder [default: the current folder]
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// The kind of project, when detection picks the wrong one or finds none
+        #[arg(long, value_enum)]
+        kind: Option<ProjectKind>,
+        /// The service name [default: the package's name, or the folder's]
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// The port the app listens on inside its container
+        #[arg(long, value_name = "PORT", default_value_t = crate::command::init::DEFAULT_PORT)]
+        port: u16,
+        /// Do not write the GitHub workflow
+        #[arg(long)]
+        no_workflow: bool,
+        /// Overwrite an existing shipit.toml and workflow
+        #[arg(long)]
+        force: bool,
+        /// Print the files written as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Build, launch in the idle slot, verify, switch traffic, drain and retire the old slot
     ///
     /// With [modules.*] in the config, the version step runs first, as `shipit version apply`
@@ -64,10 +93,23 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Show what `shipit release` would do now, changing nothing
+    ///
+    /// The lock, the live slot and the slot the release would use, the module versions it
+    /// would apply, whether the image would be reused or built, the shift and what would be
+    /// retired.
+    Plan {
+        #[command(flatten)]
+        selection: Selection,
+        /// Print the plan as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the live slot, release, image and version
     Status {
         #[command(flatten)]
         selection: Selection,
+        /// Print the status as JSON on stdout
         #[arg(long)]
         json: bool,
     },
@@ -78,6 +120,7 @@ pub enum Command {
         /// How many releases to show
         #[arg(short = 'n', long, default_value_t = 20)]
         limit: usize,
+        /// Print the release records as a JSON list on stdout
         #[arg(long)]
         json: bool,
     },
@@ -85,6 +128,7 @@ pub enum Command {
     Rollback {
         #[command(flatten)]
         selection: Selection,
+        /// Print the rollback's record as JSON on stdout
         #[arg(long)]
         json: bool,
     },
@@ -92,6 +136,9 @@ pub enum Command {
     Down {
         #[command(flatten)]
         selection: Selection,
+        /// Print what was removed as JSON on stdout
+        #[arg(long)]
+        json: bool,
     },
     /// Plan and apply the semantic versions of the library modules ([modules.*])
     Version {
@@ -108,12 +155,73 @@ pub enum Command {
         #[command(subcommand)]
         command: EdgeCommand,
     },
+    /// Print the shell completion script for SHELL on stdout
+    ///
+    /// bash: `shipit completions bash > ~/.local/share/bash-completion/completions/shipit`;
+    /// zsh: `shipit completions zsh > "${fpath[1]}/_shipit"`;
+    /// fish: `shipit completions fish > ~/.config/fish/completions/shipit.fish`.
+    Completions {
+        /// The shell the script is for
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (roff) on stdout, or write one page per command into a folder
+    ///
+    /// `shipit man | man -l -` reads it; `shipit man --dir /usr/local/share/man/man1` installs
+    /// shipit.1 and shipit-<command>.1 for every command.
+    Man {
+        /// Write shipit.1 and one page per command into DIR instead of printing shipit.1
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+/// What `shipit init` can set up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ProjectKind {
+    /// Rust, Cargo.toml
+    Cargo,
+    /// Clojure, Leiningen's project.clj
+    Lein,
+    /// Clojure, the Clojure CLI's deps.edn
+    Deps,
+    /// Node.js, package.json
+    Node,
+    /// Only a Dockerfile: it is used as it is
+    Dockerfile,
+}
+
+impl Command {
+    /// Whether the command prints JSON: then a failure is JSON on stdout too.
+    pub fn json(&self) -> bool {
+        match self {
+            Command::Release { json, .. }
+            | Command::Plan { json, .. }
+            | Command::Status { json, .. }
+            | Command::History { json, .. }
+            | Command::Rollback { json, .. }
+            | Command::Down { json, .. }
+            | Command::Init { json, .. } => *json,
+            Command::Version { command } => match command {
+                VersionCommand::Plan { json } | VersionCommand::Apply { json, .. } => *json,
+            },
+            Command::Config { command } => match command {
+                ConfigCommand::Check { json } => *json,
+            },
+            Command::Edge { command } => match command {
+                EdgeCommand::Run { .. } => false,
+                EdgeCommand::Status { json, .. } | EdgeCommand::Stop { json, .. } => *json,
+            },
+            Command::Completions { .. } | Command::Man { .. } => false,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Validate the config and print the resolved result
     Check {
+        /// Print the resolved config as JSON on stdout
         #[arg(long)]
         json: bool,
     },
@@ -158,6 +266,7 @@ pub enum EdgeCommand {
     Status {
         #[command(flatten)]
         edge: EdgeLocation,
+        /// Print the edge's status as JSON on stdout
         #[arg(long)]
         json: bool,
     },
@@ -165,6 +274,9 @@ pub enum EdgeCommand {
     Stop {
         #[command(flatten)]
         edge: EdgeLocation,
+        /// Print what was stopped as JSON on stdout
+        #[arg(long)]
+        json: bool,
     },
 }
 

@@ -42,6 +42,14 @@ impl Failure {
     pub fn exit_code(&self) -> ExitCode {
         ExitCode::from(self.code)
     }
+
+    /// What a `--json` command prints on stdout when it fails:
+    /// `{"error": {"exit_code", "cause", "hint"}}`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "error": { "exit_code": self.code, "cause": self.cause, "hint": self.hint }
+        })
+    }
 }
 
 /// Splits a message that carries its own `hint:` line into cause and hint.

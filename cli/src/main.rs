@@ -19,11 +19,12 @@ fn main() -> ExitCode {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(printer::LogWriter)
         // The detached edge's stderr is its log file: colour only on a terminal.
         .with_ansi(std::env::var_os("NO_COLOR").is_none() && std::io::stderr().is_terminal())
         .init();
     let printer = printer::Printer::new(cli.global.quiet);
+    let json = cli.command.json();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -38,6 +39,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::from(exit::OK),
         Err(failure) => {
             printer.error(&failure.cause, failure.hint.as_deref());
+            if json {
+                printer.json(&failure.to_json());
+            }
             failure.exit_code()
         }
     }

@@ -1,23 +1,79 @@
 //! The one place output is written. Data goes to stdout; progress, warnings and errors go to
-//! stderr as plain timestamped lines.
+//! stderr, in one of three modes chosen once at start:
+//!
+//! - **terminal** (stderr is a TTY): a spinner per phase showing the phase's latest progress
+//!   line and how long it has run, replaced by a `✓ phase (ms)` line when the phase ends;
+//! - **GitHub Actions** (`GITHUB_ACTIONS=true`): plain lines, each phase folded in a
+//!   `::group::<phase>` … `::endgroup::` block, warnings and the final error also as
+//!   `::warning::` / `::error::` annotations;
+//! - **plain** (anything else: a pipe, a file, CI): timestamped lines.
+//!
+//! `-q` keeps only warnings, errors and data. `NO_COLOR` (set and not empty) turns colour off.
+//! The spinner is process-wide state: a `Printer` is `Copy` and handed to event sinks on other
+//! threads, and there is one stderr to draw on.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
-use shipit_pipeline::event::Event;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use shipit_pipeline::event::{Event, Phase};
+
+/// How often the spinner redraws.
+const SPINNER_TICK: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Terminal,
+    GitHub,
+}
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
     pub quiet: bool,
     pub color: bool,
+    pub mode: Mode,
+}
+
+/// The spinner of the phase in progress (terminal mode).
+static SPINNER: Mutex<Option<ProgressBar>> = Mutex::new(None);
+/// Whether a `::group::` is open (GitHub mode).
+static GROUP_OPEN: AtomicBool = AtomicBool::new(false);
+
+/// Runs `write` with the spinner, if any, cleared from the screen, so a line printed while a
+/// phase runs never lands in the middle of it.
+fn above_spinner<R>(write: impl FnOnce() -> R) -> R {
+    let spinner = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match spinner {
+        Some(bar) => bar.suspend(write),
+        None => write(),
+    }
+}
+
+/// Escapes a workflow command's message: the runner reads `%`, CR and LF as escapes, and an
+/// unescaped newline would let a log line start a command of its own.
+fn escape_command(text: &str) -> String {
+    text.replace('%', "%25")
+        .replace('\r', "%0D")
+        .replace('\n', "%0A")
 }
 
 impl Printer {
     pub fn new(quiet: bool) -> Printer {
-        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            && std::io::stderr().is_terminal();
-        Printer { quiet, color }
+        let terminal = std::io::stderr().is_terminal();
+        let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && terminal;
+        let mode = if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+            Mode::GitHub
+        } else if terminal && !quiet && std::env::var("TERM").is_ok_and(|t| t != "dumb") {
+            Mode::Terminal
+        } else {
+            Mode::Plain
+        };
+        Printer { quiet, color, mode }
     }
 
     fn stamp() -> String {
@@ -32,48 +88,189 @@ impl Printer {
         }
     }
 
+    /// A line on stderr, as is.
+    fn line(&self, text: &str) {
+        above_spinner(|| eprintln!("{text}"));
+    }
+
     /// A progress line on stderr.
     pub fn info(&self, text: &str) {
         if !self.quiet {
-            eprintln!("{} {text}", self.paint("2", &Self::stamp()));
+            self.line(&format!("{} {text}", self.paint("2", &Self::stamp())));
         }
     }
 
     pub fn warn(&self, text: &str) {
-        eprintln!(
+        self.line(&format!(
             "{} {} {text}",
             self.paint("2", &Self::stamp()),
             self.paint("33", "warning:")
-        );
+        ));
+        if self.mode == Mode::GitHub {
+            self.line(&format!("::warning::{}", escape_command(text)));
+        }
     }
 
     /// The one-line cause and the hint of a failed command.
     pub fn error(&self, cause: &str, hint: Option<&str>) {
-        eprintln!("{} {cause}", self.paint("31;1", "error:"));
+        self.end_phase_output();
+        self.line(&format!("{} {cause}", self.paint("31;1", "error:")));
         if let Some(hint) = hint {
-            eprintln!("{} {hint}", self.paint("36", "hint:"));
+            self.line(&format!("{} {hint}", self.paint("36", "hint:")));
+        }
+        if self.mode == Mode::GitHub {
+            let text = match hint {
+                Some(hint) => format!("{cause}\nhint: {hint}"),
+                None => cause.to_string(),
+            };
+            self.line(&format!("::error title=shipit::{}", escape_command(&text)));
         }
     }
 
     pub fn event(&self, event: &Event) {
         match event {
-            Event::PhaseStarted { phase } => self.info(&format!("▶ {phase}")),
+            Event::PhaseStarted { phase } => self.phase_started(*phase),
             Event::PhaseFinished { phase, elapsed, ok } => {
-                let mark = if *ok { "✓" } else { "✗" };
-                self.info(&format!("{mark} {phase} ({} ms)", elapsed.as_millis()))
+                self.phase_finished(*phase, *elapsed, *ok)
             }
-            Event::Progress { phase, message } => self.info(&format!("  {phase}: {message}")),
+            Event::Progress { phase, message } => self.progress(*phase, message),
             Event::Warning { message } => self.warn(message),
+        }
+    }
+
+    fn phase_started(&self, phase: Phase) {
+        if self.quiet {
+            return;
+        }
+        match self.mode {
+            Mode::Plain => self.info(&format!("▶ {phase}")),
+            Mode::GitHub => {
+                self.close_group();
+                self.line(&format!("::group::{phase}"));
+                GROUP_OPEN.store(true, Ordering::SeqCst);
+            }
+            Mode::Terminal => {
+                let template = if self.color {
+                    "{spinner:.cyan} {prefix:.bold} {wide_msg} {elapsed:.dim}"
+                } else {
+                    "{spinner} {prefix} {wide_msg} {elapsed}"
+                };
+                let style = ProgressStyle::with_template(template)
+                    .expect("the spinner template parses")
+                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ");
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr())
+                    .with_style(style)
+                    .with_prefix(phase.to_string());
+                bar.enable_steady_tick(SPINNER_TICK);
+                let previous = SPINNER
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .replace(bar);
+                if let Some(previous) = previous {
+                    previous.finish_and_clear();
+                }
+            }
+        }
+    }
+
+    fn progress(&self, phase: Phase, message: &str) {
+        if self.quiet {
+            return;
+        }
+        if self.mode == Mode::Terminal {
+            let spinner = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(bar) = spinner {
+                // Only the latest line stays on screen: a build's output scrolls in place.
+                bar.set_message(message.to_string());
+                return;
+            }
+        }
+        self.info(&format!("  {phase}: {message}"));
+    }
+
+    fn phase_finished(&self, phase: Phase, elapsed: Duration, ok: bool) {
+        if self.quiet {
+            return;
+        }
+        if let Some(bar) = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+        let mark = if ok {
+            self.paint("32", "✓")
+        } else {
+            self.paint("31", "✗")
+        };
+        self.info(&format!("{mark} {phase} ({} ms)", elapsed.as_millis()));
+        if self.mode == Mode::GitHub {
+            self.close_group();
+        }
+    }
+
+    /// Clears a spinner and closes a group left open by a phase that never finished.
+    fn end_phase_output(&self) {
+        if let Some(bar) = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+        self.close_group();
+    }
+
+    fn close_group(&self) {
+        if GROUP_OPEN.swap(false, Ordering::SeqCst) {
+            self.line("::endgroup::");
         }
     }
 
     /// Data for the user or a script, on stdout.
     pub fn data(&self, text: &str) {
+        above_spinner(|| {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{text}");
+        });
+    }
+
+    /// Generated data (a completion script, a man page), written as is on stdout.
+    pub fn bytes(&self, data: &[u8]) {
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "{text}");
+        let _ = out.write_all(data);
+        let _ = out.flush();
     }
 
     pub fn json(&self, value: &impl serde::Serialize) {
         self.data(&serde_json::to_string_pretty(value).expect("output serializes"));
+    }
+}
+
+/// Where `tracing` writes its logs (`-v`, `RUST_LOG`): stderr, above the spinner.
+#[derive(Debug, Clone, Copy)]
+pub struct LogWriter;
+
+impl Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        above_spinner(|| std::io::stderr().write(buf))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogWriter;
+
+    fn make_writer(&'a self) -> LogWriter {
+        LogWriter
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::escape_command;
+
+    #[test]
+    fn workflow_command_text_cannot_start_a_new_line() {
+        assert_eq!(
+            escape_command("100% down\nlast log:\r\n::add-mask::x"),
+            "100%25 down%0Alast log:%0D%0A::add-mask::x"
+        );
     }
 }

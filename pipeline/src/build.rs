@@ -155,20 +155,7 @@ pub async fn build(
     check_request(req)?;
 
     progress(BuildProgress::Hashing);
-    let (context, hash) = {
-        let root = req.context.clone();
-        let dockerfile = req.dockerfile.clone();
-        let hasher = match &req.cache_dir {
-            Some(dir) => ContextHasher::with_cache(dir.join(cache_file_name(&req.service))),
-            None => ContextHasher::new(),
-        };
-        blocking(move || {
-            let context = Context::collect(&root, &dockerfile)?;
-            let hash = hasher.hash(&context)?;
-            Ok::<_, ContextError>((context, hash))
-        })
-        .await?
-    };
+    let (context, hash) = hash_context(req).await?;
     tracing::debug!(
         service = %req.service,
         hash = %hash.hex,
@@ -252,6 +239,49 @@ pub async fn build(
     })
 }
 
+/// What [`build`] would do with a request, found without doing it (`shipit plan`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The context hash, as the `shipit.context-hash` label would record it.
+    pub context_hash: String,
+    /// The id of the image that would be reused; `None` when an image would be built.
+    pub reuse: Option<String>,
+    /// How the context was hashed: entries, and files read or taken from the stat cache.
+    pub stats: HashStats,
+}
+
+/// Whether [`build`] would reuse an image for `req` or build one: hashes the context and
+/// looks for an image with that hash and the same module labels. Read-only: nothing is built
+/// or tagged. (The context stat cache that every build refreshes is refreshed here too.)
+pub async fn decide(docker: &Docker, req: &BuildRequest) -> Result<Decision, BuildError> {
+    check_request(req)?;
+    let (_, hash) = hash_context(req).await?;
+    let reuse = find_reusable(docker, req, &hash.hex)
+        .await?
+        .map(|image| image.id);
+    Ok(Decision {
+        context_hash: hash.hex,
+        reuse,
+        stats: hash.stats,
+    })
+}
+
+/// Walks and hashes `req`'s context off the async runtime.
+async fn hash_context(req: &BuildRequest) -> Result<(Context, ContextHash), BuildError> {
+    let root = req.context.clone();
+    let dockerfile = req.dockerfile.clone();
+    let hasher = match &req.cache_dir {
+        Some(dir) => ContextHasher::with_cache(dir.join(cache_file_name(&req.service))),
+        None => ContextHasher::new(),
+    };
+    Ok(blocking(move || {
+        let context = Context::collect(&root, &dockerfile)?;
+        let hash = hasher.hash(&context)?;
+        Ok::<_, ContextError>((context, hash))
+    })
+    .await?)
+}
+
 /// The labels a release puts on the image it builds: the OCI revision, version and creation
 /// time, and the release id.
 pub fn oci_labels(
@@ -303,23 +333,7 @@ async fn reuse(
     req: &BuildRequest,
     hash: &str,
 ) -> Result<Option<String>, BuildError> {
-    let filters = HashMap::from([("label", vec![format!("{CONTEXT_HASH_LABEL}={hash}")])]);
-    let options = ListImagesOptionsBuilder::default()
-        .filters(&filters)
-        .build();
-    let images = docker
-        .list_images(Some(options))
-        .await
-        .map_err(|source| BuildError::Engine {
-            action: "looking for an image built from the same context".to_string(),
-            source,
-        })?;
-    let wanted = module_labels(req.labels.iter());
-    let Some(image) = images
-        .into_iter()
-        .filter(|image| module_labels(image.labels.iter()) == wanted)
-        .max_by_key(|image| image.created)
-    else {
+    let Some(image) = find_reusable(docker, req, hash).await? else {
         return Ok(None);
     };
 
@@ -339,6 +353,32 @@ async fn reuse(
             })?;
     }
     Ok(Some(image.id))
+}
+
+/// The newest image built from the context with `hash` that carries `req`'s module labels.
+async fn find_reusable(
+    docker: &Docker,
+    req: &BuildRequest,
+    hash: &str,
+) -> Result<Option<bollard::models::ImageSummary>, BuildError> {
+    let filters = HashMap::from([("label", vec![format!("{CONTEXT_HASH_LABEL}={hash}")])]);
+    let options = ListImagesOptionsBuilder::default()
+        .filters(&filters)
+        .build();
+    let images = docker
+        .list_images(Some(options))
+        .await
+        .map_err(|source| BuildError::Engine {
+            action: "looking for an image built from the same context".to_string(),
+            source,
+        })?;
+    let wanted = module_labels(req.labels.iter());
+    Ok(images
+        .into_iter()
+        .filter(|image| module_labels(image.labels.iter()) == wanted)
+        // Newest first; the id breaks a tie (`created` is in seconds), so `shipit plan` names
+        // the image the release will pick.
+        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id))))
 }
 
 /// The `shipit.module.*` labels among `labels`, sorted.

@@ -144,7 +144,9 @@ stop_timeout = "2s"
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(SHIPIT);
         cmd.arg("-c").arg(&self.config).args(args);
-        cmd.env_remove("SHIPIT_STATE_DIR").env("NO_COLOR", "1");
+        cmd.env_remove("SHIPIT_STATE_DIR")
+            .env_remove("GITHUB_ACTIONS")
+            .env("NO_COLOR", "1");
         cmd.stdin(Stdio::null());
         cmd
     }

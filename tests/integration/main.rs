@@ -6,9 +6,13 @@
 mod harness;
 mod load;
 
+mod action;
 mod config;
 mod edge;
 mod failure;
+mod help;
+mod init;
+mod json;
 mod lock;
 mod release;
 mod rollback;

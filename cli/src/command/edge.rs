@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use shipit_edge::daemon::StopOutcome;
 use shipit_pipeline::config::TargetKind;
 use shipit_pipeline::platform::local::LocalPaths;
 
@@ -72,15 +73,45 @@ pub async fn run(global: &Global, command: EdgeCommand, printer: Printer) -> Res
             }
             Ok(())
         }
-        EdgeCommand::Stop { edge } => {
+        EdgeCommand::Stop { edge, json } => {
             let (dir, _) = locate(global, &edge)?;
-            if shipit_edge::daemon::find(&dir).is_none() {
-                printer.data(&format!("no edge is running in {}", dir.display()));
-                return Ok(());
+            let outcome = if shipit_edge::daemon::find(&dir).is_none() {
+                StopOutcome::NotRunning
+            } else {
+                shipit_edge::daemon::stop(&dir, shipit_edge::DEFAULT_STOP_TIMEOUT).await?
+            };
+            let stopped = Stopped::new(dir, &outcome);
+            if json {
+                printer.json(&stopped);
+            } else if stopped.pid.is_none() {
+                printer.data(&format!("no edge is running in {}", stopped.dir.display()));
+            } else {
+                printer.data(&format!("stopped the edge in {}", stopped.dir.display()));
             }
-            shipit_edge::daemon::stop(&dir, shipit_edge::DEFAULT_STOP_TIMEOUT).await?;
-            printer.data(&format!("stopped the edge in {}", dir.display()));
             Ok(())
         }
+    }
+}
+
+/// The `edge stop --json` shape.
+#[derive(Debug, serde::Serialize)]
+struct Stopped {
+    dir: PathBuf,
+    /// The pid of the edge that was stopped; null when none was running.
+    pid: Option<u32>,
+    /// `not_running`, `shut_down` (it answered `/shutdown`), `terminated` (SIGTERM) or
+    /// `killed` (still running at the deadline).
+    how: &'static str,
+}
+
+impl Stopped {
+    fn new(dir: PathBuf, outcome: &StopOutcome) -> Stopped {
+        let (pid, how) = match outcome {
+            StopOutcome::NotRunning => (None, "not_running"),
+            StopOutcome::ShutDown { pid } => (Some(*pid), "shut_down"),
+            StopOutcome::Terminated { pid } => (Some(*pid), "terminated"),
+            StopOutcome::Killed { pid } => (Some(*pid), "killed"),
+        };
+        Stopped { dir, pid, how }
     }
 }

@@ -1,9 +1,12 @@
 //! One module per command. Each loads what it needs, calls the libraries, and prints.
 
+mod completions;
 mod config;
 mod down;
 mod edge;
 mod history;
+pub mod init;
+mod plan;
 mod release;
 mod status;
 mod version;
@@ -31,16 +34,42 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         Command::Rollback { selection, json } => {
             Box::pin(release::rollback(global, &selection, json, printer)).await
         }
+        Command::Plan { selection, json } => {
+            Box::pin(plan::run(global, &selection, json, printer)).await
+        }
         Command::Status { selection, json } => status::run(global, &selection, json, printer).await,
         Command::History {
             selection,
             limit,
             json,
         } => history::run(global, &selection, limit, json, printer).await,
-        Command::Down { selection } => down::run(global, &selection, printer).await,
+        Command::Down { selection, json } => down::run(global, &selection, json, printer).await,
         Command::Config { command } => config::run(global, command, printer),
         Command::Version { command } => version::run(global, command, printer),
         Command::Edge { command } => edge::run(global, command, printer).await,
+        Command::Init {
+            dir,
+            kind,
+            name,
+            port,
+            no_workflow,
+            force,
+            json,
+        } => init::run(
+            global,
+            &init::InitOptions {
+                dir: dir.as_deref(),
+                kind,
+                name: name.as_deref(),
+                port,
+                no_workflow,
+                force,
+                json,
+            },
+            printer,
+        ),
+        Command::Completions { shell } => completions::completions(shell, printer),
+        Command::Man { dir } => completions::man(dir.as_deref(), printer),
     }
 }
 
