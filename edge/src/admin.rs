@@ -6,6 +6,11 @@
 //! | `PUT /routes/{service}/switch` | [`SwitchRequest`] (a `Backend`) | [`SwitchAnswer`] |
 //! | `POST /routes/{service}/drain` | [`DrainRequest`] | [`DrainAnswer`] |
 //! | `DELETE /routes/{service}` | | [`RemoveAnswer`] |
+//! | `PUT /routes/{service}/preview` | [`PreviewRequest`] (a `Backend`) | [`CandidateAnswer`] |
+//! | `DELETE /routes/{service}/preview` | | [`RemoveAnswer`] |
+//! | `PUT /routes/{service}/weights` | [`WeightsRequest`] | [`CandidateAnswer`] |
+//! | `DELETE /routes/{service}/weights` | | [`SplitEndAnswer`] |
+//! | `GET /metrics` | | Prometheus text (`text/plain; version=0.0.4`) |
 //! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
 //!
 //! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status. The socket is
@@ -27,7 +32,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 
-use crate::route::{Drainable, validate_service};
+use crate::metrics::DrainEnd;
+use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
 use crate::server::Edge;
 use crate::{Backend, EdgeError, Slot};
 
@@ -43,6 +49,9 @@ pub struct Status {
     pub pid: u32,
     /// The address the edge actually listens on (the bound port when asked for port 0).
     pub listen: SocketAddr,
+    /// The TLS address, when the edge terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
     pub started_at: Timestamp,
     pub routes: Vec<RouteStatus>,
 }
@@ -52,12 +61,29 @@ pub struct RouteStatus {
     pub service: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Path prefixes the route answers for; empty means any path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Host names whose requests go to the candidate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview_hosts: Vec<String>,
     pub live: Option<Backend>,
     /// Requests in flight on the live backend.
     #[serde(default)]
     pub in_flight: usize,
+    /// The idle slot's registered backend (preview, and the split's other side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateStatus>,
     pub since: Timestamp,
     pub draining: Vec<DrainingStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateStatus {
+    pub backend: Backend,
+    /// The share of new clients it gets; 0 when it is only previewed.
+    pub percent: u8,
+    pub in_flight: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -76,6 +102,9 @@ pub struct SwitchRequest {
     pub addr: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// Path prefixes the route answers for (omitted: keep the route's; `[]`: any path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +127,46 @@ pub struct DrainAnswer {
     pub drained: bool,
     pub in_flight: usize,
     pub waited_ms: u64,
+    /// Upgraded connections closed because the deadline passed.
+    #[serde(default)]
+    pub closed: usize,
+}
+
+/// `PUT /routes/{service}/preview`: the idle slot's verified backend, registered without
+/// making it live, optionally with host names that reach it (omitted: keep the route's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub slot: Slot,
+    pub release: String,
+    pub addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+}
+
+/// `PUT /routes/{service}/weights`: send `percent` of new clients to `candidate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsRequest {
+    pub candidate: Backend,
+    pub percent: u8,
+}
+
+/// The answer to `PUT .../preview` and `PUT .../weights`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateAnswer {
+    /// The candidate as it now is.
+    pub candidate: Backend,
+    pub percent: u8,
+    /// Another candidate it replaced, which now drains.
+    pub replaced: Option<Backend>,
+}
+
+/// `DELETE /routes/{service}/weights`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitEndAnswer {
+    /// The candidate, still registered for preview.
+    pub candidate: Option<Backend>,
 }
 
 /// `DELETE /routes/{service}`.
@@ -152,7 +221,12 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let answer = match (&method, segments.as_slice()) {
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &edge.status())),
+        (&Method::GET, ["metrics"]) => Ok(metrics(&edge)),
         (&Method::PUT, ["routes", service, "switch"]) => switch(&edge, service, req).await,
+        (&Method::PUT, ["routes", service, "preview"]) => preview(&edge, service, req).await,
+        (&Method::DELETE, ["routes", service, "preview"]) => remove_candidate(&edge, service).await,
+        (&Method::PUT, ["routes", service, "weights"]) => weights(&edge, service, req).await,
+        (&Method::DELETE, ["routes", service, "weights"]) => clear_split(&edge, service).await,
         (&Method::POST, ["routes", service, "drain"]) => drain(&edge, service, req).await,
         (&Method::DELETE, ["routes", service]) => remove(&edge, service).await,
         (&Method::POST, ["shutdown"]) => {
@@ -160,17 +234,22 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
             edge.request_stop();
             Ok(json(StatusCode::OK, &ShutdownAnswer { stopping: true }))
         }
-        (_, ["status"] | ["routes", _, "switch" | "drain"] | ["routes", _] | ["shutdown"]) => {
-            Err(Refusal(
-                StatusCode::METHOD_NOT_ALLOWED,
-                format!("{method} is not allowed on {path}"),
-            ))
-        }
+        (
+            _,
+            ["status" | "metrics" | "shutdown"]
+            | ["routes", _, "switch" | "drain" | "preview" | "weights"]
+            | ["routes", _],
+        ) => Err(Refusal(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("{method} is not allowed on {path}"),
+        )),
         _ => Err(Refusal(
             StatusCode::NOT_FOUND,
             format!(
-                "no admin call {method} {path}; the calls are GET /status, PUT /routes/{{service}}/switch, \
-                 POST /routes/{{service}}/drain, DELETE /routes/{{service}} and POST /shutdown"
+                "no admin call {method} {path}; the calls are GET /status, GET /metrics, \
+                 PUT /routes/{{service}}/switch, POST /routes/{{service}}/drain, \
+                 PUT|DELETE /routes/{{service}}/preview, PUT|DELETE /routes/{{service}}/weights, \
+                 DELETE /routes/{{service}} and POST /shutdown"
             ),
         )),
     };
@@ -197,13 +276,23 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
             "the switch body has an empty `release`".into(),
         ));
     }
+    let paths = body
+        .paths
+        .as_deref()
+        .map(normalize_paths)
+        .transpose()
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
     let backend = Backend {
         slot: body.slot,
         release: body.release,
         addr: body.addr,
     };
+    let routing = Routing {
+        hosts: body.hosts,
+        paths,
+    };
     let switched = edge
-        .switch(service, backend.clone(), body.hosts)
+        .switch(service, backend.clone(), routing)
         .await
         .map_err(|e| {
             Refusal(
@@ -239,12 +328,30 @@ async fn drain(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
                 ),
             ));
         }
+        Drainable::Candidate(candidate) => {
+            return Err(Refusal(
+                StatusCode::CONFLICT,
+                format!(
+                    "release {} is the registered candidate of service {service} (the {} slot \
+                     at {}); remove it with DELETE /routes/{service}/preview before draining it",
+                    body.release, candidate.slot, candidate.addr
+                ),
+            ));
+        }
     };
     let outcome = crate::drain::drain(&backends, Duration::from_millis(body.timeout_ms)).await;
+    let metrics = edge.table().metrics();
+    let end = if outcome.drained {
+        DrainEnd::Drained
+    } else {
+        DrainEnd::Deadline
+    };
+    metrics.count_drain(service, end);
+    metrics.count_tunnels_closed(outcome.closed);
     tracing::info!(
         %service, release = %body.release, drained = outcome.drained,
         in_flight = outcome.in_flight, waited_ms = outcome.waited.as_millis() as u64,
-        "drain finished"
+        closed = outcome.closed, "drain finished"
     );
     Ok(json(
         StatusCode::OK,
@@ -252,8 +359,132 @@ async fn drain(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
             drained: outcome.drained,
             in_flight: outcome.in_flight,
             waited_ms: u64::try_from(outcome.waited.as_millis()).unwrap_or(u64::MAX),
+            closed: outcome.closed,
         },
     ))
+}
+
+fn metrics(edge: &Edge) -> Response<Full<Bytes>> {
+    let table = edge.table();
+    let page = table.metrics().render(&table.in_flight_by_slot());
+    let mut response = Response::new(Full::new(Bytes::from(page)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+async fn preview(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: PreviewRequest = read_json(
+        req,
+        r#"{"slot": "green", "release": "...", "addr": "127.0.0.1:8082"}"#,
+    )
+    .await?;
+    let backend = checked_backend(body.slot, body.release, body.addr)?;
+    register_candidate(edge, service, backend, None, body.hosts).await
+}
+
+async fn weights(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: WeightsRequest = read_json(
+        req,
+        r#"{"candidate": {"slot": "green", "release": "...", "addr": "127.0.0.1:8082"}, "percent": 10}"#,
+    )
+    .await?;
+    let backend = checked_backend(
+        body.candidate.slot,
+        body.candidate.release,
+        body.candidate.addr,
+    )?;
+    register_candidate(edge, service, backend, Some(body.percent), None).await
+}
+
+async fn register_candidate(
+    edge: &Edge,
+    service: &str,
+    backend: Backend,
+    percent: Option<u8>,
+    preview_hosts: Option<Vec<String>>,
+) -> Answer {
+    let replaced = edge
+        .set_candidate(service, backend.clone(), percent, preview_hosts)
+        .await
+        .map_err(|refused| {
+            let status = match refused {
+                CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
+                CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
+                    StatusCode::CONFLICT
+                }
+            };
+            Refusal(status, refused.to_string())
+        })?
+        .map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "{backend} is the candidate of service {service}, but the routes were not \
+                     saved and it will be gone after a restart: {e}"
+                ),
+            )
+        })?;
+    let percent = edge
+        .status()
+        .routes
+        .into_iter()
+        .find(|r| r.service == service)
+        .and_then(|r| r.candidate)
+        .map_or(0, |c| c.percent);
+    Ok(json(
+        StatusCode::OK,
+        &CandidateAnswer {
+            candidate: backend,
+            percent,
+            replaced,
+        },
+    ))
+}
+
+async fn clear_split(edge: &Edge, service: &str) -> Answer {
+    let service = checked_service(service)?;
+    let candidate = edge.clear_split(service).await.map_err(unsaved(service))?;
+    Ok(json(StatusCode::OK, &SplitEndAnswer { candidate }))
+}
+
+async fn remove_candidate(edge: &Edge, service: &str) -> Answer {
+    let service = checked_service(service)?;
+    let removed = edge
+        .remove_candidate(service)
+        .await
+        .map_err(unsaved(service))?;
+    Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
+}
+
+fn unsaved(service: &str) -> impl Fn(EdgeError) -> Refusal + '_ {
+    move |e| {
+        Refusal(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!(
+                "the route of service {service} changed, but the routes were not saved and the \
+                 change will be undone by a restart: {e}"
+            ),
+        )
+    }
+}
+
+fn checked_backend(slot: Slot, release: String, addr: SocketAddr) -> Result<Backend, Refusal> {
+    if release.is_empty() {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "the backend has an empty `release`".into(),
+        ));
+    }
+    Ok(Backend {
+        slot,
+        release,
+        addr,
+    })
 }
 
 async fn remove(edge: &Edge, service: &str) -> Answer {
@@ -634,5 +865,191 @@ mod tests {
             .unwrap();
         edge.handle.shutdown().await.unwrap();
         assert!(!socket.exists());
+    }
+
+    #[tokio::test]
+    async fn candidate_calls_answer_their_json_shapes() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        let green = TestBackend::start("green").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let green_json =
+            serde_json::json!({"slot": "green", "release": "r2", "addr": green.addr.to_string()});
+
+        let (code, json) = raw(
+            &edge,
+            "PUT",
+            "/routes/web/preview",
+            &format!(
+                r#"{{"slot": "green", "release": "r2", "addr": "{}", "hosts": ["p.test"]}}"#,
+                green.addr
+            ),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{json}");
+        assert_eq!(
+            json,
+            serde_json::json!({"candidate": green_json, "percent": 0, "replaced": null})
+        );
+
+        let (code, json) = raw(
+            &edge,
+            "PUT",
+            "/routes/web/weights",
+            &format!(r#"{{"candidate": {green_json}, "percent": 10}}"#),
+        )
+        .await;
+        assert_eq!(code, StatusCode::OK, "{json}");
+        assert_eq!(json["percent"], 10);
+
+        let (_, status) = raw(&edge, "GET", "/status", "").await;
+        let route = &status["routes"][0];
+        assert_eq!(
+            route["candidate"],
+            serde_json::json!({"backend": green_json, "percent": 10, "in_flight": 0})
+        );
+        assert_eq!(route["preview_hosts"], serde_json::json!(["p.test"]));
+
+        // The candidate cannot be drained while it is registered.
+        let (code, json) = raw(
+            &edge,
+            "POST",
+            "/routes/web/drain",
+            r#"{"release": "r2", "timeout_ms": 10}"#,
+        )
+        .await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        assert!(
+            json["error"]
+                .as_str()
+                .unwrap()
+                .contains("registered candidate"),
+            "{json}"
+        );
+
+        let (code, json) = raw(&edge, "DELETE", "/routes/web/weights", "").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json, serde_json::json!({"candidate": green_json}));
+        assert_eq!(
+            edge.client().status().await.unwrap().routes[0]
+                .candidate
+                .as_ref()
+                .unwrap()
+                .percent,
+            0
+        );
+        let (code, json) = raw(&edge, "DELETE", "/routes/web/preview", "").await;
+        assert_eq!(code, StatusCode::OK);
+        assert_eq!(json, serde_json::json!({"removed": green_json}));
+        let (_, status) = raw(&edge, "GET", "/status", "").await;
+        assert!(status["routes"][0].get("candidate").is_none(), "{status}");
+        // Unregistered, it drains like any replaced backend.
+        let outcome = edge
+            .client()
+            .drain("web", "r2", SIGNAL_TIMEOUT)
+            .await
+            .unwrap();
+        assert!(outcome.drained);
+    }
+
+    #[tokio::test]
+    async fn bad_candidate_and_path_calls_are_refused() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        let green_body = r#"{"slot": "green", "release": "r2", "addr": "127.0.0.1:9"}"#;
+        let (code, json) = raw(&edge, "PUT", "/routes/web/preview", green_body).await;
+        assert_eq!(code, StatusCode::CONFLICT);
+        assert!(
+            json["error"].as_str().unwrap().contains("no live slot"),
+            "{json}"
+        );
+
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let cases = [
+            (
+                "PUT",
+                "/routes/web/preview",
+                r#"{"slot": "blue", "release": "r2", "addr": "127.0.0.1:9"}"#.to_string(),
+                StatusCode::CONFLICT,
+                "which is live on service web",
+            ),
+            (
+                "PUT",
+                "/routes/web/weights",
+                format!(r#"{{"candidate": {green_body}, "percent": 101}}"#),
+                StatusCode::BAD_REQUEST,
+                "0 to 100, not 101",
+            ),
+            (
+                "PUT",
+                "/routes/web/weights",
+                format!(r#"{{"candidate": {green_body}}}"#),
+                StatusCode::BAD_REQUEST,
+                "percent",
+            ),
+            (
+                "PUT",
+                "/routes/web/switch",
+                format!(
+                    r#"{{"slot": "blue", "release": "r1", "addr": "{}", "paths": ["api"]}}"#,
+                    blue.addr
+                ),
+                StatusCode::BAD_REQUEST,
+                "invalid path prefix `api`",
+            ),
+            (
+                "POST",
+                "/routes/web/weights",
+                String::new(),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "POST is not allowed",
+            ),
+        ];
+        for (method, path, body, want, text) in cases {
+            let (code, json) = raw(&edge, method, path, &body).await;
+            assert_eq!(code, want, "{method} {path}: {json}");
+            let error = json["error"].as_str().unwrap();
+            assert!(error.contains(text), "{method} {path}: {error}");
+        }
+        assert!(
+            edge.client().status().await.unwrap().routes[0]
+                .candidate
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn metrics_page_is_prometheus_text() {
+        let edge = TestEdge::start().await;
+        let stream = tokio::net::UnixStream::connect(edge.handle.admin_socket())
+            .await
+            .unwrap();
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        let req = Request::builder()
+            .uri("/metrics")
+            .header("host", "edge")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let response = sender.send_request(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert_eq!(
+            response.headers()[header::CONTENT_TYPE],
+            "text/plain; version=0.0.4; charset=utf-8"
+        );
+        let page = edge.client().metrics().await.unwrap();
+        for family in [
+            "shipit_edge_requests_total counter",
+            "shipit_edge_request_duration_seconds histogram",
+            "shipit_edge_in_flight gauge",
+            "shipit_edge_drains_total counter",
+        ] {
+            assert!(
+                page.contains(&format!("# TYPE {family}\n")),
+                "{family}:\n{page}"
+            );
+        }
     }
 }

@@ -3,7 +3,8 @@
 //! A [`Backend`] is the wire value: a slot of one release, reachable at an address. Each
 //! switch wraps it in a fresh [`ActiveBackend`] with its own in-flight counter, so a slot
 //! reused by a later release drains on its own. A request holds an [`InFlightGuard`] from
-//! the moment it claims the backend until its response body is done or dropped.
+//! the moment it claims the backend until its response body is done or dropped, or, for an
+//! upgraded connection (WebSocket), until that connection closes.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +13,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use http::uri::Authority;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
+use crate::metrics::SlotMetrics;
 
 /// One slot of one release, reachable at `addr`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -60,10 +64,26 @@ pub struct ActiveBackend {
     backend: Backend,
     authority: Authority,
     in_flight: InFlight,
+    metrics: Arc<SlotMetrics>,
+    /// Cancelled when a drain of this backend reaches its deadline: its upgraded
+    /// connections close then.
+    tunnels_closed: CancellationToken,
+    /// Upgraded connections open to this backend.
+    tunnels: AtomicUsize,
 }
 
 impl ActiveBackend {
+    /// A backend whose counters are its own (not reported on `/metrics`).
     pub fn new(service: impl Into<String>, backend: Backend) -> Arc<Self> {
+        ActiveBackend::with_metrics(service, backend, Arc::default())
+    }
+
+    /// A backend that counts its requests in `metrics` (its service's and slot's).
+    pub(crate) fn with_metrics(
+        service: impl Into<String>,
+        backend: Backend,
+        metrics: Arc<SlotMetrics>,
+    ) -> Arc<Self> {
         let authority = Authority::try_from(backend.addr.to_string())
             .expect("a socket address is a valid URI authority");
         Arc::new(ActiveBackend {
@@ -71,6 +91,9 @@ impl ActiveBackend {
             backend,
             authority,
             in_flight: InFlight::default(),
+            metrics,
+            tunnels_closed: CancellationToken::new(),
+            tunnels: AtomicUsize::new(0),
         })
     }
 
@@ -91,30 +114,80 @@ impl ActiveBackend {
         &self.in_flight
     }
 
+    pub fn metrics(&self) -> &SlotMetrics {
+        &self.metrics
+    }
+
+    /// Closes the upgraded connections to this backend (its drain deadline passed) and
+    /// says how many were open.
+    pub(crate) fn close_tunnels(&self) -> usize {
+        self.tunnels_closed.cancel();
+        self.tunnels.load(Ordering::Acquire)
+    }
+
+    /// Upgraded connections open to this backend.
+    pub fn tunnels(&self) -> usize {
+        self.tunnels.load(Ordering::Acquire)
+    }
+
+    /// Counts an upgraded connection until the returned guard drops.
+    pub(crate) fn open_tunnel(self: &Arc<Self>) -> TunnelCount {
+        self.tunnels.fetch_add(1, Ordering::AcqRel);
+        TunnelCount(Arc::clone(self))
+    }
+
+    /// Cancelled once [`ActiveBackend::close_tunnels`] was called.
+    pub(crate) fn tunnels_closed(&self) -> &CancellationToken {
+        &self.tunnels_closed
+    }
+
     /// Counts one more request. The route table calls this under its read lock, so that a
     /// switch returning means every request to the replaced backend is already counted.
     pub(crate) fn claim(self: &Arc<Self>) -> InFlightGuard {
         self.in_flight.count.fetch_add(1, Ordering::AcqRel);
         InFlightGuard {
             active: Arc::clone(self),
+            started: Some(Instant::now()),
         }
     }
 }
 
-/// One request in flight to an [`ActiveBackend`]; dropping it ends the request.
+/// One upgraded connection open to an [`ActiveBackend`].
+#[derive(Debug)]
+pub(crate) struct TunnelCount(Arc<ActiveBackend>);
+
+impl Drop for TunnelCount {
+    fn drop(&mut self) {
+        self.0.tunnels.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// One request in flight to an [`ActiveBackend`]; dropping it ends the request and records
+/// its duration.
 #[derive(Debug)]
 pub struct InFlightGuard {
     active: Arc<ActiveBackend>,
+    /// When the request was claimed; taken once its duration is recorded.
+    started: Option<Instant>,
 }
 
 impl InFlightGuard {
     pub fn active(&self) -> &Arc<ActiveBackend> {
         &self.active
     }
+
+    /// Records the request's duration now. An upgraded connection calls this at the 101,
+    /// then stays in flight (for drains) until it closes.
+    pub(crate) fn finish_timing(&mut self) {
+        if let Some(started) = self.started.take() {
+            self.active.metrics.observe(started.elapsed());
+        }
+    }
 }
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        self.finish_timing();
         let in_flight = &self.active.in_flight;
         if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             in_flight.idle.notify_waiters();

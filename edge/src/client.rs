@@ -15,11 +15,11 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::admin::{
-    DrainAnswer, DrainRequest, ErrorAnswer, RemoveAnswer, ShutdownAnswer, Status, SwitchAnswer,
-    SwitchRequest,
+    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RemoveAnswer,
+    ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer, SwitchRequest, WeightsRequest,
 };
 use crate::drain::DrainOutcome;
-use crate::route::validate_service;
+use crate::route::{Routing, validate_service};
 use crate::{Backend, DEFAULT_ADMIN_TIMEOUT, EdgeError};
 
 /// Talks to one edge through its admin socket.
@@ -61,12 +61,25 @@ impl AdminClient {
         service: &str,
         backend: &Backend,
     ) -> Result<SwitchAnswer, EdgeError> {
+        self.switch_with(service, backend, &Routing::default())
+            .await
+    }
+
+    /// `PUT /routes/{service}/switch` that also sets the route's hosts and path prefixes
+    /// (each `None` keeps the route's).
+    pub async fn switch_with(
+        &self,
+        service: &str,
+        backend: &Backend,
+        routing: &Routing,
+    ) -> Result<SwitchAnswer, EdgeError> {
         validate_service(service)?;
         let body = SwitchRequest {
             slot: backend.slot,
             release: backend.release.clone(),
             addr: backend.addr,
-            hosts: None,
+            hosts: routing.hosts.clone(),
+            paths: routing.paths.clone(),
         };
         self.call(
             Method::PUT,
@@ -102,6 +115,98 @@ impl AdminClient {
             drained: answer.drained,
             in_flight: answer.in_flight,
             waited: Duration::from_millis(answer.waited_ms),
+            closed: answer.closed,
+        })
+    }
+
+    /// `PUT /routes/{service}/preview`: registers `backend` (the idle slot's, verified) as
+    /// the candidate, reachable only by `X-Shipit-Slot` and by `hosts` (when given, they
+    /// replace the route's preview host names).
+    pub async fn preview(
+        &self,
+        service: &str,
+        backend: &Backend,
+        hosts: Option<&[String]>,
+    ) -> Result<CandidateAnswer, EdgeError> {
+        validate_service(service)?;
+        let body = PreviewRequest {
+            slot: backend.slot,
+            release: backend.release.clone(),
+            addr: backend.addr,
+            hosts: hosts.map(<[String]>::to_vec),
+        };
+        self.call(
+            Method::PUT,
+            format!("/routes/{service}/preview"),
+            Some(serde_json::to_vec(&body).expect("a preview body serializes")),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `DELETE /routes/{service}/preview`: unregisters the candidate (its split too), which
+    /// then drains. Returns it.
+    pub async fn clear_preview(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
+        validate_service(service)?;
+        let answer: RemoveAnswer = self
+            .call(
+                Method::DELETE,
+                format!("/routes/{service}/preview"),
+                None,
+                self.timeout,
+            )
+            .await?;
+        Ok(answer.removed)
+    }
+
+    /// `PUT /routes/{service}/weights`: sends `percent` of new clients (sticky by cookie)
+    /// to `candidate`, registering it if needed.
+    pub async fn weights(
+        &self,
+        service: &str,
+        candidate: &Backend,
+        percent: u8,
+    ) -> Result<CandidateAnswer, EdgeError> {
+        validate_service(service)?;
+        let body = WeightsRequest {
+            candidate: candidate.clone(),
+            percent,
+        };
+        self.call(
+            Method::PUT,
+            format!("/routes/{service}/weights"),
+            Some(serde_json::to_vec(&body).expect("a weights body serializes")),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `DELETE /routes/{service}/weights`: new clients all go to the live slot again; the
+    /// candidate stays registered for preview. Returns it.
+    pub async fn clear_weights(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
+        validate_service(service)?;
+        let answer: SplitEndAnswer = self
+            .call(
+                Method::DELETE,
+                format!("/routes/{service}/weights"),
+                None,
+                self.timeout,
+            )
+            .await?;
+        Ok(answer.candidate)
+    }
+
+    /// `GET /metrics`: the Prometheus text page. Read values with
+    /// [`crate::metrics::sample`].
+    pub async fn metrics(&self) -> Result<String, EdgeError> {
+        let request = "GET /metrics";
+        let bytes = self
+            .call_raw(Method::GET, "/metrics".into(), None, self.timeout)
+            .await?;
+        String::from_utf8(bytes.to_vec()).map_err(|e| EdgeError::AdminAnswer {
+            socket: self.socket.clone(),
+            request: request.to_string(),
+            detail: format!("the metrics page is not UTF-8: {e}"),
         })
     }
 
@@ -135,6 +240,23 @@ impl AdminClient {
         deadline: Duration,
     ) -> Result<T, EdgeError> {
         let request = format!("{method} {path}");
+        let bytes = self.call_raw(method, path, body, deadline).await?;
+        serde_json::from_slice(&bytes).map_err(|e| EdgeError::AdminAnswer {
+            socket: self.socket.clone(),
+            request,
+            detail: format!("{e} in {}", String::from_utf8_lossy(&bytes)),
+        })
+    }
+
+    /// One call; the answer's body when its status is a success.
+    async fn call_raw(
+        &self,
+        method: Method,
+        path: String,
+        body: Option<Vec<u8>>,
+        deadline: Duration,
+    ) -> Result<Bytes, EdgeError> {
+        let request = format!("{method} {path}");
         let exchange = self.exchange(method, &path, body, &request);
         match tokio::time::timeout(deadline, exchange).await {
             Ok(result) => result,
@@ -146,13 +268,13 @@ impl AdminClient {
         }
     }
 
-    async fn exchange<T: DeserializeOwned>(
+    async fn exchange(
         &self,
         method: Method,
         path: &str,
         body: Option<Vec<u8>>,
         request: &str,
-    ) -> Result<T, EdgeError> {
+    ) -> Result<Bytes, EdgeError> {
         let protocol = |source| EdgeError::AdminProtocol {
             socket: self.socket.clone(),
             request: request.to_string(),
@@ -203,11 +325,7 @@ impl AdminClient {
                 message,
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| EdgeError::AdminAnswer {
-            socket: self.socket.clone(),
-            request: request.to_string(),
-            detail: format!("{e} in {}", String::from_utf8_lossy(&bytes)),
-        })
+        Ok(bytes)
     }
 }
 

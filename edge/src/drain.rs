@@ -2,7 +2,9 @@
 //!
 //! Because the route table counts a request before a switch can return, a replaced
 //! backend's count only goes down. The drain waits on the counter's `Notify` (a signal,
-//! not a sleep loop) until it reads zero, or until the deadline passes.
+//! not a sleep loop) until it reads zero, or until the deadline passes. At the deadline the
+//! backends' upgraded connections (WebSockets) are closed: they count in flight like a
+//! request, so a drain waits for them, but they may never end on their own.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,9 +21,12 @@ pub const LONGEST_DRAIN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
 pub struct DrainOutcome {
     /// No request is in flight to the drained backends any more.
     pub drained: bool,
-    /// Requests still in flight when the drain returned (zero when `drained`).
+    /// Requests still in flight when the drain returned (zero when `drained`), upgraded
+    /// connections included.
     pub in_flight: usize,
     pub waited: Duration,
+    /// Upgraded connections closed because the deadline passed.
+    pub closed: usize,
 }
 
 /// Waits until none of `backends` has a request in flight, or `timeout` passes.
@@ -44,10 +49,17 @@ pub async fn drain(backends: &[Arc<ActiveBackend>], timeout: Duration) -> DrainO
         }
     }
     let in_flight = backends.iter().map(|b| b.in_flight().count()).sum();
+    let mut closed = 0;
+    if in_flight > 0 {
+        for backend in backends {
+            closed += backend.close_tunnels();
+        }
+    }
     DrainOutcome {
         drained: in_flight == 0,
         in_flight,
         waited: started.elapsed(),
+        closed,
     }
 }
 

@@ -41,6 +41,13 @@ pub enum EdgeError {
     AlreadyRunning { dir: PathBuf, pid: Option<u32> },
 
     #[error(
+        "TLS: {reason}{}\n\
+         hint: check the certificate and key files (PEM, leaf first) and the hosts they serve",
+        if path.as_os_str().is_empty() { String::new() } else { format!(" (`{}`)", path.display()) }
+    )]
+    Tls { path: PathBuf, reason: String },
+
+    #[error(
         "cannot read the routes in `{path}`: {source}\n\
          hint: fix the file or remove it (the edge then starts with no routes)"
     )]

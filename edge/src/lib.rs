@@ -1,20 +1,30 @@
 //! shipit's edge: the reverse proxy in front of a local target's slots.
 //!
-//! It routes each service's traffic to its live slot, switches slots atomically, drains
-//! the replaced slot, and is driven through an admin API on a unix socket. The route table
-//! survives restarts (`routes.json`), and [`daemon`] starts it detached and stops it.
+//! It routes each service's traffic to its live slot (by host and path prefix), switches
+//! slots atomically, drains the replaced slot, can split new clients between the live slot
+//! and a candidate or pin a request to the candidate for preview, passes WebSockets
+//! through, counts what it does for Prometheus, and is driven through an admin API on a
+//! unix socket. The route table survives restarts (`routes.json`), and [`daemon`] starts it
+//! detached and stops it.
 
 pub mod admin;
 pub mod backend;
+pub mod body;
 pub mod client;
+pub(crate) mod connection;
+pub mod connector;
 pub mod daemon;
 pub mod drain;
 pub mod error;
+pub mod metrics;
 pub mod proxy;
 pub mod route;
 pub mod server;
 pub mod slot;
+pub mod split;
 pub mod state;
+pub mod tls;
+pub mod tunnel;
 
 #[cfg(test)]
 mod test_backend;
@@ -26,8 +36,10 @@ pub use client::AdminClient;
 pub use daemon::{DaemonSpec, StopOutcome};
 pub use drain::DrainOutcome;
 pub use error::EdgeError;
-pub use server::{EdgeHandle, EdgeOptions};
+pub use route::Routing;
+pub use server::{EdgeHandle, EdgeOptions, Tuning};
 pub use slot::Slot;
+pub use tls::{CertificateFiles, TlsOptions};
 
 /// The admin socket, in the edge directory.
 pub const ADMIN_SOCKET: &str = "admin.sock";
@@ -46,8 +58,15 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long a stopping edge lets requests in flight finish.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
-/// How long a client may take to send its request headers.
+/// How long a client may take to send its request headers (HTTP/1.1 also waits this long
+/// for the next request on a keep-alive connection).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a client connection may have no request before the edge closes it.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a slot may take to start its answer once it has the whole request (then 504).
+pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// The largest request body the edge forwards (then 413): 100 MiB.
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 * 1024 * 1024;
 /// The deadline of one admin call (a drain gets its own timeout on top).
 pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`daemon::ensure_running`] usually waits for a new edge to answer.

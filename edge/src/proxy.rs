@@ -1,29 +1,37 @@
-//! The hyper service that forwards a client's request to the live slot of its service.
+//! The hyper service that forwards a client's request to its service's slot.
 //!
 //! The request claims its backend from the route table (which counts it in flight), is
 //! rewritten for the upstream (hop-by-hop headers out, `X-Forwarded-*` in) and sent over a
-//! pooled keep-alive client. The in-flight guard then moves into the response body, so a
-//! streaming response counts until its last byte, or until the client goes away and hyper
-//! drops the body. Bodies stream both ways; nothing is buffered.
+//! pooled keep-alive HTTP/1.1 client, whatever the client spoke. The in-flight guard then
+//! moves into the response body, so a streaming response counts until its last byte, or
+//! until the client goes away and hyper drops the body. Bodies stream both ways; nothing is
+//! buffered. An `Upgrade` request that the slot answers with 101 becomes a tunnel
+//! ([`crate::tunnel`]).
+//!
+//! Every failure is an answer from the edge that says what went wrong: 404 (no service for
+//! that host and path), 503 (no live slot), 413 (request body over the limit), 502 (the slot
+//! refused or broke the connection) and 504 (connect or response-header timeout).
 
-use std::convert::Infallible;
-use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::time::Instant;
 
 use crate::backend::{ActiveBackend, InFlightGuard};
-use crate::route::{RouteTable, Unrouted};
+pub use crate::body::ProxyBody;
+use crate::body::{BodyTooLarge, RequestBody, Upload};
+use crate::connection::ClientConn;
+use crate::connector::{self, Connector};
+use crate::route::{Claim, RequestInfo, RouteTable, Unrouted};
+use crate::server::Tuning;
+use crate::split::SLOT_HEADER;
+use crate::tunnel::{self, Tunnels};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -43,72 +51,229 @@ const HOP_BY_HOP: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
-/// Forwards requests to the live backends of a [`RouteTable`].
-#[derive(Debug, Clone)]
+/// Forwards requests to the backends of a [`RouteTable`].
+#[derive(Debug)]
 pub struct Proxy {
     table: Arc<RouteTable>,
-    client: Client<HttpConnector, Incoming>,
+    client: Client<Connector, RequestBody>,
     connect_timeout: Duration,
+    response_timeout: Duration,
+    max_body: Option<u64>,
+    tunnels: Tunnels,
+}
+
+/// Why no answer came from the slot.
+enum Failed {
+    /// The client's request (hyper's pool gives the cause).
+    Upstream(hyper_util::client::legacy::Error),
+    /// No response head within the response-header timeout after the body was sent.
+    NoAnswer,
+    /// A 101 to a request that did not ask to upgrade.
+    UnaskedUpgrade,
 }
 
 impl Proxy {
-    pub fn new(
-        table: Arc<RouteTable>,
-        connect_timeout: Duration,
-        pool_idle_timeout: Duration,
-    ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
+    pub(crate) fn new(table: Arc<RouteTable>, tuning: &Tuning) -> Self {
+        let connector = Connector::new(tuning.connect_timeout, Arc::clone(table.metrics()));
         let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(pool_idle_timeout)
+            .pool_idle_timeout(tuning.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .build(connector);
         Proxy {
             table,
             client,
-            connect_timeout,
+            connect_timeout: tuning.connect_timeout,
+            response_timeout: tuning.response_header_timeout,
+            max_body: tuning.max_request_body,
+            tunnels: Tunnels::default(),
         }
     }
 
-    /// Serves one request from the client at `remote`. Never fails: problems become 502,
-    /// 503 or 504 answers that say what went wrong.
-    pub async fn handle(&self, req: Request<Incoming>, remote: SocketAddr) -> Response<ProxyBody> {
+    /// Waits for the open upgraded connections, at most `grace`, then closes them.
+    pub(crate) async fn finish_tunnels(&self, grace: Duration) {
+        self.tunnels.finish(grace).await;
+    }
+
+    /// Serves one request from `conn`. Never fails: problems become answers from the edge
+    /// that say what went wrong.
+    pub(crate) async fn handle(
+        &self,
+        req: Request<Incoming>,
+        conn: &ClientConn,
+    ) -> Response<ProxyBody> {
         let host = request_host(&req);
-        let guard = match self
-            .table
-            .claim(host.as_ref().and_then(|h| h.to_str().ok()))
-        {
-            Ok(guard) => guard,
+        let claimed = self.table.claim(&RequestInfo {
+            host: host.as_ref().and_then(|h| h.to_str().ok()),
+            path: req.uri().path(),
+            headers: req.headers(),
+        });
+        let Claim {
+            guard,
+            set_cookie,
+            pinned,
+        } = match claimed {
+            Ok(claim) => claim,
             Err(unrouted) => {
+                self.table.metrics().count_unrouted();
                 let status = match unrouted {
-                    Unrouted::NoHost { .. } => StatusCode::NOT_FOUND,
-                    Unrouted::NoRoutes | Unrouted::NoLiveSlot { .. } => {
-                        StatusCode::SERVICE_UNAVAILABLE
-                    }
+                    Unrouted::NoMatch { .. } => StatusCode::NOT_FOUND,
+                    Unrouted::NoRoutes
+                    | Unrouted::NoLiveSlot { .. }
+                    | Unrouted::NoPreview { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 };
                 return message(status, unrouted.to_string());
             }
         };
         let active = Arc::clone(guard.active());
-        let upstream = upstream_request(req, &active, host, remote);
-        match self.client.request(upstream).await {
-            Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers);
-                Response::from_parts(parts, ProxyBody::upstream(body, guard))
+        let mut response = self.forward(req, host, guard, conn).await;
+        active.metrics().count_status(response.status());
+        if let Some(cookie) = set_cookie {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        if pinned {
+            response.headers_mut().insert(
+                SLOT_HEADER,
+                HeaderValue::from_static(active.backend().slot.as_str()),
+            );
+        }
+        response
+    }
+
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        host: Option<HeaderValue>,
+        mut guard: InFlightGuard,
+        conn: &ClientConn,
+    ) -> Response<ProxyBody> {
+        let declared = declared_length(req.headers());
+        let http1 = req.version() < Version::HTTP_2;
+        if let (Some(limit), Some(length)) = (self.max_body, declared)
+            && length > limit
+        {
+            return too_large(guard.active(), limit, Some(length), http1);
+        }
+        // The `Upgrade` value to pass on, and the client's side of the upgrade.
+        let upgrade = tunnel::is_upgrade(&req)
+            .then(|| req.headers().get(header::UPGRADE).cloned())
+            .flatten()
+            .map(|value| (value, hyper::upgrade::on(&mut req)));
+        let (upgrade, client_upgrade) = upgrade.unzip();
+        let idempotent = connector::is_idempotent(req.method());
+        let active = guard.active();
+        let (upstream, upload) = self.upstream_request(req, active, host, conn, declared, upgrade);
+        let mut response = match self.send(upstream, upload, idempotent).await {
+            Ok(response) => response,
+            Err(failed) => return self.upstream_failure(active, &failed, http1),
+        };
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return self.upstream_failure(active, &Failed::UnaskedUpgrade, http1);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let (mut parts, _) = response.into_parts();
+            let upgrade = parts.headers.get(header::UPGRADE).cloned();
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(upgrade) = upgrade {
+                tunnel::restore_upgrade(&mut parts.headers, upgrade);
             }
-            Err(err) => {
-                drop(guard);
-                self.upstream_failure(&active, &err)
+            guard.finish_timing();
+            self.tunnels.open(client_upgrade, upstream_upgrade, guard);
+            return Response::from_parts(parts, ProxyBody::empty());
+        }
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        Response::from_parts(parts, ProxyBody::upstream(body, guard))
+    }
+
+    /// Sends `upstream` through the pool. The response-header timeout counts from the end
+    /// of the request body: while an upload is still going, it starts again.
+    async fn send(
+        &self,
+        upstream: Request<RequestBody>,
+        upload: Option<Arc<Upload>>,
+        idempotent: bool,
+    ) -> Result<Response<Incoming>, Failed> {
+        let request = self.client.request(upstream);
+        let request = async {
+            if idempotent {
+                connector::with_retry(request).await
+            } else {
+                request.await
+            }
+        };
+        tokio::pin!(request);
+        let deadline = tokio::time::sleep(self.response_timeout);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                biased;
+                sent = &mut request => return sent.map_err(Failed::Upstream),
+                () = &mut deadline => {
+                    if upload.as_ref().is_some_and(|u| u.busy()) {
+                        deadline.as_mut().reset(Instant::now() + self.response_timeout);
+                    } else {
+                        return Err(Failed::NoAnswer);
+                    }
+                }
             }
         }
     }
 
+    fn upstream_request(
+        &self,
+        req: Request<Incoming>,
+        active: &ActiveBackend,
+        host: Option<HeaderValue>,
+        conn: &ClientConn,
+        declared: Option<u64>,
+        upgrade: Option<HeaderValue>,
+    ) -> (Request<RequestBody>, Option<Arc<Upload>>) {
+        let (mut parts, body) = req.into_parts();
+        let path = parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(active.authority().clone());
+        uri.path_and_query = Some(path);
+        parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        // The upstream pool speaks HTTP/1.1 keep-alive whatever the client spoke.
+        parts.version = Version::HTTP_11;
+
+        let headers = &mut parts.headers;
+        strip_hop_by_hop(headers);
+        if let Some(upgrade) = upgrade {
+            tunnel::restore_upgrade(headers, upgrade);
+        }
+        if let Some(host) = host {
+            if !headers.contains_key(header::HOST) {
+                headers.insert(header::HOST, host.clone());
+            }
+            headers.insert(X_FORWARDED_HOST, host);
+        }
+        headers.insert(
+            X_FORWARDED_PROTO,
+            HeaderValue::from_static(if conn.https { "https" } else { "http" }),
+        );
+        append_forwarded_for(headers, &conn.client_ip);
+
+        // A declared length within the limit is held to by hyper; only an undeclared one
+        // is counted as it streams.
+        let remaining = self.max_body.filter(|_| declared.is_none());
+        let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
+        let body = RequestBody::new(body, remaining, upload.clone());
+        (Request::from_parts(parts, body), upload)
+    }
+
+    /// The edge's answer when the slot gave none. `http1`: the client speaks HTTP/1.x.
     fn upstream_failure(
         &self,
         active: &ActiveBackend,
-        err: &hyper_util::client::legacy::Error,
+        failed: &Failed,
+        http1: bool,
     ) -> Response<ProxyBody> {
         let backend = active.backend();
         let service = active.service();
@@ -116,55 +281,55 @@ impl Proxy {
             "the {} slot of service {service} (release {}) at {}",
             backend.slot, backend.release, backend.addr
         );
-        let (status, text) = if err.is_connect() && is_timeout(err) {
-            (
+        let (status, text) = match failed {
+            Failed::Upstream(err) if source_is::<BodyTooLarge>(err) => {
+                let limit = self.max_body.unwrap_or(u64::MAX);
+                return too_large(active, limit, None, http1);
+            }
+            Failed::Upstream(err) if err.is_connect() && connector::is_timeout(err) => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "shipit edge: timed out after {} connecting to {target}",
                     humantime::format_duration(self.connect_timeout)
                 ),
-            )
-        } else if err.is_connect() {
-            (
+            ),
+            Failed::Upstream(err) if err.is_connect() => (
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "shipit edge: cannot connect to {target}: {}",
                     error_chain(err)
                 ),
-            )
-        } else {
-            (
+            ),
+            Failed::Upstream(err) => (
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "shipit edge: {target} failed before answering: {}",
                     error_chain(err)
                 ),
-            )
+            ),
+            Failed::NoAnswer => (
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "shipit edge: {target} did not answer within {} of receiving the request",
+                    humantime::format_duration(self.response_timeout)
+                ),
+            ),
+            Failed::UnaskedUpgrade => (
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "shipit edge: {target} answered 101 Switching Protocols to a request that \
+                     did not ask to upgrade"
+                ),
+            ),
         };
         tracing::warn!(%service, slot = %backend.slot, release = %backend.release, addr = %backend.addr, "{text}");
         message(status, text)
     }
 }
 
-/// Wraps [`Proxy::handle`] as a hyper service for one client connection.
-pub fn service(
-    proxy: Arc<Proxy>,
-    remote: SocketAddr,
-) -> impl hyper::service::Service<
-    Request<Incoming>,
-    Response = Response<ProxyBody>,
-    Error = Infallible,
-    Future = impl Future<Output = Result<Response<ProxyBody>, Infallible>> + Send,
-> + Clone {
-    hyper::service::service_fn(move |req| {
-        let proxy = Arc::clone(&proxy);
-        async move { Ok(proxy.handle(req, remote).await) }
-    })
-}
-
 /// The host the client asked for: the `Host` header, or the authority of an absolute or
 /// HTTP/2 URI.
-fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
+fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
     req.headers().get(header::HOST).cloned().or_else(|| {
         req.uri()
             .authority()
@@ -172,62 +337,49 @@ fn request_host(req: &Request<Incoming>) -> Option<HeaderValue> {
     })
 }
 
-fn upstream_request(
-    req: Request<Incoming>,
-    active: &ActiveBackend,
-    host: Option<HeaderValue>,
-    remote: SocketAddr,
-) -> Request<Incoming> {
-    let (mut parts, body) = req.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(active.authority().clone());
-    uri.path_and_query = Some(path);
-    parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
-    // The upstream pool speaks HTTP/1.1 keep-alive whatever the client spoke.
-    parts.version = Version::HTTP_11;
+/// The request's `Content-Length`, when it has one.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
 
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers);
-    if let Some(host) = host {
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host.clone());
-        }
-        headers.insert(X_FORWARDED_HOST, host);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    let client_ip = remote.ip().to_string();
+/// Appends the client's address to `X-Forwarded-For`.
+fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     let prior: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .collect();
-    let forwarded_for = if prior.is_empty() {
-        client_ip
-    } else {
-        format!("{}, {client_ip}", prior.join(", "))
-    };
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+    if prior.is_empty() {
+        // The common case: the connection's own value, shared, with no allocation.
+        headers.insert(X_FORWARDED_FOR, client_ip.clone());
+        return;
+    }
+    let client_ip = client_ip.to_str().unwrap_or_default();
+    if let Ok(value) = HeaderValue::try_from(format!("{}, {client_ip}", prior.join(", "))) {
         headers.insert(X_FORWARDED_FOR, value);
     }
-    Request::from_parts(parts, body)
 }
 
 /// Removes the headers that only concern one connection.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|token| HeaderName::try_from(token.trim()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| HeaderName::try_from(token.trim()).ok())
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
@@ -242,12 +394,11 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
+/// Whether `err` or one of its causes is an `E`.
+fn source_is<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
     while let Some(e) = source {
-        if e.downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        {
+        if e.is::<E>() {
             return true;
         }
         source = e.source();
@@ -270,6 +421,35 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
+fn too_large(
+    active: &ActiveBackend,
+    limit: u64,
+    declared: Option<u64>,
+    http1: bool,
+) -> Response<ProxyBody> {
+    let size = declared.map_or_else(
+        || String::from("the request body grew larger than"),
+        |length| format!("the request body ({length} bytes) is larger than"),
+    );
+    let mut response = message(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "shipit edge: {size} the limit of {limit} bytes for service {}; it was not sent \
+             to the {} slot",
+            active.service(),
+            active.backend().slot
+        ),
+    );
+    if http1 {
+        // The rest of the body is not read: the connection cannot carry another request.
+        // (HTTP/2 resets just the stream, and forbids the header.)
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
 /// A plain-text answer from the edge itself.
 fn message(status: StatusCode, text: String) -> Response<ProxyBody> {
     let mut response = Response::new(ProxyBody::message(format!("{text}\n")));
@@ -281,83 +461,10 @@ fn message(status: StatusCode, text: String) -> Response<ProxyBody> {
     response
 }
 
-/// The body of an answer: either the upstream's, streamed, with the request's in-flight
-/// guard, or a message from the edge.
-#[derive(Debug)]
-pub struct ProxyBody {
-    kind: Kind,
-}
-
-#[derive(Debug)]
-enum Kind {
-    Upstream {
-        body: Incoming,
-        guard: Option<InFlightGuard>,
-    },
-    Message(Option<Bytes>),
-}
-
-impl ProxyBody {
-    fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
-        let guard = (!body.is_end_stream()).then_some(guard);
-        ProxyBody {
-            kind: Kind::Upstream { body, guard },
-        }
-    }
-
-    fn message(text: String) -> Self {
-        ProxyBody {
-            kind: Kind::Message(Some(Bytes::from(text))),
-        }
-    }
-}
-
-impl Body for ProxyBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
-            Kind::Upstream { body, guard } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                let finished = match &polled {
-                    Poll::Ready(None | Some(Err(_))) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Pending => false,
-                };
-                if finished {
-                    // The last byte is out of the upstream: the request is over for drain.
-                    guard.take();
-                }
-                polled
-            }
-            Kind::Message(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match &self.kind {
-            Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Message(text) => text.is_none(),
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match &self.kind {
-            Kind::Upstream { body, .. } => body.size_hint(),
-            Kind::Message(text) => {
-                SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     #[test]
     fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
@@ -379,19 +486,12 @@ mod tests {
         assert_eq!(left, vec!["content-type", "x-kept"]);
     }
 
-    #[test]
-    fn timeout_is_found_in_the_error_chain() {
-        let timed_out = std::io::Error::new(std::io::ErrorKind::TimedOut, "elapsed");
-        assert!(is_timeout(&timed_out));
-        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
-        assert!(!is_timeout(&refused));
-    }
-
     use crate::Slot;
     use crate::server::Tuning;
     use crate::test_backend::{
         Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, get, request,
     };
+    use bytes::Bytes;
     use http_body_util::BodyExt;
 
     #[tokio::test]
@@ -646,5 +746,244 @@ mod tests {
             .await
             .unwrap();
         assert!(outcome.drained, "{outcome:?}");
+    }
+
+    /// A request body fed by the test, chunk by chunk.
+    fn channel_body() -> (
+        tokio::sync::mpsc::Sender<Bytes>,
+        http_body_util::StreamBody<
+            impl futures_util::Stream<
+                Item = Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+            >,
+        >,
+    ) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let chunks = futures_util::stream::unfold(rx, |mut rx| async move {
+            let chunk = rx.recv().await?;
+            Some((Ok(hyper::body::Frame::data(chunk)), rx))
+        });
+        (tx, http_body_util::StreamBody::new(chunks))
+    }
+
+    /// One HTTP/1.1 connection whose requests can have any body type.
+    async fn open_streaming<B>(addr: SocketAddr) -> hyper::client::conn::http1::SendRequest<B>
+    where
+        B: Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        sender
+    }
+
+    #[tokio::test]
+    async fn slot_that_does_not_answer_in_time_gets_504() {
+        let tuning = Tuning {
+            response_header_timeout: Duration::from_millis(200),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let mut blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let pending = tokio::spawn(get_owned(edge.addr(), "/hold"));
+        blue.arrival().await;
+        let answer = pending.await.unwrap();
+        assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+        assert!(
+            answer
+                .body
+                .contains("the blue slot of service web (release r1)")
+                && answer.body.contains("did not answer within 200ms"),
+            "{}",
+            answer.body
+        );
+        blue.release_one();
+    }
+
+    async fn get_owned(addr: SocketAddr, path: &'static str) -> crate::test_backend::Answer {
+        get(addr, path).await
+    }
+
+    #[tokio::test]
+    async fn upload_longer_than_the_response_timeout_is_not_cut() {
+        let tuning = Tuning {
+            response_header_timeout: Duration::from_millis(150),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (tx, body) = channel_body();
+        let mut sender = open_streaming(edge.addr()).await;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header("host", "app.test")
+            .body(body)
+            .unwrap();
+        let response = tokio::spawn(sender.send_request(req));
+        // The upload takes several response timeouts; the timer waits for its end.
+        for _ in 0..5 {
+            tx.send(Bytes::from_static(b"chunk;")).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        drop(tx);
+        let answer = answer(response.await.unwrap().unwrap()).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+        assert_eq!(answer.body, "chunk;".repeat(5));
+    }
+
+    #[tokio::test]
+    async fn declared_body_over_the_limit_is_refused_before_the_slot_sees_it() {
+        let tuning = Tuning {
+            max_request_body: Some(1000),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        // Like `curl` with `Expect: 100-continue`: the head declares the length and the
+        // body is held back until the edge answers.
+        let (_tx, body) = channel_body();
+        let mut sender = open_streaming(edge.addr()).await;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header("host", "app.test")
+            .header("content-length", "2000")
+            .body(body)
+            .unwrap();
+        let response = tokio::time::timeout(SIGNAL_TIMEOUT, sender.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = answer(response).await.unwrap();
+        assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(
+            answer.body,
+            "shipit edge: the request body (2000 bytes) is larger than the limit of 1000 bytes \
+             for service web; it was not sent to the blue slot\n"
+        );
+        assert_eq!(blue.served(), 0);
+        assert_eq!(
+            edge.metric(
+                "shipit_edge_requests_total",
+                &[("service", "web"), ("slot", "blue"), ("class", "4xx")]
+            )
+            .await,
+            1.0
+        );
+    }
+
+    #[tokio::test]
+    async fn streamed_body_growing_over_the_limit_gets_413() {
+        let tuning = Tuning {
+            max_request_body: Some(1000),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (tx, body) = channel_body();
+        let mut sender = open_streaming(edge.addr()).await;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header("host", "app.test")
+            .body(body)
+            .unwrap();
+        let response = tokio::spawn(sender.send_request(req));
+        tx.send(Bytes::from(vec![b'a'; 600])).await.unwrap();
+        tx.send(Bytes::from(vec![b'b'; 600])).await.unwrap();
+        let response = tokio::time::timeout(SIGNAL_TIMEOUT, response)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let answer = answer(response).await.unwrap();
+        assert_eq!(
+            answer.status,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "{}",
+            answer.body
+        );
+        assert!(
+            answer
+                .body
+                .starts_with("shipit edge: the request body grew larger than the limit of 1000"),
+            "{}",
+            answer.body
+        );
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn body_within_the_limit_streams_through() {
+        let tuning = Tuning {
+            max_request_body: Some(1000),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (tx, body) = channel_body();
+        let mut sender = open_streaming(edge.addr()).await;
+        let req = Request::builder()
+            .method("POST")
+            .uri("/echo")
+            .header("host", "app.test")
+            .body(body)
+            .unwrap();
+        let response = tokio::spawn(sender.send_request(req));
+        tx.send(Bytes::from(vec![b'a'; 500])).await.unwrap();
+        tx.send(Bytes::from(vec![b'b'; 500])).await.unwrap();
+        drop(tx);
+        let answer = answer(response.await.unwrap().unwrap()).await.unwrap();
+        assert_eq!(answer.status, StatusCode::OK);
+        assert_eq!(answer.body.len(), 1000);
+    }
+
+    #[tokio::test]
+    async fn failed_connect_is_tried_once_more_for_idempotent_requests_only() {
+        let edge = TestEdge::start().await;
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = closed.local_addr().unwrap();
+        drop(closed);
+        edge.switch(&crate::Backend {
+            slot: Slot::Green,
+            release: "r9".into(),
+            addr,
+        })
+        .await;
+        let retries = || edge.metric("shipit_edge_upstream_connect_retries_total", &[]);
+        assert_eq!(retries().await, 0.0);
+        for (method, tried_again) in [
+            ("GET", true),
+            ("POST", false),
+            ("PUT", true),
+            ("PATCH", false),
+        ] {
+            let before = retries().await;
+            let req = Request::builder()
+                .method(method)
+                .uri("/")
+                .header("host", "app.test")
+                .body(http_body_util::Full::new(Bytes::new()))
+                .unwrap();
+            let answer = crate::test_backend::send(edge.addr(), req).await;
+            assert_eq!(answer.status, StatusCode::BAD_GATEWAY, "{method}");
+            assert_eq!(
+                retries().await - before,
+                if tried_again { 1.0 } else { 0.0 },
+                "{method}"
+            );
+        }
     }
 }

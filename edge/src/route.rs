@@ -1,4 +1,5 @@
-//! The route table: for each service, its live backend and the replaced ones still draining.
+//! The route table: for each service, its live backend, its candidate, and the replaced
+//! backends still draining.
 //!
 //! A request claims its backend under the read lock and increments that backend's
 //! in-flight count before the lock is released; it is sent outside the lock. A switch
@@ -6,15 +7,29 @@
 //! switch returns, every request that will ever reach the old backend is already counted,
 //! and a drain that then sees zero in flight is final.
 //!
-//! Matching is deliberately simple for now: with one route, every request goes to it; with
-//! several, the `Host` header picks the route that lists it, else a route without hosts.
+//! Matching: a route answers for its `hosts` (none: any host) and its path prefixes (none:
+//! any path). A route that names the request's host beats a catch-all one, then the longest
+//! matching prefix wins, then a route with a live slot. A prefix matches whole segments:
+//! `/api` matches `/api` and `/api/x`, not `/apix`. The path is forwarded unchanged. A lone
+//! route without prefixes answers every request, whatever its hosts.
+//!
+//! The candidate is the idle slot's verified backend, registered by the pipeline without
+//! making it live. It takes requests only through a preview host name, an `X-Shipit-Slot`
+//! pin, or a weighted split (see [`crate::split`]). A switch ends it: switching to the
+//! candidate makes it live with its in-flight count; switching elsewhere sends it to drain.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
+use http::HeaderMap;
+use http::header::HeaderValue;
 use jiff::Timestamp;
 
 use crate::backend::{ActiveBackend, Backend, InFlightGuard};
+use crate::metrics::Metrics;
+use crate::split::{self, SplitCounter};
+use crate::state::{SavedCandidate, SavedRoute};
+use crate::{EdgeError, Slot};
 
 /// One service's routing state.
 #[derive(Debug)]
@@ -22,17 +37,55 @@ pub struct Route {
     pub service: String,
     /// Host names this route answers for; empty means any host.
     pub hosts: Vec<String>,
+    /// Path prefixes this route answers for (normalized, see [`normalize_paths`]); empty
+    /// means any path.
+    pub paths: Vec<String>,
+    /// Host names whose requests go to the candidate (a preview of the next release).
+    pub preview_hosts: Vec<String>,
     /// `None` only after the route was removed while requests were still draining.
     pub live: Option<Arc<ActiveBackend>>,
+    /// The idle slot's registered backend, and its share of new clients.
+    pub candidate: Option<Candidate>,
     /// When `live` last changed.
     pub since: Timestamp,
     /// Replaced backends that may still have requests in flight.
     pub draining: Vec<Arc<ActiveBackend>>,
+    split: SplitCounter,
+}
+
+/// The idle slot's verified backend, reachable without being live.
+#[derive(Debug)]
+pub struct Candidate {
+    pub active: Arc<ActiveBackend>,
+    /// The share of new clients sent to it, 0 to 100. Zero: reachable only by preview.
+    pub percent: u8,
 }
 
 impl Route {
+    fn new(service: &str, since: Timestamp) -> Route {
+        Route {
+            service: service.to_string(),
+            hosts: Vec::new(),
+            paths: Vec::new(),
+            preview_hosts: Vec::new(),
+            live: None,
+            candidate: None,
+            since,
+            draining: Vec::new(),
+            split: SplitCounter::default(),
+        }
+    }
+
     fn prune(&mut self) {
         self.draining.retain(|b| b.in_flight().count() > 0);
+    }
+
+    /// Sends the candidate, if any, to drain.
+    fn retire_candidate(&mut self) -> Option<Backend> {
+        let candidate = self.candidate.take()?;
+        let backend = candidate.active.backend().clone();
+        self.draining.push(candidate.active);
+        Some(backend)
     }
 }
 
@@ -41,12 +94,30 @@ impl Route {
 pub struct RouteView {
     pub service: String,
     pub hosts: Vec<String>,
+    pub paths: Vec<String>,
+    pub preview_hosts: Vec<String>,
     pub live: Option<Backend>,
     /// Requests in flight on the live backend.
     pub in_flight: usize,
+    pub candidate: Option<CandidateView>,
     pub since: Timestamp,
     /// Replaced backends with requests still in flight, and how many.
     pub draining: Vec<(Backend, usize)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CandidateView {
+    pub backend: Backend,
+    pub percent: u8,
+    pub in_flight: usize,
+}
+
+/// How a switch may change what a route matches. `None` keeps the route's current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Routing {
+    pub hosts: Option<Vec<String>>,
+    /// Path prefixes, already normalized by [`normalize_paths`].
+    pub paths: Option<Vec<String>>,
 }
 
 /// What a switch replaced.
@@ -57,6 +128,35 @@ pub struct Switched {
     pub switched_at: Timestamp,
 }
 
+/// What a request was given.
+#[derive(Debug)]
+pub struct Claim {
+    pub guard: InFlightGuard,
+    /// A `Set-Cookie` value for the answer, when the split just chose the client's side.
+    pub set_cookie: Option<HeaderValue>,
+    /// The request's `X-Shipit-Slot` was honoured.
+    pub pinned: bool,
+}
+
+impl Claim {
+    fn plain(guard: InFlightGuard) -> Claim {
+        Claim {
+            guard,
+            set_cookie: None,
+            pinned: false,
+        }
+    }
+}
+
+/// What the table needs to know of a request.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'a> {
+    /// The `Host` header or the URI's authority.
+    pub host: Option<&'a str>,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+}
+
 /// Why a request found no backend.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Unrouted {
@@ -64,8 +164,10 @@ pub enum Unrouted {
     NoRoutes,
     /// The matching service has no live slot (it was removed and is draining).
     NoLiveSlot { service: String },
-    /// Several services, none answering for this host.
-    NoHost { host: Option<String> },
+    /// Several services, none answering for this host and path.
+    NoMatch { host: Option<String>, path: String },
+    /// The request came for a preview host name, but no candidate is registered.
+    NoPreview { service: String },
 }
 
 impl std::fmt::Display for Unrouted {
@@ -77,11 +179,21 @@ impl std::fmt::Display for Unrouted {
             Unrouted::NoLiveSlot { service } => {
                 write!(f, "shipit edge: no live slot for service {service}")
             }
-            Unrouted::NoHost { host: Some(host) } => {
-                write!(f, "shipit edge: no service is routed for host {host}")
+            Unrouted::NoMatch {
+                host: Some(host),
+                path,
+            } => {
+                write!(f, "shipit edge: no service is routed for host {host} and path {path}")
             }
-            Unrouted::NoHost { host: None } => f.write_str(
-                "shipit edge: the request has no Host header and several services are routed",
+            Unrouted::NoMatch { host: None, path } => write!(
+                f,
+                "shipit edge: the request for path {path} has no Host header and no service \
+                 is routed for any host"
+            ),
+            Unrouted::NoPreview { service } => write!(
+                f,
+                "shipit edge: no candidate of service {service} is registered for preview \
+                 (run `shipit release --no-promote`)"
             ),
         }
     }
@@ -95,8 +207,31 @@ pub enum Drainable {
     /// That release is the live one: there is nothing to drain, and stopping it would cut
     /// the service off.
     Live(Backend),
+    /// That release is the registered candidate: remove it from the route first.
+    Candidate(Backend),
     /// Unknown or already drained.
     Gone,
+}
+
+/// Why a candidate cannot be registered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CandidateRefused {
+    #[error(
+        "service {service} has no live slot; a candidate can only be registered beside a live \
+         one (switch one in first)"
+    )]
+    NoLiveSlot { service: String },
+    #[error(
+        "the candidate is in the {slot} slot, which is live on service {service} ({live}); \
+         register the idle slot's backend"
+    )]
+    LiveSlot {
+        service: String,
+        slot: Slot,
+        live: Backend,
+    },
+    #[error("the split percent must be 0 to 100, not {percent}")]
+    Percent { percent: u8 },
 }
 
 /// The longest service name the edge accepts.
@@ -104,7 +239,7 @@ pub const MAX_SERVICE_NAME: usize = 128;
 
 /// Checks that `name` can be a route key and a URL path segment as is: letters, digits,
 /// `.`, `_` and `-`, as in container names.
-pub fn validate_service(name: &str) -> Result<(), crate::EdgeError> {
+pub fn validate_service(name: &str) -> Result<(), EdgeError> {
     let valid = !name.is_empty()
         && name.len() <= MAX_SERVICE_NAME
         && name
@@ -115,20 +250,49 @@ pub fn validate_service(name: &str) -> Result<(), crate::EdgeError> {
     if valid {
         Ok(())
     } else {
-        Err(crate::EdgeError::InvalidService {
+        Err(EdgeError::InvalidService {
             name: name.to_string(),
         })
     }
 }
 
+/// Checks path prefixes and puts them in the form matching uses: each starts with `/` and
+/// has no trailing `/`; `/` itself (every path) is dropped; duplicates go.
+pub fn normalize_paths(paths: &[String]) -> Result<Vec<String>, String> {
+    let mut normalized = Vec::with_capacity(paths.len());
+    for path in paths {
+        let valid = path.starts_with('/')
+            && path.bytes().all(|b| {
+                b.is_ascii_graphic() && !matches!(b, b'?' | b'#' | b';' | b',' | b'"' | b'\\')
+            });
+        if !valid {
+            return Err(format!(
+                "invalid path prefix `{path}`: it must start with `/` and hold no spaces, \
+                 `?`, `#`, `;`, `,`, quotes or backslashes"
+            ));
+        }
+        let trimmed = path.trim_end_matches('/');
+        if !trimmed.is_empty() && !normalized.iter().any(|p| p == trimmed) {
+            normalized.push(trimmed.to_string());
+        }
+    }
+    Ok(normalized)
+}
+
 #[derive(Debug, Default)]
 pub struct RouteTable {
     routes: RwLock<BTreeMap<String, Route>>,
+    metrics: Arc<Metrics>,
 }
 
 impl RouteTable {
     pub fn new() -> Self {
         RouteTable::default()
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     fn read(&self) -> RwLockReadGuard<'_, BTreeMap<String, Route>> {
@@ -141,57 +305,118 @@ impl RouteTable {
         self.routes.write().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Puts back a route read from disk, with a fresh in-flight counter.
-    pub fn restore(&self, service: &str, hosts: Vec<String>, live: Backend, since: Timestamp) {
-        let route = Route {
-            service: service.to_string(),
-            hosts,
-            live: Some(ActiveBackend::new(service, live)),
-            since,
-            draining: Vec::new(),
-        };
-        self.write().insert(service.to_string(), route);
+    /// A fresh activation of `backend` for `service`, counted in its slot's metrics.
+    fn activate(&self, service: &str, backend: Backend) -> Arc<ActiveBackend> {
+        let metrics = self.metrics.slot(service, backend.slot);
+        ActiveBackend::with_metrics(service, backend, metrics)
     }
 
-    /// Picks the live backend for a request with this `Host` and counts the request, all
-    /// under the read lock.
-    pub fn claim(&self, host: Option<&str>) -> Result<InFlightGuard, Unrouted> {
+    /// Puts back a route read from disk, with fresh in-flight counters.
+    pub fn restore(&self, saved: &SavedRoute) {
+        let mut route = Route::new(&saved.service, saved.since);
+        route.hosts = saved.hosts.clone();
+        route.paths = saved.paths.clone();
+        route.preview_hosts = saved.preview_hosts.clone();
+        route.live = Some(self.activate(&saved.service, saved.live.clone()));
+        route.candidate = saved.candidate.as_ref().map(|c| Candidate {
+            active: self.activate(&saved.service, c.backend.clone()),
+            percent: c.percent.min(100),
+        });
+        self.write().insert(saved.service.clone(), route);
+    }
+
+    /// Picks the backend for a request and counts the request, all under the read lock.
+    pub fn claim(&self, req: &RequestInfo<'_>) -> Result<Claim, Unrouted> {
         let routes = self.read();
-        let route = find(&routes, host)?;
-        match &route.live {
-            Some(live) => Ok(live.claim()),
-            None => Err(Unrouted::NoLiveSlot {
-                service: route.service.clone(),
-            }),
+        let found = find(&routes, req.host, req.path)?;
+        let route = found.route;
+        if found.preview {
+            return match &route.candidate {
+                Some(candidate) => Ok(Claim::plain(candidate.active.claim())),
+                None => Err(Unrouted::NoPreview {
+                    service: route.service.clone(),
+                }),
+            };
         }
+        let Some(live) = &route.live else {
+            return Err(Unrouted::NoLiveSlot {
+                service: route.service.clone(),
+            });
+        };
+        // The common case: nothing but a live slot, and no header is looked at.
+        let Some(candidate) = &route.candidate else {
+            return Ok(Claim::plain(live.claim()));
+        };
+        if let Some(slot) = split::pinned_slot(req.headers) {
+            let pinned = [&candidate.active, live]
+                .into_iter()
+                .find(|b| b.backend().slot == slot);
+            if let Some(pinned) = pinned {
+                return Ok(Claim {
+                    guard: pinned.claim(),
+                    set_cookie: None,
+                    pinned: true,
+                });
+            }
+        }
+        if candidate.percent == 0 {
+            return Ok(Claim::plain(live.claim()));
+        }
+        let sides = [
+            (live.backend(), live),
+            (candidate.active.backend(), &candidate.active),
+        ];
+        if let Some(kept) = split::sticky(req.headers, sides) {
+            return Ok(Claim::plain(kept.claim()));
+        }
+        let chosen = if route.split.to_candidate(candidate.percent) {
+            &candidate.active
+        } else {
+            live
+        };
+        Ok(Claim {
+            guard: chosen.claim(),
+            set_cookie: split::set_cookie(chosen.backend(), found.prefix),
+            pinned: false,
+        })
     }
 
     /// Makes `backend` the live backend of `service` (creating the route if needed) and
-    /// hands back the one it replaced. `hosts`, when given, replaces the route's hosts.
-    pub fn switch(&self, service: &str, backend: Backend, hosts: Option<Vec<String>>) -> Switched {
+    /// hands back the one it replaced. `routing` may change the hosts and paths. A switch
+    /// ends the candidate: switching to it makes it live with its in-flight count, any
+    /// other switch sends it to drain.
+    pub fn switch(&self, service: &str, backend: Backend, routing: Routing) -> Switched {
         let switched_at = Timestamp::now();
         let mut routes = self.write();
-        let route = routes.entry(service.to_string()).or_insert_with(|| Route {
-            service: service.to_string(),
-            hosts: Vec::new(),
-            live: None,
-            since: switched_at,
-            draining: Vec::new(),
-        });
-        if let Some(hosts) = hosts {
+        let route = routes
+            .entry(service.to_string())
+            .or_insert_with(|| Route::new(service, switched_at));
+        if let Some(hosts) = routing.hosts {
             route.hosts = hosts;
+        }
+        if let Some(paths) = routing.paths {
+            route.paths = paths;
         }
         route.prune();
         if let Some(live) = &route.live
             && *live.backend() == backend
         {
             // Switching to what is already live keeps its counter: nothing to drain.
+            route.retire_candidate();
             return Switched {
                 previous: Some(backend),
                 switched_at,
             };
         }
-        let replaced = route.live.replace(ActiveBackend::new(service, backend));
+        let promoted = match route.candidate.take() {
+            Some(candidate) if *candidate.active.backend() == backend => candidate.active,
+            other => {
+                route.candidate = other;
+                route.retire_candidate();
+                self.activate(service, backend)
+            }
+        };
+        let replaced = route.live.replace(promoted);
         route.since = switched_at;
         let previous = replaced.map(|old| {
             let previous = old.backend().clone();
@@ -204,8 +429,75 @@ impl RouteTable {
         }
     }
 
+    /// Registers `backend` as the candidate of `service`, reachable by preview and, with
+    /// `percent`, by the split. The same backend keeps its counter (and its percent when
+    /// `percent` is `None`); another one replaces it, and the replaced one drains.
+    /// `preview_hosts`, when given, replaces the route's preview host names.
+    pub fn set_candidate(
+        &self,
+        service: &str,
+        backend: Backend,
+        percent: Option<u8>,
+        preview_hosts: Option<Vec<String>>,
+    ) -> Result<Option<Backend>, CandidateRefused> {
+        if let Some(percent) = percent
+            && percent > 100
+        {
+            return Err(CandidateRefused::Percent { percent });
+        }
+        let mut routes = self.write();
+        let no_live = || CandidateRefused::NoLiveSlot {
+            service: service.to_string(),
+        };
+        let route = routes.get_mut(service).ok_or_else(no_live)?;
+        let live = route.live.as_ref().ok_or_else(no_live)?;
+        if live.backend().slot == backend.slot {
+            return Err(CandidateRefused::LiveSlot {
+                service: service.to_string(),
+                slot: backend.slot,
+                live: live.backend().clone(),
+            });
+        }
+        route.prune();
+        if let Some(hosts) = preview_hosts {
+            route.preview_hosts = hosts;
+        }
+        if let Some(candidate) = &mut route.candidate
+            && *candidate.active.backend() == backend
+        {
+            if let Some(percent) = percent {
+                candidate.percent = percent;
+            }
+            return Ok(None);
+        }
+        let replaced = route.retire_candidate();
+        route.candidate = Some(Candidate {
+            active: self.activate(service, backend),
+            percent: percent.unwrap_or(0),
+        });
+        Ok(replaced)
+    }
+
+    /// Ends the split of `service`: new clients all go to the live slot again. The
+    /// candidate stays reachable by preview. Returns it.
+    pub fn clear_split(&self, service: &str) -> Option<Backend> {
+        let mut routes = self.write();
+        let candidate = routes.get_mut(service)?.candidate.as_mut()?;
+        candidate.percent = 0;
+        Some(candidate.active.backend().clone())
+    }
+
+    /// Unregisters the candidate of `service` (split and preview); its requests in flight
+    /// keep draining. Returns it.
+    pub fn remove_candidate(&self, service: &str) -> Option<Backend> {
+        let mut routes = self.write();
+        let route = routes.get_mut(service)?;
+        route.prune();
+        route.retire_candidate()
+    }
+
     /// Removes the route of `service`. Its requests in flight keep draining; the removed
-    /// backend is returned.
+    /// live backend is returned.
     pub fn remove(&self, service: &str) -> Option<Backend> {
         let mut routes = self.write();
         let route = routes.get_mut(service)?;
@@ -214,6 +506,7 @@ impl RouteTable {
         if let Some(old) = &removed {
             route.draining.push(Arc::clone(old));
         }
+        route.retire_candidate();
         route.prune();
         if route.draining.is_empty() {
             routes.remove(service);
@@ -228,20 +521,26 @@ impl RouteTable {
             return Drainable::Gone;
         };
         route.prune();
+        if let Some(live) = &route.live
+            && live.backend().release == release
+        {
+            return Drainable::Live(live.backend().clone());
+        }
+        if let Some(candidate) = &route.candidate
+            && candidate.active.backend().release == release
+        {
+            return Drainable::Candidate(candidate.active.backend().clone());
+        }
         let replaced: Vec<_> = route
             .draining
             .iter()
             .filter(|b| b.backend().release == release)
             .cloned()
             .collect();
-        if !replaced.is_empty() {
-            return Drainable::Replaced(replaced);
-        }
-        match &route.live {
-            Some(live) if live.backend().release == release => {
-                Drainable::Live(live.backend().clone())
-            }
-            _ => Drainable::Gone,
+        if replaced.is_empty() {
+            Drainable::Gone
+        } else {
+            Drainable::Replaced(replaced)
         }
     }
 
@@ -252,8 +551,15 @@ impl RouteTable {
             .map(|route| RouteView {
                 service: route.service.clone(),
                 hosts: route.hosts.clone(),
+                paths: route.paths.clone(),
+                preview_hosts: route.preview_hosts.clone(),
                 live: route.live.as_ref().map(|b| b.backend().clone()),
                 in_flight: route.live.as_ref().map_or(0, |b| b.in_flight().count()),
+                candidate: route.candidate.as_ref().map(|c| CandidateView {
+                    backend: c.active.backend().clone(),
+                    percent: c.percent,
+                    in_flight: c.active.in_flight().count(),
+                }),
                 since: route.since,
                 draining: route
                     .draining
@@ -264,35 +570,124 @@ impl RouteTable {
             })
             .collect()
     }
+
+    /// Requests in flight per service and slot: live, candidate and draining backends.
+    pub fn in_flight_by_slot(&self) -> BTreeMap<(String, Slot), usize> {
+        let mut counts = BTreeMap::new();
+        for route in self.read().values() {
+            let backends = route
+                .live
+                .iter()
+                .chain(route.candidate.as_ref().map(|c| &c.active))
+                .chain(&route.draining);
+            for backend in backends {
+                *counts
+                    .entry((route.service.clone(), backend.backend().slot))
+                    .or_default() += backend.in_flight().count();
+            }
+        }
+        counts
+    }
+}
+
+impl RouteView {
+    /// The route as `routes.json` keeps it; `None` without a live backend.
+    pub fn saved(&self) -> Option<SavedRoute> {
+        Some(SavedRoute {
+            service: self.service.clone(),
+            hosts: self.hosts.clone(),
+            paths: self.paths.clone(),
+            preview_hosts: self.preview_hosts.clone(),
+            live: self.live.clone()?,
+            candidate: self.candidate.as_ref().map(|c| SavedCandidate {
+                backend: c.backend.clone(),
+                percent: c.percent,
+            }),
+            since: self.since,
+        })
+    }
+}
+
+/// The route a request matched, and how.
+struct Found<'a> {
+    route: &'a Route,
+    /// Matched by one of the route's preview host names.
+    preview: bool,
+    /// The path prefix that matched ("" when the route has none).
+    prefix: &'a str,
 }
 
 fn find<'a>(
     routes: &'a BTreeMap<String, Route>,
     host: Option<&str>,
-) -> Result<&'a Route, Unrouted> {
-    let mut all = routes.values();
-    match (all.next(), all.next()) {
-        (None, _) => return Err(Unrouted::NoRoutes),
-        (Some(only), None) => return Ok(only),
-        _ => {}
+    path: &str,
+) -> Result<Found<'a>, Unrouted> {
+    if routes.is_empty() {
+        return Err(Unrouted::NoRoutes);
     }
     let hostname = host.map(strip_port);
-    if let Some(hostname) = hostname
-        && let Some(route) = routes
-            .values()
-            .find(|r| r.hosts.iter().any(|h| h.eq_ignore_ascii_case(hostname)))
-    {
-        return Ok(route);
+    let names = |list: &[String]| {
+        hostname.is_some_and(|name| list.iter().any(|h| h.eq_ignore_ascii_case(name)))
+    };
+    // (named host beats catch-all, longer prefix, has a live slot)
+    let mut best: Option<(Found<'a>, (bool, usize, bool))> = None;
+    for route in routes.values() {
+        let (named, preview) = if names(&route.hosts) {
+            (true, false)
+        } else if names(&route.preview_hosts) {
+            (true, true)
+        } else if route.hosts.is_empty() {
+            (false, false)
+        } else {
+            continue;
+        };
+        let Some(prefix) = matching_prefix(&route.paths, path) else {
+            continue;
+        };
+        let rank = (named, prefix.len(), preview || route.live.is_some());
+        if best.as_ref().is_none_or(|(_, r)| rank > *r) {
+            best = Some((
+                Found {
+                    route,
+                    preview,
+                    prefix,
+                },
+                rank,
+            ));
+        }
     }
-    let mut catch_all = routes.values().filter(|r| r.hosts.is_empty());
-    let first = catch_all.next();
-    first
-        .filter(|r| r.live.is_some())
-        .or_else(|| catch_all.find(|r| r.live.is_some()))
-        .or(first)
-        .ok_or_else(|| Unrouted::NoHost {
-            host: host.map(str::to_string),
+    if let Some((found, _)) = best {
+        return Ok(found);
+    }
+    let mut all = routes.values();
+    if let (Some(only), None) = (all.next(), all.next())
+        && only.paths.is_empty()
+    {
+        return Ok(Found {
+            route: only,
+            preview: false,
+            prefix: "",
+        });
+    }
+    Err(Unrouted::NoMatch {
+        host: host.map(str::to_string),
+        path: path.to_string(),
+    })
+}
+
+/// The longest of `prefixes` that `path` is under ("" when there are none to match).
+fn matching_prefix<'a>(prefixes: &'a [String], path: &str) -> Option<&'a str> {
+    if prefixes.is_empty() {
+        return Some("");
+    }
+    prefixes
+        .iter()
+        .filter(|prefix| {
+            path.strip_prefix(prefix.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
         })
+        .max_by_key(|prefix| prefix.len())
+        .map(String::as_str)
 }
 
 /// `example.com:8080` → `example.com`, `[::1]:80` → `[::1]`.
@@ -319,20 +714,52 @@ mod tests {
         }
     }
 
+    fn claim_at(table: &RouteTable, host: Option<&str>, path: &str) -> Result<Claim, Unrouted> {
+        let headers = HeaderMap::new();
+        table.claim(&RequestInfo {
+            host,
+            path,
+            headers: &headers,
+        })
+    }
+
+    fn claim(table: &RouteTable, host: Option<&str>) -> Result<InFlightGuard, Unrouted> {
+        claim_at(table, host, "/").map(|c| c.guard)
+    }
+
     fn claimed_release(table: &RouteTable, host: Option<&str>) -> String {
-        table
-            .claim(host)
+        claimed_release_at(table, host, "/")
+    }
+
+    fn claimed_release_at(table: &RouteTable, host: Option<&str>, path: &str) -> String {
+        claim_at(table, host, path)
             .unwrap()
+            .guard
             .active()
             .backend()
             .release
             .clone()
     }
 
+    fn hosts(list: &[&str]) -> Routing {
+        Routing {
+            hosts: Some(list.iter().map(|h| h.to_string()).collect()),
+            paths: None,
+        }
+    }
+
+    fn paths(list: &[&str]) -> Routing {
+        let list: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+        Routing {
+            hosts: None,
+            paths: Some(normalize_paths(&list).unwrap()),
+        }
+    }
+
     #[test]
     fn empty_table_has_no_live_slot() {
         let table = RouteTable::new();
-        assert_eq!(table.claim(None).unwrap_err(), Unrouted::NoRoutes);
+        assert_eq!(claim(&table, None).unwrap_err(), Unrouted::NoRoutes);
         assert!(Unrouted::NoRoutes.to_string().contains("no live slot"));
     }
 
@@ -341,18 +768,26 @@ mod tests {
         let table = RouteTable::new();
         let blue = backend(Slot::Blue, "r1", 9001);
         let green = backend(Slot::Green, "r2", 9002);
-        assert_eq!(table.switch("web", blue.clone(), None).previous, None);
+        assert_eq!(
+            table
+                .switch("web", blue.clone(), Routing::default())
+                .previous,
+            None
+        );
         assert_eq!(claimed_release(&table, None), "r1");
-        assert_eq!(table.switch("web", green, None).previous, Some(blue));
+        assert_eq!(
+            table.switch("web", green, Routing::default()).previous,
+            Some(blue)
+        );
         assert_eq!(claimed_release(&table, None), "r2");
     }
 
     #[test]
     fn claims_before_switch_stay_counted_on_replaced_backend() {
         let table = RouteTable::new();
-        table.switch("web", backend(Slot::Blue, "r1", 9001), None);
-        let held = table.claim(None).unwrap();
-        table.switch("web", backend(Slot::Green, "r2", 9002), None);
+        table.switch("web", backend(Slot::Blue, "r1", 9001), Routing::default());
+        let held = claim(&table, None).unwrap();
+        table.switch("web", backend(Slot::Green, "r2", 9002), Routing::default());
         let Drainable::Replaced(old) = table.drainable("web", "r1") else {
             panic!("r1 should be draining");
         };
@@ -370,9 +805,9 @@ mod tests {
     fn switch_to_live_backend_is_a_no_op() {
         let table = RouteTable::new();
         let blue = backend(Slot::Blue, "r1", 9001);
-        table.switch("web", blue.clone(), None);
-        let _held = table.claim(None).unwrap();
-        let again = table.switch("web", blue.clone(), None);
+        table.switch("web", blue.clone(), Routing::default());
+        let _held = claim(&table, None).unwrap();
+        let again = table.switch("web", blue.clone(), Routing::default());
         assert_eq!(again.previous, Some(blue));
         // Still live and still counted on the same backend: nothing started draining.
         assert!(matches!(table.drainable("web", "r1"), Drainable::Live(_)));
@@ -382,7 +817,7 @@ mod tests {
     #[test]
     fn drain_of_live_release_is_refused_and_unknown_release_is_gone() {
         let table = RouteTable::new();
-        table.switch("web", backend(Slot::Blue, "r1", 9001), None);
+        table.switch("web", backend(Slot::Blue, "r1", 9001), Routing::default());
         assert!(matches!(table.drainable("web", "r1"), Drainable::Live(_)));
         assert!(matches!(table.drainable("web", "nope"), Drainable::Gone));
         assert!(matches!(table.drainable("api", "r1"), Drainable::Gone));
@@ -392,11 +827,11 @@ mod tests {
     fn removed_route_answers_no_live_slot_while_draining() {
         let table = RouteTable::new();
         let blue = backend(Slot::Blue, "r1", 9001);
-        table.switch("web", blue.clone(), None);
-        let held = table.claim(None).unwrap();
+        table.switch("web", blue.clone(), Routing::default());
+        let held = claim(&table, None).unwrap();
         assert_eq!(table.remove("web"), Some(blue));
         assert_eq!(
-            table.claim(None).unwrap_err(),
+            claim(&table, None).unwrap_err(),
             Unrouted::NoLiveSlot {
                 service: "web".into()
             }
@@ -412,9 +847,9 @@ mod tests {
         table.switch(
             "api",
             backend(Slot::Blue, "api1", 9001),
-            Some(vec!["api.example.com".into()]),
+            hosts(&["api.example.com"]),
         );
-        table.switch("web", backend(Slot::Blue, "web1", 9002), None);
+        table.switch("web", backend(Slot::Blue, "web1", 9002), Routing::default());
         assert_eq!(
             claimed_release(&table, Some("API.example.com:8080")),
             "api1"
@@ -426,21 +861,14 @@ mod tests {
     #[test]
     fn several_routes_without_catch_all_reject_unknown_host() {
         let table = RouteTable::new();
-        table.switch(
-            "a",
-            backend(Slot::Blue, "a1", 9001),
-            Some(vec!["a.test".into()]),
-        );
-        table.switch(
-            "b",
-            backend(Slot::Blue, "b1", 9002),
-            Some(vec!["b.test".into()]),
-        );
+        table.switch("a", backend(Slot::Blue, "a1", 9001), hosts(&["a.test"]));
+        table.switch("b", backend(Slot::Blue, "b1", 9002), hosts(&["b.test"]));
         assert_eq!(claimed_release(&table, Some("b.test")), "b1");
         assert_eq!(
-            table.claim(Some("c.test")).unwrap_err(),
-            Unrouted::NoHost {
-                host: Some("c.test".into())
+            claim(&table, Some("c.test")).unwrap_err(),
+            Unrouted::NoMatch {
+                host: Some("c.test".into()),
+                path: "/".into()
             }
         );
     }
@@ -461,5 +889,258 @@ mod tests {
         assert_eq!(strip_port("example.com"), "example.com");
         assert_eq!(strip_port("[::1]:80"), "[::1]");
         assert_eq!(strip_port("[::1]"), "[::1]");
+    }
+
+    #[test]
+    fn path_prefixes_route_by_longest_whole_segment_match() {
+        let table = RouteTable::new();
+        table.switch("api", backend(Slot::Blue, "api1", 9001), paths(&["/api/"]));
+        table.switch(
+            "admin",
+            backend(Slot::Blue, "adm1", 9002),
+            paths(&["/api/admin"]),
+        );
+        table.switch("web", backend(Slot::Blue, "web1", 9003), Routing::default());
+        assert_eq!(claimed_release_at(&table, None, "/api"), "api1");
+        assert_eq!(claimed_release_at(&table, None, "/api/users"), "api1");
+        assert_eq!(claimed_release_at(&table, None, "/api/admin/x"), "adm1");
+        assert_eq!(
+            claimed_release_at(&table, None, "/api/administrator"),
+            "api1"
+        );
+        assert_eq!(claimed_release_at(&table, None, "/apix"), "web1");
+        assert_eq!(claimed_release_at(&table, None, "/"), "web1");
+    }
+
+    #[test]
+    fn named_host_beats_a_longer_prefix_on_a_catch_all_route() {
+        let table = RouteTable::new();
+        table.switch(
+            "shop",
+            backend(Slot::Blue, "shop1", 9001),
+            hosts(&["shop.test"]),
+        );
+        table.switch("api", backend(Slot::Blue, "api1", 9002), paths(&["/api"]));
+        assert_eq!(
+            claimed_release_at(&table, Some("shop.test"), "/api/x"),
+            "shop1"
+        );
+        assert_eq!(
+            claimed_release_at(&table, Some("other.test"), "/api/x"),
+            "api1"
+        );
+        assert_eq!(
+            claim_at(&table, Some("other.test"), "/home").unwrap_err(),
+            Unrouted::NoMatch {
+                host: Some("other.test".into()),
+                path: "/home".into()
+            }
+        );
+    }
+
+    #[test]
+    fn lone_route_with_a_prefix_does_not_answer_other_paths() {
+        let table = RouteTable::new();
+        table.switch("api", backend(Slot::Blue, "api1", 9001), paths(&["/api"]));
+        assert_eq!(claimed_release_at(&table, None, "/api/v1"), "api1");
+        assert!(matches!(
+            claim_at(&table, None, "/"),
+            Err(Unrouted::NoMatch { .. })
+        ));
+    }
+
+    #[test]
+    fn path_prefixes_are_checked_and_normalized() {
+        let list =
+            |l: &[&str]| normalize_paths(&l.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+        assert_eq!(
+            list(&["/api/", "/", "/api", "/b//"]).unwrap(),
+            vec!["/api", "/b"]
+        );
+        for bad in ["api", "/a b", "/a?x", "/a;b", ""] {
+            assert!(list(&[bad]).is_err(), "{bad}");
+        }
+    }
+
+    fn split_table() -> (RouteTable, Backend, Backend) {
+        let table = RouteTable::new();
+        let live = backend(Slot::Blue, "r1", 9001);
+        let candidate = backend(Slot::Green, "r2", 9002);
+        table.switch("web", live.clone(), Routing::default());
+        (table, live, candidate)
+    }
+
+    #[test]
+    fn candidate_takes_no_traffic_until_pinned_or_split() {
+        let (table, _, candidate) = split_table();
+        assert_eq!(table.set_candidate("web", candidate, None, None), Ok(None));
+        for _ in 0..50 {
+            assert_eq!(claimed_release(&table, None), "r1");
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(&split::SLOT_HEADER, "green".parse().unwrap());
+        let pinned = table
+            .claim(&RequestInfo {
+                host: None,
+                path: "/",
+                headers: &headers,
+            })
+            .unwrap();
+        assert!(pinned.pinned);
+        assert_eq!(pinned.guard.active().backend().release, "r2");
+        assert_eq!(pinned.set_cookie, None);
+    }
+
+    #[test]
+    fn split_sends_the_percent_of_new_clients_and_sets_their_cookie() {
+        let (table, _, candidate) = split_table();
+        table
+            .set_candidate("web", candidate, Some(25), None)
+            .unwrap();
+        let mut to_candidate = 0;
+        for _ in 0..400 {
+            let claim = claim_at(&table, None, "/").unwrap();
+            let cookie = claim.set_cookie.unwrap();
+            let release = &claim.guard.active().backend().release;
+            assert!(cookie.to_str().unwrap().contains(&format!(".{release};")));
+            to_candidate += usize::from(release == "r2");
+        }
+        assert_eq!(to_candidate, 100);
+    }
+
+    #[test]
+    fn sticky_cookie_keeps_the_client_on_its_side() {
+        let (table, _, candidate) = split_table();
+        table
+            .set_candidate("web", candidate, Some(1), None)
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::COOKIE,
+            "shipit_slot=green.r2".parse().unwrap(),
+        );
+        for _ in 0..20 {
+            let claim = table
+                .claim(&RequestInfo {
+                    host: None,
+                    path: "/",
+                    headers: &headers,
+                })
+                .unwrap();
+            assert_eq!(claim.guard.active().backend().release, "r2");
+            assert_eq!(claim.set_cookie, None);
+        }
+        // Once the split is over, the cookie means nothing.
+        table.clear_split("web");
+        let claim = table
+            .claim(&RequestInfo {
+                host: None,
+                path: "/",
+                headers: &headers,
+            })
+            .unwrap();
+        assert_eq!(claim.guard.active().backend().release, "r1");
+    }
+
+    #[test]
+    fn candidate_in_the_live_slot_or_without_live_is_refused() {
+        let (table, live, _) = split_table();
+        let same_slot = backend(Slot::Blue, "r2", 9003);
+        assert!(matches!(
+            table.set_candidate("web", same_slot, Some(10), None),
+            Err(CandidateRefused::LiveSlot { .. })
+        ));
+        assert!(matches!(
+            table.set_candidate("api", live.clone(), None, None),
+            Err(CandidateRefused::NoLiveSlot { .. })
+        ));
+        assert!(matches!(
+            table.set_candidate("web", backend(Slot::Green, "r2", 9002), Some(101), None),
+            Err(CandidateRefused::Percent { percent: 101 })
+        ));
+    }
+
+    #[test]
+    fn switch_to_the_candidate_keeps_its_requests_counted_as_live() {
+        let (table, live, candidate) = split_table();
+        table
+            .set_candidate("web", candidate.clone(), Some(100), None)
+            .unwrap();
+        let held = claim(&table, None).unwrap();
+        assert_eq!(held.active().backend(), &candidate);
+        let switched = table.switch("web", candidate.clone(), Routing::default());
+        assert_eq!(switched.previous, Some(live));
+        let view = &table.view()[0];
+        assert_eq!(view.candidate, None);
+        assert_eq!(view.in_flight, 1);
+        assert!(matches!(table.drainable("web", "r2"), Drainable::Live(_)));
+        drop(held);
+    }
+
+    #[test]
+    fn other_switch_or_removal_sends_the_candidate_to_drain() {
+        let (table, live, candidate) = split_table();
+        table
+            .set_candidate("web", candidate, Some(100), None)
+            .unwrap();
+        let held = claim(&table, None).unwrap();
+        assert!(matches!(
+            table.drainable("web", "r2"),
+            Drainable::Candidate(_)
+        ));
+        // A no-op switch to the live backend ends the split.
+        table.switch("web", live, Routing::default());
+        assert_eq!(table.view()[0].candidate, None);
+        let Drainable::Replaced(old) = table.drainable("web", "r2") else {
+            panic!("the candidate should drain");
+        };
+        assert_eq!(old[0].in_flight().count(), 1);
+        drop(held);
+        assert!(matches!(table.drainable("web", "r2"), Drainable::Gone));
+        assert_eq!(table.remove_candidate("web"), None);
+    }
+
+    #[test]
+    fn preview_host_reaches_the_candidate_only() {
+        let (table, _, candidate) = split_table();
+        table.switch("web", backend(Slot::Blue, "r1", 9001), hosts(&["app.test"]));
+        table.switch("api", backend(Slot::Blue, "a1", 9005), hosts(&["api.test"]));
+        assert_eq!(
+            claim(&table, Some("preview.app.test")).unwrap_err(),
+            Unrouted::NoMatch {
+                host: Some("preview.app.test".into()),
+                path: "/".into()
+            }
+        );
+        table
+            .set_candidate(
+                "web",
+                candidate,
+                None,
+                Some(vec!["preview.app.test".into()]),
+            )
+            .unwrap();
+        assert_eq!(claimed_release(&table, Some("preview.app.test:8080")), "r2");
+        assert_eq!(claimed_release(&table, Some("app.test")), "r1");
+        table.remove_candidate("web");
+        assert_eq!(
+            claim(&table, Some("preview.app.test")).unwrap_err(),
+            Unrouted::NoPreview {
+                service: "web".into()
+            }
+        );
+    }
+
+    #[test]
+    fn in_flight_is_summed_per_service_and_slot() {
+        let (table, _, candidate) = split_table();
+        let a = claim(&table, None).unwrap();
+        table.switch("web", candidate, Routing::default());
+        let b = claim(&table, None).unwrap();
+        let c = claim(&table, None).unwrap();
+        let counts = table.in_flight_by_slot();
+        assert_eq!(counts[&("web".to_string(), Slot::Blue)], 1);
+        assert_eq!(counts[&("web".to_string(), Slot::Green)], 2);
+        drop((a, b, c));
     }
 }

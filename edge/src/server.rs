@@ -13,21 +13,25 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use jiff::Timestamp;
 use nix::fcntl::{Flock, FlockArg};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{DrainingStatus, RouteStatus, Status};
+use crate::admin::{CandidateStatus, DrainingStatus, RouteStatus, Status};
+use crate::connection::{self, ClientConn, stopped};
 use crate::proxy::Proxy;
-use crate::route::{RouteTable, Switched};
+use crate::route::{CandidateRefused, RouteTable, Routing, Switched};
 use crate::state::{self, SavedRoutes};
+use crate::tls::TlsOptions;
 use crate::{
-    ADMIN_SOCKET, AdminClient, Backend, DEFAULT_CONNECT_TIMEOUT, DEFAULT_POOL_IDLE_TIMEOUT,
+    ADMIN_SOCKET, AdminClient, Backend, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_MAX_REQUEST_BODY, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_HEADER_TIMEOUT,
     DEFAULT_SHUTDOWN_GRACE, EdgeError, HEADER_READ_TIMEOUT, LOCK_FILE, PID_FILE,
 };
 
@@ -40,12 +44,26 @@ pub struct EdgeOptions {
     pub dir: PathBuf,
 }
 
-/// Timeouts that tests shorten.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Tuning {
+/// The edge's timeouts and limits. [`Tuning::default`] holds the `DEFAULT_*` constants;
+/// build one with `Tuning { field: value, ..Tuning::default() }`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// How long a slot may take to accept a connection (then 504).
     pub connect_timeout: Duration,
+    /// How long an idle pooled connection to a slot is kept.
     pub pool_idle_timeout: Duration,
+    /// How long a stopping edge lets requests and upgraded connections finish.
     pub shutdown_grace: Duration,
+    /// How long a client may take to send a request head (HTTP/1.1; it also bounds how
+    /// long a keep-alive connection may wait for its next request).
+    pub header_read_timeout: Duration,
+    /// How long a client connection may go without a request before it is closed.
+    pub idle_timeout: Duration,
+    /// How long a slot may take to start answering once it has the whole request
+    /// (then 504).
+    pub response_header_timeout: Duration,
+    /// The largest request body forwarded (larger: 413); `None` for no limit.
+    pub max_request_body: Option<u64>,
 }
 
 impl Default for Tuning {
@@ -54,18 +72,44 @@ impl Default for Tuning {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             pool_idle_timeout: DEFAULT_POOL_IDLE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
+            max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
         }
     }
 }
 
 /// Runs the edge until SIGTERM, SIGINT or `POST /shutdown`, then stops it gracefully.
 pub async fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
+    run_with(opts, Tuning::default()).await
+}
+
+/// [`run`] with other timeouts and limits.
+pub async fn run_with(opts: EdgeOptions, tuning: Tuning) -> Result<(), EdgeError> {
+    run_inner(opts, tuning, None).await
+}
+
+/// [`run_with`], also terminating TLS.
+pub async fn run_with_tls(
+    opts: EdgeOptions,
+    tuning: Tuning,
+    tls: TlsOptions,
+) -> Result<(), EdgeError> {
+    run_inner(opts, tuning, Some(tls)).await
+}
+
+async fn run_inner(
+    opts: EdgeOptions,
+    tuning: Tuning,
+    tls: Option<TlsOptions>,
+) -> Result<(), EdgeError> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut terminate = signal(SignalKind::terminate())
         .map_err(|e| EdgeError::io("listen for SIGTERM in", &opts.dir, e))?;
     let mut interrupt = signal(SignalKind::interrupt())
         .map_err(|e| EdgeError::io("listen for SIGINT in", &opts.dir, e))?;
-    let handle = start(opts).await?;
+    let handle = start_inner(opts, tuning, tls).await?;
     let mut stop = handle.stop.subscribe();
     tokio::select! {
         _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
@@ -80,7 +124,27 @@ pub async fn start(opts: EdgeOptions) -> Result<EdgeHandle, EdgeError> {
     start_with(opts, Tuning::default()).await
 }
 
-pub(crate) async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<EdgeHandle, EdgeError> {
+/// [`start`] with other timeouts and limits.
+pub async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<EdgeHandle, EdgeError> {
+    start_inner(opts, tuning, None).await
+}
+
+/// [`start_with`], also terminating TLS.
+pub async fn start_with_tls(
+    opts: EdgeOptions,
+    tuning: Tuning,
+    tls: TlsOptions,
+) -> Result<EdgeHandle, EdgeError> {
+    start_inner(opts, tuning, Some(tls)).await
+}
+
+async fn start_inner(
+    opts: EdgeOptions,
+    tuning: Tuning,
+    tls: Option<TlsOptions>,
+) -> Result<EdgeHandle, EdgeError> {
+    // Bad certificates fail the start before anything is bound or locked.
+    let acceptor = tls.as_ref().map(crate::tls::acceptor).transpose()?;
     let dir = opts.dir.clone();
     create_dir(&dir)?;
     let lock = lock_dir(&dir)?;
@@ -92,9 +156,10 @@ pub(crate) async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<Edge
                 tracing::info!(
                     service = %route.service, slot = %route.live.slot,
                     release = %route.live.release, addr = %route.live.addr,
+                    candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
                     "restored route from {}", state::routes_path(&dir).display()
                 );
-                table.restore(&route.service, route.hosts, route.live, route.since);
+                table.restore(&route);
             }
         }
         None => tracing::info!(dir = %dir.display(), "no saved routes; starting with none"),
@@ -110,6 +175,19 @@ pub(crate) async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<Edge
         addr: opts.listen,
         source,
     })?;
+    let secure = match (&tls, acceptor) {
+        (Some(tls), Some(acceptor)) => {
+            let bind_error = |source| EdgeError::Bind {
+                addr: tls.listen,
+                source,
+            };
+            let listener = TcpListener::bind(tls.listen).await.map_err(bind_error)?;
+            let addr = listener.local_addr().map_err(bind_error)?;
+            Some((listener, addr, acceptor))
+        }
+        _ => None,
+    };
+    let tls_addr = secure.as_ref().map(|(_, addr, _)| *addr);
     let admin_socket = dir.join(ADMIN_SOCKET);
     let admin_listener = crate::admin::bind(&admin_socket)?;
 
@@ -118,6 +196,7 @@ pub(crate) async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<Edge
         table: Arc::clone(&table),
         dir: dir.clone(),
         listen: local_addr,
+        tls_listen: tls_addr,
         started_at: Timestamp::now(),
         persist: tokio::sync::Mutex::new(()),
         stop: stop.clone(),
@@ -128,27 +207,41 @@ pub(crate) async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<Edge
         format!("{}\n", std::process::id()).as_bytes(),
     )?;
 
-    let proxy = Arc::new(Proxy::new(
-        table,
-        tuning.connect_timeout,
-        tuning.pool_idle_timeout,
-    ));
+    let proxy = Arc::new(Proxy::new(table, &tuning));
     let mut tasks = JoinSet::new();
-    tasks.spawn(serve_traffic(
-        listener,
-        proxy,
-        stop.subscribe(),
-        tuning.shutdown_grace,
-    ));
+    let traffic = {
+        let stop = stop.clone();
+        async move {
+            let plain = serve_traffic(listener, Arc::clone(&proxy), stop.subscribe(), tuning, None);
+            let secure = async {
+                match secure {
+                    Some((listener, _, acceptor)) => {
+                        let proxy = Arc::clone(&proxy);
+                        serve_traffic(listener, proxy, stop.subscribe(), tuning, Some(acceptor))
+                            .await
+                    }
+                    None => Instant::now(),
+                }
+            };
+            let (plain_stopped, secure_stopped) = tokio::join!(plain, secure);
+            // Upgraded connections get what is left of the grace period.
+            let stopped = plain_stopped.min(secure_stopped);
+            proxy
+                .finish_tunnels(tuning.shutdown_grace.saturating_sub(stopped.elapsed()))
+                .await;
+        }
+    };
+    tasks.spawn(traffic);
     tasks.spawn(serve_admin(
         admin_listener,
         Arc::clone(&edge),
         stop.subscribe(),
         tuning.shutdown_grace,
     ));
-    tracing::info!(listen = %local_addr, admin = %admin_socket.display(), "edge started");
+    tracing::info!(listen = %local_addr, tls = ?tls_addr, admin = %admin_socket.display(), "edge started");
     Ok(EdgeHandle {
         local_addr,
+        tls_addr,
         admin_socket,
         dir,
         stop,
@@ -161,6 +254,7 @@ pub(crate) async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<Edge
 #[derive(Debug)]
 pub struct EdgeHandle {
     local_addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
     admin_socket: PathBuf,
     dir: PathBuf,
     stop: watch::Sender<bool>,
@@ -172,6 +266,11 @@ impl EdgeHandle {
     /// The address the edge serves traffic on.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The address the edge serves TLS on, when it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_addr
     }
 
     pub fn admin_socket(&self) -> &Path {
@@ -223,6 +322,7 @@ pub(crate) struct Edge {
     table: Arc<RouteTable>,
     dir: PathBuf,
     listen: SocketAddr,
+    tls_listen: Option<SocketAddr>,
     started_at: Timestamp,
     /// Serializes change + save, so the file always ends with the latest table.
     persist: tokio::sync::Mutex<()>,
@@ -238,6 +338,7 @@ impl Edge {
         Status {
             pid: std::process::id(),
             listen: self.listen,
+            tls_listen: self.tls_listen,
             started_at: self.started_at,
             routes: self
                 .table
@@ -246,8 +347,15 @@ impl Edge {
                 .map(|route| RouteStatus {
                     service: route.service,
                     hosts: route.hosts,
+                    paths: route.paths,
+                    preview_hosts: route.preview_hosts,
                     live: route.live,
                     in_flight: route.in_flight,
+                    candidate: route.candidate.map(|c| CandidateStatus {
+                        backend: c.backend,
+                        percent: c.percent,
+                        in_flight: c.in_flight,
+                    }),
                     since: route.since,
                     draining: route
                         .draining
@@ -265,10 +373,10 @@ impl Edge {
         &self,
         service: &str,
         backend: Backend,
-        hosts: Option<Vec<String>>,
+        routing: Routing,
     ) -> Result<Switched, EdgeError> {
         let _saving = self.persist.lock().await;
-        let switched = self.table.switch(service, backend.clone(), hosts);
+        let switched = self.table.switch(service, backend.clone(), routing);
         tracing::info!(
             %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
             previous = ?switched.previous.as_ref().map(|p| &p.release),
@@ -276,6 +384,48 @@ impl Edge {
         );
         self.save().await?;
         Ok(switched)
+    }
+
+    /// Registers the candidate of `service`, then saves. The outer error is the refusal;
+    /// the inner one a failed save of a change that took effect.
+    pub(crate) async fn set_candidate(
+        &self,
+        service: &str,
+        backend: Backend,
+        percent: Option<u8>,
+        preview_hosts: Option<Vec<String>>,
+    ) -> Result<Result<Option<Backend>, EdgeError>, CandidateRefused> {
+        let _saving = self.persist.lock().await;
+        let replaced =
+            self.table
+                .set_candidate(service, backend.clone(), percent, preview_hosts)?;
+        tracing::info!(
+            %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
+            ?percent, replaced = ?replaced.as_ref().map(|r| &r.release),
+            "candidate registered"
+        );
+        Ok(self.save().await.map(|()| replaced))
+    }
+
+    /// Ends the split of `service` (the candidate stays for preview), then saves.
+    pub(crate) async fn clear_split(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
+        let _saving = self.persist.lock().await;
+        let candidate = self.table.clear_split(service);
+        tracing::info!(%service, candidate = ?candidate.as_ref().map(|b| &b.release), "split ended");
+        self.save().await?;
+        Ok(candidate)
+    }
+
+    /// Unregisters the candidate of `service`, then saves.
+    pub(crate) async fn remove_candidate(
+        &self,
+        service: &str,
+    ) -> Result<Option<Backend>, EdgeError> {
+        let _saving = self.persist.lock().await;
+        let removed = self.table.remove_candidate(service);
+        tracing::info!(%service, removed = ?removed.as_ref().map(|b| &b.release), "candidate removed");
+        self.save().await?;
+        Ok(removed)
     }
 
     pub(crate) async fn remove(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
@@ -312,18 +462,16 @@ impl Edge {
     }
 }
 
+/// Accepts client connections until a stop is requested, then lets them finish (bounded
+/// by the grace period). Returns when it stopped accepting.
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     mut stop: watch::Receiver<bool>,
-    grace: Duration,
-) {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    let graceful = GracefulShutdown::new();
+    tuning: Tuning,
+    tls: Option<TlsAcceptor>,
+) -> Instant {
+    let builder = Arc::new(connection::builder(&tuning));
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -334,23 +482,40 @@ async fn serve_traffic(
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%remote, "cannot set TCP_NODELAY: {e}");
                     }
-                    let service = crate::proxy::service(Arc::clone(&proxy), remote);
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .into_owned();
-                    let connection = graceful.watch(connection);
-                    connections.spawn(async move {
-                        if let Err(e) = connection.await {
-                            tracing::debug!(%remote, "client connection ended: {e}");
+                    let conn = ClientConn::new(Arc::clone(&proxy), remote, tls.is_some());
+                    let builder = Arc::clone(&builder);
+                    let stop = stop.clone();
+                    let idle = tuning.idle_timeout;
+                    match &tls {
+                        None => {
+                            connections.spawn(connection::serve(builder, stream, conn, stop, idle));
                         }
-                    });
+                        Some(acceptor) => {
+                            let handshake = acceptor.accept(stream);
+                            let deadline = tuning.header_read_timeout;
+                            connections.spawn(async move {
+                                match tokio::time::timeout(deadline, handshake).await {
+                                    Ok(Ok(tls)) => connection::serve(builder, tls, conn, stop, idle).await,
+                                    Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                                }
+                            });
+                        }
+                    }
                 }
                 Err(e) => accept_failed("traffic", &e).await,
             },
         }
     }
+    let stopped_at = Instant::now();
     drop(listener);
-    finish(graceful, connections, grace, "client").await;
+    let kind = if tls.is_some() {
+        "TLS client"
+    } else {
+        "client"
+    };
+    finish_connections(connections, tuning.shutdown_grace, kind).await;
+    stopped_at
 }
 
 async fn serve_admin(
@@ -390,17 +555,32 @@ async fn serve_admin(
     finish(graceful, connections, grace, "admin").await;
 }
 
-/// Resolves once a stop is requested (or the edge is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The borrow `wait_for` returns is not `Send`; drop it here, inside.
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
 /// Accept errors are mostly "too many open files": log, and give connections a moment to
 /// close before trying again instead of spinning.
 async fn accept_failed(listener: &str, e: &std::io::Error) {
     tracing::warn!("accepting a {listener} connection failed: {e}");
     tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
+/// Waits for client connections, which shut down gracefully on their own once `stop` is
+/// set, for at most `grace`; then cuts the rest.
+async fn finish_connections(mut connections: JoinSet<()>, grace: Duration, kind: &str) {
+    let open = connections.len();
+    if open > 0 {
+        tracing::info!(
+            "letting {open} {kind} connection(s) finish (grace {})",
+            humantime::format_duration(grace)
+        );
+    }
+    let all = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(grace, all).await.is_err() {
+        tracing::warn!(
+            "{} {kind} connection(s) still open after the grace period; closing them",
+            connections.len()
+        );
+        connections.abort_all();
+        while connections.join_next().await.is_some() {}
+    }
 }
 
 /// Lets open connections finish their requests, for at most `grace`.
@@ -611,6 +791,64 @@ mod tests {
             .unwrap();
         // The held request was cut off, not answered.
         assert!(slow.await.unwrap().is_err());
+    }
+
+    #[tokio::test]
+    async fn shutdown_closes_open_websockets_after_the_grace_period() {
+        let tuning = Tuning {
+            shutdown_grace: Duration::from_millis(200),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let mut ws = crate::test_backend::websocket(edge.addr()).await;
+        assert_eq!(
+            crate::test_backend::echo(&mut ws, "hi").await.as_deref(),
+            Some("blue: hi")
+        );
+        tokio::time::timeout(SIGNAL_TIMEOUT, edge.handle.shutdown())
+            .await
+            .expect("the grace period must bound the shutdown")
+            .unwrap();
+        assert_eq!(crate::test_backend::echo(&mut ws, "again").await, None);
+    }
+
+    #[tokio::test]
+    async fn restart_restores_paths_and_candidate() {
+        let dir = tempfile::tempdir().unwrap();
+        let blue = TestBackend::start("blue").await;
+        let green = TestBackend::start("green").await;
+        let edge = start(options(dir.path())).await.unwrap();
+        let routing = crate::Routing {
+            hosts: None,
+            paths: Some(vec!["/api".into()]),
+        };
+        let client = edge.client();
+        client
+            .switch_with("api", &blue.backend(Slot::Blue, "r1"), &routing)
+            .await
+            .unwrap();
+        client
+            .weights("api", &green.backend(Slot::Green, "r2"), 100)
+            .await
+            .unwrap();
+        let before = client.status().await.unwrap();
+        edge.shutdown().await.unwrap();
+
+        let edge = start(options(dir.path())).await.unwrap();
+        let after = edge.client().status().await.unwrap();
+        assert_eq!(after.routes, before.routes);
+        assert_eq!(after.routes[0].paths, vec!["/api".to_string()]);
+        assert_eq!(after.routes[0].candidate.as_ref().unwrap().percent, 100);
+        // At 100 %, a new client goes to the candidate, and only under /api.
+        let answer = get(edge.local_addr(), "/api/x").await;
+        assert_eq!(answer.backend.as_deref(), Some("green"));
+        assert_eq!(
+            get(edge.local_addr(), "/x").await.status,
+            StatusCode::NOT_FOUND
+        );
+        edge.shutdown().await.unwrap();
     }
 
     /// 32 keep-alive clients send requests while 20 switches alternate between two

@@ -1,6 +1,7 @@
 //! The route table on disk: `routes.json` in the edge directory.
 //!
-//! It holds the live backend of each service and the listen address, and is rewritten
+//! It holds the live backend of each service (with its hosts, path prefixes and candidate)
+//! and the listen address, and is rewritten
 //! atomically (temp file, fsync, rename, fsync of the directory) on every change, so a
 //! crash leaves either the old or the new table, never half of one. Draining backends are
 //! not saved: after a restart nothing is in flight.
@@ -34,8 +35,23 @@ pub struct SavedRoute {
     pub service: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
+    /// Path prefixes, normalized.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview_hosts: Vec<String>,
     pub live: Backend,
+    /// The idle slot's registered backend and its share of new clients.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<SavedCandidate>,
     pub since: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedCandidate {
+    pub backend: Backend,
+    pub percent: u8,
 }
 
 impl SavedRoutes {
@@ -44,17 +60,7 @@ impl SavedRoutes {
         SavedRoutes {
             version: FORMAT_VERSION,
             listen,
-            routes: view
-                .iter()
-                .filter_map(|route| {
-                    Some(SavedRoute {
-                        service: route.service.clone(),
-                        hosts: route.hosts.clone(),
-                        live: route.live.clone()?,
-                        since: route.since,
-                    })
-                })
-                .collect(),
+            routes: view.iter().filter_map(RouteView::saved).collect(),
         }
     }
 }
@@ -127,11 +133,14 @@ mod tests {
             routes: vec![SavedRoute {
                 service: "web".into(),
                 hosts: vec![],
+                paths: vec![],
+                preview_hosts: vec![],
                 live: Backend {
                     slot: Slot::Green,
                     release: "r7".into(),
                     addr: "127.0.0.1:9002".parse().unwrap(),
                 },
+                candidate: None,
                 since: "2026-11-22T10:00:00Z".parse().unwrap(),
             }],
         }
@@ -172,6 +181,40 @@ mod tests {
                 }]
             })
         );
+    }
+
+    #[test]
+    fn routes_file_with_paths_and_candidate_loads_back_and_old_files_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut routes = saved();
+        routes.routes[0].paths = vec!["/api".into()];
+        routes.routes[0].preview_hosts = vec!["preview.test".into()];
+        routes.routes[0].candidate = Some(SavedCandidate {
+            backend: Backend {
+                slot: Slot::Blue,
+                release: "r8".into(),
+                addr: "127.0.0.1:9001".parse().unwrap(),
+            },
+            percent: 10,
+        });
+        save(dir.path(), &routes).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(routes.clone()));
+        let json = serde_json::to_value(&routes).unwrap();
+        assert_eq!(json["routes"][0]["candidate"]["percent"], 10);
+        assert_eq!(json["routes"][0]["paths"], serde_json::json!(["/api"]));
+
+        // A file written before these fields existed.
+        std::fs::write(
+            dir.path().join(ROUTES_FILE),
+            r#"{"version": 1, "listen": "127.0.0.1:8080", "routes": [{"service": "web",
+                "hosts": ["a.test"], "live": {"slot": "green", "release": "r7",
+                "addr": "127.0.0.1:9002"}, "since": "2026-11-22T10:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let old = load(dir.path()).unwrap().unwrap();
+        assert_eq!(old.routes[0].hosts, vec!["a.test".to_string()]);
+        assert!(old.routes[0].paths.is_empty());
+        assert_eq!(old.routes[0].candidate, None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! A [`TestBackend`] answers every request with its name (body and `x-backend` header).
 //! `/hold` and `/stream` let a test keep a request in flight for as long as it wants: the
 //! backend reports each arrival and waits for the test to release it, so tests wait on
-//! signals, never on sleeps.
+//! signals, never on sleeps. `/ws` is a WebSocket that echoes each text message as
+//! `<name>: <message>`, `/status/<code>` answers with that status.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -61,6 +62,7 @@ impl TestBackend {
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
@@ -115,8 +117,15 @@ struct Handler {
 }
 
 impl Handler {
-    async fn answer(&self, req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+    async fn answer(&self, mut req: Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
         self.served.fetch_add(1, Ordering::SeqCst);
+        let mut status = StatusCode::OK;
+        if req.uri().path() == "/ws" {
+            return self.websocket(&mut req);
+        }
+        if let Some(code) = req.uri().path().strip_prefix("/status/") {
+            status = code.parse().unwrap();
+        }
         let body = match req.uri().path() {
             "/hold" => {
                 let _ = self.arrived.send("hold");
@@ -157,9 +166,52 @@ impl Handler {
             _ => Full::new(Bytes::from(self.name)).boxed(),
         };
         Response::builder()
-            .status(StatusCode::OK)
+            .status(status)
             .header("x-backend", self.name)
             .body(body)
+            .unwrap()
+    }
+
+    fn websocket(&self, req: &mut Request<Incoming>) -> Response<BoxBody<Bytes, Infallible>> {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        use tokio_tungstenite::tungstenite::protocol::Role;
+
+        let key = req
+            .headers()
+            .get("sec-websocket-key")
+            .expect("a WebSocket handshake has a key")
+            .as_bytes()
+            .to_vec();
+        let upgrade = hyper::upgrade::on(req);
+        let name = self.name;
+        tokio::spawn(async move {
+            let upgraded = upgrade.await.unwrap();
+            let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+                TokioIo::new(upgraded),
+                Role::Server,
+                None,
+            )
+            .await;
+            while let Some(Ok(message)) = ws.next().await {
+                if let Message::Text(text) = message {
+                    let echo = format!("{name}: {}", text.as_str());
+                    if ws.send(Message::text(echo)).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        Response::builder()
+            .status(StatusCode::SWITCHING_PROTOCOLS)
+            .header("upgrade", "websocket")
+            .header("connection", "Upgrade")
+            .header(
+                "sec-websocket-accept",
+                tokio_tungstenite::tungstenite::handshake::derive_accept_key(&key),
+            )
+            .header("x-backend", name)
+            .body(Full::new(Bytes::new()).boxed())
             .unwrap()
     }
 }
@@ -246,6 +298,47 @@ pub struct TestEdge {
     pub handle: crate::EdgeHandle,
 }
 
+/// A WebSocket client connected through the edge.
+pub type WsClient = tokio_tungstenite::WebSocketStream<TcpStream>;
+
+/// Opens a WebSocket to `/ws` through the edge at `addr`.
+pub async fn websocket(addr: SocketAddr) -> WsClient {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (ws, response) = tokio::time::timeout(
+        SIGNAL_TIMEOUT,
+        tokio_tungstenite::client_async("ws://app.test/ws", stream),
+    )
+    .await
+    .expect("the WebSocket handshake did not finish in time")
+    .unwrap();
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    ws
+}
+
+/// Sends `text` and returns the echo, or `None` when the connection is closed.
+pub async fn echo(ws: &mut WsClient, text: &str) -> Option<String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    ws.send(Message::text(text)).await.ok()?;
+    let next = tokio::time::timeout(SIGNAL_TIMEOUT, ws.next())
+        .await
+        .expect("no WebSocket answer in time");
+    match next {
+        Some(Ok(Message::Text(answer))) => Some(answer.as_str().to_string()),
+        _ => None,
+    }
+}
+
+/// Sends `req` on a fresh connection.
+pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
+    let mut connection = Connection::open(addr).await;
+    let response = tokio::time::timeout(SIGNAL_TIMEOUT, connection.send(req))
+        .await
+        .expect("the edge did not answer in time")
+        .unwrap();
+    answer(response).await.unwrap()
+}
+
 impl TestEdge {
     pub async fn start() -> TestEdge {
         TestEdge::start_with(crate::server::Tuning::default()).await
@@ -275,5 +368,11 @@ impl TestEdge {
 
     pub async fn switch(&self, backend: &Backend) -> Option<Backend> {
         self.client().switch("web", backend).await.unwrap().previous
+    }
+
+    /// One value of the edge's `/metrics` page (0 when the series is absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let page = self.client().metrics().await.unwrap();
+        crate::metrics::sample(&page, name, labels).unwrap_or(0.0)
     }
 }

@@ -1,0 +1,335 @@
+//! One client connection: HTTP/1.1 (keep-alive, upgrades) or HTTP/2 (prior knowledge, or
+//! ALPN over TLS), chosen by what the client sends first.
+//!
+//! Timeouts on the client side:
+//! - header read: a client must send a whole request head within it. hyper also starts it
+//!   while an HTTP/1.1 connection waits for its next request, so it closes idle
+//!   keep-alive connections too.
+//! - idle: a connection with no request in flight, on which no request started or ended
+//!   for a whole idle period, is shut down gracefully (HTTP/2: GOAWAY). It is checked once
+//!   per period, so it closes between one and two periods after its last request.
+//!
+//! On stop, each connection is shut down gracefully: requests in flight finish, idle
+//! connections close at once.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::HeaderValue;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::proxy::Proxy;
+use crate::server::Tuning;
+
+pub(crate) type Builder = auto::Builder<TokioExecutor>;
+
+/// The protocol settings shared by every client connection.
+pub(crate) fn builder(tuning: &Tuning) -> Builder {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(tuning.header_read_timeout);
+    builder.http2().timer(TokioTimer::new());
+    builder
+}
+
+/// What the proxy knows of the client connection a request came on.
+#[derive(Debug)]
+pub(crate) struct ClientConn {
+    pub(crate) proxy: Arc<Proxy>,
+    pub(crate) remote: SocketAddr,
+    /// Whether the client came over TLS (for `X-Forwarded-Proto`).
+    pub(crate) https: bool,
+    /// The client's IP as a header value, made once per connection, not per request.
+    pub(crate) client_ip: HeaderValue,
+    in_flight: AtomicUsize,
+    /// Requests started plus requests ended: unchanged over a period means no activity.
+    events: AtomicU64,
+}
+
+impl ClientConn {
+    pub(crate) fn new(proxy: Arc<Proxy>, remote: SocketAddr, https: bool) -> Arc<Self> {
+        let client_ip = HeaderValue::try_from(remote.ip().to_string())
+            .expect("an IP address is a valid header value");
+        Arc::new(ClientConn {
+            proxy,
+            remote,
+            https,
+            client_ip,
+            in_flight: AtomicUsize::new(0),
+            events: AtomicU64::new(0),
+        })
+    }
+}
+
+/// One request on a client connection, from its head until its answer's last byte.
+#[derive(Debug)]
+pub(crate) struct ConnGuard(Arc<ClientConn>);
+
+impl ConnGuard {
+    fn start(conn: Arc<ClientConn>) -> Self {
+        conn.in_flight.fetch_add(1, Ordering::Relaxed);
+        conn.events.fetch_add(1, Ordering::Relaxed);
+        ConnGuard(conn)
+    }
+
+    pub(crate) fn conn(&self) -> &ClientConn {
+        &self.0
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        self.0.events.fetch_add(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves one client connection until it closes, is idle for too long, or `stop` turns
+/// true (then gracefully).
+pub(crate) async fn serve<I>(
+    builder: Arc<Builder>,
+    io: I,
+    conn: Arc<ClientConn>,
+    mut stop: watch::Receiver<bool>,
+    idle: Duration,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = {
+        let conn = Arc::clone(&conn);
+        hyper::service::service_fn(move |req| {
+            let guard = ConnGuard::start(Arc::clone(&conn));
+            async move {
+                let mut response = guard.conn().proxy.handle(req, guard.conn()).await;
+                response.body_mut().hold(guard);
+                Ok::<_, Infallible>(response)
+            }
+        })
+    };
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let check = tokio::time::sleep(idle);
+    tokio::pin!(check);
+    let mut seen = conn.events.load(Ordering::Relaxed);
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(remote = %conn.remote, "client connection ended: {e}");
+                }
+                return;
+            }
+            () = stopped(&mut stop), if !closing => {
+                connection.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut check, if !closing => {
+                let now = conn.events.load(Ordering::Relaxed);
+                if now == seen && conn.in_flight.load(Ordering::Relaxed) == 0 {
+                    tracing::debug!(remote = %conn.remote, "closing an idle client connection");
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    seen = now;
+                    check.as_mut().reset(Instant::now() + idle);
+                }
+            }
+        }
+    }
+}
+
+/// Resolves once a stop is requested (or the edge is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The borrow `wait_for` returns is not `Send`; drop it here, inside.
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http::{Request, StatusCode, Version};
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    use tokio::net::TcpStream;
+
+    use crate::Slot;
+    use crate::server::Tuning;
+    use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge};
+
+    type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+    /// An HTTP/2 connection with prior knowledge (h2c), and a handle that ends when the
+    /// edge closes it.
+    async fn h2(addr: std::net::SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>) {
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        let closed = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (sender, closed)
+    }
+
+    fn h2_request(method: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
+        Request::builder()
+            .method(method)
+            .uri(format!("http://app.test{path}"))
+            .version(Version::HTTP_2)
+            .body(Full::new(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn http2_prior_knowledge_requests_are_multiplexed_to_the_live_slot() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (sender, _closed) = h2(edge.addr()).await;
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let mut sender = sender.clone();
+            requests.spawn(async move {
+                let response = sender
+                    .send_request(h2_request("GET", "/headers", Bytes::new()))
+                    .await
+                    .unwrap();
+                assert_eq!(response.version(), Version::HTTP_2);
+                assert_eq!(response.status(), StatusCode::OK);
+                assert_eq!(response.headers()["x-backend"], "blue");
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                let seen: std::collections::BTreeMap<String, Vec<String>> =
+                    serde_json::from_slice(&body).unwrap();
+                assert_eq!(seen["host"], vec!["app.test".to_string()]);
+                assert_eq!(seen["x-forwarded-host"], vec!["app.test".to_string()]);
+            });
+        }
+        while let Some(done) = requests.join_next().await {
+            done.unwrap();
+        }
+        assert_eq!(blue.served(), 20);
+    }
+
+    #[tokio::test]
+    async fn http2_streams_request_and_response_bodies() {
+        let edge = TestEdge::start().await;
+        let mut blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (mut sender, _closed) = h2(edge.addr()).await;
+
+        let payload = Bytes::from("y".repeat(300 * 1024));
+        let echoed = sender
+            .send_request(h2_request("POST", "/echo", payload.clone()))
+            .await
+            .unwrap();
+        assert_eq!(echoed.status(), StatusCode::OK);
+        assert_eq!(
+            echoed.into_body().collect().await.unwrap().to_bytes(),
+            payload
+        );
+
+        // The first chunk reaches the client while the backend still holds the rest.
+        let response = sender
+            .send_request(h2_request("GET", "/stream", Bytes::new()))
+            .await
+            .unwrap();
+        let mut body = response.into_body();
+        let first = tokio::time::timeout(SIGNAL_TIMEOUT, body.frame())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(first.into_data().unwrap(), "first;");
+        blue.arrival().await;
+        blue.release_one();
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "rest");
+    }
+
+    #[tokio::test]
+    async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
+        let tuning = Tuning {
+            idle_timeout: Duration::from_millis(100),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (mut sender, closed) = h2(edge.addr()).await;
+        let response = sender
+            .send_request(h2_request("GET", "/", Bytes::new()))
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        drop(response);
+        tokio::time::timeout(SIGNAL_TIMEOUT, closed)
+            .await
+            .expect("the idle connection was not closed")
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn idle_http1_connection_is_closed_by_the_header_read_timeout() {
+        let tuning = Tuning {
+            header_read_timeout: Duration::from_millis(100),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let mut connection = Connection::open(edge.addr()).await;
+        assert_eq!(connection.get("/").await.unwrap().status, StatusCode::OK);
+        let closed = async {
+            while !connection.is_closed() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(SIGNAL_TIMEOUT, closed)
+            .await
+            .expect("the idle keep-alive connection was not closed");
+    }
+
+    #[tokio::test]
+    async fn connection_with_a_request_in_flight_is_not_idle() {
+        let tuning = Tuning {
+            idle_timeout: Duration::from_millis(50),
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let mut blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let (mut sender, closed) = h2(edge.addr()).await;
+        let held = tokio::spawn(async move {
+            let response = sender
+                .send_request(h2_request("GET", "/hold", Bytes::new()))
+                .await
+                .unwrap();
+            (sender, response.status())
+        });
+        blue.arrival().await;
+        // A negative check needs time to pass: several idle periods with the request held.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!closed.is_finished(), "closed with a request in flight");
+        blue.release_one();
+        let (mut sender, status) = held.await.unwrap();
+        assert_eq!(status, StatusCode::OK);
+        // Had the edge taken it for idle, it would have sent GOAWAY: no new request.
+        let next = sender
+            .send_request(h2_request("GET", "/", Bytes::new()))
+            .await
+            .expect("the connection was shut down while its request was in flight");
+        assert_eq!(next.status(), StatusCode::OK);
+    }
+}
