@@ -134,16 +134,23 @@ pub fn revision(dir: &Path) -> Result<Option<Revision>, GitError> {
     Ok(Some(Revision { sha, short, dirty }))
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<Output, GitError> {
-    Command::new("git")
-        .arg("-C")
+/// A `git -C dir` command for the repository that holds `dir`, whatever git environment the
+/// caller runs in.
+pub(crate) fn command(dir: &Path) -> Command {
+    let mut cmd = Command::new("git");
+    cmd.arg("-C")
         .arg(dir)
-        .args(args)
         // A hook or an outer git command may have set these; they would point git at another
         // repository than the one holding `dir`.
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
+        .env_remove("GIT_INDEX_FILE");
+    cmd
+}
+
+fn git(dir: &Path, args: &[&str]) -> Result<Output, GitError> {
+    command(dir)
+        .args(args)
         .output()
         .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => GitError::NotInstalled {
@@ -156,7 +163,8 @@ fn git(dir: &Path, args: &[&str]) -> Result<Output, GitError> {
         })
 }
 
-fn stdout_line(output: &Output) -> String {
+/// The first line of a command's stdout, trimmed.
+pub(crate) fn stdout_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 

@@ -7,7 +7,9 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+use crate::git::stdout_line;
 
 use super::VersionError;
 
@@ -227,15 +229,8 @@ fn under<'a>(file: &'a str, dir: &str) -> Option<&'a str> {
 }
 
 fn run(dir: &Path, args: &[&str]) -> Result<Output, VersionError> {
-    Command::new("git")
-        .arg("-C")
-        .arg(dir)
+    crate::git::command(dir)
         .args(args)
-        // A hook or an outer git command may have set these; they would point git at another
-        // repository than the one holding `dir`.
-        .env_remove("GIT_DIR")
-        .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE")
         .output()
         .map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => VersionError::GitNotInstalled {
@@ -246,10 +241,6 @@ fn run(dir: &Path, args: &[&str]) -> Result<Output, VersionError> {
                 source,
             },
         })
-}
-
-fn stdout_line(output: &Output) -> String {
-    String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
 fn lines(text: &str) -> Vec<String> {
