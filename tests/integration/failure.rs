@@ -46,27 +46,29 @@ async fn unhealthy_candidate_leaves_live_slot_serving() {
     assert_eq!(history[1]["outcome"]["status"], "succeeded");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn ctrl_c_during_release_removes_candidate() {
-    let project = Project::new("ctrlc");
-    let first = project.release_async().await;
+/// Starts `shipit release` with a candidate that sleeps before it listens, and returns once
+/// the candidate container exists: the release is then waiting in Verify.
+fn release_stuck_in_verify(project: &Project) -> (tokio::process::Child, nix::unistd::Pid) {
     let mut cmd = tokio::process::Command::from(project.command(&["release"]));
-    // The candidate sleeps before it listens: the release waits in Verify.
     cmd.env("HELLO_STARTUP_MS", "60000");
     let child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = child.id().unwrap() as i32;
+    let pid = nix::unistd::Pid::from_raw(child.id().unwrap() as i32);
     wait_until("the candidate container", Duration::from_secs(60), || {
         project.containers().len() == 2
     });
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGINT,
-    )
-    .unwrap();
+    (child, pid)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn ctrl_c_during_release_removes_candidate() {
+    let project = Project::new("ctrlc");
+    let first = project.release_async().await;
+    let (child, pid) = release_stuck_in_verify(&project);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT).unwrap();
     let out = child.wait_with_output().await.unwrap();
 
     assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
@@ -88,24 +90,10 @@ async fn ctrl_c_during_release_removes_candidate() {
 async fn release_killed_mid_verify_is_recovered_by_the_next() {
     let project = Project::new("crash");
     let first = project.release_async().await;
-    let mut cmd = tokio::process::Command::from(project.command(&["release"]));
-    cmd.env("HELLO_STARTUP_MS", "60000");
-    let mut child = cmd
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id().unwrap() as i32;
-    wait_until("the candidate container", Duration::from_secs(60), || {
-        project.containers().len() == 2
-    });
+    let (child, pid) = release_stuck_in_verify(&project);
     // A crash: no cleanup runs. The candidate is left running, routed nowhere.
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    child.wait().await.unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL).unwrap();
+    child.wait_with_output().await.unwrap();
     assert_eq!(project.status()["live"]["release"], first.as_str());
 
     let out = project.run_async(&["release", "--json"], &[]).await;
