@@ -11,10 +11,15 @@
 //! | `PUT /routes/{service}/weights` | [`WeightsRequest`] | [`CandidateAnswer`] |
 //! | `DELETE /routes/{service}/weights` | | [`SplitEndAnswer`] |
 //! | `GET /metrics` | | Prometheus text (`text/plain; version=0.0.4`) |
+//! | `POST /tls/reload` | [`TlsReloadRequest`] | [`TlsReloadAnswer`] |
 //! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
+//! | `POST /handover` | (`Upgrade: shipit-edge-handover`) | `101`, then [`crate::handover`] |
 //!
-//! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status. The socket is
-//! created with mode 0600: whoever can switch routes controls the traffic.
+//! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status. A route change
+//! that reached an edge which has just handed over to a new process answers 503 with the
+//! header [`RETRY_HEADER`]: nothing was changed, and the same call on a new connection
+//! reaches the new process ([`crate::AdminClient`] retries it). The socket is created with
+//! mode 0600: whoever can switch routes controls the traffic.
 //! The wire types live here and are shared with [`crate::AdminClient`].
 
 use std::net::SocketAddr;
@@ -34,11 +39,15 @@ use tokio::net::UnixListener;
 
 use crate::metrics::DrainEnd;
 use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
-use crate::server::Edge;
+use crate::server::{Edge, Refused};
+use crate::tls::CertificateFiles;
 use crate::{Backend, EdgeError, Slot};
 
 /// The most an admin request body may hold.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
+
+/// Marks a 503 whose call changed nothing and can be sent again: the edge handed over.
+pub const RETRY_HEADER: &str = "x-shipit-edge-retry";
 
 /// Unix socket paths longer than this do not fit in `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -54,6 +63,10 @@ pub struct Status {
     pub tls_listen: Option<SocketAddr>,
     pub started_at: Timestamp,
     pub routes: Vec<RouteStatus>,
+    /// The edge process this one took over from (`shipit edge upgrade`), while it still
+    /// finishes its connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,6 +188,22 @@ pub struct RemoveAnswer {
     pub removed: Option<Backend>,
 }
 
+/// `POST /tls/reload`: the certificates to serve from now on; without them (`{}`), the
+/// files the edge serves are read again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsReloadRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<CertificateFiles>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsReloadAnswer {
+    /// The certificates now served.
+    pub certificates: Vec<CertificateFiles>,
+    pub reloaded_at: Timestamp,
+}
+
 /// `POST /shutdown`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShutdownAnswer {
@@ -212,6 +241,19 @@ pub(crate) fn bind(path: &Path) -> Result<UnixListener, EdgeError> {
 /// A failed admin call: its status and message.
 struct Refusal(StatusCode, String);
 
+impl Refusal {
+    /// A route change refused because the edge handed over (a 503 to retry), or another
+    /// failure, phrased by `other`.
+    fn from_edge(error: EdgeError, other: impl FnOnce(EdgeError) -> Refusal) -> Refusal {
+        match error {
+            EdgeError::HandedOver { .. } => {
+                Refusal(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+            }
+            error => other(error),
+        }
+    }
+}
+
 type Answer = Result<Response<Full<Bytes>>, Refusal>;
 
 /// Serves one admin request.
@@ -229,14 +271,19 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
         (&Method::DELETE, ["routes", service, "weights"]) => clear_split(&edge, service).await,
         (&Method::POST, ["routes", service, "drain"]) => drain(&edge, service, req).await,
         (&Method::DELETE, ["routes", service]) => remove(&edge, service).await,
+        (&Method::POST, ["tls", "reload"]) => reload_tls(&edge, req).await,
         (&Method::POST, ["shutdown"]) => {
             tracing::info!("stop requested over the admin API");
             edge.request_stop();
             Ok(json(StatusCode::OK, &ShutdownAnswer { stopping: true }))
         }
+        (&Method::POST, ["handover"]) => {
+            crate::handover::offer(&edge, req).map_err(|(status, message)| Refusal(status, message))
+        }
         (
             _,
-            ["status" | "metrics" | "shutdown"]
+            ["status" | "metrics" | "shutdown" | "handover"]
+            | ["tls", "reload"]
             | ["routes", _, "switch" | "drain" | "preview" | "weights"]
             | ["routes", _],
         ) => Err(Refusal(
@@ -249,17 +296,27 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
                 "no admin call {method} {path}; the calls are GET /status, GET /metrics, \
                  PUT /routes/{{service}}/switch, POST /routes/{{service}}/drain, \
                  PUT|DELETE /routes/{{service}}/preview, PUT|DELETE /routes/{{service}}/weights, \
-                 DELETE /routes/{{service}} and POST /shutdown"
+                 DELETE /routes/{{service}}, POST /tls/reload, POST /shutdown and POST /handover"
             ),
         )),
     };
     answer.unwrap_or_else(|Refusal(status, error)| {
-        if status.is_server_error() {
+        let retry = status == StatusCode::SERVICE_UNAVAILABLE;
+        if retry {
+            tracing::info!(%method, %path, "{error}");
+        } else if status.is_server_error() {
             tracing::error!(%method, %path, "{error}");
         } else {
             tracing::warn!(%method, %path, "{error}");
         }
-        json(status, &ErrorAnswer { error })
+        let mut response = json(status, &ErrorAnswer { error });
+        if retry {
+            response.headers_mut().insert(
+                RETRY_HEADER,
+                header::HeaderValue::from_static("handed-over"),
+            );
+        }
+        response
     })
 }
 
@@ -294,6 +351,11 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
     let switched = edge
         .switch(service, backend.clone(), routing)
         .await
+        .map_err(|e| {
+            Refusal::from_edge(e, |e| {
+                Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            })
+        })?
         .map_err(|e| {
             Refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -339,7 +401,16 @@ async fn drain(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
             ));
         }
     };
-    let outcome = crate::drain::drain(&backends, Duration::from_millis(body.timeout_ms)).await;
+    let timeout = Duration::from_millis(body.timeout_ms).min(crate::drain::LONGEST_DRAIN);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut outcome = crate::drain::drain(&backends, timeout).await;
+    // After an upgrade, the previous edge process may still send requests to it.
+    if !edge
+        .predecessor_drained(service, &body.release, deadline)
+        .await
+    {
+        outcome.drained = false;
+    }
     let metrics = edge.table().metrics();
     let end = if outcome.drained {
         DrainEnd::Drained
@@ -411,14 +482,19 @@ async fn register_candidate(
     let replaced = edge
         .set_candidate(service, backend.clone(), percent, preview_hosts)
         .await
-        .map_err(|refused| {
-            let status = match refused {
-                CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
-                CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
-                    StatusCode::CONFLICT
-                }
-            };
-            Refusal(status, refused.to_string())
+        .map_err(|refused| match refused {
+            Refused::Candidate(refused) => {
+                let status = match refused {
+                    CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
+                    CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
+                        StatusCode::CONFLICT
+                    }
+                };
+                Refusal(status, refused.to_string())
+            }
+            Refused::Edge(e) => Refusal::from_edge(e, |e| {
+                Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            }),
         })?
         .map_err(|e| {
             Refusal(
@@ -448,7 +524,11 @@ async fn register_candidate(
 
 async fn clear_split(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
-    let candidate = edge.clear_split(service).await.map_err(unsaved(service))?;
+    let candidate = edge
+        .clear_split(service)
+        .await
+        .map_err(handed_over)?
+        .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &SplitEndAnswer { candidate }))
 }
 
@@ -457,8 +537,16 @@ async fn remove_candidate(edge: &Edge, service: &str) -> Answer {
     let removed = edge
         .remove_candidate(service)
         .await
+        .map_err(handed_over)?
         .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
+}
+
+/// The refusal of a route change that the edge did not make.
+fn handed_over(error: EdgeError) -> Refusal {
+    Refusal::from_edge(error, |e| {
+        Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+    })
 }
 
 fn unsaved(service: &str) -> impl Fn(EdgeError) -> Refusal + '_ {
@@ -489,7 +577,7 @@ fn checked_backend(slot: Slot, release: String, addr: SocketAddr) -> Result<Back
 
 async fn remove(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
-    let removed = edge.remove(service).await.map_err(|e| {
+    let removed = edge.remove(service).await.map_err(handed_over)?.map_err(|e| {
         Refusal(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!(
@@ -499,6 +587,47 @@ async fn remove(edge: &Edge, service: &str) -> Answer {
         )
     })?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
+}
+
+async fn reload_tls(edge: &Edge, req: Request<Incoming>) -> Answer {
+    let bytes = Limited::new(req.into_body(), MAX_ADMIN_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body (at most {MAX_ADMIN_BODY} bytes): {e}"),
+            )
+        })?
+        .to_bytes();
+    let body: TlsReloadRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        TlsReloadRequest::default()
+    } else {
+        serde_json::from_slice(&bytes).map_err(|e| {
+            Refusal(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "invalid JSON body: {e}; expected {{}} or {{\"certificates\": [{{\"hosts\": \
+                     [\"example.com\"], \"cert\": \"/path/cert.pem\", \"key\": \"/path/key.pem\"}}]}}"
+                ),
+            )
+        })?
+    };
+    let certificates = edge.reload_tls(body.certificates).map_err(|e| match e {
+        EdgeError::NoTls { .. } => Refusal(StatusCode::CONFLICT, e.to_string()),
+        // A file that cannot be read or does not fit: the old set stays.
+        e => Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("{e}\nthe certificates served before the reload are still served"),
+        ),
+    })?;
+    Ok(json(
+        StatusCode::OK,
+        &TlsReloadAnswer {
+            certificates,
+            reloaded_at: Timestamp::now(),
+        },
+    ))
 }
 
 fn checked_service(service: &str) -> Result<&str, Refusal> {

@@ -2,7 +2,10 @@
 //!
 //! Each call opens its own connection to the unix socket (they are cheap), speaks
 //! HTTP/1.1 through hyper, and is bounded by a deadline. Errors name the socket path and
-//! the call, so "the edge is not running" and "the edge refused" read differently.
+//! the call, so "the edge is not running" and "the edge refused" read differently. A route
+//! change that reached an edge process just as it handed over to a new one (`shipit edge
+//! upgrade`) was not made; the client sends it again, on a new connection that reaches the
+//! new process, until the call's deadline.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,12 +18,17 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::admin::{
-    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RemoveAnswer,
-    ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer, SwitchRequest, WeightsRequest,
+    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
+    RemoveAnswer, ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer, SwitchRequest,
+    TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::drain::DrainOutcome;
 use crate::route::{Routing, validate_service};
+use crate::tls::CertificateFiles;
 use crate::{Backend, DEFAULT_ADMIN_TIMEOUT, EdgeError};
+
+/// How soon a call refused by an edge that handed over is sent again.
+const RETRY_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Talks to one edge through its admin socket.
 #[derive(Debug, Clone)]
@@ -224,6 +232,23 @@ impl AdminClient {
         Ok(answer.removed)
     }
 
+    /// `POST /tls/reload`: serves `certificates` (or, with `None`, the files it serves,
+    /// read again) from the next TLS handshake on. A file that does not load changes
+    /// nothing.
+    pub async fn reload_tls(
+        &self,
+        certificates: Option<Vec<CertificateFiles>>,
+    ) -> Result<TlsReloadAnswer, EdgeError> {
+        let body = TlsReloadRequest { certificates };
+        self.call(
+            Method::POST,
+            "/tls/reload".into(),
+            Some(serde_json::to_vec(&body).expect("a reload body serializes")),
+            self.timeout,
+        )
+        .await
+    }
+
     /// `POST /shutdown`: the edge answers, then stops.
     pub async fn shutdown(&self) -> Result<(), EdgeError> {
         let _: ShutdownAnswer = self
@@ -257,7 +282,20 @@ impl AdminClient {
         deadline: Duration,
     ) -> Result<Bytes, EdgeError> {
         let request = format!("{method} {path}");
-        let exchange = self.exchange(method, &path, body, &request);
+        let exchange = async {
+            loop {
+                match self
+                    .exchange(method.clone(), &path, body.clone(), &request)
+                    .await
+                {
+                    Err(EdgeError::HandedOver { .. }) => {
+                        tracing::debug!(%request, "the edge handed over; sending the call again");
+                        tokio::time::sleep(RETRY_INTERVAL).await;
+                    }
+                    answer => return answer,
+                }
+            }
+        };
         match tokio::time::timeout(deadline, exchange).await {
             Ok(result) => result,
             Err(_) => Err(EdgeError::AdminTimeout {
@@ -308,12 +346,22 @@ impl AdminClient {
             .expect("an admin request is well formed");
         let response = sender.send_request(req).await.map_err(protocol)?;
         let status = response.status();
+        let response_retry = response.headers().contains_key(RETRY_HEADER);
         let bytes = response
             .into_body()
             .collect()
             .await
             .map_err(protocol)?
             .to_bytes();
+        if status == http::StatusCode::SERVICE_UNAVAILABLE && response_retry {
+            return Err(EdgeError::HandedOver {
+                dir: self
+                    .socket
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+            });
+        }
         if !status.is_success() {
             let message = serde_json::from_slice::<ErrorAnswer>(&bytes)
                 .map(|e| e.error)

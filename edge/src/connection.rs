@@ -11,24 +11,51 @@
 //!
 //! On stop, each connection is shut down gracefully: requests in flight finish, idle
 //! connections close at once.
+//!
+//! After a hand-over to a new edge process ([`Stop::HandOver`]) the new process accepts the
+//! new connections, and this one must get its clients there without failing a request:
+//! - HTTP/2: GOAWAY at once; the client finishes its streams and opens a new connection.
+//! - HTTP/1.1: the next answer on each connection carries `Connection: close`, so the
+//!   client sends its next request on a new connection. A connection on which nothing at
+//!   all arrives (no request, not one byte) for [`HANDOVER_IDLE_GRACE`] is closed. Closing
+//!   an idle keep-alive connection always races with a client that writes its next
+//!   request at that instant (the request would be lost); to keep that window small, a
+//!   byte read counts as activity (a request whose head is still arriving keeps its
+//!   connection), and the connection is looked at before the timer on every wake-up. A
+//!   client that sends requests back to back never goes idle: it gets the
+//!   `Connection: close`. One idle for the whole grace would have to write within
+//!   microseconds of the close to be caught.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode, Version, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::Proxy;
 use crate::server::Tuning;
 
 pub(crate) type Builder = auto::Builder<TokioExecutor>;
+
+/// Whether the edge runs, and how it stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stop {
+    Running,
+    /// Stop: close idle connections now, finish the requests in flight.
+    Now,
+    /// A new edge process accepts from now on: get the clients there (see the module).
+    HandOver,
+}
 
 /// The protocol settings shared by every client connection.
 pub(crate) fn builder(tuning: &Tuning) -> Builder {
@@ -53,6 +80,12 @@ pub(crate) struct ClientConn {
     in_flight: AtomicUsize,
     /// Requests started plus requests ended: unchanged over a period means no activity.
     events: AtomicU64,
+    /// Reads that brought bytes: activity before a request head is complete.
+    reads: AtomicU64,
+    /// A request came over HTTP/2.
+    http2: AtomicBool,
+    /// HTTP/1.1 answers carry `Connection: close` (after a hand-over).
+    closing: AtomicBool,
 }
 
 impl ClientConn {
@@ -66,7 +99,16 @@ impl ClientConn {
             client_ip,
             in_flight: AtomicUsize::new(0),
             events: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
+            http2: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
         })
+    }
+
+    fn activity(&self) -> u64 {
+        self.events
+            .load(Ordering::Relaxed)
+            .wrapping_add(self.reads.load(Ordering::Relaxed))
     }
 }
 
@@ -93,13 +135,64 @@ impl Drop for ConnGuard {
     }
 }
 
+/// The client's transport, counting the reads that bring bytes.
+struct Watched<I> {
+    io: I,
+    conn: Arc<ClientConn>,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.conn.reads.fetch_add(1, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
 /// Serves one client connection until it closes, is idle for too long, or `stop` turns
-/// true (then gracefully).
+/// (then gracefully, in the way the stop asks for).
 pub(crate) async fn serve<I>(
     builder: Arc<Builder>,
     io: I,
     conn: Arc<ClientConn>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     idle: Duration,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -108,50 +201,91 @@ pub(crate) async fn serve<I>(
         let conn = Arc::clone(&conn);
         hyper::service::service_fn(move |req| {
             let guard = ConnGuard::start(Arc::clone(&conn));
+            let http1 = req.version() != Version::HTTP_2;
+            if !http1 {
+                conn.http2.store(true, Ordering::Relaxed);
+            }
             async move {
                 let mut response = guard.conn().proxy.handle(req, guard.conn()).await;
+                if http1
+                    && guard.conn().closing.load(Ordering::Relaxed)
+                    && response.status() != StatusCode::SWITCHING_PROTOCOLS
+                {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
                 response.body_mut().hold(guard);
                 Ok::<_, Infallible>(response)
             }
         })
+    };
+    let io = Watched {
+        io,
+        conn: Arc::clone(&conn),
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
     let check = tokio::time::sleep(idle);
     tokio::pin!(check);
     let mut seen = conn.events.load(Ordering::Relaxed);
+    // The idle period in force: `idle`, or the hand-over's grace.
+    let mut period = idle;
+    let mut handing_over = false;
+    let mut stopping = false;
     let mut closing = false;
     loop {
         tokio::select! {
+            // The connection first: bytes that arrived are read (and counted) before the
+            // timer may decide that the connection is idle.
+            biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
                     tracing::debug!(remote = %conn.remote, "client connection ended: {e}");
                 }
                 return;
             }
-            () = stopped(&mut stop), if !closing => {
-                connection.as_mut().graceful_shutdown();
-                closing = true;
+            how = stopped(&mut stop), if !stopping && !closing => {
+                stopping = true;
+                if how == Stop::HandOver && !conn.http2.load(Ordering::Relaxed) {
+                    conn.closing.store(true, Ordering::Relaxed);
+                    handing_over = true;
+                    period = HANDOVER_IDLE_GRACE.min(idle);
+                    seen = conn.activity();
+                    check.as_mut().reset(Instant::now() + period);
+                } else {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                }
             }
             () = &mut check, if !closing => {
-                let now = conn.events.load(Ordering::Relaxed);
+                // A connection that turned out to speak HTTP/2 gets its GOAWAY.
+                if handing_over && conn.http2.load(Ordering::Relaxed) {
+                    connection.as_mut().graceful_shutdown();
+                    closing = true;
+                    continue;
+                }
+                let now = if handing_over { conn.activity() } else { conn.events.load(Ordering::Relaxed) };
                 if now == seen && conn.in_flight.load(Ordering::Relaxed) == 0 {
-                    tracing::debug!(remote = %conn.remote, "closing an idle client connection");
+                    tracing::debug!(remote = %conn.remote, handing_over, "closing an idle client connection");
                     connection.as_mut().graceful_shutdown();
                     closing = true;
                 } else {
                     seen = now;
-                    check.as_mut().reset(Instant::now() + idle);
+                    check.as_mut().reset(Instant::now() + period);
                 }
             }
         }
     }
 }
 
-/// Resolves once a stop is requested (or the edge is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The borrow `wait_for` returns is not `Send`; drop it here, inside.
-    let _ = stop.wait_for(|stop| *stop).await;
+/// Resolves once a stop is requested (or the edge is gone), with how to stop.
+pub(crate) async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
+    // The borrow `wait_for` returns is not `Send`; copy the value out here, inside.
+    match stop.wait_for(|stop| *stop != Stop::Running).await {
+        Ok(how) => *how,
+        Err(_) => Stop::Now,
+    }
 }
 
 #[cfg(test)]

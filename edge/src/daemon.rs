@@ -3,7 +3,10 @@
 //! `shipit release` calls [`ensure_running`]: it reuses the edge whose admin socket answers,
 //! or cleans the files a dead edge left behind and spawns a new one in its own process
 //! group, with its output appended to `edge.log`, and waits until its socket answers.
-//! [`stop`] asks `POST /shutdown` and falls back to SIGTERM, then SIGKILL.
+//! [`stop`] asks `POST /shutdown` and falls back to SIGTERM, then SIGKILL. [`upgrade`]
+//! spawns a new edge that takes the running one's sockets over (`edge run --take-over`,
+//! see [`crate::handover`]) and waits until the new one answers the admin socket and the
+//! old one has finished.
 //!
 //! Which process is the edge: the server holds an exclusive `flock` on `edge.lock` for its
 //! whole life, and `/proc/locks` names the holder. So a pid file whose pid was reused by an
@@ -150,6 +153,104 @@ pub async fn ensure_running(spec: &DaemonSpec) -> Result<AdminClient, EdgeError>
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// How [`upgrade`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Upgraded {
+    pub old_pid: u32,
+    pub new_pid: u32,
+    /// From the spawn until the new edge answered the admin socket (the old one no longer
+    /// accepted by then).
+    pub took_over_after: Duration,
+    /// From the spawn until the old edge had finished its connections and exited; `None`
+    /// when it still ran at the deadline (it exits at its own grace period).
+    pub old_exited_after: Option<Duration>,
+}
+
+/// Replaces the edge running in `spec.dir` by a new process, without refusing or dropping
+/// a connection. `spec.args` must start the edge with `--take-over`. Waits `spec.start_timeout`
+/// for the new edge to take over (else it is killed, and the old one keeps serving), then
+/// up to `finish_timeout` for the old one to exit.
+pub async fn upgrade(spec: &DaemonSpec, finish_timeout: Duration) -> Result<Upgraded, EdgeError> {
+    let dir = spec.dir.as_path();
+    let started = Instant::now();
+    let deadline = started + spec.start_timeout;
+    let serialized = lock_daemon(dir, deadline, spec.start_timeout).await?;
+    let client = AdminClient::new(dir.join(ADMIN_SOCKET));
+    let probe = client
+        .clone()
+        .with_timeout(PROBE_TIMEOUT.min(spec.start_timeout));
+    let old_pid = match probe.status().await {
+        Ok(status) => status.pid,
+        Err(_) => {
+            return Err(match find(dir) {
+                Some(pid) => EdgeError::NotAnswering {
+                    dir: dir.to_path_buf(),
+                    pid,
+                    socket: client.socket_path().to_path_buf(),
+                    log: dir.join(LOG_FILE),
+                    tail: log_tail(&dir.join(LOG_FILE)),
+                },
+                None => EdgeError::NotRunning {
+                    dir: dir.to_path_buf(),
+                },
+            });
+        }
+    };
+    let mut child = spawn(spec)?;
+    let new_pid = child.id();
+    tracing::info!(old_pid, new_pid, exe = %spec.exe.display(), "started the new edge");
+    loop {
+        // While both run, either may answer: only the new pid means it took over.
+        if let Ok(status) = probe.status().await
+            && status.pid == new_pid
+        {
+            break;
+        }
+        if let Some(exit) = child
+            .try_wait()
+            .map_err(|e| EdgeError::io("wait for the edge started from", &spec.exe, e))?
+        {
+            return Err(EdgeError::UpgradeExited {
+                exe: spec.exe.clone(),
+                status: exit.to_string(),
+                old_pid,
+                log: dir.join(LOG_FILE),
+                tail: log_tail(&dir.join(LOG_FILE)),
+            });
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(EdgeError::UpgradeTimeout {
+                exe: spec.exe.clone(),
+                old_pid,
+                after: spec.start_timeout,
+                log: dir.join(LOG_FILE),
+                tail: log_tail(&dir.join(LOG_FILE)),
+            });
+        }
+        tokio::time::sleep(POLL_INTERVAL).await;
+    }
+    let took_over_after = started.elapsed();
+    // Reap it whenever it exits while this process still runs.
+    std::thread::spawn(move || child.wait());
+    drop(serialized);
+    let old_exited_after = if old_pid == std::process::id() {
+        // An edge inside this very process (tests) cannot be waited for here.
+        None
+    } else {
+        wait_gone(old_pid, Instant::now() + finish_timeout)
+            .await
+            .then(|| started.elapsed())
+    };
+    Ok(Upgraded {
+        old_pid,
+        new_pid,
+        took_over_after,
+        old_exited_after,
+    })
 }
 
 /// Stops the edge of `dir`: `POST /shutdown`, else SIGTERM; SIGKILL once `timeout` has
@@ -494,6 +595,112 @@ mod tests {
             listen: "127.0.0.1:0".parse().unwrap(),
             start_timeout: Duration::from_secs(20),
         }
+    }
+
+    /// The new edge of an upgrade: this test binary, taking over from the edge of the
+    /// directory in the extra filter argument.
+    #[test]
+    #[ignore = "run by the daemon tests as the new edge of an upgrade"]
+    fn edge_takeover_process() {
+        let Some(dir) = std::env::args().find_map(|a| a.strip_prefix(CHILD_DIR).map(PathBuf::from))
+        else {
+            return;
+        };
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime
+            .block_on(crate::server::run_taking_over(crate::TakeOver {
+                dir,
+                listen: None,
+                settings: None,
+            }))
+            .unwrap();
+    }
+
+    fn takeover_spec(dir: &Path) -> DaemonSpec {
+        let mut spec = child_spec(dir);
+        spec.args[0] = "daemon::tests::edge_takeover_process".into();
+        spec
+    }
+
+    #[tokio::test]
+    async fn upgrade_replaces_the_running_edge_and_the_old_one_exits() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ensure_running(&child_spec(dir.path()))
+            .await
+            .unwrap()
+            .status()
+            .await
+            .unwrap();
+
+        let upgraded = upgrade(&takeover_spec(dir.path()), Duration::from_secs(20))
+            .await
+            .unwrap();
+        assert_eq!(upgraded.old_pid, old.pid);
+        assert_ne!(upgraded.new_pid, old.pid);
+        assert!(upgraded.old_exited_after.is_some(), "{upgraded:?}");
+        assert!(!is_running(old.pid));
+        let client = AdminClient::new(dir.path().join(ADMIN_SOCKET));
+        let status = client.status().await.unwrap();
+        assert_eq!(status.pid, upgraded.new_pid);
+        assert_eq!(status.listen, old.listen);
+        // The lock and the pid file name the new process.
+        assert_eq!(
+            lock_holder(&dir.path().join(LOCK_FILE)),
+            Holder::Pid(upgraded.new_pid)
+        );
+        assert_eq!(find(dir.path()), Some(upgraded.new_pid));
+        let recorded = std::fs::read_to_string(dir.path().join(PID_FILE)).unwrap();
+        assert_eq!(recorded.trim(), upgraded.new_pid.to_string());
+
+        let outcome = stop(dir.path(), Duration::from_secs(20)).await.unwrap();
+        assert_eq!(
+            outcome,
+            StopOutcome::ShutDown {
+                pid: upgraded.new_pid
+            }
+        );
+        assert_eq!(find(dir.path()), None);
+    }
+
+    #[tokio::test]
+    async fn failed_upgrade_leaves_the_old_edge_serving_and_shows_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = ensure_running(&child_spec(dir.path()))
+            .await
+            .unwrap()
+            .status()
+            .await
+            .unwrap();
+        let failing = DaemonSpec {
+            exe: PathBuf::from("sh"),
+            args: vec![
+                "-c".into(),
+                "echo 'cannot read the certificate' >&2; exit 3".into(),
+            ],
+            ..child_spec(dir.path())
+        };
+        let err = upgrade(&failing, Duration::from_secs(5)).await.unwrap_err();
+        assert!(matches!(err, EdgeError::UpgradeExited { .. }), "{err:?}");
+        let message = err.to_string();
+        assert!(message.contains("cannot read the certificate"), "{message}");
+        assert!(
+            message.contains(&format!("(pid {}) keeps serving", old.pid)),
+            "{message}"
+        );
+        let client = AdminClient::new(dir.path().join(ADMIN_SOCKET));
+        assert_eq!(client.status().await.unwrap().pid, old.pid);
+        assert_eq!(find(dir.path()), Some(old.pid));
+        stop(dir.path(), Duration::from_secs(20)).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn upgrade_without_a_running_edge_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = upgrade(&takeover_spec(dir.path()), Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, EdgeError::NotRunning { .. }), "{err:?}");
+        assert!(err.to_string().contains("no edge is running"), "{err}");
     }
 
     fn dead_pid() -> u32 {

@@ -182,6 +182,70 @@ pub enum EdgeError {
         humantime::format_duration(*after)
     )]
     StopTimeout { pid: u32, after: Duration },
+
+    #[error(
+        "no edge is running in `{dir}`\n\
+         hint: `shipit release` starts it, or run `shipit edge run`"
+    )]
+    NotRunning { dir: PathBuf },
+
+    #[error(
+        "no edge answers on `{socket}` to take over from: {source}\n\
+         hint: an upgrade replaces a running edge; start one with `shipit edge run` (or `shipit release`)"
+    )]
+    NothingToTakeOver {
+        dir: PathBuf,
+        socket: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error(
+        "cannot take over the edge in `{dir}`: {reason}\n\
+         hint: the running edge keeps serving; its log is `{}`",
+        dir.join(crate::LOG_FILE).display()
+    )]
+    Handover { dir: PathBuf, reason: String },
+
+    #[error(
+        "the edge process in `{dir}` has handed over to a new process and takes no route change\n\
+         hint: send the call again: it reaches the new process"
+    )]
+    HandedOver { dir: PathBuf },
+
+    #[error(
+        "the edge in `{dir}` does not terminate TLS, so it has no certificates to reload\n\
+         hint: set `tls_listen` and `certificates` in the target's `[targets.<name>.edge]` table, \
+         then run `shipit edge upgrade` to start TLS without dropping a connection"
+    )]
+    NoTls { dir: PathBuf },
+
+    #[error(
+        "the new edge `{exe}` exited before it took over ({status}); the running edge (pid \
+         {old_pid}) keeps serving. The new edge's log is `{log}`{tail}",
+        tail = format_tail(tail)
+    )]
+    UpgradeExited {
+        exe: PathBuf,
+        status: String,
+        old_pid: u32,
+        log: PathBuf,
+        tail: String,
+    },
+
+    #[error(
+        "the new edge `{exe}` did not take over within {} and was stopped; the running edge \
+         (pid {old_pid}) keeps serving. The new edge's log is `{log}`{tail}",
+        humantime::format_duration(*after),
+        tail = format_tail(tail)
+    )]
+    UpgradeTimeout {
+        exe: PathBuf,
+        old_pid: u32,
+        after: Duration,
+        log: PathBuf,
+        tail: String,
+    },
 }
 
 impl EdgeError {

@@ -4,8 +4,9 @@
 //! slots atomically, drains the replaced slot, can split new clients between the live slot
 //! and a candidate or pin a request to the candidate for preview, passes WebSockets
 //! through, counts what it does for Prometheus, and is driven through an admin API on a
-//! unix socket. The route table survives restarts (`routes.json`), and [`daemon`] starts it
-//! detached and stops it.
+//! unix socket. The route table survives restarts (`routes.json`), [`daemon`] starts it
+//! detached, upgrades it and stops it, and [`handover`] moves its sockets to a new process
+//! without refusing or dropping a connection.
 
 pub mod admin;
 pub mod backend;
@@ -16,6 +17,7 @@ pub mod connector;
 pub mod daemon;
 pub mod drain;
 pub mod error;
+pub mod handover;
 pub mod metrics;
 pub mod proxy;
 pub mod route;
@@ -33,11 +35,11 @@ use std::time::Duration;
 
 pub use backend::Backend;
 pub use client::AdminClient;
-pub use daemon::{DaemonSpec, StopOutcome};
+pub use daemon::{DaemonSpec, StopOutcome, Upgraded};
 pub use drain::DrainOutcome;
 pub use error::EdgeError;
 pub use route::Routing;
-pub use server::{EdgeHandle, EdgeOptions, Tuning};
+pub use server::{EdgeHandle, EdgeOptions, Settings, TakeOver, Tuning};
 pub use slot::Slot;
 pub use tls::{CertificateFiles, TlsOptions};
 

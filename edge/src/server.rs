@@ -4,31 +4,37 @@
 //! SIGINT or `POST /shutdown`. [`start`] runs the same edge inside the caller's runtime and
 //! hands back an [`EdgeHandle`] (tests use it). On stop, the edge stops accepting, lets
 //! the requests in flight finish for a bounded grace period, then removes its socket.
-//! Logs go through `tracing`; nothing is written to stdout.
+//! [`take_over`] and [`run_taking_over`] start an edge on the sockets of the one running in
+//! the same directory instead of binding its own (see [`crate::handover`]); the old one
+//! then stops accepting and finishes its connections, leaving the socket files and the
+//! lock to the new one. Logs go through `tracing`; nothing is written to stdout.
 
 use std::fs::File;
 use std::net::SocketAddr;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
 use jiff::Timestamp;
 use nix::fcntl::{Flock, FlockArg};
-use tokio::net::{TcpListener, UnixListener};
+use serde::{Deserialize, Serialize};
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{CandidateStatus, DrainingStatus, RouteStatus, Status};
-use crate::connection::{self, ClientConn, stopped};
+use crate::connection::{self, ClientConn, Stop, stopped};
+use crate::handover::{Offer, Passed, Predecessor};
 use crate::proxy::Proxy;
 use crate::route::{CandidateRefused, RouteTable, Routing, Switched};
 use crate::state::{self, SavedRoutes};
-use crate::tls::TlsOptions;
+use crate::tls::{TlsOptions, TlsState};
 use crate::{
     ADMIN_SOCKET, AdminClient, Backend, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
     DEFAULT_MAX_REQUEST_BODY, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_HEADER_TIMEOUT,
@@ -46,7 +52,7 @@ pub struct EdgeOptions {
 
 /// The edge's timeouts and limits. [`Tuning::default`] holds the `DEFAULT_*` constants;
 /// build one with `Tuning { field: value, ..Tuning::default() }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tuning {
     /// How long a slot may take to accept a connection (then 504).
     pub connect_timeout: Duration,
@@ -80,6 +86,28 @@ impl Default for Tuning {
     }
 }
 
+/// Everything an edge runs with besides its address and directory: what the config's
+/// `[targets.<name>.edge]` table sets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub tuning: Tuning,
+    /// TLS termination, when on.
+    pub tls: Option<TlsOptions>,
+}
+
+/// How [`take_over`] starts: from the edge running in `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeOver {
+    /// The edge directory; an edge must be running there.
+    pub dir: PathBuf,
+    /// The traffic address the new edge must serve: the running edge's must match it
+    /// (port 0: any port on that address). `None` keeps the running edge's.
+    pub listen: Option<SocketAddr>,
+    /// The settings to run with (TLS certificates are read again in any case). `None`
+    /// keeps the running edge's.
+    pub settings: Option<Settings>,
+}
+
 /// Runs the edge until SIGTERM, SIGINT or `POST /shutdown`, then stops it gracefully.
 pub async fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
     run_with(opts, Tuning::default()).await
@@ -87,7 +115,7 @@ pub async fn run(opts: EdgeOptions) -> Result<(), EdgeError> {
 
 /// [`run`] with other timeouts and limits.
 pub async fn run_with(opts: EdgeOptions, tuning: Tuning) -> Result<(), EdgeError> {
-    run_inner(opts, tuning, None).await
+    run_settings(opts, Settings { tuning, tls: None }).await
 }
 
 /// [`run_with`], also terminating TLS.
@@ -96,27 +124,60 @@ pub async fn run_with_tls(
     tuning: Tuning,
     tls: TlsOptions,
 ) -> Result<(), EdgeError> {
-    run_inner(opts, tuning, Some(tls)).await
+    run_settings(
+        opts,
+        Settings {
+            tuning,
+            tls: Some(tls),
+        },
+    )
+    .await
 }
 
-async fn run_inner(
-    opts: EdgeOptions,
-    tuning: Tuning,
-    tls: Option<TlsOptions>,
-) -> Result<(), EdgeError> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = signal(SignalKind::terminate())
-        .map_err(|e| EdgeError::io("listen for SIGTERM in", &opts.dir, e))?;
-    let mut interrupt = signal(SignalKind::interrupt())
-        .map_err(|e| EdgeError::io("listen for SIGINT in", &opts.dir, e))?;
-    let handle = start_inner(opts, tuning, tls).await?;
-    let mut stop = handle.stop.subscribe();
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM received, stopping"),
-        _ = interrupt.recv() => tracing::info!("SIGINT received, stopping"),
-        () = stopped(&mut stop) => {}
+/// [`run`] with all its settings.
+pub async fn run_settings(opts: EdgeOptions, settings: Settings) -> Result<(), EdgeError> {
+    let signals = Signals::new(&opts.dir)?;
+    let handle = start_settings(opts, settings).await?;
+    signals.serve(handle).await
+}
+
+/// Takes over from the edge running in `spec.dir` (see [`take_over`]), then runs like
+/// [`run`]. Fails, leaving the running edge serving, when it cannot take over.
+pub async fn run_taking_over(spec: TakeOver) -> Result<(), EdgeError> {
+    let signals = Signals::new(&spec.dir)?;
+    let handle = take_over(spec).await?;
+    signals.serve(handle).await
+}
+
+/// SIGTERM and SIGINT, listened for before the edge starts.
+struct Signals {
+    terminate: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new(dir: &Path) -> Result<Signals, EdgeError> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            terminate: signal(SignalKind::terminate())
+                .map_err(|e| EdgeError::io("listen for SIGTERM in", dir, e))?,
+            interrupt: signal(SignalKind::interrupt())
+                .map_err(|e| EdgeError::io("listen for SIGINT in", dir, e))?,
+        })
     }
-    handle.shutdown().await
+
+    /// Waits for a signal or a stop request, then stops the edge gracefully.
+    async fn serve(mut self, handle: EdgeHandle) -> Result<(), EdgeError> {
+        let mut stop = handle.edge.stop.subscribe();
+        tokio::select! {
+            _ = self.terminate.recv() => tracing::info!("SIGTERM received, stopping"),
+            _ = self.interrupt.recv() => tracing::info!("SIGINT received, stopping"),
+            stop = stopped(&mut stop) => if stop == Stop::HandOver {
+                tracing::info!("handed over to the new edge; finishing the open connections");
+            },
+        }
+        handle.shutdown().await
+    }
 }
 
 /// Starts the edge in the current runtime.
@@ -126,7 +187,7 @@ pub async fn start(opts: EdgeOptions) -> Result<EdgeHandle, EdgeError> {
 
 /// [`start`] with other timeouts and limits.
 pub async fn start_with(opts: EdgeOptions, tuning: Tuning) -> Result<EdgeHandle, EdgeError> {
-    start_inner(opts, tuning, None).await
+    start_settings(opts, Settings { tuning, tls: None }).await
 }
 
 /// [`start_with`], also terminating TLS.
@@ -135,35 +196,27 @@ pub async fn start_with_tls(
     tuning: Tuning,
     tls: TlsOptions,
 ) -> Result<EdgeHandle, EdgeError> {
-    start_inner(opts, tuning, Some(tls)).await
+    start_settings(
+        opts,
+        Settings {
+            tuning,
+            tls: Some(tls),
+        },
+    )
+    .await
 }
 
-async fn start_inner(
+/// [`start`] with all its settings.
+pub async fn start_settings(
     opts: EdgeOptions,
-    tuning: Tuning,
-    tls: Option<TlsOptions>,
+    settings: Settings,
 ) -> Result<EdgeHandle, EdgeError> {
     // Bad certificates fail the start before anything is bound or locked.
-    let acceptor = tls.as_ref().map(crate::tls::acceptor).transpose()?;
+    let tls = settings.tls.as_ref().map(TlsState::new).transpose()?;
     let dir = opts.dir.clone();
     create_dir(&dir)?;
     let lock = lock_dir(&dir)?;
-
-    let table = Arc::new(RouteTable::new());
-    match state::load(&dir)? {
-        Some(saved) => {
-            for route in saved.routes {
-                tracing::info!(
-                    service = %route.service, slot = %route.live.slot,
-                    release = %route.live.release, addr = %route.live.addr,
-                    candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
-                    "restored route from {}", state::routes_path(&dir).display()
-                );
-                table.restore(&route);
-            }
-        }
-        None => tracing::info!(dir = %dir.display(), "no saved routes; starting with none"),
-    }
+    let table = load_routes(&dir)?;
 
     let listener = TcpListener::bind(opts.listen)
         .await
@@ -171,51 +224,403 @@ async fn start_inner(
             addr: opts.listen,
             source,
         })?;
-    let local_addr = listener.local_addr().map_err(|source| EdgeError::Bind {
-        addr: opts.listen,
-        source,
-    })?;
-    let secure = match (&tls, acceptor) {
-        (Some(tls), Some(acceptor)) => {
-            let bind_error = |source| EdgeError::Bind {
-                addr: tls.listen,
-                source,
-            };
-            let listener = TcpListener::bind(tls.listen).await.map_err(bind_error)?;
-            let addr = listener.local_addr().map_err(bind_error)?;
-            Some((listener, addr, acceptor))
+    let secure = match (&settings.tls, tls) {
+        (Some(options), Some(state)) => {
+            let listener =
+                TcpListener::bind(options.listen)
+                    .await
+                    .map_err(|source| EdgeError::Bind {
+                        addr: options.listen,
+                        source,
+                    })?;
+            Some((listener, Arc::new(state)))
         }
         _ => None,
     };
-    let tls_addr = secure.as_ref().map(|(_, addr, _)| *addr);
-    let admin_socket = dir.join(ADMIN_SOCKET);
-    let admin_listener = crate::admin::bind(&admin_socket)?;
-
-    let (stop, _) = watch::channel(false);
-    let edge = Arc::new(Edge {
-        table: Arc::clone(&table),
-        dir: dir.clone(),
-        listen: local_addr,
-        tls_listen: tls_addr,
-        started_at: Timestamp::now(),
-        persist: tokio::sync::Mutex::new(()),
-        stop: stop.clone(),
-    });
-    edge.persist().await?;
-    state::write_atomic(
-        &dir.join(PID_FILE),
-        format!("{}\n", std::process::id()).as_bytes(),
+    let admin_listener = crate::admin::bind(&dir.join(ADMIN_SOCKET))?;
+    let (edge, parts) = Edge::new(
+        table,
+        dir,
+        Sockets {
+            traffic: listener,
+            secure,
+            admin: admin_listener,
+        },
+        settings,
+        Some(lock),
+        None,
     )?;
+    edge.persist().await?;
+    edge.write_pid()?;
+    Ok(edge.serve(parts))
+}
 
-    let proxy = Arc::new(Proxy::new(table, &tuning));
-    let mut tasks = JoinSet::new();
-    let traffic = {
-        let stop = stop.clone();
-        async move {
-            let plain = serve_traffic(listener, Arc::clone(&proxy), stop.subscribe(), tuning, None);
+/// Starts an edge on the sockets of the one running in `spec.dir`, which then stops
+/// accepting and finishes its connections. No connection is refused meanwhile: the
+/// listening sockets stay open throughout, and the old edge accepts until the new one is
+/// ready. On `Err`, the running edge was left serving.
+pub async fn take_over(spec: TakeOver) -> Result<EdgeHandle, EdgeError> {
+    let dir = spec.dir.clone();
+    let refused = |reason: String| EdgeError::Handover {
+        dir: dir.clone(),
+        reason,
+    };
+    // Fails early, before bothering the running edge, when the files are bad.
+    let early = spec
+        .settings
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .map(TlsState::new)
+        .transpose()?;
+    let mut taken = crate::handover::take(&dir).await?;
+    let offer = taken.offer.clone();
+    if let Some(wanted) = spec.listen {
+        let running = offer.listen;
+        if running.ip() != wanted.ip() || (wanted.port() != 0 && wanted.port() != running.port()) {
+            return Err(refused(format!(
+                "the running edge (pid {}) listens on {running}, not on {wanted}; an upgrade \
+                 keeps the address: stop the edge and start it again to move it",
+                offer.pid
+            )));
+        }
+    }
+    let settings = spec.settings.unwrap_or_else(|| offer.settings.clone());
+    let tls = match early {
+        Some(state) => Some(state),
+        None => settings.tls.as_ref().map(TlsState::new).transpose()?,
+    };
+
+    let traffic = tokio_listener(taken.traffic.try_clone(), &offer.listen, &refused)?;
+    let secure = match (&settings.tls, tls) {
+        (Some(options), Some(state)) => {
+            let wanted = options.listen;
+            let inherited = offer.tls_listen.filter(|running| {
+                running.ip() == wanted.ip()
+                    && (wanted.port() == 0 || wanted.port() == running.port())
+            });
+            let listener = match (inherited, taken.tls.as_ref()) {
+                (Some(running), Some(socket)) => {
+                    tokio_listener(socket.try_clone(), &running, &refused)?
+                }
+                _ => TcpListener::bind(wanted)
+                    .await
+                    .map_err(|source| EdgeError::Bind {
+                        addr: wanted,
+                        source,
+                    })?,
+            };
+            Some((listener, Arc::new(state)))
+        }
+        _ => {
+            if let Some(running) = offer.tls_listen {
+                tracing::warn!(%running, "the new edge has no TLS: TLS on {running} ends with the old edge");
+            }
+            None
+        }
+    };
+    let admin = taken
+        .admin
+        .try_clone()
+        .and_then(|admin| {
+            admin.set_nonblocking(true)?;
+            UnixListener::from_std(admin)
+        })
+        .map_err(|e| refused(format!("cannot use the admin socket: {e}")))?;
+    let table = load_routes(&dir)?;
+
+    // The point of no return: after the `A`, the old edge no longer accepts.
+    taken.commit().await?;
+    let lock = match Flock::lock(
+        taken
+            .lock
+            .try_clone()
+            .map_err(|e| EdgeError::io("take over", dir.join(LOCK_FILE), e))?,
+        FlockArg::LockSharedNonblock,
+    ) {
+        Ok(lock) => {
+            if let Err(errno) = lock.relock(FlockArg::LockExclusiveNonblock) {
+                tracing::warn!("cannot convert the inherited lock back to exclusive: {errno}");
+            }
+            Some(lock)
+        }
+        Err((_, errno)) => {
+            tracing::warn!("cannot convert the inherited lock to this process: {errno}");
+            None
+        }
+    };
+    tracing::info!(
+        previous = offer.pid, listen = %offer.listen,
+        "took over the sockets of the previous edge"
+    );
+    let predecessor = taken.predecessor();
+    let (edge, parts) = Edge::new(
+        table,
+        dir,
+        Sockets {
+            traffic,
+            secure,
+            admin,
+        },
+        settings,
+        lock,
+        Some(predecessor),
+    )?;
+    // Nothing after the `A` may stop this edge from serving: it is the only one accepting.
+    if let Err(e) = edge.persist().await {
+        tracing::error!("cannot save the routes after taking over: {e}");
+    }
+    if let Err(e) = edge.write_pid() {
+        tracing::error!("cannot write the pid file after taking over: {e}");
+    }
+    Ok(edge.serve(parts))
+}
+
+fn tokio_listener(
+    socket: std::io::Result<std::net::TcpListener>,
+    addr: &SocketAddr,
+    refused: &impl Fn(String) -> EdgeError,
+) -> Result<TcpListener, EdgeError> {
+    socket
+        .and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            TcpListener::from_std(socket)
+        })
+        .map_err(|e| refused(format!("cannot use the listener on {addr}: {e}")))
+}
+
+/// The route table as `routes.json` in `dir` holds it.
+fn load_routes(dir: &Path) -> Result<Arc<RouteTable>, EdgeError> {
+    let table = Arc::new(RouteTable::new());
+    match state::load(dir)? {
+        Some(saved) => {
+            for route in saved.routes {
+                tracing::info!(
+                    service = %route.service, slot = %route.live.slot,
+                    release = %route.live.release, addr = %route.live.addr,
+                    candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
+                    "restored route from {}", state::routes_path(dir).display()
+                );
+                table.restore(&route);
+            }
+        }
+        None => tracing::info!(dir = %dir.display(), "no saved routes; starting with none"),
+    }
+    Ok(table)
+}
+
+/// The listeners an edge serves on.
+struct Sockets {
+    traffic: TcpListener,
+    secure: Option<(TcpListener, Arc<TlsState>)>,
+    admin: UnixListener,
+}
+
+/// Copies of the listening sockets, kept to hand them over; dropped once the edge stops,
+/// so that a stopped edge's port refuses connections.
+#[derive(Debug)]
+struct Passable {
+    traffic: OwnedFd,
+    tls: Option<OwnedFd>,
+    admin: OwnedFd,
+}
+
+/// A running edge.
+#[derive(Debug)]
+pub struct EdgeHandle {
+    edge: Arc<Edge>,
+    admin_socket: PathBuf,
+    tasks: JoinSet<()>,
+}
+
+impl EdgeHandle {
+    /// The address the edge serves traffic on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.edge.listen
+    }
+
+    /// The address the edge serves TLS on, when it does.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.edge.tls_listen
+    }
+
+    pub fn admin_socket(&self) -> &Path {
+        &self.admin_socket
+    }
+
+    pub fn client(&self) -> AdminClient {
+        AdminClient::new(&self.admin_socket)
+    }
+
+    /// Resolves once a stop was requested (`POST /shutdown`, [`EdgeHandle::shutdown`], or a
+    /// hand-over to a new edge).
+    pub async fn stop_requested(&self) {
+        // The sender lives in `self`, so this only ends when a stop is requested.
+        stopped(&mut self.edge.stop.subscribe()).await;
+    }
+
+    /// Whether this edge handed its sockets over to a new one.
+    pub fn handed_over(&self) -> bool {
+        self.edge.handed_over.load(Ordering::SeqCst)
+    }
+
+    /// Stops accepting, lets requests in flight finish (bounded by the grace period), and
+    /// removes the admin socket and the pid file, unless they were handed over.
+    pub async fn shutdown(mut self) -> Result<(), EdgeError> {
+        self.edge.request_stop();
+        while let Some(joined) = self.tasks.join_next().await {
+            if let Err(e) = joined {
+                tracing::error!("an edge task failed: {e}");
+            }
+        }
+        if self.handed_over() {
+            // The successor learns that this process is done when the stream closes.
+            drop(guard(&self.edge.successor).take());
+            tracing::info!("edge stopped after handing over");
+            return Ok(());
+        }
+        remove_if_exists(&self.admin_socket, "remove the admin socket")?;
+        let pid_file = self.edge.dir.join(PID_FILE);
+        let ours = std::fs::read_to_string(&pid_file)
+            .is_ok_and(|text| text.trim() == std::process::id().to_string());
+        if ours {
+            remove_if_exists(&pid_file, "remove the pid file")?;
+        }
+        drop(guard(&self.edge.lock).take());
+        tracing::info!("edge stopped");
+        Ok(())
+    }
+}
+
+impl Drop for EdgeHandle {
+    /// A handle dropped without [`EdgeHandle::shutdown`] (a failing test) still stops the
+    /// edge's tasks instead of leaving them serving without the directory lock.
+    fn drop(&mut self) {
+        self.edge.request_stop();
+        if !self.handed_over() {
+            drop(guard(&self.edge.lock).take());
+        }
+    }
+}
+
+fn guard<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The state the admin API works on.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    table: Arc<RouteTable>,
+    dir: PathBuf,
+    listen: SocketAddr,
+    tls_listen: Option<SocketAddr>,
+    started_at: Timestamp,
+    settings: Settings,
+    tls: Option<Arc<TlsState>>,
+    /// Serializes change + save, so the file always ends with the latest table. A
+    /// hand-over holds it from the offer on, so no change is made that the successor
+    /// would not see.
+    persist: tokio::sync::Mutex<()>,
+    stop: watch::Sender<Stop>,
+    /// The listening sockets, to hand over; `None` once stopping.
+    passable: Mutex<Option<Passable>>,
+    /// The exclusive lock on `edge.lock`; `None` once released or handed over.
+    lock: Mutex<Option<Flock<File>>>,
+    handing_over: AtomicBool,
+    handed_over: AtomicBool,
+    /// The successor's end of the hand-over, closed when this process is done.
+    successor: Mutex<Option<UnixStream>>,
+    /// The edge this one took over from, while it finishes.
+    predecessor: Option<Predecessor>,
+}
+
+/// What [`Edge::serve`] moves into the serving tasks.
+struct ServeParts {
+    traffic: TcpListener,
+    secure: Option<(TcpListener, TlsAcceptor)>,
+    admin: UnixListener,
+}
+
+impl Edge {
+    fn new(
+        table: Arc<RouteTable>,
+        dir: PathBuf,
+        sockets: Sockets,
+        settings: Settings,
+        lock: Option<Flock<File>>,
+        predecessor: Option<Predecessor>,
+    ) -> Result<(Arc<Edge>, ServeParts), EdgeError> {
+        let bound = |addr: std::io::Result<SocketAddr>| {
+            addr.map_err(|e| EdgeError::io("read the address of a listener in", &dir, e))
+        };
+        let listen = bound(sockets.traffic.local_addr())?;
+        let tls_listen = match &sockets.secure {
+            Some((listener, _)) => Some(bound(listener.local_addr())?),
+            None => None,
+        };
+        let copy = |fd: std::os::fd::BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| EdgeError::io("duplicate a listening socket in", &dir, e))
+        };
+        let passable = Passable {
+            traffic: copy(sockets.traffic.as_fd())?,
+            tls: match &sockets.secure {
+                Some((listener, _)) => Some(copy(listener.as_fd())?),
+                None => None,
+            },
+            admin: copy(sockets.admin.as_fd())?,
+        };
+        // The settings report the addresses actually bound (port 0 resolved), so a
+        // successor that keeps them asks for these.
+        let mut settings = settings;
+        if let (Some(tls), Some(addr)) = (settings.tls.as_mut(), tls_listen) {
+            tls.listen = addr;
+        }
+        let tls = sockets.secure.as_ref().map(|(_, state)| Arc::clone(state));
+        let (stop, _) = watch::channel(Stop::Running);
+        let parts = ServeParts {
+            traffic: sockets.traffic,
+            secure: sockets
+                .secure
+                .map(|(listener, state)| (listener, state.acceptor())),
+            admin: sockets.admin,
+        };
+        let edge = Arc::new(Edge {
+            table,
+            dir,
+            listen,
+            tls_listen,
+            started_at: Timestamp::now(),
+            settings,
+            tls,
+            persist: tokio::sync::Mutex::new(()),
+            stop,
+            passable: Mutex::new(Some(passable)),
+            lock: Mutex::new(lock),
+            handing_over: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
+            successor: Mutex::new(None),
+            predecessor,
+        });
+        Ok((edge, parts))
+    }
+
+    /// Starts the serving tasks.
+    fn serve(self: &Arc<Edge>, parts: ServeParts) -> EdgeHandle {
+        let tuning = self.settings.tuning;
+        let proxy = Arc::new(Proxy::new(Arc::clone(&self.table), &tuning));
+        let mut tasks = JoinSet::new();
+        let stop = self.stop.clone();
+        let traffic = async move {
+            let plain = serve_traffic(
+                parts.traffic,
+                Arc::clone(&proxy),
+                stop.subscribe(),
+                tuning,
+                None,
+            );
             let secure = async {
-                match secure {
-                    Some((listener, _, acceptor)) => {
+                match parts.secure {
+                    Some((listener, acceptor)) => {
                         let proxy = Arc::clone(&proxy);
                         serve_traffic(listener, proxy, stop.subscribe(), tuning, Some(acceptor))
                             .await
@@ -229,107 +634,34 @@ async fn start_inner(
             proxy
                 .finish_tunnels(tuning.shutdown_grace.saturating_sub(stopped.elapsed()))
                 .await;
+        };
+        tasks.spawn(traffic);
+        tasks.spawn(serve_admin(
+            parts.admin,
+            Arc::clone(self),
+            self.stop.subscribe(),
+            tuning.shutdown_grace,
+        ));
+        let admin_socket = self.dir.join(ADMIN_SOCKET);
+        tracing::info!(
+            listen = %self.listen, tls = ?self.tls_listen, admin = %admin_socket.display(),
+            previous = ?self.predecessor.as_ref().map(|p| p.pid),
+            "edge started"
+        );
+        EdgeHandle {
+            edge: Arc::clone(self),
+            admin_socket,
+            tasks,
         }
-    };
-    tasks.spawn(traffic);
-    tasks.spawn(serve_admin(
-        admin_listener,
-        Arc::clone(&edge),
-        stop.subscribe(),
-        tuning.shutdown_grace,
-    ));
-    tracing::info!(listen = %local_addr, tls = ?tls_addr, admin = %admin_socket.display(), "edge started");
-    Ok(EdgeHandle {
-        local_addr,
-        tls_addr,
-        admin_socket,
-        dir,
-        stop,
-        tasks,
-        _lock: lock,
-    })
-}
-
-/// A running edge.
-#[derive(Debug)]
-pub struct EdgeHandle {
-    local_addr: SocketAddr,
-    tls_addr: Option<SocketAddr>,
-    admin_socket: PathBuf,
-    dir: PathBuf,
-    stop: watch::Sender<bool>,
-    tasks: JoinSet<()>,
-    _lock: Flock<File>,
-}
-
-impl EdgeHandle {
-    /// The address the edge serves traffic on.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
     }
 
-    /// The address the edge serves TLS on, when it does.
-    pub fn tls_addr(&self) -> Option<SocketAddr> {
-        self.tls_addr
+    fn write_pid(&self) -> Result<(), EdgeError> {
+        state::write_atomic(
+            &self.dir.join(PID_FILE),
+            format!("{}\n", std::process::id()).as_bytes(),
+        )
     }
 
-    pub fn admin_socket(&self) -> &Path {
-        &self.admin_socket
-    }
-
-    pub fn client(&self) -> AdminClient {
-        AdminClient::new(&self.admin_socket)
-    }
-
-    /// Resolves once a stop was requested (`POST /shutdown` or [`EdgeHandle::shutdown`]).
-    pub async fn stop_requested(&self) {
-        // The sender lives in `self`, so this only ends when a stop is requested.
-        stopped(&mut self.stop.subscribe()).await;
-    }
-
-    /// Stops accepting, lets requests in flight finish (bounded by the grace period), and
-    /// removes the admin socket and the pid file.
-    pub async fn shutdown(mut self) -> Result<(), EdgeError> {
-        self.stop.send_replace(true);
-        while let Some(joined) = self.tasks.join_next().await {
-            if let Err(e) = joined {
-                tracing::error!("an edge task failed: {e}");
-            }
-        }
-        remove_if_exists(&self.admin_socket, "remove the admin socket")?;
-        let pid_file = self.dir.join(PID_FILE);
-        let ours = std::fs::read_to_string(&pid_file)
-            .is_ok_and(|text| text.trim() == std::process::id().to_string());
-        if ours {
-            remove_if_exists(&pid_file, "remove the pid file")?;
-        }
-        tracing::info!("edge stopped");
-        Ok(())
-    }
-}
-
-impl Drop for EdgeHandle {
-    /// A handle dropped without [`EdgeHandle::shutdown`] (a failing test) still stops the
-    /// edge's tasks instead of leaving them serving without the directory lock.
-    fn drop(&mut self) {
-        self.stop.send_replace(true);
-    }
-}
-
-/// The state the admin API works on.
-#[derive(Debug)]
-pub(crate) struct Edge {
-    table: Arc<RouteTable>,
-    dir: PathBuf,
-    listen: SocketAddr,
-    tls_listen: Option<SocketAddr>,
-    started_at: Timestamp,
-    /// Serializes change + save, so the file always ends with the latest table.
-    persist: tokio::sync::Mutex<()>,
-    stop: watch::Sender<bool>,
-}
-
-impl Edge {
     pub(crate) fn table(&self) -> &RouteTable {
         &self.table
     }
@@ -364,7 +696,23 @@ impl Edge {
                         .collect(),
                 })
                 .collect(),
+            previous_pid: self
+                .predecessor
+                .as_ref()
+                .filter(|p| !p.is_gone())
+                .map(|p| p.pid),
         }
+    }
+
+    /// A route change is refused once the edge handed over: it would change a table that
+    /// no longer serves new connections.
+    fn check_not_handed_over(&self) -> Result<(), EdgeError> {
+        if self.handed_over.load(Ordering::SeqCst) {
+            return Err(EdgeError::HandedOver {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Switches, then saves. The switch takes effect before the save: when saving fails the
@@ -374,16 +722,16 @@ impl Edge {
         service: &str,
         backend: Backend,
         routing: Routing,
-    ) -> Result<Switched, EdgeError> {
+    ) -> Result<Result<Switched, EdgeError>, EdgeError> {
         let _saving = self.persist.lock().await;
+        self.check_not_handed_over()?;
         let switched = self.table.switch(service, backend.clone(), routing);
         tracing::info!(
             %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
             previous = ?switched.previous.as_ref().map(|p| &p.release),
             "switched"
         );
-        self.save().await?;
-        Ok(switched)
+        Ok(self.save().await.map(|()| switched))
     }
 
     /// Registers the candidate of `service`, then saves. The outer error is the refusal;
@@ -394,8 +742,9 @@ impl Edge {
         backend: Backend,
         percent: Option<u8>,
         preview_hosts: Option<Vec<String>>,
-    ) -> Result<Result<Option<Backend>, EdgeError>, CandidateRefused> {
+    ) -> Result<Result<Option<Backend>, EdgeError>, Refused> {
         let _saving = self.persist.lock().await;
+        self.check_not_handed_over()?;
         let replaced =
             self.table
                 .set_candidate(service, backend.clone(), percent, preview_hosts)?;
@@ -408,36 +757,185 @@ impl Edge {
     }
 
     /// Ends the split of `service` (the candidate stays for preview), then saves.
-    pub(crate) async fn clear_split(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
+    pub(crate) async fn clear_split(
+        &self,
+        service: &str,
+    ) -> Result<Result<Option<Backend>, EdgeError>, EdgeError> {
         let _saving = self.persist.lock().await;
+        self.check_not_handed_over()?;
         let candidate = self.table.clear_split(service);
         tracing::info!(%service, candidate = ?candidate.as_ref().map(|b| &b.release), "split ended");
-        self.save().await?;
-        Ok(candidate)
+        Ok(self.save().await.map(|()| candidate))
     }
 
     /// Unregisters the candidate of `service`, then saves.
     pub(crate) async fn remove_candidate(
         &self,
         service: &str,
-    ) -> Result<Option<Backend>, EdgeError> {
+    ) -> Result<Result<Option<Backend>, EdgeError>, EdgeError> {
         let _saving = self.persist.lock().await;
+        self.check_not_handed_over()?;
         let removed = self.table.remove_candidate(service);
         tracing::info!(%service, removed = ?removed.as_ref().map(|b| &b.release), "candidate removed");
-        self.save().await?;
-        Ok(removed)
+        Ok(self.save().await.map(|()| removed))
     }
 
-    pub(crate) async fn remove(&self, service: &str) -> Result<Option<Backend>, EdgeError> {
+    pub(crate) async fn remove(
+        &self,
+        service: &str,
+    ) -> Result<Result<Option<Backend>, EdgeError>, EdgeError> {
         let _saving = self.persist.lock().await;
+        self.check_not_handed_over()?;
         let removed = self.table.remove(service);
         tracing::info!(%service, removed = ?removed.as_ref().map(|b| &b.release), "route removed");
-        self.save().await?;
-        Ok(removed)
+        Ok(self.save().await.map(|()| removed))
     }
 
+    /// Reads the TLS certificates again (`certificates`, or the current files), and serves
+    /// them from the next handshake on. Returns the files now served.
+    pub(crate) fn reload_tls(
+        &self,
+        certificates: Option<Vec<crate::tls::CertificateFiles>>,
+    ) -> Result<Vec<crate::tls::CertificateFiles>, EdgeError> {
+        let Some(tls) = &self.tls else {
+            return Err(EdgeError::NoTls {
+                dir: self.dir.clone(),
+            });
+        };
+        let files = tls.reload(certificates)?;
+        tracing::info!(certificates = files.len(), "TLS certificates reloaded");
+        Ok(files)
+    }
+
+    /// The predecessor's part of a drain: waits, until `deadline`, for the edge this one
+    /// took over from to finish, when it may still send requests to `release`. True when
+    /// it has nothing (more) to do with it.
+    pub(crate) async fn predecessor_drained(
+        &self,
+        service: &str,
+        release: &str,
+        deadline: Instant,
+    ) -> bool {
+        match &self.predecessor {
+            Some(previous) if previous.may_serve(service, release) => {
+                tracing::info!(
+                    %service, %release, pid = previous.pid,
+                    "waiting for the previous edge process, which may still serve this release"
+                );
+                previous.wait_gone(deadline).await
+            }
+            _ => true,
+        }
+    }
+
+    /// Stops the edge (no-op when it is already stopping).
     pub(crate) fn request_stop(&self) {
-        self.stop.send_replace(true);
+        self.stop.send_if_modified(|stop| {
+            if *stop == Stop::Running {
+                *stop = Stop::Now;
+                true
+            } else {
+                false
+            }
+        });
+        drop(guard(&self.passable).take());
+    }
+
+    /// Marks the start of a hand-over; refused while one runs or the edge stops.
+    pub(crate) fn begin_handover(&self) -> Result<(), String> {
+        if self.is_stopping() {
+            return Err("this edge is stopping".to_string());
+        }
+        if self.handing_over.swap(true, Ordering::SeqCst) {
+            return Err("a hand-over to another new edge is under way".to_string());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stop.borrow() != Stop::Running
+    }
+
+    pub(crate) fn abandon_handover(&self) {
+        self.handing_over.store(false, Ordering::SeqCst);
+    }
+
+    /// Holds route changes back until the guard is dropped.
+    pub(crate) async fn freeze_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.persist.lock().await
+    }
+
+    /// What to hand over: the offer and copies of the descriptors it describes.
+    pub(crate) fn offer(&self) -> Result<(Offer, Vec<OwnedFd>), String> {
+        let copy = |fd: std::os::fd::BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| format!("cannot duplicate a socket: {e}"))
+        };
+        let mut passed = Vec::new();
+        let mut fds = Vec::new();
+        {
+            let sockets = guard(&self.passable);
+            let sockets = sockets.as_ref().ok_or("this edge is stopping")?;
+            passed.push(Passed::Traffic);
+            fds.push(copy(sockets.traffic.as_fd())?);
+            if let Some(tls) = &sockets.tls {
+                passed.push(Passed::Tls);
+                fds.push(copy(tls.as_fd())?);
+            }
+            passed.push(Passed::Admin);
+            fds.push(copy(sockets.admin.as_fd())?);
+        }
+        {
+            let held = guard(&self.lock);
+            let held = held
+                .as_ref()
+                .ok_or("this edge holds no lock on its directory")?;
+            passed.push(Passed::Lock);
+            fds.push(copy(held.as_fd())?);
+        }
+        let mut serving = Vec::new();
+        for route in self.table.view() {
+            let releases = route
+                .live
+                .iter()
+                .chain(route.candidate.as_ref().map(|c| &c.backend))
+                .chain(route.draining.iter().map(|(b, _)| b));
+            for backend in releases {
+                serving.push((route.service.clone(), backend.release.clone()));
+            }
+        }
+        let mut settings = self.settings.clone();
+        if let (Some(tls), Some(state)) = (settings.tls.as_mut(), &self.tls) {
+            // What a reload last put in place, not what the edge started with.
+            tls.certificates = state.files();
+        }
+        Ok((
+            Offer {
+                pid: std::process::id(),
+                listen: self.listen,
+                tls_listen: self.tls_listen,
+                passed,
+                settings,
+                serving,
+            },
+            fds,
+        ))
+    }
+
+    /// The successor is serving: stop accepting and finish, leaving the lock, the admin
+    /// socket and the pid file to it. Called with route changes frozen.
+    pub(crate) fn complete_handover(&self, successor: UnixStream) {
+        self.handed_over.store(true, Ordering::SeqCst);
+        *guard(&self.successor) = Some(successor);
+        // Both processes share the lock's open file description: unlocking it here would
+        // unlock it for the successor too. The descriptor stays open until this process
+        // exits; the successor owns the lock from now on.
+        if let Some(held) = guard(&self.lock).take() {
+            std::mem::forget(held);
+        }
+        self.stop.send_replace(Stop::HandOver);
+        drop(guard(&self.passable).take());
+        tracing::info!("handed over to the new edge; no longer accepting");
     }
 
     async fn persist(&self) -> Result<(), EdgeError> {
@@ -462,12 +960,31 @@ impl Edge {
     }
 }
 
+/// Why a candidate was not registered: the table refused it, or the edge handed over.
+#[derive(Debug)]
+pub(crate) enum Refused {
+    Candidate(CandidateRefused),
+    Edge(EdgeError),
+}
+
+impl From<CandidateRefused> for Refused {
+    fn from(refused: CandidateRefused) -> Self {
+        Refused::Candidate(refused)
+    }
+}
+
+impl From<EdgeError> for Refused {
+    fn from(error: EdgeError) -> Self {
+        Refused::Edge(error)
+    }
+}
+
 /// Accepts client connections until a stop is requested, then lets them finish (bounded
 /// by the grace period). Returns when it stopped accepting.
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     tuning: Tuning,
     tls: Option<TlsAcceptor>,
 ) -> Instant {
@@ -475,7 +992,7 @@ async fn serve_traffic(
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
@@ -521,15 +1038,14 @@ async fn serve_traffic(
 async fn serve_admin(
     listener: UnixListener,
     edge: Arc<Edge>,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     grace: Duration,
 ) {
     let builder = hyper::server::conn::http1::Builder::new();
-    let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
-            () = stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
@@ -540,9 +1056,22 @@ async fn serve_admin(
                             Ok::<_, std::convert::Infallible>(crate::admin::handle(edge, req).await)
                         }
                     });
-                    let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+                    // Upgrades: `POST /handover` turns the connection into the hand-over's.
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut stop = stop.clone();
                     connections.spawn(async move {
-                        if let Err(e) = connection.await {
+                        tokio::pin!(connection);
+                        let ended = tokio::select! {
+                            ended = connection.as_mut() => ended,
+                            _ = stopped(&mut stop) => {
+                                // Calls in flight (a drain) finish; idle connections close.
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        };
+                        if let Err(e) = ended {
                             tracing::debug!("admin connection ended: {e}");
                         }
                     });
@@ -552,7 +1081,7 @@ async fn serve_admin(
         }
     }
     drop(listener);
-    finish(graceful, connections, grace, "admin").await;
+    finish_connections(connections, grace, "admin").await;
 }
 
 /// Accept errors are mostly "too many open files": log, and give connections a moment to
@@ -581,33 +1110,6 @@ async fn finish_connections(mut connections: JoinSet<()>, grace: Duration, kind:
         connections.abort_all();
         while connections.join_next().await.is_some() {}
     }
-}
-
-/// Lets open connections finish their requests, for at most `grace`.
-async fn finish(
-    graceful: GracefulShutdown,
-    mut connections: JoinSet<()>,
-    grace: Duration,
-    kind: &str,
-) {
-    let open = graceful.count();
-    if open > 0 {
-        tracing::info!(
-            "letting {open} {kind} connection(s) finish (grace {})",
-            humantime::format_duration(grace)
-        );
-    }
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            "{} {kind} connection(s) still open after the grace period; closing them",
-            connections.len()
-        );
-        connections.abort_all();
-    }
-    while connections.join_next().await.is_some() {}
 }
 
 fn create_dir(dir: &Path) -> Result<(), EdgeError> {

@@ -1,16 +1,19 @@
 //! TLS termination with rustls (the aws-lc-rs provider, the workspace's one TLS stack).
 //!
-//! Certificates and keys are PEM files, read when the edge starts. Each names the hosts it
-//! serves; the client's SNI picks one: an exact name first, then a `*.` wildcard for one
-//! label, then the certificate listed without hosts (the default). A client whose name
-//! matches nothing and with no default gets a handshake failure. ALPN offers `h2` and
-//! `http/1.1`, so HTTP/2 over TLS needs no prior knowledge. Behind TLS the request is
-//! routed exactly as over plain HTTP, with `X-Forwarded-Proto: https`.
+//! Certificates and keys are PEM files, read when the edge starts and again on
+//! `POST /tls/reload` (`shipit edge reload`), which swaps the whole set at once: a
+//! handshake sees the old set or the new one, and a reload that fails (a missing file, a
+//! key that does not fit) changes nothing. Each certificate names the hosts it serves; the
+//! client's SNI picks one: an exact name first, then a `*.` wildcard for one label, then
+//! the certificate listed without hosts (the default). A client whose name matches
+//! nothing and with no default gets a handshake failure. ALPN offers `h2` and `http/1.1`,
+//! so HTTP/2 over TLS needs no prior knowledge. Behind TLS the request is routed exactly as
+//! over plain HTTP, with `X-Forwarded-Proto: https`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
@@ -18,12 +21,13 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
 
 use crate::EdgeError;
 
 /// Where the edge serves TLS, and with which certificates.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TlsOptions {
     /// The TLS traffic address; port 0 picks a free port (reported by `/status`).
     pub listen: SocketAddr,
@@ -31,58 +35,152 @@ pub struct TlsOptions {
 }
 
 /// One certificate chain and its private key, as PEM files.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CertificateFiles {
     /// Host names it serves (`*.example.com` for one label of wildcard). Empty: the
     /// default, for clients whose name matches no other certificate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub hosts: Vec<String>,
     /// The chain, leaf first.
     pub cert: PathBuf,
     pub key: PathBuf,
 }
 
-/// Reads the certificates and builds the acceptor for the TLS listener.
-pub(crate) fn acceptor(options: &TlsOptions) -> Result<TlsAcceptor, EdgeError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut resolver = SniResolver::default();
-    for files in &options.certificates {
-        let key = Arc::new(load(files, &provider)?);
-        if files.hosts.is_empty() {
-            if resolver.default.is_some() {
-                return Err(tls_error(
-                    &files.cert,
-                    "a second certificate without hosts; only one may be the default",
-                ));
-            }
-            resolver.default = Some(Arc::clone(&key));
-        }
-        for host in &files.hosts {
-            let host = host.to_ascii_lowercase();
-            let table = match host.strip_prefix("*.") {
-                Some(suffix) => (&mut resolver.wildcard, suffix.to_string()),
-                None => (&mut resolver.exact, host.clone()),
-            };
-            if table.0.insert(table.1, Arc::clone(&key)).is_some() {
-                return Err(tls_error(
-                    &files.cert,
-                    &format!("host {host} is already served by another certificate"),
-                ));
-            }
-        }
+/// The TLS side of a running edge: the acceptor of its listener and the certificate set
+/// behind it, which [`TlsState::reload`] replaces.
+pub(crate) struct TlsState {
+    acceptor: TlsAcceptor,
+    store: Arc<CertStore>,
+    /// The files of the current set, read again by a reload that names none.
+    files: Mutex<Vec<CertificateFiles>>,
+}
+
+impl std::fmt::Debug for TlsState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsState")
+            .field("files", &self.files)
+            .finish_non_exhaustive()
     }
-    if options.certificates.is_empty() {
-        return Err(EdgeError::Tls {
-            path: PathBuf::new(),
-            reason: "TLS is on but no certificate is configured".into(),
+}
+
+impl TlsState {
+    /// Reads the certificates and builds the acceptor for the TLS listener.
+    pub(crate) fn new(options: &TlsOptions) -> Result<TlsState, EdgeError> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let certificates = Certificates::load(&options.certificates, &provider)?;
+        let store = Arc::new(CertStore {
+            provider: Arc::clone(&provider),
+            current: RwLock::new(Arc::new(certificates)),
         });
+        let mut config = ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| tls_error(Path::new(""), &e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(TlsState {
+            acceptor: TlsAcceptor::from(Arc::new(config)),
+            store,
+            files: Mutex::new(options.certificates.clone()),
+        })
     }
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_error(Path::new(""), &e.to_string()))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
+
+    pub(crate) fn acceptor(&self) -> TlsAcceptor {
+        self.acceptor.clone()
+    }
+
+    /// Reads `certificates` (or, with `None`, the current files again) and, when all of them
+    /// load, serves them from the next handshake on. Returns the set now served.
+    pub(crate) fn reload(
+        &self,
+        certificates: Option<Vec<CertificateFiles>>,
+    ) -> Result<Vec<CertificateFiles>, EdgeError> {
+        let mut files = self.files.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted = certificates.unwrap_or_else(|| files.clone());
+        let loaded = Certificates::load(&wanted, &self.store.provider)?;
+        *self
+            .store
+            .current
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Arc::new(loaded);
+        *files = wanted.clone();
+        Ok(wanted)
+    }
+
+    /// The files of the set now served.
+    pub(crate) fn files(&self) -> Vec<CertificateFiles> {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+/// Reads the certificates and builds the acceptor for the TLS listener.
+#[cfg(test)]
+pub(crate) fn acceptor(options: &TlsOptions) -> Result<TlsAcceptor, EdgeError> {
+    TlsState::new(options).map(|state| state.acceptor())
+}
+
+/// One loaded certificate set, by the names it serves.
+#[derive(Debug, Default)]
+struct Certificates {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` kept as `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl Certificates {
+    fn load(
+        files: &[CertificateFiles],
+        provider: &Arc<CryptoProvider>,
+    ) -> Result<Certificates, EdgeError> {
+        if files.is_empty() {
+            return Err(EdgeError::Tls {
+                path: PathBuf::new(),
+                reason: "TLS is on but no certificate is configured".into(),
+            });
+        }
+        let mut set = Certificates::default();
+        for file in files {
+            let key = Arc::new(load(file, provider)?);
+            if file.hosts.is_empty() {
+                if set.default.is_some() {
+                    return Err(tls_error(
+                        &file.cert,
+                        "a second certificate without hosts; only one may be the default",
+                    ));
+                }
+                set.default = Some(Arc::clone(&key));
+            }
+            for host in &file.hosts {
+                let host = host.to_ascii_lowercase();
+                let table = match host.strip_prefix("*.") {
+                    Some(suffix) => (&mut set.wildcard, suffix.to_string()),
+                    None => (&mut set.exact, host.clone()),
+                };
+                if table.0.insert(table.1, Arc::clone(&key)).is_some() {
+                    return Err(tls_error(
+                        &file.cert,
+                        &format!("host {host} is already served by another certificate"),
+                    ));
+                }
+            }
+        }
+        Ok(set)
+    }
+
+    fn find(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let by_name = name.and_then(|name| {
+            let name = name.to_ascii_lowercase();
+            self.exact.get(&name).or_else(|| {
+                let (_, parent) = name.split_once('.')?;
+                self.wildcard.get(parent)
+            })
+        });
+        by_name.or(self.default.as_ref()).cloned()
+    }
 }
 
 fn load(files: &CertificateFiles, provider: &CryptoProvider) -> Result<CertifiedKey, EdgeError> {
@@ -112,31 +210,18 @@ fn tls_error(path: &Path, reason: &str) -> EdgeError {
     }
 }
 
-/// Picks the certificate for the client's SNI name.
-#[derive(Debug, Default)]
-struct SniResolver {
-    exact: HashMap<String, Arc<CertifiedKey>>,
-    /// `*.example.com` kept as `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+/// Picks the certificate for the client's SNI name from the current set. A handshake
+/// takes the set under a read lock held only to clone an `Arc`.
+#[derive(Debug)]
+struct CertStore {
+    provider: Arc<CryptoProvider>,
+    current: RwLock<Arc<Certificates>>,
 }
 
-impl SniResolver {
-    fn find(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
-        let by_name = name.and_then(|name| {
-            let name = name.to_ascii_lowercase();
-            self.exact.get(&name).or_else(|| {
-                let (_, parent) = name.split_once('.')?;
-                self.wildcard.get(parent)
-            })
-        });
-        by_name.or(self.default.as_ref()).cloned()
-    }
-}
-
-impl ResolvesServerCert for SniResolver {
+impl ResolvesServerCert for CertStore {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        self.find(client_hello.server_name())
+        let current = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
+        current.find(client_hello.server_name())
     }
 }
 
@@ -233,6 +318,31 @@ pub(crate) mod tests {
             .header("host", host)
             .body(Full::new(Bytes::new()))
             .unwrap()
+    }
+
+    /// `GET /` over TLS to `host` (SNI and Host); the answering backend's name.
+    pub(crate) async fn https_get(
+        pki: &TestPki,
+        addr: SocketAddr,
+        host: &str,
+    ) -> Result<String, String> {
+        let stream = handshake(pki, addr, host, &[b"http/1.1"])
+            .await
+            .map_err(|e| format!("handshake for {host}: {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| format!("HTTP handshake for {host}: {e}"))?;
+        tokio::spawn(connection);
+        let response = sender
+            .send_request(request(host, "/"))
+            .await
+            .map_err(|e| format!("GET / on {host}: {e}"))?;
+        Ok(response
+            .headers()
+            .get("x-backend")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string())
     }
 
     struct TlsEdge {
@@ -351,6 +461,58 @@ pub(crate) mod tests {
         edge.handle.shutdown().await.unwrap();
     }
 
+    #[tokio::test]
+    async fn reload_swaps_the_certificates_and_keeps_them_when_a_file_is_bad() {
+        let pki = TestPki::new();
+        let edge = tls_edge(vec![pki.certificate("a", &["a.test"], &["a.test"])]).await;
+        let addr = edge.handle.tls_addr().unwrap();
+        let blue = TestBackend::start("blue").await;
+        let client = edge.handle.client();
+        client
+            .switch("web", &blue.backend(Slot::Blue, "r1"))
+            .await
+            .unwrap();
+        assert_eq!(https_get(&pki, addr, "a.test").await.unwrap(), "blue");
+        assert!(https_get(&pki, addr, "b.test").await.is_err());
+
+        // A default certificate (no hosts) valid for b.test replaces the set.
+        let b = pki.certificate("b", &["b.test"], &[]);
+        let answer = client.reload_tls(Some(vec![b.clone()])).await.unwrap();
+        assert_eq!(answer.certificates, vec![b.clone()]);
+        assert_eq!(https_get(&pki, addr, "b.test").await.unwrap(), "blue");
+        assert!(https_get(&pki, addr, "a.test").await.is_err());
+
+        // A file that does not load changes nothing.
+        let missing = CertificateFiles {
+            cert: pki.dir.path().join("nope.crt"),
+            ..b.clone()
+        };
+        let err = client.reload_tls(Some(vec![missing])).await.unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("nope.crt"), "{message}");
+        assert!(message.contains("still served"), "{message}");
+        assert_eq!(https_get(&pki, addr, "b.test").await.unwrap(), "blue");
+
+        // Without files, the current ones are read again: renewed, now for c.test.
+        pki.certificate("b", &["c.test"], &[]);
+        let answer = client.reload_tls(None).await.unwrap();
+        assert_eq!(answer.certificates, vec![b]);
+        assert_eq!(https_get(&pki, addr, "c.test").await.unwrap(), "blue");
+        assert!(https_get(&pki, addr, "b.test").await.is_err());
+        edge.handle.shutdown().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn reload_on_an_edge_without_tls_says_how_to_turn_it_on() {
+        let edge = crate::test_backend::TestEdge::start().await;
+        let err = edge.client().reload_tls(None).await.unwrap_err();
+        assert!(
+            matches!(err, EdgeError::AdminRejected { status: 409, .. }),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("tls_listen"), "{err}");
+    }
+
     #[test]
     fn sni_prefers_exact_then_wildcard_then_default() {
         let pki = TestPki::new();
@@ -359,7 +521,7 @@ pub(crate) mod tests {
             Arc::new(load(&pki.certificate(file, &["x.test"], &[]), &provider).unwrap())
         };
         let (exact, wild, default) = (key("a"), key("b"), key("c"));
-        let resolver = SniResolver {
+        let resolver = Certificates {
             exact: HashMap::from([("www.shop.test".to_string(), Arc::clone(&exact))]),
             wildcard: HashMap::from([("shop.test".to_string(), Arc::clone(&wild))]),
             default: Some(Arc::clone(&default)),

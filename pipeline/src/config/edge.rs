@@ -1,0 +1,338 @@
+//! The `[targets.<name>.edge]` table of a local target: the edge's TLS, timeouts and limits.
+//!
+//! Every default is the edge's own constant (`shipit_edge::DEFAULT_*`), so a config without
+//! the table runs the edge exactly as `shipit edge run` without a config does. Certificate
+//! and key paths are resolved against the config file's folder and must name files; whether
+//! they hold a valid certificate and key is the edge's check, when it starts or reloads.
+//! `max_request_body` is a size with a binary unit ("512KiB", "10MiB", "1GiB", or "100B").
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use super::duration_text;
+use super::error::Problem;
+use super::locate::KeyPath;
+use super::raw::{RawCertificate, RawEdgeSettings};
+use super::resolve::normalize;
+
+pub use shipit_edge::{
+    DEFAULT_CONNECT_TIMEOUT as DEFAULT_EDGE_CONNECT_TIMEOUT,
+    DEFAULT_IDLE_TIMEOUT as DEFAULT_EDGE_IDLE_TIMEOUT,
+    DEFAULT_MAX_REQUEST_BODY as DEFAULT_EDGE_MAX_REQUEST_BODY,
+    DEFAULT_RESPONSE_HEADER_TIMEOUT as DEFAULT_EDGE_RESPONSE_TIMEOUT,
+    HEADER_READ_TIMEOUT as DEFAULT_EDGE_HEADER_READ_TIMEOUT,
+};
+
+/// The units `max_request_body` takes, each with its size in bytes.
+pub(crate) const SIZE_UNITS: [(&str, u64); 4] = [
+    ("GiB", 1 << 30),
+    ("MiB", 1 << 20),
+    ("KiB", 1 << 10),
+    ("B", 1),
+];
+
+/// What `expected ...` says in a size error.
+pub(crate) const SIZE_EXAMPLES: &str = r#"a size with a unit like "512KiB", "10MiB" or "1GiB""#;
+
+/// The edge of a local target, as the config sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EdgeSettings {
+    /// Where the edge terminates TLS; `None`: no TLS.
+    pub tls_listen: Option<SocketAddr>,
+    /// The certificates TLS serves, chosen by the client's SNI name.
+    pub certificates: Vec<Certificate>,
+    /// How long a client may take to send a request head (also how long a keep-alive
+    /// connection may wait for its next request).
+    #[serde(with = "duration_text")]
+    pub header_read_timeout: Duration,
+    /// How long a client connection may go without a request before it is closed.
+    #[serde(with = "duration_text")]
+    pub idle_timeout: Duration,
+    /// How long a slot may take to accept a connection (then 504).
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    /// How long a slot may take to start its answer once it has the request (then 504).
+    #[serde(with = "duration_text")]
+    pub response_timeout: Duration,
+    /// The largest request body forwarded, in bytes (larger: 413).
+    pub max_request_body: u64,
+}
+
+impl Default for EdgeSettings {
+    fn default() -> Self {
+        EdgeSettings {
+            tls_listen: None,
+            certificates: Vec::new(),
+            header_read_timeout: DEFAULT_EDGE_HEADER_READ_TIMEOUT,
+            idle_timeout: DEFAULT_EDGE_IDLE_TIMEOUT,
+            connect_timeout: DEFAULT_EDGE_CONNECT_TIMEOUT,
+            response_timeout: DEFAULT_EDGE_RESPONSE_TIMEOUT,
+            max_request_body: DEFAULT_EDGE_MAX_REQUEST_BODY,
+        }
+    }
+}
+
+/// One certificate chain and its key, for one host name or as the default.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Certificate {
+    /// The host name it serves (`*.example.com`: one label of wildcard); `None`: the
+    /// default, for clients whose name matches no other certificate.
+    pub host: Option<String>,
+    /// Absolute path of the PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// Absolute path of the PEM private key.
+    pub key: PathBuf,
+}
+
+impl EdgeSettings {
+    /// The edge's settings: these timeouts and limits, `drain_timeout` (the target's) as
+    /// the grace a stopping or upgraded edge gives its connections, and TLS when on.
+    pub fn edge(&self, drain_timeout: Duration) -> shipit_edge::Settings {
+        shipit_edge::Settings {
+            tuning: shipit_edge::Tuning {
+                connect_timeout: self.connect_timeout,
+                shutdown_grace: drain_timeout,
+                header_read_timeout: self.header_read_timeout,
+                idle_timeout: self.idle_timeout,
+                response_header_timeout: self.response_timeout,
+                max_request_body: Some(self.max_request_body),
+                ..shipit_edge::Tuning::default()
+            },
+            tls: self.tls_listen.map(|listen| shipit_edge::TlsOptions {
+                listen,
+                certificates: self.certificate_files(),
+            }),
+        }
+    }
+
+    /// The certificates as the edge reads them.
+    pub fn certificate_files(&self) -> Vec<shipit_edge::CertificateFiles> {
+        self.certificates
+            .iter()
+            .map(|c| shipit_edge::CertificateFiles {
+                hosts: c.host.iter().cloned().collect(),
+                cert: c.cert.clone(),
+                key: c.key.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Resolves the `edge` table of a local target listening on `listen`.
+pub(crate) fn settings(
+    raw: Option<RawEdgeSettings>,
+    listen: SocketAddr,
+    dir: &Path,
+    path: &KeyPath,
+) -> Result<EdgeSettings, Problem> {
+    let Some(raw) = raw else {
+        return Ok(EdgeSettings::default());
+    };
+    let defaults = EdgeSettings::default();
+    let duration = |value: Option<super::raw::DurationValue>, default: Duration, key: &str| {
+        let duration = value.map_or(default, |d| d.0);
+        if duration.is_zero() {
+            return Err(Problem::value(
+                path.key(key),
+                "invalid duration 0: expected more than zero",
+            )
+            .with_hint(format!(
+                "leave `{key}` out for the default, {}",
+                humantime::format_duration(default)
+            )));
+        }
+        Ok(duration)
+    };
+    let header_read_timeout = duration(
+        raw.header_read_timeout,
+        defaults.header_read_timeout,
+        "header_read_timeout",
+    )?;
+    let idle_timeout = duration(raw.idle_timeout, defaults.idle_timeout, "idle_timeout")?;
+    let connect_timeout = duration(
+        raw.connect_timeout,
+        defaults.connect_timeout,
+        "connect_timeout",
+    )?;
+    let response_timeout = duration(
+        raw.response_timeout,
+        defaults.response_timeout,
+        "response_timeout",
+    )?;
+
+    let tls_listen = raw.tls_listen.map(|l| l.0);
+    if tls_listen == Some(listen) {
+        return Err(Problem::value(
+            path.key("tls_listen"),
+            format!("tls_listen {listen} is the target's `listen` address too"),
+        )
+        .with_hint("TLS needs its own port, like \"0.0.0.0:443\" beside \"0.0.0.0:80\""));
+    }
+    let certificates_key = path.key("certificates");
+    let mut certificates: Vec<Certificate> = Vec::new();
+    for (index, raw_certificate) in raw.certificates.into_iter().enumerate() {
+        let certificate = certificate(raw_certificate, dir, &certificates_key.index(index))?;
+        let clash = certificates.iter().find(|c| c.host == certificate.host);
+        if clash.is_some() {
+            let message = match &certificate.host {
+                Some(host) => format!("host {host} has two certificates"),
+                None => "two certificates without `host`; only one may be the default".to_string(),
+            };
+            return Err(Problem::value(certificates_key.index(index), message)
+                .with_hint("give each certificate its own `host`, or leave it out on one only"));
+        }
+        certificates.push(certificate);
+    }
+    match (tls_listen, certificates.is_empty()) {
+        (Some(_), true) => {
+            return Err(Problem::key(
+                path.key("tls_listen"),
+                "tls_listen is set but no certificate is",
+            )
+            .with_hint(
+                "add `certificates = [{ host = \"example.com\", cert = \"cert.pem\", key = \"key.pem\" }]`",
+            ));
+        }
+        (None, false) => {
+            return Err(Problem::key(
+                certificates_key,
+                "certificates are set but tls_listen is not",
+            )
+            .with_hint("add `tls_listen = \"0.0.0.0:443\"`: the address the edge serves TLS on"));
+        }
+        _ => {}
+    }
+
+    let max_request_body = raw
+        .max_request_body
+        .map_or(defaults.max_request_body, |size| size.0);
+    Ok(EdgeSettings {
+        tls_listen,
+        certificates,
+        header_read_timeout,
+        idle_timeout,
+        connect_timeout,
+        response_timeout,
+        max_request_body,
+    })
+}
+
+fn certificate(raw: RawCertificate, dir: &Path, path: &KeyPath) -> Result<Certificate, Problem> {
+    let host = match raw.host.map(|h| h.trim().to_ascii_lowercase()) {
+        Some(host) if host.is_empty() => None,
+        Some(host) => {
+            let name = host.strip_prefix("*.").unwrap_or(&host);
+            if !is_host_name(name) {
+                return Err(Problem::value(
+                    path.key("host"),
+                    format!(
+                        "invalid host {host:?}: expected a host name like \"example.com\" or \
+                         \"*.example.com\""
+                    ),
+                )
+                .with_hint("write the host name alone, without https://, a port or a path"));
+            }
+            Some(host)
+        }
+        None => None,
+    };
+    let file = |written: &str, key: &str, what: &str| {
+        let key_path = path.key(key);
+        if written.trim().is_empty() {
+            return Err(Problem::value(
+                key_path,
+                format!(
+                    "empty path: expected the {what} file, relative to the config file's folder"
+                ),
+            ));
+        }
+        let resolved = normalize(&dir.join(written));
+        match std::fs::metadata(&resolved) {
+            Ok(meta) if meta.is_file() => Ok(resolved),
+            Ok(_) => Err(Problem::value(
+                key_path,
+                format!("{what} {} is not a file", resolved.display()),
+            )),
+            Err(error) => Err(Problem::value(
+                key_path,
+                format!("{what} {} cannot be read: {error}", resolved.display()),
+            )
+            .with_hint(format!(
+                "the path is relative to the config file's folder ({})",
+                dir.display()
+            ))),
+        }
+    };
+    Ok(Certificate {
+        cert: file(&raw.cert, "cert", "certificate")?,
+        key: file(&raw.key, "key", "private key")?,
+        host,
+    })
+}
+
+/// Letters, digits and `-` in dot-separated labels of 1 to 63 characters.
+fn is_host_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
+}
+
+/// Reads a size: digits, then one of [`SIZE_UNITS`] (spaces between them allowed).
+pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let invalid = || format!("invalid size {text:?}: expected {SIZE_EXAMPLES}");
+    let digits = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits);
+    let unit = unit.trim();
+    let multiplier = SIZE_UNITS
+        .iter()
+        .find(|(name, _)| *name == unit)
+        .map(|(_, bytes)| *bytes)
+        .ok_or_else(invalid)?;
+    let number: u64 = number.parse().map_err(|_| invalid())?;
+    match number.checked_mul(multiplier) {
+        Some(0) => Err(format!("invalid size {text:?}: expected more than zero")),
+        Some(bytes) => Ok(bytes),
+        None => Err(format!("invalid size {text:?}: too large")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_units() {
+        assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
+        assert_eq!(parse_size(" 512 KiB "), Ok(512 * 1024));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("100B"), Ok(100));
+        for bad in ["10", "10MB", "1.5MiB", "MiB", "-1KiB", "10 mib", ""] {
+            let err = parse_size(bad).unwrap_err();
+            assert!(err.contains(SIZE_EXAMPLES), "{bad}: {err}");
+        }
+        assert!(parse_size("0MiB").unwrap_err().contains("more than zero"));
+        assert!(
+            parse_size("99999999999999GiB")
+                .unwrap_err()
+                .contains("too large")
+        );
+    }
+
+    #[test]
+    fn default_settings_are_the_edge_defaults() {
+        let settings = EdgeSettings::default().edge(shipit_edge::DEFAULT_SHUTDOWN_GRACE);
+        assert_eq!(settings.tuning, shipit_edge::Tuning::default());
+        assert_eq!(settings.tls, None);
+    }
+}
