@@ -2,11 +2,13 @@
 //! stderr, in one of three modes chosen once at start:
 //!
 //! - **terminal** (stderr is a TTY): a spinner per phase showing the phase's latest progress
-//!   line and how long it has run, replaced by a `✓ phase (ms)` line when the phase ends;
+//!   line and how long it has run, replaced by a `✓ phase (ms)` line when the phase ends; a
+//!   weighted shift turns it into a bar that fills over each step's bake;
 //! - **GitHub Actions** (`GITHUB_ACTIONS=true`): plain lines, each phase folded in a
 //!   `::group::<phase>` … `::endgroup::` block, warnings and the final error also as
 //!   `::warning::` / `::error::` annotations;
-//! - **plain** (anything else: a pipe, a file, CI): timestamped lines.
+//! - **plain** (anything else: a pipe, a file, CI): timestamped lines (a bake gets a line at
+//!   each quarter of its period).
 //!
 //! `-q` keeps only warnings, errors and data. `NO_COLOR` (set and not empty) turns colour off.
 //! The spinner is process-wide state: a `Printer` is `Copy` and handed to event sinks on other
@@ -16,7 +18,7 @@
 
 use std::io::{IsTerminal, Write};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -43,6 +45,21 @@ pub struct Printer {
 static SPINNER: Mutex<Option<ProgressBar>> = Mutex::new(None);
 /// Whether a `::group::` is open (GitHub mode).
 static GROUP_OPEN: AtomicBool = AtomicBool::new(false);
+/// The last bake line printed in plain mode: step × 8 + quarter.
+static LAST_BAKE_MARK: AtomicU64 = AtomicU64::new(0);
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn whole_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
+}
+
+/// Time left, rounded up: "1s left" until it is all gone.
+fn seconds_left(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs() + u64::from(d.subsec_nanos() > 0))
+}
 
 /// Runs `write` with the spinner, if any, cleared from the screen, so a line printed while a
 /// phase runs never lands in the middle of it.
@@ -135,6 +152,88 @@ impl Printer {
             }
             Event::Progress { phase, message } => self.progress(*phase, message),
             Event::Warning { message } => self.warn(message),
+            Event::ShiftStep {
+                index,
+                total,
+                percent,
+                bake,
+            } => self.shift_step(*index, *total, *percent, *bake),
+            Event::Bake {
+                index,
+                total,
+                percent,
+                elapsed,
+                period,
+            } => self.bake(*index, *total, *percent, *elapsed, *period),
+        }
+    }
+
+    /// A weighted step of the shift begins. On a terminal the phase's spinner becomes a bar
+    /// that fills over the bake; elsewhere it is a line.
+    fn shift_step(&self, index: usize, total: usize, percent: u8, bake: Duration) {
+        if self.quiet {
+            return;
+        }
+        let text = format!(
+            "step {index}/{total}: {percent}% of new clients on the candidate, baking {}",
+            humantime::format_duration(bake)
+        );
+        LAST_BAKE_MARK.store(0, Ordering::SeqCst);
+        if self.mode == Mode::Terminal {
+            let spinner = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(bar) = spinner {
+                let template = if self.color {
+                    "{spinner:.cyan} {prefix:.bold} [{bar:24.cyan/blue}] {wide_msg} {elapsed:.dim}"
+                } else {
+                    "{spinner} {prefix} [{bar:24}] {wide_msg} {elapsed}"
+                };
+                let style = ProgressStyle::with_template(template)
+                    .expect("the bar template parses")
+                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+                    .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_length(millis(bake).max(1));
+                bar.set_position(0);
+                bar.set_prefix(format!("{} {index}/{total} {percent}%", Phase::Shift));
+                bar.set_message(text);
+                return;
+            }
+        }
+        self.info(&format!("  {}: {text}", Phase::Shift));
+    }
+
+    /// Time passing in a bake: the bar moves on a terminal; elsewhere a line at each quarter
+    /// of the bake, so a long bake shows it is alive without flooding a CI log.
+    fn bake(&self, index: usize, total: usize, percent: u8, elapsed: Duration, period: Duration) {
+        if self.quiet {
+            return;
+        }
+        let left = period.saturating_sub(elapsed);
+        let text = format!(
+            "step {index}/{total}: {percent}% on the candidate, {} of {} baked, {} left",
+            humantime::format_duration(whole_seconds(elapsed)),
+            humantime::format_duration(period),
+            humantime::format_duration(seconds_left(left))
+        );
+        if self.mode == Mode::Terminal {
+            let spinner = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            if let Some(bar) = spinner {
+                // The step and the time left lead the bar; the message keeps the latest
+                // progress line (the bake's counts).
+                bar.set_position(millis(elapsed));
+                bar.set_prefix(format!(
+                    "{} {index}/{total} {percent}% {} left",
+                    Phase::Shift,
+                    humantime::format_duration(seconds_left(left))
+                ));
+                return;
+            }
+        }
+        let quarter = (millis(elapsed) * 4 / millis(period).max(1)).min(4);
+        // One line per quarter reached, for this step (`shift_step` resets the mark).
+        let mark = index as u64 * 8 + quarter;
+        if quarter > 0 && LAST_BAKE_MARK.fetch_max(mark, Ordering::SeqCst) < mark {
+            self.info(&format!("  {}: {text}", Phase::Shift));
         }
     }
 

@@ -17,6 +17,8 @@ pub enum Phase {
     Push,
     Launch,
     Verify,
+    /// `release --no-promote`: the verified candidate is made reachable for preview only.
+    Stage,
     Shift,
     Retire,
     Record,
@@ -30,6 +32,7 @@ impl Phase {
             Phase::Push => "push",
             Phase::Launch => "launch",
             Phase::Verify => "verify",
+            Phase::Stage => "stage",
             Phase::Shift => "shift",
             Phase::Retire => "retire",
             Phase::Record => "record",
@@ -59,6 +62,24 @@ pub enum Event {
     Progress {
         phase: Phase,
         message: String,
+    },
+    /// A weighted step of the shift begins: `percent` of new clients go to the candidate,
+    /// which is then watched for `bake`. Step `index` of `total`; the switch to 100 % follows
+    /// the last one.
+    ShiftStep {
+        index: usize,
+        total: usize,
+        percent: u8,
+        bake: Duration,
+    },
+    /// Time passing in the bake of step `index`: `elapsed` of `period`. Sent about once a
+    /// second, and once more with `elapsed == period` when the step passed.
+    Bake {
+        index: usize,
+        total: usize,
+        percent: u8,
+        elapsed: Duration,
+        period: Duration,
     },
     /// Something the user should know that does not stop the release.
     Warning {

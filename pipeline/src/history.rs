@@ -1,8 +1,11 @@
 //! The release history: one record per attempt, failed ones included.
 //!
 //! A record is written when a release starts and rewritten at every phase boundary, so a run
-//! that crashes still leaves a record saying how far it got. Each record is its own JSON file
-//! (`<dir>/<id>.json`), replaced atomically, so a crash mid-write never corrupts the others.
+//! that crashes still leaves a record saying how far it got. Where the records live is the
+//! platform's choice, behind [`HistoryStore`]: the local target keeps them in files
+//! ([`FileHistory`]: each record its own JSON file, `<dir>/<id>.json`, replaced atomically, so
+//! a crash mid-write never corrupts the others); a cloud target keeps them where every
+//! machine that releases can read them.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -38,6 +41,15 @@ pub enum Outcome {
     Interrupted {
         cause: String,
     },
+    /// Verified and reachable for preview (`release --no-promote`), not live: waiting for
+    /// `shipit promote`. `preview` says how to reach it.
+    Staged {
+        preview: Option<String>,
+    },
+    /// Was staged, and a later release or rollback replaced the candidate before promotion.
+    Superseded {
+        by: String,
+    },
 }
 
 impl Outcome {
@@ -47,6 +59,8 @@ impl Outcome {
             Outcome::Succeeded => "succeeded",
             Outcome::Failed { .. } => "failed",
             Outcome::Interrupted { .. } => "interrupted",
+            Outcome::Staged { .. } => "staged",
+            Outcome::Superseded { .. } => "superseded",
         }
     }
 }
@@ -57,6 +71,19 @@ pub struct PhaseRecord {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     /// `None` while running; `Some(true)` when it completed.
+    pub ok: Option<bool>,
+}
+
+/// One weighted step of a shift: a share of traffic on the candidate, watched for a while.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShiftStepRecord {
+    /// The share of new clients sent to the candidate, 1 to 99.
+    pub percent: u8,
+    /// How long the step was to be watched, in milliseconds.
+    pub bake_ms: u64,
+    pub started_at: Timestamp,
+    pub finished_at: Option<Timestamp>,
+    /// `None` while running; `Some(false)` when the bake failed or was interrupted.
     pub ok: Option<bool>,
 }
 
@@ -97,6 +124,9 @@ pub struct ReleaseRecord {
     pub started_at: Timestamp,
     pub finished_at: Option<Timestamp>,
     pub phases: Vec<PhaseRecord>,
+    /// The weighted steps of the shift, in order (empty for an all-at-once shift).
+    #[serde(default)]
+    pub shift_steps: Vec<ShiftStepRecord>,
     pub outcome: Outcome,
 }
 
@@ -125,9 +155,18 @@ impl ReleaseRecord {
 
     pub fn finish(&mut self, outcome: Outcome) {
         let now = Timestamp::now();
+        let ok = matches!(outcome, Outcome::Succeeded | Outcome::Staged { .. });
         for p in self.phases.iter_mut().filter(|p| p.finished_at.is_none()) {
             p.finished_at = Some(now);
-            p.ok = Some(outcome == Outcome::Succeeded);
+            p.ok = Some(ok);
+        }
+        for s in self
+            .shift_steps
+            .iter_mut()
+            .filter(|s| s.finished_at.is_none())
+        {
+            s.finished_at = Some(now);
+            s.ok = Some(ok);
         }
         self.finished_at = Some(now);
         self.outcome = outcome;
@@ -137,6 +176,22 @@ impl ReleaseRecord {
         let end = self.finished_at?;
         end.duration_since(self.started_at).try_into().ok()
     }
+}
+
+/// A boxed future, so the store traits can be used as `dyn` objects.
+pub type BoxFuture<'a, T> = std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>>;
+
+/// Where one service's release records live on one target.
+pub trait HistoryStore: Send + Sync {
+    /// For messages: "/path/to/releases" or "SSM /shipit/<cluster>/<service>/releases".
+    fn describe(&self) -> String;
+    /// Writes (or replaces) a record.
+    fn save<'a>(&'a self, record: &'a ReleaseRecord) -> BoxFuture<'a, Result<(), HistoryError>>;
+    /// The record of attempt `id`, if there is one.
+    fn get<'a>(&'a self, id: &'a str)
+    -> BoxFuture<'a, Result<Option<ReleaseRecord>, HistoryError>>;
+    /// All records, newest first.
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ReleaseRecord>, HistoryError>>;
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,17 +214,46 @@ pub enum HistoryError {
         #[source]
         source: serde_json::Error,
     },
+    /// A store kept by a service (a cloud parameter store) failed or refused.
+    #[error("release history in {store}: {message}{}", hint.as_ref().map_or(String::new(), |h| format!("\nhint: {h}")))]
+    Remote {
+        store: String,
+        message: String,
+        hint: Option<String>,
+    },
 }
 
-/// The records of one service on one target.
+/// The records of one service on one target, one JSON file each in a folder.
 #[derive(Debug, Clone)]
-pub struct History {
+pub struct FileHistory {
     dir: PathBuf,
 }
 
-impl History {
-    pub fn new(dir: impl Into<PathBuf>) -> History {
-        History { dir: dir.into() }
+impl HistoryStore for FileHistory {
+    fn describe(&self) -> String {
+        self.dir.display().to_string()
+    }
+
+    fn save<'a>(&'a self, record: &'a ReleaseRecord) -> BoxFuture<'a, Result<(), HistoryError>> {
+        // Small local files: the blocking calls take microseconds.
+        Box::pin(std::future::ready(self.save_now(record)))
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ReleaseRecord>, HistoryError>> {
+        Box::pin(std::future::ready(self.get_now(id)))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ReleaseRecord>, HistoryError>> {
+        Box::pin(std::future::ready(self.list_now()))
+    }
+}
+
+impl FileHistory {
+    pub fn new(dir: impl Into<PathBuf>) -> FileHistory {
+        FileHistory { dir: dir.into() }
     }
 
     pub fn dir(&self) -> &Path {
@@ -181,7 +265,7 @@ impl History {
     }
 
     /// Writes (or replaces) a record atomically.
-    pub fn save(&self, record: &ReleaseRecord) -> Result<(), HistoryError> {
+    pub fn save_now(&self, record: &ReleaseRecord) -> Result<(), HistoryError> {
         let path = self.path_of(&record.id);
         let err = |source| HistoryError::Write {
             path: path.clone(),
@@ -194,7 +278,7 @@ impl History {
         std::fs::rename(&tmp, &path).map_err(err)
     }
 
-    pub fn get(&self, id: &str) -> Result<Option<ReleaseRecord>, HistoryError> {
+    pub fn get_now(&self, id: &str) -> Result<Option<ReleaseRecord>, HistoryError> {
         let path = self.path_of(id);
         match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
@@ -206,7 +290,7 @@ impl History {
     }
 
     /// All records, newest first.
-    pub fn list(&self) -> Result<Vec<ReleaseRecord>, HistoryError> {
+    pub fn list_now(&self) -> Result<Vec<ReleaseRecord>, HistoryError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -275,6 +359,7 @@ mod tests {
             started_at: started.parse().unwrap(),
             finished_at: None,
             phases: vec![],
+            shift_steps: vec![],
             outcome: Outcome::InProgress,
         }
     }
@@ -282,30 +367,65 @@ mod tests {
     #[test]
     fn records_round_trip_newest_first() {
         let dir = tempfile::tempdir().unwrap();
-        let history = History::new(dir.path().join("releases"));
-        history.save(&record("a", "2026-11-22T10:00:00Z")).unwrap();
+        let history = FileHistory::new(dir.path().join("releases"));
+        history
+            .save_now(&record("a", "2026-11-22T10:00:00Z"))
+            .unwrap();
         let mut b = record("b", "2026-11-22T11:00:00Z");
         b.finish(Outcome::Failed {
             cause: "unhealthy".into(),
             hint: None,
         });
-        history.save(&b).unwrap();
-        let list = history.list().unwrap();
+        history.save_now(&b).unwrap();
+        let list = history.list_now().unwrap();
         assert_eq!(
             list.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
             ["b", "a"]
         );
-        assert_eq!(history.get("b").unwrap().unwrap(), b);
-        assert_eq!(history.get("nope").unwrap(), None);
+        assert_eq!(history.get_now("b").unwrap().unwrap(), b);
+        assert_eq!(history.get_now("nope").unwrap(), None);
     }
 
     #[test]
     fn corrupt_record_names_its_file() {
         let dir = tempfile::tempdir().unwrap();
-        let history = History::new(dir.path());
+        let history = FileHistory::new(dir.path());
         std::fs::write(dir.path().join("x.json"), "{").unwrap();
-        let err = history.list().unwrap_err().to_string();
+        let err = history.list_now().unwrap_err().to_string();
         assert!(err.contains("x.json"), "{err}");
+    }
+
+    #[test]
+    fn remote_error_names_the_store_and_carries_its_hint() {
+        let err = HistoryError::Remote {
+            store: "SSM /shipit/prod/hello/releases".into(),
+            message: "AccessDenied".into(),
+            hint: Some("allow ssm:PutParameter".into()),
+        };
+        assert_eq!(
+            err.to_string(),
+            "release history in SSM /shipit/prod/hello/releases: AccessDenied\nhint: allow ssm:PutParameter"
+        );
+        let err = HistoryError::Remote {
+            store: "s".into(),
+            message: "m".into(),
+            hint: None,
+        };
+        assert_eq!(err.to_string(), "release history in s: m");
+    }
+
+    #[test]
+    fn staged_records_finish_their_phases_as_done() {
+        let mut r = record("s", "2026-11-22T10:00:00Z");
+        r.begin_phase(Phase::Stage);
+        r.finish(Outcome::Staged { preview: None });
+        assert_eq!(r.phases[0].ok, Some(true));
+        assert_eq!(r.outcome.label(), "staged");
+        // Records written before `shift_steps` existed still load.
+        let mut old = serde_json::to_value(&r).unwrap();
+        old.as_object_mut().unwrap().remove("shift_steps");
+        let back: ReleaseRecord = serde_json::from_value(old).unwrap();
+        assert_eq!(back, r);
     }
 
     #[test]

@@ -1,10 +1,13 @@
 //! The release lock: one release of a service on a target at a time.
 //!
-//! The lock is an advisory `flock` on a file that also records its holder (pid, host, start
-//! time, what it is doing). The kernel drops the `flock` when its process dies, so a lock
-//! left by a crashed run never blocks the next one; the holder record it left behind is then
-//! reported as recovered. While a live process holds the lock, a second release is refused
-//! with that record.
+//! Where the lock lives is the platform's choice, behind [`LockStore`]. The local target uses
+//! [`FileLockStore`]: an advisory `flock` on a file that also records its holder (pid, host,
+//! start time, what it is doing). The kernel drops the `flock` when its process dies, so a
+//! lock left by a crashed run never blocks the next one; the holder record it left behind is
+//! then reported as recovered. While a live process holds the lock, a second release is
+//! refused with that record. A remote store (a cloud parameter store) cannot see a process
+//! die, so a lock a crashed run left there stays until `shipit lock release --force` breaks
+//! it; its refusal says who holds it and since when.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -13,6 +16,7 @@ use std::path::{Path, PathBuf};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+pub use crate::history::BoxFuture;
 /// Who holds (or held) a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -85,22 +89,84 @@ pub enum LockError {
         #[source]
         source: std::io::Error,
     },
+    /// A remote lock is held. Nothing frees it when its holder dies.
+    #[error(
+        "another release holds the lock in {store}: {holder}\nhint: wait for it to finish; if that run is dead, break the lock with `shipit lock release --force --target <target>`"
+    )]
+    HeldRemote { store: String, holder: Holder },
+    #[error("the lock in {store}: {message}")]
+    Remote { store: String, message: String },
 }
 
-/// A held lock. Dropping it clears the holder record and releases the lock.
-#[derive(Debug)]
+/// Where the release lock of one service on one target lives.
+pub trait LockStore: Send + Sync {
+    /// For messages: "/path/to/lock" or "SSM /shipit/<cluster>/<service>/lock".
+    fn describe(&self) -> String;
+    /// Takes the lock for `holder`, without waiting: refused with the holder when it is held.
+    fn acquire<'a>(&'a self, holder: &'a Holder) -> BoxFuture<'a, Result<Lock, LockError>>;
+    /// Who holds it now, if anyone.
+    fn holder(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>>;
+    /// Breaks the lock whoever holds it (`shipit lock release --force`); returns who held it.
+    fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>>;
+}
+
+/// What frees one held lock.
+pub trait LockGuard: Send + Sync {
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), LockError>>;
+}
+
+/// A held lock. Dropping it without [`Lock::release`] is allowed (a crash); a file lock then
+/// frees itself, a remote lock stays until broken with `shipit lock release --force`.
 pub struct Lock {
-    file: File,
-    path: PathBuf,
+    guard: Box<dyn LockGuard>,
     /// The record of a previous holder that died while holding the lock, if any.
     recovered: Option<Holder>,
 }
 
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("recovered", &self.recovered)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Lock {
-    /// Takes the lock at `path` for `holder`, without waiting.
-    pub fn acquire(path: &Path, holder: &Holder) -> Result<Lock, LockError> {
+    pub fn new(guard: Box<dyn LockGuard>, recovered: Option<Holder>) -> Lock {
+        Lock { guard, recovered }
+    }
+
+    /// The holder record a crashed run left behind, now taken over.
+    pub fn recovered(&self) -> Option<&Holder> {
+        self.recovered.as_ref()
+    }
+
+    /// Frees the lock.
+    pub async fn release(self) -> Result<(), LockError> {
+        self.guard.release().await
+    }
+}
+
+/// The release lock as a file under the state directory, held with `flock`.
+#[derive(Debug, Clone)]
+pub struct FileLockStore {
+    path: PathBuf,
+}
+
+impl FileLockStore {
+    pub fn new(path: impl Into<PathBuf>) -> FileLockStore {
+        FileLockStore { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Takes the lock for `holder`, without waiting.
+    pub fn acquire_now(&self, holder: &Holder) -> Result<FileLock, LockError> {
+        let path = &self.path;
         let io = |source| LockError::Io {
-            path: path.to_path_buf(),
+            path: path.clone(),
             source,
         };
         if let Some(dir) = path.parent() {
@@ -118,12 +184,10 @@ impl Lock {
             Err(TryLockError::WouldBlock) => {
                 return Err(match read_holder(&mut file) {
                     Some(holder) => LockError::Held {
-                        path: path.to_path_buf(),
+                        path: path.clone(),
                         holder,
                     },
-                    None => LockError::HeldUnknown {
-                        path: path.to_path_buf(),
-                    },
+                    None => LockError::HeldUnknown { path: path.clone() },
                 });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
@@ -135,30 +199,22 @@ impl Lock {
         file.seek(SeekFrom::Start(0)).map_err(io)?;
         file.write_all(text.as_bytes()).map_err(io)?;
         file.sync_data().map_err(io)?;
-        Ok(Lock {
+        Ok(FileLock {
             file,
-            path: path.to_path_buf(),
+            path: path.clone(),
             recovered,
         })
     }
 
-    /// The holder record a crashed run left behind, now taken over.
-    pub fn recovered(&self) -> Option<&Holder> {
-        self.recovered.as_ref()
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// Reads the holder of the lock at `path` without taking it: `None` when it is free.
-    pub fn holder(path: &Path) -> Result<Option<Holder>, LockError> {
+    /// Reads the holder without taking the lock: `None` when it is free.
+    pub fn holder_now(&self) -> Result<Option<Holder>, LockError> {
+        let path = &self.path;
         let mut file = match File::open(path) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => {
                 return Err(LockError::Io {
-                    path: path.to_path_buf(),
+                    path: path.clone(),
                     source,
                 });
             }
@@ -167,14 +223,88 @@ impl Lock {
             Ok(()) => Ok(None),
             Err(TryLockError::WouldBlock) => Ok(read_holder(&mut file)),
             Err(TryLockError::Error(source)) => Err(LockError::Io {
-                path: path.to_path_buf(),
+                path: path.clone(),
                 source,
             }),
         }
     }
+
+    /// Breaks the lock. A free lock only loses the record a dead holder left. A lock a live
+    /// process holds is unlinked: that process keeps its `flock` on a file nobody else opens
+    /// any more, and the next run creates a fresh one. Returns who held it.
+    pub fn force_release_now(&self) -> Result<Option<Holder>, LockError> {
+        let path = &self.path;
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io(source)),
+        };
+        let held = read_holder(&mut file);
+        match file.try_lock() {
+            Ok(()) => {
+                file.set_len(0).map_err(io)?;
+                let _ = file.unlock();
+            }
+            Err(TryLockError::WouldBlock) => std::fs::remove_file(path).map_err(io)?,
+            Err(TryLockError::Error(e)) => return Err(io(e)),
+        }
+        Ok(held)
+    }
 }
 
-impl Drop for Lock {
+impl LockStore for FileLockStore {
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn acquire<'a>(&'a self, holder: &'a Holder) -> BoxFuture<'a, Result<Lock, LockError>> {
+        // `flock` without waiting and a small file: nothing here blocks for long.
+        Box::pin(std::future::ready(self.acquire_now(holder).map(|lock| {
+            let recovered = lock.recovered.clone();
+            Lock::new(Box::new(lock), recovered)
+        })))
+    }
+
+    fn holder(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
+        Box::pin(std::future::ready(self.holder_now()))
+    }
+
+    fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
+        Box::pin(std::future::ready(self.force_release_now()))
+    }
+}
+
+/// A held file lock. Dropping it clears the holder record and releases the `flock`.
+#[derive(Debug)]
+pub struct FileLock {
+    file: File,
+    path: PathBuf,
+    recovered: Option<Holder>,
+}
+
+impl FileLock {
+    /// The holder record a crashed run left behind, now taken over.
+    pub fn recovered(&self) -> Option<&Holder> {
+        self.recovered.as_ref()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl LockGuard for FileLock {
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), LockError>> {
+        drop(self);
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+impl Drop for FileLock {
     fn drop(&mut self) {
         // Clear the record first: an empty file under a released lock means "free, cleanly".
         let _ = self.file.set_len(0);
@@ -199,42 +329,103 @@ mod tests {
     #[test]
     fn second_acquire_is_refused_with_the_holder() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
+        let store = FileLockStore::new(dir.path().join("lock"));
         let first = Holder::current("release one");
-        let _lock = Lock::acquire(&path, &first).unwrap();
-        let err = Lock::acquire(&path, &Holder::current("release two")).unwrap_err();
+        let _lock = store.acquire_now(&first).unwrap();
+        let err = store
+            .acquire_now(&Holder::current("release two"))
+            .unwrap_err();
         match err {
             LockError::Held { holder, .. } => assert_eq!(holder, first),
             other => panic!("expected Held, got {other}"),
         }
-        assert_eq!(Lock::holder(&path).unwrap(), Some(first));
+        assert_eq!(store.holder_now().unwrap(), Some(first));
+    }
+
+    #[tokio::test]
+    async fn released_lock_is_free_and_leaves_no_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileLockStore::new(dir.path().join("lock"));
+        let lock = store.acquire(&Holder::current("one")).await.unwrap();
+        assert!(store.holder().await.unwrap().is_some());
+        lock.release().await.unwrap();
+        assert_eq!(store.holder().await.unwrap(), None);
+        let again = store.acquire(&Holder::current("two")).await.unwrap();
+        assert!(again.recovered().is_none());
     }
 
     #[test]
     fn dropped_lock_is_free_and_leaves_no_record() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        drop(Lock::acquire(&path, &Holder::current("one")).unwrap());
-        assert_eq!(Lock::holder(&path).unwrap(), None);
-        let again = Lock::acquire(&path, &Holder::current("two")).unwrap();
+        let store = FileLockStore::new(dir.path().join("lock"));
+        drop(store.acquire_now(&Holder::current("one")).unwrap());
+        assert_eq!(store.holder_now().unwrap(), None);
+        let again = store.acquire_now(&Holder::current("two")).unwrap();
         assert!(again.recovered().is_none());
     }
 
-    #[test]
-    fn record_left_by_a_dead_holder_is_recovered() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("lock");
-        let dead = Holder {
+    fn dead_holder() -> Holder {
+        Holder {
             pid: 999_999,
             host: "ci-7".into(),
             user: "ci".into(),
             since: "2026-11-22T10:00:00Z".parse().unwrap(),
             purpose: "release 20261122-100000-dead".into(),
-        };
+        }
+    }
+
+    #[tokio::test]
+    async fn record_left_by_a_dead_holder_is_recovered() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        let dead = dead_holder();
         // What a process killed mid-release leaves: a record, and no flock (the kernel
         // dropped it with the process).
         std::fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
-        let lock = Lock::acquire(&path, &Holder::current("next")).unwrap();
+        let lock = FileLockStore::new(&path)
+            .acquire(&Holder::current("next"))
+            .await
+            .unwrap();
         assert_eq!(lock.recovered(), Some(&dead));
+    }
+
+    #[tokio::test]
+    async fn force_release_breaks_a_held_lock_and_names_its_holder() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileLockStore::new(dir.path().join("lock"));
+        let first = Holder::current("stuck release");
+        let _held = store.acquire_now(&first).unwrap();
+        assert_eq!(store.force_release().await.unwrap(), Some(first));
+        let next = store.acquire(&Holder::current("next")).await.unwrap();
+        assert!(next.recovered().is_none());
+        assert_eq!(
+            store.force_release().await.unwrap().unwrap().purpose,
+            "next"
+        );
+    }
+
+    #[tokio::test]
+    async fn force_release_clears_a_dead_holders_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        std::fs::write(&path, serde_json::to_string(&dead_holder()).unwrap()).unwrap();
+        let store = FileLockStore::new(&path);
+        assert_eq!(store.force_release().await.unwrap(), Some(dead_holder()));
+        assert_eq!(store.force_release().await.unwrap(), None);
+        let lock = store.acquire(&Holder::current("next")).await.unwrap();
+        assert!(lock.recovered().is_none());
+    }
+
+    #[test]
+    fn remote_refusal_says_who_since_when_and_how_to_break_it() {
+        let err = LockError::HeldRemote {
+            store: "SSM /shipit/prod/hello/lock".into(),
+            holder: dead_holder(),
+        }
+        .to_string();
+        assert!(err.contains("SSM /shipit/prod/hello/lock"), "{err}");
+        assert!(err.contains("pid 999999 on host ci-7"), "{err}");
+        assert!(err.contains("2026-11-22T10:00:00Z"), "{err}");
+        assert!(err.contains("shipit lock release --force"), "{err}");
     }
 }

@@ -5,10 +5,12 @@
 //! with the Docker Engine and shipit's edge; an `ecs` implementation does the same with the
 //! AWS SDK.
 
+pub mod ecs;
 pub mod local;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::Serialize;
@@ -16,8 +18,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
 use crate::event::Reporter;
-use crate::history::{History, ReleaseRecord};
-use crate::lock::{Holder, Lock, LockError};
+use crate::history::{HistoryStore, ReleaseRecord};
+use crate::lock::LockStore;
+use crate::shift::ShiftStrategy;
 
 /// The slot that serves traffic now.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -121,11 +124,15 @@ pub trait Platform {
     /// The public URL of the service on this target.
     fn url(&self) -> String;
 
-    /// Takes the release lock of this service on this target.
-    fn lock(&self, holder: &Holder) -> Result<Lock, LockError>;
+    /// The release lock of this service on this target.
+    fn locks(&self) -> &dyn LockStore;
 
     /// Where this service's release records live.
-    fn history(&self) -> &History;
+    fn history(&self) -> &dyn HistoryStore;
+
+    /// How traffic moves to a verified candidate on this target (from the target's `shift`
+    /// key).
+    fn shift_strategy(&self) -> &ShiftStrategy;
 
     /// The live slot, read from where traffic really goes.
     fn live(&self) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
@@ -185,6 +192,50 @@ pub trait Platform {
         candidate: &Candidate,
         reporter: &Reporter,
     ) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
+
+    /// Sends `percent` (1..=99) of traffic to the candidate and the rest to `live`.
+    fn split(
+        &self,
+        candidate: &Candidate,
+        live: &Live,
+        percent: u8,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Watches the candidate for `period` while it takes a share of traffic; Err (kind
+    /// Verify) as soon as it breaks its bound (local: the 5xx rate from the edge metrics over
+    /// `max_error_rate`; ecs: unhealthy targets or alarms). Stops early on `cancel` with Ok.
+    fn bake(
+        &self,
+        candidate: &Candidate,
+        period: Duration,
+        reporter: &Reporter,
+        cancel: &CancellationToken,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Puts all traffic back on `live` after a failed or interrupted split.
+    fn unsplit(
+        &self,
+        live: &Live,
+        candidate: &Candidate,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Makes a verified candidate reachable for a person to check, without live traffic
+    /// (local: the edge preview route; ecs: the test listener). Returns how to reach it,
+    /// e.g. a URL or "X-Shipit-Slot: green".
+    fn stage(
+        &self,
+        candidate: &Candidate,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<Option<String>, PlatformError>>;
+
+    /// The candidate of `release` staged in `slot`, if it still runs there.
+    fn staged(
+        &self,
+        slot: Slot,
+        release: &str,
+    ) -> impl Future<Output = Result<Option<Candidate>, PlatformError>>;
 
     /// Drains the replaced slot and stops it, keeping what a rollback needs.
     fn retire(

@@ -2,13 +2,25 @@
 //! Record, over any [`Platform`].
 //!
 //! The order is what makes releases safe. Nothing touches the live slot before Shift, so any
-//! failure (or Ctrl-C) up to Verify only has to remove the candidate. Shift is one atomic
-//! platform call. Retire only runs once the new slot is live, and a failure there leaves the
-//! new release serving. Every attempt is written to the history as it goes, so a crashed run
-//! leaves a record of how far it got, and the next run marks it interrupted.
+//! failure (or Ctrl-C) up to Verify only has to remove the candidate. Shift follows the
+//! target's [`ShiftStrategy`]: all at once is one atomic platform call; a canary or linear
+//! shift first sends growing shares of new clients to the candidate, baking each share, and
+//! a failed or interrupted bake puts all traffic back on the live slot before the candidate
+//! is removed. The final switch to 100 % is atomic and not interruptible. Retire only runs
+//! once the new slot is live, and a failure there leaves the new release serving.
+//!
+//! `release --no-promote` stops after Verify with the candidate staged for preview (outcome
+//! `staged`); [`promote`] later takes that same record through Verify (again), Shift and
+//! Retire. A release or rollback that starts while a candidate is staged replaces it, and
+//! marks its record `superseded`.
+//!
+//! Every attempt is written to the history as it goes, so a crashed run leaves a record of
+//! how far it got, and the next run marks it interrupted. The lock is held from the first
+//! record to the last and released at the end, failed runs included.
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
@@ -16,9 +28,13 @@ use tokio_util::sync::CancellationToken;
 use crate::Slot;
 use crate::event::{Event, Phase, Reporter};
 use crate::git::Revision;
-use crate::history::{HistoryError, Kind, Outcome, ReleaseRecord, new_release_id};
+use crate::history::{HistoryError, Kind, Outcome, ReleaseRecord, ShiftStepRecord, new_release_id};
 use crate::lock::{Holder, Lock, LockError, hostname, username};
-use crate::platform::{BuildInput, Live, Platform, PlatformError};
+use crate::platform::{BuildInput, Candidate, Live, Platform, PlatformError};
+use crate::shift::{ShiftStep, ShiftStrategy};
+
+/// How often a bake in progress is reported.
+pub const BAKE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a release is made of, besides the service and target the platform stands for.
 #[derive(Debug, Clone, Default)]
@@ -30,6 +46,8 @@ pub struct ReleaseInput {
     pub modules: BTreeMap<String, String>,
     /// Fires on Ctrl-C: the release stops at the next safe point.
     pub cancel: CancellationToken,
+    /// Stop after Verify with the candidate staged for preview (`release --no-promote`).
+    pub no_promote: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +72,8 @@ pub enum ReleaseError {
     },
     #[error("nothing to roll back to: {reason}")]
     NoRollback { reason: String },
+    #[error("nothing to promote: {reason}")]
+    NothingStaged { reason: String },
 }
 
 impl ReleaseError {
@@ -68,6 +88,10 @@ impl ReleaseError {
             ReleaseError::NoRollback { .. } => {
                 Some("run `shipit history` to see the releases on this target".into())
             }
+            ReleaseError::NothingStaged { .. } => Some(
+                "stage a release with `shipit release --no-promote`; `shipit history` lists the releases on this target"
+                    .into(),
+            ),
             _ => None,
         }
     }
@@ -82,27 +106,37 @@ impl ReleaseError {
     }
 }
 
-/// Runs one release. Returns the finished record of a successful release.
+/// Runs one release. Returns the finished record of a successful (or staged) release.
 pub async fn release<P: Platform>(
     platform: &P,
     input: &ReleaseInput,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
-    let lock = platform.lock(&Holder::current("release"))?;
+    let lock = platform
+        .locks()
+        .acquire(&Holder::current("release"))
+        .await?;
     release_locked(platform, lock, input, reporter).await
 }
 
 /// Runs one release under a lock the caller already took (for work that must happen under
-/// the same lock before the release, such as versioning the modules).
+/// the same lock before the release, such as versioning the modules). The lock is released
+/// when the release ends, however it ends.
 pub async fn release_locked<P: Platform>(
     platform: &P,
     lock: Lock,
     input: &ReleaseInput,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
-    let id = new_release_id();
-    let run = Run::start(platform, reporter, lock, &id, Kind::Release, input)?;
-    run.release(input).await
+    warn_recovered(&lock, reporter);
+    let result = async {
+        let id = new_release_id();
+        let run = Run::start(platform, reporter, &id, Kind::Release, input).await?;
+        Box::pin(run.release(input)).await
+    }
+    .await;
+    release_lock(lock, reporter).await;
+    result
 }
 
 /// Makes the release that was live before the current one live again.
@@ -112,43 +146,121 @@ pub async fn rollback<P: Platform>(
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
     let id = new_release_id();
-    let lock = platform.lock(&Holder::current(format!("rollback {id}")))?;
-    let run = Run::start(platform, reporter, lock, &id, Kind::Rollback, input)?;
-    run.rollback(input).await
+    let lock = platform
+        .locks()
+        .acquire(&Holder::current(format!("rollback {id}")))
+        .await?;
+    warn_recovered(&lock, reporter);
+    let result = async {
+        let run = Run::start(platform, reporter, &id, Kind::Rollback, input).await?;
+        Box::pin(run.rollback(input)).await
+    }
+    .await;
+    release_lock(lock, reporter).await;
+    result
 }
 
-/// One attempt, holding the lock from start to record.
+/// Makes the newest staged release (`release --no-promote`) live: checks that its candidate
+/// still runs, verifies it again, then shifts traffic to it by the target's strategy and
+/// retires the old slot. The staged record is the one finished.
+pub async fn promote<P: Platform>(
+    platform: &P,
+    input: &ReleaseInput,
+    reporter: &Reporter,
+) -> Result<ReleaseRecord, ReleaseError> {
+    let lock = platform
+        .locks()
+        .acquire(&Holder::current("promote"))
+        .await?;
+    warn_recovered(&lock, reporter);
+    let result = async {
+        mark_dead_runs(platform).await?;
+        let Some(record) = staged_record(platform).await? else {
+            return Err(ReleaseError::NothingStaged {
+                reason: format!(
+                    "no release of {} is staged on {}",
+                    platform.service(),
+                    platform.describe()
+                ),
+            });
+        };
+        let run = Run {
+            platform,
+            reporter,
+            record,
+        };
+        Box::pin(run.promote(input)).await
+    }
+    .await;
+    release_lock(lock, reporter).await;
+    result
+}
+
+/// The newest record still staged for promotion, if any.
+pub async fn staged_record<P: Platform>(
+    platform: &P,
+) -> Result<Option<ReleaseRecord>, HistoryError> {
+    Ok(platform
+        .history()
+        .list()
+        .await?
+        .into_iter()
+        .find(|r| matches!(r.outcome, Outcome::Staged { .. })))
+}
+
+fn warn_recovered(lock: &Lock, reporter: &Reporter) {
+    if let Some(dead) = lock.recovered() {
+        reporter.warn(format!(
+            "recovered the lock left by a run that died: {dead}"
+        ));
+    }
+}
+
+/// Frees the lock at the end of a run. The run's outcome stands whatever happens here.
+async fn release_lock(lock: Lock, reporter: &Reporter) {
+    if let Err(e) = lock.release().await {
+        reporter.warn(format!("releasing the lock failed: {e}"));
+    }
+}
+
+/// We hold the lock, so no record can really be in progress: those are from runs that
+/// died. Says so in the history.
+async fn mark_dead_runs<P: Platform>(platform: &P) -> Result<(), HistoryError> {
+    for mut stale in platform.history().list().await? {
+        if stale.outcome == Outcome::InProgress {
+            stale.finish(Outcome::Interrupted {
+                cause: "the process running it died; a later run took over".into(),
+            });
+            platform.history().save(&stale).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How a run that did not fail ended.
+enum Done {
+    /// The candidate is live.
+    Live,
+    /// The candidate is staged for preview; how to reach it.
+    Staged(Option<String>),
+}
+
+/// One attempt, recorded from start to finish.
 struct Run<'a, P: Platform> {
     platform: &'a P,
     reporter: &'a Reporter,
     record: ReleaseRecord,
-    _lock: Lock,
 }
 
 impl<'a, P: Platform> Run<'a, P> {
-    fn start(
+    async fn start(
         platform: &'a P,
         reporter: &'a Reporter,
-        lock: Lock,
         id: &str,
         kind: Kind,
         input: &ReleaseInput,
     ) -> Result<Self, ReleaseError> {
-        if let Some(dead) = lock.recovered() {
-            reporter.warn(format!(
-                "recovered the lock left by a run that died: {dead}"
-            ));
-        }
-        // We hold the lock, so no record can really be in progress: those are from runs that
-        // died. Say so in the history.
-        for mut stale in platform.history().list()? {
-            if stale.outcome == Outcome::InProgress {
-                stale.finish(Outcome::Interrupted {
-                    cause: "the process running it died; a later run took over".into(),
-                });
-                platform.history().save(&stale)?;
-            }
-        }
+        mark_dead_runs(platform).await?;
         let record = ReleaseRecord {
             id: id.to_string(),
             kind,
@@ -168,18 +280,32 @@ impl<'a, P: Platform> Run<'a, P> {
             started_at: Timestamp::now(),
             finished_at: None,
             phases: Vec::new(),
+            shift_steps: Vec::new(),
             outcome: Outcome::InProgress,
         };
         Ok(Run {
             platform,
             reporter,
             record,
-            _lock: lock,
         })
     }
 
-    fn save(&self) -> Result<(), ReleaseError> {
-        Ok(self.platform.history().save(&self.record)?)
+    async fn save(&self) -> Result<(), ReleaseError> {
+        Ok(self.platform.history().save(&self.record).await?)
+    }
+
+    fn begin(&mut self, phase: Phase) {
+        self.record.begin_phase(phase);
+        self.reporter.emit(Event::PhaseStarted { phase });
+    }
+
+    fn end(&mut self, phase: Phase, started: std::time::Instant, ok: bool) {
+        self.record.end_phase(phase, ok);
+        self.reporter.emit(Event::PhaseFinished {
+            phase,
+            elapsed: started.elapsed(),
+            ok,
+        });
     }
 
     /// Runs `work` as `phase`: recorded, reported, and stopped by `cancel` when given.
@@ -189,10 +315,9 @@ impl<'a, P: Platform> Run<'a, P> {
         cancel: Option<&CancellationToken>,
         work: impl Future<Output = Result<T, PlatformError>>,
     ) -> Result<T, Step> {
-        self.record.begin_phase(phase);
-        self.save().map_err(Step::Fatal)?;
-        self.reporter.emit(Event::PhaseStarted { phase });
         let started = std::time::Instant::now();
+        self.begin(phase);
+        self.save().await.map_err(Step::Fatal)?;
         let result = match cancel {
             Some(cancel) => tokio::select! {
                 biased;
@@ -202,13 +327,39 @@ impl<'a, P: Platform> Run<'a, P> {
             None => work.await.map_err(|e| Step::Failed(phase, e)),
         };
         self.record.end_phase(phase, result.is_ok());
-        self.save().map_err(Step::Fatal)?;
+        self.save().await.map_err(Step::Fatal)?;
         self.reporter.emit(Event::PhaseFinished {
             phase,
             elapsed: started.elapsed(),
             ok: result.is_ok(),
         });
         result
+    }
+
+    /// A staged candidate stands in the idle slot this run replaces: its record says so.
+    async fn supersede_staged(&mut self) -> Result<(), Step> {
+        let history = self.platform.history();
+        let records = history.list().await.map_err(|e| Step::Fatal(e.into()))?;
+        for mut staged in records {
+            if matches!(staged.outcome, Outcome::Staged { .. }) && staged.id != self.record.id {
+                staged.outcome = Outcome::Superseded {
+                    by: self.record.id.clone(),
+                };
+                history
+                    .save(&staged)
+                    .await
+                    .map_err(|e| Step::Fatal(e.into()))?;
+                self.reporter.warn(format!(
+                    "release {} was staged and never promoted; this {} replaces it",
+                    staged.id,
+                    match self.record.kind {
+                        Kind::Release => "release",
+                        Kind::Rollback => "rollback",
+                    }
+                ));
+            }
+        }
+        Ok(())
     }
 
     async fn release(mut self, input: &ReleaseInput) -> Result<ReleaseRecord, ReleaseError> {
@@ -219,6 +370,7 @@ impl<'a, P: Platform> Run<'a, P> {
             let live = self
                 .phase(Phase::Version, Some(cancel), platform.converge(reporter))
                 .await?;
+            self.supersede_staged().await?;
             self.record.previous = live.as_ref().map(|l| l.release.clone());
             let slot = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
             self.record.slot = Some(slot);
@@ -258,7 +410,19 @@ impl<'a, P: Platform> Run<'a, P> {
             )
             .await
             .map_err(|e| e.with_candidate(slot))?;
-            self.go_live(&candidate, cancel).await
+            if input.no_promote {
+                let how = self
+                    .phase(
+                        Phase::Stage,
+                        Some(cancel),
+                        platform.stage(&candidate, reporter),
+                    )
+                    .await
+                    .map_err(|e| e.with_candidate(slot))?;
+                return Ok(Done::Staged(how));
+            }
+            self.go_live(&candidate, live.as_ref(), cancel).await?;
+            Ok(Done::Live)
         }
         .await;
         self.finish(outcome).await
@@ -284,7 +448,7 @@ impl<'a, P: Platform> Run<'a, P> {
             }
         };
         let history = platform.history();
-        let current = history.get(&live.release)?;
+        let current = history.get(&live.release).await?;
         let Some(previous_id) = current.as_ref().and_then(|r| r.previous.clone()) else {
             return Err(ReleaseError::NoRollback {
                 reason: format!(
@@ -293,7 +457,7 @@ impl<'a, P: Platform> Run<'a, P> {
                 ),
             });
         };
-        let Some(previous) = history.get(&previous_id)? else {
+        let Some(previous) = history.get(&previous_id).await? else {
             return Err(ReleaseError::NoRollback {
                 reason: format!("the record of release {previous_id} is missing"),
             });
@@ -308,8 +472,9 @@ impl<'a, P: Platform> Run<'a, P> {
         self.record.revision = previous.revision.clone();
         self.record.modules = previous.modules.clone();
         self.record.image_reused = true;
-        self.save()?;
+        self.save().await?;
         let outcome = async {
+            self.supersede_staged().await?;
             let candidate = self
                 .phase(
                     Phase::Launch,
@@ -325,25 +490,126 @@ impl<'a, P: Platform> Run<'a, P> {
             )
             .await
             .map_err(|e| e.with_candidate(slot))?;
-            self.go_live(&candidate, cancel).await
+            self.go_live(&candidate, Some(&live), cancel).await?;
+            Ok(Done::Live)
         }
         .await;
         self.finish(outcome).await
     }
 
-    /// Shift, then Retire. Neither is cancellable midway: the switch is one atomic call,
-    /// and once it is done the new slot is live whatever happens next.
+    /// Takes a staged record live: the candidate must still run, and passes Verify again.
+    async fn promote(mut self, input: &ReleaseInput) -> Result<ReleaseRecord, ReleaseError> {
+        let cancel = &input.cancel;
+        let platform = self.platform;
+        let reporter = self.reporter;
+        let id = self.record.id.clone();
+        let Some(slot) = self.record.slot else {
+            return Err(ReleaseError::NothingStaged {
+                reason: format!("the record of staged release {id} names no slot"),
+            });
+        };
+        let live = match platform.live().await {
+            Ok(live) => live,
+            Err(source) => {
+                return Err(ReleaseError::Phase {
+                    phase: Phase::Version,
+                    source,
+                    record: Box::new(self.record),
+                });
+            }
+        };
+        if live.as_ref().is_some_and(|l| l.slot == slot) {
+            return Err(ReleaseError::NothingStaged {
+                reason: format!(
+                    "release {id} was staged in the {slot} slot, which is live now (release {})",
+                    live.as_ref().map_or("", |l| l.release.as_str())
+                ),
+            });
+        }
+        let candidate = match platform.staged(slot, &id).await {
+            Ok(Some(candidate)) => candidate,
+            Ok(None) => {
+                return Err(ReleaseError::NothingStaged {
+                    reason: format!(
+                        "release {id} was staged in the {slot} slot, but its candidate no longer runs there on {}",
+                        platform.describe()
+                    ),
+                });
+            }
+            Err(source) => {
+                return Err(ReleaseError::Phase {
+                    phase: Phase::Verify,
+                    source,
+                    record: Box::new(self.record),
+                });
+            }
+        };
+        reporter.progress(
+            Phase::Verify,
+            format!("promoting release {id}, staged in the {slot} slot"),
+        );
+        self.record.previous = live.as_ref().map(|l| l.release.clone());
+        self.record.outcome = Outcome::InProgress;
+        self.record.finished_at = None;
+        self.save().await?;
+        let outcome = async {
+            self.phase(
+                Phase::Verify,
+                Some(cancel),
+                platform.verify(&candidate, reporter, cancel),
+            )
+            .await
+            .map_err(|e| e.with_candidate(slot))?;
+            self.go_live(&candidate, live.as_ref(), cancel).await?;
+            Ok(Done::Live)
+        }
+        .await;
+        self.finish(outcome).await
+    }
+
+    /// Shift, then Retire. The weighted steps of the shift can be stopped (Ctrl-C, or a
+    /// failed bake): traffic then goes back to the live slot. The final switch is one atomic
+    /// call, and once it is done the new slot is live whatever happens next.
     async fn go_live(
         &mut self,
-        candidate: &crate::platform::Candidate,
+        candidate: &Candidate,
+        live: Option<&Live>,
         cancel: &CancellationToken,
     ) -> Result<(), StepWithCandidate> {
         let platform = self.platform;
         let reporter = self.reporter;
-        let replaced = self
-            .phase(Phase::Shift, None, platform.shift(candidate, reporter))
+        let started = std::time::Instant::now();
+        self.begin(Phase::Shift);
+        self.save()
             .await
-            .map_err(|e| e.with_candidate(candidate.slot))?;
+            .map_err(|e| Step::Fatal(e).with_candidate(candidate.slot))?;
+        let strategy = *platform.shift_strategy();
+        match live {
+            Some(live) if strategy.is_weighted() => {
+                if let Err(step) = self
+                    .weighted_steps(&strategy, candidate, live, cancel)
+                    .await
+                {
+                    self.end(Phase::Shift, started, false);
+                    self.save()
+                        .await
+                        .map_err(|e| Step::Fatal(e).with_candidate(candidate.slot))?;
+                    return Err(step.with_candidate(candidate.slot));
+                }
+            }
+            None if strategy.is_weighted() => reporter.progress(
+                Phase::Shift,
+                format!("nothing is live yet: {strategy} has nothing to split; switching at once"),
+            ),
+            _ => {}
+        }
+        let switched = platform.shift(candidate, reporter).await;
+        self.end(Phase::Shift, started, switched.is_ok());
+        let saved = self.save().await;
+        let replaced =
+            switched.map_err(|e| Step::Failed(Phase::Shift, e).with_candidate(candidate.slot))?;
+        // Live now: whatever fails from here on, the candidate is not removed.
+        saved.map_err(Step::Fatal)?;
         if let Some(old) = replaced {
             match self
                 .phase(Phase::Retire, Some(cancel), platform.retire(&old, reporter))
@@ -366,15 +632,84 @@ impl<'a, P: Platform> Run<'a, P> {
         Ok(())
     }
 
+    /// The weighted steps before the switch: split, then bake, for each. On a failed bake,
+    /// a failed split or Ctrl-C, all traffic goes back to `live` before this returns.
+    async fn weighted_steps(
+        &mut self,
+        strategy: &ShiftStrategy,
+        candidate: &Candidate,
+        live: &Live,
+        cancel: &CancellationToken,
+    ) -> Result<(), Step> {
+        let platform = self.platform;
+        let reporter = self.reporter;
+        for step in strategy.steps() {
+            self.record.shift_steps.push(ShiftStepRecord {
+                percent: step.percent,
+                bake_ms: u64::try_from(step.bake.as_millis()).unwrap_or(u64::MAX),
+                started_at: Timestamp::now(),
+                finished_at: None,
+                ok: None,
+            });
+            self.save().await.map_err(Step::Fatal)?;
+            reporter.emit(Event::ShiftStep {
+                index: step.index,
+                total: step.total,
+                percent: step.percent,
+                bake: step.bake,
+            });
+            let result = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => Err(Step::Interrupted(Phase::Shift)),
+                r = async {
+                    platform
+                        .split(candidate, live, step.percent, reporter)
+                        .await?;
+                    bake_reported(platform, candidate, &step, reporter, cancel).await
+                } => r.map_err(|e| Step::Failed(Phase::Shift, e)),
+            };
+            // A bake stops early, with Ok, when Ctrl-C fires.
+            let result = match result {
+                Ok(()) if cancel.is_cancelled() => Err(Step::Interrupted(Phase::Shift)),
+                other => other,
+            };
+            let ok = result.is_ok();
+            if let Some(record) = self.record.shift_steps.last_mut() {
+                record.finished_at = Some(Timestamp::now());
+                record.ok = Some(ok);
+            }
+            // A history that cannot be written stops the release too, split undone.
+            let result = match (result, self.save().await) {
+                (Err(step), _) => Err(step),
+                (Ok(()), Err(e)) => Err(Step::Fatal(e)),
+                (Ok(()), Ok(())) => Ok(()),
+            };
+            if let Err(step) = result {
+                if let Err(e) = platform.unsplit(live, candidate, reporter).await {
+                    reporter.warn(format!(
+                        "putting all traffic back on the {} slot failed: {e}; run `shipit status` and check the routing",
+                        live.slot
+                    ));
+                }
+                return Err(step);
+            }
+        }
+        Ok(())
+    }
+
     /// Cleans up after a failed attempt and writes the final record.
     async fn finish(
         mut self,
-        outcome: Result<(), StepWithCandidate>,
+        outcome: Result<Done, StepWithCandidate>,
     ) -> Result<ReleaseRecord, ReleaseError> {
         let reporter = self.reporter;
         let result = match outcome {
-            Ok(()) => {
+            Ok(Done::Live) => {
                 self.record.finish(Outcome::Succeeded);
+                Ok(())
+            }
+            Ok(Done::Staged(preview)) => {
+                self.record.finish(Outcome::Staged { preview });
                 Ok(())
             }
             Err(StepWithCandidate { step, candidate }) => {
@@ -405,7 +740,7 @@ impl<'a, P: Platform> Run<'a, P> {
         };
         self.record.begin_phase(Phase::Record);
         self.record.end_phase(Phase::Record, true);
-        self.save()?;
+        self.save().await?;
         match result {
             Ok(()) => Ok(self.record),
             Err((phase, Some(source))) => Err(ReleaseError::Phase {
@@ -426,6 +761,40 @@ impl<'a, P: Platform> Run<'a, P> {
             }),
         }
     }
+}
+
+/// Runs the platform's bake for one step, reporting the time passed about once a second.
+async fn bake_reported<P: Platform>(
+    platform: &P,
+    candidate: &Candidate,
+    step: &ShiftStep,
+    reporter: &Reporter,
+    cancel: &CancellationToken,
+) -> Result<(), PlatformError> {
+    let started = tokio::time::Instant::now();
+    let report = |elapsed: Duration| {
+        reporter.emit(Event::Bake {
+            index: step.index,
+            total: step.total,
+            percent: step.percent,
+            elapsed: elapsed.min(step.bake),
+            period: step.bake,
+        });
+    };
+    let bake = platform.bake(candidate, step.bake, reporter, cancel);
+    tokio::pin!(bake);
+    let mut ticks = tokio::time::interval(BAKE_REPORT_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let result = loop {
+        tokio::select! {
+            r = &mut bake => break r,
+            _ = ticks.tick() => report(started.elapsed()),
+        }
+    };
+    if result.is_ok() && !cancel.is_cancelled() {
+        report(step.bake);
+    }
+    result
 }
 
 /// How a phase ended when it did not succeed.

@@ -16,7 +16,7 @@ pub async fn run(
     printer: Printer,
 ) -> Result<(), Failure> {
     let selected = select(global, selection).await?;
-    let mut records = selected.platform.history().list()?;
+    let mut records = selected.platform.history().list().await?;
     records.truncate(limit);
     if json {
         printer.json(&records);
@@ -45,6 +45,8 @@ fn row(r: &ReleaseRecord) -> String {
         Outcome::Failed { cause, .. } | Outcome::Interrupted { cause } => {
             cause.lines().next().unwrap_or("").to_string()
         }
+        Outcome::Staged { .. } => "staged for preview; `shipit promote` makes it live".to_string(),
+        Outcome::Superseded { by } => format!("staged, then replaced by {by}"),
         _ if r.kind == shipit_pipeline::history::Kind::Rollback => format!("restored {}", r.serves),
         _ => String::new(),
     };

@@ -1,7 +1,7 @@
 //! `shipit release` and `shipit rollback`.
 
 use shipit_pipeline::event::Reporter;
-use shipit_pipeline::history::ReleaseRecord;
+use shipit_pipeline::history::{Outcome, ReleaseRecord};
 use shipit_pipeline::lock::Holder;
 use shipit_pipeline::platform::Platform;
 use shipit_pipeline::release::{self, ReleaseError, ReleaseInput};
@@ -17,8 +17,16 @@ use crate::args::{Global, Selection};
 use crate::exit::Failure;
 use crate::printer::Printer;
 
+/// The flags of `shipit release`.
+#[derive(Debug, Clone, Copy)]
+pub struct Options {
+    pub no_version: bool,
+    pub no_promote: bool,
+    pub json: bool,
+}
+
 /// Fires the token on the first Ctrl-C or SIGTERM, so the release stops at a safe point.
-fn cancel_on_signal() -> CancellationToken {
+pub fn cancel_on_signal() -> CancellationToken {
     let token = CancellationToken::new();
     let fire = token.clone();
     tokio::spawn(async move {
@@ -33,7 +41,7 @@ fn cancel_on_signal() -> CancellationToken {
     token
 }
 
-fn reporter(printer: Printer) -> Reporter {
+pub fn reporter(printer: Printer) -> Reporter {
     Reporter::new(move |event| printer.event(&event))
 }
 
@@ -45,9 +53,19 @@ struct Output<'a> {
     record: &'a ReleaseRecord,
 }
 
-fn print_result(printer: Printer, json: bool, url: String, record: &ReleaseRecord) {
+pub fn print_result(printer: Printer, json: bool, url: String, record: &ReleaseRecord) {
     if json {
         printer.json(&Output { url, record });
+    } else if let Outcome::Staged { preview } = &record.outcome {
+        let slot = record.slot.map_or("?".to_string(), |s| s.to_string());
+        printer.data(&format!(
+            "release {} is staged in the {slot} slot, beside the live release; it takes no live traffic",
+            record.serves
+        ));
+        if let Some(preview) = preview {
+            printer.data(&format!("preview it at {preview}"));
+        }
+        printer.data("make it live with `shipit promote`");
     } else {
         let slot = record.slot.map_or("?".to_string(), |s| s.to_string());
         let took = record
@@ -60,7 +78,7 @@ fn print_result(printer: Printer, json: bool, url: String, record: &ReleaseRecor
     }
 }
 
-fn input(
+pub fn input(
     version: String,
     revision: Option<shipit_pipeline::git::Revision>,
     modules: BTreeMap<String, String>,
@@ -70,6 +88,7 @@ fn input(
         revision,
         modules,
         cancel: cancel_on_signal(),
+        no_promote: false,
     }
 }
 
@@ -114,18 +133,33 @@ fn module_versions(
 pub async fn release(
     global: &Global,
     selection: &Selection,
-    no_version: bool,
-    json: bool,
+    options: Options,
     printer: Printer,
 ) -> Result<(), Failure> {
+    let Options {
+        no_version,
+        no_promote,
+        json,
+    } = options;
     let selected = select(global, selection).await?;
     // The lock comes first: the version step commits and tags, and two releases must not.
     let lock = selected
         .platform
-        .lock(&Holder::current("release"))
+        .locks()
+        .acquire(&Holder::current("release"))
+        .await
         .map_err(ReleaseError::from)?;
     // Before the revision is read: applying versions makes the commit the app is built from.
-    let modules = module_versions(&selected.config, no_version, printer)?;
+    let modules = match module_versions(&selected.config, no_version, printer) {
+        Ok(modules) => modules,
+        Err(failure) => {
+            // A remote lock does not free itself: give it back before failing.
+            if let Err(e) = lock.release().await {
+                printer.warn(&format!("releasing the lock failed: {e}"));
+            }
+            return Err(failure);
+        }
+    };
     let revision = shipit_pipeline::git::revision(&selected.service.context).unwrap_or(None);
     let version = revision
         .as_ref()
@@ -135,11 +169,15 @@ pub async fn release(
         selected.service.name,
         selected.platform.describe()
     ));
+    let input = ReleaseInput {
+        no_promote,
+        ..input(version, revision, modules)
+    };
     // The state machine's future is large; keep it off the stack.
     let record = Box::pin(release::release_locked(
         &selected.platform,
         lock,
-        &input(version, revision, modules),
+        &input,
         &reporter(printer),
     ))
     .await?;

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use jiff::Timestamp;
 use serde::Serialize;
 use shipit_pipeline::Slot;
+use shipit_pipeline::history::Outcome;
 use shipit_pipeline::platform::Platform;
+use shipit_pipeline::release;
 
 use super::select;
 use crate::args::{Global, Selection};
@@ -19,6 +21,19 @@ pub struct Status {
     pub target: String,
     pub url: String,
     pub live: Option<LiveStatus>,
+    /// A release staged by `release --no-promote` whose candidate still runs, waiting for
+    /// `shipit promote`.
+    pub staged: Option<StagedStatus>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StagedStatus {
+    pub slot: Slot,
+    pub release: String,
+    pub version: String,
+    /// How to reach it, e.g. the URL and the `X-Shipit-Slot` header.
+    pub preview: Option<String>,
+    pub staged_at: Option<Timestamp>,
 }
 
 #[derive(Debug, Serialize)]
@@ -44,7 +59,7 @@ pub async fn run(
     let live = platform.live().await?;
     let live = match live {
         Some(l) => {
-            let record = platform.history().get(&l.release)?;
+            let record = platform.history().get(&l.release).await?;
             Some(LiveStatus {
                 slot: l.slot,
                 release: l.release,
@@ -60,11 +75,28 @@ pub async fn run(
         }
         None => None,
     };
+    let mut staged = None;
+    if let Some(record) = release::staged_record(platform).await?
+        && let Some(slot) = record.slot
+        && platform.staged(slot, &record.id).await?.is_some()
+    {
+        staged = Some(StagedStatus {
+            slot,
+            release: record.id.clone(),
+            version: record.version.clone(),
+            preview: match &record.outcome {
+                Outcome::Staged { preview } => preview.clone(),
+                _ => None,
+            },
+            staged_at: record.finished_at,
+        });
+    }
     let status = Status {
         service: selected.service.name.clone(),
         target: selected.target.name.clone(),
         url: platform.url(),
         live,
+        staged,
     };
     if json {
         printer.json(&status);
@@ -100,6 +132,15 @@ pub async fn run(
             printer.data(&format!("  since      {since}"));
         }
         None => printer.data("  nothing is live; run `shipit release`"),
+    }
+    if let Some(s) = &status.staged {
+        printer.data(&format!(
+            "  staged     release {} ({}) in the {} slot, waiting for `shipit promote`",
+            s.release, s.version, s.slot
+        ));
+        if let Some(preview) = &s.preview {
+            printer.data(&format!("  preview    {preview}"));
+        }
     }
     Ok(())
 }

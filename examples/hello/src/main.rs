@@ -6,6 +6,8 @@
 //! - `PORT` (default 8080): the port to listen on, on all interfaces of the container.
 //! - `SHIPIT_RELEASE`, `SHIPIT_SLOT`, `SHIPIT_VERSION`: reported by `/version` and `/`.
 //! - `HELLO_HEALTH=fail`: `/healthz` answers 503, so the release must refuse this candidate.
+//! - `HELLO_ROOT=fail`: `/` answers 500 while `/healthz` stays healthy: a candidate that passes
+//!   verification and then fails real traffic, which a canary's bake must catch.
 //! - `HELLO_STARTUP_MS=N`: the server does not accept connections for the first N ms, like a
 //!   slow-booting JVM.
 //!
@@ -34,6 +36,7 @@ struct Identity {
     slot: String,
     version: String,
     healthy: bool,
+    root_fails: bool,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -81,6 +84,10 @@ async fn handle(
                 format!("slept {}ms {who}\n", wait.as_millis()),
             )
         }
+        "/" if id.root_fails => text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("failing on purpose (HELLO_ROOT=fail): {who}\n"),
+        ),
         "/" => text(StatusCode::OK, format!("hello from {who}\n")),
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     };
@@ -97,6 +104,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         slot: env_or("SHIPIT_SLOT", "none"),
         version: env_or("SHIPIT_VERSION", "dev"),
         healthy: env_or("HELLO_HEALTH", "ok") != "fail",
+        root_fails: env_or("HELLO_ROOT", "ok") == "fail",
     }));
     let startup = Duration::from_millis(env_or("HELLO_STARTUP_MS", "0").parse().unwrap_or(0));
     if !startup.is_zero() {

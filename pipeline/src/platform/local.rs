@@ -29,14 +29,25 @@ use crate::container_spec::{
 };
 use crate::event::{Phase, Reporter};
 use crate::health::{Probe, Prober};
-use crate::history::{History, ReleaseRecord};
-use crate::lock::{Holder, Lock, LockError};
+use crate::history::{FileHistory, HistoryStore, ReleaseRecord};
+use crate::lock::{FileLockStore, LockStore};
 use crate::platform::{Candidate, ErrorKind, Image, Live, Platform, PlatformError};
+use crate::shift::ShiftStrategy;
 
 /// How long the edge gets to answer after it is started.
 pub const EDGE_START_TIMEOUT: Duration = Duration::from_secs(10);
 /// How many log lines of a failed candidate are shown.
 pub const LOG_TAIL_LINES: usize = 20;
+/// How often a bake reads the edge's counters: often enough to stop a bad candidate within a
+/// fraction of a second, rarely enough to cost the edge nothing.
+pub const BAKE_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
+/// How often a bake in progress reports its counts, when no new 5xx makes it say so at once.
+pub const BAKE_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
+/// The smallest number of requests a bake judges a 5xx rate over. Until the candidate has
+/// answered this many, its errors are divided by this number instead, so one early 5xx on a
+/// handful of requests does not fail a bake whose bound allows 1 in 100, while a candidate
+/// that fails everything is still stopped after a few requests.
+pub const BAKE_MIN_REQUESTS: u64 = 100;
 
 /// Where a local target keeps its state, under the config's state directory.
 #[derive(Debug, Clone)]
@@ -67,9 +78,12 @@ pub struct LocalPlatform {
     target_name: String,
     target: LocalTarget,
     config_dir: PathBuf,
+    /// The config file, which the edge process reads its target's edge settings from.
+    config_path: PathBuf,
     docker: Docker,
     paths: LocalPaths,
-    history: History,
+    history: FileHistory,
+    locks: FileLockStore,
     edge: EdgeCommand,
 }
 
@@ -88,8 +102,10 @@ impl LocalPlatform {
             target_name: target_name.to_string(),
             target: target.clone(),
             config_dir: config.dir.clone(),
+            config_path: config.path.clone(),
             docker,
-            history: History::new(paths.service_dir.join("releases")),
+            history: FileHistory::new(paths.service_dir.join("releases")),
+            locks: FileLockStore::new(paths.service_dir.join("lock")),
             paths,
             edge,
         }
@@ -104,12 +120,22 @@ impl LocalPlatform {
     }
 
     /// The edge's argv after the executable.
-    pub fn edge_args(edge_dir: &Path, listen: std::net::SocketAddr) -> Vec<OsString> {
+    /// The config and target name make the edge read the target's `[edge]` settings.
+    pub fn edge_args(
+        config: &Path,
+        target: &str,
+        edge_dir: &Path,
+        listen: std::net::SocketAddr,
+    ) -> Vec<OsString> {
         vec![
+            "--config".into(),
+            config.as_os_str().to_owned(),
             "edge".into(),
             "run".into(),
             "--dir".into(),
             edge_dir.as_os_str().to_owned(),
+            "--target".into(),
+            target.into(),
             "--listen".into(),
             listen.to_string().into(),
         ]
@@ -119,7 +145,12 @@ impl LocalPlatform {
     pub async fn ensure_edge(&self) -> Result<AdminClient, PlatformError> {
         let spec = shipit_edge::daemon::DaemonSpec {
             exe: self.edge.exe.clone(),
-            args: Self::edge_args(&self.paths.edge_dir, self.target.listen),
+            args: Self::edge_args(
+                &self.config_path,
+                &self.target_name,
+                &self.paths.edge_dir,
+                self.target.listen,
+            ),
             dir: self.paths.edge_dir.clone(),
             listen: self.target.listen,
             start_timeout: EDGE_START_TIMEOUT,
@@ -278,6 +309,77 @@ impl LocalPlatform {
         }
     }
 
+    /// The candidate the edge holds for this service (preview or split), if any.
+    async fn registered_candidate(&self) -> Result<Option<Backend>, PlatformError> {
+        if shipit_edge::daemon::find(&self.paths.edge_dir).is_none() {
+            return Ok(None);
+        }
+        let status = self
+            .admin()
+            .status()
+            .await
+            .map_err(|e| edge_error("reading the edge status", e))?;
+        Ok(status
+            .routes
+            .into_iter()
+            .find(|r| r.service == self.service.name)
+            .and_then(|r| r.candidate)
+            .map(|c| c.backend))
+    }
+
+    /// Takes the candidate off the edge (split and preview), then waits until the requests
+    /// it was serving have finished, so removing its container afterwards breaks none.
+    async fn withdraw_candidate(
+        &self,
+        candidate: &Backend,
+        reporter: &Reporter,
+        phase: Phase,
+    ) -> Result<(), PlatformError> {
+        let admin = self.admin();
+        admin
+            .clear_preview(&self.service.name)
+            .await
+            .map_err(|e| edge_error("withdrawing the candidate", e))?;
+        let drained = admin
+            .drain(
+                &self.service.name,
+                &candidate.release,
+                self.target.drain_timeout,
+            )
+            .await
+            .map_err(|e| edge_error("draining the candidate", e))?;
+        if drained.drained {
+            if !drained.waited.is_zero() {
+                reporter.progress(
+                    phase,
+                    format!(
+                        "drained the candidate in the {} slot in {} ms",
+                        candidate.slot,
+                        drained.waited.as_millis()
+                    ),
+                );
+            }
+        } else {
+            reporter.warn(format!(
+                "{} requests were still in flight on the candidate in the {} slot at the drain deadline ({})",
+                drained.in_flight,
+                candidate.slot,
+                humantime::format_duration(self.target.drain_timeout)
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the edge has counted for `slot` of this service so far.
+    async fn slot_answers(&self, slot: Slot) -> Result<Answers, PlatformError> {
+        let page = self
+            .admin()
+            .metrics()
+            .await
+            .map_err(|e| edge_error("reading the edge metrics", e))?;
+        Ok(Answers::read(&page, &self.service.name, slot))
+    }
+
     fn with_logs(&self, message: String, logs: &[String]) -> String {
         if logs.is_empty() {
             format!("{message}\n(the container wrote no log lines)")
@@ -308,12 +410,16 @@ impl Platform for LocalPlatform {
         format!("http://{}/", self.target.listen)
     }
 
-    fn lock(&self, holder: &Holder) -> Result<Lock, LockError> {
-        Lock::acquire(&self.paths.service_dir.join("lock"), holder)
+    fn locks(&self) -> &dyn LockStore {
+        &self.locks
     }
 
-    fn history(&self) -> &History {
+    fn history(&self) -> &dyn HistoryStore {
         &self.history
+    }
+
+    fn shift_strategy(&self) -> &ShiftStrategy {
+        &self.target.shift
     }
 
     async fn live(&self) -> Result<Option<Live>, PlatformError> {
@@ -346,6 +452,19 @@ impl Platform for LocalPlatform {
 
     async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
         self.ensure_edge().await?;
+        // A candidate still registered (staged for preview, or a split a crashed run left)
+        // stands in the idle slot this release is about to replace.
+        if let Some(candidate) = self.registered_candidate().await? {
+            self.withdraw_candidate(&candidate, reporter, Phase::Version)
+                .await?;
+            reporter.progress(
+                Phase::Version,
+                format!(
+                    "withdrew the candidate {} in the {} slot from the edge",
+                    candidate.release, candidate.slot
+                ),
+            );
+        }
         let live = self.live().await?;
         match &live {
             Some(l) => reporter.progress(
@@ -624,6 +743,201 @@ impl Platform for LocalPlatform {
         }))
     }
 
+    async fn split(
+        &self,
+        candidate: &Candidate,
+        live: &Live,
+        percent: u8,
+        reporter: &Reporter,
+    ) -> Result<(), PlatformError> {
+        let backend = backend_of(candidate)?;
+        self.admin()
+            .weights(&self.service.name, &backend, percent)
+            .await
+            .map_err(|e| edge_error("splitting traffic", e))?;
+        reporter.progress(
+            Phase::Shift,
+            format!(
+                "edge sends {percent}% of new clients to the {} slot ({}), {}% to the {} slot ({}); clients keep their side",
+                candidate.slot,
+                candidate.release,
+                100 - percent,
+                live.slot,
+                live.release
+            ),
+        );
+        Ok(())
+    }
+
+    async fn bake(
+        &self,
+        candidate: &Candidate,
+        period: Duration,
+        reporter: &Reporter,
+        cancel: &CancellationToken,
+    ) -> Result<(), PlatformError> {
+        let bound = self.target.max_error_rate;
+        let started = tokio::time::Instant::now();
+        let deadline = started + period;
+        let baseline = self.slot_answers(candidate.slot).await?;
+        let counts = |seen: &Answers| {
+            format!(
+                "{} slot: {} requests, {} answered 5xx ({:.2}%; bound {:.2}%)",
+                candidate.slot,
+                seen.total,
+                seen.errors,
+                seen.rate() * 100.0,
+                bound * 100.0
+            )
+        };
+        let mut shown = Answers::default();
+        let mut shown_at = started;
+        loop {
+            let now = tokio::time::Instant::now();
+            let wait = BAKE_SAMPLE_INTERVAL.min(deadline.saturating_duration_since(now));
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(wait) => {}
+            }
+            let seen = self.slot_answers(candidate.slot).await?.since(&baseline);
+            // A new 5xx is news at once; a growing count of good answers now and then.
+            let now = tokio::time::Instant::now();
+            if seen.errors != shown.errors
+                || (seen != shown && now.duration_since(shown_at) >= BAKE_PROGRESS_INTERVAL)
+            {
+                reporter.progress(Phase::Shift, counts(&seen));
+                shown = seen;
+                shown_at = now;
+            }
+            if seen.breaks(bound) {
+                let logs = self.last_logs(&candidate.handle).await;
+                let message = format!(
+                    "the candidate {} in the {} slot answered {} of {} requests with 5xx ({:.2}%) after {} of the bake, over max_error_rate = {bound} ({:.2}%)",
+                    candidate.release,
+                    candidate.slot,
+                    seen.errors,
+                    seen.total,
+                    seen.rate() * 100.0,
+                    humantime::format_duration(round_to_ms(started.elapsed())),
+                    bound * 100.0
+                );
+                return Err(
+                    PlatformError::new(ErrorKind::Verify, self.with_logs(message, &logs))
+                        .with_hint(format!(
+                            "traffic went back to the live slot; fix the errors the candidate answers, or raise max_error_rate of target \"{}\"",
+                            self.target_name
+                        )),
+                );
+            }
+            if tokio::time::Instant::now() >= deadline {
+                if seen != shown {
+                    reporter.progress(Phase::Shift, counts(&seen));
+                }
+                if seen.total == 0 {
+                    reporter.warn(format!(
+                        "no request reached the candidate in the {} slot during the {} bake: nothing was judged",
+                        candidate.slot,
+                        humantime::format_duration(period)
+                    ));
+                }
+                return Ok(());
+            }
+        }
+    }
+
+    async fn unsplit(
+        &self,
+        live: &Live,
+        candidate: &Candidate,
+        reporter: &Reporter,
+    ) -> Result<(), PlatformError> {
+        let Some(registered) = self.registered_candidate().await? else {
+            return Ok(());
+        };
+        if registered.release != candidate.release {
+            reporter.warn(format!(
+                "the edge holds release {} as candidate, not {}; leaving it alone",
+                registered.release, candidate.release
+            ));
+            return Ok(());
+        }
+        self.withdraw_candidate(&registered, reporter, Phase::Shift)
+            .await?;
+        reporter.progress(
+            Phase::Shift,
+            format!(
+                "edge sends all traffic to the {} slot ({}) again",
+                live.slot, live.release
+            ),
+        );
+        Ok(())
+    }
+
+    async fn stage(
+        &self,
+        candidate: &Candidate,
+        reporter: &Reporter,
+    ) -> Result<Option<String>, PlatformError> {
+        if self.live().await?.is_none() {
+            return Err(PlatformError::new(
+                ErrorKind::Platform,
+                format!(
+                    "cannot stage release {} for preview on {}: nothing is live yet, and the edge previews a candidate only beside a live slot",
+                    candidate.release,
+                    self.describe()
+                ),
+            )
+            .with_hint("release the first version without --no-promote"));
+        }
+        let backend = backend_of(candidate)?;
+        let hosts = self.target.preview_host.clone().map(|h| vec![h]);
+        self.admin()
+            .preview(&self.service.name, &backend, hosts.as_deref())
+            .await
+            .map_err(|e| edge_error("registering the candidate for preview", e))?;
+        let mut how = format!(
+            "{} with the header `X-Shipit-Slot: {}`",
+            self.url(),
+            candidate.slot
+        );
+        if let Some(host) = &self.target.preview_host {
+            how.push_str(&format!(
+                ", or http://{host}:{}/",
+                self.target.listen.port()
+            ));
+        }
+        reporter.progress(
+            Phase::Shift,
+            format!("staged release {} for preview: {how}", candidate.release),
+        );
+        Ok(Some(how))
+    }
+
+    async fn staged(&self, slot: Slot, release: &str) -> Result<Option<Candidate>, PlatformError> {
+        let Some(info) = self.inspect(slot).await? else {
+            return Ok(None);
+        };
+        let labels = info
+            .config
+            .as_ref()
+            .and_then(|c| c.labels.clone())
+            .unwrap_or_default();
+        let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+        if labels.get(LABEL_RELEASE).map(String::as_str) != Some(release) || !running {
+            return Ok(None);
+        }
+        let Some(port) = published_port(&info, self.service.port) else {
+            return Ok(None);
+        };
+        Ok(Some(Candidate {
+            slot,
+            release: release.to_string(),
+            address: format!("127.0.0.1:{port}"),
+            handle: info.id.clone().unwrap_or_else(|| self.name(slot)),
+        }))
+    }
+
     async fn retire(&self, old: &Live, reporter: &Reporter) -> Result<(), PlatformError> {
         let drained = self
             .admin()
@@ -681,6 +995,12 @@ impl Platform for LocalPlatform {
 
     async fn discard(&self, slot: Slot, reporter: &Reporter) -> Result<(), PlatformError> {
         self.ensure_not_live(slot, "remove").await?;
+        if let Some(candidate) = self.registered_candidate().await?
+            && candidate.slot == slot
+        {
+            self.withdraw_candidate(&candidate, reporter, Phase::Record)
+                .await?;
+        }
         if self.remove_slot(slot).await? {
             reporter.progress(
                 Phase::Record,
@@ -772,4 +1092,159 @@ fn edge_error(action: &str, e: shipit_edge::EdgeError) -> PlatformError {
     PlatformError::new(ErrorKind::Platform, format!("edge: {action}: {e}")).with_hint(
         "see the edge log (`shipit edge status` names it), or restart it with `shipit edge stop`",
     )
+}
+
+/// The edge's view of a candidate.
+fn backend_of(candidate: &Candidate) -> Result<Backend, PlatformError> {
+    let addr = candidate.address.parse().map_err(|e| {
+        PlatformError::new(
+            ErrorKind::Platform,
+            format!("bad candidate address {}: {e}", candidate.address),
+        )
+    })?;
+    Ok(Backend {
+        slot: candidate.slot,
+        release: candidate.release.clone(),
+        addr,
+    })
+}
+
+fn round_to_ms(d: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Responses the edge counted for one slot: all of them, and those with a 5xx status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Answers {
+    total: u64,
+    errors: u64,
+}
+
+impl Answers {
+    /// Reads the slot's `shipit_edge_requests_total` series from a metrics page; a series not
+    /// there yet counts zero.
+    fn read(page: &str, service: &str, slot: Slot) -> Answers {
+        let slot = slot.to_string();
+        let count = |class: &str| {
+            shipit_edge::metrics::sample(
+                page,
+                "shipit_edge_requests_total",
+                &[("service", service), ("slot", &slot), ("class", class)],
+            )
+            .map_or(0, |v| v as u64)
+        };
+        Answers {
+            total: shipit_edge::metrics::STATUS_CLASSES
+                .iter()
+                .map(|c| count(c))
+                .sum(),
+            errors: count("5xx"),
+        }
+    }
+
+    /// What was counted after `baseline`.
+    fn since(&self, baseline: &Answers) -> Answers {
+        Answers {
+            total: self.total.saturating_sub(baseline.total),
+            errors: self.errors.saturating_sub(baseline.errors),
+        }
+    }
+
+    fn rate(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.errors as f64 / self.total as f64
+        }
+    }
+
+    /// Whether the 5xx rate is over `bound`, judged over at least [`BAKE_MIN_REQUESTS`].
+    fn breaks(&self, bound: f64) -> bool {
+        self.errors as f64 > bound * self.total.max(BAKE_MIN_REQUESTS) as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_single_early_error_does_not_fail_a_bake_but_a_failing_candidate_does() {
+        let one_early = Answers {
+            total: 1,
+            errors: 1,
+        };
+        assert!(!one_early.breaks(0.01));
+        assert!(
+            Answers {
+                total: 2,
+                errors: 2
+            }
+            .breaks(0.01)
+        );
+        // Past the minimum sample, the plain rate decides.
+        assert!(
+            !Answers {
+                total: 1000,
+                errors: 10
+            }
+            .breaks(0.01)
+        );
+        assert!(
+            Answers {
+                total: 1000,
+                errors: 11
+            }
+            .breaks(0.01)
+        );
+        // A zero bound fails on the first 5xx; a bound of 1 never fails.
+        assert!(
+            Answers {
+                total: 500,
+                errors: 1
+            }
+            .breaks(0.0)
+        );
+        assert!(
+            !Answers {
+                total: 5,
+                errors: 5
+            }
+            .breaks(1.0)
+        );
+        assert!(!Answers::default().breaks(0.0));
+    }
+
+    #[test]
+    fn answers_are_read_per_slot_and_counted_from_a_baseline() {
+        let page = "\
+# TYPE shipit_edge_requests_total counter
+shipit_edge_requests_total{service=\"web\",slot=\"green\",class=\"2xx\"} 40
+shipit_edge_requests_total{service=\"web\",slot=\"green\",class=\"5xx\"} 3
+shipit_edge_requests_total{service=\"web\",slot=\"blue\",class=\"5xx\"} 7
+shipit_edge_requests_total{service=\"api\",slot=\"green\",class=\"5xx\"} 9
+";
+        let green = Answers::read(page, "web", Slot::Green);
+        assert_eq!(
+            green,
+            Answers {
+                total: 43,
+                errors: 3
+            }
+        );
+        assert_eq!(Answers::read(page, "web", Slot::Blue).total, 7);
+        assert_eq!(Answers::read("", "web", Slot::Green), Answers::default());
+        let later = Answers {
+            total: 50,
+            errors: 4,
+        };
+        assert_eq!(
+            later.since(&green),
+            Answers {
+                total: 7,
+                errors: 1
+            }
+        );
+        assert!((later.since(&green).rate() - 1.0 / 7.0).abs() < 1e-9);
+    }
 }
