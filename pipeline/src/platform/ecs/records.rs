@@ -1,0 +1,699 @@
+//! The release lock and the release history of an ecs target, kept in AWS SSM Parameter Store
+//! next to the service, so that any machine with the same credentials sees them.
+//!
+//! Why SSM parameters: PutParameter without overwrite is an atomic create-if-absent, so when
+//! two CI runners on two machines race for the lock exactly one of them creates the parameter
+//! and the other is refused; there is no table to provision (DynamoDB would need one, and its
+//! name in the config); and the records are readable with the AWS console or CLI by anyone who
+//! can release. Standard parameters are free and hold 4 KB, which a compact release record
+//! fits in.
+//!
+//! Names, under [`PARAMETER_ROOT`]:
+//! - `/shipit/<cluster>/<service>/lock`: the holder (who, host, pid, since, what) and a random
+//!   token, as JSON. Only the run whose token it holds releases it; a run that died leaves it,
+//!   and `shipit lock release --force` deletes it whoever holds it.
+//! - `/shipit/<cluster>/<service>/releases/<release id>`: one release record each, as compact
+//!   JSON, rewritten at every phase boundary. At most [`MAX_RECORDS`] are kept: saving a new
+//!   one deletes the oldest beyond that.
+
+use aws_sdk_ssm::types::ParameterType;
+use aws_smithy_types::error::display::DisplayErrorContext;
+use serde::{Deserialize, Serialize};
+
+use crate::history::{BoxFuture, HistoryError, HistoryStore, Outcome, ReleaseRecord};
+use crate::lock::{Holder, Lock, LockError, LockGuard, LockStore};
+
+/// The root of every parameter shipit writes.
+pub const PARAMETER_ROOT: &str = "/shipit";
+/// How many release records a service keeps on a target; older ones are deleted on save.
+pub const MAX_RECORDS: usize = 100;
+/// The largest value of a standard-tier SSM parameter, in bytes.
+pub const MAX_VALUE_BYTES: usize = 4096;
+
+/// How many pages of GetParametersByPath a listing reads at most (10 records a page on
+/// moto, up to 10 on AWS): far more than [`MAX_RECORDS`] needs, a bound if pruning fell
+/// behind.
+const MAX_LIST_PAGES: usize = 1000;
+
+/// How often acquire retries when the lock vanished between its create and its read.
+const ACQUIRE_ATTEMPTS: usize = 3;
+
+/// The parameter folder of one service on one cluster: `/shipit/<cluster>/<service>`. A
+/// cluster given as an ARN is named by its last part; characters SSM does not allow in names
+/// become `_`.
+pub fn service_path(cluster: &str, service: &str) -> String {
+    let cluster = cluster.rsplit('/').next().unwrap_or(cluster);
+    format!(
+        "{PARAMETER_ROOT}/{}/{}",
+        name_part(cluster),
+        name_part(service)
+    )
+}
+
+fn name_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+fn region_of(ssm: &aws_sdk_ssm::Client) -> String {
+    ssm.config()
+        .region()
+        .map(|r| r.to_string())
+        .unwrap_or_else(|| "no region".to_string())
+}
+
+/// The lock parameter's value: the holder, and the token of the run that holds it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct LockRecord {
+    #[serde(flatten)]
+    holder: Holder,
+    token: String,
+}
+
+fn new_token() -> String {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).expect("the OS random source works");
+    hex::encode(bytes)
+}
+
+/// The release lock as the SSM parameter `/shipit/<cluster>/<service>/lock`.
+#[derive(Debug, Clone)]
+pub struct SsmLockStore {
+    ssm: aws_sdk_ssm::Client,
+    name: String,
+}
+
+impl SsmLockStore {
+    pub fn new(ssm: aws_sdk_ssm::Client, cluster: &str, service: &str) -> SsmLockStore {
+        let name = format!("{}/lock", service_path(cluster, service));
+        SsmLockStore { ssm, name }
+    }
+
+    /// The parameter's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn remote(&self, message: String) -> LockError {
+        LockError::Remote {
+            store: self.describe(),
+            message,
+        }
+    }
+
+    /// The lock record, or `None` when the parameter does not exist.
+    async fn read(&self) -> Result<Option<LockRecord>, LockError> {
+        read_lock(&self.ssm, &self.name)
+            .await
+            .map_err(|e| self.remote(e.to_string()))
+    }
+
+    async fn acquire_now(&self, holder: &Holder) -> Result<Lock, LockError> {
+        let record = LockRecord {
+            holder: holder.clone(),
+            token: new_token(),
+        };
+        let value = serde_json::to_string(&record).expect("a lock record serializes");
+        for _ in 0..ACQUIRE_ATTEMPTS {
+            let put = self
+                .ssm
+                .put_parameter()
+                .name(&self.name)
+                .value(&value)
+                .r#type(ParameterType::String)
+                .overwrite(false)
+                .description("shipit release lock: delete it with `shipit lock release --force`")
+                .send()
+                .await;
+            match put {
+                Ok(_) => {
+                    return Ok(Lock::new(
+                        Box::new(SsmLockGuard {
+                            ssm: self.ssm.clone(),
+                            name: self.name.clone(),
+                            store: self.describe(),
+                            token: record.token.clone(),
+                        }),
+                        None,
+                    ));
+                }
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|e| e.is_parameter_already_exists()) =>
+                {
+                    match self.read().await? {
+                        Some(current) => {
+                            return Err(LockError::HeldRemote {
+                                store: self.describe(),
+                                holder: current.holder,
+                            });
+                        }
+                        // Released between our create and our read: try again.
+                        None => continue,
+                    }
+                }
+                Err(e) => {
+                    return Err(self.remote(format!(
+                        "PutParameter {} failed: {}\nhint: check the AWS credentials and that \
+                         they allow ssm:PutParameter, ssm:GetParameter and ssm:DeleteParameter \
+                         on {PARAMETER_ROOT}/*",
+                        self.name,
+                        DisplayErrorContext(&e)
+                    )));
+                }
+            }
+        }
+        Err(self.remote(format!(
+            "{} was taken and freed {ACQUIRE_ATTEMPTS} times while this run tried to take it\n\
+             hint: another run is releasing the same service; retry",
+            self.name
+        )))
+    }
+
+    async fn force_release_now(&self) -> Result<Option<Holder>, LockError> {
+        let current = match read_lock(&self.ssm, &self.name).await {
+            Ok(current) => current.map(|record| record.holder),
+            // An unreadable record is still a lock to break.
+            Err(ReadError::Unreadable(_)) => None,
+            Err(e) => return Err(self.remote(e.to_string())),
+        };
+        match self.ssm.delete_parameter().name(&self.name).send().await {
+            Ok(_) => Ok(current),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.remote(format!(
+                "DeleteParameter {} failed: {}\nhint: check that the AWS credentials allow \
+                 ssm:DeleteParameter on it",
+                self.name,
+                DisplayErrorContext(&e)
+            ))),
+        }
+    }
+}
+
+/// Why the lock parameter could not be read.
+#[derive(Debug, thiserror::Error)]
+enum ReadError {
+    /// It exists and holds something else than a lock record.
+    #[error("{0}")]
+    Unreadable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Reads and parses the lock parameter: `None` when it is absent.
+async fn read_lock(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<Option<LockRecord>, ReadError> {
+    match ssm.get_parameter().name(name).send().await {
+        Ok(out) => {
+            let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+            let record = serde_json::from_str(value).map_err(|e| {
+                ReadError::Unreadable(format!(
+                    "{name} holds {value:?}, not a shipit lock ({e})\nhint: if no release runs, \
+                     break it with `shipit lock release --force`"
+                ))
+            })?;
+            Ok(Some(record))
+        }
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|e| e.is_parameter_not_found()) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(ReadError::Failed(format!(
+            "GetParameter {name} failed: {}\nhint: check the AWS credentials and that they \
+             allow ssm:GetParameter",
+            DisplayErrorContext(&e)
+        ))),
+    }
+}
+
+impl LockStore for SsmLockStore {
+    fn describe(&self) -> String {
+        format!("SSM {} ({})", self.name, region_of(&self.ssm))
+    }
+
+    fn acquire<'a>(&'a self, holder: &'a Holder) -> BoxFuture<'a, Result<Lock, LockError>> {
+        Box::pin(self.acquire_now(holder))
+    }
+
+    fn holder(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
+        Box::pin(async move { Ok(self.read().await?.map(|record| record.holder)) })
+    }
+
+    fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
+        Box::pin(self.force_release_now())
+    }
+}
+
+/// A lock this run holds: releasing deletes the parameter if it still holds this run's token.
+/// SSM has no conditional delete, so a run whose lock was broken with `--force` and taken by
+/// another run in the moment between this read and this delete would free the other's lock;
+/// only a forced break opens that window.
+struct SsmLockGuard {
+    ssm: aws_sdk_ssm::Client,
+    name: String,
+    store: String,
+    token: String,
+}
+
+impl LockGuard for SsmLockGuard {
+    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), LockError>> {
+        Box::pin(async move {
+            let remote = |message: String| LockError::Remote {
+                store: self.store.clone(),
+                message,
+            };
+            let current = read_lock(&self.ssm, &self.name)
+                .await
+                .map_err(|e| remote(e.to_string()))?;
+            match current {
+                None => Err(remote(format!(
+                    "{} was already gone when this run released it: it was broken with \
+                     `shipit lock release --force`",
+                    self.name
+                ))),
+                Some(record) if record.token != self.token => Err(remote(format!(
+                    "{} is now held by another run ({}): this run's lock was broken with \
+                     `shipit lock release --force`; left as it is",
+                    self.name, record.holder
+                ))),
+                Some(_) => match self.ssm.delete_parameter().name(&self.name).send().await {
+                    Ok(_) => Ok(()),
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|e| e.is_parameter_not_found()) =>
+                    {
+                        Ok(())
+                    }
+                    Err(e) => Err(remote(format!(
+                        "DeleteParameter {} failed: {}\nhint: the lock stays held: break it with \
+                         `shipit lock release --force`",
+                        self.name,
+                        DisplayErrorContext(&e)
+                    ))),
+                },
+            }
+        })
+    }
+}
+
+/// The release records of one service on an ecs target, one SSM parameter each under
+/// `/shipit/<cluster>/<service>/releases/`.
+#[derive(Debug, Clone)]
+pub struct SsmHistory {
+    ssm: aws_sdk_ssm::Client,
+    /// `/shipit/<cluster>/<service>/releases`, without the trailing `/`.
+    path: String,
+    max_records: usize,
+}
+
+impl SsmHistory {
+    pub fn new(ssm: aws_sdk_ssm::Client, cluster: &str, service: &str) -> SsmHistory {
+        SsmHistory {
+            ssm,
+            path: format!("{}/releases", service_path(cluster, service)),
+            max_records: MAX_RECORDS,
+        }
+    }
+
+    /// Keeps at most `max` records instead of [`MAX_RECORDS`].
+    pub fn with_max_records(mut self, max: usize) -> SsmHistory {
+        self.max_records = max.max(1);
+        self
+    }
+
+    /// The parameter folder of the records, `/shipit/<cluster>/<service>/releases`.
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The parameter name of a record.
+    pub fn name_of(&self, id: &str) -> String {
+        format!("{}/{id}", self.path)
+    }
+
+    fn remote(&self, message: String, hint: Option<&str>) -> HistoryError {
+        HistoryError::Remote {
+            store: self.describe(),
+            message,
+            hint: hint.map(str::to_string),
+        }
+    }
+
+    fn check_id(&self, id: &str) -> Result<(), HistoryError> {
+        let valid = !id.is_empty()
+            && id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+        if valid {
+            Ok(())
+        } else {
+            Err(self.remote(
+                format!("the release id {id:?} cannot name an SSM parameter"),
+                Some("release ids are made of letters, digits, '.', '_' and '-'"),
+            ))
+        }
+    }
+
+    async fn save_now(&self, record: &ReleaseRecord) -> Result<(), HistoryError> {
+        self.check_id(&record.id)?;
+        let name = self.name_of(&record.id);
+        let value = fit(record).map_err(|size| {
+            self.remote(
+                format!(
+                    "the record of release {} is {size} bytes as JSON; the SSM parameter {name} \
+                     holds at most {MAX_VALUE_BYTES}",
+                    record.id
+                ),
+                Some("fewer or shorter module names and labels make it fit; this is a bug if it happens with a few modules"),
+            )
+        })?;
+        let out = self
+            .ssm
+            .put_parameter()
+            .name(&name)
+            .value(value)
+            .r#type(ParameterType::String)
+            .overwrite(true)
+            .send()
+            .await
+            .map_err(|e| {
+                self.remote(
+                    format!("PutParameter {name} failed: {}", DisplayErrorContext(&e)),
+                    Some(
+                        "check the AWS credentials and that they allow ssm:PutParameter on \
+                         /shipit/*",
+                    ),
+                )
+            })?;
+        // Version 1: this save created the record, so there may now be one too many.
+        if out.version() == 1 {
+            self.prune(&record.id).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the oldest records beyond `max_records`, never `keep`.
+    async fn prune(&self, keep: &str) -> Result<(), HistoryError> {
+        let records = self.list_now().await?;
+        if records.len() <= self.max_records {
+            return Ok(());
+        }
+        let doomed: Vec<String> = records[self.max_records..]
+            .iter()
+            .filter(|r| r.id != keep)
+            .map(|r| self.name_of(&r.id))
+            .collect();
+        // DeleteParameters takes at most 10 names a call.
+        for chunk in doomed.chunks(10) {
+            self.ssm
+                .delete_parameters()
+                .set_names(Some(chunk.to_vec()))
+                .send()
+                .await
+                .map_err(|e| {
+                    self.remote(
+                        format!(
+                            "DeleteParameters (pruning records beyond {}) failed: {}",
+                            self.max_records,
+                            DisplayErrorContext(&e)
+                        ),
+                        Some("check that the AWS credentials allow ssm:DeleteParameters"),
+                    )
+                })?;
+        }
+        Ok(())
+    }
+
+    async fn get_now(&self, id: &str) -> Result<Option<ReleaseRecord>, HistoryError> {
+        self.check_id(id)?;
+        let name = self.name_of(id);
+        match self.ssm.get_parameter().name(&name).send().await {
+            Ok(out) => {
+                let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
+                self.parse(&name, value).map(Some)
+            }
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_parameter_not_found()) =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(self.remote(
+                format!("GetParameter {name} failed: {}", DisplayErrorContext(&e)),
+                Some("check the AWS credentials and that they allow ssm:GetParameter"),
+            )),
+        }
+    }
+
+    async fn list_now(&self) -> Result<Vec<ReleaseRecord>, HistoryError> {
+        let mut records = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            let out = self
+                .ssm
+                .get_parameters_by_path()
+                .path(&self.path)
+                .recursive(false)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|e| {
+                    self.remote(
+                        format!(
+                            "GetParametersByPath {} failed: {}",
+                            self.path,
+                            DisplayErrorContext(&e)
+                        ),
+                        Some(
+                            "check the AWS credentials and that they allow \
+                             ssm:GetParametersByPath",
+                        ),
+                    )
+                })?;
+            for parameter in out.parameters() {
+                let name = parameter.name().unwrap_or_default();
+                records.push(self.parse(name, parameter.value().unwrap_or_default())?);
+            }
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => {
+                    records.sort_by(|a: &ReleaseRecord, b: &ReleaseRecord| {
+                        b.started_at.cmp(&a.started_at).then(b.id.cmp(&a.id))
+                    });
+                    return Ok(records);
+                }
+            }
+        }
+        Err(self.remote(
+            format!(
+                "{} has more than {MAX_LIST_PAGES} pages of records",
+                self.path
+            ),
+            Some("delete old records under this path"),
+        ))
+    }
+
+    fn parse(&self, name: &str, value: &str) -> Result<ReleaseRecord, HistoryError> {
+        serde_json::from_str(value).map_err(|e| {
+            self.remote(
+                format!("the release record {name} is not valid: {e}"),
+                Some(&format!(
+                    "delete it (`aws ssm delete-parameter --name {name}`); the other records are intact"
+                )),
+            )
+        })
+    }
+}
+
+/// The compact JSON of a record that fits in a standard parameter. A failure's cause can carry
+/// a container's last log lines and be long: it is cut in the middle (its start says what
+/// failed, its end the last thing seen) until the record fits. `Err` holds the size when even
+/// that is not enough.
+fn fit(record: &ReleaseRecord) -> Result<String, usize> {
+    let full = serde_json::to_string(record).expect("a record serializes");
+    if full.len() <= MAX_VALUE_BYTES {
+        return Ok(full);
+    }
+    let cause = match &record.outcome {
+        Outcome::Failed { cause, .. } | Outcome::Interrupted { cause } => cause.clone(),
+        _ => return Err(full.len()),
+    };
+    let mut shorter = record.clone();
+    let mut keep = cause.len();
+    // JSON escapes make the text longer than the cause's bytes, so measure again after each
+    // cut; each round cuts at least the excess, so a few rounds are enough.
+    for _ in 0..16 {
+        let text = serde_json::to_string(&shorter).expect("a record serializes");
+        if text.len() <= MAX_VALUE_BYTES {
+            return Ok(text);
+        }
+        if keep == 0 {
+            break;
+        }
+        keep = keep.saturating_sub(text.len() - MAX_VALUE_BYTES + 64);
+        let cut = cut_middle(&cause, keep);
+        match &mut shorter.outcome {
+            Outcome::Failed { cause, .. } | Outcome::Interrupted { cause } => *cause = cut,
+            _ => unreachable!("the outcome was matched above"),
+        }
+    }
+    Err(full.len())
+}
+
+/// `s` cut to about `keep` bytes: its start and its end, with a marker between.
+fn cut_middle(s: &str, keep: usize) -> String {
+    let head_len = keep / 2;
+    let tail_len = keep - head_len;
+    let mut head_end = head_len.min(s.len());
+    while !s.is_char_boundary(head_end) {
+        head_end -= 1;
+    }
+    let mut tail_start = s.len().saturating_sub(tail_len).max(head_end);
+    while !s.is_char_boundary(tail_start) {
+        tail_start += 1;
+    }
+    format!(
+        "{} […{} bytes cut to fit the SSM parameter…] {}",
+        &s[..head_end],
+        tail_start - head_end,
+        &s[tail_start..]
+    )
+}
+
+impl HistoryStore for SsmHistory {
+    fn describe(&self) -> String {
+        format!("SSM {} ({})", self.path, region_of(&self.ssm))
+    }
+
+    fn save<'a>(&'a self, record: &'a ReleaseRecord) -> BoxFuture<'a, Result<(), HistoryError>> {
+        Box::pin(self.save_now(record))
+    }
+
+    fn get<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> BoxFuture<'a, Result<Option<ReleaseRecord>, HistoryError>> {
+        Box::pin(self.get_now(id))
+    }
+
+    fn list(&self) -> BoxFuture<'_, Result<Vec<ReleaseRecord>, HistoryError>> {
+        Box::pin(self.list_now())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::Slot;
+    use crate::history::Kind;
+
+    fn record(cause: &str) -> ReleaseRecord {
+        ReleaseRecord {
+            id: "20261122-101500-a1b2".into(),
+            kind: Kind::Release,
+            service: "hello".into(),
+            target: "aws".into(),
+            serves: "20261122-101500-a1b2".into(),
+            slot: Some(Slot::Green),
+            image: Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/hello@sha256:ab".into()),
+            image_id: Some("sha256:ab".into()),
+            version: "1a2b3c4".into(),
+            revision: None,
+            modules: BTreeMap::new(),
+            image_reused: false,
+            previous: None,
+            user: "ci".into(),
+            host: "runner-1".into(),
+            started_at: "2026-11-22T10:15:00Z".parse().unwrap(),
+            finished_at: None,
+            phases: vec![],
+            shift_steps: vec![],
+            outcome: Outcome::Failed {
+                cause: cause.into(),
+                hint: Some("look at the logs".into()),
+            },
+        }
+    }
+
+    #[test]
+    fn parameter_names_follow_cluster_and_service() {
+        assert_eq!(service_path("prod", "hello"), "/shipit/prod/hello");
+        assert_eq!(
+            service_path("arn:aws:ecs:us-east-1:123456789012:cluster/prod", "hello"),
+            "/shipit/prod/hello"
+        );
+        assert_eq!(service_path("prod", "he llo"), "/shipit/prod/he_llo");
+    }
+
+    #[test]
+    fn small_record_is_compact_json() {
+        let r = record("unhealthy");
+        let text = fit(&r).unwrap();
+        assert!(!text.contains('\n'));
+        assert_eq!(serde_json::from_str::<ReleaseRecord>(&text).unwrap(), r);
+    }
+
+    #[test]
+    fn long_failure_cause_is_cut_in_the_middle_to_fit() {
+        let cause = format!(
+            "the candidate exited; last log lines:\n{}\nFATAL: the end",
+            "log line with \"quotes\" and ünïcödé\n".repeat(400)
+        );
+        let text = fit(&record(&cause)).unwrap();
+        assert!(text.len() <= MAX_VALUE_BYTES, "{}", text.len());
+        let back: ReleaseRecord = serde_json::from_str(&text).unwrap();
+        let Outcome::Failed { cause: cut, .. } = back.outcome else {
+            panic!("outcome changed")
+        };
+        assert!(cut.starts_with("the candidate exited"), "{cut}");
+        assert!(cut.ends_with("FATAL: the end"), "{cut}");
+        assert!(cut.contains("bytes cut to fit the SSM parameter"), "{cut}");
+    }
+
+    #[test]
+    fn record_too_big_even_when_cut_is_refused_with_its_size() {
+        let mut r = record("short");
+        for i in 0..200 {
+            r.modules
+                .insert(format!("module-with-a-long-name-{i}"), "1.2.3".into());
+        }
+        let size = fit(&r).unwrap_err();
+        assert!(size > MAX_VALUE_BYTES);
+    }
+
+    #[test]
+    fn lock_record_keeps_the_holder_fields_at_the_top() {
+        let holder = Holder {
+            pid: 42,
+            host: "runner-1".into(),
+            user: "ci".into(),
+            since: "2026-11-22T10:00:00Z".parse().unwrap(),
+            purpose: "release".into(),
+        };
+        let text = serde_json::to_string(&LockRecord {
+            holder: holder.clone(),
+            token: "t".into(),
+        })
+        .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(json["pid"], 42);
+        assert_eq!(json["token"], "t");
+        let back: LockRecord = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.holder, holder);
+    }
+}
