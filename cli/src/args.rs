@@ -15,7 +15,7 @@ use clap::{Args, Parser, Subcommand};
                   slot and records the release. `shipit rollback` brings back the previous one.",
     after_help = "Exit codes: 0 ok, 1 unexpected error, 2 usage or config error, 3 lock held, \
                   4 build failed, 5 verification failed, 6 platform error (Docker, edge), \
-                  7 nothing to roll back, 8 module versioning failed, 130 interrupted."
+                  7 nothing to roll back or promote, 8 module versioning failed, 130 interrupted."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -89,6 +89,26 @@ pub enum Command {
         /// Skip the version step: label the image with the module versions as the files hold them
         #[arg(long)]
         no_version: bool,
+        /// Stop after verify: stage the new release for preview, beside the live one, without
+        /// live traffic; `shipit promote` makes it live
+        #[arg(long)]
+        no_promote: bool,
+        /// Read the current state and print the plan (every call it would make, the rendered
+        /// task definition on ecs, the shift steps); change nothing. Same as `shipit plan`
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the release record as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the release staged by `shipit release --no-promote` live
+    ///
+    /// Checks that its candidate still runs, verifies it again, shifts traffic to it by the
+    /// target's `shift` strategy and retires the old slot. The staged release's record becomes
+    /// a succeeded release.
+    Promote {
+        #[command(flatten)]
+        selection: Selection,
         /// Print the release record as JSON on stdout
         #[arg(long)]
         json: bool,
@@ -131,6 +151,14 @@ pub enum Command {
         /// Print the rollback's record as JSON on stdout
         #[arg(long)]
         json: bool,
+    },
+    /// Show or break the release lock of the service on the target
+    ///
+    /// On an ecs target the lock is an SSM parameter that a crashed run leaves behind; on a
+    /// local target the kernel frees it when its process dies.
+    Lock {
+        #[command(subcommand)]
+        command: LockCommand,
     },
     /// Remove the service's containers and routes from the target (history is kept)
     Down {
@@ -196,11 +224,15 @@ impl Command {
     pub fn json(&self) -> bool {
         match self {
             Command::Release { json, .. }
+            | Command::Promote { json, .. }
             | Command::Plan { json, .. }
             | Command::Status { json, .. }
             | Command::History { json, .. }
             | Command::Rollback { json, .. }
             | Command::Down { json, .. }
+            | Command::Lock {
+                command: LockCommand::Status { json, .. } | LockCommand::Release { json, .. },
+            }
             | Command::Init { json, .. } => *json,
             Command::Version { command } => match command {
                 VersionCommand::Plan { json } | VersionCommand::Apply { json, .. } => *json,
@@ -210,11 +242,37 @@ impl Command {
             },
             Command::Edge { command } => match command {
                 EdgeCommand::Run { .. } => false,
-                EdgeCommand::Status { json, .. } | EdgeCommand::Stop { json, .. } => *json,
+                EdgeCommand::Status { json, .. }
+                | EdgeCommand::Stop { json, .. }
+                | EdgeCommand::Upgrade { json, .. }
+                | EdgeCommand::Reload { json, .. } => *json,
             },
             Command::Completions { .. } | Command::Man { .. } => false,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LockCommand {
+    /// Who holds the lock, since when, doing what
+    Status {
+        #[command(flatten)]
+        selection: Selection,
+        /// Print the holder (or null) as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Break the lock: without --force, only when its holder's process is gone
+    Release {
+        #[command(flatten)]
+        selection: Selection,
+        /// Break it whoever holds it (a run that died on another machine)
+        #[arg(long)]
+        force: bool,
+        /// Print who held it as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +319,35 @@ pub enum EdgeCommand {
         /// The address to listen on [default: the target's `listen`]
         #[arg(long, value_name = "ADDR")]
         listen: Option<SocketAddr>,
+        /// Take the sockets of the edge running in the directory over (`edge upgrade` passes it)
+        #[arg(long, hide = true)]
+        take_over: bool,
+    },
+    /// Replace the running edge by this shipit's, without dropping a connection
+    ///
+    /// A new edge process takes the running one's listening sockets over, with the routes,
+    /// and the config's edge settings (with --dir and no -t, the running edge's settings),
+    /// reading the TLS certificates again. The old process stops accepting, finishes its
+    /// requests (answering each keep-alive connection's next one with `Connection: close`),
+    /// and exits. If the new process fails to start, the old one keeps serving.
+    Upgrade {
+        #[command(flatten)]
+        edge: EdgeLocation,
+        /// Print the old and new pid and the times as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make the running edge read its TLS certificates again, without a restart
+    ///
+    /// With a config, the target's `certificates` are sent (added or removed ones too);
+    /// with --dir alone, the edge reads the files it serves again. A file that does not
+    /// load changes nothing. A new `tls_listen` needs `shipit edge upgrade`.
+    Reload {
+        #[command(flatten)]
+        edge: EdgeLocation,
+        /// Print the certificates now served as JSON on stdout
+        #[arg(long)]
+        json: bool,
     },
     /// Show the edge's routes and in-flight requests
     Status {
@@ -286,7 +373,7 @@ pub struct EdgeLocation {
     /// The edge directory [default: <state_dir>/edge/<target>]
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
-    /// The local target whose edge this is
+    /// The local target whose edge this is (with --dir: whose edge settings apply)
     #[arg(short, long, value_name = "NAME")]
     pub target: Option<String>,
 }

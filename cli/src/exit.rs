@@ -86,7 +86,8 @@ impl From<ReleaseError> for Failure {
                 ErrorKind::Platform => PLATFORM,
             },
             ReleaseError::Interrupted { .. } => INTERRUPTED,
-            ReleaseError::NoRollback { .. } => NO_ROLLBACK,
+            // Nothing to act on: no release to roll back to, or none staged to promote.
+            ReleaseError::NoRollback { .. } | ReleaseError::NothingStaged { .. } => NO_ROLLBACK,
         };
         let hint = e.hint();
         let (cause, own_hint) = split_hint(&e.to_string());

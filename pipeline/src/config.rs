@@ -18,6 +18,8 @@
 // serializes; it is built once per failed load, so its size on the error path costs nothing.
 #![allow(clippy::result_large_err)]
 
+mod ecs;
+mod edge;
 mod error;
 mod interpolate;
 mod locate;
@@ -33,8 +35,20 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use ecs::{
+    Cdn, DEFAULT_ECS_CPU, DEFAULT_ECS_DESIRED_COUNT, DEFAULT_ECS_LOG_GROUP, DEFAULT_ECS_MEMORY,
+    DEFAULT_ECS_VERIFY_TIMEOUT, DEFAULT_KEEP_PREVIOUS, DEFAULT_TASK_DEFINITION,
+    DEFAULT_TASK_DEFINITION_TEXT, EcsTarget, PerSlot,
+};
+pub use edge::{
+    Certificate, DEFAULT_EDGE_CONNECT_TIMEOUT, DEFAULT_EDGE_HEADER_READ_TIMEOUT,
+    DEFAULT_EDGE_IDLE_TIMEOUT, DEFAULT_EDGE_MAX_REQUEST_BODY, DEFAULT_EDGE_RESPONSE_TIMEOUT,
+    EdgeSettings,
+};
 pub use error::ConfigError;
 use locate::KeyPath;
+
+use crate::shift::ShiftStrategy;
 
 /// The file looked for in the current folder when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "shipit.toml";
@@ -141,6 +155,8 @@ pub struct Target {
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum TargetKind {
     Local(LocalTarget),
+    /// ECS services behind an ALB listener, optionally behind CloudFront.
+    Ecs(Box<EcsTarget>),
 }
 
 /// One Docker host, with shipit's edge in front of the two slots.
@@ -154,6 +170,15 @@ pub struct LocalTarget {
     /// How long a stopping container gets between SIGTERM and SIGKILL.
     #[serde(with = "duration_text")]
     pub stop_timeout: Duration,
+    /// How traffic moves to a verified candidate.
+    pub shift: ShiftStrategy,
+    /// The largest share of 5xx answers the candidate may give during a bake, 0 to 1.
+    pub max_error_rate: f64,
+    /// A host name whose requests reach a staged candidate (`release --no-promote`).
+    pub preview_host: Option<String>,
+    /// The edge's TLS, timeouts and limits (`[targets.<name>.edge]`); boxed, as the
+    /// largest part of a target.
+    pub edge: Box<EdgeSettings>,
 }
 
 /// Serializes a `Duration` as humantime text ("100ms", "30s"), the way configs spell them.

@@ -5,6 +5,7 @@
 //! [`release`] drives those phases as one state machine, recording every attempt in
 //! [`history`] under a [`lock`].
 
+pub mod aws;
 pub mod build;
 pub mod config;
 pub mod container_spec;
@@ -16,7 +17,10 @@ pub mod history;
 pub mod lock;
 pub mod platform;
 pub mod pre_build;
+pub mod registry;
 pub mod release;
+pub mod shift;
+pub mod task_definition;
 pub mod version;
 
 pub use shipit_edge::Slot;

@@ -3,17 +3,25 @@
 //! edge and real HTTP clients. Each test gets its own state directory, service name and edge
 //! port, so they run in parallel without sharing anything but the engine and the image.
 
+mod aws;
 mod harness;
 mod load;
 
 mod action;
+mod canary;
 mod config;
+mod ecs;
 mod edge;
+mod edge_tls;
+mod edge_upgrade;
 mod failure;
 mod help;
 mod init;
 mod json;
 mod lock;
+mod promote;
+mod records;
+mod registry;
 mod release;
 mod rollback;
 mod version;

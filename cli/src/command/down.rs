@@ -4,7 +4,7 @@ use serde::Serialize;
 use shipit_pipeline::event::Reporter;
 use shipit_pipeline::platform::{Live, Platform};
 
-use super::select;
+use super::{TargetPlatform, select};
 use crate::args::{Global, Selection};
 use crate::exit::Failure;
 use crate::printer::Printer;
@@ -17,7 +17,8 @@ struct Down {
     /// What was live before: `{slot, release, since}`; null when nothing was, or the edge
     /// could not say.
     was_live: Option<Live>,
-    /// Whether the target's edge still runs (it stops when its last route goes).
+    /// Whether the target's edge still runs (it stops when its last route goes). Always
+    /// false on an ecs target, whose services are scaled to zero and kept.
     edge_running: bool,
     /// The release records stay; `shipit history` still lists them.
     history_kept: bool,
@@ -39,7 +40,12 @@ pub async fn run(
         service: selected.service.name.clone(),
         target: selected.target.name.clone(),
         was_live,
-        edge_running: shipit_edge::daemon::find(&platform.paths().edge_dir).is_some(),
+        edge_running: match platform {
+            TargetPlatform::Local(local) => {
+                shipit_edge::daemon::find(&local.paths().edge_dir).is_some()
+            }
+            TargetPlatform::Ecs(_) => false,
+        },
         history_kept: true,
     };
     if json {

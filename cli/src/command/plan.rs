@@ -4,6 +4,11 @@
 //! it saved), the module version plan and the work tree, and the build context's hash and
 //! the images on the engine. It starts nothing, builds nothing, tags nothing and takes no
 //! lock. The one write is the context stat cache a build keeps as well.
+//!
+//! On an ecs target (and for `release --dry-run`, which runs this) the plan is the ecs
+//! platform's: every mutating AWS call a release would make, in order, and the rendered task
+//! definition. Its AWS clients refuse any call that is not a read, so the plan cannot change
+//! anything even through a bug; the operations it did call are counted at the end.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,11 +17,16 @@ use serde::Serialize;
 use shipit_pipeline::Slot;
 use shipit_pipeline::build::{self, BuildRequest};
 use shipit_pipeline::config::{Config, TargetKind};
-use shipit_pipeline::lock::{Holder, Lock};
+use shipit_pipeline::lock::Holder;
 use shipit_pipeline::platform::{Live, Platform};
+use shipit_pipeline::shift::ShiftStrategy;
 use shipit_pipeline::version::{self, VersionError};
 
-use super::{Selected, select};
+use shipit_pipeline::aws::ReadOnly;
+use shipit_pipeline::platform::ecs::EcsPlatform;
+use shipit_pipeline::platform::ecs::plan::EcsPlan;
+
+use super::{Selected, TargetPlatform, select_read_only};
 use crate::args::{Global, Selection};
 use crate::exit::{self, Failure};
 use crate::printer::Printer;
@@ -83,9 +93,10 @@ pub struct BuildPlan {
 
 #[derive(Debug, Serialize)]
 pub struct ShiftPlan {
-    /// `atomic`: all traffic moves in one switch.
+    /// `atomic`: all traffic moves in one switch; `canary` or `linear`: weighted steps,
+    /// each baked, before it.
     pub strategy: &'static str,
-    /// The traffic each step sends to the new slot, in percent, in order.
+    /// The traffic each step sends to the new slot, in percent, in order; the last is 100.
     pub steps: Vec<ShiftStep>,
 }
 
@@ -93,6 +104,35 @@ pub struct ShiftPlan {
 pub struct ShiftStep {
     pub slot: Slot,
     pub weight: u8,
+    /// How long the step is watched before the next; none for the final switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bake: Option<String>,
+}
+
+/// The local plan's shift: the target's strategy, ending with the switch to 100 %.
+fn shift_plan(strategy: &ShiftStrategy, slot: Slot) -> ShiftPlan {
+    let steps = strategy
+        .steps()
+        .iter()
+        .map(|s| ShiftStep {
+            slot,
+            weight: s.percent,
+            bake: Some(humantime::format_duration(s.bake).to_string()),
+        })
+        .chain(std::iter::once(ShiftStep {
+            slot,
+            weight: 100,
+            bake: None,
+        }))
+        .collect();
+    ShiftPlan {
+        strategy: match strategy {
+            ShiftStrategy::AllAtOnce => "atomic",
+            ShiftStrategy::Canary { .. } => "canary",
+            ShiftStrategy::Linear { .. } => "linear",
+        },
+        steps,
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -111,7 +151,11 @@ pub async fn run(
     json: bool,
     printer: Printer,
 ) -> Result<(), Failure> {
-    let selected = select(global, selection).await?;
+    let guard = ReadOnly::new();
+    let selected = select_read_only(global, selection, &guard).await?;
+    if let TargetPlatform::Ecs(ecs) = &selected.platform {
+        return Box::pin(ecs_plan(&selected, ecs, &guard, json, printer)).await;
+    }
     let plan = Box::pin(make(&selected)).await?;
     if json {
         printer.json(&plan);
@@ -128,7 +172,13 @@ async fn make(selected: &Selected) -> Result<ReleasePlan, Failure> {
         target,
         platform,
     } = selected;
-    let lock = Lock::holder(&platform.paths().service_dir.join("lock")).map_err(|e| {
+    let TargetPlatform::Local(local) = platform else {
+        return Err(Failure::new(
+            exit::UNEXPECTED,
+            "internal: not a local target",
+        ));
+    };
+    let lock = platform.locks().holder().await.map_err(|e| {
         Failure::new(exit::UNEXPECTED, e.to_string())
             .hint("check that the state directory is readable")
     })?;
@@ -147,7 +197,7 @@ async fn make(selected: &Selected) -> Result<ReleasePlan, Failure> {
         tag: format!("{}:{version}", service.name),
         // Only the module labels decide reuse; the others are set on a new build alone.
         labels: version::labels(&modules.versions),
-        cache_dir: Some(platform.paths().service_dir.clone()),
+        cache_dir: Some(local.paths().service_dir.clone()),
     };
     let docker = shipit_pipeline::docker::connect().await.map_err(|e| {
         Failure::new(exit::PLATFORM, e.to_string())
@@ -159,6 +209,7 @@ async fn make(selected: &Selected) -> Result<ReleasePlan, Failure> {
 
     let (drain_timeout, stop_timeout) = match &target.kind {
         TargetKind::Local(local) => (local.drain_timeout, local.stop_timeout),
+        TargetKind::Ecs(_) => (std::time::Duration::ZERO, std::time::Duration::ZERO),
     };
     let retire = live.as_ref().map(|l| RetirePlan {
         slot: l.slot,
@@ -187,10 +238,7 @@ async fn make(selected: &Selected) -> Result<ReleasePlan, Failure> {
             image_id: decision.reuse,
             pre_build: service.pre_build.as_ref().map(|c| c.trim().to_string()),
         },
-        shift: ShiftPlan {
-            strategy: "atomic",
-            steps: vec![ShiftStep { slot, weight: 100 }],
-        },
+        shift: shift_plan(platform.shift_strategy(), slot),
         retire,
     })
 }
@@ -359,11 +407,22 @@ fn print(printer: Printer, selected: &Selected, plan: &ReleasePlan) {
         verify.push_str(&format!("; then {path} must report the release id"));
     }
     line("verify", &verify);
+    let steps: Vec<String> = plan
+        .shift
+        .steps
+        .iter()
+        .map(|s| match &s.bake {
+            Some(bake) => format!("{}% for {bake}", s.weight),
+            None => "100% in one switch".to_string(),
+        })
+        .collect();
     line(
         "shift",
         &format!(
-            "{}: 100% to the {} slot in one switch",
-            plan.shift.strategy, plan.slot
+            "{} to the {} slot: {}",
+            plan.shift.strategy,
+            plan.slot,
+            steps.join(", then ")
         ),
     );
     match &plan.retire {
@@ -385,4 +444,115 @@ fn count(n: u32, noun: &str) -> String {
     } else {
         format!("{n} {noun}es")
     }
+}
+
+/// The `plan --json` (and `release --dry-run --json`) shape of an ecs target: the platform's
+/// plan and the AWS operations reading it took.
+#[derive(Debug, Serialize)]
+struct EcsPlanOutput<'a> {
+    #[serde(flatten)]
+    plan: &'a EcsPlan,
+    /// Every AWS operation the plan called, as `<service>.<operation>`: reads only.
+    aws_operations: Vec<String>,
+}
+
+async fn ecs_plan(
+    selected: &Selected,
+    platform: &EcsPlatform,
+    guard: &ReadOnly,
+    json: bool,
+    printer: Printer,
+) -> Result<(), Failure> {
+    let revision = shipit_pipeline::git::revision(&selected.service.context).unwrap_or(None);
+    let version = revision
+        .as_ref()
+        .map_or_else(|| "untracked".to_string(), |r| r.version());
+    let plan = platform.plan(&version).await?;
+    let operations = guard.operations();
+    if let Some(write) = operations
+        .iter()
+        .find(|o| !ReadOnly::is_read(o.rsplit('.').next().unwrap_or(o)))
+    {
+        return Err(Failure::new(
+            exit::UNEXPECTED,
+            format!("the plan tried to call {write}, which is not a read; it was refused"),
+        )
+        .hint("this is a bug in shipit; nothing was changed"));
+    }
+    if json {
+        printer.json(&EcsPlanOutput {
+            plan: &plan,
+            aws_operations: operations,
+        });
+        return Ok(());
+    }
+    let line = |label: &str, text: &str| printer.data(&format!("  {label:<9}  {text}"));
+    printer.data(&format!(
+        "shipit release would release {} {} to {} (nothing was changed):",
+        plan.service,
+        plan.version,
+        platform.describe()
+    ));
+    match &plan.lock {
+        Some(holder) => line(
+            "lock",
+            &format!("held by {holder}: the release would be refused (exit 3)"),
+        ),
+        None => line("lock", "free"),
+    }
+    match &plan.live {
+        Some(live) => line(
+            "live",
+            &format!("{} slot, release {}", live.slot, live.release),
+        ),
+        None => line("live", "nothing: this would be the first release"),
+    }
+    line("forward", &plan.forward);
+    if let Some(origin) = &plan.cdn_origin {
+        line("cdn", &format!("the distribution's origin is {origin}"));
+    }
+    line("push", &plan.image);
+    line(
+        "launch",
+        &format!(
+            "the {} slot (service {})",
+            plan.slot,
+            platform.service_names().get(plan.slot)
+        ),
+    );
+    let steps: Vec<String> = plan
+        .steps
+        .iter()
+        .map(|s| format!("{}% for {}", s.percent, humantime::format_duration(s.bake)))
+        .chain(std::iter::once("100%".to_string()))
+        .collect();
+    line(
+        "shift",
+        &format!("{}: {}", plan.strategy, steps.join(", then ")),
+    );
+    for note in &plan.notes {
+        line("", note);
+    }
+    printer.data(&format!("  calls ({}), in order:", plan.calls.len()));
+    for (i, call) in plan.calls.iter().enumerate() {
+        printer.data(&format!(
+            "    {:>2}. [{}] {} {} {}",
+            i + 1,
+            call.phase,
+            call.call.service,
+            call.call.operation,
+            call.call.input
+        ));
+    }
+    printer.data("  task definition:");
+    let rendered = serde_json::to_string_pretty(&plan.task_definition).unwrap_or_default();
+    for text in rendered.lines() {
+        printer.data(&format!("    {text}"));
+    }
+    printer.data(&format!(
+        "  read with {} AWS calls, all reads: {}",
+        operations.len(),
+        operations.join(", ")
+    ));
+    Ok(())
 }

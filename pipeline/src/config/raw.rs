@@ -15,6 +15,7 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 use super::error::Problem;
 use super::locate::KeyPath;
+use crate::shift::{SHIFT_FORMS, ShiftStrategy};
 
 /// What `expected ...` says in a duration error, and the examples in its message.
 pub(crate) const DURATION_EXAMPLES: &str = r#"a duration like "100ms", "30s" or "2m""#;
@@ -72,7 +73,7 @@ pub(crate) struct RawVerify {
     pub(crate) version_path: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table of target settings")]
 pub(crate) struct RawTarget {
     /// Defaults to `local`; an explicit kind keeps the file readable once there are others.
@@ -81,6 +82,86 @@ pub(crate) struct RawTarget {
     pub(crate) listen: Option<Listen>,
     pub(crate) drain_timeout: Option<DurationValue>,
     pub(crate) stop_timeout: Option<DurationValue>,
+    /// How traffic moves to a verified candidate (every kind of target).
+    pub(crate) shift: Option<ShiftValue>,
+    /// The largest share of 5xx answers during a bake (local).
+    pub(crate) max_error_rate: Option<Fraction>,
+    /// A host name whose requests reach a staged candidate (local).
+    pub(crate) preview_host: Option<String>,
+    // The keys of `kind = "ecs"` targets; [`ECS_KEYS`] lists them, `config/ecs.rs` checks them.
+    pub(crate) region: Option<String>,
+    pub(crate) cluster: Option<String>,
+    pub(crate) listener_arn: Option<String>,
+    pub(crate) rule_arn: Option<String>,
+    pub(crate) test_listener_arn: Option<String>,
+    pub(crate) target_groups: Option<RawSlotPair>,
+    pub(crate) services: Option<RawSlotPair>,
+    pub(crate) desired_count: Option<Count>,
+    pub(crate) repository: Option<String>,
+    pub(crate) task_definition: Option<String>,
+    pub(crate) cpu: Option<Count>,
+    pub(crate) memory: Option<Count>,
+    pub(crate) log_group: Option<String>,
+    pub(crate) execution_role_arn: Option<String>,
+    pub(crate) subnets: Option<Vec<String>>,
+    pub(crate) security_groups: Option<Vec<String>>,
+    pub(crate) verify_timeout: Option<DurationValue>,
+    pub(crate) keep_previous: Option<DurationValue>,
+    pub(crate) cdn: Option<RawCdn>,
+    /// The edge's TLS, timeouts and limits (local); `config/edge.rs` checks it.
+    pub(crate) edge: Option<RawEdgeSettings>,
+}
+
+/// The target keys only a `kind = "ecs"` target takes.
+pub(crate) const ECS_KEYS: &[&str] = &[
+    "region",
+    "cluster",
+    "listener_arn",
+    "rule_arn",
+    "test_listener_arn",
+    "target_groups",
+    "services",
+    "desired_count",
+    "repository",
+    "task_definition",
+    "cpu",
+    "memory",
+    "log_group",
+    "execution_role_arn",
+    "subnets",
+    "security_groups",
+    "verify_timeout",
+    "keep_previous",
+    "cdn",
+];
+
+/// The target keys only a `kind = "local"` target takes.
+pub(crate) const LOCAL_KEYS: &[&str] = &[
+    "listen",
+    "drain_timeout",
+    "stop_timeout",
+    "max_error_rate",
+    "preview_host",
+    "edge",
+];
+
+/// One value per slot: `{ blue = "…", green = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a table with a value for each slot: { blue = "…", green = "…" }"#
+)]
+pub(crate) struct RawSlotPair {
+    pub(crate) blue: String,
+    pub(crate) green: String,
+}
+
+/// `cdn = { distribution_id = "…", origins = { blue = "…", green = "…" } }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of CDN settings")]
+pub(crate) struct RawCdn {
+    pub(crate) distribution_id: String,
+    pub(crate) origins: RawSlotPair,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -88,6 +169,7 @@ pub(crate) struct RawTarget {
 pub(crate) enum RawTargetKind {
     #[default]
     Local,
+    Ecs,
 }
 
 /// A TCP port, 1..=65535. A string of digits is taken too, so `port = "${PORT:-8080}"` works.
@@ -186,6 +268,81 @@ impl<'de> Deserialize<'de> for DurationValue {
     }
 }
 
+/// A shift strategy: `"all-at-once"`, `"canary:<percent>:<bake>"`, `"linear:<percent>:<interval>"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ShiftValue(pub(crate) ShiftStrategy);
+
+impl<'de> Deserialize<'de> for ShiftValue {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ShiftVisitor;
+        impl Visitor<'_> for ShiftVisitor {
+            type Value = ShiftValue;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(SHIFT_FORMS)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ShiftValue, E> {
+                crate::shift::parse(v).map(ShiftValue).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(ShiftVisitor)
+    }
+}
+
+/// What `expected ...` says in a fraction error.
+pub(crate) const FRACTION_EXAMPLES: &str =
+    r#"a fraction from 0 to 1 like 0.01, or a percent like "1%""#;
+
+/// A share from 0 to 1: a number (`0.01`), or a string holding one or a percent (`"1%"`),
+/// so `max_error_rate = "${MAX_ERRORS:-1%}"` works.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Fraction(pub(crate) f64);
+
+impl<'de> Deserialize<'de> for Fraction {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct FractionVisitor;
+        impl FractionVisitor {
+            fn check<E: de::Error>(v: f64, shown: &dyn fmt::Display) -> Result<Fraction, E> {
+                if (0.0..=1.0).contains(&v) {
+                    Ok(Fraction(v))
+                } else {
+                    Err(E::custom(format_args!(
+                        "invalid fraction {shown}: expected {FRACTION_EXAMPLES}"
+                    )))
+                }
+            }
+        }
+        impl Visitor<'_> for FractionVisitor {
+            type Value = Fraction;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(FRACTION_EXAMPLES)
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Fraction, E> {
+                Self::check(v, &v)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Fraction, E> {
+                Self::check(v as f64, &v)
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Fraction, E> {
+                Self::check(v as f64, &v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Fraction, E> {
+                let text = v.trim();
+                let parsed = match text.strip_suffix('%') {
+                    Some(percent) => percent.trim().parse::<f64>().map(|p| p / 100.0),
+                    None => text.parse::<f64>(),
+                };
+                match parsed {
+                    Ok(n) if n.is_finite() => Self::check(n, &format_args!("{v:?}")),
+                    _ => Err(E::custom(format_args!(
+                        "invalid fraction {v:?}: expected {FRACTION_EXAMPLES}"
+                    ))),
+                }
+            }
+        }
+        deserializer.deserialize_any(FractionVisitor)
+    }
+}
+
 /// The address the edge listens on: an IP address and a port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Listen(pub(crate) SocketAddr);
@@ -208,6 +365,63 @@ impl<'de> Deserialize<'de> for Listen {
             }
         }
         deserializer.deserialize_any(ListenVisitor)
+    }
+}
+
+/// `[targets.<name>.edge]`: the edge's TLS, timeouts and limits.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of edge settings")]
+pub(crate) struct RawEdgeSettings {
+    pub(crate) tls_listen: Option<Listen>,
+    #[serde(default)]
+    pub(crate) certificates: Vec<RawCertificate>,
+    pub(crate) header_read_timeout: Option<DurationValue>,
+    pub(crate) idle_timeout: Option<DurationValue>,
+    pub(crate) connect_timeout: Option<DurationValue>,
+    pub(crate) response_timeout: Option<DurationValue>,
+    pub(crate) max_request_body: Option<ByteSize>,
+}
+
+/// One of the edge's `certificates`: `{ host = "…", cert = "…", key = "…" }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = r#"a certificate like { host = "example.com", cert = "cert.pem", key = "key.pem" }"#
+)]
+pub(crate) struct RawCertificate {
+    pub(crate) host: Option<String>,
+    pub(crate) cert: String,
+    pub(crate) key: String,
+}
+
+/// A size in bytes, written with a binary unit: "512KiB", "10MiB", "1GiB", "100B".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ByteSize(pub(crate) u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use super::edge::{SIZE_EXAMPLES, parse_size};
+        struct SizeVisitor;
+        impl Visitor<'_> for SizeVisitor {
+            type Value = ByteSize;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(SIZE_EXAMPLES)
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
+                Err(E::custom(format_args!(
+                    "invalid size {v}: expected {SIZE_EXAMPLES}, in quotes (\"{v}B\" for bytes)"
+                )))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
+                Err(E::custom(format_args!(
+                    "invalid size {v}: expected {SIZE_EXAMPLES}, in quotes (\"{v}B\" for bytes)"
+                )))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
+                parse_size(v).map(ByteSize).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(SizeVisitor)
     }
 }
 
@@ -263,7 +477,9 @@ fn problem(path: KeyPath, message: &str) -> Problem {
             format!("unknown value `{name}`; expected one of: {allowed}"),
         );
         return match path.last_key() {
-            Some("kind") => problem.with_hint("only \"local\" targets are supported so far"),
+            Some("kind") => problem.with_hint(
+                "\"local\" runs on this Docker host behind shipit's edge; \"ecs\" runs ECS services behind an ALB",
+            ),
             _ => problem,
         };
     }

@@ -23,6 +23,7 @@ use super::{
     HealthCheck, LocalTarget, Module, STATE_DIR_ENV, Service, Target, TargetKind, VERSION_FILES,
     Verify,
 };
+use crate::shift::{DEFAULT_MAX_ERROR_RATE, DEFAULT_SHIFT};
 
 /// The longest service or target name; names end up in container names and folder names.
 pub(crate) const MAX_NAME_LEN: usize = 40;
@@ -61,20 +62,21 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
 
     let mut targets = BTreeMap::new();
     if raw.targets.is_empty() {
-        let implicit = RawTarget {
-            kind: RawTargetKind::Local,
-            listen: None,
-            drain_timeout: None,
-            stop_timeout: None,
-        };
+        let implicit = RawTarget::default();
         targets.insert(
             DEFAULT_TARGET_NAME.to_string(),
-            target(DEFAULT_TARGET_NAME.to_string(), implicit),
+            target(
+                DEFAULT_TARGET_NAME.to_string(),
+                implicit,
+                &dir,
+                &root.key("targets").key(DEFAULT_TARGET_NAME),
+            )?,
         );
     }
     for (name, raw_target) in raw.targets {
-        check_name(&name, "target", &root.key("targets").key(&name))?;
-        targets.insert(name.clone(), target(name, raw_target));
+        let path = root.key("targets").key(&name);
+        check_name(&name, "target", &path)?;
+        targets.insert(name.clone(), target(name, raw_target, &dir, &path)?);
     }
 
     let default_target = present(raw.default_target);
@@ -378,15 +380,53 @@ fn verify(raw: RawVerify, path: &KeyPath) -> Result<Verify, Problem> {
     Ok(Verify { version_path })
 }
 
-fn target(name: String, raw: RawTarget) -> Target {
+fn target(name: String, raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<Target, Problem> {
+    if raw.kind == RawTargetKind::Local {
+        super::ecs::refuse_ecs_keys(&raw, path)?;
+    }
     let kind = match raw.kind {
+        RawTargetKind::Ecs => TargetKind::Ecs(Box::new(super::ecs::target(raw, dir, path)?)),
         RawTargetKind::Local => TargetKind::Local(LocalTarget {
             listen: raw.listen.map_or_else(default_listen, |l| l.0),
             drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
             stop_timeout: raw.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
+            shift: raw.shift.map_or(DEFAULT_SHIFT, |s| s.0),
+            max_error_rate: raw.max_error_rate.map_or(DEFAULT_MAX_ERROR_RATE, |f| f.0),
+            preview_host: preview_host(raw.preview_host, &path.key("preview_host"))?,
+            edge: Box::new(super::edge::settings(
+                raw.edge,
+                raw.listen.map_or_else(default_listen, |l| l.0),
+                dir,
+                &path.key("edge"),
+            )?),
         }),
     };
-    Target { name, kind }
+    Ok(Target { name, kind })
+}
+
+/// A host name the edge answers a staged candidate on: letters, digits, `-` and `.`, without
+/// a scheme, port or path (the edge ignores the port of a Host header).
+fn preview_host(value: Option<String>, path: &KeyPath) -> Result<Option<String>, Problem> {
+    let Some(host) = present(value) else {
+        return Ok(None);
+    };
+    let host = host.trim().to_ascii_lowercase();
+    let valid = host.len() <= 253
+        && host.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        });
+    if valid {
+        return Ok(Some(host));
+    }
+    Err(Problem::value(
+        path.clone(),
+        format!("invalid preview host {host:?}: expected a host name like \"preview.example.com\""),
+    )
+    .with_hint("write the host name alone, without http://, a port or a path"))
 }
 
 pub(crate) fn default_listen() -> SocketAddr {

@@ -116,7 +116,9 @@ fn template_loads_to_the_defaults() {
     assert_eq!(config.state_dir, config.dir.join(DEFAULT_STATE_DIR));
     let target = config.target(None).expect("the implicit target");
     assert_eq!(target.name, DEFAULT_TARGET_NAME);
-    let TargetKind::Local(local) = &target.kind;
+    let TargetKind::Local(local) = &target.kind else {
+        panic!("expected a local target, got {target:?}");
+    };
     assert_eq!(local.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(local.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
     assert_eq!(local.stop_timeout, DEFAULT_STOP_TIMEOUT);
@@ -165,6 +167,7 @@ fn template_shows_every_key() {
             "[services.hello]\nport = 1\n[services.hello.verify]\n",
         ),
         (vec!["targets", "local"], "[targets.local]\n"),
+        (vec!["targets", "local", "edge"], "[targets.local.edge]\n"),
         (
             vec!["modules", "sources"],
             "[modules.sources]\npath = \"src\"\n",
@@ -180,11 +183,70 @@ fn template_shows_every_key() {
         let allowed = allowed_keys(probe);
         assert!(!allowed.is_empty());
         for key in allowed {
+            // Target keys are shown on the target of their kind: the ecs ones on the
+            // example ecs target, `[targets.aws]`.
+            let (path, table) =
+                if path == ["targets", "local"] && super::raw::ECS_KEYS.contains(&key.as_str()) {
+                    let aws = full["targets"]["aws"]
+                        .as_table()
+                        .expect("template has an ecs target at targets.aws");
+                    (vec!["targets", "aws"], aws)
+                } else {
+                    (path.clone(), table)
+                };
             assert!(
                 table.contains_key(&key),
                 "template does not show {path:?}.{key}"
             );
         }
+    }
+    let certificate = &full["targets"]["local"]["edge"]["certificates"][0];
+    let probe = "[[targets.local.edge.certificates]]\ncert = \"c\"\nkey = \"k\"\n";
+    for key in allowed_keys(probe) {
+        assert!(
+            certificate.get(&key).is_some(),
+            "template does not show targets.local.edge.certificates[0].{key}"
+        );
+    }
+    let aws = full["targets"]["aws"].as_table().expect("targets.aws");
+    for shared in ["kind", "shift"] {
+        assert!(
+            aws.contains_key(shared),
+            "template does not show targets.aws.{shared}"
+        );
+    }
+    for (table, keys) in [
+        ("target_groups", &["blue", "green"][..]),
+        ("services", &["blue", "green"][..]),
+        ("cdn", &["distribution_id", "origins"][..]),
+    ] {
+        for key in keys {
+            assert!(
+                aws[table].get(key).is_some(),
+                "template does not show targets.aws.{table}.{key}"
+            );
+        }
+    }
+}
+
+#[test]
+fn every_target_key_belongs_to_a_kind() {
+    let allowed = allowed_keys("[targets.local]\n");
+    for key in &allowed {
+        let local = super::raw::LOCAL_KEYS.contains(&key.as_str());
+        let ecs = super::raw::ECS_KEYS.contains(&key.as_str());
+        let shared = ["kind", "shift"].contains(&key.as_str());
+        assert_eq!(
+            u8::from(local) + u8::from(ecs) + u8::from(shared),
+            1,
+            "target key {key} must be listed as local, ecs or shared exactly once"
+        );
+    }
+    for key in super::raw::LOCAL_KEYS.iter().chain(super::raw::ECS_KEYS) {
+        assert!(
+            allowed.iter().any(|a| a == key),
+            "{key} is not a target key"
+        );
     }
 }
 
@@ -342,9 +404,12 @@ fn bad_listen_reports_key_path_and_position() {
 
 #[test]
 fn unknown_target_kind_lists_the_kinds() {
-    let error = parse_err("[targets.live]\nkind = \"ecs\"\n");
+    let error = parse_err("[targets.live]\nkind = \"k8s\"\n");
     assert_eq!(error.key.as_deref(), Some("targets.live.kind"));
-    assert_eq!(error.message, "unknown value `ecs`; expected one of: local");
+    assert_eq!(
+        error.message,
+        "unknown value `k8s`; expected one of: local, ecs"
+    );
     assert_eq!(position(&error), (Some(2), Some(8)));
 }
 
@@ -470,7 +535,9 @@ listen = "127.0.0.1:${EDGE_PORT:-9000}"
     assert_eq!(service.env["PRICE"], "$5");
     assert_eq!(service.health.path, "/up");
     assert_eq!(service.health.interval, Duration::from_millis(250));
-    let TargetKind::Local(local) = &config.targets["edge"].kind;
+    let TargetKind::Local(local) = &config.targets["edge"].kind else {
+        panic!("expected a local target");
+    };
     assert_eq!(local.listen.to_string(), "127.0.0.1:9000");
 }
 
@@ -612,7 +679,9 @@ fn config_without_targets_gets_an_implicit_local_target() {
     assert_eq!(config.targets.len(), 1);
     let target = config.target(None).expect("the implicit target");
     assert_eq!(target.name, DEFAULT_TARGET_NAME);
-    let TargetKind::Local(local) = &target.kind;
+    let TargetKind::Local(local) = &target.kind else {
+        panic!("expected a local target, got {target:?}");
+    };
     assert_eq!(local.listen, resolve::default_listen());
     assert_eq!(local.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
 }
@@ -921,4 +990,774 @@ fn module_names_follow_the_service_name_rules() {
     let error = parse_in(dir.path(), "[modules.Sources]\npath = \"a\"\n").unwrap_err();
     assert_eq!(error.key.as_deref(), Some("modules.Sources"));
     assert!(error.message.starts_with("invalid module name \"Sources\""));
+}
+
+// ---- ecs targets --------------------------------------------------------------------------
+
+const LISTENER: &str = "arn:aws:elasticloadbalancing:us-east-1:123456789012:listener/app/web/50dc6c495c0c9188/f2f7dc8efc522ab2";
+const BLUE_TG: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-blue/73e2d6bc24d8a067";
+const GREEN_TG: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-green/4e2d6bc24d8a0673";
+
+/// A minimal ecs target, with `extra` lines added to its table.
+fn ecs_config(extra: &str) -> String {
+    format!(
+        "{HELLO}\n[targets.aws]\nkind = \"ecs\"\nregion = \"us-east-1\"\ncluster = \"prod\"\n\
+         listener_arn = \"{LISTENER}\"\n\
+         target_groups = {{ blue = \"{BLUE_TG}\", green = \"{GREEN_TG}\" }}\n\
+         repository = \"123456789012.dkr.ecr.us-east-1.amazonaws.com/hello\"\n{extra}"
+    )
+}
+
+fn ecs_target(config: &Config) -> &EcsTarget {
+    match &config.targets["aws"].kind {
+        TargetKind::Ecs(ecs) => ecs,
+        other => panic!("expected an ecs target, got {other:?}"),
+    }
+}
+
+#[test]
+fn ecs_target_loads_with_the_defaults() {
+    let config = parse(&ecs_config(""));
+    let ecs = ecs_target(&config);
+    assert_eq!(ecs.region, "us-east-1");
+    assert_eq!(ecs.cluster, "prod");
+    assert_eq!(ecs.target_groups.get(crate::Slot::Green), GREEN_TG);
+    assert_eq!(ecs.desired_count, DEFAULT_ECS_DESIRED_COUNT);
+    assert_eq!(ecs.cpu, DEFAULT_ECS_CPU);
+    assert_eq!(ecs.memory, DEFAULT_ECS_MEMORY);
+    assert_eq!(ecs.verify_timeout, DEFAULT_ECS_VERIFY_TIMEOUT);
+    assert_eq!(ecs.keep_previous, DEFAULT_KEEP_PREVIOUS);
+    assert_eq!(ecs.shift, crate::shift::DEFAULT_SHIFT);
+    assert_eq!(ecs.task_definition, None);
+    assert_eq!(ecs.rule_arn, None);
+    assert_eq!(ecs.cdn.as_ref().map(|c| c.distribution_id.clone()), None);
+    assert_eq!(
+        ecs.service_names("hello"),
+        PerSlot {
+            blue: "hello-blue".to_string(),
+            green: "hello-green".to_string()
+        }
+    );
+    assert_eq!(ecs.log_group_for("hello"), "/ecs/hello");
+    assert_eq!(
+        ecs.registry_host(),
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com"
+    );
+}
+
+#[test]
+fn ecs_example_of_the_template_loads() {
+    let full: toml::Table =
+        toml::from_str(&uncomment(&template_text(), true)).expect("uncommented template parses");
+    let mut table = toml::Table::new();
+    table.insert("services".into(), full["services"].clone());
+    let aws = full["targets"]["aws"]
+        .as_table()
+        .expect("targets.aws")
+        .clone();
+    // The example shows a weighted shift and a cdn, which do not go together: load it with
+    // each in turn.
+    for without in ["cdn", "shift"] {
+        let mut example = aws.clone();
+        example.remove(without);
+        let mut targets = toml::Table::new();
+        targets.insert("aws".into(), toml::Value::Table(example));
+        table.insert("targets".into(), toml::Value::Table(targets));
+        let text = toml::to_string(&table).expect("serializes");
+        // As if the config sat at the repository's root, where templates/ is.
+        let config = Config::parse(
+            &text,
+            &manifest_dir().join("../shipit.toml"),
+            &env(&[]),
+            manifest_dir(),
+        )
+        .unwrap_or_else(|e| panic!("the ecs example loads:\n{e}\n{text}"));
+        let ecs = ecs_target(&config);
+        assert_eq!(ecs.cdn.is_some(), without == "shift");
+        assert_eq!(ecs.shift.is_weighted(), without == "cdn");
+        assert!(ecs.test_listener_arn.is_some() && ecs.rule_arn.is_some());
+        assert!(
+            ecs.task_definition
+                .as_ref()
+                .is_some_and(|p| p.ends_with("templates/ecs-task-definition.json.hbs"))
+        );
+    }
+}
+
+#[test]
+fn ecs_key_on_a_local_target_names_its_kind() {
+    let error = parse_err("[targets.edge]\nlisten = \"127.0.0.1:9000\"\ncluster = \"prod\"\n");
+    assert_eq!(error.key.as_deref(), Some("targets.edge.cluster"));
+    assert_eq!(position(&error), (Some(3), Some(1)));
+    assert_eq!(
+        error.message,
+        "`cluster` is a key of ecs targets, and this target is kind = \"local\""
+    );
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("kind = \"ecs\""))
+    );
+}
+
+#[test]
+fn local_key_on_an_ecs_target_names_its_kind() {
+    let error = parse_err(&ecs_config("drain_timeout = \"5s\"\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.drain_timeout"));
+    assert_eq!(
+        error.message,
+        "`drain_timeout` is a key of local targets, and this target is kind = \"ecs\""
+    );
+}
+
+#[test]
+fn missing_required_ecs_key_is_reported_at_the_target() {
+    let text = ecs_config("").replace("cluster = \"prod\"\n", "");
+    let error = parse_err(&text);
+    assert_eq!(error.key.as_deref(), Some("targets.aws.cluster"));
+    assert_eq!(
+        error.message,
+        "missing required key `cluster` of an ecs target"
+    );
+    // The key is not in the file: its table's header is the place.
+    assert_eq!(error.line, Some(4));
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.starts_with("add `cluster = "))
+    );
+
+    let text = ecs_config("").replace(
+        &format!("target_groups = {{ blue = \"{BLUE_TG}\", green = \"{GREEN_TG}\" }}\n"),
+        "",
+    );
+    let error = parse_err(&text);
+    assert_eq!(error.key.as_deref(), Some("targets.aws.target_groups"));
+}
+
+#[test]
+fn arns_are_checked_for_their_kind_and_region() {
+    let error = parse_err(&ecs_config("").replace(LISTENER, BLUE_TG));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.listener_arn"));
+    assert!(
+        error
+            .message
+            .contains("is the ARN of a elasticloadbalancing targetgroup, not of a listener"),
+        "{}",
+        error.message
+    );
+    assert_eq!(position(&error), (Some(8), Some(16)));
+
+    let error =
+        parse_err(&ecs_config("").replace(GREEN_TG, &GREEN_TG.replace("us-east-1", "eu-west-1")));
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.aws.target_groups.green")
+    );
+    assert!(
+        error
+            .message
+            .contains("is in region \"eu-west-1\", but the target's region is \"us-east-1\""),
+        "{}",
+        error.message
+    );
+
+    let error = parse_err(&ecs_config("rule_arn = \"listener-rule/x\"\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.rule_arn"));
+    assert!(
+        error
+            .message
+            .starts_with("invalid ARN \"listener-rule/x\": expected the ARN of a listener rule"),
+        "{}",
+        error.message
+    );
+
+    let error = parse_err(&ecs_config(&format!(
+        "test_listener_arn = \"{LISTENER}\"\n"
+    )));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.test_listener_arn"));
+    assert!(
+        error.message.contains("is the production listener"),
+        "{}",
+        error.message
+    );
+
+    let error = parse_err(&ecs_config(
+        "execution_role_arn = \"arn:aws:iam::123456789012:user/me\"\n",
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.execution_role_arn"));
+}
+
+#[test]
+fn slots_need_their_own_target_group_service_and_origin() {
+    let error = parse_err(&ecs_config("").replace(GREEN_TG, BLUE_TG));
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.aws.target_groups.green")
+    );
+    assert!(
+        error.message.contains("each slot needs its own"),
+        "{}",
+        error.message
+    );
+
+    let error = parse_err(&ecs_config(
+        "services = { blue = \"web\", green = \"web\" }\n",
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.services.green"));
+
+    let error = parse_err(&ecs_config("services = { blue = \"web\" }\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.services"));
+    assert_eq!(error.message, "missing required key `green`");
+}
+
+#[test]
+fn cdn_takes_only_an_all_at_once_shift() {
+    let cdn = "cdn = { distribution_id = \"E2QWRUHAPOMQZL\", origins = { blue = \"blue.example.com\", green = \"green.example.com\" } }\n";
+    let config = parse(&ecs_config(cdn));
+    let ecs = ecs_target(&config);
+    assert_eq!(
+        ecs.cdn.as_ref().map(|c| c.origins.green.as_str()),
+        Some("green.example.com")
+    );
+
+    let error = parse_err(&ecs_config(&format!("{cdn}shift = \"canary:10:5m\"\n")));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.shift"));
+    assert!(error.message.contains("canary:10:5m"), "{}", error.message);
+
+    let error = parse_err(&ecs_config(&cdn.replace("E2QWRUHAPOMQZL", "e2qw")));
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.aws.cdn.distribution_id")
+    );
+
+    let error = parse_err(&ecs_config(
+        &cdn.replace("green.example.com", "https://green.example.com/"),
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.cdn.origins.green"));
+}
+
+#[test]
+fn ecs_shift_and_durations_are_read() {
+    let config = parse(&ecs_config(
+        "shift = \"linear:25:30s\"\nkeep_previous = \"1h\"\nverify_timeout = \"3s\"\ndesired_count = 3\n",
+    ));
+    let ecs = ecs_target(&config);
+    assert_eq!(ecs.shift.steps().len(), 3);
+    assert_eq!(ecs.keep_previous, Duration::from_secs(3600));
+    assert_eq!(ecs.verify_timeout, Duration::from_secs(3));
+    assert_eq!(ecs.desired_count, 3);
+
+    let error = parse_err(&ecs_config("desired_count = 0\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.desired_count"));
+}
+
+#[test]
+fn task_definition_template_resolves_against_the_config_folder() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::create_dir(dir.path().join("deploy")).expect("mkdir");
+    std::fs::write(dir.path().join("deploy/td.json.hbs"), "{}").expect("write");
+    let load = |extra: &str| {
+        Config::parse(
+            &ecs_config(extra),
+            Path::new("shipit.toml"),
+            &env(&[]),
+            dir.path(),
+        )
+    };
+    let config = load("task_definition = \"deploy/td.json.hbs\"\n").expect("loads");
+    assert_eq!(
+        ecs_target(&config).task_definition,
+        Some(dir.path().join("deploy/td.json.hbs"))
+    );
+    let error = load("task_definition = \"deploy/nope.hbs\"\n").expect_err("missing file");
+    assert_eq!(error.key.as_deref(), Some("targets.aws.task_definition"));
+    assert!(
+        error.message.contains("does not exist"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn repository_names_a_registry_host_without_a_tag() {
+    let ok = parse(&ecs_config("").replace(
+        "123456789012.dkr.ecr.us-east-1.amazonaws.com/hello",
+        "127.0.0.1:5000/team/hello",
+    ));
+    assert_eq!(ecs_target(&ok).registry_host(), "127.0.0.1:5000");
+    for bad in ["hello", "library/hello", "127.0.0.1:5000/hello:v1"] {
+        let error = parse_err(
+            &ecs_config("").replace("123456789012.dkr.ecr.us-east-1.amazonaws.com/hello", bad),
+        );
+        assert_eq!(
+            error.key.as_deref(),
+            Some("targets.aws.repository"),
+            "{bad}"
+        );
+    }
+}
+
+// ---- shift, bake bound and preview host of a local target ---------------------------------
+
+fn local_target(config: &Config, name: &str) -> LocalTarget {
+    match &config.targets[name].kind {
+        TargetKind::Local(local) => local.clone(),
+        other => panic!("expected a local target, got {other:?}"),
+    }
+}
+
+#[test]
+fn local_shift_keys_default_to_the_constants() {
+    let local = local_target(&parse(HELLO), DEFAULT_TARGET_NAME);
+    assert_eq!(local.shift, crate::shift::DEFAULT_SHIFT);
+    assert_eq!(local.max_error_rate, crate::shift::DEFAULT_MAX_ERROR_RATE);
+    assert_eq!(local.preview_host, None);
+}
+
+#[test]
+fn local_shift_keys_are_read() {
+    let config = parse(&format!(
+        "{HELLO}[targets.edge]\nshift = \"linear:25:30s\"\nmax_error_rate = \"5%\"\n\
+         preview_host = \"Preview.Example.com\"\n"
+    ));
+    let local = local_target(&config, "edge");
+    assert_eq!(
+        local.shift,
+        crate::shift::ShiftStrategy::Linear {
+            percent: 25,
+            interval: Duration::from_secs(30)
+        }
+    );
+    assert!((local.max_error_rate - 0.05).abs() < 1e-12);
+    assert_eq!(local.preview_host.as_deref(), Some("preview.example.com"));
+
+    for (written, rate) in [("0", 0.0), ("1", 1.0), ("0.25", 0.25), ("\"0.5\"", 0.5)] {
+        let config = parse(&format!(
+            "{HELLO}[targets.edge]\nmax_error_rate = {written}\n"
+        ));
+        assert_eq!(
+            local_target(&config, "edge").max_error_rate,
+            rate,
+            "{written}"
+        );
+    }
+    let config = parse_with(
+        &format!("{HELLO}[targets.edge]\nshift = \"${{SHIFT:-all-at-once}}\"\n"),
+        &[("SHIFT", "canary:10:2m")],
+    )
+    .expect("config loads");
+    assert_eq!(
+        local_target(&config, "edge").shift.to_string(),
+        "canary:10:2m"
+    );
+}
+
+#[test]
+fn bad_shift_reports_key_path_position_and_the_forms() {
+    let error = parse_err(&format!(
+        "{HELLO}[targets.edge]\nshift = \"canary:150:5m\"\n"
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.edge.shift"));
+    assert_eq!(position(&error), (Some(4), Some(9)));
+    assert!(error.message.contains("from 1 to 99"), "{}", error.message);
+    assert!(
+        error.message.contains("linear:<percent>:<interval>"),
+        "{}",
+        error.message
+    );
+    let error = parse_err(&format!("{HELLO}[targets.edge]\nshift = 25\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.edge.shift"));
+}
+
+#[test]
+fn max_error_rate_must_be_a_fraction() {
+    for bad in ["1.5", "-0.1", "\"150%\"", "\"lots\"", "true"] {
+        let error = parse_err(&format!("{HELLO}[targets.edge]\nmax_error_rate = {bad}\n"));
+        assert_eq!(
+            error.key.as_deref(),
+            Some("targets.edge.max_error_rate"),
+            "{bad}"
+        );
+        assert!(
+            error.message.contains("a fraction from 0 to 1"),
+            "{bad}: {}",
+            error.message
+        );
+    }
+}
+
+#[test]
+fn preview_host_must_be_a_bare_host_name() {
+    for bad in [
+        "http://preview.example.com",
+        "preview.example.com:8080",
+        "a b",
+        "-x.com",
+    ] {
+        let error = parse_err(&format!(
+            "{HELLO}[targets.edge]\npreview_host = \"{bad}\"\n"
+        ));
+        assert_eq!(
+            error.key.as_deref(),
+            Some("targets.edge.preview_host"),
+            "{bad}"
+        );
+        assert!(
+            error
+                .hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("without http://")
+        );
+    }
+    let blank = parse(&format!(
+        "{HELLO}[targets.edge]\npreview_host = \"${{PREVIEW:-}}\"\n"
+    ));
+    assert_eq!(local_target(&blank, "edge").preview_host, None);
+}
+
+// ---- the edge table of a local target ----------------------------------------------------
+
+/// A config folder holding `certs/a.pem` and `certs/a.key` (their content is the edge's
+/// business; the config only checks that they are files).
+fn cert_folder() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    std::fs::create_dir_all(dir.path().join("certs")).unwrap();
+    for file in ["a.pem", "a.key", "b.pem", "b.key"] {
+        std::fs::write(dir.path().join("certs").join(file), "PEM\n").unwrap();
+    }
+    dir
+}
+
+fn edge_err(dir: &Path, table: &str) -> ConfigError {
+    let text = format!(
+        "{HELLO}[targets.local]\nlisten = \"127.0.0.1:8080\"\n[targets.local.edge]\n{table}"
+    );
+    match parse_in(dir, &text) {
+        Ok(config) => panic!("the edge table should be refused:\n{table}\ngot {config:#?}"),
+        Err(error) => error,
+    }
+}
+
+#[test]
+fn edge_settings_default_to_the_edge_constants() {
+    let local = local_target(&parse(HELLO), DEFAULT_TARGET_NAME);
+    assert_eq!(*local.edge, EdgeSettings::default());
+    assert_eq!(
+        local.edge.header_read_timeout,
+        shipit_edge::HEADER_READ_TIMEOUT
+    );
+    assert_eq!(local.edge.idle_timeout, shipit_edge::DEFAULT_IDLE_TIMEOUT);
+    assert_eq!(
+        local.edge.connect_timeout,
+        shipit_edge::DEFAULT_CONNECT_TIMEOUT
+    );
+    assert_eq!(
+        local.edge.response_timeout,
+        shipit_edge::DEFAULT_RESPONSE_HEADER_TIMEOUT
+    );
+    assert_eq!(
+        local.edge.max_request_body,
+        shipit_edge::DEFAULT_MAX_REQUEST_BODY
+    );
+    let settings = local.edge.edge(local.drain_timeout);
+    assert_eq!(
+        settings.tuning,
+        shipit_edge::Tuning {
+            shutdown_grace: DEFAULT_DRAIN_TIMEOUT,
+            ..shipit_edge::Tuning::default()
+        }
+    );
+    assert_eq!(settings.tls, None);
+}
+
+#[test]
+fn edge_settings_are_read_and_paths_resolved_against_the_config_folder() {
+    let dir = cert_folder();
+    let text = format!(
+        r#"{HELLO}[targets.local]
+drain_timeout = "12s"
+
+[targets.local.edge]
+tls_listen = "127.0.0.1:8443"
+certificates = [
+  {{ host = "Shop.Example.com", cert = "certs/a.pem", key = "./certs/a.key" }},
+  {{ host = "*.example.com", cert = "certs/b.pem", key = "certs/b.key" }},
+  {{ cert = "certs/b.pem", key = "certs/b.key" }},
+]
+header_read_timeout = "5s"
+idle_timeout = "90s"
+connect_timeout = "250ms"
+response_timeout = "2m"
+max_request_body = "${{BODY:-10MiB}}"
+"#
+    );
+    let config = parse_in(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
+    let local = local_target(&config, DEFAULT_TARGET_NAME);
+    let edge = &local.edge;
+    assert_eq!(edge.tls_listen, Some("127.0.0.1:8443".parse().unwrap()));
+    assert_eq!(edge.header_read_timeout, Duration::from_secs(5));
+    assert_eq!(edge.idle_timeout, Duration::from_secs(90));
+    assert_eq!(edge.connect_timeout, Duration::from_millis(250));
+    assert_eq!(edge.response_timeout, Duration::from_secs(120));
+    assert_eq!(edge.max_request_body, 10 * 1024 * 1024);
+    let certs = dir.path().join("certs");
+    assert_eq!(
+        edge.certificates,
+        vec![
+            Certificate {
+                host: Some("shop.example.com".into()),
+                cert: certs.join("a.pem"),
+                key: certs.join("a.key"),
+            },
+            Certificate {
+                host: Some("*.example.com".into()),
+                cert: certs.join("b.pem"),
+                key: certs.join("b.key"),
+            },
+            Certificate {
+                host: None,
+                cert: certs.join("b.pem"),
+                key: certs.join("b.key"),
+            },
+        ]
+    );
+
+    let settings = edge.edge(local.drain_timeout);
+    assert_eq!(settings.tuning.shutdown_grace, Duration::from_secs(12));
+    assert_eq!(settings.tuning.idle_timeout, Duration::from_secs(90));
+    assert_eq!(
+        settings.tuning.response_header_timeout,
+        Duration::from_secs(120)
+    );
+    assert_eq!(settings.tuning.max_request_body, Some(10 * 1024 * 1024));
+    let tls = settings.tls.expect("TLS is on");
+    assert_eq!(tls.listen, "127.0.0.1:8443".parse().unwrap());
+    assert_eq!(
+        tls.certificates[0].hosts,
+        vec!["shop.example.com".to_string()]
+    );
+    assert!(
+        tls.certificates[2].hosts.is_empty(),
+        "the default has no hosts"
+    );
+}
+
+#[test]
+fn edge_durations_must_be_durations_of_more_than_zero() {
+    let dir = cert_folder();
+    let error = edge_err(dir.path(), "idle_timeout = \"0s\"\n");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.idle_timeout")
+    );
+    assert_eq!(position(&error), (Some(6), Some(16)));
+    assert!(
+        error.message.contains("more than zero"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error.hint.as_deref().unwrap_or("").contains("30s"),
+        "{error}"
+    );
+
+    let error = edge_err(dir.path(), "connect_timeout = \"soon\"\n");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.connect_timeout")
+    );
+    assert!(
+        error.message.contains("invalid duration \"soon\""),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn max_request_body_is_a_size_with_a_unit() {
+    let dir = cert_folder();
+    let error = edge_err(dir.path(), "max_request_body = 1048576\n");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.max_request_body")
+    );
+    assert_eq!(position(&error), (Some(6), Some(20)));
+    assert!(error.message.contains("\"1048576B\""), "{}", error.message);
+    for bad in ["10MB", "1.5GiB", "0KiB", "lots"] {
+        let error = edge_err(dir.path(), &format!("max_request_body = \"{bad}\"\n"));
+        assert_eq!(
+            error.key.as_deref(),
+            Some("targets.local.edge.max_request_body"),
+            "{bad}"
+        );
+        assert!(error.message.contains(bad), "{bad}: {}", error.message);
+    }
+}
+
+#[test]
+fn unknown_edge_key_lists_the_keys_and_suggests_one() {
+    let dir = cert_folder();
+    let error = edge_err(dir.path(), "tls_lsten = \"127.0.0.1:8443\"\n");
+    assert_eq!(error.key.as_deref(), Some("targets.local.edge.tls_lsten"));
+    assert!(
+        error.message.contains("max_request_body"),
+        "{}",
+        error.message
+    );
+    assert_eq!(error.hint.as_deref(), Some("did you mean `tls_listen`?"));
+}
+
+#[test]
+fn tls_listen_and_certificates_come_together() {
+    let dir = cert_folder();
+    let error = edge_err(dir.path(), "tls_listen = \"127.0.0.1:8443\"\n");
+    assert_eq!(error.key.as_deref(), Some("targets.local.edge.tls_listen"));
+    assert!(
+        error.message.contains("no certificate"),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("certificates = [")
+    );
+
+    let error = edge_err(
+        dir.path(),
+        "certificates = [{ cert = \"certs/a.pem\", key = \"certs/a.key\" }]\n",
+    );
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.certificates")
+    );
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("tls_listen = ")
+    );
+
+    let error = edge_err(
+        dir.path(),
+        "tls_listen = \"127.0.0.1:8080\"\ncertificates = [{ cert = \"certs/a.pem\", key = \"certs/a.key\" }]\n",
+    );
+    assert_eq!(error.key.as_deref(), Some("targets.local.edge.tls_listen"));
+    assert!(error.message.contains("`listen`"), "{}", error.message);
+}
+
+#[test]
+fn certificate_files_must_exist_and_are_named_with_their_key() {
+    let dir = cert_folder();
+    let table = "tls_listen = \"127.0.0.1:8443\"\ncertificates = [\n  { host = \"a.test\", cert = \"certs/a.pem\", key = \"certs/a.key\" },\n  { host = \"b.test\", cert = \"certs/missing.pem\", key = \"certs/b.key\" },\n]\n";
+    let error = edge_err(dir.path(), table);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.certificates[1].cert")
+    );
+    // The element on line 9 of the file.
+    assert_eq!(error.line, Some(9));
+    let missing = dir.path().join("certs/missing.pem");
+    assert!(
+        error.message.contains(&missing.display().to_string()),
+        "{}",
+        error.message
+    );
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .unwrap_or("")
+            .contains("relative to the config file's folder")
+    );
+
+    let error = edge_err(
+        dir.path(),
+        "tls_listen = \"127.0.0.1:8443\"\ncertificates = [{ cert = \"certs/a.pem\" }]\n",
+    );
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.certificates[0]")
+    );
+    assert!(
+        error.message.contains("missing required key `key`"),
+        "{}",
+        error.message
+    );
+
+    let error = edge_err(
+        dir.path(),
+        "tls_listen = \"127.0.0.1:8443\"\ncertificates = [{ cert = \"certs\", key = \"certs/a.key\" }]\n",
+    );
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.certificates[0].cert")
+    );
+    assert!(error.message.contains("is not a file"), "{}", error.message);
+}
+
+#[test]
+fn certificate_hosts_are_host_names_served_once() {
+    let dir = cert_folder();
+    for bad in ["https://a.test", "a.test:443", "*.*.test", "a b"] {
+        let error = edge_err(
+            dir.path(),
+            &format!(
+                "tls_listen = \"127.0.0.1:8443\"\ncertificates = [{{ host = \"{bad}\", cert = \"certs/a.pem\", key = \"certs/a.key\" }}]\n"
+            ),
+        );
+        assert_eq!(
+            error.key.as_deref(),
+            Some("targets.local.edge.certificates[0].host"),
+            "{bad}"
+        );
+        assert!(
+            error
+                .hint
+                .as_deref()
+                .unwrap_or("")
+                .contains("without https://")
+        );
+    }
+    let twice = "tls_listen = \"127.0.0.1:8443\"\ncertificates = [\n  { host = \"a.test\", cert = \"certs/a.pem\", key = \"certs/a.key\" },\n  { host = \"A.test\", cert = \"certs/b.pem\", key = \"certs/b.key\" },\n]\n";
+    let error = edge_err(dir.path(), twice);
+    assert_eq!(
+        error.key.as_deref(),
+        Some("targets.local.edge.certificates[1]")
+    );
+    assert!(
+        error.message.contains("a.test has two certificates"),
+        "{}",
+        error.message
+    );
+
+    let two_defaults = "tls_listen = \"127.0.0.1:8443\"\ncertificates = [\n  { cert = \"certs/a.pem\", key = \"certs/a.key\" },\n  { cert = \"certs/b.pem\", key = \"certs/b.key\" },\n]\n";
+    let error = edge_err(dir.path(), two_defaults);
+    assert!(
+        error.message.contains("only one may be the default"),
+        "{}",
+        error.message
+    );
+}
+
+#[test]
+fn edge_table_belongs_to_local_targets() {
+    let error = parse_err(&format!(
+        "{HELLO}[targets.aws]\nkind = \"ecs\"\n[targets.aws.edge]\nidle_timeout = \"1s\"\n"
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.edge"));
+    assert!(
+        error.message.contains("a key of local targets"),
+        "{}",
+        error.message
+    );
 }

@@ -1,0 +1,247 @@
+//! `shipit release --dry-run` (and `shipit plan`) on an ecs target: what a release would do
+//! now, read from AWS without changing it.
+//!
+//! The plan reads the same state a release reads first (the forward, the distribution, both
+//! services, the lock), renders the task definition the idle slot would get, and lists every
+//! mutating call in order, built by the same functions the release uses
+//! ([`EcsPlatform::converge_changes`], [`EcsPlatform::launch_changes`],
+//! [`EcsPlatform::shift_change`], …). The lock and history writes, which live in
+//! [`super::records`], and the image push are listed by what they write.
+
+use jiff::Timestamp;
+use serde::Serialize;
+use serde_json::json;
+
+use super::change::{Call, Change};
+use super::forward::Forward;
+use super::{EcsPlatform, EcsState, TAG_RETIRE_AFTER};
+use crate::Slot;
+use crate::lock::{Holder, LockStore};
+use crate::platform::{Live, Platform, PlatformError};
+use crate::shift::ShiftStep;
+use crate::task_definition::TaskDefinition;
+
+/// The release id a plan shows where a real run would have a new one.
+pub const PLANNED_RELEASE: &str = "<release id>";
+
+/// One planned call, and the release phase that makes it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlannedCall {
+    pub phase: &'static str,
+    #[serde(flatten)]
+    pub call: Call,
+}
+
+/// What `release --dry-run` prints for an ecs target.
+#[derive(Debug, Clone, Serialize)]
+pub struct EcsPlan {
+    pub service: String,
+    pub target: String,
+    pub url: String,
+    pub version: String,
+    /// Who holds the release lock now; null when it is free.
+    pub lock: Option<Holder>,
+    pub live: Option<Live>,
+    /// The slot the release would launch in.
+    pub slot: Slot,
+    /// The production forward now, e.g. `blue 100, green 0`.
+    pub forward: String,
+    /// The CloudFront target origin's domain now (CDN mode).
+    pub cdn_origin: Option<String>,
+    /// Where the image would be pushed (its digest is known after the push).
+    pub image: String,
+    /// The task definition the idle slot would get.
+    pub task_definition: TaskDefinition,
+    /// `all-at-once`, `canary:<percent>:<bake>` or `linear:<percent>:<interval>`.
+    pub strategy: String,
+    /// The weighted steps before the final shift to 100 %.
+    pub steps: Vec<ShiftStep>,
+    /// Every mutating call, in order.
+    pub calls: Vec<PlannedCall>,
+    /// What the release would do that is not a call, and what it would find.
+    pub notes: Vec<String>,
+}
+
+impl EcsPlatform {
+    /// The plan of a release of `version` now.
+    pub async fn plan(&self, version: &str) -> Result<EcsPlan, PlatformError> {
+        let state: EcsState = self.state().await?;
+        let lock =
+            self.lock_store().holder().await.map_err(|e| {
+                PlatformError::new(crate::platform::ErrorKind::Platform, e.to_string())
+            })?;
+        let slot = state.live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
+        let target = self.ecs_target();
+        let image = format!("{}:{version}", target.repository);
+        let definition = self.render(slot, PLANNED_RELEASE, version, &image)?;
+        let mut calls = Vec::new();
+        let mut notes = Vec::new();
+        let mut add = |phase: &'static str, change: &Change| {
+            calls.push(PlannedCall {
+                phase,
+                call: change.call(),
+            });
+        };
+
+        for (change, why) in self.converge_changes(&state, Timestamp::now()) {
+            notes.push(why);
+            add("version", &change);
+        }
+        let lock_name = self.lock_store().name().to_string();
+        let records = self.history_store().name_of(PLANNED_RELEASE);
+        let extra = |phase: &'static str, service: &'static str, operation: &'static str, input| {
+            PlannedCall {
+                phase,
+                call: Call {
+                    service,
+                    operation,
+                    input,
+                },
+            }
+        };
+        let lock_call = extra(
+            "version",
+            "ssm",
+            "PutParameter",
+            json!({ "Name": lock_name, "Overwrite": false, "Value": "<this run's holder record>" }),
+        );
+        let record_call = extra(
+            "version",
+            "ssm",
+            "PutParameter",
+            json!({ "Name": records, "Overwrite": true, "Value": "<the release record, rewritten at every phase>" }),
+        );
+        let push_call = extra(
+            "push",
+            "registry",
+            "push",
+            json!({ "repository": target.repository, "tag": version }),
+        );
+        let unlock_call = extra(
+            "record",
+            "ssm",
+            "DeleteParameter",
+            json!({ "Name": lock_name }),
+        );
+        calls.insert(0, lock_call);
+        calls.push(record_call);
+        if crate::registry::is_ecr_host(target.registry_host()) {
+            notes.push("push: ECR credentials from GetAuthorizationToken".to_string());
+        }
+        calls.push(push_call);
+
+        let mut add = |phase: &'static str, change: &Change| {
+            calls.push(PlannedCall {
+                phase,
+                call: change.call(),
+            });
+        };
+        for change in self.launch_changes(
+            slot,
+            PLANNED_RELEASE,
+            version,
+            definition.clone(),
+            state.service(slot),
+        ) {
+            add("launch", &change);
+        }
+        let names = self.service_names();
+        notes.push(format!(
+            "verify: wait up to {} for {} to run {} tasks of the new task definition and for \
+             the {slot} target group to have as many healthy targets",
+            humantime::format_duration(target.verify_timeout),
+            names.get(slot),
+            target.desired_count
+        ));
+        if let Some(test) = &target.test_listener_arn
+            && self.service_verify_path().is_some()
+        {
+            add(
+                "verify",
+                &Change::ModifyListener {
+                    listener_arn: test.clone(),
+                    forward: Forward::all_to(
+                        target.target_groups.get(slot),
+                        target.target_groups.get(slot.other()),
+                    ),
+                },
+            );
+        }
+        let steps = target.shift.steps();
+        if let Some(live) = &state.live {
+            for step in &steps {
+                add(
+                    "shift",
+                    &self.forward_change(Forward::split(
+                        target.target_groups.get(live.slot),
+                        target.target_groups.get(slot),
+                        step.percent,
+                    )),
+                );
+                notes.push(format!(
+                    "shift step {}/{}: {}% to the {slot} slot, its targets watched for {}",
+                    step.index,
+                    step.total,
+                    step.percent,
+                    humantime::format_duration(step.bake)
+                ));
+            }
+        } else if !steps.is_empty() {
+            notes.push("shift: nothing is live, so the weighted steps are skipped".to_string());
+        }
+        add("shift", &self.shift_change(slot));
+        match &state.live {
+            Some(live) => match state.service(live.slot) {
+                Some(old) if target.keep_previous.is_zero() => {
+                    add("retire", &self.scale_change(live.slot, 0));
+                    notes.push(format!("retire: scale {} to 0", old.name));
+                }
+                Some(old) => {
+                    add(
+                        "retire",
+                        &Change::TagService {
+                            service_arn: old.arn.clone(),
+                            tags: vec![(
+                                TAG_RETIRE_AFTER.to_string(),
+                                format!(
+                                    "<now + {}>",
+                                    humantime::format_duration(target.keep_previous)
+                                ),
+                            )],
+                        },
+                    );
+                    notes.push(format!(
+                        "retire: keep {} running for {}; a later release scales it down",
+                        old.name,
+                        humantime::format_duration(target.keep_previous)
+                    ));
+                }
+                None => {}
+            },
+            None => notes.push("retire: nothing is live, nothing to retire".to_string()),
+        }
+        calls.push(unlock_call);
+
+        Ok(EcsPlan {
+            service: self.service().to_string(),
+            target: self.target().to_string(),
+            url: self.url(),
+            version: version.to_string(),
+            lock,
+            live: state.live.clone(),
+            slot,
+            forward: state.forward.describe(&target.target_groups),
+            cdn_origin: state.cdn_origin.clone(),
+            image,
+            task_definition: definition,
+            strategy: target.shift.to_string(),
+            steps,
+            calls,
+            notes,
+        })
+    }
+
+    fn service_verify_path(&self) -> Option<&str> {
+        self.service.verify.version_path.as_deref()
+    }
+}

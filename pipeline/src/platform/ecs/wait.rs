@@ -1,0 +1,518 @@
+//! Waiting on AWS: a deadline, adaptive polling, backoff on throttling, and a timeout message
+//! that names what was awaited and the last state seen.
+//!
+//! [`until`] is the loop; it knows nothing of AWS. It polls at [`FIRST_POLL`] while the state
+//! changes and slows down (×1.5, up to [`MAX_POLL`]) while it does not, so a quick rollout is
+//! seen at once and a slow one costs few calls. Throttled or unreachable calls back off
+//! exponentially (up to [`MAX_BACKOFF`]) and count against the same deadline; any other
+//! error ends the wait. A fetch always runs at the deadline itself, so a condition met just
+//! in time is not reported as a timeout.
+//!
+//! The fetchers below read one state from one API call: an ECS service's rollout, a target
+//! group's target health, a CloudFront distribution's status. They are tested with scripted
+//! SDK responses (aws-smithy-mocks) on tokio's paused clock.
+
+use std::fmt;
+use std::future::Future;
+use std::time::Duration;
+
+use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
+use aws_smithy_runtime_api::client::result::SdkError;
+use aws_smithy_types::error::metadata::ProvideErrorMetadata;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::aws::{describe_error, is_throttling};
+
+/// The first pause between two polls, and the pause after a state change.
+pub const FIRST_POLL: Duration = Duration::from_millis(250);
+/// The longest pause between two polls of an unchanged state.
+pub const MAX_POLL: Duration = Duration::from_secs(5);
+/// The longest pause after a throttled or failed call.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(20);
+
+/// One reading of the awaited state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Poll<S> {
+    /// The condition holds.
+    Done(S),
+    /// Not yet.
+    Pending(S),
+    /// It never will (a failed rollout): stop waiting, with why.
+    Failed(S, String),
+}
+
+/// A call that failed while reading the state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FetchError {
+    /// Throttled: back off and try again.
+    Throttled(String),
+    /// The endpoint could not be reached or failed on its side: back off and try again.
+    Transient(String),
+    /// Anything else (not found, access denied): stop.
+    Fatal(String),
+}
+
+impl FetchError {
+    /// Classifies a failed SDK call.
+    pub fn from_sdk<E, R>(error: &SdkError<E, R>) -> FetchError
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: fmt::Debug,
+    {
+        let message = describe_error(error);
+        match error {
+            SdkError::TimeoutError(_)
+            | SdkError::DispatchFailure(_)
+            | SdkError::ResponseError(_) => FetchError::Transient(message),
+            SdkError::ServiceError(context) => {
+                let code = context.err().code();
+                if is_throttling(code) {
+                    FetchError::Throttled(message)
+                } else if code.is_some_and(|c| {
+                    c.contains("ServerException")
+                        || c == "InternalFailure"
+                        || c == "ServiceUnavailable"
+                }) {
+                    FetchError::Transient(message)
+                } else {
+                    FetchError::Fatal(message)
+                }
+            }
+            _ => FetchError::Fatal(message),
+        }
+    }
+}
+
+/// Why a wait ended without its condition.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WaitError {
+    #[error(
+        "timed out after {} waiting for {what}; last seen: {}",
+        humantime::format_duration(*waited),
+        last.as_deref().unwrap_or("nothing (no call succeeded)")
+    )]
+    TimedOut {
+        what: String,
+        waited: Duration,
+        last: Option<String>,
+    },
+    #[error("{what} failed: {reason}; last seen: {last}")]
+    Failed {
+        what: String,
+        reason: String,
+        last: String,
+    },
+    #[error("reading the state while waiting for {what} failed: {message}")]
+    Fetch { what: String, message: String },
+    #[error("stopped waiting for {what}: cancelled")]
+    Cancelled { what: String },
+}
+
+/// Polls `fetch` until it reports [`Poll::Done`], the deadline `limit` passes, or `cancel`
+/// fires. `seen` is called with every pending state (for progress lines).
+pub async fn until<S, F, Fut>(
+    what: &str,
+    limit: Duration,
+    cancel: &CancellationToken,
+    mut seen: impl FnMut(&S),
+    mut fetch: F,
+) -> Result<S, WaitError>
+where
+    S: fmt::Display,
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Poll<S>, FetchError>>,
+{
+    let started = Instant::now();
+    let mut interval = FIRST_POLL;
+    let mut backoff = FIRST_POLL;
+    let mut last: Option<String> = None;
+    loop {
+        let pause = match fetch().await {
+            Ok(Poll::Done(state)) => return Ok(state),
+            Ok(Poll::Failed(state, reason)) => {
+                return Err(WaitError::Failed {
+                    what: what.to_string(),
+                    reason,
+                    last: state.to_string(),
+                });
+            }
+            Ok(Poll::Pending(state)) => {
+                seen(&state);
+                let text = state.to_string();
+                if last.as_deref() != Some(&text) {
+                    interval = FIRST_POLL;
+                }
+                last = Some(text);
+                backoff = FIRST_POLL;
+                let pause = interval;
+                interval = (interval * 3 / 2).min(MAX_POLL);
+                pause
+            }
+            Err(FetchError::Fatal(message)) => {
+                return Err(WaitError::Fetch {
+                    what: what.to_string(),
+                    message,
+                });
+            }
+            Err(FetchError::Throttled(message) | FetchError::Transient(message)) => {
+                // The last state stays what it was; the error says why nothing newer was seen.
+                if last.is_none() {
+                    last = Some(format!("no answer yet ({message})"));
+                }
+                let pause = backoff;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                pause
+            }
+        };
+        let waited = started.elapsed();
+        if waited >= limit {
+            return Err(WaitError::TimedOut {
+                what: what.to_string(),
+                waited,
+                last,
+            });
+        }
+        let pause = pause.min(limit - waited);
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(WaitError::Cancelled { what: what.to_string() }),
+            _ = tokio::time::sleep(pause) => {}
+        }
+    }
+}
+
+// ---- ECS: a service's rollout ---------------------------------------------------------------
+
+/// How far a service has rolled out a task definition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rollout {
+    pub service: String,
+    /// Tasks running the awaited task definition.
+    pub running: i32,
+    pub desired: i32,
+    pub pending: i32,
+    /// Tasks of other deployments still running (an old task definition draining).
+    pub others_running: i32,
+    /// The task definition of the PRIMARY deployment.
+    pub primary: Option<String>,
+    /// ECS's rollout state of the PRIMARY deployment (`IN_PROGRESS`, `COMPLETED`, `FAILED`).
+    pub rollout_state: Option<String>,
+    /// True when the service lists no deployment of the awaited task definition and its own
+    /// counters were read instead (emulators that do not track deployments).
+    pub from_service_counts: bool,
+}
+
+impl fmt::Display for Rollout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "service {}: {} of {} tasks running, {} pending",
+            self.service, self.running, self.desired, self.pending
+        )?;
+        if self.others_running > 0 {
+            write!(
+                f,
+                ", {} tasks of an older deployment still running",
+                self.others_running
+            )?;
+        }
+        if let Some(primary) = &self.primary {
+            write!(f, ", PRIMARY deployment on {}", short_arn(primary))?;
+        }
+        if let Some(state) = &self.rollout_state {
+            write!(f, " ({state})")?;
+        }
+        if self.from_service_counts {
+            f.write_str(" (service counts: the endpoint lists no deployment for it)")?;
+        }
+        Ok(())
+    }
+}
+
+/// The end of an ARN, for messages: `task-definition/web-hello:7`.
+pub fn short_arn(arn: &str) -> &str {
+    arn.splitn(6, ':')
+        .nth(5)
+        .map_or(arn, |rest| if rest.contains('/') { rest } else { arn })
+}
+
+/// Reads whether `service` runs `desired` tasks of `task_definition` and nothing else.
+pub async fn rollout(
+    ecs: &aws_sdk_ecs::Client,
+    cluster: &str,
+    service: &str,
+    task_definition: &str,
+    desired: i32,
+) -> Result<Poll<Rollout>, FetchError> {
+    let out = ecs
+        .describe_services()
+        .cluster(cluster)
+        .services(service)
+        .send()
+        .await
+        .map_err(|e| FetchError::from_sdk(&e))?;
+    let Some(found) = out
+        .services()
+        .iter()
+        .find(|s| s.service_name() == Some(service))
+    else {
+        let reason = out
+            .failures()
+            .first()
+            .and_then(|f| f.reason())
+            .unwrap_or("not listed");
+        return Err(FetchError::Fatal(format!(
+            "ECS service {service} in cluster {cluster}: {reason}"
+        )));
+    };
+    if let Some(status) = found.status()
+        && status != "ACTIVE"
+    {
+        return Err(FetchError::Fatal(format!(
+            "ECS service {service} in cluster {cluster} is {status}"
+        )));
+    }
+    let deployments = found.deployments();
+    let primary = deployments.iter().find(|d| d.status() == Some("PRIMARY"));
+    let mut state = Rollout {
+        service: service.to_string(),
+        running: 0,
+        desired,
+        pending: 0,
+        others_running: deployments
+            .iter()
+            .filter(|d| d.task_definition() != Some(task_definition))
+            .map(|d| d.running_count())
+            .sum(),
+        primary: primary
+            .and_then(|d| d.task_definition())
+            .map(str::to_string),
+        rollout_state: primary
+            .and_then(|d| d.rollout_state())
+            .map(|s| s.as_str().to_string()),
+        from_service_counts: false,
+    };
+    match primary {
+        Some(p) if p.task_definition() == Some(task_definition) => {
+            state.running = p.running_count();
+            state.pending = p.pending_count();
+            if state.rollout_state.as_deref() == Some("FAILED") {
+                let reason = p
+                    .rollout_state_reason()
+                    .unwrap_or("ECS reports the rollout FAILED")
+                    .to_string();
+                return Ok(Poll::Failed(state, reason));
+            }
+            if state.running >= desired && state.others_running == 0 {
+                return Ok(Poll::Done(state));
+            }
+        }
+        _ if !deployments
+            .iter()
+            .any(|d| d.task_definition() == Some(task_definition))
+            && found.task_definition() == Some(task_definition) =>
+        {
+            state.from_service_counts = true;
+            state.running = found.running_count();
+            state.pending = found.pending_count();
+            state.others_running = 0;
+            if state.running >= desired {
+                return Ok(Poll::Done(state));
+            }
+        }
+        _ => {}
+    }
+    Ok(Poll::Pending(state))
+}
+
+// ---- ELBv2: a target group's health ---------------------------------------------------------
+
+/// The health of a target group's targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetHealth {
+    pub target_group: String,
+    pub healthy: usize,
+    pub total: usize,
+    /// `<id>:<port> <state> (<reason>: <description>)` of every target that is not healthy.
+    pub not_healthy: Vec<String>,
+    /// How many targets are in state `unhealthy` (not `initial`, `draining`, …).
+    pub unhealthy: usize,
+}
+
+impl fmt::Display for TargetHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "target group {}: {} of {} targets healthy",
+            short_arn(&self.target_group),
+            self.healthy,
+            self.total
+        )?;
+        if self.total == 0 {
+            f.write_str(" (no targets registered)")?;
+        }
+        if !self.not_healthy.is_empty() {
+            write!(f, "; {}", self.not_healthy.join("; "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the target health of `target_group`; done when at least `at_least` are healthy.
+pub async fn targets(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    target_group: &str,
+    at_least: usize,
+) -> Result<Poll<TargetHealth>, FetchError> {
+    let out = elb
+        .describe_target_health()
+        .target_group_arn(target_group)
+        .send()
+        .await
+        .map_err(|e| FetchError::from_sdk(&e))?;
+    let mut state = TargetHealth {
+        target_group: target_group.to_string(),
+        healthy: 0,
+        total: 0,
+        not_healthy: Vec::new(),
+        unhealthy: 0,
+    };
+    for description in out.target_health_descriptions() {
+        let health = description.target_health();
+        let target_state = health.and_then(|h| h.state());
+        // Targets leaving the group do not count either way.
+        if matches!(
+            target_state,
+            Some(TargetHealthStateEnum::Draining | TargetHealthStateEnum::Unused)
+        ) {
+            continue;
+        }
+        state.total += 1;
+        if target_state == Some(&TargetHealthStateEnum::Healthy) {
+            state.healthy += 1;
+            continue;
+        }
+        if target_state == Some(&TargetHealthStateEnum::Unhealthy) {
+            state.unhealthy += 1;
+        }
+        let target = description.target();
+        let id = target.and_then(|t| t.id()).unwrap_or("?");
+        let port = target
+            .and_then(|t| t.port())
+            .map_or(String::new(), |p| format!(":{p}"));
+        let shown = target_state.map_or("unknown", |s| s.as_str());
+        let reason = health
+            .and_then(|h| h.reason())
+            .map(|r| r.as_str().to_string());
+        let detail = match (reason, health.and_then(|h| h.description())) {
+            (Some(r), Some(d)) => format!(" ({r}: {d})"),
+            (Some(r), None) => format!(" ({r})"),
+            (None, Some(d)) => format!(" ({d})"),
+            (None, None) => String::new(),
+        };
+        state
+            .not_healthy
+            .push(format!("{id}{port} {shown}{detail}"));
+    }
+    if state.healthy >= at_least {
+        Ok(Poll::Done(state))
+    } else {
+        Ok(Poll::Pending(state))
+    }
+}
+
+/// Watches `target_group` for `period` (a bake): fails as soon as a target is unhealthy.
+pub async fn stays_healthy(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    target_group: &str,
+    period: Duration,
+    cancel: &CancellationToken,
+    mut seen: impl FnMut(&TargetHealth, Duration),
+) -> Result<(), WaitError> {
+    let what = format!("the bake of {}", short_arn(target_group));
+    let started = Instant::now();
+    let result = until(
+        &what,
+        period,
+        cancel,
+        |state: &TargetHealth| seen(state, period.saturating_sub(started.elapsed())),
+        || async move {
+            let state = match targets(elb, target_group, usize::MAX).await? {
+                Poll::Done(s) | Poll::Pending(s) | Poll::Failed(s, _) => s,
+            };
+            if state.unhealthy > 0 {
+                let reason = format!(
+                    "{} unhealthy",
+                    count(state.unhealthy, "target is", "targets are")
+                );
+                return Ok(Poll::Failed(state, reason));
+            }
+            // Pending until the period is over: `until` ends it at the deadline.
+            Ok(Poll::Pending(state))
+        },
+    )
+    .await;
+    match result {
+        Err(WaitError::TimedOut { .. }) | Ok(_) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn count(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+// ---- CloudFront: a distribution's deployment ------------------------------------------------
+
+/// The status of a distribution (`InProgress`, `Deployed`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistributionStatus {
+    pub id: String,
+    pub status: String,
+}
+
+impl fmt::Display for DistributionStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "distribution {} is {}", self.id, self.status)
+    }
+}
+
+/// Reads whether distribution `id` is deployed. The status is compared without case or
+/// separators, so an emulator's `DEPLOYED` or `deployed` counts too.
+pub async fn distribution(
+    cloudfront: &aws_sdk_cloudfront::Client,
+    id: &str,
+) -> Result<Poll<DistributionStatus>, FetchError> {
+    let out = cloudfront
+        .get_distribution()
+        .id(id)
+        .send()
+        .await
+        .map_err(|e| FetchError::from_sdk(&e))?;
+    let status = out
+        .distribution()
+        .map(|d| d.status().to_string())
+        .unwrap_or_default();
+    let state = DistributionStatus {
+        id: id.to_string(),
+        status: status.clone(),
+    };
+    let normal: String = status
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if normal == "deployed" {
+        Ok(Poll::Done(state))
+    } else {
+        Ok(Poll::Pending(state))
+    }
+}
+
+#[cfg(test)]
+mod tests;

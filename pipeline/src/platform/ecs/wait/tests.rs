@@ -1,0 +1,557 @@
+//! The waits, fed scripted SDK responses (aws-smithy-mocks) on tokio's paused clock: every
+//! pause is virtual, so the tests are fast and the timings they assert are exact.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_credential_types::Credentials;
+use aws_sdk_cloudfront::operation::get_distribution::GetDistributionOutput;
+use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
+use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, Failure, Service};
+use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
+use aws_sdk_elasticloadbalancingv2::types::{
+    TargetDescription, TargetHealth as SdkTargetHealth, TargetHealthDescription,
+    TargetHealthReasonEnum, TargetHealthStateEnum,
+};
+use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
+use aws_types::region::Region;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::*;
+
+const CLUSTER: &str = "prod";
+const SERVICE: &str = "hello-green";
+const NEW_TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/prod-hello:8";
+const OLD_TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/prod-hello:7";
+const TG: &str =
+    "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-green/fedcba9876543210";
+
+fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
+    rules.iter().fold(
+        MockResponseInterceptor::new().rule_mode(RuleMode::Sequential),
+        |i, r| i.with_rule(r),
+    )
+}
+
+// The SDK's own retries are off, so the scripted errors reach the wait's backoff.
+fn ecs_client(rules: &[&Rule]) -> aws_sdk_ecs::Client {
+    aws_sdk_ecs::Client::from_conf(
+        aws_sdk_ecs::Config::builder()
+            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor(rules))
+            .build(),
+    )
+}
+
+fn elb_client(rules: &[&Rule]) -> aws_sdk_elasticloadbalancingv2::Client {
+    aws_sdk_elasticloadbalancingv2::Client::from_conf(
+        aws_sdk_elasticloadbalancingv2::Config::builder()
+            .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor(rules))
+            .build(),
+    )
+}
+
+fn cloudfront_client(rules: &[&Rule]) -> aws_sdk_cloudfront::Client {
+    aws_sdk_cloudfront::Client::from_conf(
+        aws_sdk_cloudfront::Config::builder()
+            .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor(rules))
+            .build(),
+    )
+}
+
+fn deployment(status: &str, td: &str, running: i32, desired: i32, rollout: &str) -> Deployment {
+    Deployment::builder()
+        .status(status)
+        .task_definition(td)
+        .running_count(running)
+        .desired_count(desired)
+        .pending_count(desired - running)
+        .rollout_state(DeploymentRolloutState::from(rollout))
+        .build()
+}
+
+fn service(td: &str, running: i32, deployments: Vec<Deployment>) -> DescribeServicesOutput {
+    let mut service = Service::builder()
+        .service_name(SERVICE)
+        .status("ACTIVE")
+        .task_definition(td)
+        .desired_count(2)
+        .running_count(running);
+    for d in deployments {
+        service = service.deployments(d);
+    }
+    DescribeServicesOutput::builder()
+        .services(service.build())
+        .build()
+}
+
+fn throttled() -> Option<String> {
+    Some(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#.to_string())
+}
+
+async fn wait_rollout(
+    ecs: &aws_sdk_ecs::Client,
+    limit: Duration,
+) -> (Result<Rollout, WaitError>, Vec<String>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let result = until(
+        "the rollout",
+        limit,
+        &CancellationToken::new(),
+        move |s: &Rollout| record.lock().unwrap().push(s.to_string()),
+        || rollout(ecs, CLUSTER, SERVICE, NEW_TD, 2),
+    )
+    .await;
+    let seen = seen.lock().unwrap().clone();
+    (result, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollout_in_progress_then_done() {
+    let rule = mock!(aws_sdk_ecs::Client::describe_services)
+        .match_requests(|r| r.cluster() == Some(CLUSTER) && r.services() == [SERVICE])
+        .sequence()
+        .output(|| {
+            service(
+                NEW_TD,
+                2,
+                vec![
+                    deployment("PRIMARY", NEW_TD, 0, 2, "IN_PROGRESS"),
+                    deployment("ACTIVE", OLD_TD, 2, 2, "COMPLETED"),
+                ],
+            )
+        })
+        .output(|| {
+            service(
+                NEW_TD,
+                3,
+                vec![
+                    deployment("PRIMARY", NEW_TD, 2, 2, "IN_PROGRESS"),
+                    deployment("ACTIVE", OLD_TD, 1, 0, "COMPLETED"),
+                ],
+            )
+        })
+        .output(|| {
+            service(
+                NEW_TD,
+                2,
+                vec![deployment("PRIMARY", NEW_TD, 2, 2, "COMPLETED")],
+            )
+        })
+        .build();
+    let ecs = ecs_client(&[&rule]);
+    let started = Instant::now();
+    let (result, seen) = wait_rollout(&ecs, Duration::from_secs(60)).await;
+    let done = result.expect("the rollout completes");
+    assert_eq!((done.running, done.desired, done.others_running), (2, 2, 0));
+    assert_eq!(rule.num_calls(), 3);
+    // Both pending states were new, so both pauses were the first, short one.
+    assert_eq!(started.elapsed(), FIRST_POLL * 2);
+    assert_eq!(
+        seen,
+        [
+            "service hello-green: 0 of 2 tasks running, 2 pending, 2 tasks of an older deployment still running, PRIMARY deployment on task-definition/prod-hello:8 (IN_PROGRESS)",
+            "service hello-green: 2 of 2 tasks running, 0 pending, 1 tasks of an older deployment still running, PRIMARY deployment on task-definition/prod-hello:8 (IN_PROGRESS)",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_calls_back_off_exponentially_then_succeed() {
+    let rule = mock!(aws_sdk_ecs::Client::describe_services)
+        .sequence()
+        .http_status(400, throttled())
+        .times(3)
+        .output(|| {
+            service(
+                NEW_TD,
+                2,
+                vec![deployment("PRIMARY", NEW_TD, 2, 2, "COMPLETED")],
+            )
+        })
+        .build();
+    let ecs = ecs_client(&[&rule]);
+    let started = Instant::now();
+    let (result, _) = wait_rollout(&ecs, Duration::from_secs(60)).await;
+    result.expect("succeeds after the throttling");
+    assert_eq!(rule.num_calls(), 4);
+    // 250 ms, then 500 ms, then 1 s.
+    assert_eq!(started.elapsed(), Duration::from_millis(1750));
+}
+
+#[tokio::test(start_paused = true)]
+async fn rollout_never_done_times_out_naming_the_last_state() {
+    let rule = mock!(aws_sdk_ecs::Client::describe_services)
+        .sequence()
+        .output(|| {
+            service(
+                NEW_TD,
+                1,
+                vec![deployment("PRIMARY", NEW_TD, 1, 2, "IN_PROGRESS")],
+            )
+        })
+        .repeatedly()
+        .build();
+    let ecs = ecs_client(&[&rule]);
+    let started = Instant::now();
+    let (result, _) = wait_rollout(&ecs, Duration::from_secs(30)).await;
+    let error = result.expect_err("never completes");
+    assert_eq!(started.elapsed(), Duration::from_secs(30));
+    assert_eq!(
+        error.to_string(),
+        "timed out after 30s waiting for the rollout; last seen: service hello-green: 1 of 2 \
+         tasks running, 1 pending, PRIMARY deployment on task-definition/prod-hello:8 (IN_PROGRESS)"
+    );
+    // Polling slowed down while nothing changed: far fewer calls than 30 s / 250 ms.
+    let calls = rule.num_calls();
+    assert!((8..=20).contains(&calls), "{calls} calls");
+}
+
+#[tokio::test(start_paused = true)]
+async fn failed_rollout_stops_the_wait_with_the_reason() {
+    let rule = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
+        let mut failed = deployment("PRIMARY", NEW_TD, 0, 2, "FAILED");
+        failed.rollout_state_reason = Some("tasks failed to start".into());
+        service(NEW_TD, 0, vec![failed])
+    });
+    let ecs = ecs_client(&[&rule]);
+    let (result, _) = wait_rollout(&ecs, Duration::from_secs(60)).await;
+    let error = result.expect_err("failed rollout");
+    assert!(
+        matches!(&error, WaitError::Failed { reason, .. } if reason == "tasks failed to start"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn missing_service_is_not_retried() {
+    let rule = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
+        DescribeServicesOutput::builder()
+            .failures(Failure::builder().arn("arn:x").reason("MISSING").build())
+            .build()
+    });
+    let ecs = ecs_client(&[&rule]);
+    let (result, _) = wait_rollout(&ecs, Duration::from_secs(60)).await;
+    let error = result.expect_err("no such service");
+    assert!(
+        error
+            .to_string()
+            .contains("ECS service hello-green in cluster prod: MISSING"),
+        "{error}"
+    );
+    assert_eq!(rule.num_calls(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn service_counts_decide_when_no_deployment_lists_the_task_definition() {
+    // What an emulator answers after UpdateService: the service names the new task
+    // definition, its only deployment still the old one.
+    let rule = mock!(aws_sdk_ecs::Client::describe_services).then_output(|| {
+        service(
+            NEW_TD,
+            2,
+            vec![deployment("PRIMARY", OLD_TD, 0, 0, "COMPLETED")],
+        )
+    });
+    let ecs = ecs_client(&[&rule]);
+    let (result, _) = wait_rollout(&ecs, Duration::from_secs(60)).await;
+    let done = result.expect("judged by the service's counts");
+    assert!(done.from_service_counts);
+    assert_eq!(done.running, 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn primary_on_another_task_definition_is_not_done() {
+    let rule = mock!(aws_sdk_ecs::Client::describe_services)
+        .sequence()
+        .output(|| {
+            service(
+                NEW_TD,
+                2,
+                vec![
+                    deployment("PRIMARY", OLD_TD, 2, 2, "COMPLETED"),
+                    deployment("ACTIVE", NEW_TD, 0, 2, "IN_PROGRESS"),
+                ],
+            )
+        })
+        .repeatedly()
+        .build();
+    let ecs = ecs_client(&[&rule]);
+    let (result, _) = wait_rollout(&ecs, Duration::from_secs(5)).await;
+    assert!(
+        matches!(result, Err(WaitError::TimedOut { .. })),
+        "{result:?}"
+    );
+}
+
+fn health(targets: &[(&str, TargetHealthStateEnum)]) -> DescribeTargetHealthOutput {
+    let mut out = DescribeTargetHealthOutput::builder();
+    for (id, state) in targets {
+        let mut h = SdkTargetHealth::builder().state(state.clone());
+        if *state == TargetHealthStateEnum::Unhealthy {
+            h = h
+                .reason(TargetHealthReasonEnum::FailedHealthChecks)
+                .description("Health checks failed with these codes: [500]");
+        }
+        out = out.target_health_descriptions(
+            TargetHealthDescription::builder()
+                .target(TargetDescription::builder().id(*id).port(8080).build())
+                .target_health(h.build())
+                .build(),
+        );
+    }
+    out.build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn targets_unhealthy_then_healthy() {
+    use TargetHealthStateEnum::{Healthy, Initial, Unhealthy};
+    let rule = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .match_requests(|r| r.target_group_arn() == Some(TG))
+        .sequence()
+        .output(|| health(&[]))
+        .output(|| health(&[("10.0.1.5", Initial), ("10.0.2.7", Initial)]))
+        .output(|| health(&[("10.0.1.5", Unhealthy), ("10.0.2.7", Healthy)]))
+        .output(|| health(&[("10.0.1.5", Healthy), ("10.0.2.7", Healthy)]))
+        .build();
+    let elb = elb_client(&[&rule]);
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let done = until(
+        "healthy targets",
+        Duration::from_secs(60),
+        &CancellationToken::new(),
+        move |s: &TargetHealth| record.lock().unwrap().push(s.to_string()),
+        || targets(&elb, TG, 2),
+    )
+    .await
+    .expect("both become healthy");
+    assert_eq!((done.healthy, done.total), (2, 2));
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [
+            "target group targetgroup/web-green/fedcba9876543210: 0 of 0 targets healthy (no targets registered)",
+            "target group targetgroup/web-green/fedcba9876543210: 0 of 2 targets healthy; 10.0.1.5:8080 initial; 10.0.2.7:8080 initial",
+            "target group targetgroup/web-green/fedcba9876543210: 1 of 2 targets healthy; 10.0.1.5:8080 unhealthy (Target.FailedHealthChecks: Health checks failed with these codes: [500])",
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn targets_never_registered_time_out_saying_so() {
+    let rule = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(|| health(&[]))
+        .repeatedly()
+        .build();
+    let elb = elb_client(&[&rule]);
+    let error = until(
+        "2 healthy targets in the green target group",
+        Duration::from_secs(10),
+        &CancellationToken::new(),
+        |_| {},
+        || targets(&elb, TG, 2),
+    )
+    .await
+    .expect_err("nothing registers");
+    assert_eq!(
+        error.to_string(),
+        "timed out after 10s waiting for 2 healthy targets in the green target group; last \
+         seen: target group targetgroup/web-green/fedcba9876543210: 0 of 0 targets healthy (no \
+         targets registered)"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bake_passes_when_targets_stay_healthy_for_the_period() {
+    use TargetHealthStateEnum::Healthy;
+    let rule = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(|| health(&[("10.0.1.5", Healthy)]))
+        .repeatedly()
+        .build();
+    let elb = elb_client(&[&rule]);
+    let started = Instant::now();
+    stays_healthy(
+        &elb,
+        TG,
+        Duration::from_secs(20),
+        &CancellationToken::new(),
+        |_, _| {},
+    )
+    .await
+    .expect("healthy throughout");
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
+    assert!(rule.num_calls() >= 5, "{} calls", rule.num_calls());
+}
+
+#[tokio::test(start_paused = true)]
+async fn bake_fails_as_soon_as_a_target_is_unhealthy() {
+    use TargetHealthStateEnum::{Healthy, Unhealthy};
+    let rule = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(|| health(&[("10.0.1.5", Healthy)]))
+        .times(3)
+        .output(|| health(&[("10.0.1.5", Unhealthy)]))
+        .repeatedly()
+        .build();
+    let elb = elb_client(&[&rule]);
+    let started = Instant::now();
+    let error = stays_healthy(
+        &elb,
+        TG,
+        Duration::from_secs(300),
+        &CancellationToken::new(),
+        |_, _| {},
+    )
+    .await
+    .expect_err("a target went unhealthy");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    let text = error.to_string();
+    assert!(text.contains("1 target is unhealthy"), "{text}");
+    assert!(
+        text.contains("10.0.1.5:8080 unhealthy (Target.FailedHealthChecks"),
+        "{text}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn cancel_stops_a_wait() {
+    let rule = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(|| health(&[]))
+        .repeatedly()
+        .build();
+    let elb = elb_client(&[&rule]);
+    let cancel = CancellationToken::new();
+    let fire = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        fire.cancel();
+    });
+    let started = Instant::now();
+    let error = until(
+        "targets",
+        Duration::from_secs(600),
+        &cancel,
+        |_| {},
+        || targets(&elb, TG, 1),
+    )
+    .await
+    .expect_err("cancelled");
+    assert!(matches!(error, WaitError::Cancelled { .. }), "{error}");
+    assert_eq!(started.elapsed(), Duration::from_secs(3));
+}
+
+fn distribution_status(status: &str) -> GetDistributionOutput {
+    use aws_sdk_cloudfront::types::{
+        ActiveTrustedSigners, DefaultCacheBehavior, Distribution, DistributionConfig, Origins,
+    };
+    let config = DistributionConfig::builder()
+        .caller_reference("r")
+        .comment("")
+        .enabled(true)
+        .origins(
+            Origins::builder()
+                .quantity(0)
+                .set_items(Some(Vec::new()))
+                .build()
+                .expect("origins"),
+        )
+        .default_cache_behavior(
+            DefaultCacheBehavior::builder()
+                .target_origin_id("blue")
+                .viewer_protocol_policy(aws_sdk_cloudfront::types::ViewerProtocolPolicy::AllowAll)
+                .build()
+                .expect("behaviour"),
+        )
+        .build()
+        .expect("config");
+    GetDistributionOutput::builder()
+        .distribution(
+            Distribution::builder()
+                .id("E2QWRUHAPOMQZL")
+                .arn("arn:aws:cloudfront::123456789012:distribution/E2QWRUHAPOMQZL")
+                .status(status)
+                .last_modified_time(aws_smithy_types::DateTime::from_secs(0))
+                .in_progress_invalidation_batches(0)
+                .domain_name("d111111abcdef8.cloudfront.net")
+                .active_trusted_signers(
+                    ActiveTrustedSigners::builder()
+                        .enabled(false)
+                        .quantity(0)
+                        .build()
+                        .expect("signers"),
+                )
+                .distribution_config(config)
+                .build()
+                .expect("distribution"),
+        )
+        .build()
+}
+
+#[tokio::test(start_paused = true)]
+async fn distribution_in_progress_then_deployed() {
+    let rule = mock!(aws_sdk_cloudfront::Client::get_distribution)
+        .match_requests(|r| r.id() == Some("E2QWRUHAPOMQZL"))
+        .sequence()
+        .output(|| distribution_status("InProgress"))
+        .times(2)
+        .output(|| distribution_status("Deployed"))
+        .build();
+    let cloudfront = cloudfront_client(&[&rule]);
+    let started = Instant::now();
+    let done = until(
+        "the distribution",
+        Duration::from_secs(60),
+        &CancellationToken::new(),
+        |_| {},
+        || distribution(&cloudfront, "E2QWRUHAPOMQZL"),
+    )
+    .await
+    .expect("deploys");
+    assert_eq!(done.status, "Deployed");
+    assert_eq!(rule.num_calls(), 3);
+    // The state did not change between the two InProgress answers: the pause grew.
+    assert_eq!(started.elapsed(), FIRST_POLL + FIRST_POLL * 3 / 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn distribution_status_spelling_is_forgiven() {
+    for spelling in ["DEPLOYED", "deployed"] {
+        let rule = mock!(aws_sdk_cloudfront::Client::get_distribution)
+            .then_output(move || distribution_status(spelling));
+        let cloudfront = cloudfront_client(&[&rule]);
+        let poll = distribution(&cloudfront, "E2QWRUHAPOMQZL")
+            .await
+            .expect("reads");
+        assert!(matches!(poll, Poll::Done(_)), "{spelling}: {poll:?}");
+    }
+}
+
+#[test]
+fn short_arn_keeps_the_resource() {
+    assert_eq!(short_arn(NEW_TD), "task-definition/prod-hello:8");
+    assert_eq!(short_arn(TG), "targetgroup/web-green/fedcba9876543210");
+    assert_eq!(short_arn("not-an-arn"), "not-an-arn");
+}
