@@ -151,6 +151,7 @@ impl Printer {
                 self.phase_finished(*phase, *elapsed, *ok)
             }
             Event::Progress { phase, message } => self.progress(*phase, message),
+            Event::Count { phase, done, total } => self.count(*phase, *done, *total),
             Event::Warning { message } => self.warn(message),
             Event::ShiftStep {
                 index,
@@ -269,6 +270,32 @@ impl Printer {
                     previous.finish_and_clear();
                 }
             }
+        }
+    }
+
+    /// Counted progress: on a terminal the phase's spinner becomes a bar of `total`; other
+    /// modes already print the matching `Progress` lines, so they add nothing.
+    fn count(&self, phase: Phase, done: u64, total: u64) {
+        if self.quiet || self.mode != Mode::Terminal || total == 0 {
+            return;
+        }
+        let spinner = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(bar) = spinner {
+            if bar.length() != Some(total) {
+                let template = if self.color {
+                    "{spinner:.cyan} {prefix:.bold} [{bar:24.cyan/blue}] {pos}/{len} {wide_msg} {elapsed:.dim}"
+                } else {
+                    "{spinner} {prefix} [{bar:24}] {pos}/{len} {wide_msg} {elapsed}"
+                };
+                let style = ProgressStyle::with_template(template)
+                    .expect("the bar template parses")
+                    .tick_chars("⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏ ")
+                    .progress_chars("=> ");
+                bar.set_style(style);
+                bar.set_length(total);
+                bar.set_prefix(phase.to_string());
+            }
+            bar.set_position(done.min(total));
         }
     }
 

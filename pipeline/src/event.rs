@@ -63,6 +63,13 @@ pub enum Event {
         phase: Phase,
         message: String,
     },
+    /// `done` of `total` items of a phase are through (layers pushed, build steps run). A
+    /// terminal shows it as a bar; the `Progress` lines beside it carry the words.
+    Count {
+        phase: Phase,
+        done: u64,
+        total: u64,
+    },
     /// A weighted step of the shift begins: `percent` of new clients go to the candidate,
     /// which is then watched for `bake`. Step `index` of `total`; the switch to 100 % follows
     /// the last one.

@@ -255,3 +255,39 @@ pub trait Platform {
     /// Removes everything of the service on the target: routes and instances.
     fn down(&self, reporter: &Reporter) -> impl Future<Output = Result<(), PlatformError>>;
 }
+
+/// Builds (or reuses) a service's image for either platform, reporting the build's steps as
+/// progress lines and as a count the terminal shows as a bar.
+pub(crate) async fn build_image(
+    docker: &bollard::Docker,
+    request: &crate::build::BuildRequest,
+    reporter: &Reporter,
+) -> Result<Image, PlatformError> {
+    use crate::build::BuildProgress;
+    use crate::event::{Event, Phase};
+    let mut on_progress = |p: BuildProgress| match p {
+        BuildProgress::Hashing => reporter.progress(Phase::Build, "hashing the context"),
+        BuildProgress::Reused { id } => reporter.progress(
+            Phase::Build,
+            format!("reused image {id}: context unchanged"),
+        ),
+        BuildProgress::Step { index, total, text } => {
+            reporter.progress(Phase::Build, format!("step {index}/{total}: {text}"));
+            reporter.emit(Event::Count {
+                phase: Phase::Build,
+                done: u64::from(index.saturating_sub(1)),
+                total: u64::from(total),
+            });
+        }
+        BuildProgress::Output(line) => reporter.progress(Phase::Build, line),
+        BuildProgress::Built { id } => reporter.progress(Phase::Build, format!("built {id}")),
+    };
+    let built = crate::build::build(docker, request, &mut on_progress)
+        .await
+        .map_err(|e| PlatformError::new(ErrorKind::Build, e.to_string()))?;
+    Ok(Image {
+        reference: built.tag,
+        id: built.id,
+        reused: built.reused,
+    })
+}

@@ -22,7 +22,7 @@ use bollard::query_parameters::{PushImageOptions, TagImageOptions};
 use futures_util::StreamExt;
 use serde::Deserialize;
 
-use crate::event::{Phase, Reporter};
+use crate::event::{Event, Phase, Reporter};
 use crate::platform::{ErrorKind, Image, PlatformError};
 
 /// The user name for a registry that is not ECR; wins over the Docker config.
@@ -421,6 +421,13 @@ pub async fn push(
             detail.total.unwrap_or(0),
         ) {
             reporter.progress(Phase::Push, format!("{target}: {message}"));
+            if progress.layers > 0 {
+                reporter.emit(Event::Count {
+                    phase: Phase::Push,
+                    done: progress.done as u64,
+                    total: progress.layers as u64,
+                });
+            }
         }
     }
     let Some(digest) = progress.digest.clone() else {

@@ -46,7 +46,7 @@ use self::records::{SsmHistory, SsmLockStore};
 use self::wait::short_arn;
 use crate::Slot;
 use crate::aws::Clients;
-use crate::build::{BuildProgress, BuildRequest};
+use crate::build::BuildRequest;
 use crate::config::{Config, DEFAULT_TASK_DEFINITION, EcsTarget, PerSlot, Service};
 use crate::event::{Phase, Reporter};
 use crate::history::{HistoryStore, ReleaseRecord};
@@ -1055,26 +1055,7 @@ impl Platform for EcsPlatform {
             labels,
             cache_dir: Some(self.cache_dir.clone()),
         };
-        let mut on_progress = |p: BuildProgress| match p {
-            BuildProgress::Hashing => reporter.progress(Phase::Build, "hashing the context"),
-            BuildProgress::Reused { id } => reporter.progress(
-                Phase::Build,
-                format!("reused image {id}: context unchanged"),
-            ),
-            BuildProgress::Step { index, total, text } => {
-                reporter.progress(Phase::Build, format!("step {index}/{total}: {text}"))
-            }
-            BuildProgress::Output(line) => reporter.progress(Phase::Build, line),
-            BuildProgress::Built { id } => reporter.progress(Phase::Build, format!("built {id}")),
-        };
-        let built = crate::build::build(docker, &request, &mut on_progress)
-            .await
-            .map_err(|e| PlatformError::new(ErrorKind::Build, e.to_string()))?;
-        Ok(Image {
-            reference: built.tag,
-            id: built.id,
-            reused: built.reused,
-        })
+        super::build_image(docker, &request, reporter).await
     }
 
     async fn push(&self, image: &Image, reporter: &Reporter) -> Result<Image, PlatformError> {

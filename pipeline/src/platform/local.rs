@@ -21,7 +21,7 @@ use shipit_edge::{AdminClient, Backend};
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
-use crate::build::{BuildProgress, BuildRequest};
+use crate::build::BuildRequest;
 use crate::config::{Config, LocalTarget, Service};
 use crate::container_spec::{
     LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY, Launch, container_name,
@@ -509,26 +509,7 @@ impl Platform for LocalPlatform {
             },
             cache_dir: Some(self.paths.service_dir.clone()),
         };
-        let mut on_progress = |p: BuildProgress| match p {
-            BuildProgress::Hashing => reporter.progress(Phase::Build, "hashing the context"),
-            BuildProgress::Reused { id } => reporter.progress(
-                Phase::Build,
-                format!("reused image {id}: context unchanged"),
-            ),
-            BuildProgress::Step { index, total, text } => {
-                reporter.progress(Phase::Build, format!("step {index}/{total}: {text}"))
-            }
-            BuildProgress::Output(line) => reporter.progress(Phase::Build, line),
-            BuildProgress::Built { id } => reporter.progress(Phase::Build, format!("built {id}")),
-        };
-        let built = crate::build::build(docker, &request, &mut on_progress)
-            .await
-            .map_err(|e| PlatformError::new(ErrorKind::Build, e.to_string()))?;
-        Ok(Image {
-            reference: built.tag,
-            id: built.id,
-            reused: built.reused,
-        })
+        super::build_image(docker, &request, reporter).await
     }
 
     async fn push(&self, image: &Image, reporter: &Reporter) -> Result<Image, PlatformError> {
