@@ -91,9 +91,14 @@ pub enum LockError {
     },
     /// A remote lock is held. Nothing frees it when its holder dies.
     #[error(
-        "another release holds the lock in {store}: {holder}\nhint: wait for it to finish; if that run is dead, break the lock with `shipit lock release --force --target <target>`"
+        "another release holds the lock in {store}: {holder}\nhint: wait for it to finish; if that run is dead, break the lock with `{breaker}`"
     )]
-    HeldRemote { store: String, holder: Holder },
+    HeldRemote {
+        store: String,
+        holder: Holder,
+        /// The command that breaks it, with the target's name when the store knows it.
+        breaker: String,
+    },
     #[error("the lock in {store}: {message}")]
     Remote { store: String, message: String },
 }
@@ -421,11 +426,15 @@ mod tests {
         let err = LockError::HeldRemote {
             store: "SSM /shipit/prod/hello/lock".into(),
             holder: dead_holder(),
+            breaker: "shipit lock release --force --target prod".into(),
         }
         .to_string();
         assert!(err.contains("SSM /shipit/prod/hello/lock"), "{err}");
         assert!(err.contains("pid 999999 on host ci-7"), "{err}");
         assert!(err.contains("2026-11-22T10:00:00Z"), "{err}");
-        assert!(err.contains("shipit lock release --force"), "{err}");
+        assert!(
+            err.contains("shipit lock release --force --target prod"),
+            "{err}"
+        );
     }
 }

@@ -456,7 +456,13 @@ async fn lock_left_by_a_dead_run_refuses_releases_until_broken() {
             && text.contains("release 20261122-100000-dead"),
         "the refusal says who holds the lock: {text}"
     );
-    assert!(text.contains("shipit lock release --force"), "{text}");
+    assert!(
+        text.contains(&format!(
+            "shipit lock release --force --target {}",
+            crate::aws::TARGET
+        )),
+        "the refusal gives the command that breaks the lock: {text}"
+    );
     assert!(
         project.service(Slot::Blue).await.is_none(),
         "nothing was launched"

@@ -60,6 +60,7 @@ async fn second_lock_is_refused_naming_the_first_holder_until_it_is_released() {
         LockError::HeldRemote {
             holder,
             store: where_,
+            ..
         } => {
             assert_eq!(holder, &first);
             assert!(where_.contains(store.name()), "{where_}");

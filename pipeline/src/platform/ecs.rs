@@ -160,7 +160,8 @@ impl EcsPlatform {
         let cache_dir = LocalPaths::new(&config.state_dir, target_name, &service.name).service_dir;
         Ok(EcsPlatform {
             names: target.service_names(&service.name),
-            locks: SsmLockStore::new(clients.ssm.clone(), &target.cluster, &service.name),
+            locks: SsmLockStore::new(clients.ssm.clone(), &target.cluster, &service.name)
+                .for_target(target_name),
             history: SsmHistory::new(clients.ssm.clone(), &target.cluster, &service.name),
             service: service.clone(),
             target_name: target_name.to_string(),

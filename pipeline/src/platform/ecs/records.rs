@@ -88,12 +88,24 @@ fn new_token() -> String {
 pub struct SsmLockStore {
     ssm: aws_sdk_ssm::Client,
     name: String,
+    /// The config's name for the target, for the command a refusal suggests.
+    target: Option<String>,
 }
 
 impl SsmLockStore {
     pub fn new(ssm: aws_sdk_ssm::Client, cluster: &str, service: &str) -> SsmLockStore {
         let name = format!("{}/lock", service_path(cluster, service));
-        SsmLockStore { ssm, name }
+        SsmLockStore {
+            ssm,
+            name,
+            target: None,
+        }
+    }
+
+    /// Names the target in refusals, so the suggested `shipit lock release` can be pasted.
+    pub fn for_target(mut self, target: &str) -> SsmLockStore {
+        self.target = Some(target.to_string());
+        self
     }
 
     /// The parameter's name.
@@ -153,6 +165,10 @@ impl SsmLockStore {
                             return Err(LockError::HeldRemote {
                                 store: self.describe(),
                                 holder: current.holder,
+                                breaker: format!(
+                                    "shipit lock release --force --target {}",
+                                    self.target.as_deref().unwrap_or("<target>")
+                                ),
                             });
                         }
                         // Released between our create and our read: try again.
