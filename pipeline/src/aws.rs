@@ -52,6 +52,7 @@ pub struct Clients {
     pub ecr: aws_sdk_ecr::Client,
     pub cloudfront: aws_sdk_cloudfront::Client,
     pub ssm: aws_sdk_ssm::Client,
+    pub cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
 impl Clients {
@@ -62,6 +63,7 @@ impl Clients {
             ecr: aws_sdk_ecr::Client::new(config),
             cloudfront: aws_sdk_cloudfront::Client::new(config),
             ssm: aws_sdk_ssm::Client::new(config),
+            cloudwatch: aws_sdk_cloudwatch::Client::new(config),
         }
     }
 
@@ -90,6 +92,11 @@ impl Clients {
             ),
             ssm: aws_sdk_ssm::Client::from_conf(
                 aws_sdk_ssm::config::Builder::from(config)
+                    .interceptor(guard.clone())
+                    .build(),
+            ),
+            cloudwatch: aws_sdk_cloudwatch::Client::from_conf(
+                aws_sdk_cloudwatch::config::Builder::from(config)
                     .interceptor(guard.clone())
                     .build(),
             ),
@@ -185,6 +192,7 @@ mod tests {
             "GetDistributionConfig",
             "ListTagsForResource",
             "GetParameter",
+            "DescribeAlarms",
         ] {
             assert!(ReadOnly::is_read(read), "{read}");
         }
@@ -198,6 +206,8 @@ mod tests {
             "PutParameter",
             "DeleteParameter",
             "TagResource",
+            "SetAlarmState",
+            "PutMetricAlarm",
         ] {
             assert!(!ReadOnly::is_read(write), "{write}");
         }
@@ -242,9 +252,35 @@ mod tests {
             !text.contains("may only read"),
             "reads pass the guard: {text}"
         );
+        // The alarms a bake watches are read through the same guard.
+        let alarms = clients
+            .cloudwatch
+            .describe_alarms()
+            .alarm_names("hello-5xx")
+            .send()
+            .await
+            .expect_err("nothing listens");
+        let text = DisplayErrorContext(&alarms).to_string();
+        assert!(!text.contains("may only read"), "{text}");
+        let set = clients
+            .cloudwatch
+            .set_alarm_state()
+            .alarm_name("hello-5xx")
+            .state_value(aws_sdk_cloudwatch::types::StateValue::Ok)
+            .state_reason("test")
+            .send()
+            .await
+            .expect_err("refused");
+        let text = DisplayErrorContext(&set).to_string();
+        assert!(text.contains("refused CloudWatch.SetAlarmState"), "{text}");
         assert_eq!(
             guard.operations(),
-            ["ECS.UpdateService", "ECS.DescribeServices"]
+            [
+                "ECS.UpdateService",
+                "ECS.DescribeServices",
+                "CloudWatch.DescribeAlarms",
+                "CloudWatch.SetAlarmState"
+            ]
         );
     }
 

@@ -41,6 +41,8 @@ pub const DEFAULT_ECS_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long the old slot stays scaled up after a shift. Zero: it is scaled down at once (an
 /// ALB drains its connections first), and a rollback scales it up again.
 pub const DEFAULT_KEEP_PREVIOUS: Duration = Duration::ZERO;
+/// The longest CloudWatch alarm name.
+pub const MAX_ALARM_NAME: usize = 255;
 
 /// One value for each slot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -99,6 +101,9 @@ pub struct EcsTarget {
     pub keep_previous: Duration,
     pub shift: ShiftStrategy,
     pub cdn: Option<Cdn>,
+    /// CloudWatch alarms (names, in `region`) watched during each bake and before the final
+    /// shift: one in `ALARM` puts all traffic back on the old slot and fails the release.
+    pub alarms: Vec<String>,
 }
 
 /// A CloudFront distribution in front of the two slots: the swap changes the domain of the
@@ -182,6 +187,7 @@ fn keys_of(raw: &RawTarget) -> Vec<(&'static str, bool)> {
         ("verify_timeout", raw.verify_timeout.is_some()),
         ("keep_previous", raw.keep_previous.is_some()),
         ("cdn", raw.cdn.is_some()),
+        ("alarms", raw.alarms.is_some()),
     ]
 }
 
@@ -365,6 +371,8 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
         ));
     }
 
+    let alarms = alarms(raw.alarms, &path.key("alarms"))?;
+
     Ok(EcsTarget {
         region,
         cluster,
@@ -386,6 +394,7 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
         keep_previous,
         shift,
         cdn,
+        alarms,
     })
 }
 
@@ -582,6 +591,48 @@ fn check_repository(repository: &str, path: &KeyPath) -> Result<(), Problem> {
         .with_hint(hint));
     }
     Ok(())
+}
+
+/// CloudWatch alarm names: each one set, at most [`MAX_ALARM_NAME`] characters, a name rather
+/// than an ARN (DescribeAlarms takes names), and none twice.
+fn alarms(raw: Option<Vec<String>>, path: &KeyPath) -> Result<Vec<String>, Problem> {
+    let list: Vec<String> = raw
+        .unwrap_or_default()
+        .into_iter()
+        .map(|name| name.trim().to_string())
+        .collect();
+    for (index, name) in list.iter().enumerate() {
+        if name.is_empty() {
+            return Err(Problem::value(
+                path.index(index),
+                "empty alarm name: expected the name of a CloudWatch alarm",
+            )
+            .with_hint("remove the empty entry, or write the alarm's name"));
+        }
+        if name.starts_with("arn:") {
+            return Err(Problem::value(
+                path.index(index),
+                format!("{name:?} is an ARN: expected the alarm's name"),
+            )
+            .with_hint("write the part after `alarm:`; the alarm must be in the target's region"));
+        }
+        if name.chars().count() > MAX_ALARM_NAME {
+            return Err(Problem::value(
+                path.index(index),
+                format!(
+                    "alarm name {name:?} is longer than CloudWatch's {MAX_ALARM_NAME} characters"
+                ),
+            ));
+        }
+        if let Some(first) = list[..index].iter().position(|n| n == name) {
+            return Err(Problem::value(
+                path.index(index),
+                format!("alarm {name:?} is listed twice (also at index {first})"),
+            )
+            .with_hint("list each alarm once"));
+        }
+    }
+    Ok(list)
 }
 
 /// A list of AWS resource ids, each starting with `prefix`.

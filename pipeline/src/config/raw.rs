@@ -108,6 +108,8 @@ pub(crate) struct RawTarget {
     pub(crate) verify_timeout: Option<DurationValue>,
     pub(crate) keep_previous: Option<DurationValue>,
     pub(crate) cdn: Option<RawCdn>,
+    /// CloudWatch alarm names watched during a bake (ecs).
+    pub(crate) alarms: Option<Vec<String>>,
     /// The edge's TLS, timeouts and limits (local); `config/edge.rs` checks it.
     pub(crate) edge: Option<RawEdgeSettings>,
 }
@@ -133,6 +135,7 @@ pub(crate) const ECS_KEYS: &[&str] = &[
     "verify_timeout",
     "keep_previous",
     "cdn",
+    "alarms",
 ];
 
 /// The target keys only a `kind = "local"` target takes.

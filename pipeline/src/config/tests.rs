@@ -1257,6 +1257,58 @@ fn ecs_shift_and_durations_are_read() {
 }
 
 #[test]
+fn ecs_alarms_are_names_listed_once() {
+    let config = parse(&ecs_config("alarms = [\"hello-5xx\", \" hello-p99 \"]\n"));
+    assert_eq!(ecs_target(&config).alarms, ["hello-5xx", "hello-p99"]);
+    assert!(ecs_target(&parse(&ecs_config(""))).alarms.is_empty());
+
+    let error = parse_err(&ecs_config("alarms = [\"hello-5xx\", \"hello-5xx\"]\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.alarms[1]"));
+    assert_eq!(position(&error), (Some(11), Some(24)));
+    assert_eq!(
+        error.message,
+        "alarm \"hello-5xx\" is listed twice (also at index 0)"
+    );
+
+    let error = parse_err(&ecs_config("alarms = [\"hello-5xx\", \"  \"]\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.alarms[1]"));
+    assert!(
+        error.message.starts_with("empty alarm name"),
+        "{}",
+        error.message
+    );
+
+    let error = parse_err(&ecs_config(
+        "alarms = [\"arn:aws:cloudwatch:us-east-1:123456789012:alarm:hello-5xx\"]\n",
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.alarms[0]"));
+    assert!(error.message.contains("is an ARN"), "{}", error.message);
+    assert!(
+        error
+            .hint
+            .as_deref()
+            .is_some_and(|h| h.contains("after `alarm:`")),
+        "{:?}",
+        error.hint
+    );
+
+    let error = parse_err(&ecs_config(&format!(
+        "alarms = [\"{}\"]\n",
+        "a".repeat(256)
+    )));
+    assert!(error.message.contains("longer than"), "{}", error.message);
+
+    let error = parse_err(&ecs_config("alarms = \"hello-5xx\"\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.alarms"));
+
+    let error = parse_err("[targets.edge]\nlisten = \"127.0.0.1:9000\"\nalarms = [\"a\"]\n");
+    assert_eq!(
+        error.message,
+        "`alarms` is a key of ecs targets, and this target is kind = \"local\""
+    );
+}
+
+#[test]
 fn task_definition_template_resolves_against_the_config_folder() {
     let dir = tempfile::tempdir().expect("temp dir");
     std::fs::create_dir(dir.path().join("deploy")).expect("mkdir");

@@ -23,7 +23,12 @@
 //!
 //! Every change to AWS is a [`change::Change`] value, so `release --dry-run` prints exactly
 //! the calls a release makes ([`plan`]).
+//!
+//! A weighted shift's bakes watch the new target group's health and the target's CloudWatch
+//! `alarms` ([`alarm`]); the alarms are read once more before the final shift, and a name
+//! that matches no alarm fails `converge`, before anything is built or launched.
 
+pub mod alarm;
 pub mod change;
 pub mod distribution;
 pub mod forward;
@@ -33,6 +38,7 @@ pub mod wait;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
 
 use bollard::Docker;
@@ -126,6 +132,11 @@ pub struct EcsPlatform {
     locks: SsmLockStore,
     history: SsmHistory,
     docker: OnceCell<Docker>,
+    /// The percent of the last weighted step sent, to name the step a bake watches.
+    split_percent: AtomicU8,
+    /// Set by `revive`: this run is a rollback, whose bakes show the alarms but do not stop
+    /// for them (they likely fire because of the release it takes back).
+    rolling_back: AtomicBool,
 }
 
 impl EcsPlatform {
@@ -173,6 +184,8 @@ impl EcsPlatform {
             template,
             site,
             docker: OnceCell::new(),
+            split_percent: AtomicU8::new(0),
+            rolling_back: AtomicBool::new(false),
         })
     }
 
@@ -868,6 +881,123 @@ impl EcsPlatform {
             handle: task_definition.to_string(),
         }
     }
+
+    /// The alarms a bake watches; `None` without `alarms`.
+    fn alarm_watch(&self) -> Option<wait::AlarmWatch<'_>> {
+        (!self.target.alarms.is_empty()).then(|| wait::AlarmWatch {
+            cloudwatch: &self.clients.cloudwatch,
+            names: &self.target.alarms,
+            stops_bake: !self.rolling_back.load(Ordering::Relaxed),
+        })
+    }
+
+    /// The watched alarms' states now; `None` without `alarms`.
+    pub async fn alarms(&self) -> Result<Option<alarm::Alarms>, PlatformError> {
+        if self.target.alarms.is_empty() {
+            return Ok(None);
+        }
+        alarm::read(&self.clients.cloudwatch, &self.target.alarms)
+            .await
+            .map(Some)
+            .map_err(|e| alarm::read_error(&e, &self.target.alarms))
+    }
+
+    /// An error naming the watched alarms that do not exist.
+    fn refuse_missing_alarms(&self, alarms: &alarm::Alarms) -> Result<(), PlatformError> {
+        if alarms.missing.is_empty() {
+            return Ok(());
+        }
+        Err(alarm::missing_error(
+            &alarms.missing,
+            &self.target_name,
+            &self.target.region,
+        ))
+    }
+
+    /// The weighted step being baked, for messages: `step 1/2 (40% to the green slot)`.
+    fn step_name(&self, slot: Slot) -> String {
+        let percent = self.split_percent.load(Ordering::Relaxed);
+        match self
+            .target
+            .shift
+            .steps()
+            .iter()
+            .find(|s| s.percent == percent)
+        {
+            Some(step) => format!(
+                "step {}/{} ({percent}% to the {slot} slot)",
+                step.index, step.total
+            ),
+            None => format!("the {percent}% step to the {slot} slot"),
+        }
+    }
+
+    /// Reads the alarms once more before the final shift. One in `ALARM` stops it (not in a
+    /// rollback), and a weighted step still in place goes back to the live slot first: the
+    /// state machine only undoes the steps whose bake failed.
+    async fn alarms_before_shift(
+        &self,
+        candidate: &Candidate,
+        state: &EcsState,
+        reporter: &Reporter,
+    ) -> Result<(), PlatformError> {
+        let verdict = match self.alarms().await {
+            Ok(None) => return Ok(()),
+            Ok(Some(alarms)) => self.refuse_missing_alarms(&alarms).and_then(|()| {
+                match alarms.firing_reason() {
+                    None => {
+                        reporter.progress(
+                            Phase::Shift,
+                            format!("before the shift to 100%: {alarms}"),
+                        );
+                        Ok(())
+                    }
+                    Some(reason) if self.rolling_back.load(Ordering::Relaxed) => {
+                        reporter.warn(format!(
+                            "{reason}; a rollback shifts anyway (the alarm likely fires because of the release it takes back)"
+                        ));
+                        Ok(())
+                    }
+                    Some(reason) => Err(PlatformError::new(
+                        ErrorKind::Verify,
+                        format!(
+                            "before the shift to 100% to the {} slot: {reason}",
+                            candidate.slot
+                        ),
+                    )
+                    .with_hint(alarm_hint(&alarms))),
+                }
+            }),
+            Err(e) => Err(e),
+        };
+        if verdict.is_err()
+            && state.split_percent > 0
+            && let Some(live) = &state.live
+            && live.slot != candidate.slot
+        {
+            let back = Forward::all_to(self.group(live.slot), self.group(candidate.slot));
+            match self.send(&self.forward_change(back), None).await {
+                Ok(_) => reporter.progress(
+                    Phase::Shift,
+                    format!("all traffic back on the {} slot", live.slot),
+                ),
+                Err(e) => reporter.warn(format!(
+                    "putting all traffic back on the {} slot failed: {e}; the next release does",
+                    live.slot
+                )),
+            }
+        }
+        verdict
+    }
+}
+
+/// What to do about alarms that stopped a shift.
+fn alarm_hint(alarms: &alarm::Alarms) -> String {
+    let name = alarms.firing().next().map_or("<name>", |a| a.name.as_str());
+    format!(
+        "the live slot keeps all traffic; see why the alarm fired with `aws cloudwatch \
+         describe-alarm-history --alarm-name {name}`, and release again once it is OK"
+    )
 }
 
 /// The revision of a task definition ARN (`…:task-definition/prod-hello:7` → 7).
@@ -999,6 +1129,11 @@ impl Platform for EcsPlatform {
     }
 
     async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
+        // A misspelled alarm fails here, before anything is built, launched or changed.
+        if let Some(alarms) = self.alarms().await? {
+            self.refuse_missing_alarms(&alarms)?;
+            reporter.progress(Phase::Version, format!("watching CloudWatch {alarms}"));
+        }
         let state = self.state().await?;
         for (change, why) in self.converge_changes(&state, Timestamp::now()) {
             reporter.progress(Phase::Version, why);
@@ -1116,6 +1251,7 @@ impl Platform for EcsPlatform {
         slot: Slot,
         reporter: &Reporter,
     ) -> Result<Candidate, PlatformError> {
+        self.rolling_back.store(true, Ordering::Relaxed);
         let state = self.state().await?;
         self.refuse_live(&state, slot, "replace")?;
         let desired = i32::try_from(self.target.desired_count).unwrap_or(i32::MAX);
@@ -1201,6 +1337,8 @@ impl Platform for EcsPlatform {
         reporter: &Reporter,
     ) -> Result<Option<Live>, PlatformError> {
         let before = self.state().await?;
+        self.alarms_before_shift(candidate, &before, reporter)
+            .await?;
         let change = self.shift_change(candidate.slot);
         let sent = self.send(&change, None).await?;
         let how = match (&change, sent) {
@@ -1235,6 +1373,7 @@ impl Platform for EcsPlatform {
     ) -> Result<(), PlatformError> {
         let forward = Forward::split(self.group(live.slot), self.group(candidate.slot), percent);
         let shown = forward.describe(&self.target.target_groups);
+        self.split_percent.store(percent, Ordering::Relaxed);
         self.send(&self.forward_change(forward), None).await?;
         reporter.progress(Phase::Shift, format!("weights: {shown}"));
         Ok(())
@@ -1248,9 +1387,21 @@ impl Platform for EcsPlatform {
         cancel: &CancellationToken,
     ) -> Result<(), PlatformError> {
         let mut last: Option<String> = None;
+        let watch = self.alarm_watch();
+        let mut firing_shown = false;
+        let hint = match &watch {
+            Some(_) => format!(
+                "traffic goes back to the live slot; check the new task's logs, the target \
+                 group's health checks, and why an alarm fired (`aws cloudwatch \
+                 describe-alarm-history --alarm-name <name>`); alarms watched: {}",
+                self.target.alarms.join(", ")
+            ),
+            None => "traffic goes back to the live slot; check the new task's logs and the target group's health checks".to_string(),
+        };
         wait::stays_healthy(
             &self.clients.elb,
             self.group(candidate.slot),
+            watch,
             period,
             cancel,
             |state, left| {
@@ -1262,15 +1413,25 @@ impl Platform for EcsPlatform {
                     );
                     last = Some(text);
                 }
+                // Only a rollback goes on past an alarm in ALARM: say so once.
+                if !firing_shown
+                    && let Some(reason) = state
+                        .alarms
+                        .as_ref()
+                        .and_then(alarm::Alarms::firing_reason)
+                {
+                    reporter.warn(format!(
+                        "{reason}; a rollback does not stop for alarms (they likely fire because of the release it takes back)"
+                    ));
+                    firing_shown = true;
+                }
             },
         )
         .await
         .map_err(|e| {
-            let mut error = wait_error(
-                &e,
-                "traffic goes back to the live slot; check the new task's logs and the target group's health checks",
-            );
+            let mut error = wait_error(&e, &hint);
             error.kind = ErrorKind::Verify;
+            error.message = format!("{}: {}", self.step_name(candidate.slot), error.message);
             error
         })
     }

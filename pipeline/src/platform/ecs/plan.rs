@@ -2,8 +2,8 @@
 //! now, read from AWS without changing it.
 //!
 //! The plan reads the same state a release reads first (the forward, the distribution, both
-//! services, the lock), renders the task definition the idle slot would get, and lists every
-//! mutating call in order, built by the same functions the release uses
+//! services, the lock, the watched alarms), renders the task definition the idle slot would
+//! get, and lists every mutating call in order, built by the same functions the release uses
 //! ([`EcsPlatform::converge_changes`], [`EcsPlatform::launch_changes`],
 //! [`EcsPlatform::shift_change`], …). The lock and history writes, which live in
 //! [`super::records`], and the image push are listed by what they write.
@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 
+use super::alarm::Alarms;
 use super::change::{Call, Change};
 use super::forward::Forward;
 use super::{EcsPlatform, EcsState, TAG_RETIRE_AFTER};
@@ -56,6 +57,9 @@ pub struct EcsPlan {
     pub strategy: String,
     /// The weighted steps before the final shift to 100 %.
     pub steps: Vec<ShiftStep>,
+    /// The CloudWatch alarms each bake and the final shift watch, as they are now; null
+    /// without `alarms`.
+    pub alarms: Option<Alarms>,
     /// Every mutating call, in order.
     pub calls: Vec<PlannedCall>,
     /// What the release would do that is not a call, and what it would find.
@@ -70,6 +74,7 @@ impl EcsPlatform {
             self.lock_store().holder().await.map_err(|e| {
                 PlatformError::new(crate::platform::ErrorKind::Platform, e.to_string())
             })?;
+        let alarms = self.alarms().await?;
         let slot = state.live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
         let target = self.ecs_target();
         let image = format!("{}:{version}", target.repository);
@@ -168,6 +173,37 @@ impl EcsPlatform {
             );
         }
         let steps = target.shift.steps();
+        let watched = match &alarms {
+            Some(alarms) => format!(
+                "its targets and {} watched",
+                if alarms.states.len() + alarms.missing.len() == 1 {
+                    "1 alarm".to_string()
+                } else {
+                    format!("{} alarms", alarms.states.len() + alarms.missing.len())
+                }
+            ),
+            None => "its targets watched".to_string(),
+        };
+        if let Some(alarms) = &alarms {
+            notes.push(format!(
+                "CloudWatch {alarms}: watched during each bake and once before the shift to \
+                 100%; one in ALARM puts all traffic back on the live slot and fails the release"
+            ));
+            if !alarms.missing.is_empty() {
+                notes.push(format!(
+                    "{} not exist: the release would stop before launching anything",
+                    if alarms.missing.len() == 1 {
+                        format!("alarm {:?} does", alarms.missing[0])
+                    } else {
+                        format!("alarms {} do", alarms.missing.join(", "))
+                    }
+                ));
+            } else if let Some(reason) = alarms.firing_reason() {
+                notes.push(format!(
+                    "{reason}: a release now would stop at its first bake, or before the shift to 100%"
+                ));
+            }
+        }
         if let Some(live) = &state.live {
             for step in &steps {
                 add(
@@ -179,7 +215,7 @@ impl EcsPlatform {
                     )),
                 );
                 notes.push(format!(
-                    "shift step {}/{}: {}% to the {slot} slot, its targets watched for {}",
+                    "shift step {}/{}: {}% to the {slot} slot, {watched} for {}",
                     step.index,
                     step.total,
                     step.percent,
@@ -236,6 +272,7 @@ impl EcsPlatform {
             task_definition: definition,
             strategy: target.shift.to_string(),
             steps,
+            alarms,
             calls,
             notes,
         })

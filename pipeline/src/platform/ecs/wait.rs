@@ -9,7 +9,8 @@
 //! in time is not reported as a timeout.
 //!
 //! The fetchers below read one state from one API call: an ECS service's rollout, a target
-//! group's target health, a CloudFront distribution's status. They are tested with scripted
+//! group's target health (with the watched alarms during a bake), a CloudFront
+//! distribution's status. They are tested with scripted
 //! SDK responses (aws-smithy-mocks) on tokio's paused clock.
 
 use std::fmt;
@@ -22,6 +23,7 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::alarm::{self, Alarms};
 use crate::aws::{describe_error, is_throttling};
 
 /// The first pause between two polls, and the pause after a state change.
@@ -422,13 +424,43 @@ pub async fn targets(
     }
 }
 
-/// Watches `target_group` for `period` (a bake): fails as soon as a target is unhealthy.
+/// CloudWatch alarms a bake watches besides the target group.
+#[derive(Debug, Clone, Copy)]
+pub struct AlarmWatch<'a> {
+    pub cloudwatch: &'a aws_sdk_cloudwatch::Client,
+    pub names: &'a [String],
+    /// False: alarms in `ALARM` are read and shown but do not end the bake (a rollback, whose
+    /// alarms likely fire because of the release it takes back).
+    pub stops_bake: bool,
+}
+
+/// One reading during a bake: the new target group's health, and the watched alarms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BakeState {
+    pub health: TargetHealth,
+    pub alarms: Option<Alarms>,
+}
+
+impl fmt::Display for BakeState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.health)?;
+        if let Some(alarms) = &self.alarms {
+            write!(f, "; {alarms}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Watches `target_group`, and the alarms of `alarms`, for `period` (a bake): fails as soon as
+/// a target is unhealthy or an alarm is in `ALARM`. Each poll reads both. An alarm that no
+/// longer exists ends the bake too (a [`WaitError::Fetch`]).
 pub async fn stays_healthy(
     elb: &aws_sdk_elasticloadbalancingv2::Client,
     target_group: &str,
+    alarms: Option<AlarmWatch<'_>>,
     period: Duration,
     cancel: &CancellationToken,
-    mut seen: impl FnMut(&TargetHealth, Duration),
+    mut seen: impl FnMut(&BakeState, Duration),
 ) -> Result<(), WaitError> {
     let what = format!("the bake of {}", short_arn(target_group));
     let started = Instant::now();
@@ -436,16 +468,51 @@ pub async fn stays_healthy(
         &what,
         period,
         cancel,
-        |state: &TargetHealth| seen(state, period.saturating_sub(started.elapsed())),
+        |state: &BakeState| seen(state, period.saturating_sub(started.elapsed())),
         || async move {
-            let state = match targets(elb, target_group, usize::MAX).await? {
+            let read_alarms = async {
+                match alarms {
+                    Some(watch) => alarm::read(watch.cloudwatch, watch.names).await.map(Some),
+                    None => Ok(None),
+                }
+            };
+            let (health, alarms_read) =
+                tokio::join!(targets(elb, target_group, usize::MAX), read_alarms);
+            let health = match health? {
                 Poll::Done(s) | Poll::Pending(s) | Poll::Failed(s, _) => s,
             };
-            if state.unhealthy > 0 {
+            let state = BakeState {
+                health,
+                alarms: alarms_read?,
+            };
+            if let Some(missing) = state.alarms.as_ref().map(|a| &a.missing)
+                && !missing.is_empty()
+            {
+                return Err(FetchError::Fatal(format!(
+                    "CloudWatch {} {} no longer {}",
+                    if missing.len() == 1 {
+                        "alarm"
+                    } else {
+                        "alarms"
+                    },
+                    missing.join(", "),
+                    if missing.len() == 1 {
+                        "exists"
+                    } else {
+                        "exist"
+                    }
+                )));
+            }
+            if state.health.unhealthy > 0 {
                 let reason = format!(
                     "{} unhealthy",
-                    count(state.unhealthy, "target is", "targets are")
+                    count(state.health.unhealthy, "target is", "targets are")
                 );
+                return Ok(Poll::Failed(state, reason));
+            }
+            if alarms.is_some_and(|w| w.stops_bake)
+                && let Some(reason) = state.alarms.as_ref().and_then(Alarms::firing_reason)
+            {
                 return Ok(Poll::Failed(state, reason));
             }
             // Pending until the period is over: `until` ends it at the deadline.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use aws_credential_types::Credentials;
 use aws_sdk_cloudfront::operation::get_distribution::GetDistributionOutput;
+use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
 use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
 use aws_sdk_ecs::types::{Deployment, DeploymentRolloutState, Failure, Service};
 use aws_sdk_elasticloadbalancingv2::operation::describe_target_health::DescribeTargetHealthOutput;
@@ -391,6 +392,7 @@ async fn bake_passes_when_targets_stay_healthy_for_the_period() {
     stays_healthy(
         &elb,
         TG,
+        None,
         Duration::from_secs(20),
         &CancellationToken::new(),
         |_, _| {},
@@ -416,6 +418,7 @@ async fn bake_fails_as_soon_as_a_target_is_unhealthy() {
     let error = stays_healthy(
         &elb,
         TG,
+        None,
         Duration::from_secs(300),
         &CancellationToken::new(),
         |_, _| {},
@@ -433,6 +436,214 @@ async fn bake_fails_as_soon_as_a_target_is_unhealthy() {
         text.contains("10.0.1.5:8080 unhealthy (Target.FailedHealthChecks"),
         "{text}"
     );
+}
+
+// ---- bakes that watch CloudWatch alarms ---------------------------------------------------
+
+fn cloudwatch_client(rules: &[&Rule]) -> aws_sdk_cloudwatch::Client {
+    aws_sdk_cloudwatch::Client::from_conf(
+        aws_sdk_cloudwatch::Config::builder()
+            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
+            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
+            .http_client(create_mock_http_client())
+            .interceptor(interceptor(rules))
+            .build(),
+    )
+}
+
+fn alarm(state: aws_sdk_cloudwatch::types::StateValue, reason: &str) -> DescribeAlarmsOutput {
+    DescribeAlarmsOutput::builder()
+        .metric_alarms(
+            aws_sdk_cloudwatch::types::MetricAlarm::builder()
+                .alarm_name("hello-5xx")
+                .state_value(state)
+                .state_reason(reason)
+                .build(),
+        )
+        .build()
+}
+
+/// CloudWatch's Query protocol error for throttling.
+fn cloudwatch_throttled() -> Option<String> {
+    Some(
+        "<ErrorResponse><Error><Type>Sender</Type><Code>Throttling</Code><Message>Rate \
+         exceeded</Message></Error></ErrorResponse>"
+            .to_string(),
+    )
+}
+
+fn healthy_targets() -> Rule {
+    mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(|| health(&[("10.0.1.5", TargetHealthStateEnum::Healthy)]))
+        .repeatedly()
+        .build()
+}
+
+async fn bake_watching(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    cloudwatch: &aws_sdk_cloudwatch::Client,
+    stops_bake: bool,
+    period: Duration,
+) -> (Result<(), WaitError>, Vec<String>) {
+    let names = ["hello-5xx".to_string()];
+    let watch = AlarmWatch {
+        cloudwatch,
+        names: &names,
+        stops_bake,
+    };
+    let mut seen = Vec::new();
+    let result = stays_healthy(
+        elb,
+        TG,
+        Some(watch),
+        period,
+        &CancellationToken::new(),
+        |state, _| seen.push(state.to_string()),
+    )
+    .await;
+    (result, seen)
+}
+
+#[tokio::test(start_paused = true)]
+async fn bake_passes_while_the_alarm_stays_ok() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let targets = healthy_targets();
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .sequence()
+        .output(|| alarm(StateValue::Ok, "Threshold not crossed"))
+        .repeatedly()
+        .build();
+    let (elb, cloudwatch) = (elb_client(&[&targets]), cloudwatch_client(&[&alarms]));
+    let started = Instant::now();
+    let (result, seen) = bake_watching(&elb, &cloudwatch, true, Duration::from_secs(20)).await;
+    result.expect("the alarm stayed OK");
+    assert_eq!(started.elapsed(), Duration::from_secs(20));
+    // Every poll reads both.
+    assert_eq!(alarms.num_calls(), targets.num_calls());
+    assert!(alarms.num_calls() >= 5, "{} calls", alarms.num_calls());
+    assert_eq!(
+        seen[0],
+        "target group targetgroup/web-green/fedcba9876543210: 1 of 1 targets healthy; alarms: \
+         hello-5xx OK"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn bake_fails_as_soon_as_an_alarm_fires_naming_it_and_its_reason() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let targets = healthy_targets();
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .sequence()
+        .output(|| alarm(StateValue::Ok, "Threshold not crossed"))
+        .times(3)
+        .output(|| {
+            alarm(
+                StateValue::Alarm,
+                "Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0).",
+            )
+        })
+        .repeatedly()
+        .build();
+    let (elb, cloudwatch) = (elb_client(&[&targets]), cloudwatch_client(&[&alarms]));
+    let started = Instant::now();
+    let (result, _) = bake_watching(&elb, &cloudwatch, true, Duration::from_secs(300)).await;
+    let error = result.expect_err("the alarm fired");
+    // The fourth poll, after pauses of 250, 375 and 562 ms, reads ALARM: the 300 s bake
+    // ends there.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(alarms.num_calls(), 4);
+    assert_eq!(
+        error.to_string(),
+        "the bake of targetgroup/web-green/fedcba9876543210 failed: alarm hello-5xx is in \
+         ALARM: Threshold Crossed: 1 datapoint [12.0] was greater than the threshold (5.0); \
+         last seen: target group targetgroup/web-green/fedcba9876543210: 1 of 1 targets \
+         healthy; alarms: hello-5xx ALARM"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_alarm_reads_back_off_and_the_bake_goes_on() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let targets = healthy_targets();
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .sequence()
+        .http_status(400, cloudwatch_throttled())
+        .times(2)
+        .output(|| alarm(StateValue::Ok, "Threshold not crossed"))
+        .repeatedly()
+        .build();
+    let (elb, cloudwatch) = (elb_client(&[&targets]), cloudwatch_client(&[&alarms]));
+    let (result, seen) = bake_watching(&elb, &cloudwatch, true, Duration::from_secs(10)).await;
+    result.expect("throttling does not fail the bake");
+    assert!(alarms.num_calls() > 3, "{} calls", alarms.num_calls());
+    // The first state shown is after the throttled reads: 250 ms, then 500 ms of backoff.
+    assert!(seen[0].ends_with("alarms: hello-5xx OK"), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_alarm_deleted_during_the_bake_ends_it() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let targets = healthy_targets();
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .sequence()
+        .output(|| alarm(StateValue::Ok, "Threshold not crossed"))
+        .output(|| DescribeAlarmsOutput::builder().build())
+        .repeatedly()
+        .build();
+    let (elb, cloudwatch) = (elb_client(&[&targets]), cloudwatch_client(&[&alarms]));
+    let (result, _) = bake_watching(&elb, &cloudwatch, true, Duration::from_secs(60)).await;
+    let error = result.expect_err("the alarm is gone");
+    assert!(matches!(error, WaitError::Fetch { .. }), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("CloudWatch alarm hello-5xx no longer exists"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_rollback_bake_shows_a_firing_alarm_without_stopping() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let targets = healthy_targets();
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .sequence()
+        .output(|| alarm(StateValue::Alarm, "Threshold Crossed"))
+        .repeatedly()
+        .build();
+    let (elb, cloudwatch) = (elb_client(&[&targets]), cloudwatch_client(&[&alarms]));
+    let started = Instant::now();
+    let (result, seen) = bake_watching(&elb, &cloudwatch, false, Duration::from_secs(10)).await;
+    result.expect("a rollback bake goes on");
+    assert_eq!(started.elapsed(), Duration::from_secs(10));
+    assert!(seen[0].ends_with("alarms: hello-5xx ALARM"), "{seen:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unhealthy_target_is_reported_before_a_firing_alarm() {
+    use aws_sdk_cloudwatch::types::StateValue;
+    let targets = mock!(aws_sdk_elasticloadbalancingv2::Client::describe_target_health)
+        .sequence()
+        .output(|| health(&[("10.0.1.5", TargetHealthStateEnum::Unhealthy)]))
+        .repeatedly()
+        .build();
+    let alarms = mock!(aws_sdk_cloudwatch::Client::describe_alarms)
+        .sequence()
+        .output(|| alarm(StateValue::Alarm, "Threshold Crossed"))
+        .repeatedly()
+        .build();
+    let (elb, cloudwatch) = (elb_client(&[&targets]), cloudwatch_client(&[&alarms]));
+    let (result, _) = bake_watching(&elb, &cloudwatch, true, Duration::from_secs(10)).await;
+    let text = result.expect_err("unhealthy").to_string();
+    assert!(text.contains("failed: 1 target is unhealthy;"), "{text}");
+    assert!(text.ends_with("alarms: hello-5xx ALARM"), "{text}");
 }
 
 #[tokio::test(start_paused = true)]
