@@ -232,33 +232,16 @@ impl EcsPlatform {
     /// The production forward: the rule's actions with `rule_arn`, else the listener's.
     pub async fn forward(&self) -> Result<Forward, PlatformError> {
         let (what, actions) = match &self.target.rule_arn {
-            Some(rule) => {
-                let out = self
-                    .clients
-                    .elb
-                    .describe_rules()
-                    .rule_arns(rule)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeRules", rule, &e))?;
-                let actions = out.rules().first().map(|r| r.actions().to_vec());
-                (format!("rule {rule}"), actions)
-            }
+            Some(rule) => (
+                format!("rule {rule}"),
+                change::rule_actions(&self.clients.elb, rule).await?,
+            ),
             None => {
                 let listener = &self.target.listener_arn;
-                let out = self
-                    .clients
-                    .elb
-                    .describe_listeners()
-                    .listener_arns(listener)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeListeners", listener, &e))?;
-                let actions = out
-                    .listeners()
-                    .first()
-                    .map(|l| l.default_actions().to_vec());
-                (format!("listener {listener}"), actions)
+                (
+                    format!("listener {listener}"),
+                    change::listener_actions(&self.clients.elb, listener).await?,
+                )
             }
         };
         let actions = actions.ok_or_else(|| {

@@ -362,17 +362,8 @@ impl Change {
                 listener_arn,
                 forward,
             } => {
-                let current = clients
-                    .elb
-                    .describe_listeners()
-                    .listener_arns(listener_arn)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeListeners", listener_arn, &e))?;
-                let actions = current
-                    .listeners()
-                    .first()
-                    .map(|l| l.default_actions().to_vec())
+                let actions = listener_actions(&clients.elb, listener_arn)
+                    .await?
                     .unwrap_or_default();
                 clients
                     .elb
@@ -385,17 +376,8 @@ impl Change {
                 Ok(Sent::Nothing)
             }
             Change::ModifyRule { rule_arn, forward } => {
-                let current = clients
-                    .elb
-                    .describe_rules()
-                    .rule_arns(rule_arn)
-                    .send()
-                    .await
-                    .map_err(|e| aws_error("DescribeRules", rule_arn, &e))?;
-                let actions = current
-                    .rules()
-                    .first()
-                    .map(|r| r.actions().to_vec())
+                let actions = rule_actions(&clients.elb, rule_arn)
+                    .await?
                     .unwrap_or_default();
                 clients
                     .elb
@@ -575,6 +557,38 @@ fn register_request(
         request = request.tags(Tag::builder().key(k).value(v).build());
     }
     request
+}
+
+/// The default actions of a listener, `None` when ELBv2 does not know it. Read before every
+/// change so that actions other than the forward are kept.
+pub async fn listener_actions(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    listener_arn: &str,
+) -> Result<Option<Vec<aws_sdk_elasticloadbalancingv2::types::Action>>, PlatformError> {
+    let out = elb
+        .describe_listeners()
+        .listener_arns(listener_arn)
+        .send()
+        .await
+        .map_err(|e| aws_error("DescribeListeners", listener_arn, &e))?;
+    Ok(out
+        .listeners()
+        .first()
+        .map(|l| l.default_actions().to_vec()))
+}
+
+/// The actions of a listener rule, `None` when ELBv2 does not know it.
+pub async fn rule_actions(
+    elb: &aws_sdk_elasticloadbalancingv2::Client,
+    rule_arn: &str,
+) -> Result<Option<Vec<aws_sdk_elasticloadbalancingv2::types::Action>>, PlatformError> {
+    let out = elb
+        .describe_rules()
+        .rule_arns(rule_arn)
+        .send()
+        .await
+        .map_err(|e| aws_error("DescribeRules", rule_arn, &e))?;
+    Ok(out.rules().first().map(|r| r.actions().to_vec()))
 }
 
 /// A failed AWS call as a platform error: the operation, what it was about, the service's
