@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
 use crate::metrics::SlotMetrics;
+use crate::pool::Pool;
 
 /// One slot of one release, reachable at `addr`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -70,6 +71,8 @@ pub struct ActiveBackend {
     tunnels_closed: CancellationToken,
     /// Upgraded connections open to this backend.
     tunnels: AtomicUsize,
+    /// Idle keep-alive connections to the slot, for the relay.
+    pool: Pool,
 }
 
 impl ActiveBackend {
@@ -94,6 +97,7 @@ impl ActiveBackend {
             metrics,
             tunnels_closed: CancellationToken::new(),
             tunnels: AtomicUsize::new(0),
+            pool: Pool::default(),
         })
     }
 
@@ -116,6 +120,11 @@ impl ActiveBackend {
 
     pub fn metrics(&self) -> &SlotMetrics {
         &self.metrics
+    }
+
+    /// Idle connections to the slot.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
     }
 
     /// Closes the upgraded connections to this backend (its drain deadline passed) and

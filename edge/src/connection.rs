@@ -34,15 +34,18 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::{Buf, Bytes};
 use http::{HeaderValue, StatusCode, Version, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::Proxy;
+use crate::relay;
 use crate::server::Tuning;
 
 pub(crate) type Builder = auto::Builder<TokioExecutor>;
@@ -157,6 +160,79 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
 }
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}
+
+/// Serves one plaintext client connection: through the relay ([`crate::relay`]) while its
+/// requests are plain HTTP/1.1, then, from the first one that is not, through hyper.
+pub(crate) async fn serve_tcp(
+    builder: Arc<Builder>,
+    mut stream: TcpStream,
+    conn: Arc<ClientConn>,
+    stop: watch::Receiver<Stop>,
+    idle: Duration,
+) {
+    match relay::run(&mut stream, &conn, stop.clone(), idle).await {
+        relay::Ended::Closed => {}
+        relay::Ended::Fallback(read) => {
+            let io = Rewind {
+                read: read.freeze(),
+                io: stream,
+            };
+            serve(builder, io, conn, stop, idle).await;
+        }
+    }
+}
+
+/// A transport whose first bytes were already read: they are read again first.
+struct Rewind<I> {
+    read: Bytes,
+    io: I,
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

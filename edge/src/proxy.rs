@@ -21,6 +21,7 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::backend::{ActiveBackend, InFlightGuard};
@@ -54,19 +55,36 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// Forwards requests to the backends of a [`RouteTable`].
 #[derive(Debug)]
 pub struct Proxy {
-    table: Arc<RouteTable>,
+    pub(crate) table: Arc<RouteTable>,
     client: Client<Connector, RequestBody>,
-    connect_timeout: Duration,
-    response_timeout: Duration,
-    max_body: Option<u64>,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
+    pub(crate) max_body: Option<u64>,
     tunnels: Tunnels,
 }
 
-/// Why no answer came from the slot.
+/// Why no answer came from the slot (general path).
 enum Failed {
     /// The client's request (hyper's pool gives the cause).
     Upstream(hyper_util::client::legacy::Error),
     /// No response head within the response-header timeout after the body was sent.
+    NoAnswer,
+    /// A 101 to a request that did not ask to upgrade.
+    UnaskedUpgrade,
+}
+
+/// Why no answer came from the slot, as both paths report it.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// The connect failed (the cause).
+    Connect(String),
+    /// The connection broke, or the answer was not HTTP, before an answer (the cause).
+    Broken(String),
+    /// No answer's head within the response-header timeout.
     NoAnswer,
     /// A 101 to a request that did not ask to upgrade.
     UnaskedUpgrade,
@@ -84,6 +102,8 @@ impl Proxy {
             client,
             connect_timeout: tuning.connect_timeout,
             response_timeout: tuning.response_header_timeout,
+            header_read_timeout: tuning.header_read_timeout,
+            pool_idle_timeout: tuning.pool_idle_timeout,
             max_body: tuning.max_request_body,
             tunnels: Tunnels::default(),
         }
@@ -275,46 +295,59 @@ impl Proxy {
         failed: &Failed,
         http1: bool,
     ) -> Response<ProxyBody> {
+        let failure = match failed {
+            Failed::Upstream(err) if source_is::<BodyTooLarge>(err) => {
+                let limit = self.max_body.unwrap_or(u64::MAX);
+                return too_large(active, limit, None, http1);
+            }
+            Failed::Upstream(err) if err.is_connect() && connector::is_timeout(err) => {
+                Failure::ConnectTimeout
+            }
+            Failed::Upstream(err) if err.is_connect() => Failure::Connect(error_chain(err)),
+            Failed::Upstream(err) => Failure::Broken(error_chain(err)),
+            Failed::NoAnswer => Failure::NoAnswer,
+            Failed::UnaskedUpgrade => Failure::UnaskedUpgrade,
+        };
+        let (status, text) = self.failure(active, &failure);
+        message(status, text)
+    }
+
+    /// The status and text of the edge's answer when the slot gave none (logged too).
+    pub(crate) fn failure(
+        &self,
+        active: &ActiveBackend,
+        failure: &Failure,
+    ) -> (StatusCode, String) {
         let backend = active.backend();
         let service = active.service();
         let target = format!(
             "the {} slot of service {service} (release {}) at {}",
             backend.slot, backend.release, backend.addr
         );
-        let (status, text) = match failed {
-            Failed::Upstream(err) if source_is::<BodyTooLarge>(err) => {
-                let limit = self.max_body.unwrap_or(u64::MAX);
-                return too_large(active, limit, None, http1);
-            }
-            Failed::Upstream(err) if err.is_connect() && connector::is_timeout(err) => (
+        let (status, text) = match failure {
+            Failure::ConnectTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "shipit edge: timed out after {} connecting to {target}",
                     humantime::format_duration(self.connect_timeout)
                 ),
             ),
-            Failed::Upstream(err) if err.is_connect() => (
+            Failure::Connect(cause) => (
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "shipit edge: cannot connect to {target}: {}",
-                    error_chain(err)
-                ),
+                format!("shipit edge: cannot connect to {target}: {cause}"),
             ),
-            Failed::Upstream(err) => (
+            Failure::Broken(cause) => (
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "shipit edge: {target} failed before answering: {}",
-                    error_chain(err)
-                ),
+                format!("shipit edge: {target} failed before answering: {cause}"),
             ),
-            Failed::NoAnswer => (
+            Failure::NoAnswer => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
                     "shipit edge: {target} did not answer within {} of receiving the request",
                     humantime::format_duration(self.response_timeout)
                 ),
             ),
-            Failed::UnaskedUpgrade => (
+            Failure::UnaskedUpgrade => (
                 StatusCode::BAD_GATEWAY,
                 format!(
                     "shipit edge: {target} answered 101 Switching Protocols to a request that \
@@ -323,7 +356,38 @@ impl Proxy {
             ),
         };
         tracing::warn!(%service, slot = %backend.slot, release = %backend.release, addr = %backend.addr, "{text}");
-        message(status, text)
+        (status, text)
+    }
+
+    /// A new connection to `active`'s slot, for the relay: `TCP_NODELAY`, the connect
+    /// timeout, and one more try when a connect for an idempotent request fails (not when
+    /// it timed out).
+    pub(crate) async fn connect(
+        &self,
+        active: &ActiveBackend,
+        idempotent: bool,
+    ) -> Result<TcpStream, Failure> {
+        let addr = active.backend().addr;
+        let attempt = || async {
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => {
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(%addr, "cannot set TCP_NODELAY: {e}");
+                    }
+                    Ok(stream)
+                }
+                Ok(Err(e)) => Err(Failure::Connect(e.to_string())),
+                Err(_) => Err(Failure::ConnectTimeout),
+            }
+        };
+        match attempt().await {
+            Err(Failure::Connect(cause)) if idempotent => {
+                tracing::debug!(%addr, "connect failed ({cause}); trying once more");
+                self.table.metrics().count_connect_retry();
+                attempt().await
+            }
+            result => result,
+        }
     }
 }
 

@@ -1005,7 +1005,7 @@ async fn serve_traffic(
                     let idle = tuning.idle_timeout;
                     match &tls {
                         None => {
-                            connections.spawn(connection::serve(builder, stream, conn, stop, idle));
+                            connections.spawn(connection::serve_tcp(builder, stream, conn, stop, idle));
                         }
                         Some(acceptor) => {
                             let handshake = acceptor.accept(stream);

@@ -1,0 +1,173 @@
+//! Idle keep-alive connections to one slot, for the HTTP/1.1 relay ([`crate::relay`]).
+//!
+//! Each [`crate::backend::ActiveBackend`] owns one pool, so a slot's connections close
+//! when that slot is replaced and drained, and a slot reused by a later release starts
+//! with fresh ones. The newest idle connection is reused first (it is the least likely to
+//! have been closed by the slot); connections idle for longer than the pool's idle timeout
+//! are closed when the pool is next touched.
+//!
+//! A connection the slot closed while it sat in the pool is told apart without a system
+//! call in the common case: the runtime already knows whether the socket became readable
+//! (an idle HTTP/1.1 connection only becomes readable when the slot closes it or breaks
+//! protocol), so only a readable one is read to find out, and then dropped.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+/// At most this many idle connections are kept per slot; the oldest go first.
+pub(crate) const MAX_IDLE: usize = 512;
+
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: Mutex<VecDeque<Idle>>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+impl Pool {
+    /// The newest idle connection that is still open, if any.
+    pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
+        let now = Instant::now();
+        loop {
+            let idle = {
+                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+                expire(&mut idle, now, idle_timeout);
+                idle.pop_back()?
+            };
+            if still_open(&idle.stream) {
+                return Some(idle.stream);
+            }
+        }
+    }
+
+    /// Keeps `stream`, idle, for the next request.
+    pub(crate) fn put(&self, stream: TcpStream, idle_timeout: Duration) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        expire(&mut idle, now, idle_timeout);
+        if idle.len() >= MAX_IDLE {
+            idle.pop_front();
+        }
+        idle.push_back(Idle { stream, since: now });
+    }
+
+    /// Idle connections held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Drops the connections idle for longer than `idle_timeout` (the oldest are in front).
+fn expire(idle: &mut VecDeque<Idle>, now: Instant, idle_timeout: Duration) {
+    while idle
+        .front()
+        .is_some_and(|oldest| now.saturating_duration_since(oldest.since) >= idle_timeout)
+    {
+        idle.pop_front();
+    }
+}
+
+/// Whether an idle connection can carry a request: not closed by the slot, and with no
+/// unasked-for bytes waiting.
+fn still_open(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut byte = [0u8; 1];
+            matches!(stream.try_read(&mut byte), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+
+    async fn pair(listener: &TcpListener) -> (TcpStream, TcpStream) {
+        let client = TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        (client.unwrap(), accepted.unwrap().0)
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_slot_closed_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        let (open, _server_open) = pair(&listener).await;
+        let open_port = open.local_addr().unwrap().port();
+        let (closed, server_closed) = pair(&listener).await;
+        pool.put(open, Duration::from_secs(60));
+        pool.put(closed, Duration::from_secs(60));
+        drop(server_closed);
+        // The close reaches the pooled socket through the runtime: wait for it to be seen.
+        let taken = loop {
+            let taken = pool.take(Duration::from_secs(60)).unwrap();
+            if taken.local_addr().unwrap().port() == open_port {
+                break taken;
+            }
+            // Still counted open: the FIN has not been seen yet. Put it back and retry.
+            pool.put(taken, Duration::from_secs(60));
+            tokio::task::yield_now().await;
+        };
+        assert_eq!(taken.local_addr().unwrap().port(), open_port);
+        assert_eq!(pool.len(), 0, "the closed connection was dropped");
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_unasked_bytes_is_not_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        let (client, mut server) = pair(&listener).await;
+        server.write_all(b"HTTP/1.1 200 OK\r\n\r\n").await.unwrap();
+        // Wait until the bytes are readable on the client side before pooling it.
+        client.readable().await.unwrap();
+        pool.put(client, Duration::from_secs(60));
+        assert!(pool.take(Duration::from_secs(60)).is_none());
+    }
+
+    #[tokio::test]
+    async fn connections_idle_past_the_timeout_are_closed_and_the_newest_is_reused() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        let (first, _s1) = pair(&listener).await;
+        let (second, _s2) = pair(&listener).await;
+        let second_port = second.local_addr().unwrap().port();
+        pool.put(first, Duration::from_secs(60));
+        pool.put(second, Duration::from_secs(60));
+        let newest = pool.take(Duration::from_secs(60)).unwrap();
+        assert_eq!(newest.local_addr().unwrap().port(), second_port);
+        assert_eq!(pool.len(), 1);
+        assert!(
+            pool.take(Duration::ZERO).is_none(),
+            "an expired connection was reused"
+        );
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn the_pool_keeps_at_most_max_idle_connections() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        let mut servers = Vec::new();
+        for _ in 0..MAX_IDLE + 3 {
+            let (client, server) = pair(&listener).await;
+            servers.push(server);
+            pool.put(client, Duration::from_secs(60));
+        }
+        assert_eq!(pool.len(), MAX_IDLE);
+    }
+}
