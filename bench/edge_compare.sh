@@ -67,7 +67,7 @@ command -v curl >/dev/null || die "curl is needed to wait for the backends and p
 mkdir -p "$BENCH_TARGET"
 BUILD_LOG=$BENCH_TARGET/edge-bench-build.log
 say "building shipit and examples/hello in release mode in $BENCH_TARGET (log: $BUILD_LOG)"
-CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release --locked -p shipit -p hello >"$BUILD_LOG" 2>&1 &
+CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release --locked -p shipit -p hello -p floor-proxy >"$BUILD_LOG" 2>&1 &
 BUILD_PID=$!
 # Until the cleanup below takes over: do not leave the build running if this script stops.
 trap 'kill "$BUILD_PID" 2>/dev/null || true' EXIT
@@ -93,7 +93,8 @@ if ! wait "$BUILD_PID"; then
 fi
 SHIPIT=$BENCH_TARGET/release/shipit
 HELLO=$BENCH_TARGET/release/hello
-[[ -x $SHIPIT && -x $HELLO ]] || die "no binaries at $SHIPIT and $HELLO after the build"
+FLOOR=$BENCH_TARGET/release/floor-proxy
+[[ -x $SHIPIT && -x $HELLO && -x $FLOOR ]] || die "no binaries at $SHIPIT, $HELLO and $FLOOR after the build"
 
 # 10k client connections need 10k descriptors in the client and in the proxy.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -151,7 +152,7 @@ trap 'exit 130' INT TERM
 # the kernel hands out for port 0 is in that range, and is free again for any connect() as
 # soon as the check closes it. Each is checked by binding it on every address (hello listens
 # on 0.0.0.0).
-read -r BLUE_PORT GREEN_PORT SHIPIT_PORT NGINX_PORT HAPROXY_PORT CADDY_PORT CADDY_ADMIN_PORT < <(python3 -c '
+read -r BLUE_PORT GREEN_PORT SHIPIT_PORT NGINX_PORT HAPROXY_PORT CADDY_PORT CADDY_ADMIN_PORT FLOOR_PORT < <(python3 -c '
 import random, socket
 low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
 ports = []
@@ -162,10 +163,10 @@ for port in random.sample(range(max(1024, low - 12000), low), 200):
         except OSError:
             continue
     ports.append(port)
-    if len(ports) == 7:
+    if len(ports) == 8:
         break
 print(*ports)')
-[[ -n $CADDY_ADMIN_PORT ]] || die "found no 7 free ports below the ephemeral port range"
+[[ -n $FLOOR_PORT ]] || die "found no 8 free ports below the ephemeral port range"
 
 # Waits until URL answers 200, at most 10 s; names what it waited for when it gives up.
 wait_http() {
@@ -191,6 +192,13 @@ done
 # --- The proxies, each pointing at blue ------------------------------------------------
 
 URL_DIRECT=http://127.0.0.1:$BLUE_PORT/
+# The floor: bench/floor, a proxy that only forwards (no routing, timeouts, metrics or error
+# answers), in front of blue. It is not switched; it shows what any proxy pays here.
+URL_FLOOR=http://127.0.0.1:$FLOOR_PORT/
+mkdir -p "$WORK/floor"
+"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BLUE_PORT" 2>"$WORK/floor/floor.log" &
+PID[floor]=$!
+wait_http "the floor proxy" "${URL_FLOOR}version" "$WORK/floor/floor.log"
 declare -A URL=(
     [shipit]=http://127.0.0.1:$SHIPIT_PORT/
     [nginx]=http://127.0.0.1:$NGINX_PORT/
@@ -399,8 +407,14 @@ done
 # - saturation: WRK_CONNECTIONS connections; requests/s is the throughput, and its latencies
 #   include queueing on the cores that wrk, the proxy and the backend share.
 # - one connection: no queueing, so proxy − direct is what the extra hop costs a request.
-TARGETS="direct $PROXIES"
-target_url() { [[ $1 == direct ]] && echo "$URL_DIRECT" || echo "${URL[$1]}"; }
+TARGETS="direct floor $PROXIES"
+target_url() {
+    case $1 in
+        direct) echo "$URL_DIRECT" ;;
+        floor) echo "$URL_FLOOR" ;;
+        *) echo "${URL[$1]}" ;;
+    esac
+}
 # Whose CPU time a run is charged to: the proxy's process tree, or hello for "direct".
 target_pid() { [[ $1 == direct ]] && echo "${PID[hello-blue]}" || echo "${PID[$1]}"; }
 cpu_ticks() { python3 bench/edge_memory.py --cpu-ticks "$(target_pid "$1")"; }

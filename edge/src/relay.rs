@@ -106,10 +106,72 @@ pub(crate) async fn run(
         },
     };
     let ended = relay.serve(wait).await;
+    relay.give_back();
     if let Ended::Closed = ended {
         relay.linger().await;
     }
     ended
+}
+
+/// Buffers of connections that went idle, kept for the next busy connection on the same
+/// thread: an idle connection holds none, and a busy one rarely asks the allocator.
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::READ_SIZE;
+
+    /// Spares kept per thread, of each kind.
+    const KEPT: usize = 64;
+    /// A buffer that grew past this is not kept.
+    const LARGEST: usize = 8 * READ_SIZE;
+
+    #[derive(Default)]
+    struct Spares {
+        bytes: Vec<BytesMut>,
+        heads: Vec<Vec<u8>>,
+    }
+
+    thread_local! {
+        static SPARES: RefCell<Spares> = RefCell::new(Spares::default());
+    }
+
+    pub(super) fn bytes() -> BytesMut {
+        SPARES
+            .with_borrow_mut(|s| s.bytes.pop())
+            .unwrap_or_else(|| BytesMut::with_capacity(READ_SIZE))
+    }
+
+    pub(super) fn head() -> Vec<u8> {
+        SPARES
+            .with_borrow_mut(|s| s.heads.pop())
+            .unwrap_or_else(|| Vec::with_capacity(1024))
+    }
+
+    pub(super) fn give_bytes(mut buf: BytesMut) {
+        if buf.capacity() == 0 || buf.capacity() > LARGEST {
+            return;
+        }
+        buf.clear();
+        SPARES.with_borrow_mut(|s| {
+            if s.bytes.len() < KEPT {
+                s.bytes.push(buf);
+            }
+        });
+    }
+
+    pub(super) fn give_head(mut out: Vec<u8>) {
+        if out.capacity() == 0 || out.capacity() > LARGEST {
+            return;
+        }
+        out.clear();
+        SPARES.with_borrow_mut(|s| {
+            if s.heads.len() < KEPT {
+                s.heads.push(out);
+            }
+        });
+    }
 }
 
 struct Relay<'a> {
@@ -196,9 +258,7 @@ impl Relay<'_> {
             }
             if self.buf.is_empty() {
                 // Idle until the next request: hold no buffer.
-                self.buf = BytesMut::new();
-                self.rbuf = BytesMut::new();
-                self.out = Vec::new();
+                self.give_back();
             }
         }
     }
@@ -219,6 +279,9 @@ impl Relay<'_> {
         }
         loop {
             if !self.buf.is_empty() {
+                if self.out.capacity() == 0 {
+                    self.out = spare::head();
+                }
                 match parse_request(&self.buf, &mut self.out, &self.client) {
                     Parsed::Ready(head) => return Ok(head),
                     Parsed::Fallback => return Err(Ended::Fallback(std::mem::take(&mut self.buf))),
@@ -266,6 +329,13 @@ impl Relay<'_> {
                 }
             }
         }
+    }
+
+    /// Hands the buffers to the thread's spares.
+    fn give_back(&mut self) {
+        spare::give_bytes(std::mem::take(&mut self.buf));
+        spare::give_bytes(std::mem::take(&mut self.rbuf));
+        spare::give_head(std::mem::take(&mut self.out));
     }
 
     /// Sets the timer to `deadline` if that is earlier than the one it is set to.
@@ -376,6 +446,9 @@ impl Relay<'_> {
     /// socket is drained, which saves a read that would only find nothing on the next
     /// wait.
     fn client_read(&mut self) -> Result<(), Gone> {
+        if self.buf.capacity() == 0 {
+            self.buf = spare::bytes();
+        }
         self.buf.reserve(READ_SIZE);
         match self.stream.read_buf(&mut self.buf).now_or_never() {
             Some(Ok(0)) => Err(Gone),
@@ -393,6 +466,9 @@ impl Relay<'_> {
         written.map_err(Failed::Stale)?;
         let deadline = Instant::now() + self.proxy.response_timeout;
         self.arm(deadline);
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = spare::bytes();
+        }
         self.rbuf.clear();
         let mut any = false;
         loop {
