@@ -12,12 +12,15 @@
 //! protocol), so only a readable one is read to find out, and then dropped.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+
+use crate::backend::ActiveBackend;
 
 /// At most this many idle connections are kept per slot; the oldest go first.
 pub(crate) const MAX_IDLE: usize = 512;
@@ -60,10 +63,43 @@ impl Pool {
         idle.push_back(Idle { stream, since: now });
     }
 
+    /// Whether no idle connection is held.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.idle
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Idle connections held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+/// Opens one connection to each of `backends` whose pool is empty, so that the first
+/// request after a switch (or to a new candidate) finds one ready. Failures are left to
+/// that request, which tries again and answers for them.
+pub(crate) fn warm(
+    backends: Vec<Arc<ActiveBackend>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+) {
+    for active in backends {
+        if !active.pool().is_empty() {
+            continue;
+        }
+        tokio::spawn(async move {
+            let addr = active.backend().addr;
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await
+            {
+                // Best effort: a socket without TCP_NODELAY would only be slower.
+                let _ = stream.set_nodelay(true);
+                active.pool().put(stream, idle_timeout);
+            }
+        });
     }
 }
 

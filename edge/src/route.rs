@@ -429,6 +429,20 @@ impl RouteTable {
         }
     }
 
+    /// The backends `service` sends new requests to: its live one and its candidate.
+    pub(crate) fn serving(&self, service: &str) -> Vec<Arc<ActiveBackend>> {
+        let routes = self.read();
+        let Some(route) = routes.get(service) else {
+            return Vec::new();
+        };
+        route
+            .live
+            .iter()
+            .chain(route.candidate.as_ref().map(|c| &c.active))
+            .cloned()
+            .collect()
+    }
+
     /// Registers `backend` as the candidate of `service`, reachable by preview and, with
     /// `percent`, by the split. The same backend keeps its counter (and its percent when
     /// `percent` is `None`); another one replaces it, and the replaced one drains.

@@ -726,12 +726,23 @@ impl Edge {
         let _saving = self.persist.lock().await;
         self.check_not_handed_over()?;
         let switched = self.table.switch(service, backend.clone(), routing);
+        self.warm(service);
         tracing::info!(
             %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
             previous = ?switched.previous.as_ref().map(|p| &p.release),
             "switched"
         );
         Ok(self.save().await.map(|()| switched))
+    }
+
+    /// Has a connection ready to each backend `service` now sends requests to.
+    fn warm(&self, service: &str) {
+        let tuning = &self.settings.tuning;
+        crate::pool::warm(
+            self.table.serving(service),
+            tuning.connect_timeout,
+            tuning.pool_idle_timeout,
+        );
     }
 
     /// Registers the candidate of `service`, then saves. The outer error is the refusal;
@@ -748,6 +759,7 @@ impl Edge {
         let replaced =
             self.table
                 .set_candidate(service, backend.clone(), percent, preview_hosts)?;
+        self.warm(service);
         tracing::info!(
             %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
             ?percent, replaced = ?replaced.as_ref().map(|r| &r.release),

@@ -301,6 +301,7 @@ fn interim_upgrade_and_invalid_answers() {
 struct ScriptedSlot {
     addr: SocketAddr,
     accepted: Arc<AtomicUsize>,
+    accepts: tokio::sync::watch::Receiver<usize>,
     requests: mpsc::UnboundedReceiver<String>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -317,9 +318,11 @@ impl ScriptedSlot {
         let served = Arc::new(AtomicUsize::new(0));
         let (seen, requests) = mpsc::unbounded_channel();
         let counter = Arc::clone(&accepted);
+        let (accepted_tx, accepts) = tokio::sync::watch::channel(0);
         let task = tokio::spawn(async move {
             while let Ok((mut stream, _)) = listener.accept().await {
-                counter.fetch_add(1, Ordering::SeqCst);
+                let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                accepted_tx.send_replace(count);
                 let seen = seen.clone();
                 let served = Arc::clone(&served);
                 tokio::spawn(async move {
@@ -341,6 +344,7 @@ impl ScriptedSlot {
         ScriptedSlot {
             addr,
             accepted,
+            accepts,
             requests,
             task,
         }
@@ -352,6 +356,14 @@ impl ScriptedSlot {
             release: "r1".into(),
             addr: self.addr,
         }
+    }
+
+    /// Waits until the slot accepted `n` connections.
+    async fn accepted(&mut self, n: usize) {
+        tokio::time::timeout(SIGNAL_TIMEOUT, self.accepts.wait_for(|&count| count >= n))
+            .await
+            .expect("the edge did not connect to the slot")
+            .unwrap();
     }
 
     async fn request(&mut self) -> String {
@@ -516,6 +528,8 @@ async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
     let edge = TestEdge::start().await;
     let mut slot = ScriptedSlot::start(|n, _| (ok(&format!("answer {n}")), false)).await;
     edge.switch(&slot.backend()).await;
+    // The switch opened a connection to the slot before any request.
+    slot.accepted(1).await;
     let mut client = RawClient::open(edge.addr()).await;
     client
         .send(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\nGET /b HTTP/1.1\r\nHost: app.test\r\n\r\nPOST /c HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nxyz")
@@ -548,14 +562,14 @@ async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
     assert_eq!(
         slot.accepted.load(Ordering::SeqCst),
         1,
-        "the slot connection was not reused"
+        "the connection opened at the switch was not the one used, or was not reused"
     );
 }
 
 #[tokio::test]
 async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused() {
     let edge = TestEdge::start().await;
-    let slot = ScriptedSlot::start(|n, _| {
+    let mut slot = ScriptedSlot::start(|n, _| {
         let mut answer = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n".to_vec();
         answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
         answer.extend_from_slice(format!("4\r\nn={n};\r\n").as_bytes());
@@ -564,6 +578,7 @@ async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused()
     })
     .await;
     edge.switch(&slot.backend()).await;
+    slot.accepted(1).await;
     let mut client = RawClient::open(edge.addr()).await;
     for n in 0..2 {
         client
@@ -607,8 +622,9 @@ async fn an_answer_that_ends_with_its_connection_closes_the_client_connection_to
 async fn a_pooled_connection_the_slot_closed_is_replaced() {
     let edge = TestEdge::start().await;
     // The slot closes every connection after one answer, without saying so.
-    let slot = ScriptedSlot::start(|n, _| (ok(&format!("answer {n}")), true)).await;
+    let mut slot = ScriptedSlot::start(|n, _| (ok(&format!("answer {n}")), true)).await;
     edge.switch(&slot.backend()).await;
+    slot.accepted(1).await;
     let mut client = RawClient::open(edge.addr()).await;
     for n in 0..3 {
         client
