@@ -141,6 +141,8 @@ impl Drop for ConnGuard {
 /// The client's transport, counting the reads that bring bytes.
 struct Watched<I> {
     io: I,
+    /// Bytes the relay read before it handed the connection over: read first.
+    read: Bytes,
     conn: Arc<ClientConn>,
 }
 
@@ -150,6 +152,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read[..n]);
+            self.read.advance(n);
+            return Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -201,72 +209,19 @@ pub(crate) async fn serve_tcp(
     match relay::run(&mut stream, &conn, stop.clone(), idle).await {
         relay::Ended::Closed => {}
         relay::Ended::Fallback(read) => {
-            let io = Rewind {
-                read: read.freeze(),
-                io: stream,
-            };
-            serve(builder, io, conn, stop, idle).await;
+            serve(builder, stream, read.freeze(), conn, stop, idle).await;
         }
-    }
-}
-
-/// A transport whose first bytes were already read: they are read again first.
-struct Rewind<I> {
-    read: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        if !self.read.is_empty() {
-            let n = self.read.len().min(buf.remaining());
-            buf.put_slice(&self.read[..n]);
-            self.read.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
     }
 }
 
 /// Serves one client connection until it closes, is idle for too long, or `stop` turns
 /// (then gracefully, in the way the stop asks for).
+///
+/// `read`: bytes of the connection already read (by the relay), served to hyper first.
 pub(crate) async fn serve<I>(
     builder: Arc<Builder>,
     io: I,
+    read: Bytes,
     conn: Arc<ClientConn>,
     mut stop: watch::Receiver<Stop>,
     idle: Duration,
@@ -298,6 +253,7 @@ pub(crate) async fn serve<I>(
     };
     let io = Watched {
         io,
+        read,
         conn: Arc::clone(&conn),
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);

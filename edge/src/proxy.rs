@@ -29,7 +29,7 @@ pub use crate::body::ProxyBody;
 use crate::body::{BodyTooLarge, RequestBody, Upload};
 use crate::connection::ClientConn;
 use crate::connector::{self, Connector};
-use crate::route::{Claim, RequestInfo, RouteTable, Unrouted};
+use crate::route::{Claim, RequestInfo, RouteTable};
 use crate::server::Tuning;
 use crate::split::SLOT_HEADER;
 use crate::tunnel::{self, Tunnels};
@@ -135,12 +135,7 @@ impl Proxy {
             Ok(claim) => claim,
             Err(unrouted) => {
                 self.table.metrics().count_unrouted();
-                let status = match unrouted {
-                    Unrouted::NoMatch { .. } => StatusCode::NOT_FOUND,
-                    Unrouted::NoRoutes
-                    | Unrouted::NoLiveSlot { .. }
-                    | Unrouted::NoPreview { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                };
+                let status = unrouted.status();
                 return message(status, unrouted.to_string());
             }
         };

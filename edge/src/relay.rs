@@ -53,7 +53,7 @@ use crate::backend::{ActiveBackend, InFlightGuard};
 use crate::connection::{ClientConn, Stop, stopped};
 use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::{Failure, Proxy};
-use crate::route::{Claim, RequestInfo, Unrouted};
+use crate::route::{Claim, RequestInfo};
 use crate::split::SLOT_HEADER;
 
 /// Request bodies up to this size are read whole before the request is sent; a larger one
@@ -363,12 +363,7 @@ impl Relay<'_> {
             Err(unrouted) => {
                 self.buf.advance(head.len);
                 self.proxy.table.metrics().count_unrouted();
-                let status = match unrouted {
-                    Unrouted::NoMatch { .. } => StatusCode::NOT_FOUND,
-                    Unrouted::NoRoutes
-                    | Unrouted::NoLiveSlot { .. }
-                    | Unrouted::NoPreview { .. } => StatusCode::SERVICE_UNAVAILABLE,
-                };
+                let status = unrouted.status();
                 return self
                     .message(status, &unrouted.to_string(), head.close)
                     .await;

@@ -21,8 +21,8 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use http::HeaderMap;
 use http::header::HeaderValue;
+use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
 
 use crate::backend::{ActiveBackend, Backend, InFlightGuard};
@@ -168,6 +168,19 @@ pub enum Unrouted {
     NoMatch { host: Option<String>, path: String },
     /// The request came for a preview host name, but no candidate is registered.
     NoPreview { service: String },
+}
+
+impl Unrouted {
+    /// The edge's answer to a request that found no backend: 404 when no service answers
+    /// for its host and path, 503 when one does but has nothing to send it to.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Unrouted::NoMatch { .. } => StatusCode::NOT_FOUND,
+            Unrouted::NoRoutes | Unrouted::NoLiveSlot { .. } | Unrouted::NoPreview { .. } => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+        }
+    }
 }
 
 impl std::fmt::Display for Unrouted {

@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use nix::fcntl::{Flock, FlockArg};
@@ -1024,7 +1025,7 @@ async fn serve_traffic(
                             let deadline = tuning.header_read_timeout;
                             connections.spawn(async move {
                                 match tokio::time::timeout(deadline, handshake).await {
-                                    Ok(Ok(tls)) => connection::serve(builder, tls, conn, stop, idle).await,
+                                    Ok(Ok(tls)) => connection::serve(builder, tls, Bytes::new(), conn, stop, idle).await,
                                     Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
                                 }
