@@ -374,6 +374,17 @@ impl ScriptedSlot {
     }
 }
 
+/// An edge (started by the caller) routing `web` to a slot running `script`, once the
+/// switch's connection to the slot is open, and a client connected to the edge.
+async fn through_edge(edge: TestEdge, script: Script) -> (TestEdge, ScriptedSlot, RawClient) {
+    let mut slot = ScriptedSlot::start(script).await;
+    edge.switch(&slot.backend()).await;
+    // The switch opened a connection to the slot before any request.
+    slot.accepted(1).await;
+    let client = RawClient::open(edge.addr()).await;
+    (edge, slot, client)
+}
+
 impl Drop for ScriptedSlot {
     fn drop(&mut self) {
         self.task.abort();
@@ -525,12 +536,10 @@ fn ok(body: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
-    let edge = TestEdge::start().await;
-    let mut slot = ScriptedSlot::start(|n, _| (ok(&format!("answer {n}")), false)).await;
-    edge.switch(&slot.backend()).await;
-    // The switch opened a connection to the slot before any request.
-    slot.accepted(1).await;
-    let mut client = RawClient::open(edge.addr()).await;
+    let (_edge, mut slot, mut client) = through_edge(TestEdge::start().await, |n, _| {
+        (ok(&format!("answer {n}")), false)
+    })
+    .await;
     client
         .send(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\nGET /b HTTP/1.1\r\nHost: app.test\r\n\r\nPOST /c HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nxyz")
         .await;
@@ -568,8 +577,7 @@ async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
 
 #[tokio::test]
 async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused() {
-    let edge = TestEdge::start().await;
-    let mut slot = ScriptedSlot::start(|n, _| {
+    let (_edge, slot, mut client) = through_edge(TestEdge::start().await, |n, _| {
         let mut answer = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n".to_vec();
         answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
         answer.extend_from_slice(format!("4\r\nn={n};\r\n").as_bytes());
@@ -577,9 +585,6 @@ async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused()
         (answer, false)
     })
     .await;
-    edge.switch(&slot.backend()).await;
-    slot.accepted(1).await;
-    let mut client = RawClient::open(edge.addr()).await;
     for n in 0..2 {
         client
             .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
@@ -605,11 +610,10 @@ async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused()
 
 #[tokio::test]
 async fn an_answer_that_ends_with_its_connection_closes_the_client_connection_too() {
-    let edge = TestEdge::start().await;
-    let slot =
-        ScriptedSlot::start(|_, _| (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true)).await;
-    edge.switch(&slot.backend()).await;
-    let mut client = RawClient::open(edge.addr()).await;
+    let (_edge, _slot, mut client) = through_edge(TestEdge::start().await, |_, _| {
+        (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true)
+    })
+    .await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
@@ -643,16 +647,13 @@ async fn a_pooled_connection_the_slot_closed_is_replaced() {
 
 #[tokio::test]
 async fn a_malformed_answer_is_a_502_that_names_the_slot() {
-    let edge = TestEdge::start().await;
-    let slot = ScriptedSlot::start(|_, _| {
+    let (_edge, _slot, mut client) = through_edge(TestEdge::start().await, |_, _| {
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n".to_vec(),
             false,
         )
     })
     .await;
-    edge.switch(&slot.backend()).await;
-    let mut client = RawClient::open(edge.addr()).await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
@@ -704,10 +705,8 @@ async fn a_connection_moves_to_the_general_path_at_its_first_request_the_relay_d
 
 #[tokio::test]
 async fn a_client_that_asks_to_close_is_answered_then_closed() {
-    let edge = TestEdge::start().await;
-    let slot = ScriptedSlot::start(|_, _| (ok("bye"), false)).await;
-    edge.switch(&slot.backend()).await;
-    let mut client = RawClient::open(edge.addr()).await;
+    let (_edge, _slot, mut client) =
+        through_edge(TestEdge::start().await, |_, _| (ok("bye"), false)).await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
         .await;
@@ -734,4 +733,22 @@ async fn unrouted_requests_are_answered_by_the_edge_and_the_connection_stays() {
         );
         assert!(read.body.starts_with(b"shipit edge: no live slot"));
     }
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
+    // The idle timeout is the shorter one here: it, not the header-read timeout, closes.
+    let tuning = crate::server::Tuning {
+        idle_timeout: std::time::Duration::from_millis(100),
+        ..crate::server::Tuning::default()
+    };
+    let (_edge, _slot, mut client) =
+        through_edge(TestEdge::start_with(tuning).await, |_, _| (ok("hi"), false)).await;
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    assert_eq!(client.answer().await.body, b"hi");
+    // `closed` reads until the edge closes, bounded by SIGNAL_TIMEOUT (10 s, against 30 s
+    // for the header-read timeout).
+    assert!(client.closed().await, "the idle connection was not closed");
 }
