@@ -128,15 +128,12 @@ pub async fn release_locked<P: Platform>(
     input: &ReleaseInput,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
-    warn_recovered(&lock, reporter);
-    let result = async {
+    under_lock(lock, reporter, async {
         let id = new_release_id();
         let run = Run::start(platform, reporter, &id, Kind::Release, input).await?;
         Box::pin(run.release(input)).await
-    }
-    .await;
-    release_lock(lock, reporter).await;
-    result
+    })
+    .await
 }
 
 /// Makes the release that was live before the current one live again.
@@ -150,14 +147,11 @@ pub async fn rollback<P: Platform>(
         .locks()
         .acquire(&Holder::current(format!("rollback {id}")))
         .await?;
-    warn_recovered(&lock, reporter);
-    let result = async {
+    under_lock(lock, reporter, async {
         let run = Run::start(platform, reporter, &id, Kind::Rollback, input).await?;
         Box::pin(run.rollback(input)).await
-    }
-    .await;
-    release_lock(lock, reporter).await;
-    result
+    })
+    .await
 }
 
 /// Makes the newest staged release (`release --no-promote`) live: checks that its candidate
@@ -172,8 +166,7 @@ pub async fn promote<P: Platform>(
         .locks()
         .acquire(&Holder::current("promote"))
         .await?;
-    warn_recovered(&lock, reporter);
-    let result = async {
+    under_lock(lock, reporter, async {
         mark_dead_runs(platform).await?;
         let Some(record) = staged_record(platform).await? else {
             return Err(ReleaseError::NothingStaged {
@@ -190,10 +183,8 @@ pub async fn promote<P: Platform>(
             record,
         };
         Box::pin(run.promote(input)).await
-    }
-    .await;
-    release_lock(lock, reporter).await;
-    result
+    })
+    .await
 }
 
 /// The newest record still staged for promotion, if any.
@@ -208,19 +199,24 @@ pub async fn staged_record<P: Platform>(
         .find(|r| matches!(r.outcome, Outcome::Staged { .. })))
 }
 
-fn warn_recovered(lock: &Lock, reporter: &Reporter) {
+/// Runs `work` under `lock`: says first when the lock was recovered from a run that died,
+/// and frees the lock when `work` ends, however it ends. The run's outcome stands whatever
+/// happens to the lock.
+async fn under_lock<T>(
+    lock: Lock,
+    reporter: &Reporter,
+    work: impl Future<Output = Result<T, ReleaseError>>,
+) -> Result<T, ReleaseError> {
     if let Some(dead) = lock.recovered() {
         reporter.warn(format!(
             "recovered the lock left by a run that died: {dead}"
         ));
     }
-}
-
-/// Frees the lock at the end of a run. The run's outcome stands whatever happens here.
-async fn release_lock(lock: Lock, reporter: &Reporter) {
+    let result = work.await;
     if let Err(e) = lock.release().await {
         reporter.warn(format!("releasing the lock failed: {e}"));
     }
+    result
 }
 
 /// We hold the lock, so no record can really be in progress: those are from runs that
