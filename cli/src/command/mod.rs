@@ -9,7 +9,6 @@ pub mod init;
 mod lock;
 mod plan;
 mod platform;
-mod promote;
 mod release;
 mod status;
 mod version;
@@ -51,10 +50,24 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             .await
         }
         Command::Promote { selection, json } => {
-            Box::pin(promote::run(global, &selection, json, printer)).await
+            Box::pin(release::rerun(
+                global,
+                &selection,
+                json,
+                printer,
+                release::Rerun::Promote,
+            ))
+            .await
         }
         Command::Rollback { selection, json } => {
-            Box::pin(release::rollback(global, &selection, json, printer)).await
+            Box::pin(release::rerun(
+                global,
+                &selection,
+                json,
+                printer,
+                release::Rerun::Rollback,
+            ))
+            .await
         }
         Command::Plan { selection, json } => {
             Box::pin(plan::run(global, &selection, json, printer)).await

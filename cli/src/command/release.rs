@@ -185,24 +185,39 @@ pub async fn release(
     Ok(())
 }
 
-pub async fn rollback(
+/// A run that needs no build input: it acts on what already runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Rerun {
+    /// `shipit rollback`: make the release live before the current one live again.
+    Rollback,
+    /// `shipit promote`: make the release staged by `shipit release --no-promote` live.
+    Promote,
+}
+
+pub async fn rerun(
     global: &Global,
     selection: &Selection,
     json: bool,
     printer: Printer,
+    what: Rerun,
 ) -> Result<(), Failure> {
     let selected = select(global, selection).await?;
+    let doing = match what {
+        Rerun::Rollback => "rolling back",
+        Rerun::Promote => "promoting the staged release of",
+    };
     printer.info(&format!(
-        "rolling back {} on {}",
+        "{doing} {} on {}",
         selected.service.name,
         selected.platform.describe()
     ));
-    let record = Box::pin(release::rollback(
-        &selected.platform,
-        &input(String::new(), None, BTreeMap::new()),
-        &reporter(printer),
-    ))
-    .await?;
+    let input = input(String::new(), None, BTreeMap::new());
+    let reporter = reporter(printer);
+    // The state machine's future is large; keep it off the stack.
+    let record = match what {
+        Rerun::Rollback => Box::pin(release::rollback(&selected.platform, &input, &reporter)).await,
+        Rerun::Promote => Box::pin(release::promote(&selected.platform, &input, &reporter)).await,
+    }?;
     print_result(printer, json, selected.platform.url(), &record);
     Ok(())
 }
