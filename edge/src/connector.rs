@@ -16,6 +16,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioIo;
@@ -84,6 +85,23 @@ impl tower_service::Service<Uri> for Connector {
                 result => result.map_err(Into::into),
             }
         })
+    }
+}
+
+impl Connector {
+    /// A connection to `authority`, outside the pool: for the relay's own pools
+    /// ([`crate::pool`]). Inside [`with_retry`], a failed connect is tried once more, as
+    /// for the pool's.
+    pub(crate) async fn connect(&self, authority: &Authority) -> Result<TcpStream, BoxError> {
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(PathAndQuery::from_static("/"));
+        let uri = Uri::from_parts(parts)?;
+        let mut connector = self.clone();
+        Ok(tower_service::Service::call(&mut connector, uri)
+            .await?
+            .into_inner())
     }
 }
 

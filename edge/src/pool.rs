@@ -21,6 +21,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::backend::ActiveBackend;
+use crate::connector::Connector;
 
 /// At most this many idle connections are kept per slot; the oldest go first.
 pub(crate) const MAX_IDLE: usize = 512;
@@ -83,20 +84,16 @@ impl Pool {
 /// that request, which tries again and answers for them.
 pub(crate) fn warm(
     backends: Vec<Arc<ActiveBackend>>,
-    connect_timeout: Duration,
+    connector: &Connector,
     idle_timeout: Duration,
 ) {
     for active in backends {
         if !active.pool().is_empty() {
             continue;
         }
+        let connector = connector.clone();
         tokio::spawn(async move {
-            let addr = active.backend().addr;
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await
-            {
-                // Best effort: a socket without TCP_NODELAY would only be slower.
-                let _ = stream.set_nodelay(true);
+            if let Ok(stream) = connector.connect(active.authority()).await {
                 active.pool().put(stream, idle_timeout);
             }
         });

@@ -57,6 +57,8 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 pub struct Proxy {
     pub(crate) table: Arc<RouteTable>,
     client: Client<Connector, RequestBody>,
+    /// The client's connector, also used by the relay.
+    connector: Connector,
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) header_read_timeout: Duration,
@@ -96,10 +98,11 @@ impl Proxy {
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(tuning.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
-            .build(connector);
+            .build(connector.clone());
         Proxy {
             table,
             client,
+            connector,
             connect_timeout: tuning.connect_timeout,
             response_timeout: tuning.response_header_timeout,
             header_read_timeout: tuning.header_read_timeout,
@@ -354,35 +357,27 @@ impl Proxy {
         (status, text)
     }
 
-    /// A new connection to `active`'s slot, for the relay: `TCP_NODELAY`, the connect
-    /// timeout, and one more try when a connect for an idempotent request fails (not when
-    /// it timed out).
+    /// A new connection to `active`'s slot, for the relay, made by the same connector as
+    /// the general path's (connect timeout, `TCP_NODELAY`, and one more try when a connect
+    /// for an idempotent request fails without timing out).
     pub(crate) async fn connect(
         &self,
         active: &ActiveBackend,
         idempotent: bool,
     ) -> Result<TcpStream, Failure> {
-        let addr = active.backend().addr;
-        let attempt = || async {
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(stream)) => {
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%addr, "cannot set TCP_NODELAY: {e}");
-                    }
-                    Ok(stream)
-                }
-                Ok(Err(e)) => Err(Failure::Connect(e.to_string())),
-                Err(_) => Err(Failure::ConnectTimeout),
-            }
+        let connecting = self.connector.connect(active.authority());
+        let connected = if idempotent {
+            connector::with_retry(connecting).await
+        } else {
+            connecting.await
         };
-        match attempt().await {
-            Err(Failure::Connect(cause)) if idempotent => {
-                tracing::debug!(%addr, "connect failed ({cause}); trying once more");
-                self.table.metrics().count_connect_retry();
-                attempt().await
+        connected.map_err(|e| {
+            if connector::is_timeout(&*e) {
+                Failure::ConnectTimeout
+            } else {
+                Failure::Connect(error_chain(&*e))
             }
-            result => result,
-        }
+        })
     }
 }
 

@@ -43,7 +43,7 @@ use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
@@ -51,6 +51,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::backend::{ActiveBackend, InFlightGuard};
 use crate::connection::{ClientConn, Stop, stopped};
+use crate::connector;
 use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::{Failure, Proxy};
 use crate::route::{Claim, RequestInfo};
@@ -99,11 +100,6 @@ pub(crate) async fn run(
         timer: Box::pin(tokio::time::sleep(wait)),
         stop: Box::pin(async move { stopped(&mut stop).await }),
         stopping: None,
-        client: Client {
-            https: conn.https,
-            ip: conn.client_ip.as_bytes().to_vec(),
-            max_body: proxy.max_body,
-        },
     };
     let ended = relay.serve(wait).await;
     relay.give_back();
@@ -190,7 +186,6 @@ struct Relay<'a> {
     stop: Pin<Box<dyn Future<Output = Stop> + Send + 'a>>,
     /// Set once a stop was seen.
     stopping: Option<Stop>,
-    client: Client,
 }
 
 /// The request the relay is about to forward: where its parts are in the client's bytes.
@@ -282,7 +277,12 @@ impl Relay<'_> {
                 if self.out.capacity() == 0 {
                     self.out = spare::head();
                 }
-                match parse_request(&self.buf, &mut self.out, &self.client) {
+                let client = Client {
+                    https: self.conn.https,
+                    ip: self.conn.client_ip.as_bytes(),
+                    max_body: self.proxy.max_body,
+                };
+                match parse_request(&self.buf, &mut self.out, &client) {
                     Parsed::Ready(head) => return Ok(head),
                     Parsed::Fallback => return Err(Ended::Fallback(std::mem::take(&mut self.buf))),
                     Parsed::Incomplete if self.buf.len() > MAX_HEAD + BUFFERED_BODY as usize => {
@@ -706,7 +706,7 @@ fn hop_by_hop(name: &str) -> bool {
     listed || (name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"proxy-"))
 }
 
-/// Whether `name` is one of the headers a `Connection` header lists.
+/// Whether the `Connection` header values list `name` (a header name, or `close`).
 fn named_in(connection: &[&[u8]], name: &str) -> bool {
     connection.iter().any(|value| {
         value
@@ -715,27 +715,22 @@ fn named_in(connection: &[&[u8]], name: &str) -> bool {
     })
 }
 
-/// Whether a `Connection` header lists `token`.
-fn lists(connection: &[&[u8]], token: &str) -> bool {
-    named_in(connection, token)
-}
-
 fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
     let start = part.as_ptr() as usize - buf.as_ptr() as usize;
     start..start + part.len()
 }
 
 /// What the upstream head says about the client, and the body limit.
-struct Client {
+struct Client<'a> {
     https: bool,
     /// The client's address, as `X-Forwarded-For` gets it.
-    ip: Vec<u8>,
+    ip: &'a [u8],
     max_body: Option<u64>,
 }
 
 /// Parses the request at the start of `buf` and, when the relay takes it, writes its
 /// upstream head and body into `out`.
-fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client) -> Parsed {
+fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) -> Parsed {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
     let head_len = match req.parse(buf) {
@@ -754,7 +749,6 @@ fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client) -> Parsed {
     let mut connection: [&[u8]; 4] = [&[]; 4];
     let mut connections = 0;
     let mut split = HeaderMap::new();
-    let mut forwarded_for = 0;
     for h in req.headers.iter() {
         let name = h.name;
         match name.len() {
@@ -796,7 +790,6 @@ fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client) -> Parsed {
                 }
                 length = Some(value);
             }
-            15 if name.eq_ignore_ascii_case("x-forwarded-for") => forwarded_for += 1,
             17 if name.eq_ignore_ascii_case("transfer-encoding") => return Parsed::Fallback,
             _ => {}
         }
@@ -848,25 +841,22 @@ fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client) -> Parsed {
     } else {
         b"\r\nx-forwarded-proto: http\r\nx-forwarded-for: "
     });
-    debug_assert_eq!(forwarded_for, prior_for.len());
     for prior in &prior_for {
         out.extend_from_slice(prior);
         out.extend_from_slice(b", ");
     }
-    out.extend_from_slice(&client.ip);
+    out.extend_from_slice(client.ip);
     out.extend_from_slice(b"\r\n\r\n");
     out.extend_from_slice(&buf[head_len..len]);
 
-    let close = lists(connection, "close");
-    let method_is = |m: &str| method == m;
+    let close = named_in(connection, "close");
     Parsed::Ready(Head {
         len,
         host: offset(buf, host),
         path: offset(buf, target.split('?').next().unwrap_or(target).as_bytes()),
         split,
-        idempotent: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"]
-            .into_iter()
-            .any(method_is),
+        idempotent: Method::from_bytes(method.as_bytes())
+            .is_ok_and(|m| connector::is_idempotent(&m)),
         head_method: method == "HEAD",
         close,
     })
@@ -954,7 +944,7 @@ fn parse_answer(
             (None, None) => Framing::UntilClose,
         }
     };
-    let upstream_close = version == 0 || lists(connection, "close");
+    let upstream_close = version == 0 || named_in(connection, "close");
     let close = closing || framing == Framing::UntilClose;
 
     out.clear();

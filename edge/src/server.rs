@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::admin::{CandidateStatus, DrainingStatus, RouteStatus, Status};
 use crate::connection::{self, ClientConn, Stop, stopped};
+use crate::connector::Connector;
 use crate::handover::{Offer, Passed, Predecessor};
 use crate::proxy::Proxy;
 use crate::route::{CandidateRefused, RouteTable, Routing, Switched};
@@ -739,9 +740,10 @@ impl Edge {
     /// Has a connection ready to each backend `service` now sends requests to.
     fn warm(&self, service: &str) {
         let tuning = &self.settings.tuning;
+        let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
         crate::pool::warm(
             self.table.serving(service),
-            tuning.connect_timeout,
+            &connector,
             tuning.pool_idle_timeout,
         );
     }

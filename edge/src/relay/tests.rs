@@ -63,10 +63,10 @@ fn chunked_scanner_refuses_broken_framing() {
 
 // --- Parsing and rewriting heads ------------------------------------------------------
 
-fn client() -> Client {
+fn client() -> Client<'static> {
     Client {
         https: false,
-        ip: b"192.0.2.7".to_vec(),
+        ip: b"192.0.2.7",
         max_body: Some(1000),
     }
 }
