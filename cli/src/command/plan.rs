@@ -308,28 +308,46 @@ fn modules(config: &Config) -> Result<ModulesPlan, Failure> {
     Ok(planned)
 }
 
-fn print(printer: Printer, selected: &Selected, plan: &ReleasePlan) {
+/// The first lines of either kind of plan: what would be released where, who holds the
+/// lock, and what is live.
+fn print_head(
+    printer: Printer,
+    service: &str,
+    version: &str,
+    target: &str,
+    lock: Option<&Holder>,
+    live: Option<&Live>,
+) {
     let line = |label: &str, text: &str| printer.data(&format!("  {label:<9}  {text}"));
     printer.data(&format!(
-        "shipit release would release {} {} to {} (nothing was changed):",
-        plan.service,
-        plan.version,
-        selected.platform.describe()
+        "shipit release would release {service} {version} to {target} (nothing was changed):"
     ));
-    match &plan.lock {
+    match lock {
         Some(holder) => line(
             "lock",
             &format!("held by {holder}: the release would be refused (exit 3)"),
         ),
         None => line("lock", "free"),
     }
-    match &plan.live {
+    match live {
         Some(live) => line(
             "live",
             &format!("{} slot, release {}", live.slot, live.release),
         ),
         None => line("live", "nothing: this would be the first release"),
     }
+}
+
+fn print(printer: Printer, selected: &Selected, plan: &ReleasePlan) {
+    let line = |label: &str, text: &str| printer.data(&format!("  {label:<9}  {text}"));
+    print_head(
+        printer,
+        &plan.service,
+        &plan.version,
+        &selected.platform.describe(),
+        plan.lock.as_ref(),
+        plan.live.as_ref(),
+    );
     let modules = &plan.modules;
     if !modules.bumps.is_empty() || !modules.versions.is_empty() {
         let listed: Vec<String> = modules
@@ -487,26 +505,14 @@ async fn ecs_plan(
         return Ok(());
     }
     let line = |label: &str, text: &str| printer.data(&format!("  {label:<9}  {text}"));
-    printer.data(&format!(
-        "shipit release would release {} {} to {} (nothing was changed):",
-        plan.service,
-        plan.version,
-        platform.describe()
-    ));
-    match &plan.lock {
-        Some(holder) => line(
-            "lock",
-            &format!("held by {holder}: the release would be refused (exit 3)"),
-        ),
-        None => line("lock", "free"),
-    }
-    match &plan.live {
-        Some(live) => line(
-            "live",
-            &format!("{} slot, release {}", live.slot, live.release),
-        ),
-        None => line("live", "nothing: this would be the first release"),
-    }
+    print_head(
+        printer,
+        &plan.service,
+        &plan.version,
+        &platform.describe(),
+        plan.lock.as_ref(),
+        plan.live.as_ref(),
+    );
     line("forward", &plan.forward);
     if let Some(origin) = &plan.cdn_origin {
         line("cdn", &format!("the distribution's origin is {origin}"));
