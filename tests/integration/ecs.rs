@@ -518,10 +518,14 @@ async fn stored_state(project: &EcsProject) -> String {
         .send()
         .await
         .expect("ListTaskDefinitions");
-    state.push_str(&format!(
-        "task definitions {:?}\n",
-        definitions.task_definition_arns()
-    ));
+    // Only this project's: other tests register their own in the same moto server meanwhile.
+    let own = format!(":task-definition/{}-", infra.prefix);
+    let definitions: Vec<&String> = definitions
+        .task_definition_arns()
+        .iter()
+        .filter(|arn| arn.contains(&own))
+        .collect();
+    state.push_str(&format!("task definitions {definitions:?}\n"));
     let parameters = infra
         .clients
         .ssm
