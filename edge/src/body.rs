@@ -7,13 +7,16 @@
 //! [`ProxyBody`] carries the request's in-flight guard until the last byte of the answer,
 //! so a streaming response counts for drains until it ends or the client goes away.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::time::{Instant, Sleep};
 
 use crate::backend::InFlightGuard;
 use crate::connection::ConnGuard;
@@ -27,12 +30,29 @@ pub struct BodyTooLarge {
     pub limit: u64,
 }
 
-/// How far an upload got, for the response-header timeout: it starts counting once the
-/// body is sent, not while a large upload is still on its way.
+/// No byte of a request body arrived within the body idle timeout.
+#[derive(Debug, thiserror::Error)]
+#[error("no byte of the request body arrived within {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+/// How a client's request body failed on the client's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClientBodyError {
+    /// Malformed (chunked framing), or cut off before its end.
+    Broken,
+    /// No byte within the body idle timeout.
+    Stalled,
+}
+
+/// How far an upload got, for the response-header timeout (it starts counting once the
+/// body is sent, not while a large upload is still on its way), and whether the client
+/// broke it.
 #[derive(Debug, Default)]
 pub(crate) struct Upload {
     moved: AtomicBool,
     done: AtomicBool,
+    /// 0: no error; else a [`ClientBodyError`] (1: broken, 2: stalled).
+    client_error: AtomicU8,
 }
 
 impl Upload {
@@ -40,6 +60,23 @@ impl Upload {
     pub(crate) fn busy(&self) -> bool {
         let moved = self.moved.swap(false, Ordering::Relaxed);
         moved || !self.done.load(Ordering::Relaxed)
+    }
+
+    /// How the client broke its body, if it did.
+    pub(crate) fn client_error(&self) -> Option<ClientBodyError> {
+        match self.client_error.load(Ordering::Relaxed) {
+            1 => Some(ClientBodyError::Broken),
+            2 => Some(ClientBodyError::Stalled),
+            _ => None,
+        }
+    }
+
+    fn fail(&self, error: ClientBodyError) {
+        let code = match error {
+            ClientBodyError::Broken => 1,
+            ClientBodyError::Stalled => 2,
+        };
+        self.client_error.store(code, Ordering::Relaxed);
     }
 }
 
@@ -52,6 +89,10 @@ pub struct RequestBody {
     remaining: Option<u64>,
     limit: u64,
     upload: Option<Arc<Upload>>,
+    /// How long the body may go without a byte.
+    idle: Duration,
+    /// Started at the first poll that finds nothing, and moved on by each frame.
+    stall: Option<Pin<Box<Sleep>>>,
 }
 
 impl RequestBody {
@@ -59,12 +100,21 @@ impl RequestBody {
         inner: Incoming,
         remaining: Option<u64>,
         upload: Option<Arc<Upload>>,
+        idle: Duration,
     ) -> Self {
         RequestBody {
             inner,
             limit: remaining.unwrap_or(u64::MAX),
             remaining,
             upload,
+            idle,
+            stall: None,
+        }
+    }
+
+    fn client_failed(&self, error: ClientBodyError) {
+        if let Some(upload) = &self.upload {
+            upload.fail(error);
         }
     }
 
@@ -103,14 +153,31 @@ impl Body for RequestBody {
                 if this.inner.is_end_stream() {
                     this.finished();
                 }
+                if let Some(stall) = &mut this.stall {
+                    stall.as_mut().reset(Instant::now() + this.idle);
+                }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
                 this.finished();
                 Poll::Ready(None)
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
-            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Err(e))) => {
+                // The client's side of the body broke (malformed, cut off, reset).
+                this.client_failed(ClientBodyError::Broken);
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let stall = this
+                    .stall
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                if stall.as_mut().poll(cx).is_ready() {
+                    this.client_failed(ClientBodyError::Stalled);
+                    return Poll::Ready(Some(Err(Box::new(BodyStalled(idle)))));
+                }
+                Poll::Pending
+            }
         }
     }
 

@@ -27,6 +27,7 @@
 //!   microseconds of the close to be caught.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -66,8 +67,18 @@ pub(crate) fn builder(tuning: &Tuning) -> Builder {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(tuning.header_read_timeout);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(tuning.header_read_timeout)
+        .max_headers(tuning.max_headers.min(crate::MAX_HEADERS_LIMIT))
+        // A head that does not fit in the read buffer is answered 431; hyper's smallest
+        // buffer is 8 KiB.
+        .max_buf_size(tuning.max_header_bytes.max(8192));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(tuning.h2_max_concurrent_streams)
+        .max_header_list_size(tuning.h2_max_header_list_size)
+        .max_pending_accept_reset_streams(tuning.h2_max_resets_per_second as usize)
+        .max_local_error_reset_streams(tuning.h2_max_resets_per_second as usize);
     builder
 }
 
@@ -89,6 +100,14 @@ pub(crate) struct ClientConn {
     http2: AtomicBool,
     /// HTTP/1.1 answers carry `Connection: close` (after a hand-over).
     closing: AtomicBool,
+    /// Requests that ended before their answer (HTTP/2: reset by the client), in the
+    /// current second of the connection's life ([`RESET_WINDOW`]).
+    resets: AtomicU64,
+    /// The window `resets` counts in, as seconds since `opened`.
+    reset_window: AtomicU64,
+    opened: Instant,
+    /// Told when resets went over the limit: the connection is to end (GOAWAY).
+    reset_flood: tokio::sync::Notify,
 }
 
 impl ClientConn {
@@ -105,7 +124,30 @@ impl ClientConn {
             reads: AtomicU64::new(0),
             http2: AtomicBool::new(false),
             closing: AtomicBool::new(false),
+            resets: AtomicU64::new(0),
+            reset_window: AtomicU64::new(0),
+            opened: Instant::now(),
+            reset_flood: tokio::sync::Notify::new(),
         })
+    }
+
+    /// Counts a request that ended before its answer; over the limit per second, the
+    /// connection is told to end.
+    fn count_reset(&self) {
+        let now = self.opened.elapsed().as_secs();
+        let window = self.reset_window.load(Ordering::Relaxed);
+        if now != window
+            && self
+                .reset_window
+                .compare_exchange(window, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.resets.store(0, Ordering::Relaxed);
+        }
+        let resets = self.resets.fetch_add(1, Ordering::Relaxed) + 1;
+        if resets > u64::from(self.proxy.h2_max_resets_per_second) {
+            self.reset_flood.notify_one();
+        }
     }
 
     fn activity(&self) -> u64 {
@@ -138,12 +180,54 @@ impl Drop for ConnGuard {
     }
 }
 
-/// The client's transport, counting the reads that bring bytes.
+/// A request on its way to an answer: dropped before it got one, it counts as reset.
+struct Answering {
+    conn: Arc<ClientConn>,
+    answered: bool,
+}
+
+impl Answering {
+    fn finish(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for Answering {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.conn.count_reset();
+        }
+    }
+}
+
+/// The client's transport, counting the reads that bring bytes, and giving up on a client
+/// that takes in nothing of what is written for the write timeout.
 struct Watched<I> {
     io: I,
     /// Bytes the relay read before it handed the connection over: read first.
     read: Bytes,
     conn: Arc<ClientConn>,
+    /// Runs while a write waits for the client to take in bytes.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<I> Watched<I> {
+    /// What a write that could not proceed returns: still pending, or an error once the
+    /// client has taken in nothing for the write timeout.
+    fn stall<T>(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<T>> {
+        let timeout = self.conn.proxy.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if stalled.as_mut().poll(cx).is_ready() {
+            self.stalled = None;
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took in nothing for the write timeout",
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Watched<I> {
@@ -173,11 +257,23 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        match Pin::new(&mut self.io).poll_write(cx, buf) {
+            Poll::Pending => self.stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        match Pin::new(&mut self.io).poll_flush(cx) {
+            Poll::Pending => self.stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
@@ -189,7 +285,13 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        match Pin::new(&mut self.io).poll_write_vectored(cx, bufs) {
+            Poll::Pending => self.stall(cx),
+            done => {
+                self.stalled = None;
+                done
+            }
+        }
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -206,6 +308,9 @@ pub(crate) async fn serve_tcp(
     stop: watch::Receiver<Stop>,
     idle: Duration,
 ) {
+    if !conn.proxy.relay {
+        return serve(builder, stream, Bytes::new(), conn, stop, idle).await;
+    }
     match relay::run(&mut stream, &conn, stop.clone(), idle).await {
         relay::Ended::Closed => {}
         relay::Ended::Fallback(read) => {
@@ -236,8 +341,13 @@ pub(crate) async fn serve<I>(
             if !http1 {
                 conn.http2.store(true, Ordering::Relaxed);
             }
+            let answering = Answering {
+                conn: Arc::clone(&conn),
+                answered: false,
+            };
             async move {
                 let mut response = guard.conn().proxy.handle(req, guard.conn()).await;
+                answering.finish();
                 if http1
                     && guard.conn().closing.load(Ordering::Relaxed)
                     && response.status() != StatusCode::SWITCHING_PROTOCOLS
@@ -255,10 +365,14 @@ pub(crate) async fn serve<I>(
         io,
         read,
         conn: Arc::clone(&conn),
+        stalled: None,
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
-    let check = tokio::time::sleep(idle);
+    // The first look comes after the header-read timeout at the latest: an HTTP/2 client
+    // that has not completed one request head by then is closed (HTTP/1.1 heads are
+    // timed by hyper itself).
+    let check = tokio::time::sleep(idle.min(conn.proxy.header_read_timeout));
     tokio::pin!(check);
     let mut seen = conn.events.load(Ordering::Relaxed);
     // The idle period in force: `idle`, or the hand-over's grace.
@@ -273,9 +387,20 @@ pub(crate) async fn serve<I>(
             biased;
             result = connection.as_mut() => {
                 if let Err(e) = result {
+                    if ended_for_resets(&*e) {
+                        // hyper's HTTP/2 layer counts streams reset before they were
+                        // taken up; this connection's own count the ones after.
+                        conn.proxy.table.metrics().count_h2_reset_flood();
+                    }
                     tracing::debug!(remote = %conn.remote, "client connection ended: {e}");
                 }
                 return;
+            }
+            () = conn.reset_flood.notified(), if !closing => {
+                tracing::info!(remote = %conn.remote, "ending a connection that resets requests faster than {} a second", conn.proxy.h2_max_resets_per_second);
+                conn.proxy.table.metrics().count_h2_reset_flood();
+                connection.as_mut().graceful_shutdown();
+                closing = true;
             }
             how = stopped(&mut stop), if !stopping && !closing => {
                 stopping = true;
@@ -311,6 +436,18 @@ pub(crate) async fn serve<I>(
     }
 }
 
+/// Whether an HTTP/2 connection ended with the GOAWAY for too many reset streams.
+fn ended_for_resets(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(error);
+    while let Some(e) = source {
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            return h2.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM);
+        }
+        source = e.source();
+    }
+    false
+}
+
 /// Resolves once a stop is requested (or the edge is gone), with how to stop.
 pub(crate) async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
     // The borrow `wait_for` returns is not `Send`; copy the value out here, inside.
@@ -321,181 +458,4 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use bytes::Bytes;
-    use http::{Request, StatusCode, Version};
-    use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    use tokio::net::TcpStream;
-
-    use crate::Slot;
-    use crate::server::Tuning;
-    use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge};
-
-    type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
-
-    /// An HTTP/2 connection with prior knowledge (h2c), and a handle that ends when the
-    /// edge closes it.
-    async fn h2(addr: std::net::SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>) {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        let (sender, connection) =
-            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-                .await
-                .unwrap();
-        let closed = tokio::spawn(async move {
-            let _ = connection.await;
-        });
-        (sender, closed)
-    }
-
-    fn h2_request(method: &str, path: &str, body: Bytes) -> Request<Full<Bytes>> {
-        Request::builder()
-            .method(method)
-            .uri(format!("http://app.test{path}"))
-            .version(Version::HTTP_2)
-            .body(Full::new(body))
-            .unwrap()
-    }
-
-    #[tokio::test]
-    async fn http2_prior_knowledge_requests_are_multiplexed_to_the_live_slot() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let (sender, _closed) = h2(edge.addr()).await;
-        let mut requests = tokio::task::JoinSet::new();
-        for _ in 0..20 {
-            let mut sender = sender.clone();
-            requests.spawn(async move {
-                let response = sender
-                    .send_request(h2_request("GET", "/headers", Bytes::new()))
-                    .await
-                    .unwrap();
-                assert_eq!(response.version(), Version::HTTP_2);
-                assert_eq!(response.status(), StatusCode::OK);
-                assert_eq!(response.headers()["x-backend"], "blue");
-                let body = response.into_body().collect().await.unwrap().to_bytes();
-                let seen: std::collections::BTreeMap<String, Vec<String>> =
-                    serde_json::from_slice(&body).unwrap();
-                assert_eq!(seen["host"], vec!["app.test".to_string()]);
-                assert_eq!(seen["x-forwarded-host"], vec!["app.test".to_string()]);
-            });
-        }
-        while let Some(done) = requests.join_next().await {
-            done.unwrap();
-        }
-        assert_eq!(blue.served(), 20);
-    }
-
-    #[tokio::test]
-    async fn http2_streams_request_and_response_bodies() {
-        let edge = TestEdge::start().await;
-        let mut blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let (mut sender, _closed) = h2(edge.addr()).await;
-
-        let payload = Bytes::from("y".repeat(300 * 1024));
-        let echoed = sender
-            .send_request(h2_request("POST", "/echo", payload.clone()))
-            .await
-            .unwrap();
-        assert_eq!(echoed.status(), StatusCode::OK);
-        assert_eq!(
-            echoed.into_body().collect().await.unwrap().to_bytes(),
-            payload
-        );
-
-        // The first chunk reaches the client while the backend still holds the rest.
-        let response = sender
-            .send_request(h2_request("GET", "/stream", Bytes::new()))
-            .await
-            .unwrap();
-        let mut body = response.into_body();
-        let first = tokio::time::timeout(SIGNAL_TIMEOUT, body.frame())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert_eq!(first.into_data().unwrap(), "first;");
-        blue.arrival().await;
-        blue.release_one();
-        assert_eq!(body.collect().await.unwrap().to_bytes(), "rest");
-    }
-
-    #[tokio::test]
-    async fn idle_http2_connection_is_closed_after_the_idle_timeout() {
-        let tuning = Tuning {
-            idle_timeout: Duration::from_millis(100),
-            ..Tuning::default()
-        };
-        let edge = TestEdge::start_with(tuning).await;
-        let blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let (mut sender, closed) = h2(edge.addr()).await;
-        let response = sender
-            .send_request(h2_request("GET", "/", Bytes::new()))
-            .await
-            .unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        drop(response);
-        tokio::time::timeout(SIGNAL_TIMEOUT, closed)
-            .await
-            .expect("the idle connection was not closed")
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn idle_http1_connection_is_closed_by_the_header_read_timeout() {
-        let tuning = Tuning {
-            header_read_timeout: Duration::from_millis(100),
-            ..Tuning::default()
-        };
-        let edge = TestEdge::start_with(tuning).await;
-        let blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let mut connection = Connection::open(edge.addr()).await;
-        assert_eq!(connection.get("/").await.unwrap().status, StatusCode::OK);
-        let closed = async {
-            while !connection.is_closed() {
-                tokio::task::yield_now().await;
-            }
-        };
-        tokio::time::timeout(SIGNAL_TIMEOUT, closed)
-            .await
-            .expect("the idle keep-alive connection was not closed");
-    }
-
-    #[tokio::test]
-    async fn connection_with_a_request_in_flight_is_not_idle() {
-        let tuning = Tuning {
-            idle_timeout: Duration::from_millis(50),
-            ..Tuning::default()
-        };
-        let edge = TestEdge::start_with(tuning).await;
-        let mut blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let (mut sender, closed) = h2(edge.addr()).await;
-        let held = tokio::spawn(async move {
-            let response = sender
-                .send_request(h2_request("GET", "/hold", Bytes::new()))
-                .await
-                .unwrap();
-            (sender, response.status())
-        });
-        blue.arrival().await;
-        // A negative check needs time to pass: several idle periods with the request held.
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(!closed.is_finished(), "closed with a request in flight");
-        blue.release_one();
-        let (mut sender, status) = held.await.unwrap();
-        assert_eq!(status, StatusCode::OK);
-        // Had the edge taken it for idle, it would have sent GOAWAY: no new request.
-        let next = sender
-            .send_request(h2_request("GET", "/", Bytes::new()))
-            .await
-            .expect("the connection was shut down while its request was in flight");
-        assert_eq!(next.status(), StatusCode::OK);
-    }
-}
+mod tests;

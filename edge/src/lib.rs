@@ -9,6 +9,8 @@
 //! without refusing or dropping a connection.
 
 pub mod admin;
+pub(crate) mod admission;
+pub(crate) mod answer;
 pub mod backend;
 pub mod body;
 pub mod client;
@@ -17,6 +19,7 @@ pub mod connector;
 pub mod daemon;
 pub mod drain;
 pub mod error;
+pub mod framing;
 pub mod handover;
 pub mod metrics;
 pub(crate) mod pool;
@@ -40,6 +43,7 @@ pub use client::AdminClient;
 pub use daemon::{DaemonSpec, StopOutcome, Upgraded};
 pub use drain::DrainOutcome;
 pub use error::EdgeError;
+pub use framing::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, MAX_HEADERS_LIMIT};
 pub use route::Routing;
 pub use server::{EdgeHandle, EdgeOptions, Settings, TakeOver, Tuning};
 pub use slot::Slot;
@@ -71,6 +75,23 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const DEFAULT_RESPONSE_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 /// The largest request body the edge forwards (then 413): 100 MiB.
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 100 * 1024 * 1024;
+/// How long a request body may go without a byte before the edge gives up on it (408).
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a client may take in nothing of an answer before the edge closes its
+/// connection (the request then ends, so a drain does not wait for it).
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Client connections the edge holds open at once; more are answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 16_384;
+/// Client connections from one IP address at once; more are answered 503 and closed.
+/// Behind a load balancer or CDN, every client shares its few addresses: raise it there.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_024;
+/// HTTP/2 streams a client may have open at once on one connection.
+pub const DEFAULT_H2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// The largest HTTP/2 header list (decoded) a client may send.
+pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
+/// HTTP/2 streams a client may reset per second on one connection before the edge ends the
+/// connection with GOAWAY (the "rapid reset" attack, CVE-2023-44487).
+pub const DEFAULT_H2_MAX_RESETS_PER_SECOND: u32 = 100;
 /// The deadline of one admin call (a drain gets its own timeout on top).
 pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`daemon::ensure_running`] usually waits for a new edge to answer.

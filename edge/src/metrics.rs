@@ -95,6 +95,9 @@ pub struct Metrics {
     /// Per service: drains that ended drained, and at the deadline.
     drains: Mutex<BTreeMap<String, [u64; 2]>>,
     unrouted: AtomicU64,
+    refused: AtomicU64,
+    connections_refused: AtomicU64,
+    h2_goaways: AtomicU64,
     connect_retries: AtomicU64,
     tunnels_closed: AtomicU64,
 }
@@ -115,6 +118,21 @@ impl Metrics {
     /// A request that matched no service (answered 404 or 503 by the edge itself).
     pub(crate) fn count_unrouted(&self) {
         self.unrouted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request refused as the client's error before it was routed (400, 408, 431, 505).
+    pub(crate) fn count_refused(&self) {
+        self.refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A client connection over the connection limits, answered 503 and closed.
+    pub(crate) fn count_connection_refused(&self) {
+        self.connections_refused.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// An HTTP/2 connection ended for resetting streams too fast.
+    pub(crate) fn count_h2_reset_flood(&self) {
+        self.h2_goaways.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A failed upstream connect that was tried again.
@@ -225,6 +243,21 @@ impl Metrics {
                 "shipit_edge_unrouted_requests_total",
                 "Requests that matched no service with a live slot (answered 404 or 503).",
                 &self.unrouted,
+            ),
+            (
+                "shipit_edge_refused_requests_total",
+                "Requests refused as the client's error before routing (400, 408, 431, 505).",
+                &self.refused,
+            ),
+            (
+                "shipit_edge_refused_connections_total",
+                "Client connections over the connection limits (answered 503 and closed).",
+                &self.connections_refused,
+            ),
+            (
+                "shipit_edge_h2_reset_floods_total",
+                "HTTP/2 connections ended with GOAWAY for resetting streams too fast.",
+                &self.h2_goaways,
             ),
             (
                 "shipit_edge_upstream_connect_retries_total",

@@ -1,16 +1,21 @@
 //! The hyper service that forwards a client's request to its service's slot.
 //!
-//! The request claims its backend from the route table (which counts it in flight), is
-//! rewritten for the upstream (hop-by-hop headers out, `X-Forwarded-*` in) and sent over a
-//! pooled keep-alive HTTP/1.1 client, whatever the client spoke. The in-flight guard then
-//! moves into the response body, so a streaming response counts until its last byte, or
-//! until the client goes away and hyper drops the body. Bodies stream both ways; nothing is
-//! buffered. An `Upgrade` request that the slot answers with 101 becomes a tunnel
+//! The request is first held to the edge's framing rules ([`crate::framing`], the same ones
+//! the relay applies), then claims its backend from the route table (which counts it in
+//! flight), is rewritten for the upstream (hop-by-hop headers out, `X-Forwarded-*` in) and
+//! sent over a pooled keep-alive HTTP/1.1 client, whatever the client spoke. The in-flight
+//! guard then moves into the response body, so a streaming response counts until its last
+//! byte, or until the client goes away and hyper drops the body. Bodies stream both ways;
+//! nothing is buffered. An `Upgrade` request that the slot answers with 101 becomes a tunnel
 //! ([`crate::tunnel`]).
 //!
-//! Every failure is an answer from the edge that says what went wrong: 404 (no service for
-//! that host and path), 503 (no live slot), 413 (request body over the limit), 502 (the slot
-//! refused or broke the connection) and 504 (connect or response-header timeout).
+//! Every failure is an answer from the edge with a short, generic body (its status and a
+//! request id, [`crate::answer`]); the detail goes to the log under that id. The client's
+//! errors are the client's: 400 (a head that breaks the framing rules, a malformed or
+//! aborted body), 408 (a body that stopped arriving), 413 (a body over the limit), 431 (a
+//! head over the limits); they count as 4xx, never as a slot's 5xx. The slot's failures
+//! are 502 (it refused or broke the connection) and 504 (connect or response-header
+//! timeout); 404 and 503 are for requests no slot can take.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,11 +29,14 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::admission::Admission;
+use crate::answer::{self, RequestId};
 use crate::backend::{ActiveBackend, InFlightGuard};
 pub use crate::body::ProxyBody;
-use crate::body::{BodyTooLarge, RequestBody, Upload};
+use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, Upload};
 use crate::connection::ClientConn;
 use crate::connector::{self, Connector};
+use crate::framing::{self, HeadLimits, Refusal, RequestCheck};
 use crate::route::{Claim, RequestInfo, RouteTable};
 use crate::server::Tuning;
 use crate::split::SLOT_HEADER;
@@ -37,21 +45,6 @@ use crate::tunnel::{self, Tunnels};
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
-
-/// Headers that describe one hop, not the message (RFC 9110 §7.6.1), besides those named
-/// in `Connection` and any `Proxy-*`.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    KEEP_ALIVE,
-    PROXY_CONNECTION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 /// Forwards requests to the backends of a [`RouteTable`].
 #[derive(Debug)]
 pub struct Proxy {
@@ -64,6 +57,14 @@ pub struct Proxy {
     pub(crate) header_read_timeout: Duration,
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) max_body: Option<u64>,
+    pub(crate) head_limits: HeadLimits,
+    pub(crate) write_timeout: Duration,
+    body_idle_timeout: Duration,
+    pub(crate) h2_max_resets_per_second: u32,
+    /// Plaintext HTTP/1.1 starts in the relay ([`crate::relay`]); off: hyper serves all.
+    pub(crate) relay: bool,
+    /// The client connection limits, shared by the plaintext and TLS listeners.
+    pub(crate) admission: Arc<Admission>,
     tunnels: Tunnels,
 }
 
@@ -108,6 +109,15 @@ impl Proxy {
             header_read_timeout: tuning.header_read_timeout,
             pool_idle_timeout: tuning.pool_idle_timeout,
             max_body: tuning.max_request_body,
+            head_limits: HeadLimits {
+                max_bytes: tuning.max_header_bytes,
+                max_headers: tuning.max_headers,
+            },
+            write_timeout: tuning.write_timeout,
+            body_idle_timeout: tuning.body_idle_timeout,
+            h2_max_resets_per_second: tuning.h2_max_resets_per_second,
+            relay: tuning.relay,
+            admission: Admission::new(tuning.max_connections, tuning.max_connections_per_ip),
             tunnels: Tunnels::default(),
         }
     }
@@ -117,16 +127,18 @@ impl Proxy {
         self.tunnels.finish(grace).await;
     }
 
-    /// Serves one request from `conn`. Never fails: problems become answers from the edge
-    /// that say what went wrong.
+    /// Serves one request from `conn`. Never fails: problems become answers from the edge.
     pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
         conn: &ClientConn,
     ) -> Response<ProxyBody> {
-        let host = request_host(&req);
+        let host = match self.check(&req) {
+            Ok(host) => host,
+            Err(refusal) => return self.refuse(refusal, conn, req.version() < Version::HTTP_2),
+        };
         let claimed = self.table.claim(&RequestInfo {
-            host: host.as_ref().and_then(|h| h.to_str().ok()),
+            host: host.to_str().ok(),
             path: req.uri().path(),
             headers: req.headers(),
         });
@@ -138,8 +150,9 @@ impl Proxy {
             Ok(claim) => claim,
             Err(unrouted) => {
                 self.table.metrics().count_unrouted();
-                let status = unrouted.status();
-                return message(status, unrouted.to_string());
+                let id = RequestId::new();
+                tracing::debug!(request_id = %id, remote = %conn.remote, "{unrouted}");
+                return message(unrouted.status(), id);
             }
         };
         let active = Arc::clone(guard.active());
@@ -157,10 +170,74 @@ impl Proxy {
         response
     }
 
+    /// Holds the request's head to the framing rules ([`crate::framing`]): the host to
+    /// route and pass on, or why the request is refused.
+    fn check(&self, req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
+        let http1 = req.version() < Version::HTTP_2;
+        let uri = req.uri();
+        let line = req.method().as_str().len()
+            + uri.path_and_query().map_or(1, |p| p.as_str().len())
+            + uri.authority().map_or(0, |a| a.as_str().len() + 7)
+            + 10;
+        let mut check =
+            RequestCheck::new(req.version() == Version::HTTP_11, line, self.head_limits);
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return Err(Refusal::BadRequest("the request has several Host headers"));
+        }
+        if http1 {
+            for (name, value) in req.headers() {
+                check.header(name.as_str(), value.as_bytes())?;
+            }
+            check.finish()?;
+        }
+        // The authority of an absolute-form target (HTTP/1.1) or `:authority` (HTTP/2)
+        // and `Host` must name the same thing; either may stand alone in HTTP/2.
+        let authority = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let host = match (host, authority) {
+            (Some(host), Some(authority)) => {
+                if !host.as_bytes().eq_ignore_ascii_case(authority.as_bytes()) {
+                    return Err(Refusal::BadRequest(
+                        "the request's Host disagrees with its target's authority",
+                    ));
+                }
+                host.clone()
+            }
+            (Some(host), None) => host.clone(),
+            (None, Some(authority)) if !http1 => authority,
+            (None, _) => return Err(Refusal::BadRequest("the request has no Host header")),
+        };
+        if !framing::valid_authority(host.as_bytes()) {
+            return Err(Refusal::BadRequest(
+                "the request's Host is not a valid authority",
+            ));
+        }
+        Ok(host)
+    }
+
+    /// The answer to a request the client got wrong. HTTP/1.x: the connection closes after
+    /// it, since where the refused request ends is not known.
+    fn refuse(&self, refusal: Refusal, conn: &ClientConn, http1: bool) -> Response<ProxyBody> {
+        let id = RequestId::new();
+        let status = refusal.status();
+        answer::log_refusal(id, status, &conn.remote, refusal.reason());
+        self.table.metrics().count_refused();
+        let mut response = message(status, id);
+        if http1 {
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+
     async fn forward(
         &self,
         mut req: Request<Incoming>,
-        host: Option<HeaderValue>,
+        host: HeaderValue,
         mut guard: InFlightGuard,
         conn: &ClientConn,
     ) -> Response<ProxyBody> {
@@ -180,9 +257,16 @@ impl Proxy {
         let idempotent = connector::is_idempotent(req.method());
         let active = guard.active();
         let (upstream, upload) = self.upstream_request(req, active, host, conn, declared, upgrade);
-        let mut response = match self.send(upstream, upload, idempotent).await {
+        let mut response = match self.send(upstream, upload.clone(), idempotent).await {
             Ok(response) => response,
-            Err(failed) => return self.upstream_failure(active, &failed, http1),
+            Err(failed) => {
+                // A body that broke on the client's side is the client's error, whatever
+                // the upstream request then reported.
+                if let Some(error) = upload.as_ref().and_then(|u| u.client_error()) {
+                    return self.client_body_error(error, conn, http1);
+                }
+                return self.upstream_failure(active, &failed, http1);
+            }
         };
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
@@ -242,7 +326,7 @@ impl Proxy {
         &self,
         req: Request<Incoming>,
         active: &ActiveBackend,
-        host: Option<HeaderValue>,
+        host: HeaderValue,
         conn: &ClientConn,
         declared: Option<u64>,
         upgrade: Option<HeaderValue>,
@@ -266,12 +350,10 @@ impl Proxy {
         if let Some(upgrade) = upgrade {
             tunnel::restore_upgrade(headers, upgrade);
         }
-        if let Some(host) = host {
-            if !headers.contains_key(header::HOST) {
-                headers.insert(header::HOST, host.clone());
-            }
-            headers.insert(X_FORWARDED_HOST, host);
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
         }
+        headers.insert(X_FORWARDED_HOST, host);
         headers.insert(
             X_FORWARDED_PROTO,
             HeaderValue::from_static(if conn.https { "https" } else { "http" }),
@@ -282,7 +364,7 @@ impl Proxy {
         // is counted as it streams.
         let remaining = self.max_body.filter(|_| declared.is_none());
         let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
-        let body = RequestBody::new(body, remaining, upload.clone());
+        let body = RequestBody::new(body, remaining, upload.clone(), self.body_idle_timeout);
         (Request::from_parts(parts, body), upload)
     }
 
@@ -306,55 +388,80 @@ impl Proxy {
             Failed::NoAnswer => Failure::NoAnswer,
             Failed::UnaskedUpgrade => Failure::UnaskedUpgrade,
         };
-        let (status, text) = self.failure(active, &failure);
-        message(status, text)
+        let (status, id) = self.failure(active, &failure);
+        message(status, id)
     }
 
-    /// The status and text of the edge's answer when the slot gave none (logged too).
+    /// The answer when the client's body broke (malformed, cut off, or stalled): the
+    /// client's error, and the end of an HTTP/1.x connection whose framing is now unknown.
+    fn client_body_error(
+        &self,
+        error: ClientBodyError,
+        conn: &ClientConn,
+        http1: bool,
+    ) -> Response<ProxyBody> {
+        let refusal = match error {
+            ClientBodyError::Broken => {
+                Refusal::BadRequest("the request body broke off or is malformed")
+            }
+            ClientBodyError::Stalled => Refusal::Timeout,
+        };
+        self.refuse(refusal, conn, http1)
+    }
+
+    /// The status of the edge's answer when the slot gave none, and the id under which
+    /// the detail is logged (within [`answer::SLOT_FAILURES`]).
     pub(crate) fn failure(
         &self,
         active: &ActiveBackend,
         failure: &Failure,
-    ) -> (StatusCode, String) {
+    ) -> (StatusCode, RequestId) {
         let backend = active.backend();
         let service = active.service();
-        let target = format!(
-            "the {} slot of service {service} (release {}) at {}",
-            backend.slot, backend.release, backend.addr
-        );
         let (status, text) = match failure {
             Failure::ConnectTimeout => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "shipit edge: timed out after {} connecting to {target}",
+                    "timed out after {} connecting to the slot",
                     humantime::format_duration(self.connect_timeout)
                 ),
             ),
             Failure::Connect(cause) => (
                 StatusCode::BAD_GATEWAY,
-                format!("shipit edge: cannot connect to {target}: {cause}"),
+                format!("cannot connect to the slot: {cause}"),
             ),
             Failure::Broken(cause) => (
                 StatusCode::BAD_GATEWAY,
-                format!("shipit edge: {target} failed before answering: {cause}"),
+                format!("the slot failed before answering: {cause}"),
             ),
             Failure::NoAnswer => (
                 StatusCode::GATEWAY_TIMEOUT,
                 format!(
-                    "shipit edge: {target} did not answer within {} of receiving the request",
+                    "the slot did not answer within {} of receiving the request",
                     humantime::format_duration(self.response_timeout)
                 ),
             ),
             Failure::UnaskedUpgrade => (
                 StatusCode::BAD_GATEWAY,
-                format!(
-                    "shipit edge: {target} answered 101 Switching Protocols to a request that \
-                     did not ask to upgrade"
-                ),
+                "the slot answered 101 Switching Protocols to a request that did not ask to \
+                 upgrade"
+                    .to_string(),
             ),
         };
-        tracing::warn!(%service, slot = %backend.slot, release = %backend.release, addr = %backend.addr, "{text}");
-        (status, text)
+        let id = RequestId::new();
+        if let Some(suppressed) = answer::SLOT_FAILURES.admit() {
+            tracing::warn!(
+                request_id = %id,
+                %service,
+                slot = %backend.slot,
+                release = %backend.release,
+                addr = %backend.addr,
+                status = status.as_u16(),
+                suppressed,
+                "{text}"
+            );
+        }
+        (status, id)
     }
 
     /// A new connection to `active`'s slot, for the relay, made by the same connector as
@@ -379,16 +486,6 @@ impl Proxy {
             }
         })
     }
-}
-
-/// The host the client asked for: the `Host` header, or the authority of an absolute or
-/// HTTP/2 URI.
-fn request_host<B>(req: &Request<B>) -> Option<HeaderValue> {
-    req.headers().get(header::HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    })
 }
 
 /// The request's `Content-Length`, when it has one.
@@ -419,30 +516,25 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     }
 }
 
-/// Removes the headers that only concern one connection.
+/// Removes the headers that only concern one connection: those [`framing::is_hop_by_hop`]
+/// names, and those the message's `Connection` names.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| HeaderName::try_from(token.trim()).ok())
-            .collect();
-        for name in named {
-            headers.remove(name);
-        }
-    }
-    for name in &HOP_BY_HOP {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| framing::tokens(v.as_bytes()))
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .collect();
+    for name in named {
         headers.remove(name);
     }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy_headers: Vec<HeaderName> = headers
+    if headers.keys().any(|k| framing::is_hop_by_hop(k.as_str())) {
+        let hop: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| k.as_str().starts_with("proxy-"))
+            .filter(|k| framing::is_hop_by_hop(k.as_str()))
             .cloned()
             .collect();
-        for name in proxy_headers {
+        for name in hop {
             headers.remove(name);
         }
     }
@@ -481,19 +573,16 @@ fn too_large(
     declared: Option<u64>,
     http1: bool,
 ) -> Response<ProxyBody> {
-    let size = declared.map_or_else(
-        || String::from("the request body grew larger than"),
-        |length| format!("the request body ({length} bytes) is larger than"),
+    let id = RequestId::new();
+    tracing::debug!(
+        request_id = %id,
+        service = %active.service(),
+        slot = %active.backend().slot,
+        declared,
+        limit,
+        "refused a request body over the limit"
     );
-    let mut response = message(
-        StatusCode::PAYLOAD_TOO_LARGE,
-        format!(
-            "shipit edge: {size} the limit of {limit} bytes for service {}; it was not sent \
-             to the {} slot",
-            active.service(),
-            active.backend().slot
-        ),
-    );
+    let mut response = message(StatusCode::PAYLOAD_TOO_LARGE, id);
     if http1 {
         // The rest of the body is not read: the connection cannot carry another request.
         // (HTTP/2 resets just the stream, and forbids the header.)
@@ -504,9 +593,9 @@ fn too_large(
     response
 }
 
-/// A plain-text answer from the edge itself.
-fn message(status: StatusCode, text: String) -> Response<ProxyBody> {
-    let mut response = Response::new(ProxyBody::message(format!("{text}\n")));
+/// An answer from the edge itself: the generic text of [`answer::body`].
+fn message(status: StatusCode, id: RequestId) -> Response<ProxyBody> {
+    let mut response = Response::new(ProxyBody::message(answer::body(status, id)));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -543,7 +632,8 @@ mod tests {
     use crate::Slot;
     use crate::server::Tuning;
     use crate::test_backend::{
-        Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, get, request,
+        Connection, Logs, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, generic_answer, get,
+        request,
     };
     use bytes::Bytes;
     use http_body_util::BodyExt;
@@ -553,15 +643,12 @@ mod tests {
         let edge = TestEdge::start().await;
         let answer = get(edge.addr(), "/").await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert!(
-            answer.body.starts_with("shipit edge: no live slot"),
-            "{}",
-            answer.body
-        );
+        generic_answer(&answer.body, StatusCode::SERVICE_UNAVAILABLE);
     }
 
     #[tokio::test]
-    async fn removed_service_answers_503_naming_it_while_it_drains() {
+    async fn removed_service_answers_503_while_it_drains() {
+        let logs = Logs::capture();
         let edge = TestEdge::start().await;
         let mut blue = TestBackend::start("blue").await;
         edge.switch(&blue.backend(Slot::Blue, "r1")).await;
@@ -571,13 +658,15 @@ mod tests {
         assert!(edge.client().remove("web").await.unwrap().is_some());
         let answer = get(edge.addr(), "/").await;
         assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(answer.body, "shipit edge: no live slot for service web\n");
+        let id = generic_answer(&answer.body, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(logs.line_of(&id).contains("no live slot for service web"));
         blue.release_one();
         assert_eq!(pending.await.unwrap().status, StatusCode::OK);
     }
 
     #[tokio::test]
-    async fn dead_upstream_answers_502() {
+    async fn dead_upstream_answers_a_generic_502_and_logs_the_detail() {
+        let logs = Logs::capture();
         let edge = TestEdge::start().await;
         let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
@@ -590,18 +679,16 @@ mod tests {
         edge.switch(&backend).await;
         let answer = get(edge.addr(), "/").await;
         assert_eq!(answer.status, StatusCode::BAD_GATEWAY);
+        let id = generic_answer(&answer.body, StatusCode::BAD_GATEWAY);
+        let line = logs.line_of(&id);
         for part in [
-            "green slot",
-            "release r9",
+            "slot=green",
+            "release=r9",
             &addr.to_string(),
-            "service web",
+            "service=web",
             "refused",
         ] {
-            assert!(
-                answer.body.contains(part),
-                "{part} missing in {}",
-                answer.body
-            );
+            assert!(line.contains(part), "{part} missing in {line}");
         }
     }
 
@@ -635,6 +722,7 @@ mod tests {
             connect_timeout: Duration::from_millis(300),
             ..Tuning::default()
         };
+        let logs = Logs::capture();
         let edge = TestEdge::start_with(tuning).await;
         edge.switch(&crate::Backend {
             slot: Slot::Blue,
@@ -644,12 +732,12 @@ mod tests {
         .await;
         let answer = get(edge.addr(), "/").await;
         assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+        let id = generic_answer(&answer.body, StatusCode::GATEWAY_TIMEOUT);
+        let line = logs.line_of(&id);
         assert!(
-            answer
-                .body
-                .contains("timed out after 300ms connecting to the blue slot"),
-            "{}",
-            answer.body
+            line.contains("timed out after 300ms connecting to the slot")
+                && line.contains("slot=blue"),
+            "{line}"
         );
         drop(listener);
     }
@@ -843,6 +931,7 @@ mod tests {
             response_header_timeout: Duration::from_millis(200),
             ..Tuning::default()
         };
+        let logs = Logs::capture();
         let edge = TestEdge::start_with(tuning).await;
         let mut blue = TestBackend::start("blue").await;
         edge.switch(&blue.backend(Slot::Blue, "r1")).await;
@@ -850,13 +939,13 @@ mod tests {
         blue.arrival().await;
         let answer = pending.await.unwrap();
         assert_eq!(answer.status, StatusCode::GATEWAY_TIMEOUT);
+        let id = generic_answer(&answer.body, StatusCode::GATEWAY_TIMEOUT);
+        let line = logs.line_of(&id);
         assert!(
-            answer
-                .body
-                .contains("the blue slot of service web (release r1)")
-                && answer.body.contains("did not answer within 200ms"),
-            "{}",
-            answer.body
+            line.contains("slot=blue")
+                && line.contains("release=r1")
+                && line.contains("did not answer within 200ms"),
+            "{line}"
         );
         blue.release_one();
     }
@@ -896,6 +985,7 @@ mod tests {
 
     #[tokio::test]
     async fn declared_body_over_the_limit_is_refused_before_the_slot_sees_it() {
+        let logs = Logs::capture();
         let tuning = Tuning {
             max_request_body: Some(1000),
             ..Tuning::default()
@@ -920,10 +1010,13 @@ mod tests {
             .unwrap();
         let answer = answer(response).await.unwrap();
         assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
-        assert_eq!(
-            answer.body,
-            "shipit edge: the request body (2000 bytes) is larger than the limit of 1000 bytes \
-             for service web; it was not sent to the blue slot\n"
+        let id = generic_answer(&answer.body, StatusCode::PAYLOAD_TOO_LARGE);
+        let line = logs.line_of(&id);
+        assert!(
+            line.contains("declared=2000")
+                && line.contains("limit=1000")
+                && line.contains("service=web"),
+            "{line}"
         );
         assert_eq!(blue.served(), 0);
         assert_eq!(
@@ -938,6 +1031,7 @@ mod tests {
 
     #[tokio::test]
     async fn streamed_body_growing_over_the_limit_gets_413() {
+        let logs = Logs::capture();
         let tuning = Tuning {
             max_request_body: Some(1000),
             ..Tuning::default()
@@ -968,13 +1062,8 @@ mod tests {
             "{}",
             answer.body
         );
-        assert!(
-            answer
-                .body
-                .starts_with("shipit edge: the request body grew larger than the limit of 1000"),
-            "{}",
-            answer.body
-        );
+        let id = generic_answer(&answer.body, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(logs.line_of(&id).contains("limit=1000"));
         drop(tx);
     }
 

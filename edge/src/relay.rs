@@ -37,34 +37,34 @@
 //! back when the connection goes idle again.
 
 use std::future::Future;
-use std::ops::Range;
 use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::{Buf, BytesMut};
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
+use crate::answer::{self, RequestId};
 use crate::backend::{ActiveBackend, InFlightGuard};
 use crate::connection::{ClientConn, Stop, stopped};
-use crate::connector;
+use crate::framing::{MAX_INTERIM_ANSWERS, Refusal};
 use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::{Failure, Proxy};
 use crate::route::{Claim, RequestInfo};
-use crate::split::SLOT_HEADER;
 
-/// Request bodies up to this size are read whole before the request is sent; a larger one
-/// streams through the general path.
-pub(crate) const BUFFERED_BODY: u64 = 64 * 1024;
-/// The largest request or answer head the relay reads (a larger request goes to the
-/// general path, which refuses it; a larger answer is a 502).
-const MAX_HEAD: usize = 64 * 1024;
-/// Headers per head.
-const MAX_HEADERS: usize = 100;
+mod wire;
+
+use wire::{
+    Answer, ChunkedScanner, Client, Extra, Framing, Head, Parsed, Parsed1, parse_answer,
+    parse_request, write_message,
+};
+
+/// How much of the client's next requests is read ahead while an answer is on its way.
+const READ_AHEAD: usize = 64 * 1024;
 /// How much is read at a time.
 const READ_SIZE: usize = 8 * 1024;
 /// How long a closing connection waits for the client's side to close, reading and
@@ -188,46 +188,6 @@ struct Relay<'a> {
     stopping: Option<Stop>,
 }
 
-/// The request the relay is about to forward: where its parts are in the client's bytes.
-struct Head {
-    /// Head and body.
-    len: usize,
-    host: Range<usize>,
-    path: Range<usize>,
-    /// `Cookie` and `X-Shipit-Slot`, the headers the split looks at, when present.
-    split: HeaderMap,
-    idempotent: bool,
-    head_method: bool,
-    /// The client asked to close after this request.
-    close: bool,
-}
-
-enum Parsed {
-    Incomplete,
-    Fallback,
-    Ready(Head),
-}
-
-/// How the slot's answer ends.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Framing {
-    Empty,
-    Length(u64),
-    Chunked,
-    UntilClose,
-}
-
-/// The answer's head, already rewritten into `out`.
-struct Answer {
-    status: u16,
-    head_len: usize,
-    framing: Framing,
-    /// The slot asked to close its connection.
-    upstream_close: bool,
-    /// The client connection closes after this answer.
-    close: bool,
-}
-
 /// Why no answer came.
 enum Failed {
     /// The pooled connection was closed before an answer began: another may work.
@@ -281,12 +241,14 @@ impl Relay<'_> {
                     https: self.conn.https,
                     ip: self.conn.client_ip.as_bytes(),
                     max_body: self.proxy.max_body,
+                    limits: self.proxy.head_limits,
                 };
                 match parse_request(&self.buf, &mut self.out, &client) {
                     Parsed::Ready(head) => return Ok(head),
                     Parsed::Fallback => return Err(Ended::Fallback(std::mem::take(&mut self.buf))),
-                    Parsed::Incomplete if self.buf.len() > MAX_HEAD + BUFFERED_BODY as usize => {
-                        return Err(Ended::Fallback(std::mem::take(&mut self.buf)));
+                    Parsed::Refuse(refusal) => {
+                        self.refuse(refusal).await;
+                        return Err(Ended::Closed);
                     }
                     Parsed::Incomplete => {}
                 }
@@ -308,7 +270,13 @@ impl Relay<'_> {
                         // Bytes came within the hand-over's grace: the request may finish.
                         deadline = header_deadline;
                     } else if now >= deadline {
-                        tracing::debug!(remote = %self.conn.remote, "closing a client connection: no whole request within the header-read timeout");
+                        if self.buf.is_empty() {
+                            tracing::debug!(remote = %self.conn.remote, "closing an idle client connection");
+                        } else {
+                            // Part of a request came, not all of it (a small body is read
+                            // whole within the header-read timeout too).
+                            self.refuse(Refusal::Timeout).await;
+                        }
                         return Err(Ended::Closed);
                     }
                     self.timer.as_mut().reset(deadline);
@@ -363,10 +331,9 @@ impl Relay<'_> {
             Err(unrouted) => {
                 self.buf.advance(head.len);
                 self.proxy.table.metrics().count_unrouted();
-                let status = unrouted.status();
-                return self
-                    .message(status, &unrouted.to_string(), head.close)
-                    .await;
+                let id = RequestId::new();
+                tracing::debug!(request_id = %id, remote = %self.conn.remote, "{unrouted}");
+                return self.message(unrouted.status(), id, head.close).await;
             }
         };
         self.buf.advance(head.len);
@@ -397,10 +364,10 @@ impl Relay<'_> {
         failure: &Failure,
         close: bool,
     ) -> Result<(), Gone> {
-        let (status, text) = self.proxy.failure(active, failure);
+        let (status, id) = self.proxy.failure(active, failure);
         active.metrics().count_status(status);
         drop(guard);
-        self.message(status, &text, close).await
+        self.message(status, id, close).await
     }
 
     /// Sends the request in `out` and reads the answer's head, retrying once on a fresh
@@ -466,6 +433,7 @@ impl Relay<'_> {
         }
         self.rbuf.clear();
         let mut any = false;
+        let mut interims = 0;
         loop {
             let stopping = self.stopping.is_some();
             self.rbuf.reserve(READ_SIZE);
@@ -489,7 +457,7 @@ impl Relay<'_> {
                     self.stopping = Some(how);
                     continue;
                 }
-                ready = self.stream.readable(), if self.buf.len() < MAX_HEAD => {
+                ready = self.stream.readable(), if self.buf.len() < READ_AHEAD => {
                     if ready.is_err() || self.client_read().is_err() {
                         return Err(Failed::Gone);
                     }
@@ -501,17 +469,18 @@ impl Relay<'_> {
                 let closing = extra.close || self.stopping.is_some();
                 match parse_answer(&self.rbuf, &mut self.out, extra, closing) {
                     Ok(Some(Parsed1::Interim(len))) => {
+                        interims += 1;
+                        if interims > MAX_INTERIM_ANSWERS {
+                            return Err(Failed::Failure(Failure::Broken(format!(
+                                "it sent more than {MAX_INTERIM_ANSWERS} interim answers"
+                            ))));
+                        }
                         let interim = self.rbuf.split_to(len);
-                        if self.stream.write_all(&interim).await.is_err() {
+                        if self.write_client(&interim).await.is_err() {
                             return Err(Failed::Gone);
                         }
                     }
                     Ok(Some(Parsed1::Final(answer))) => return Ok(answer),
-                    Ok(None) if self.rbuf.len() > MAX_HEAD => {
-                        return Err(Failed::Failure(Failure::Broken(format!(
-                            "its answer's head is larger than {MAX_HEAD} bytes"
-                        ))));
-                    }
                     Ok(None) => break,
                     Err(failure) => return Err(Failed::Failure(failure)),
                 }
@@ -529,7 +498,7 @@ impl Relay<'_> {
         active: &ActiveBackend,
     ) -> Result<(), Gone> {
         let after_head = &self.rbuf[answer.head_len..];
-        let mut reusable = !answer.upstream_close;
+        let mut reusable = answer.reusable;
         let mut remaining = None;
         let mut chunked = ChunkedScanner::default();
         let mut done = false;
@@ -568,7 +537,10 @@ impl Relay<'_> {
         }
         let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::BAD_GATEWAY);
         active.metrics().count_status(status);
-        if self.stream.write_all(&self.out).await.is_err() {
+        if write_within(self.stream, &self.out, self.proxy.write_timeout)
+            .await
+            .is_err()
+        {
             return Err(Gone);
         }
         while !done {
@@ -582,7 +554,7 @@ impl Relay<'_> {
             let read = tokio::select! {
                 biased;
                 read = upstream.read_buf(&mut self.rbuf) => read,
-                ready = self.stream.readable(), if self.buf.len() < MAX_HEAD => {
+                ready = self.stream.readable(), if self.buf.len() < READ_AHEAD => {
                     if ready.is_err() || self.client_read().is_err() {
                         tracing::debug!(remote = %self.conn.remote, "the client went away in the middle of an answer");
                         return Err(Gone);
@@ -623,7 +595,10 @@ impl Relay<'_> {
                 },
                 Framing::UntilClose | Framing::Empty => &self.rbuf[..],
             };
-            if self.stream.write_all(chunk).await.is_err() {
+            if write_within(self.stream, chunk, self.proxy.write_timeout)
+                .await
+                .is_err()
+            {
                 return Err(Gone);
             }
         }
@@ -640,14 +615,39 @@ impl Relay<'_> {
     }
 
     /// An answer from the edge itself.
-    async fn message(&mut self, status: StatusCode, text: &str, close: bool) -> Result<(), Gone> {
+    async fn message(
+        &mut self,
+        status: StatusCode,
+        id: RequestId,
+        close: bool,
+    ) -> Result<(), Gone> {
         let close = close || self.stopping.is_some();
         self.out.clear();
-        write_message(&mut self.out, status, text, close);
-        if self.stream.write_all(&self.out).await.is_err() || close {
+        write_message(&mut self.out, status, id, close);
+        if write_within(self.stream, &self.out, self.proxy.write_timeout)
+            .await
+            .is_err()
+            || close
+        {
             return Err(Gone);
         }
         Ok(())
+    }
+
+    /// Answers a request the client got wrong, which closes the connection: where such a
+    /// request ends is not known, so nothing after it is read.
+    async fn refuse(&mut self, refusal: Refusal) {
+        let id = RequestId::new();
+        let status = refusal.status();
+        answer::log_refusal(id, status, &self.conn.remote, refusal.reason());
+        self.proxy.table.metrics().count_refused();
+        self.buf.clear();
+        let _ = self.message(status, id, true).await;
+    }
+
+    /// Writes to the client, giving up when it takes in nothing for the write timeout.
+    async fn write_client(&mut self, bytes: &[u8]) -> Result<(), Gone> {
+        write_within(self.stream, bytes, self.proxy.write_timeout).await
     }
 
     /// Closes the client connection without resetting it: the write side first, then what
@@ -668,428 +668,23 @@ impl Relay<'_> {
     }
 }
 
-/// What the answer's head gets besides the slot's headers.
-struct Extra {
-    set_cookie: Option<HeaderValue>,
-    pinned: Option<&'static str>,
-    close: bool,
-    head_method: bool,
-}
-
-/// Writes an answer from the edge: plain text, with its length.
-pub(crate) fn write_message(out: &mut Vec<u8>, status: StatusCode, text: &str, close: bool) {
-    let reason = status.canonical_reason().unwrap_or("");
-    let body_len = text.len() + 1;
-    out.extend_from_slice(b"HTTP/1.1 ");
-    out.extend_from_slice(status.as_str().as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(reason.as_bytes());
-    out.extend_from_slice(b"\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ");
-    out.extend_from_slice(body_len.to_string().as_bytes());
-    if close {
-        out.extend_from_slice(b"\r\nconnection: close");
-    }
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(text.as_bytes());
-    out.push(b'\n');
-}
-
-/// Whether a header describes one hop only (RFC 9110 §7.6.1), or is a `Proxy-*` one.
-fn hop_by_hop(name: &str) -> bool {
-    let listed = match name.len() {
-        2 => name.eq_ignore_ascii_case("te"),
-        7 => name.eq_ignore_ascii_case("trailer") || name.eq_ignore_ascii_case("upgrade"),
-        10 => name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive"),
-        17 => name.eq_ignore_ascii_case("transfer-encoding"),
-        _ => false,
-    };
-    listed || (name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"proxy-"))
-}
-
-/// Whether the `Connection` header values list `name` (a header name, or `close`).
-fn named_in(connection: &[&[u8]], name: &str) -> bool {
-    connection.iter().any(|value| {
-        value
-            .split(|&b| b == b',')
-            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
-    })
-}
-
-fn offset(buf: &[u8], part: &[u8]) -> Range<usize> {
-    let start = part.as_ptr() as usize - buf.as_ptr() as usize;
-    start..start + part.len()
-}
-
-/// What the upstream head says about the client, and the body limit.
-struct Client<'a> {
-    https: bool,
-    /// The client's address, as `X-Forwarded-For` gets it.
-    ip: &'a [u8],
-    max_body: Option<u64>,
-}
-
-/// Parses the request at the start of `buf` and, when the relay takes it, writes its
-/// upstream head and body into `out`.
-fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) -> Parsed {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut headers);
-    let head_len = match req.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Parsed::Incomplete,
-        Err(_) => return Parsed::Fallback,
-    };
-    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
-        return Parsed::Fallback;
-    };
-    if !target.starts_with('/') || method == "CONNECT" {
-        return Parsed::Fallback;
-    }
-    let mut host = None;
-    let mut length: Option<u64> = None;
-    let mut connection: [&[u8]; 4] = [&[]; 4];
-    let mut connections = 0;
-    let mut split = HeaderMap::new();
-    for h in req.headers.iter() {
-        let name = h.name;
-        match name.len() {
-            4 if name.eq_ignore_ascii_case("host") => {
-                if host.is_some() {
-                    return Parsed::Fallback;
-                }
-                host = Some(h.value);
-            }
-            6 if name.eq_ignore_ascii_case("expect") => return Parsed::Fallback,
-            6 if name.eq_ignore_ascii_case("cookie") => {
-                if let Ok(value) = HeaderValue::from_bytes(h.value) {
-                    split.append(header::COOKIE, value);
-                }
-            }
-            7 if name.eq_ignore_ascii_case("upgrade") => return Parsed::Fallback,
-            10 if name.eq_ignore_ascii_case("connection") => {
-                if connections == connection.len() {
-                    return Parsed::Fallback;
-                }
-                connection[connections] = h.value;
-                connections += 1;
-            }
-            13 if name.eq_ignore_ascii_case("x-shipit-slot") => {
-                if let Ok(value) = HeaderValue::from_bytes(h.value) {
-                    split.insert(SLOT_HEADER, value);
-                }
-            }
-            14 if name.eq_ignore_ascii_case("content-length") => {
-                let Some(value) = std::str::from_utf8(h.value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse().ok())
-                else {
-                    return Parsed::Fallback;
-                };
-                if length.is_some_and(|l| l != value) {
-                    return Parsed::Fallback;
-                }
-                length = Some(value);
-            }
-            17 if name.eq_ignore_ascii_case("transfer-encoding") => return Parsed::Fallback,
-            _ => {}
-        }
-    }
-    let connection = &connection[..connections];
-    let Some(host) = host.filter(|h| std::str::from_utf8(h).is_ok()) else {
-        return Parsed::Fallback;
-    };
-    let length = length.unwrap_or(0);
-    if length > BUFFERED_BODY || client.max_body.is_some_and(|max| length > max) {
-        // Streamed, or refused with 413, by the general path.
-        return Parsed::Fallback;
-    }
-    let len = head_len + length as usize;
-    if buf.len() < len {
-        return Parsed::Incomplete;
-    }
-
-    out.clear();
-    out.reserve(len + 160);
-    out.extend_from_slice(method.as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(target.as_bytes());
-    out.extend_from_slice(b" HTTP/1.1\r\n");
-    let mut prior_for: Vec<&[u8]> = Vec::new();
-    for h in req.headers.iter() {
-        let name = h.name;
-        if hop_by_hop(name) || (!connection.is_empty() && named_in(connection, name)) {
-            continue;
-        }
-        match name.len() {
-            15 if name.eq_ignore_ascii_case("x-forwarded-for") => {
-                prior_for.push(h.value);
-                continue;
-            }
-            16 if name.eq_ignore_ascii_case("x-forwarded-host") => continue,
-            17 if name.eq_ignore_ascii_case("x-forwarded-proto") => continue,
-            _ => {}
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"x-forwarded-host: ");
-    out.extend_from_slice(host);
-    out.extend_from_slice(if client.https {
-        b"\r\nx-forwarded-proto: https\r\nx-forwarded-for: "
-    } else {
-        b"\r\nx-forwarded-proto: http\r\nx-forwarded-for: "
-    });
-    for prior in &prior_for {
-        out.extend_from_slice(prior);
-        out.extend_from_slice(b", ");
-    }
-    out.extend_from_slice(client.ip);
-    out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(&buf[head_len..len]);
-
-    let close = named_in(connection, "close");
-    Parsed::Ready(Head {
-        len,
-        host: offset(buf, host),
-        path: offset(buf, target.split('?').next().unwrap_or(target).as_bytes()),
-        split,
-        idempotent: Method::from_bytes(method.as_bytes())
-            .is_ok_and(|m| connector::is_idempotent(&m)),
-        head_method: method == "HEAD",
-        close,
-    })
-}
-
-enum Parsed1 {
-    /// A 1xx answer (not 101) of this many bytes, to pass on as it is.
-    Interim(usize),
-    Final(Answer),
-}
-
-/// Parses the answer's head at the start of `buf` and writes the client's head into `out`.
-fn parse_answer(
-    buf: &[u8],
-    out: &mut Vec<u8>,
-    extra: &Extra,
-    closing: bool,
-) -> Result<Option<Parsed1>, Failure> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut headers);
-    let head_len = match res.parse(buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) => return Ok(None),
-        Err(e) => {
-            return Err(Failure::Broken(format!(
-                "its answer is not valid HTTP/1.1 ({e})"
-            )));
-        }
-    };
-    let (Some(status), Some(version)) = (res.code, res.version) else {
-        return Err(Failure::Broken("its answer has no status".into()));
-    };
-    if status == 101 {
-        return Err(Failure::UnaskedUpgrade);
-    }
-    if (100..200).contains(&status) {
-        return Ok(Some(Parsed1::Interim(head_len)));
-    }
-    let mut connection: [&[u8]; 4] = [&[]; 4];
-    let mut connections = 0;
-    let mut length: Option<u64> = None;
-    let mut chunked = None;
-    for h in res.headers.iter() {
-        let name = h.name;
-        match name.len() {
-            10 if name.eq_ignore_ascii_case("connection") => {
-                if connections == connection.len() {
-                    return Err(Failure::Broken(
-                        "its answer has too many Connection headers".into(),
-                    ));
-                }
-                connection[connections] = h.value;
-                connections += 1;
-            }
-            14 if name.eq_ignore_ascii_case("content-length") => {
-                let value = std::str::from_utf8(h.value)
-                    .ok()
-                    .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
-                    .and_then(|v| v.parse::<u64>().ok());
-                match (value, length) {
-                    (Some(value), None) => length = Some(value),
-                    (Some(value), Some(seen)) if value == seen => {}
-                    _ => {
-                        return Err(Failure::Broken(
-                            "its answer has an invalid Content-Length".into(),
-                        ));
-                    }
-                }
-            }
-            17 if name.eq_ignore_ascii_case("transfer-encoding") => {
-                let last = h.value.rsplit(|&b| b == b',').next().unwrap_or(&[]);
-                chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-            }
-            _ => {}
-        }
-    }
-    let connection = &connection[..connections];
-    let framing = if extra.head_method || status == 204 || status == 304 {
-        Framing::Empty
-    } else {
-        match (chunked, length) {
-            (Some(true), _) => Framing::Chunked,
-            (Some(false), _) => Framing::UntilClose,
-            (None, Some(length)) => Framing::Length(length),
-            (None, None) => Framing::UntilClose,
-        }
-    };
-    let upstream_close = version == 0 || named_in(connection, "close");
-    let close = closing || framing == Framing::UntilClose;
-
-    out.clear();
-    out.reserve(buf.len().max(head_len + 128));
-    out.extend_from_slice(b"HTTP/1.1 ");
-    let code = StatusCode::from_u16(status)
-        .map_err(|_| Failure::Broken(format!("its answer's status {status} is not valid")))?;
-    out.extend_from_slice(code.as_str().as_bytes());
-    out.push(b' ');
-    let reason = res
-        .reason
-        .filter(|r| !r.is_empty())
-        .or_else(|| code.canonical_reason());
-    out.extend_from_slice(reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
-    for h in res.headers.iter() {
-        let name = h.name;
-        let keep_framing =
-            framing == Framing::Chunked && name.eq_ignore_ascii_case("transfer-encoding");
-        if !keep_framing
-            && (hop_by_hop(name) || (!connection.is_empty() && named_in(connection, name)))
-        {
-            continue;
-        }
-        if framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
-            continue;
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(cookie) = &extra.set_cookie {
-        out.extend_from_slice(b"set-cookie: ");
-        out.extend_from_slice(cookie.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(slot) = extra.pinned {
-        out.extend_from_slice(b"x-shipit-slot: ");
-        out.extend_from_slice(slot.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
-    Ok(Some(Parsed1::Final(Answer {
-        status,
-        head_len,
-        framing,
-        upstream_close,
-        close,
-    })))
-}
-
-/// Follows the framing of a chunked body passed through unchanged, to find where it ends.
-#[derive(Debug, Default)]
-struct ChunkedScanner {
-    state: Chunk,
-}
-
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum Chunk {
-    /// Reading a chunk size: its value and how many digits so far.
-    #[default]
-    SizeStart,
-    Size(u64),
-    Extension(u64),
-    SizeEnd(u64),
-    Data(u64),
-    DataCr,
-    DataLf,
-    TrailerStart,
-    Trailer,
-    TrailerLf,
-    EndLf,
-    Done,
-}
-
-impl ChunkedScanner {
-    /// Feeds the next bytes of the body. `Ok(Some(n))`: the body ends after the first `n`
-    /// of them. `Err`: the framing is broken.
-    fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
-        let mut i = 0;
-        while i < bytes.len() {
-            let b = bytes[i];
-            self.state = match self.state {
-                Chunk::SizeStart => Chunk::Size(hex(b).ok_or(())?),
-                Chunk::Size(size) => match b {
-                    b'\r' => Chunk::SizeEnd(size),
-                    b';' | b' ' | b'\t' => Chunk::Extension(size),
-                    _ => {
-                        let digit = hex(b).ok_or(())?;
-                        Chunk::Size(
-                            size.checked_mul(16)
-                                .and_then(|s| s.checked_add(digit))
-                                .ok_or(())?,
-                        )
-                    }
-                },
-                Chunk::Extension(size) => match b {
-                    b'\r' => Chunk::SizeEnd(size),
-                    b'\n' => return Err(()),
-                    _ => Chunk::Extension(size),
-                },
-                Chunk::SizeEnd(size) => match (b, size) {
-                    (b'\n', 0) => Chunk::TrailerStart,
-                    (b'\n', size) => Chunk::Data(size),
-                    _ => return Err(()),
-                },
-                Chunk::Data(left) => {
-                    let take = usize::try_from(left)
-                        .unwrap_or(usize::MAX)
-                        .min(bytes.len() - i);
-                    i += take;
-                    let left = left - take as u64;
-                    self.state = if left == 0 {
-                        Chunk::DataCr
-                    } else {
-                        Chunk::Data(left)
-                    };
-                    continue;
-                }
-                Chunk::DataCr if b == b'\r' => Chunk::DataLf,
-                Chunk::DataLf if b == b'\n' => Chunk::SizeStart,
-                Chunk::DataCr | Chunk::DataLf => return Err(()),
-                Chunk::TrailerStart if b == b'\r' => Chunk::EndLf,
-                Chunk::TrailerStart | Chunk::Trailer if b != b'\r' => Chunk::Trailer,
-                Chunk::TrailerStart | Chunk::Trailer => Chunk::TrailerLf,
-                Chunk::TrailerLf if b == b'\n' => Chunk::TrailerStart,
-                Chunk::EndLf if b == b'\n' => Chunk::Done,
-                Chunk::TrailerLf | Chunk::EndLf => return Err(()),
-                Chunk::Done => return Ok(Some(i)),
-            };
-            i += 1;
-            if self.state == Chunk::Done {
-                return Ok(Some(i));
+/// Writes `bytes` to the client, or fails when the client takes in nothing for `timeout`
+/// (it stopped reading): the request then ends, so that a drain does not wait for it.
+async fn write_within(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Result<(), Gone> {
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        match tokio::time::timeout(timeout, stream.write(rest)).await {
+            Ok(Ok(0) | Err(_)) => return Err(Gone),
+            Ok(Ok(n)) => rest = &rest[n..],
+            Err(_) => {
+                tracing::debug!(
+                    "closing a client connection: it took in nothing for the write timeout"
+                );
+                return Err(Gone);
             }
         }
-        Ok(None)
     }
-}
-
-fn hex(b: u8) -> Option<u64> {
-    (b as char).to_digit(16).map(u64::from)
+    Ok(())
 }
 
 #[cfg(test)]

@@ -38,9 +38,13 @@ use crate::route::{CandidateRefused, RouteTable, Routing, Switched};
 use crate::state::{self, SavedRoutes};
 use crate::tls::{TlsOptions, TlsState};
 use crate::{
-    ADMIN_SOCKET, AdminClient, Backend, DEFAULT_CONNECT_TIMEOUT, DEFAULT_IDLE_TIMEOUT,
+    ADMIN_SOCKET, AdminClient, Backend, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS, DEFAULT_H2_MAX_HEADER_LIST_SIZE,
+    DEFAULT_H2_MAX_RESETS_PER_SECOND, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP, DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS,
     DEFAULT_MAX_REQUEST_BODY, DEFAULT_POOL_IDLE_TIMEOUT, DEFAULT_RESPONSE_HEADER_TIMEOUT,
-    DEFAULT_SHUTDOWN_GRACE, EdgeError, HEADER_READ_TIMEOUT, LOCK_FILE, PID_FILE,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_TIMEOUT, EdgeError, HEADER_READ_TIMEOUT, LOCK_FILE,
+    PID_FILE,
 };
 
 /// Where the edge listens and keeps its files.
@@ -53,8 +57,10 @@ pub struct EdgeOptions {
 }
 
 /// The edge's timeouts and limits. [`Tuning::default`] holds the `DEFAULT_*` constants;
-/// build one with `Tuning { field: value, ..Tuning::default() }`.
+/// build one with `Tuning { field: value, ..Tuning::default() }`. A field missing from a
+/// saved copy (an older edge's hand-over offer) takes its default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tuning {
     /// How long a slot may take to accept a connection (then 504).
     pub connect_timeout: Duration,
@@ -72,6 +78,28 @@ pub struct Tuning {
     pub response_header_timeout: Duration,
     /// The largest request body forwarded (larger: 413); `None` for no limit.
     pub max_request_body: Option<u64>,
+    /// How long a request body may go without a byte (then 408).
+    pub body_idle_timeout: Duration,
+    /// How long a client may take in nothing of an answer before its connection closes.
+    pub write_timeout: Duration,
+    /// The largest request head, in bytes (larger: 431).
+    pub max_header_bytes: usize,
+    /// The most header lines in a request head (more: 431); at most
+    /// [`crate::MAX_HEADERS_LIMIT`].
+    pub max_headers: usize,
+    /// Client connections open at once (more: 503 and closed).
+    pub max_connections: usize,
+    /// Client connections open at once from one IP address (more: 503 and closed).
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 streams open at once per connection.
+    pub h2_max_concurrent_streams: u32,
+    /// The largest decoded HTTP/2 header list.
+    pub h2_max_header_list_size: u32,
+    /// HTTP/2 stream resets per second a connection may cause before it gets GOAWAY.
+    pub h2_max_resets_per_second: u32,
+    /// Whether plaintext HTTP/1.1 starts in the relay ([`crate::relay`]); `false` sends
+    /// every request through the general path (hyper), as an escape hatch.
+    pub relay: bool,
 }
 
 impl Default for Tuning {
@@ -84,6 +112,16 @@ impl Default for Tuning {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
             max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_header_bytes: DEFAULT_MAX_HEADER_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: DEFAULT_MAX_CONNECTIONS_PER_IP,
+            h2_max_concurrent_streams: DEFAULT_H2_MAX_CONCURRENT_STREAMS,
+            h2_max_header_list_size: DEFAULT_H2_MAX_HEADER_LIST_SIZE,
+            h2_max_resets_per_second: DEFAULT_H2_MAX_RESETS_PER_SECOND,
+            relay: true,
         }
     }
 }
@@ -1011,6 +1049,13 @@ async fn serve_traffic(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((stream, remote)) => {
+                    let Some(admitted) = proxy.admission.admit(remote.ip()) else {
+                        proxy.table.metrics().count_connection_refused();
+                        if tls.is_none() {
+                            proxy.admission.refuse(stream);
+                        }
+                        continue;
+                    };
                     if let Err(e) = stream.set_nodelay(true) {
                         tracing::debug!(%remote, "cannot set TCP_NODELAY: {e}");
                     }
@@ -1020,12 +1065,16 @@ async fn serve_traffic(
                     let idle = tuning.idle_timeout;
                     match &tls {
                         None => {
-                            connections.spawn(connection::serve_tcp(builder, stream, conn, stop, idle));
+                            connections.spawn(async move {
+                                connection::serve_tcp(builder, stream, conn, stop, idle).await;
+                                drop(admitted);
+                            });
                         }
                         Some(acceptor) => {
                             let handshake = acceptor.accept(stream);
                             let deadline = tuning.header_read_timeout;
                             connections.spawn(async move {
+                                let _admitted = admitted;
                                 match tokio::time::timeout(deadline, handshake).await {
                                     Ok(Ok(tls)) => connection::serve(builder, tls, Bytes::new(), conn, stop, idle).await,
                                     Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),

@@ -4,7 +4,7 @@
 //! `/hold` and `/stream` let a test keep a request in flight for as long as it wants: the
 //! backend reports each arrival and waits for the test to release it, so tests wait on
 //! signals, never on sleeps. `/ws` is a WebSocket that echoes each text message as
-//! `<name>: <message>`, `/status/<code>` answers with that status.
+//! `<name>: <message>`, `/status/<code>` answers with that status, `/big/<n>` with `n` bytes.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -150,6 +150,21 @@ impl Handler {
                 });
                 StreamBody::new(chunks).boxed()
             }
+            path if path.starts_with("/big/") => {
+                // That many bytes, in 64 KiB chunks made as they are sent.
+                let mut left: usize = path["/big/".len()..].parse().unwrap();
+                let chunks = futures_util::stream::poll_fn(move |_| {
+                    if left == 0 {
+                        return std::task::Poll::Ready(None);
+                    }
+                    let n = left.min(64 * 1024);
+                    left -= n;
+                    std::task::Poll::Ready(Some(Ok::<_, Infallible>(Frame::data(Bytes::from(
+                        vec![b'x'; n],
+                    )))))
+                });
+                StreamBody::new(chunks).boxed()
+            }
             "/headers" => {
                 let mut seen: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for (name, value) in req.headers() {
@@ -160,7 +175,11 @@ impl Handler {
                 Full::new(Bytes::from(serde_json::to_vec(&seen).unwrap())).boxed()
             }
             "/echo" => {
-                let bytes = req.into_body().collect().await.unwrap().to_bytes();
+                // A body the edge gave up on (the client broke it) ends in an error here.
+                let bytes = match req.into_body().collect().await {
+                    Ok(body) => body.to_bytes(),
+                    Err(_) => Bytes::new(),
+                };
                 Full::new(bytes).boxed()
             }
             _ => Full::new(Bytes::from(self.name)).boxed(),
@@ -375,4 +394,81 @@ impl TestEdge {
         let page = self.client().metrics().await.unwrap();
         crate::metrics::sample(&page, name, labels).unwrap_or(0.0)
     }
+}
+
+/// The log lines of every edge in this test process: one subscriber for the whole process
+/// (a per-thread one races with the others' level filters), so a test finds its own lines
+/// by what only they hold, such as a request id.
+pub struct Logs {
+    lines: Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl Logs {
+    pub fn capture() -> Logs {
+        static LINES: std::sync::OnceLock<Arc<std::sync::Mutex<Vec<u8>>>> =
+            std::sync::OnceLock::new();
+        let lines = LINES.get_or_init(|| {
+            let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let sink = Arc::clone(&lines);
+            let subscriber = tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_max_level(tracing::Level::DEBUG)
+                .with_writer(move || LogWriter(Arc::clone(&sink)))
+                .finish();
+            tracing::subscriber::set_global_default(subscriber)
+                .expect("no other global subscriber in the edge's tests");
+            lines
+        });
+        Logs {
+            lines: Arc::clone(lines),
+        }
+    }
+
+    /// Every line written so far.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.lines.lock().unwrap()).into_owned()
+    }
+
+    /// The line that names `request_id`.
+    pub fn line_of(&self, request_id: &str) -> String {
+        let text = self.text();
+        text.lines()
+            .find(|line| line.contains(request_id))
+            .unwrap_or_else(|| panic!("no log line names request {request_id}"))
+            .to_string()
+    }
+}
+
+struct LogWriter(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The request id in a generic answer of the edge, after checking that the body is just
+/// the status line and the id (nothing an internet client should not see).
+pub fn generic_answer(body: &str, status: StatusCode) -> String {
+    let mut lines = body.lines();
+    assert_eq!(
+        lines.next(),
+        Some(format!("{} {}", status.as_str(), status.canonical_reason().unwrap()).as_str()),
+        "{body}"
+    );
+    let id = lines
+        .next()
+        .and_then(|l| l.strip_prefix("request id: "))
+        .unwrap_or_else(|| panic!("no request id in {body:?}"));
+    assert!(
+        id.len() == 16 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{body}"
+    );
+    assert_eq!(lines.next(), None, "{body}");
+    id.to_string()
 }

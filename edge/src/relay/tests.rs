@@ -8,291 +8,7 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::Slot;
-use crate::test_backend::{SIGNAL_TIMEOUT, TestBackend, TestEdge};
-
-// --- The chunked framing -----------------------------------------------------------
-
-const CHUNKED: &[u8] =
-    b"5;ext=1\r\nhello\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\nx-sum: 31\r\n\r\n";
-
-#[test]
-fn chunked_scanner_finds_the_end_wherever_the_body_is_split() {
-    let mut body = CHUNKED.to_vec();
-    body.extend_from_slice(b"HTTP/1.1 200 OK\r\n"); // the next answer's first bytes
-    for split in 0..=body.len() {
-        let mut scanner = ChunkedScanner::default();
-        let first = scanner.feed(&body[..split]).unwrap();
-        let end = match first {
-            Some(end) => end,
-            None => split + scanner.feed(&body[split..]).unwrap().expect("no end found"),
-        };
-        assert_eq!(end, CHUNKED.len(), "split at {split}");
-    }
-}
-
-#[test]
-fn chunked_scanner_finds_the_end_fed_byte_by_byte() {
-    let mut scanner = ChunkedScanner::default();
-    let mut ends = Vec::new();
-    for (i, byte) in CHUNKED.iter().enumerate() {
-        if let Some(end) = scanner.feed(std::slice::from_ref(byte)).unwrap() {
-            ends.push((i, end));
-        }
-    }
-    assert_eq!(ends, vec![(CHUNKED.len() - 1, 1)]);
-}
-
-#[test]
-fn chunked_scanner_refuses_broken_framing() {
-    for broken in [
-        &b"zz\r\n"[..],
-        b"5\r\nhelloX\r\n",
-        b"5\nhello",
-        b"\r\n",
-        b"ffffffffffffffffff\r\n",
-        b"0\r\n\rX",
-    ] {
-        let mut scanner = ChunkedScanner::default();
-        assert!(
-            scanner.feed(broken).is_err(),
-            "{:?}",
-            String::from_utf8_lossy(broken)
-        );
-    }
-}
-
-// --- Parsing and rewriting heads ------------------------------------------------------
-
-fn client() -> Client<'static> {
-    Client {
-        https: false,
-        ip: b"192.0.2.7",
-        max_body: Some(1000),
-    }
-}
-
-fn ready(request: &[u8]) -> (Head, String) {
-    let mut out = Vec::new();
-    match parse_request(request, &mut out, &client()) {
-        Parsed::Ready(head) => (head, String::from_utf8(out).unwrap()),
-        Parsed::Incomplete => panic!("incomplete: {}", String::from_utf8_lossy(request)),
-        Parsed::Fallback => panic!("fallback: {}", String::from_utf8_lossy(request)),
-    }
-}
-
-#[test]
-fn request_head_is_rewritten_for_the_slot() {
-    let request = b"POST /cart/add?id=3 HTTP/1.1\r\nHost: shop.example\r\nConnection: keep-alive, X-Trace\r\n\
-X-Trace: 1\r\nKeep-Alive: timeout=5\r\nProxy-Authorization: Basic Zm9v\r\nTE: trailers\r\n\
-X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Host: evil.example\r\nX-Forwarded-Proto: https\r\n\
-Cookie: a=1\r\nContent-Length: 5\r\n\r\nhelloGET /next";
-    let (head, out) = ready(request);
-    assert_eq!(
-        out,
-        "POST /cart/add?id=3 HTTP/1.1\r\nHost: shop.example\r\nCookie: a=1\r\nContent-Length: 5\r\n\
-x-forwarded-host: shop.example\r\nx-forwarded-proto: http\r\n\
-x-forwarded-for: 203.0.113.9, 192.0.2.7\r\n\r\nhello"
-    );
-    assert_eq!(head.len, request.len() - b"GET /next".len());
-    assert_eq!(&request[head.host], b"shop.example");
-    assert_eq!(&request[head.path], b"/cart/add");
-    assert_eq!(head.split.get(header::COOKIE).unwrap(), "a=1");
-    assert!(!head.idempotent && !head.head_method && !head.close);
-}
-
-#[test]
-fn request_flags_follow_the_method_and_connection() {
-    let (head, _) =
-        ready(b"HEAD / HTTP/1.1\r\nhost: a\r\nconnection: close\r\nx-shipit-slot: green\r\n\r\n");
-    assert!(head.idempotent && head.head_method && head.close);
-    assert_eq!(head.split.get(&SLOT_HEADER).unwrap(), "green");
-}
-
-#[test]
-fn a_request_waits_for_its_whole_head_and_body() {
-    let request = b"PUT /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nabcd";
-    for cut in 1..request.len() {
-        let mut out = Vec::new();
-        assert!(
-            matches!(
-                parse_request(&request[..cut], &mut out, &client()),
-                Parsed::Incomplete
-            ),
-            "cut at {cut}"
-        );
-    }
-    ready(request);
-}
-
-#[test]
-fn requests_the_relay_does_not_take_go_to_the_general_path() {
-    for request in [
-        &b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"[..],
-        b"GET / HTTP/1.0\r\nHost: a\r\n\r\n",
-        b"GET / HTTP/1.1\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
-        b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
-        b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
-        b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
-        // Over the edge's body limit (1000 here): the general path answers 413.
-        b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1001\r\n\r\n",
-        b"GET / HTTP/1.1\r\nHost a\r\n\r\n",
-    ] {
-        let mut out = Vec::new();
-        assert!(
-            matches!(
-                parse_request(request, &mut out, &client()),
-                Parsed::Fallback
-            ),
-            "{}",
-            String::from_utf8_lossy(request)
-        );
-    }
-}
-
-fn extra() -> Extra {
-    Extra {
-        set_cookie: None,
-        pinned: None,
-        close: false,
-        head_method: false,
-    }
-}
-
-fn final_answer(bytes: &[u8], extra: &Extra, closing: bool) -> (Answer, String) {
-    let mut out = Vec::new();
-    match parse_answer(bytes, &mut out, extra, closing) {
-        Ok(Some(Parsed1::Final(answer))) => (answer, String::from_utf8(out).unwrap()),
-        Ok(Some(Parsed1::Interim(_))) => panic!("interim"),
-        Ok(None) => panic!("incomplete"),
-        Err(failure) => panic!("{failure:?}"),
-    }
-}
-
-#[test]
-fn answer_head_is_rewritten_for_the_client() {
-    let extra = Extra {
-        set_cookie: Some(HeaderValue::from_static("shipit_slot=green.r2; Path=/")),
-        pinned: Some("green"),
-        ..extra()
-    };
-    let (answer, out) = final_answer(
-        b"HTTP/1.1 201 Made It\r\nConnection: close, X-Internal\r\nX-Internal: 1\r\nKeep-Alive: 5\r\n\
-Content-Length: 2\r\nX-App: a\r\n\r\nok",
-        &extra,
-        false,
-    );
-    assert_eq!(
-        out,
-        "HTTP/1.1 201 Made It\r\nContent-Length: 2\r\nX-App: a\r\n\
-set-cookie: shipit_slot=green.r2; Path=/\r\nx-shipit-slot: green\r\n\r\n"
-    );
-    assert_eq!(answer.status, 201);
-    assert_eq!(answer.framing, Framing::Length(2));
-    assert!(answer.upstream_close && !answer.close);
-}
-
-#[test]
-fn answer_framing_follows_rfc_9112() {
-    let cases: [(&[u8], bool, Framing); 7] = [
-        (
-            b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n",
-            false,
-            Framing::Length(7),
-        ),
-        (
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\ncontent-length: 7\r\n\r\n",
-            false,
-            Framing::Chunked,
-        ),
-        (
-            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
-            false,
-            Framing::UntilClose,
-        ),
-        (b"HTTP/1.1 200 OK\r\n\r\n", false, Framing::UntilClose),
-        (b"HTTP/1.1 204 No Content\r\n\r\n", false, Framing::Empty),
-        (
-            b"HTTP/1.1 304 Not Modified\r\ncontent-length: 9\r\n\r\n",
-            false,
-            Framing::Empty,
-        ),
-        (
-            b"HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n",
-            true,
-            Framing::Empty,
-        ),
-    ];
-    for (bytes, head_method, framing) in cases {
-        let extra = Extra {
-            head_method,
-            ..extra()
-        };
-        let (answer, out) = final_answer(bytes, &extra, false);
-        assert_eq!(
-            answer.framing,
-            framing,
-            "{}",
-            String::from_utf8_lossy(bytes)
-        );
-        // A body that ends with the connection closes the client's too, and says so.
-        assert_eq!(answer.close, framing == Framing::UntilClose);
-        assert_eq!(out.contains("connection: close"), answer.close, "{out}");
-        if framing == Framing::Chunked {
-            assert!(out.contains("transfer-encoding: gzip, chunked"), "{out}");
-            assert!(!out.contains("content-length"), "{out}");
-        }
-    }
-}
-
-#[test]
-fn interim_upgrade_and_invalid_answers() {
-    let mut out = Vec::new();
-    assert!(matches!(
-        parse_answer(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\nHTTP/1.1", &mut out, &extra(), false),
-        Ok(Some(Parsed1::Interim(n))) if n == 40
-    ));
-    assert!(matches!(
-        parse_answer(
-            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
-            &mut out,
-            &extra(),
-            false
-        ),
-        Err(Failure::UnaskedUpgrade)
-    ));
-    assert!(matches!(
-        parse_answer(
-            b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n",
-            &mut out,
-            &extra(),
-            false
-        ),
-        Err(Failure::Broken(_))
-    ));
-    assert!(matches!(
-        parse_answer(b"HTTP/1.1 200 OK\r\ncontent-le", &mut out, &extra(), false),
-        Ok(None)
-    ));
-    let (answer, out) = final_answer(
-        b"HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n",
-        &extra(),
-        true,
-    );
-    assert!(
-        answer.upstream_close,
-        "an HTTP/1.0 slot connection is not reused"
-    );
-    assert!(
-        answer.close && out.ends_with("connection: close\r\n\r\n"),
-        "{out}"
-    );
-}
+use crate::test_backend::{Logs, SIGNAL_TIMEOUT, TestBackend, TestEdge, generic_answer};
 
 // --- Through a running edge -----------------------------------------------------------
 
@@ -646,7 +362,8 @@ async fn a_pooled_connection_the_slot_closed_is_replaced() {
 }
 
 #[tokio::test]
-async fn a_malformed_answer_is_a_502_that_names_the_slot() {
+async fn a_malformed_answer_is_a_generic_502_whose_detail_goes_to_the_log() {
+    let logs = Logs::capture();
     let (_edge, _slot, mut client) = through_edge(TestEdge::start().await, |_, _| {
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n".to_vec(),
@@ -664,10 +381,14 @@ async fn a_malformed_answer_is_a_502_that_names_the_slot() {
         read.head
     );
     let body = String::from_utf8(read.body).unwrap();
+    let id = generic_answer(&body, http::StatusCode::BAD_GATEWAY);
+    let line = logs.line_of(&id);
     assert!(
-        body.contains("the blue slot of service web (release r1)")
-            && body.contains("Content-Length"),
-        "{body}"
+        line.contains("service=web")
+            && line.contains("slot=blue")
+            && line.contains("release=r1")
+            && line.contains("Content-Length"),
+        "{line}"
     );
     // The client's connection is still good.
     client
@@ -731,7 +452,10 @@ async fn unrouted_requests_are_answered_by_the_edge_and_the_connection_stays() {
             "{}",
             read.head
         );
-        assert!(read.body.starts_with(b"shipit edge: no live slot"));
+        generic_answer(
+            std::str::from_utf8(&read.body).unwrap(),
+            http::StatusCode::SERVICE_UNAVAILABLE,
+        );
     }
 }
 
@@ -751,4 +475,79 @@ async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
     // `closed` reads until the edge closes, bounded by SIGNAL_TIMEOUT (10 s, against 30 s
     // for the header-read timeout).
     assert!(client.closed().await, "the idle connection was not closed");
+}
+
+#[tokio::test]
+async fn a_request_whose_connection_header_names_its_length_is_refused_and_never_forwarded() {
+    let (_edge, mut slot, mut client) =
+        through_edge(TestEdge::start().await, |_, _| (ok("slot"), false)).await;
+    // The body holds a second request: forwarded without its Content-Length, the slot
+    // would read it as one.
+    client
+        .send(b"POST / HTTP/1.1\r\nHost: app.test\r\nConnection: content-length\r\nContent-Length: 38\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
+        .await;
+    let read = client.answer().await;
+    assert!(
+        read.head.starts_with("HTTP/1.1 400 Bad Request\r\n") && read.head.contains("connection: close"),
+        "{}",
+        read.head
+    );
+    generic_answer(std::str::from_utf8(&read.body).unwrap(), http::StatusCode::BAD_REQUEST);
+    assert!(client.closed().await, "the connection stays open after a refusal");
+    // The answer came before anything could have been forwarded: nothing was.
+    assert!(slot.requests.try_recv().is_err(), "a request reached the slot");
+}
+
+#[tokio::test]
+async fn interim_answers_beyond_the_limit_are_a_502_and_the_slot_connection_is_dropped() {
+    let (_edge, mut slot, mut client) = through_edge(TestEdge::start().await, |n, _| {
+        if n == 0 {
+            (b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(50), false)
+        } else {
+            (ok("second"), false)
+        }
+    })
+    .await;
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    for _ in 0..crate::framing::MAX_INTERIM_ANSWERS {
+        let hint = client.answer().await;
+        assert!(hint.head.starts_with("HTTP/1.1 103"), "{}", hint.head);
+    }
+    let failed = client.answer().await;
+    assert!(failed.head.starts_with("HTTP/1.1 502"), "{}", failed.head);
+    // The next request goes over a new slot connection: the one that sent too many
+    // interim answers is not pooled, and the 40 it still held never reach anyone.
+    client
+        .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let next = client.answer().await;
+    assert_eq!(next.body, b"second", "{}", next.head);
+    slot.accepted(2).await;
+}
+
+#[tokio::test]
+async fn bytes_after_a_complete_answer_never_reach_the_next_client() {
+    let (_edge, mut slot, mut first) = through_edge(TestEdge::start().await, |n, _| {
+        if n == 0 {
+            let mut answer = ok("first");
+            answer.extend_from_slice(&ok("poison"));
+            (answer, false)
+        } else {
+            (ok(&format!("answer {n}")), false)
+        }
+    })
+    .await;
+    first
+        .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    assert_eq!(first.answer().await.body, b"first");
+    let mut second = RawClient::open(_edge.addr()).await;
+    second
+        .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
+        .await;
+    let read = second.answer().await;
+    assert_eq!(read.body, b"answer 1");
+    slot.accepted(2).await;
 }
