@@ -9,7 +9,8 @@
 //!   `Transfer-Encoding`, `Host` (framing) or `Cookie`, `X-Shipit-Slot` (routing) is a 400,
 //!   never a request forwarded with its framing or routing changed;
 //! - exactly one `Host`, a valid authority (400 when missing or repeated);
-//! - at most one `Content-Length`, digits only (400 otherwise, even for equal copies);
+//! - `Content-Length` as plain digits, and copies only of one value (400 otherwise; equal
+//!   copies are read as one, as hyper reads them, and forwarded as one);
 //! - `Transfer-Encoding` only as exactly `chunked` on HTTP/1.1 (400 otherwise). With a
 //!   `Content-Length` beside it, `Transfer-Encoding` wins, the length is dropped and the
 //!   connection closes after the answer (RFC 9112 §6.1);
@@ -156,14 +157,17 @@ impl<'a> RequestCheck<'a> {
                 }
             }
             14 if name.eq_ignore_ascii_case("content-length") => {
-                if self.length.is_some() {
+                let length = parse_length(value).ok_or(Refusal::BadRequest(
+                    "the request's Content-Length is invalid",
+                ))?;
+                // Equal copies mean one length (RFC 9110 §8.6), as hyper reads them; the
+                // relay forwards one of them.
+                if self.length.is_some_and(|seen| seen != length) {
                     return Err(Refusal::BadRequest(
-                        "the request has several Content-Length headers",
+                        "the request has several different Content-Length headers",
                     ));
                 }
-                self.length = Some(parse_length(value).ok_or(Refusal::BadRequest(
-                    "the request's Content-Length is invalid",
-                ))?);
+                self.length = Some(length);
             }
             17 if name.eq_ignore_ascii_case("transfer-encoding") => {
                 if !self.http11 {

@@ -229,7 +229,8 @@ async fn connections_over_the_per_client_limit_get_503_and_others_are_served() {
     let served = read_to_close(&mut other).await;
     assert!(served.starts_with("HTTP/1.1 200 OK\r\n"), "{served}");
     assert_eq!(
-        edge.metric("shipit_edge_refused_connections_total", &[]).await,
+        edge.metric("shipit_edge_refused_connections_total", &[])
+            .await,
         1.0
     );
     // A freed share is taken again.
@@ -324,7 +325,10 @@ async fn stalled_reader_is_cut_off(relay: bool) {
     );
     // The edge still serves everyone else.
     assert_eq!(
-        crate::test_backend::get(edge.addr(), "/").await.backend.as_deref(),
+        crate::test_backend::get(edge.addr(), "/")
+            .await
+            .backend
+            .as_deref(),
         Some("green")
     );
 }
@@ -391,7 +395,9 @@ async fn a_broken_or_aborted_upload_is_the_clients_error_never_the_slots_5xx() {
     for body in broken {
         let mut stream = TcpStream::connect(edge.addr()).await.unwrap();
         stream
-            .write_all(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: app.test\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )
             .await
             .unwrap();
         stream.write_all(body).await.unwrap();
@@ -407,7 +413,9 @@ async fn a_broken_or_aborted_upload_is_the_clients_error_never_the_slots_5xx() {
     for _ in 0..3 {
         let mut stream = TcpStream::connect(edge.addr()).await.unwrap();
         stream
-            .write_all(b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 200000\r\n\r\nabc")
+            .write_all(
+                b"POST /echo HTTP/1.1\r\nHost: app.test\r\nContent-Length: 200000\r\n\r\nabc",
+            )
             .await
             .unwrap();
         drop(stream);
@@ -437,7 +445,10 @@ async fn a_broken_or_aborted_upload_is_the_clients_error_never_the_slots_5xx() {
     let (server_errors, client_errors) = tokio::time::timeout(SIGNAL_TIMEOUT, wait_for_counts)
         .await
         .unwrap();
-    assert_eq!(server_errors, 0.0, "a client's broken upload counted as the slot's 5xx");
+    assert_eq!(
+        server_errors, 0.0,
+        "a client's broken upload counted as the slot's 5xx"
+    );
     assert!(client_errors <= 7.0);
 }
 

@@ -488,14 +488,24 @@ async fn a_request_whose_connection_header_names_its_length_is_refused_and_never
         .await;
     let read = client.answer().await;
     assert!(
-        read.head.starts_with("HTTP/1.1 400 Bad Request\r\n") && read.head.contains("connection: close"),
+        read.head.starts_with("HTTP/1.1 400 Bad Request\r\n")
+            && read.head.contains("connection: close"),
         "{}",
         read.head
     );
-    generic_answer(std::str::from_utf8(&read.body).unwrap(), http::StatusCode::BAD_REQUEST);
-    assert!(client.closed().await, "the connection stays open after a refusal");
+    generic_answer(
+        std::str::from_utf8(&read.body).unwrap(),
+        http::StatusCode::BAD_REQUEST,
+    );
+    assert!(
+        client.closed().await,
+        "the connection stays open after a refusal"
+    );
     // The answer came before anything could have been forwarded: nothing was.
-    assert!(slot.requests.try_recv().is_err(), "a request reached the slot");
+    assert!(
+        slot.requests.try_recv().is_err(),
+        "a request reached the slot"
+    );
 }
 
 #[tokio::test]

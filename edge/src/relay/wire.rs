@@ -168,6 +168,7 @@ pub(crate) fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) 
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut prior_for: [&[u8]; 4] = [&[]; 4];
     let mut priors = 0;
+    let mut length_written = false;
     for h in req.headers.iter() {
         let name = h.name;
         if is_hop_by_hop(name)
@@ -178,6 +179,12 @@ pub(crate) fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) 
             continue;
         }
         match name.len() {
+            14 if name.eq_ignore_ascii_case("content-length") => {
+                if length_written {
+                    continue;
+                }
+                length_written = true;
+            }
             15 if name.eq_ignore_ascii_case("x-forwarded-for") => {
                 if priors == prior_for.len() {
                     return Parsed::Fallback;
