@@ -199,6 +199,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
 /// Serves one plaintext client connection: through the relay ([`crate::relay`]) while its
 /// requests are plain HTTP/1.1, then, from the first one that is not, through hyper.
+/// With the relay turned off ([`Tuning::relay`]), through hyper from the start.
 pub(crate) async fn serve_tcp(
     builder: Arc<Builder>,
     mut stream: TcpStream,
@@ -206,6 +207,10 @@ pub(crate) async fn serve_tcp(
     stop: watch::Receiver<Stop>,
     idle: Duration,
 ) {
+    if !conn.proxy.relay {
+        serve(builder, stream, Bytes::new(), conn, stop, idle).await;
+        return;
+    }
     match relay::run(&mut stream, &conn, stop.clone(), idle).await {
         relay::Ended::Closed => {}
         relay::Ended::Fallback(read) => {

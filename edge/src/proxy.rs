@@ -64,6 +64,8 @@ pub struct Proxy {
     pub(crate) header_read_timeout: Duration,
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) max_body: Option<u64>,
+    /// Plaintext connections start in the relay ([`Tuning::relay`]).
+    pub(crate) relay: bool,
     tunnels: Tunnels,
 }
 
@@ -108,6 +110,7 @@ impl Proxy {
             header_read_timeout: tuning.header_read_timeout,
             pool_idle_timeout: tuning.pool_idle_timeout,
             max_body: tuning.max_request_body,
+            relay: tuning.relay,
             tunnels: Tunnels::default(),
         }
     }

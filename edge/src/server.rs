@@ -72,6 +72,16 @@ pub struct Tuning {
     pub response_header_timeout: Duration,
     /// The largest request body forwarded (larger: 413); `None` for no limit.
     pub max_request_body: Option<u64>,
+    /// Whether plaintext HTTP/1.1 requests start in the relay (`relay.rs`). An escape hatch:
+    /// `false` sends every plaintext request through the general path (hyper), as TLS
+    /// requests always are. The hostile-input tests run each case both ways.
+    #[serde(default = "relay_default")]
+    pub relay: bool,
+}
+
+/// Settings saved before [`Tuning::relay`] existed load with the relay on.
+fn relay_default() -> bool {
+    true
 }
 
 impl Default for Tuning {
@@ -84,6 +94,7 @@ impl Default for Tuning {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             response_header_timeout: DEFAULT_RESPONSE_HEADER_TIMEOUT,
             max_request_body: Some(DEFAULT_MAX_REQUEST_BODY),
+            relay: true,
         }
     }
 }
