@@ -13,7 +13,8 @@
 //! Modules: `wire` (the strict parsers), `upstream` (the recording, scriptable upstream),
 //! `client` (the raw client), `h2c` (a raw HTTP/2 client), `harness` (the edge and the
 //! runner), `case` (request-side cases and their checks); then the cases: `requests`,
-//! `bodies`, `poisoning`, `answers`, `http2`, `messages`.
+//! `bodies`, `poisoning`, `answers`, `http2`, `messages`; and `differential`, the relay
+//! against hyper on generated streams.
 
 #[path = "hostile/answers.rs"]
 mod answers;
@@ -23,6 +24,8 @@ mod bodies;
 mod case;
 #[path = "hostile/client.rs"]
 mod client;
+#[path = "hostile/differential.rs"]
+mod differential;
 #[path = "hostile/h2c.rs"]
 mod h2c;
 #[path = "hostile/harness.rs"]
