@@ -18,6 +18,8 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::time::{Instant, Sleep};
 
+use hyper_util::client::legacy::connect::CaptureConnection;
+
 use crate::backend::InFlightGuard;
 use crate::connection::ConnGuard;
 
@@ -60,6 +62,11 @@ impl Upload {
     pub(crate) fn busy(&self) -> bool {
         let moved = self.moved.swap(false, Ordering::Relaxed);
         moved || !self.done.load(Ordering::Relaxed)
+    }
+
+    /// Whether the whole body went to the slot.
+    pub(crate) fn finished(&self) -> bool {
+        self.done.load(Ordering::Relaxed)
     }
 
     /// How the client broke its body, if it did.
@@ -197,6 +204,8 @@ impl Body for RequestBody {
 pub struct ProxyBody {
     kind: Kind,
     _connection: Option<ConnGuard>,
+    /// The slot connection to cut once this answer is over (it showed a framing surprise).
+    cut_after: Option<CaptureConnection>,
 }
 
 #[derive(Debug)]
@@ -215,6 +224,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Upstream { body, guard },
             _connection: None,
+            cut_after: None,
         }
     }
 
@@ -222,6 +232,7 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Message(Some(Bytes::from(text))),
             _connection: None,
+            cut_after: None,
         }
     }
 
@@ -229,7 +240,14 @@ impl ProxyBody {
         ProxyBody {
             kind: Kind::Message(None),
             _connection: None,
+            cut_after: None,
         }
+    }
+
+    /// Cuts the slot connection this answer came on once the answer is over (or the
+    /// client went away), so that it carries no other request.
+    pub(crate) fn cut_after(&mut self, connection: CaptureConnection) {
+        self.cut_after = Some(connection);
     }
 
     /// Keeps the client connection's request counted until this body is done.
@@ -246,7 +264,8 @@ impl Body for ProxyBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match &mut self.get_mut().kind {
+        let this = self.get_mut();
+        match &mut this.kind {
             Kind::Upstream { body, guard } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
                 let finished = match &polled {
@@ -257,6 +276,9 @@ impl Body for ProxyBody {
                 if finished {
                     // The last byte is out of the upstream: the request is over for drain.
                     guard.take();
+                    if let Some(connection) = this.cut_after.take() {
+                        crate::connector::cut(&connection);
+                    }
                 }
                 polled
             }
@@ -277,6 +299,15 @@ impl Body for ProxyBody {
             Kind::Message(text) => {
                 SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
             }
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        // The client went away before the answer's end: the connection is cut all the same.
+        if let Some(connection) = self.cut_after.take() {
+            crate::connector::cut(&connection);
         }
     }
 }

@@ -301,6 +301,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 
 /// Serves one plaintext client connection: through the relay ([`crate::relay`]) while its
 /// requests are plain HTTP/1.1, then, from the first one that is not, through hyper.
+/// With the relay turned off ([`Tuning::relay`]), through hyper from the start.
 pub(crate) async fn serve_tcp(
     builder: Arc<Builder>,
     mut stream: TcpStream,

@@ -9,16 +9,24 @@
 //! The connection pool calls the connector with only the address, so the request's
 //! method reaches it through a task-local that [`with_retry`] sets around the request:
 //! the pool starts the connect from within the request's own task.
+//!
+//! Each pooled connection can be cut ([`SlotStream`], [`cut`]): after a framing surprise on
+//! the slot's side the general path closes that connection at once, rather than leave it
+//! to hyper's pool, which would keep it open (unused) until it goes idle.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Method, Uri};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{
+    CaptureConnection, Connected, Connection, HttpConnector,
+};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -60,8 +68,95 @@ impl Connector {
     }
 }
 
+/// A pooled connection to a slot that can be cut from outside the pool.
+#[derive(Debug)]
+pub(crate) struct SlotStream {
+    io: TokioIo<TcpStream>,
+    cut: Arc<Cut>,
+}
+
+/// Cuts one [`SlotStream`]: its next read or write fails, and hyper closes it.
+#[derive(Debug, Default)]
+pub(crate) struct Cut {
+    done: AtomicBool,
+    /// The read waiting on the connection, woken by the cut.
+    reader: AtomicWaker,
+}
+
+/// How a [`SlotStream`]'s cut travels in hyper-util's connection metadata.
+#[derive(Debug, Clone)]
+struct CutHandle(Arc<Cut>);
+
+impl SlotStream {
+    fn check(&self) -> std::io::Result<()> {
+        if self.cut.done.load(Ordering::Acquire) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the edge cut this slot connection after a framing surprise",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl hyper::rt::Read for SlotStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.cut.reader.register(cx.waker());
+        self.check()?;
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for SlotStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.check()?;
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.check()?;
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+impl Connection for SlotStream {
+    fn connected(&self) -> Connected {
+        self.io.connected().extra(CutHandle(Arc::clone(&self.cut)))
+    }
+}
+
+/// Cuts the slot connection a request went out on, if it had one: it is closed at once
+/// and never carries another request.
+pub(crate) fn cut(captured: &CaptureConnection) {
+    let mut extensions = http::Extensions::new();
+    {
+        let metadata = captured.connection_metadata();
+        let Some(connected) = metadata.as_ref() else {
+            return;
+        };
+        connected.poison();
+        connected.get_extras(&mut extensions);
+    }
+    if let Some(CutHandle(cut)) = extensions.get::<CutHandle>() {
+        cut.done.store(true, Ordering::Release);
+        cut.reader.wake();
+    }
+}
+
 impl tower_service::Service<Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
+    type Response = SlotStream;
     type Error = BoxError;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, BoxError>> + Send>>;
 
@@ -74,16 +169,20 @@ impl tower_service::Service<Uri> for Connector {
         let mut again = self.http.clone();
         let first = self.http.call(dst.clone());
         Box::pin(async move {
-            match first.await {
+            let io = match first.await {
                 Err(e) if !is_timeout(&e) && retry.is_some() => {
                     tracing::debug!(%dst, "connect failed ({e}); trying once more");
                     if let Some(metrics) = retry {
                         metrics.count_connect_retry();
                     }
-                    again.call(dst).await.map_err(Into::into)
+                    again.call(dst).await?
                 }
-                result => result.map_err(Into::into),
-            }
+                result => result?,
+            };
+            Ok(SlotStream {
+                io,
+                cut: Arc::default(),
+            })
         })
     }
 }
@@ -101,6 +200,7 @@ impl Connector {
         let mut connector = self.clone();
         Ok(tower_service::Service::call(&mut connector, uri)
             .await?
+            .io
             .into_inner())
     }
 }

@@ -40,8 +40,6 @@ pub(crate) enum Refusal {
     BadRequest(&'static str),
     /// 431: the head or its header count is over the limit.
     HeadTooLarge,
-    /// 505: not HTTP/1.x.
-    Version,
     /// 408: the request (head or body) did not arrive in time.
     Timeout,
 }
@@ -51,7 +49,6 @@ impl Refusal {
         match self {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            Refusal::Version => StatusCode::HTTP_VERSION_NOT_SUPPORTED,
             Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -61,7 +58,6 @@ impl Refusal {
         match self {
             Refusal::BadRequest(reason) => reason,
             Refusal::HeadTooLarge => "the request head is over the size or header-count limit",
-            Refusal::Version => "the request is not HTTP/1.x",
             Refusal::Timeout => "the request did not arrive within its timeout",
         }
     }

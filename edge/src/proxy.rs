@@ -18,6 +18,7 @@
 //! timeout); 404 and 503 are for requests no slot can take.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -25,6 +26,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -36,7 +38,8 @@ pub use crate::body::ProxyBody;
 use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, Upload};
 use crate::connection::ClientConn;
 use crate::connector::{self, Connector};
-use crate::framing::{self, HeadLimits, Refusal, RequestCheck};
+use crate::framing::{self, HeadLimits, MAX_INTERIM_ANSWERS, Refusal, RequestCheck};
+use crate::relay::MAX_ANSWER_HEAD;
 use crate::route::{Claim, RequestInfo, RouteTable};
 use crate::server::Tuning;
 use crate::split::SLOT_HEADER;
@@ -76,6 +79,16 @@ enum Failed {
     NoAnswer,
     /// A 101 to a request that did not ask to upgrade.
     UnaskedUpgrade,
+    /// More than [`MAX_INTERIM_ANSWERS`] interim answers.
+    TooManyInterim,
+}
+
+/// The interim (1xx) answers hyper's client saw for one request. hyper reads them and
+/// passes none on; past the limit, the request gives up ([`Failed::TooManyInterim`]).
+#[derive(Debug, Default)]
+struct Interim {
+    seen: std::sync::atomic::AtomicUsize,
+    over: tokio::sync::Notify,
 }
 
 /// Why no answer came from the slot, as both paths report it.
@@ -97,6 +110,8 @@ impl Proxy {
     pub(crate) fn new(table: Arc<RouteTable>, tuning: &Tuning) -> Self {
         let connector = Connector::new(tuning.connect_timeout, Arc::clone(table.metrics()));
         let client = Client::builder(TokioExecutor::new())
+            // An answer head that does not fit is a broken slot (502), as on the relay.
+            .http1_max_buf_size(MAX_ANSWER_HEAD)
             .pool_idle_timeout(tuning.pool_idle_timeout)
             .pool_timer(TokioTimer::new())
             .build(connector.clone());
@@ -256,10 +271,28 @@ impl Proxy {
         let (upgrade, client_upgrade) = upgrade.unzip();
         let idempotent = connector::is_idempotent(req.method());
         let active = guard.active();
-        let (upstream, upload) = self.upstream_request(req, active, host, conn, declared, upgrade);
-        let mut response = match self.send(upstream, upload.clone(), idempotent).await {
+        let (mut upstream, upload) =
+            self.upstream_request(req, active, host, conn, declared, upgrade);
+        let slot_connection = capture_connection(&mut upstream);
+        let interim = Arc::new(Interim::default());
+        {
+            let interim = Arc::clone(&interim);
+            hyper::ext::on_informational(&mut upstream, move |_| {
+                let seen = interim.seen.fetch_add(1, Ordering::Relaxed) + 1;
+                if seen > MAX_INTERIM_ANSWERS {
+                    interim.over.notify_one();
+                }
+            });
+        }
+        let sent = self
+            .send(upstream, upload.clone(), idempotent, &interim)
+            .await;
+        // After any framing surprise the slot's connection carries no other request.
+        let poison = || connector::cut(&slot_connection);
+        let mut response = match sent {
             Ok(response) => response,
             Err(failed) => {
+                poison();
                 // A body that broke on the client's side is the client's error, whatever
                 // the upstream request then reported.
                 if let Some(error) = upload.as_ref().and_then(|u| u.client_error()) {
@@ -268,6 +301,20 @@ impl Proxy {
                 return self.upstream_failure(active, &failed, http1);
             }
         };
+        // hyper's limit on its read buffer bounds a head that arrives in pieces; one that
+        // arrives whole is measured here, as the relay measures it.
+        if answer_head_size(&response) > MAX_ANSWER_HEAD {
+            poison();
+            let failure = Failure::Broken(format!(
+                "its answer's head is larger than {MAX_ANSWER_HEAD} bytes"
+            ));
+            let (status, id) = self.failure(active, &failure);
+            return message(status, id);
+        }
+        let framing = AnswerFraming::of(response.headers());
+        // An answer that came before the request was sent whole, or framed both ways: the
+        // answer goes to the client, and its connection is cut once it is over.
+        let surprise = upload.as_ref().is_some_and(|u| !u.finished()) || framing.both;
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
                 return self.upstream_failure(active, &Failed::UnaskedUpgrade, http1);
@@ -285,7 +332,12 @@ impl Proxy {
         }
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        Response::from_parts(parts, ProxyBody::upstream(body, guard))
+        framing.restore(&mut parts.headers);
+        let mut body = ProxyBody::upstream(body, guard);
+        if surprise {
+            body.cut_after(slot_connection);
+        }
+        Response::from_parts(parts, body)
     }
 
     /// Sends `upstream` through the pool. The response-header timeout counts from the end
@@ -295,6 +347,7 @@ impl Proxy {
         upstream: Request<RequestBody>,
         upload: Option<Arc<Upload>>,
         idempotent: bool,
+        interim: &Interim,
     ) -> Result<Response<Incoming>, Failed> {
         let request = self.client.request(upstream);
         let request = async {
@@ -310,7 +363,14 @@ impl Proxy {
         loop {
             tokio::select! {
                 biased;
-                sent = &mut request => return sent.map_err(Failed::Upstream),
+                sent = &mut request => {
+                    // The interim answers may have come with the final one, in one read.
+                    if interim.seen.load(Ordering::Relaxed) > MAX_INTERIM_ANSWERS {
+                        return Err(Failed::TooManyInterim);
+                    }
+                    return sent.map_err(Failed::Upstream);
+                }
+                () = interim.over.notified() => return Err(Failed::TooManyInterim),
                 () = &mut deadline => {
                     if upload.as_ref().is_some_and(|u| u.busy()) {
                         deadline.as_mut().reset(Instant::now() + self.response_timeout);
@@ -387,6 +447,9 @@ impl Proxy {
             Failed::Upstream(err) => Failure::Broken(error_chain(err)),
             Failed::NoAnswer => Failure::NoAnswer,
             Failed::UnaskedUpgrade => Failure::UnaskedUpgrade,
+            Failed::TooManyInterim => Failure::Broken(format!(
+                "it sent more than {MAX_INTERIM_ANSWERS} interim answers"
+            )),
         };
         let (status, id) = self.failure(active, &failure);
         message(status, id)
@@ -513,6 +576,66 @@ fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     let client_ip = client_ip.to_str().unwrap_or_default();
     if let Ok(value) = HeaderValue::try_from(format!("{}, {client_ip}", prior.join(", "))) {
         headers.insert(X_FORWARDED_FOR, value);
+    }
+}
+
+/// About how many bytes the head of `response` took on the wire.
+fn answer_head_size<B>(response: &Response<B>) -> usize {
+    let reason = response.status().canonical_reason().map_or(0, str::len);
+    let lines: usize = response
+        .headers()
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    "HTTP/1.1 200 \r\n".len() + reason + lines + 2
+}
+
+/// How the slot framed its answer, which hyper's client has already decoded: what the
+/// client's answer keeps of it.
+#[derive(Debug, Default)]
+struct AnswerFraming {
+    /// The codings to pass on: `Transfer-Encoding` without a final `chunked` (hyper's
+    /// client took that off; the client side adds its own).
+    codings: Option<HeaderValue>,
+    /// A `Transfer-Encoding` was there: its `Content-Length`, if any, does not frame it.
+    transfer_encoded: bool,
+    /// Framed both ways: the connection is not to be trusted with another request.
+    both: bool,
+}
+
+impl AnswerFraming {
+    fn of(headers: &HeaderMap) -> Self {
+        let codings: Vec<&[u8]> = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| framing::tokens(v.as_bytes()))
+            .collect();
+        if codings.is_empty() {
+            return AnswerFraming::default();
+        }
+        let kept = match codings.split_last() {
+            Some((last, rest)) if last.eq_ignore_ascii_case(b"chunked") => rest,
+            _ => &codings[..],
+        };
+        AnswerFraming {
+            codings: (!kept.is_empty())
+                .then(|| HeaderValue::from_bytes(&kept.join(&b", "[..])).ok())
+                .flatten(),
+            transfer_encoded: true,
+            both: headers.contains_key(header::CONTENT_LENGTH),
+        }
+    }
+
+    /// Puts the framing back on the client's answer headers (after the hop-by-hop
+    /// headers went): the codings still applied to the body, never a `Content-Length`
+    /// that did not frame it.
+    fn restore(self, headers: &mut HeaderMap) {
+        if self.transfer_encoded {
+            headers.remove(header::CONTENT_LENGTH);
+        }
+        if let Some(codings) = self.codings {
+            headers.insert(header::TRANSFER_ENCODING, codings);
+        }
     }
 }
 

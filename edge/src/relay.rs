@@ -58,6 +58,7 @@ use crate::route::{Claim, RequestInfo};
 
 mod wire;
 
+pub(crate) use wire::MAX_ANSWER_HEAD;
 use wire::{
     Answer, ChunkedScanner, Client, Extra, Framing, Head, Parsed, Parsed1, parse_answer,
     parse_request, write_message,

@@ -203,9 +203,5 @@ fn refusals_map_to_their_statuses() {
         Refusal::HeadTooLarge.status(),
         StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
     );
-    assert_eq!(
-        Refusal::Version.status(),
-        StatusCode::HTTP_VERSION_NOT_SUPPORTED
-    );
     assert_eq!(Refusal::Timeout.status(), StatusCode::REQUEST_TIMEOUT);
 }

@@ -88,7 +88,12 @@ pub(crate) fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) 
         }
         Ok(httparse::Status::Partial) => return Parsed::Incomplete,
         Err(httparse::Error::TooManyHeaders) => return Parsed::Refuse(Refusal::HeadTooLarge),
-        Err(httparse::Error::Version) => return Parsed::Refuse(Refusal::Version),
+        // As hyper answers it: a version other than HTTP/1.x is a malformed request line.
+        Err(httparse::Error::Version) => {
+            return Parsed::Refuse(Refusal::BadRequest(
+                "the request line's version is not HTTP/1.x",
+            ));
+        }
         Err(_) => return Parsed::Refuse(Refusal::BadRequest("the request head is malformed")),
     };
     if head_len > limits.max_bytes {

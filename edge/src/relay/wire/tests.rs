@@ -233,7 +233,10 @@ fn requests_that_break_the_framing_rules_are_refused() {
             bad("the request head is malformed"),
         ),
         (b"GET  / HTTP/1.1\r\nHost: a\r\n\r\n", bad("the request head is malformed")),
-        (b"GET / HTTP/1.2\r\nHost: a\r\n\r\n", Refusal::Version),
+        (
+            b"GET / HTTP/1.2\r\nHost: a\r\n\r\n",
+            bad("the request line's version is not HTTP/1.x"),
+        ),
     ];
     for (request, refusal) in cases {
         let mut out = Vec::new();
