@@ -419,3 +419,85 @@ async fn release_killed_mid_bake_is_converged_by_the_next() {
     assert_eq!(statuses, ["succeeded", "interrupted", "succeeded"]);
     assert_ne!(first, next);
 }
+
+/// Sends malformed and aborted uploads pinned to `slot` until `stop` turns: the kind any
+/// anonymous client can send. Returns how many it sent.
+async fn malformed_uploads(
+    addr: SocketAddr,
+    slot: &str,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broken: [&[u8]; 3] = [
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        b"3\r\nabcX\r\n0\r\n\r\n",
+        b"ffffffffffffffffffff\r\n",
+    ];
+    let mut sent = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !*stop.borrow() && Instant::now() < deadline {
+        let Ok(mut stream) = tokio::net::TcpStream::connect(addr).await else {
+            continue;
+        };
+        let head = if sent % 4 == 3 {
+            // Aborted: a declared body, cut off.
+            format!(
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Shipit-Slot: {slot}\r\nContent-Length: 100000\r\n\r\nabc"
+            )
+        } else {
+            format!(
+                "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Shipit-Slot: {slot}\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+        };
+        let _ = stream.write_all(head.as_bytes()).await;
+        if sent % 4 != 3 {
+            let _ = stream.write_all(broken[sent % 4]).await;
+            let mut answer = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+            let answer = String::from_utf8_lossy(&answer);
+            assert!(
+                answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+                "a malformed upload was answered {answer}"
+            );
+        }
+        sent += 1;
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_uploads_pinned_to_the_candidate_do_not_fail_its_bake() {
+    let project = Project::new("floodcanary");
+    configure_target(&project, "shift = \"canary:25:4s\"\n");
+    let first = project.release_async().await;
+    let live = project.status()["live"]["slot"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let candidate_slot = if live == "blue" { "green" } else { "blue" };
+    let load = Load::start(project.listen, 4);
+    let (child, _pid, canary) = release_baking(&project).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let flood = tokio::spawn(malformed_uploads(project.listen, candidate_slot, stopped));
+    let out = child.wait_with_output().await.unwrap();
+    stop.send_replace(true);
+    let sent = flood.await.unwrap();
+    let report = load.stop().await;
+
+    assert_success(
+        &out,
+        "the canary release under a flood of malformed uploads",
+    );
+    assert!(
+        sent >= 20,
+        "only {sent} malformed uploads were sent during the bake"
+    );
+    assert_eq!(project.status()["live"]["release"], canary.as_str());
+    assert_ne!(canary, first);
+    assert!(
+        report.failures().is_empty(),
+        "the load saw failures: {:?}",
+        report.failures().iter().take(5).collect::<Vec<_>>()
+    );
+}

@@ -19,12 +19,27 @@ use super::raw::{RawCertificate, RawEdgeSettings};
 use super::resolve::normalize;
 
 pub use shipit_edge::{
+    DEFAULT_BODY_IDLE_TIMEOUT as DEFAULT_EDGE_BODY_IDLE_TIMEOUT,
     DEFAULT_CONNECT_TIMEOUT as DEFAULT_EDGE_CONNECT_TIMEOUT,
+    DEFAULT_H2_MAX_CONCURRENT_STREAMS as DEFAULT_EDGE_H2_MAX_CONCURRENT_STREAMS,
+    DEFAULT_H2_MAX_HEADER_LIST_SIZE as DEFAULT_EDGE_H2_MAX_HEADER_LIST_SIZE,
+    DEFAULT_H2_MAX_RESETS_PER_SECOND as DEFAULT_EDGE_H2_MAX_RESETS_PER_SECOND,
     DEFAULT_IDLE_TIMEOUT as DEFAULT_EDGE_IDLE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS as DEFAULT_EDGE_MAX_CONNECTIONS,
+    DEFAULT_MAX_CONNECTIONS_PER_IP as DEFAULT_EDGE_MAX_CONNECTIONS_PER_IP,
+    DEFAULT_MAX_HEADER_BYTES as DEFAULT_EDGE_MAX_HEADER_SIZE,
+    DEFAULT_MAX_HEADERS as DEFAULT_EDGE_MAX_HEADERS,
     DEFAULT_MAX_REQUEST_BODY as DEFAULT_EDGE_MAX_REQUEST_BODY,
     DEFAULT_RESPONSE_HEADER_TIMEOUT as DEFAULT_EDGE_RESPONSE_TIMEOUT,
+    DEFAULT_WRITE_TIMEOUT as DEFAULT_EDGE_WRITE_TIMEOUT,
     HEADER_READ_TIMEOUT as DEFAULT_EDGE_HEADER_READ_TIMEOUT,
+    MAX_HEADERS_LIMIT as EDGE_MAX_HEADERS_LIMIT,
 };
+
+/// The largest `max_header_size` the edge takes: a head is read whole before it is sent.
+pub const EDGE_MAX_HEADER_SIZE_LIMIT: u64 = 1 << 20;
+/// The smallest `max_header_size`: smaller would refuse ordinary browser requests.
+pub const EDGE_MIN_HEADER_SIZE: u64 = 1 << 10;
 
 /// The units `max_request_body` takes, each with its size in bytes.
 pub(crate) const SIZE_UNITS: [(&str, u64); 4] = [
@@ -59,6 +74,26 @@ pub struct EdgeSettings {
     pub response_timeout: Duration,
     /// The largest request body forwarded, in bytes (larger: 413).
     pub max_request_body: u64,
+    /// How long a request body may go without a byte (then 408).
+    #[serde(with = "duration_text")]
+    pub body_idle_timeout: Duration,
+    /// How long a client may take in nothing of an answer before its connection closes.
+    #[serde(with = "duration_text")]
+    pub write_timeout: Duration,
+    /// The largest request head, in bytes (larger: 431).
+    pub max_header_size: u64,
+    /// The most header lines a request may have (more: 431).
+    pub max_headers: u32,
+    /// Client connections open at once (more: 503 and closed).
+    pub max_connections: u32,
+    /// Client connections open at once from one IP address (IPv6: one /64).
+    pub max_connections_per_ip: u32,
+    /// HTTP/2 streams open at once on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// The largest decoded HTTP/2 header list, in bytes.
+    pub h2_max_header_list_size: u64,
+    /// HTTP/2 stream resets per second a connection may cause before it gets GOAWAY.
+    pub h2_max_resets_per_second: u32,
 }
 
 impl Default for EdgeSettings {
@@ -71,6 +106,15 @@ impl Default for EdgeSettings {
             connect_timeout: DEFAULT_EDGE_CONNECT_TIMEOUT,
             response_timeout: DEFAULT_EDGE_RESPONSE_TIMEOUT,
             max_request_body: DEFAULT_EDGE_MAX_REQUEST_BODY,
+            body_idle_timeout: DEFAULT_EDGE_BODY_IDLE_TIMEOUT,
+            write_timeout: DEFAULT_EDGE_WRITE_TIMEOUT,
+            max_header_size: DEFAULT_EDGE_MAX_HEADER_SIZE as u64,
+            max_headers: DEFAULT_EDGE_MAX_HEADERS as u32,
+            max_connections: DEFAULT_EDGE_MAX_CONNECTIONS as u32,
+            max_connections_per_ip: DEFAULT_EDGE_MAX_CONNECTIONS_PER_IP as u32,
+            h2_max_concurrent_streams: DEFAULT_EDGE_H2_MAX_CONCURRENT_STREAMS,
+            h2_max_header_list_size: u64::from(DEFAULT_EDGE_H2_MAX_HEADER_LIST_SIZE),
+            h2_max_resets_per_second: DEFAULT_EDGE_H2_MAX_RESETS_PER_SECOND,
         }
     }
 }
@@ -99,6 +143,16 @@ impl EdgeSettings {
                 idle_timeout: self.idle_timeout,
                 response_header_timeout: self.response_timeout,
                 max_request_body: Some(self.max_request_body),
+                body_idle_timeout: self.body_idle_timeout,
+                write_timeout: self.write_timeout,
+                max_header_bytes: self.max_header_size as usize,
+                max_headers: self.max_headers as usize,
+                max_connections: self.max_connections as usize,
+                max_connections_per_ip: self.max_connections_per_ip as usize,
+                h2_max_concurrent_streams: self.h2_max_concurrent_streams,
+                h2_max_header_list_size: u32::try_from(self.h2_max_header_list_size)
+                    .unwrap_or(u32::MAX),
+                h2_max_resets_per_second: self.h2_max_resets_per_second,
                 ..shipit_edge::Tuning::default()
             },
             tls: self.tls_listen.map(|listen| shipit_edge::TlsOptions {
@@ -162,6 +216,42 @@ pub(crate) fn settings(
         defaults.response_timeout,
         "response_timeout",
     )?;
+    let body_idle_timeout = duration(
+        raw.body_idle_timeout,
+        defaults.body_idle_timeout,
+        "body_idle_timeout",
+    )?;
+    let write_timeout = duration(raw.write_timeout, defaults.write_timeout, "write_timeout")?;
+    let max_header_size = raw
+        .max_header_size
+        .map_or(defaults.max_header_size, |size| size.0);
+    if !(EDGE_MIN_HEADER_SIZE..=EDGE_MAX_HEADER_SIZE_LIMIT).contains(&max_header_size) {
+        return Err(Problem::value(
+            path.key("max_header_size"),
+            format!("invalid max_header_size {max_header_size} bytes: expected from 1KiB to 1MiB"),
+        )
+        .with_hint("leave `max_header_size` out for the default, 64KiB"));
+    }
+    let max_headers = raw.max_headers.map_or(defaults.max_headers, |n| n.0);
+    if max_headers as usize > EDGE_MAX_HEADERS_LIMIT {
+        return Err(Problem::value(
+            path.key("max_headers"),
+            format!("invalid max_headers {max_headers}: expected at most {EDGE_MAX_HEADERS_LIMIT}"),
+        )
+        .with_hint(format!(
+            "leave `max_headers` out for the default, {}",
+            defaults.max_headers
+        )));
+    }
+    let h2_max_header_list_size = raw
+        .h2_max_header_list_size
+        .map_or(defaults.h2_max_header_list_size, |size| size.0);
+    if h2_max_header_list_size > u64::from(u32::MAX) {
+        return Err(Problem::value(
+            path.key("h2_max_header_list_size"),
+            "invalid h2_max_header_list_size: expected less than 4GiB",
+        ));
+    }
 
     let tls_listen = raw.tls_listen.map(|l| l.0);
     if tls_listen == Some(listen) {
@@ -217,6 +307,23 @@ pub(crate) fn settings(
         connect_timeout,
         response_timeout,
         max_request_body,
+        body_idle_timeout,
+        write_timeout,
+        max_header_size,
+        max_headers,
+        max_connections: raw
+            .max_connections
+            .map_or(defaults.max_connections, |n| n.0),
+        max_connections_per_ip: raw
+            .max_connections_per_ip
+            .map_or(defaults.max_connections_per_ip, |n| n.0),
+        h2_max_concurrent_streams: raw
+            .h2_max_concurrent_streams
+            .map_or(defaults.h2_max_concurrent_streams, |n| n.0),
+        h2_max_header_list_size,
+        h2_max_resets_per_second: raw
+            .h2_max_resets_per_second
+            .map_or(defaults.h2_max_resets_per_second, |n| n.0),
     })
 }
 

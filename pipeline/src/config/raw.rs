@@ -383,6 +383,15 @@ pub(crate) struct RawEdgeSettings {
     pub(crate) connect_timeout: Option<DurationValue>,
     pub(crate) response_timeout: Option<DurationValue>,
     pub(crate) max_request_body: Option<ByteSize>,
+    pub(crate) body_idle_timeout: Option<DurationValue>,
+    pub(crate) write_timeout: Option<DurationValue>,
+    pub(crate) max_header_size: Option<ByteSize>,
+    pub(crate) max_headers: Option<Count>,
+    pub(crate) max_connections: Option<Count>,
+    pub(crate) max_connections_per_ip: Option<Count>,
+    pub(crate) h2_max_concurrent_streams: Option<Count>,
+    pub(crate) h2_max_header_list_size: Option<ByteSize>,
+    pub(crate) h2_max_resets_per_second: Option<Count>,
 }
 
 /// One of the edge's `certificates`: `{ host = "…", cert = "…", key = "…" }`.

@@ -55,7 +55,10 @@ fn uncomment(text: &str, examples: bool) -> String {
     let setting = |line: &str| {
         let is_header = line.starts_with('[') && line.ends_with(']');
         let is_pair = line.split_once(" = ").is_some_and(|(key, _)| {
-            !key.is_empty() && key.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            !key.is_empty()
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
         });
         is_header || is_pair
     };
@@ -1547,6 +1550,15 @@ idle_timeout = "90s"
 connect_timeout = "250ms"
 response_timeout = "2m"
 max_request_body = "${{BODY:-10MiB}}"
+body_idle_timeout = "7s"
+write_timeout = "45s"
+max_header_size = "32KiB"
+max_headers = 60
+max_connections = 500
+max_connections_per_ip = 50
+h2_max_concurrent_streams = 64
+h2_max_header_list_size = "16KiB"
+h2_max_resets_per_second = 20
 "#
     );
     let config = parse_in(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
@@ -1588,6 +1600,15 @@ max_request_body = "${{BODY:-10MiB}}"
         Duration::from_secs(120)
     );
     assert_eq!(settings.tuning.max_request_body, Some(10 * 1024 * 1024));
+    assert_eq!(settings.tuning.body_idle_timeout, Duration::from_secs(7));
+    assert_eq!(settings.tuning.write_timeout, Duration::from_secs(45));
+    assert_eq!(settings.tuning.max_header_bytes, 32 * 1024);
+    assert_eq!(settings.tuning.max_headers, 60);
+    assert_eq!(settings.tuning.max_connections, 500);
+    assert_eq!(settings.tuning.max_connections_per_ip, 50);
+    assert_eq!(settings.tuning.h2_max_concurrent_streams, 64);
+    assert_eq!(settings.tuning.h2_max_header_list_size, 16 * 1024);
+    assert_eq!(settings.tuning.h2_max_resets_per_second, 20);
     let tls = settings.tls.expect("TLS is on");
     assert_eq!(tls.listen, "127.0.0.1:8443".parse().unwrap());
     assert_eq!(
@@ -1629,6 +1650,26 @@ fn edge_durations_must_be_durations_of_more_than_zero() {
         "{}",
         error.message
     );
+}
+
+#[test]
+fn edge_head_limits_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    for (line, key) in [
+        ("max_header_size = \"512B\"\n", "max_header_size"),
+        ("max_header_size = \"2MiB\"\n", "max_header_size"),
+        ("max_headers = 1001\n", "max_headers"),
+        ("max_headers = 0\n", "max_headers"),
+        ("max_connections = 0\n", "max_connections"),
+        ("body_idle_timeout = \"0s\"\n", "body_idle_timeout"),
+    ] {
+        let error = edge_err(dir.path(), line);
+        assert_eq!(
+            error.key.as_deref(),
+            Some(format!("targets.local.edge.{key}").as_str()),
+            "{line}: {error}"
+        );
+    }
 }
 
 #[test]
