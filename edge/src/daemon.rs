@@ -2,7 +2,8 @@
 //!
 //! `shipit release` calls [`ensure_running`]: it reuses the edge whose admin socket answers,
 //! or cleans the files a dead edge left behind and spawns a new one in its own process
-//! group, with its output appended to `edge.log`, and waits until its socket answers.
+//! group, with its output appended to `edge.log`, and waits until its socket answers. The
+//! directory is made (or made again) 0700 and its files 0600 ([`crate::directory`]).
 //! [`stop`] asks `POST /shutdown` and falls back to SIGTERM, then SIGKILL. [`upgrade`]
 //! spawns a new edge that takes the running one's sockets over (`edge run --take-over`,
 //! see [`crate::handover`]) and waits until the new one answers the admin socket and the
@@ -77,7 +78,7 @@ pub enum StopOutcome {
 /// Returns a client of the edge of `spec.dir`, starting the edge if none runs.
 pub async fn ensure_running(spec: &DaemonSpec) -> Result<AdminClient, EdgeError> {
     let dir = spec.dir.as_path();
-    std::fs::create_dir_all(dir).map_err(|e| EdgeError::io("create the edge directory", dir, e))?;
+    crate::directory::create(dir)?;
     let deadline = Instant::now() + spec.start_timeout;
     let _serialized = lock_daemon(dir, deadline, spec.start_timeout).await?;
     let client = AdminClient::new(dir.join(ADMIN_SOCKET));
@@ -413,11 +414,11 @@ fn adopt(dir: &Path, status: &Status, requested: SocketAddr) -> Result<(), EdgeE
 
 fn spawn(spec: &DaemonSpec) -> Result<Child, EdgeError> {
     let log_path = spec.dir.join(LOG_FILE);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
-        .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
+    let mut log = crate::directory::open(
+        &log_path,
+        std::fs::OpenOptions::new().create(true).append(true),
+    )
+    .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
     let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
     writeln!(
         log,
@@ -503,12 +504,14 @@ async fn lock_daemon(
     budget: Duration,
 ) -> Result<Flock<File>, EdgeError> {
     let path = dir.join(DAEMON_LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    let mut file = crate::directory::open(
+        &path,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
@@ -701,6 +704,105 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, EdgeError::NotRunning { .. }), "{err:?}");
         assert!(err.to_string().contains("no edge is running"), "{err}");
+    }
+
+    /// Marks the argument of [`private_files_process`]: the root to make the edge under.
+    const PRIVATE_ROOT: &str = "shipit-edge-private-root=";
+
+    /// Starts an edge in a missing directory under the root in the extra filter argument,
+    /// gives it a route, and checks the mode of everything made. Run by
+    /// [`edge_files_are_private_under_a_permissive_umask`] under umask 0, which is safe for
+    /// a process-wide setting only because this process runs this one test.
+    #[test]
+    #[ignore = "run by the daemon tests under umask 0"]
+    fn private_files_process() {
+        use std::os::unix::fs::FileTypeExt;
+        let Some(root) =
+            std::env::args().find_map(|a| a.strip_prefix(PRIVATE_ROOT).map(PathBuf::from))
+        else {
+            return;
+        };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(
+            status.lines().any(|line| line == "Umask:\t0000"),
+            "this check needs umask 0: {status}"
+        );
+        let dir = root.join("state/edge/local");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = ensure_running(&child_spec(&dir)).await.unwrap();
+            let backend = crate::Backend {
+                slot: crate::Slot::Blue,
+                release: "r1".into(),
+                addr: "127.0.0.1:9".parse().unwrap(),
+            };
+            let switched = client.switch("web", &backend).await;
+            // What exists while the edge runs: (name, the right kind, mode).
+            let parents = ["state", "state/edge", "state/edge/local"].map(|made| {
+                let meta = std::fs::metadata(root.join(made)).unwrap();
+                (made.to_string(), meta.is_dir(), meta.mode() & 0o777)
+            });
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                let kind = meta.is_file() || meta.file_type().is_socket();
+                let name = entry.file_name().into_string().unwrap();
+                files.push((name, kind, meta.mode() & 0o777));
+            }
+            // Stopped before any assertion, so that a failure leaves no edge running.
+            stop(&dir, Duration::from_secs(20)).await.unwrap();
+            switched.unwrap();
+
+            for (name, is_dir, mode) in &parents {
+                assert!(*is_dir && *mode == 0o700, "{name}: {mode:04o}");
+            }
+            files.sort();
+            for (name, kind, mode) in &files {
+                assert!(*kind && *mode == 0o600, "{name}: {mode:04o}");
+            }
+            let names: Vec<&str> = files.iter().map(|(name, ..)| name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    ADMIN_SOCKET,
+                    DAEMON_LOCK_FILE,
+                    LOCK_FILE,
+                    LOG_FILE,
+                    PID_FILE,
+                    crate::ROUTES_FILE,
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn edge_files_are_private_under_a_permissive_umask() {
+        let root = tempfile::tempdir().unwrap();
+        let mut root_arg = OsString::from(PRIVATE_ROOT);
+        root_arg.push(root.path());
+        // The shell sets the umask of the process it becomes, not of this one.
+        let output = Command::new("sh")
+            .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "daemon::tests::private_files_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .arg(root_arg)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success()
+                && stdout.contains("daemon::tests::private_files_process ... ok"),
+            "{}\n{stdout}\n{stderr}",
+            output.status
+        );
     }
 
     fn dead_pid() -> u32 {

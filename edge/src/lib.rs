@@ -15,6 +15,7 @@ pub mod client;
 pub(crate) mod connection;
 pub mod connector;
 pub mod daemon;
+pub mod directory;
 pub mod drain;
 pub mod error;
 pub mod handover;

@@ -12,7 +12,6 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -1128,22 +1127,20 @@ async fn finish_connections(mut connections: JoinSet<()>, grace: Duration, kind:
 }
 
 fn create_dir(dir: &Path) -> Result<(), EdgeError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| EdgeError::io("create the edge directory", dir, e))
+    crate::directory::create(dir)
 }
 
 /// One edge per directory: the lock is held for the edge's lifetime.
 fn lock_dir(dir: &Path) -> Result<Flock<File>, EdgeError> {
     let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    let file = crate::directory::open(
+        &path,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         if errno == nix::errno::Errno::EWOULDBLOCK {
             EdgeError::AlreadyRunning {

@@ -6,6 +6,7 @@
 //! crash leaves either the old or the new table, never half of one. Draining backends are
 //! not saved: after a restart nothing is in flight.
 
+use std::fs::OpenOptions;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::route::RouteView;
-use crate::{Backend, EdgeError, ROUTES_FILE};
+use crate::{Backend, EdgeError, ROUTES_FILE, directory};
 
 /// The format version written to `routes.json`.
 const FORMAT_VERSION: u32 = 1;
@@ -102,11 +103,12 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), EdgeError> {
         std::process::id(),
         SEQUENCE.fetch_add(1, Ordering::Relaxed)
     ));
-    let written = (|| {
-        let mut file = std::fs::File::create(&tmp)?;
-        file.write_all(bytes)?;
-        file.sync_all()
-    })();
+    let written = directory::open(&tmp, OpenOptions::new().write(true).create_new(true)).and_then(
+        |mut file| {
+            file.write_all(bytes)?;
+            file.sync_all()
+        },
+    );
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(EdgeError::io("write", tmp, e));
@@ -152,6 +154,15 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap(), None);
         save(dir.path(), &saved()).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(saved()));
+    }
+
+    #[test]
+    fn saved_files_are_private() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        save(dir.path(), &saved()).unwrap();
+        let mode = std::fs::metadata(routes_path(dir.path())).unwrap().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     #[test]
