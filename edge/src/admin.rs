@@ -20,6 +20,8 @@
 //! header [`RETRY_HEADER`]: nothing was changed, and the same call on a new connection
 //! reaches the new process ([`crate::AdminClient`] retries it). The socket is mode 0600 from
 //! the moment it is at its path ([`bind`]): whoever can switch routes controls the traffic.
+//! A connection that does not send a whole request head within
+//! [`ADMIN_HEADER_READ_TIMEOUT`] is closed.
 //! The wire types live here and are shared with [`crate::AdminClient`].
 
 use std::net::SocketAddr;
@@ -48,6 +50,11 @@ pub const MAX_ADMIN_BODY: usize = 64 * 1024;
 
 /// Marks a 503 whose call changed nothing and can be sent again: the edge handed over.
 pub const RETRY_HEADER: &str = "x-shipit-edge-retry";
+
+/// How long an admin connection may take to send a whole request head; then it is closed.
+/// Admin clients are local and send at once: one that does not would hold a connection and
+/// its task for ever.
+pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Unix socket paths longer than this do not fit in `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
@@ -839,6 +846,39 @@ mod tests {
         assert_eq!(mode(&path), 0o600);
         assert!(!dir.path().join(BIND_DIR).exists());
         tokio::net::UnixStream::connect(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn admin_client_that_sends_half_a_head_is_closed_while_others_are_served() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let edge = TestEdge::start().await;
+        let mut slow = tokio::net::UnixStream::connect(edge.handle.admin_socket())
+            .await
+            .unwrap();
+        slow.write_all(b"GET /status HTTP/1.1\r\nHost: ed")
+            .await
+            .unwrap();
+        let opened = tokio::time::Instant::now();
+        // Meanwhile the admin API answers everyone else.
+        for _ in 0..3 {
+            let status = edge.client().status().await.unwrap();
+            assert_eq!(status.pid, std::process::id());
+        }
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            ADMIN_HEADER_READ_TIMEOUT + SIGNAL_TIMEOUT,
+            slow.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the edge kept a connection that never finished its head");
+        // Closed (hyper may answer 408 first, or reset): never a served request.
+        let text = String::from_utf8_lossy(&rest);
+        assert!(read.is_err() || !text.contains("200 OK"), "{text}");
+        let after = opened.elapsed();
+        assert!(
+            after + Duration::from_millis(500) >= ADMIN_HEADER_READ_TIMEOUT,
+            "closed after {after:?}, before the timeout"
+        );
     }
 
     #[tokio::test]

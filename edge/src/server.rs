@@ -1055,7 +1055,10 @@ async fn serve_admin(
     mut stop: watch::Receiver<Stop>,
     grace: Duration,
 ) {
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(crate::admin::ADMIN_HEADER_READ_TIMEOUT);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
