@@ -771,6 +771,7 @@ mod tests {
                     LOG_FILE,
                     PID_FILE,
                     crate::ROUTES_FILE,
+                    crate::state::GOOD_ROUTES_FILE,
                 ]
             );
         });

@@ -389,17 +389,18 @@ fn tokio_listener(
         .map_err(|e| refused(format!("cannot use the listener on {addr}: {e}")))
 }
 
-/// The route table as `routes.json` in `dir` holds it.
+/// The route table as `routes.json` in `dir` holds it (or its last good copy, see
+/// [`state::restore`]).
 fn load_routes(dir: &Path) -> Result<Arc<RouteTable>, EdgeError> {
     let table = Arc::new(RouteTable::new());
-    match state::load(dir)? {
-        Some(saved) => {
-            for route in saved.routes {
+    match state::restore(dir)? {
+        Some(restored) => {
+            for route in restored.routes.routes {
                 tracing::info!(
                     service = %route.service, slot = %route.live.slot,
                     release = %route.live.release, addr = %route.live.addr,
                     candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
-                    "restored route from {}", state::routes_path(dir).display()
+                    "restored route from {}", restored.from.display()
                 );
                 table.restore(&route);
             }
