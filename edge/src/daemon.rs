@@ -3,7 +3,8 @@
 //! `shipit release` calls [`ensure_running`]: it reuses the edge whose admin socket answers,
 //! or cleans the files a dead edge left behind and spawns a new one in its own process
 //! group, with its output appended to `edge.log`, and waits until its socket answers. The
-//! directory is made (or made again) 0700 and its files 0600 ([`crate::directory`]).
+//! directory is made (or made again) 0700 and its files 0600 ([`crate::directory`]);
+//! `edge.log` is rotated by size, by the edge itself while it runs ([`crate::log_file`]).
 //! [`stop`] asks `POST /shutdown` and falls back to SIGTERM, then SIGKILL. [`upgrade`]
 //! spawns a new edge that takes the running one's sockets over (`edge run --take-over`,
 //! see [`crate::handover`]) and waits until the new one answers the admin socket and the
@@ -32,6 +33,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::admin::Status;
+use crate::log_file::{LOG_KEEP, LOG_MAX_SIZE};
 use crate::{ADMIN_SOCKET, AdminClient, EdgeError, LOCK_FILE, LOG_FILE, PID_FILE};
 
 /// Held while a shipit command starts or stops the edge of a directory.
@@ -116,6 +118,12 @@ pub async fn ensure_running(spec: &DaemonSpec) -> Result<AdminClient, EdgeError>
     }
 
     remove_stale_files(dir)?;
+    // No edge writes to the log now: a long one from earlier runs is rotated here, so the new
+    // process starts on a small file (a running edge rotates its own, see `log_file`).
+    let log = dir.join(LOG_FILE);
+    if let Err(e) = crate::log_file::rotate_if_over(&log, LOG_MAX_SIZE, LOG_KEEP) {
+        tracing::warn!("cannot rotate the edge log {}: {e}", log.display());
+    }
     let mut child = spawn(spec)?;
     let pid = child.id();
     crate::state::write_atomic(&dir.join(PID_FILE), format!("{pid}\n").as_bytes())?;
@@ -414,11 +422,8 @@ fn adopt(dir: &Path, status: &Status, requested: SocketAddr) -> Result<(), EdgeE
 
 fn spawn(spec: &DaemonSpec) -> Result<Child, EdgeError> {
     let log_path = spec.dir.join(LOG_FILE);
-    let mut log = crate::directory::open(
-        &log_path,
-        std::fs::OpenOptions::new().create(true).append(true),
-    )
-    .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
+    let mut log = crate::log_file::open(&log_path)
+        .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
     let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
     writeln!(
         log,
@@ -804,6 +809,66 @@ mod tests {
             "{}\n{stdout}\n{stderr}",
             output.status
         );
+    }
+
+    /// The path `/proc/<pid>/fd/<fd>` points at.
+    fn fd_path(pid: u32, fd: u32) -> PathBuf {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn detached_edge_rotates_its_own_log() {
+        use crate::log_file::LOG_CHECK_INTERVAL;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().canonicalize().unwrap().join(LOG_FILE);
+        let numbered = |n: u32| log.with_file_name(format!("{LOG_FILE}.{n}"));
+        let filler = |byte: u8| {
+            let mut filler = vec![byte; usize::try_from(LOG_MAX_SIZE).unwrap()];
+            filler.push(b'\n');
+            filler
+        };
+        // A log left long by earlier runs is rotated before the start.
+        std::fs::write(&log, filler(b'a')).unwrap();
+        let pid = ensure_running(&child_spec(dir.path()))
+            .await
+            .unwrap()
+            .status()
+            .await
+            .unwrap()
+            .pid;
+        assert_eq!(std::fs::read(numbered(1)).unwrap(), filler(b'a'));
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .starts_with(START_MARKER)
+        );
+
+        // While it runs, the edge rotates the file it writes to itself.
+        crate::log_file::open(&log)
+            .unwrap()
+            .write_all(&filler(b'b'))
+            .unwrap();
+        let deadline = Instant::now() + 10 * LOG_CHECK_INTERVAL;
+        while !numbered(2).exists() && Instant::now() < deadline {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        let writes_to = [fd_path(pid, 1), fd_path(pid, 2)];
+        // Stopped before any assertion, so that a failure leaves no edge running.
+        stop(dir.path(), Duration::from_secs(20)).await.unwrap();
+
+        assert!(
+            numbered(2).exists(),
+            "the running edge did not rotate its log"
+        );
+        let rotated = std::fs::read(numbered(1)).unwrap();
+        assert!(rotated.starts_with(START_MARKER.as_bytes()));
+        assert!(rotated.ends_with(&filler(b'b')));
+        assert_eq!(std::fs::read(numbered(2)).unwrap(), filler(b'a'));
+        // Its stdout and stderr wrote the new file, 0600.
+        assert_eq!(writes_to, [log.clone(), log.clone()]);
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     fn dead_pid() -> u32 {

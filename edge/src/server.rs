@@ -167,10 +167,14 @@ impl Signals {
         })
     }
 
-    /// Waits for a signal or a stop request, then stops the edge gracefully.
+    /// Waits for a signal or a stop request, then stops the edge gracefully. Meanwhile
+    /// it rotates `edge.log` when the daemon started it; one that handed over leaves that
+    /// to its successor, so two processes never rotate the same files.
     async fn serve(mut self, handle: EdgeHandle) -> Result<(), EdgeError> {
         let mut stop = handle.edge.stop.subscribe();
+        let rotation = crate::log_file::keep_rotated(&handle.edge.dir);
         tokio::select! {
+            never = rotation => match never {},
             _ = self.terminate.recv() => tracing::info!("SIGTERM received, stopping"),
             _ = self.interrupt.recv() => tracing::info!("SIGINT received, stopping"),
             stop = stopped(&mut stop) => if stop == Stop::HandOver {
