@@ -18,13 +18,15 @@
 //! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status. A route change
 //! that reached an edge which has just handed over to a new process answers 503 with the
 //! header [`RETRY_HEADER`]: nothing was changed, and the same call on a new connection
-//! reaches the new process ([`crate::AdminClient`] retries it). The socket is created with
-//! mode 0600: whoever can switch routes controls the traffic.
+//! reaches the new process ([`crate::AdminClient`] retries it). The socket is mode 0600 from
+//! the moment it is at its path ([`bind`]): whoever can switch routes controls the traffic.
+//! A connection that does not send a whole request head within
+//! [`ADMIN_HEADER_READ_TIMEOUT`] is closed.
 //! The wire types live here and are shared with [`crate::AdminClient`].
 
 use std::net::SocketAddr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,7 +43,7 @@ use crate::metrics::DrainEnd;
 use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
 use crate::server::{Edge, Refused};
 use crate::tls::CertificateFiles;
-use crate::{Backend, EdgeError, Slot};
+use crate::{Backend, EdgeError, Slot, directory};
 
 /// The most an admin request body may hold.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
@@ -49,8 +51,20 @@ pub const MAX_ADMIN_BODY: usize = 64 * 1024;
 /// Marks a 503 whose call changed nothing and can be sent again: the edge handed over.
 pub const RETRY_HEADER: &str = "x-shipit-edge-retry";
 
+/// How long an admin connection may take to send a whole request head; then it is closed.
+/// Admin clients are local and send at once: one that does not would hold a connection and
+/// its task for ever.
+pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Unix socket paths longer than this do not fit in `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
+
+/// The directory, in the edge directory, where the admin socket is bound before it is moved
+/// into place. With [`BIND_NAME`], its path is shorter than `admin.sock`'s, so it fits
+/// `sockaddr_un` whenever that one does.
+const BIND_DIR: &str = ".bind";
+/// The admin socket's name in [`BIND_DIR`].
+const BIND_NAME: &str = "s";
 
 /// `GET /status`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,27 +229,111 @@ pub struct ErrorAnswer {
     pub error: String,
 }
 
-/// Binds the admin socket at `path`, replacing a stale socket file, with mode 0600.
+/// Binds the admin socket at `path`, replacing a stale socket file, with mode 0600 from
+/// the moment anything is at `path`.
+///
+/// `bind` creates the socket file with mode 0777 minus the umask, and a chmod after it would
+/// leave a window in which anyone could connect. Setting a restrictive umask around the
+/// `bind` would close that window, but the umask belongs to the whole process: a directory
+/// that another thread creates meanwhile would lose its search bit, and the edge also runs
+/// inside other programs' runtimes ([`crate::server::start`], the tests). So the socket is
+/// bound inside a directory only this user can enter, set to 0600 there, and renamed into
+/// place: a rename keeps the socket bound, and clients find it by its path.
 pub(crate) fn bind(path: &Path) -> Result<UnixListener, EdgeError> {
-    let len = path.as_os_str().len();
-    if len > MAX_SOCKET_PATH {
-        return Err(EdgeError::SocketPathTooLong {
+    Staged::bind(path)?.publish()
+}
+
+/// An admin socket bound in the private directory ([`BIND_DIR`]), not yet at its path.
+#[derive(Debug)]
+pub(crate) struct Staged {
+    listener: UnixListener,
+    /// The private directory, 0700.
+    private: PathBuf,
+    /// Where the socket is bound, in `private`.
+    bound: PathBuf,
+    /// Where it goes.
+    path: PathBuf,
+}
+
+impl Staged {
+    pub(crate) fn bind(path: &Path) -> Result<Staged, EdgeError> {
+        let fits = |path: &Path| {
+            let len = path.as_os_str().len();
+            if len > MAX_SOCKET_PATH {
+                return Err(EdgeError::SocketPathTooLong {
+                    path: path.to_path_buf(),
+                    len,
+                });
+            }
+            Ok(())
+        };
+        fits(path)?;
+        let private = path.parent().unwrap_or(Path::new(".")).join(BIND_DIR);
+        let bound = private.join(BIND_NAME);
+        fits(&bound)?;
+        // Only the edge holding the directory's lock binds, so a directory here was left by
+        // one that stopped while binding.
+        clear(&private)?;
+        std::fs::DirBuilder::new()
+            .mode(directory::DIR_MODE)
+            .create(&private)
+            .and_then(|()| directory::set_mode(&private, directory::DIR_MODE))
+            .map_err(|e| EdgeError::io("create the private directory to bind in", &private, e))?;
+        let listener = UnixListener::bind(&bound)
+            .map_err(|e| EdgeError::io("bind the admin socket", &bound, e))?;
+        directory::set_mode(&bound, directory::FILE_MODE)
+            .map_err(|e| EdgeError::io("set mode 0600 on the admin socket", &bound, e))?;
+        Ok(Staged {
+            listener,
+            private,
+            bound,
             path: path.to_path_buf(),
-            len,
+        })
+    }
+
+    /// Moves the socket to its path, replacing a stale socket there.
+    pub(crate) fn publish(self) -> Result<UnixListener, EdgeError> {
+        let published = self.check().and_then(|()| {
+            if std::fs::symlink_metadata(&self.path).is_ok() {
+                // The server holds the directory's lock: this socket's edge is gone.
+                tracing::info!(path = %self.path.display(), "replacing a stale admin socket");
+            }
+            std::fs::rename(&self.bound, &self.path)
+                .map_err(|e| EdgeError::io("move the admin socket into place at", &self.path, e))
         });
+        let cleared = clear(&self.private);
+        published?;
+        cleared?;
+        Ok(self.listener)
     }
-    // Only one edge runs per directory (the server holds its lock), so a socket file
-    // here is left over from an edge that did not exit cleanly.
-    match std::fs::remove_file(path) {
-        Ok(()) => tracing::info!(path = %path.display(), "removed a stale admin socket"),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(EdgeError::io("remove the stale admin socket", path, e)),
+
+    /// What appears at the socket's path must be 0600: checked here, on the socket itself,
+    /// rather than trusted.
+    fn check(&self) -> Result<(), EdgeError> {
+        let mode = std::fs::symlink_metadata(&self.bound)
+            .map_err(|e| EdgeError::io("look at the admin socket", &self.bound, e))?
+            .mode()
+            & 0o777;
+        if mode != directory::FILE_MODE {
+            return Err(EdgeError::io(
+                "keep the admin socket private",
+                &self.bound,
+                std::io::Error::other(format!("its mode is {mode:04o}, not 0600")),
+            ));
+        }
+        Ok(())
     }
-    let listener =
-        UnixListener::bind(path).map_err(|e| EdgeError::io("bind the admin socket", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-        .map_err(|e| EdgeError::io("set mode 0600 on the admin socket", path, e))?;
-    Ok(listener)
+}
+
+/// Removes the private bind directory and the socket in it, if there.
+fn clear(private: &Path) -> Result<(), EdgeError> {
+    let gone = |result: std::io::Result<()>, path: &Path| match result {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EdgeError::io("remove", path, e)),
+        _ => Ok(()),
+    };
+    let bound = private.join(BIND_NAME);
+    gone(std::fs::remove_file(&bound), &bound)?;
+    gone(std::fs::remove_dir(private), private)
 }
 
 /// A failed admin call: its status and message.
@@ -701,24 +799,86 @@ mod tests {
         (status, serde_json::from_slice(&bytes).unwrap())
     }
 
-    #[tokio::test]
-    async fn admin_socket_is_private() {
-        let edge = TestEdge::start().await;
-        let mode = std::fs::metadata(edge.handle.admin_socket())
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    fn mode(path: &Path) -> u32 {
+        std::fs::symlink_metadata(path).unwrap().mode() & 0o777
     }
 
     #[tokio::test]
-    async fn stale_socket_file_is_replaced() {
+    async fn admin_socket_is_private() {
+        let edge = TestEdge::start().await;
+        let mode = mode(edge.handle.admin_socket());
+        assert_eq!(mode, 0o600, "mode {mode:o}");
+    }
+
+    #[tokio::test]
+    async fn admin_socket_is_private_before_anyone_can_reach_it() {
+        use std::os::unix::fs::FileTypeExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(crate::ADMIN_SOCKET);
+        let staged = Staged::bind(&path).unwrap();
+        // Bound, but not at its path yet: only inside a directory no one else can enter,
+        // and already 0600 there (under this process's umask a plain bind gives 0755).
+        assert!(std::fs::symlink_metadata(&path).is_err());
+        assert_eq!(mode(&dir.path().join(BIND_DIR)), 0o700);
+        assert_eq!(mode(&staged.bound), 0o600);
+        let listener = staged.publish().unwrap();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        assert!(meta.file_type().is_socket());
+        assert_eq!(meta.mode() & 0o777, 0o600);
+        assert!(!dir.path().join(BIND_DIR).exists());
+        // The moved socket is the bound one.
+        let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
+        tokio::time::timeout(SIGNAL_TIMEOUT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn stale_socket_and_a_bind_left_halfway_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(crate::ADMIN_SOCKET);
         drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+        // An edge that stopped between its bind and the move left its private directory.
+        let left = Staged::bind(&path).unwrap();
+        drop(left);
         let _listener = bind(&path).unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(mode(&path), 0o600);
+        assert!(!dir.path().join(BIND_DIR).exists());
+        tokio::net::UnixStream::connect(&path).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn admin_client_that_sends_half_a_head_is_closed_while_others_are_served() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let edge = TestEdge::start().await;
+        let mut slow = tokio::net::UnixStream::connect(edge.handle.admin_socket())
+            .await
+            .unwrap();
+        slow.write_all(b"GET /status HTTP/1.1\r\nHost: ed")
+            .await
+            .unwrap();
+        let opened = tokio::time::Instant::now();
+        // Meanwhile the admin API answers everyone else.
+        for _ in 0..3 {
+            let status = edge.client().status().await.unwrap();
+            assert_eq!(status.pid, std::process::id());
+        }
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(
+            ADMIN_HEADER_READ_TIMEOUT + SIGNAL_TIMEOUT,
+            slow.read_to_end(&mut rest),
+        )
+        .await
+        .expect("the edge kept a connection that never finished its head");
+        // Closed (hyper may answer 408 first, or reset): never a served request.
+        let text = String::from_utf8_lossy(&rest);
+        assert!(read.is_err() || !text.contains("200 OK"), "{text}");
+        let after = opened.elapsed();
+        assert!(
+            after + Duration::from_millis(500) >= ADMIN_HEADER_READ_TIMEOUT,
+            "closed after {after:?}, before the timeout"
+        );
     }
 
     #[tokio::test]

@@ -2,7 +2,9 @@
 //!
 //! `shipit release` calls [`ensure_running`]: it reuses the edge whose admin socket answers,
 //! or cleans the files a dead edge left behind and spawns a new one in its own process
-//! group, with its output appended to `edge.log`, and waits until its socket answers.
+//! group, with its output appended to `edge.log`, and waits until its socket answers. The
+//! directory is made (or made again) 0700 and its files 0600 ([`crate::directory`]);
+//! `edge.log` is rotated by size, by the edge itself while it runs ([`crate::log_file`]).
 //! [`stop`] asks `POST /shutdown` and falls back to SIGTERM, then SIGKILL. [`upgrade`]
 //! spawns a new edge that takes the running one's sockets over (`edge run --take-over`,
 //! see [`crate::handover`]) and waits until the new one answers the admin socket and the
@@ -31,6 +33,7 @@ use nix::unistd::Pid;
 use tokio::time::Instant;
 
 use crate::admin::Status;
+use crate::log_file::{LOG_KEEP, LOG_MAX_SIZE};
 use crate::{ADMIN_SOCKET, AdminClient, EdgeError, LOCK_FILE, LOG_FILE, PID_FILE};
 
 /// Held while a shipit command starts or stops the edge of a directory.
@@ -77,7 +80,7 @@ pub enum StopOutcome {
 /// Returns a client of the edge of `spec.dir`, starting the edge if none runs.
 pub async fn ensure_running(spec: &DaemonSpec) -> Result<AdminClient, EdgeError> {
     let dir = spec.dir.as_path();
-    std::fs::create_dir_all(dir).map_err(|e| EdgeError::io("create the edge directory", dir, e))?;
+    crate::directory::create(dir)?;
     let deadline = Instant::now() + spec.start_timeout;
     let _serialized = lock_daemon(dir, deadline, spec.start_timeout).await?;
     let client = AdminClient::new(dir.join(ADMIN_SOCKET));
@@ -115,6 +118,12 @@ pub async fn ensure_running(spec: &DaemonSpec) -> Result<AdminClient, EdgeError>
     }
 
     remove_stale_files(dir)?;
+    // No edge writes to the log now: a long one from earlier runs is rotated here, so the new
+    // process starts on a small file (a running edge rotates its own, see `log_file`).
+    let log = dir.join(LOG_FILE);
+    if let Err(e) = crate::log_file::rotate_if_over(&log, LOG_MAX_SIZE, LOG_KEEP) {
+        tracing::warn!("cannot rotate the edge log {}: {e}", log.display());
+    }
     let mut child = spawn(spec)?;
     let pid = child.id();
     crate::state::write_atomic(&dir.join(PID_FILE), format!("{pid}\n").as_bytes())?;
@@ -413,10 +422,7 @@ fn adopt(dir: &Path, status: &Status, requested: SocketAddr) -> Result<(), EdgeE
 
 fn spawn(spec: &DaemonSpec) -> Result<Child, EdgeError> {
     let log_path = spec.dir.join(LOG_FILE);
-    let mut log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&log_path)
+    let mut log = crate::log_file::open(&log_path)
         .map_err(|e| EdgeError::io("open the edge log", &log_path, e))?;
     let args: Vec<_> = spec.args.iter().map(|a| a.to_string_lossy()).collect();
     writeln!(
@@ -503,12 +509,14 @@ async fn lock_daemon(
     budget: Duration,
 ) -> Result<Flock<File>, EdgeError> {
     let path = dir.join(DAEMON_LOCK_FILE);
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    let mut file = crate::directory::open(
+        &path,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),
@@ -701,6 +709,166 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, EdgeError::NotRunning { .. }), "{err:?}");
         assert!(err.to_string().contains("no edge is running"), "{err}");
+    }
+
+    /// Marks the argument of [`private_files_process`]: the root to make the edge under.
+    const PRIVATE_ROOT: &str = "shipit-edge-private-root=";
+
+    /// Starts an edge in a missing directory under the root in the extra filter argument,
+    /// gives it a route, and checks the mode of everything made. Run by
+    /// [`edge_files_are_private_under_a_permissive_umask`] under umask 0, which is safe for
+    /// a process-wide setting only because this process runs this one test.
+    #[test]
+    #[ignore = "run by the daemon tests under umask 0"]
+    fn private_files_process() {
+        use std::os::unix::fs::FileTypeExt;
+        let Some(root) =
+            std::env::args().find_map(|a| a.strip_prefix(PRIVATE_ROOT).map(PathBuf::from))
+        else {
+            return;
+        };
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        assert!(
+            status.lines().any(|line| line == "Umask:\t0000"),
+            "this check needs umask 0: {status}"
+        );
+        let dir = root.join("state/edge/local");
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        runtime.block_on(async {
+            let client = ensure_running(&child_spec(&dir)).await.unwrap();
+            let backend = crate::Backend {
+                slot: crate::Slot::Blue,
+                release: "r1".into(),
+                addr: "127.0.0.1:9".parse().unwrap(),
+            };
+            let switched = client.switch("web", &backend).await;
+            // What exists while the edge runs: (name, the right kind, mode).
+            let parents = ["state", "state/edge", "state/edge/local"].map(|made| {
+                let meta = std::fs::metadata(root.join(made)).unwrap();
+                (made.to_string(), meta.is_dir(), meta.mode() & 0o777)
+            });
+            let mut files = Vec::new();
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let entry = entry.unwrap();
+                let meta = entry.metadata().unwrap();
+                let kind = meta.is_file() || meta.file_type().is_socket();
+                let name = entry.file_name().into_string().unwrap();
+                files.push((name, kind, meta.mode() & 0o777));
+            }
+            // Stopped before any assertion, so that a failure leaves no edge running.
+            stop(&dir, Duration::from_secs(20)).await.unwrap();
+            switched.unwrap();
+
+            for (name, is_dir, mode) in &parents {
+                assert!(*is_dir && *mode == 0o700, "{name}: {mode:04o}");
+            }
+            files.sort();
+            for (name, kind, mode) in &files {
+                assert!(*kind && *mode == 0o600, "{name}: {mode:04o}");
+            }
+            let names: Vec<&str> = files.iter().map(|(name, ..)| name.as_str()).collect();
+            assert_eq!(
+                names,
+                [
+                    ADMIN_SOCKET,
+                    DAEMON_LOCK_FILE,
+                    LOCK_FILE,
+                    LOG_FILE,
+                    PID_FILE,
+                    crate::ROUTES_FILE,
+                    crate::state::GOOD_ROUTES_FILE,
+                ]
+            );
+        });
+    }
+
+    #[test]
+    fn edge_files_are_private_under_a_permissive_umask() {
+        let root = tempfile::tempdir().unwrap();
+        let mut root_arg = OsString::from(PRIVATE_ROOT);
+        root_arg.push(root.path());
+        // The shell sets the umask of the process it becomes, not of this one.
+        let output = Command::new("sh")
+            .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "daemon::tests::private_files_process",
+                "--exact",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .arg(root_arg)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success()
+                && stdout.contains("daemon::tests::private_files_process ... ok"),
+            "{}\n{stdout}\n{stderr}",
+            output.status
+        );
+    }
+
+    /// The path `/proc/<pid>/fd/<fd>` points at.
+    fn fd_path(pid: u32, fd: u32) -> PathBuf {
+        std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).unwrap()
+    }
+
+    #[tokio::test]
+    async fn detached_edge_rotates_its_own_log() {
+        use crate::log_file::LOG_CHECK_INTERVAL;
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().canonicalize().unwrap().join(LOG_FILE);
+        let numbered = |n: u32| log.with_file_name(format!("{LOG_FILE}.{n}"));
+        let filler = |byte: u8| {
+            let mut filler = vec![byte; usize::try_from(LOG_MAX_SIZE).unwrap()];
+            filler.push(b'\n');
+            filler
+        };
+        // A log left long by earlier runs is rotated before the start.
+        std::fs::write(&log, filler(b'a')).unwrap();
+        let pid = ensure_running(&child_spec(dir.path()))
+            .await
+            .unwrap()
+            .status()
+            .await
+            .unwrap()
+            .pid;
+        assert_eq!(std::fs::read(numbered(1)).unwrap(), filler(b'a'));
+        assert!(
+            std::fs::read_to_string(&log)
+                .unwrap()
+                .starts_with(START_MARKER)
+        );
+
+        // While it runs, the edge rotates the file it writes to itself.
+        crate::log_file::open(&log)
+            .unwrap()
+            .write_all(&filler(b'b'))
+            .unwrap();
+        let deadline = Instant::now() + 10 * LOG_CHECK_INTERVAL;
+        while !numbered(2).exists() && Instant::now() < deadline {
+            tokio::time::sleep(POLL_INTERVAL).await;
+        }
+        let writes_to = [fd_path(pid, 1), fd_path(pid, 2)];
+        // Stopped before any assertion, so that a failure leaves no edge running.
+        stop(dir.path(), Duration::from_secs(20)).await.unwrap();
+
+        assert!(
+            numbered(2).exists(),
+            "the running edge did not rotate its log"
+        );
+        let rotated = std::fs::read(numbered(1)).unwrap();
+        assert!(rotated.starts_with(START_MARKER.as_bytes()));
+        assert!(rotated.ends_with(&filler(b'b')));
+        assert_eq!(std::fs::read(numbered(2)).unwrap(), filler(b'a'));
+        // Its stdout and stderr wrote the new file, 0600.
+        assert_eq!(writes_to, [log.clone(), log.clone()]);
+        let mode = std::fs::metadata(&log).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
     }
 
     fn dead_pid() -> u32 {

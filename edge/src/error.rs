@@ -246,6 +246,18 @@ pub enum EdgeError {
         log: PathBuf,
         tail: String,
     },
+
+    #[error(
+        "`{path}` holds routes in format version {found}, newer than this edge reads \
+         (version {supported}); the edge does not start without them\n\
+         hint: run the edge of a shipit at least as new as the one that wrote the file; it was \
+         left as it is"
+    )]
+    RoutesVersion {
+        path: PathBuf,
+        found: u32,
+        supported: u32,
+    },
 }
 
 impl EdgeError {

@@ -17,10 +17,12 @@ pub mod client;
 pub(crate) mod connection;
 pub mod connector;
 pub mod daemon;
+pub mod directory;
 pub mod drain;
 pub mod error;
 pub mod framing;
 pub mod handover;
+pub mod log_file;
 pub mod metrics;
 pub(crate) mod pool;
 pub mod proxy;
@@ -55,7 +57,8 @@ pub const ADMIN_SOCKET: &str = "admin.sock";
 pub const ROUTES_FILE: &str = "routes.json";
 /// The pid of the running edge, in the edge directory.
 pub const PID_FILE: &str = "edge.pid";
-/// The detached edge's stdout and stderr, in the edge directory.
+/// The detached edge's stdout and stderr, in the edge directory; rotated by size
+/// ([`log_file`]).
 pub const LOG_FILE: &str = "edge.log";
 /// Locked by the running edge for its whole life: one edge per directory.
 pub const LOCK_FILE: &str = "edge.lock";

@@ -12,7 +12,6 @@
 use std::fs::File;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -206,10 +205,14 @@ impl Signals {
         })
     }
 
-    /// Waits for a signal or a stop request, then stops the edge gracefully.
+    /// Waits for a signal or a stop request, then stops the edge gracefully. Meanwhile
+    /// it rotates `edge.log` when the daemon started it; one that handed over leaves that
+    /// to its successor, so two processes never rotate the same files.
     async fn serve(mut self, handle: EdgeHandle) -> Result<(), EdgeError> {
         let mut stop = handle.edge.stop.subscribe();
+        let rotation = crate::log_file::keep_rotated(&handle.edge.dir);
         tokio::select! {
+            never = rotation => match never {},
             _ = self.terminate.recv() => tracing::info!("SIGTERM received, stopping"),
             _ = self.interrupt.recv() => tracing::info!("SIGINT received, stopping"),
             stop = stopped(&mut stop) => if stop == Stop::HandOver {
@@ -428,17 +431,18 @@ fn tokio_listener(
         .map_err(|e| refused(format!("cannot use the listener on {addr}: {e}")))
 }
 
-/// The route table as `routes.json` in `dir` holds it.
+/// The route table as `routes.json` in `dir` holds it (or its last good copy, see
+/// [`state::restore`]).
 fn load_routes(dir: &Path) -> Result<Arc<RouteTable>, EdgeError> {
     let table = Arc::new(RouteTable::new());
-    match state::load(dir)? {
-        Some(saved) => {
-            for route in saved.routes {
+    match state::restore(dir)? {
+        Some(restored) => {
+            for route in restored.routes.routes {
                 tracing::info!(
                     service = %route.service, slot = %route.live.slot,
                     release = %route.live.release, addr = %route.live.addr,
                     candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
-                    "restored route from {}", state::routes_path(dir).display()
+                    "restored route from {}", restored.from.display()
                 );
                 table.restore(&route);
             }
@@ -1105,7 +1109,10 @@ async fn serve_admin(
     mut stop: watch::Receiver<Stop>,
     grace: Duration,
 ) {
-    let builder = hyper::server::conn::http1::Builder::new();
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(crate::admin::ADMIN_HEADER_READ_TIMEOUT);
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -1177,22 +1184,20 @@ async fn finish_connections(mut connections: JoinSet<()>, grace: Duration, kind:
 }
 
 fn create_dir(dir: &Path) -> Result<(), EdgeError> {
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| EdgeError::io("create the edge directory", dir, e))
+    crate::directory::create(dir)
 }
 
 /// One edge per directory: the lock is held for the edge's lifetime.
 fn lock_dir(dir: &Path) -> Result<Flock<File>, EdgeError> {
     let path = dir.join(LOCK_FILE);
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    let file = crate::directory::open(
+        &path,
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true),
+    )
+    .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         if errno == nix::errno::Errno::EWOULDBLOCK {
             EdgeError::AlreadyRunning {
