@@ -1,31 +1,35 @@
 //! The HTTP/1.1 relay: how the edge forwards the common request without hyper.
 //!
 //! Most traffic through an edge is plain HTTP/1.1 keep-alive: a request head, perhaps a
-//! small body, and an answer. For those the relay parses the head once (httparse), writes
-//! the upstream head straight from the client's bytes with the hop-by-hop headers left out
-//! and the `X-Forwarded-*` headers added, and sends the answer back as it arrives, on the
-//! client connection's own task: no task, channel or timer per request, and one system
-//! call each way when the bytes fit.
+//! small body, and an answer. For those the relay parses the head once (httparse, in the
+//! pure codec [`wire`]), writes the upstream head straight from the client's bytes with the
+//! hop-by-hop headers left out and the `X-Forwarded-*` headers added, and sends the answer
+//! back as it arrives, on the client connection's own task: no task, channel or timer per
+//! request, and one system call each way when the bytes fit.
 //!
-//! Anything else goes to the general path ([`crate::connection`], built on hyper) for the
-//! rest of the connection, with the bytes already read handed over unconsumed: HTTP/2
-//! (the preface does not parse as HTTP/1.1), HTTP/1.0, `Upgrade` (WebSocket),
-//! `Expect`, a chunked request body or one larger than [`BUFFERED_BODY`], an
-//! absolute-form or `*` target, a head without exactly one `Host`, or a head hyper would
-//! refuse. TLS connections always take the general path.
+//! Every head is first held to [`crate::framing`]'s rules, the same ones the general path
+//! applies; what they refuse is answered (400, 408, 431) and the connection closed. Anything
+//! else the relay does not take goes to the general path ([`crate::connection`], built on
+//! hyper) for the rest of the connection, with the bytes already read handed over
+//! unconsumed: HTTP/2 (the preface), HTTP/1.0, `Upgrade` (WebSocket), `Expect`, a chunked
+//! request body or one larger than [`wire::BUFFERED_BODY`], an absolute-form or `*` target.
+//! TLS connections always take the general path.
 //!
 //! The relay keeps every promise of the general path:
 //! - routing, the split and its cookie, the preview pin, in-flight counting for drains,
 //!   and metrics, through the same [`crate::route::RouteTable::claim`];
-//! - the same 404/503/413/502/504 answers, word for word;
+//! - the same answers of the edge's own, generic ([`crate::answer`]);
 //! - the header-read timeout (it also closes a keep-alive connection that waits too long
-//!   for its next request, as does the idle timeout), the connect timeout, and the
-//!   response-header timeout, counted from the end of the request;
+//!   for its next request, as does the idle timeout; a request that came in part gets 408),
+//!   the connect timeout, the response-header timeout counted from the end of the request,
+//!   and the write timeout (a client that takes in nothing is cut off);
 //! - one retry, on a fresh connection, of an idempotent request whose connect failed or
 //!   whose pooled connection turned out closed before any byte of an answer came back;
 //! - answers stream back as they arrive: a `Content-Length` body, a chunked body (passed
 //!   through unchanged, its framing followed to find its end) or a body that ends when the
 //!   slot closes (the client connection then closes too);
+//! - at most [`MAX_INTERIM_ANSWERS`] interim answers passed on, and a slot connection that
+//!   showed any framing surprise is closed, never pooled;
 //! - on stop, a request in flight finishes and its answer says `Connection: close`; an
 //!   idle connection closes at once. After a hand-over, the next answer says
 //!   `Connection: close`, and a connection on which nothing arrives within
@@ -56,7 +60,7 @@ use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::{Failure, Proxy};
 use crate::route::{Claim, RequestInfo};
 
-mod wire;
+pub(crate) mod wire;
 
 pub(crate) use wire::MAX_ANSWER_HEAD;
 use wire::{

@@ -379,6 +379,11 @@ async fn a_stalled_upload_gets_408_and_a_partial_head_too() {
         .await,
         0.0
     );
+    // Everyone else is served meanwhile.
+    assert_eq!(
+        crate::test_backend::get(edge.addr(), "/").await.status,
+        StatusCode::OK
+    );
 }
 
 #[tokio::test]
