@@ -208,10 +208,22 @@ declare -A URL=(
 
 # shipit: the edge as `shipit release` starts it (the tokio runtime as shipped: one worker
 # per core), with the route set through its admin API.
+# Its connection limits are raised to what nginx and HAProxy get below (every load comes from
+# 127.0.0.1, so the per-client limit would otherwise refuse the idle connections past 1024).
 start_shipit() {
     local dir=$WORK/shipit
     mkdir -p "$dir"
-    "$SHIPIT" edge run --listen "127.0.0.1:$SHIPIT_PORT" --dir "$dir" 2>"$dir/edge.log" &
+    cat >"$dir/shipit.toml" <<EOF
+[services.bench]
+port = 8080
+[targets.local]
+listen = "127.0.0.1:$SHIPIT_PORT"
+[targets.local.edge]
+max_connections = $((IDLE_CONNECTIONS + 1000))
+max_connections_per_ip = $((IDLE_CONNECTIONS + 1000))
+EOF
+    "$SHIPIT" -c "$dir/shipit.toml" edge run --listen "127.0.0.1:$SHIPIT_PORT" --dir "$dir" \
+        --target local 2>"$dir/edge.log" &
     PID[shipit]=$!
     for _ in $(seq 200); do [[ -S $dir/admin.sock ]] && break; sleep 0.05; done
     [[ -S $dir/admin.sock ]] || { tail -n 20 "$dir/edge.log" >&2; die "the shipit edge made no admin socket within 10 s"; }

@@ -455,9 +455,13 @@ async fn malformed_uploads(
             let mut answer = Vec::new();
             let _ =
                 tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut answer)).await;
+            // A slot may answer before it reads the body (hello does); the body's break is
+            // the client's either way, never a 5xx.
             let answer = String::from_utf8_lossy(&answer);
             assert!(
-                answer.is_empty() || answer.starts_with("HTTP/1.1 400"),
+                answer.is_empty()
+                    || answer.starts_with("HTTP/1.1 400")
+                    || answer.starts_with("HTTP/1.1 200"),
                 "a malformed upload was answered {answer}"
             );
         }
