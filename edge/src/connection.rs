@@ -47,7 +47,7 @@ use tokio::time::Instant;
 use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::Proxy;
 use crate::relay;
-use crate::server::Tuning;
+use crate::settings::Tuning;
 
 pub(crate) type Builder = auto::Builder<TokioExecutor>;
 

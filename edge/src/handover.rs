@@ -50,7 +50,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
 use tokio::net::UnixStream;
 use tokio::sync::watch;
 
-use crate::server::{Edge, Settings};
+use crate::server::Edge;
+use crate::settings::Settings;
 use crate::{ADMIN_SOCKET, EdgeError};
 
 /// The admin call that starts a hand-over.
@@ -526,7 +527,8 @@ mod tests {
     use http::StatusCode;
     use tokio::io::{AsyncBufReadExt, BufReader};
 
-    use crate::server::{EdgeOptions, TakeOver, Tuning, take_over};
+    use crate::server::{EdgeOptions, TakeOver, take_over};
+    use crate::settings::Tuning;
     use crate::test_backend::{
         Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, get, request,
     };

@@ -29,6 +29,7 @@ pub mod proxy;
 pub(crate) mod relay;
 pub mod route;
 pub mod server;
+pub mod settings;
 pub mod slot;
 pub mod split;
 pub mod state;
@@ -47,7 +48,8 @@ pub use drain::DrainOutcome;
 pub use error::EdgeError;
 pub use framing::{DEFAULT_MAX_HEADER_BYTES, DEFAULT_MAX_HEADERS, MAX_HEADERS_LIMIT};
 pub use route::Routing;
-pub use server::{EdgeHandle, EdgeOptions, Settings, TakeOver, Tuning};
+pub use server::{EdgeHandle, EdgeOptions, TakeOver};
+pub use settings::{Settings, Tuning};
 pub use slot::Slot;
 pub use tls::{CertificateFiles, TlsOptions};
 

@@ -41,7 +41,7 @@ use crate::connector::{self, Connector};
 use crate::framing::{self, HeadLimits, MAX_INTERIM_ANSWERS, Refusal, RequestCheck};
 use crate::relay::MAX_ANSWER_HEAD;
 use crate::route::{Claim, RequestInfo, RouteTable};
-use crate::server::Tuning;
+use crate::settings::Tuning;
 use crate::split::SLOT_HEADER;
 use crate::tunnel::{self, Tunnels};
 

@@ -22,7 +22,7 @@ fn hop_by_hop_headers_and_those_named_in_connection_are_removed() {
 }
 
 use crate::Slot;
-use crate::server::Tuning;
+use crate::settings::Tuning;
 use crate::test_backend::{
     Connection, Logs, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, generic_answer, get, request,
 };
