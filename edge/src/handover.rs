@@ -60,10 +60,6 @@ pub const HANDOVER_PATH: &str = "/handover";
 pub const UPGRADE_PROTOCOL: &str = "shipit-edge-handover";
 /// How long a running edge waits for its successor to be ready before it carries on alone.
 pub const DEFAULT_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an edge that handed over keeps an HTTP/1.1 keep-alive connection on which
-/// nothing arrives, before closing it. A request that does arrive is answered with
-/// `Connection: close`, so the client's next one goes to the new process.
-pub const HANDOVER_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 const GO: u8 = b'G';
 const READY: u8 = b'R';

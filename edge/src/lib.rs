@@ -43,6 +43,7 @@ use std::time::Duration;
 
 pub use backend::Backend;
 pub use client::AdminClient;
+pub use connection::HANDOVER_IDLE_GRACE;
 pub use daemon::{DaemonSpec, StopOutcome, Upgraded};
 pub use drain::DrainOutcome;
 pub use error::EdgeError;

@@ -54,9 +54,8 @@ use tokio::time::{Instant, Sleep};
 
 use crate::answer::{self, RequestId};
 use crate::backend::{ActiveBackend, InFlightGuard};
-use crate::connection::{ClientConn, Stop, stopped};
+use crate::connection::{ClientConn, HANDOVER_IDLE_GRACE, Stop, stopped};
 use crate::framing::{MAX_INTERIM_ANSWERS, Refusal};
-use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::{Failure, Proxy};
 use crate::route::{Claim, RequestInfo};
 
