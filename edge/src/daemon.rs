@@ -32,7 +32,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use crate::admin::Status;
+use crate::api::Status;
 use crate::log_file::{LOG_KEEP, LOG_MAX_SIZE};
 use crate::{ADMIN_SOCKET, AdminClient, EdgeError, LOCK_FILE, LOG_FILE, PID_FILE};
 

@@ -412,7 +412,7 @@ async fn ask(connection: UnixStream) -> Result<UnixStream, String> {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let message = serde_json::from_slice::<crate::admin::ErrorAnswer>(&body)
+        let message = serde_json::from_slice::<crate::api::ErrorAnswer>(&body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
         return Err(format!(
@@ -769,7 +769,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(answer.contains(crate::admin::RETRY_HEADER), "{answer}");
+        assert!(answer.contains(crate::api::RETRY_HEADER), "{answer}");
         assert!(answer.contains("handed over"), "{answer}");
         // Nothing changed: the new edge still routes to blue, and the client's call works.
         assert_eq!(

@@ -11,6 +11,7 @@
 pub mod admin;
 pub(crate) mod admission;
 pub(crate) mod answer;
+pub mod api;
 pub mod backend;
 pub mod body;
 pub mod client;

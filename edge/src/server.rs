@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 
-use crate::admin::{CandidateStatus, DrainingStatus, RouteStatus, Status};
+use crate::api::{CandidateStatus, DrainingStatus, RouteStatus, Status};
 use crate::connection::{self, ClientConn, Stop, stopped};
 use crate::connector::Connector;
 use crate::handover::{Offer, Passed, Predecessor};
