@@ -32,7 +32,7 @@ use crate::api::{
 };
 use crate::metrics::DrainEnd;
 use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
-use crate::server::{Edge, Refused};
+use crate::server::Edge;
 use crate::{Backend, EdgeError, Slot, directory};
 
 /// The most an admin request body may hold.
@@ -163,16 +163,29 @@ fn clear(private: &Path) -> Result<(), EdgeError> {
 /// A failed admin call: its status and message.
 struct Refusal(StatusCode, String);
 
-impl Refusal {
-    /// A route change refused because the edge handed over (a 503 to retry), or another
-    /// failure, phrased by `other`.
-    fn from_edge(error: EdgeError, other: impl FnOnce(EdgeError) -> Refusal) -> Refusal {
-        match error {
-            EdgeError::HandedOver { .. } => {
-                Refusal(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+/// A route change the edge did not make: refused because it handed over (a 503 to send
+/// again), or failed.
+impl From<EdgeError> for Refusal {
+    fn from(error: EdgeError) -> Self {
+        let status = match error {
+            EdgeError::HandedOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal(status, error.to_string())
+    }
+}
+
+/// A candidate the route table did not take: a bad percent is the caller's mistake, the
+/// slots' state a conflict.
+impl From<CandidateRefused> for Refusal {
+    fn from(refused: CandidateRefused) -> Self {
+        let status = match refused {
+            CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
+            CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
+                StatusCode::CONFLICT
             }
-            error => other(error),
-        }
+        };
+        Refusal(status, refused.to_string())
     }
 }
 
@@ -271,13 +284,17 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         paths,
     };
     let switched = edge
-        .switch(service, backend.clone(), routing)
-        .await
-        .map_err(|e| {
-            Refusal::from_edge(e, |e| {
-                Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            })
-        })?
+        .change(|table| {
+            let switched = table.switch(service, backend.clone(), routing);
+            edge.warm(service);
+            tracing::info!(
+                %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
+                previous = ?switched.previous.as_ref().map(|p| &p.release),
+                "switched"
+            );
+            Ok::<_, Refusal>(switched)
+        })
+        .await?
         .map_err(|e| {
             Refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -402,22 +419,17 @@ async fn register_candidate(
     preview_hosts: Option<Vec<String>>,
 ) -> Answer {
     let replaced = edge
-        .set_candidate(service, backend.clone(), percent, preview_hosts)
-        .await
-        .map_err(|refused| match refused {
-            Refused::Candidate(refused) => {
-                let status = match refused {
-                    CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
-                    CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
-                        StatusCode::CONFLICT
-                    }
-                };
-                Refusal(status, refused.to_string())
-            }
-            Refused::Edge(e) => Refusal::from_edge(e, |e| {
-                Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }),
-        })?
+        .change(|table| {
+            let replaced = table.set_candidate(service, backend.clone(), percent, preview_hosts)?;
+            edge.warm(service);
+            tracing::info!(
+                %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
+                ?percent, replaced = ?replaced.as_ref().map(|r| &r.release),
+                "candidate registered"
+            );
+            Ok::<_, Refusal>(replaced)
+        })
+        .await?
         .map_err(|e| {
             Refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -447,9 +459,14 @@ async fn register_candidate(
 async fn clear_split(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
     let candidate = edge
-        .clear_split(service)
-        .await
-        .map_err(handed_over)?
+        .change(|table| {
+            let candidate = table.clear_split(service);
+            tracing::info!(
+                %service, candidate = ?candidate.as_ref().map(|b| &b.release), "split ended"
+            );
+            Ok::<_, Refusal>(candidate)
+        })
+        .await?
         .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &SplitEndAnswer { candidate }))
 }
@@ -457,18 +474,16 @@ async fn clear_split(edge: &Edge, service: &str) -> Answer {
 async fn remove_candidate(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
     let removed = edge
-        .remove_candidate(service)
-        .await
-        .map_err(handed_over)?
+        .change(|table| {
+            let removed = table.remove_candidate(service);
+            tracing::info!(
+                %service, removed = ?removed.as_ref().map(|b| &b.release), "candidate removed"
+            );
+            Ok::<_, Refusal>(removed)
+        })
+        .await?
         .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
-}
-
-/// The refusal of a route change that the edge did not make.
-fn handed_over(error: EdgeError) -> Refusal {
-    Refusal::from_edge(error, |e| {
-        Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    })
 }
 
 fn unsaved(service: &str) -> impl Fn(EdgeError) -> Refusal + '_ {
@@ -499,15 +514,24 @@ fn checked_backend(slot: Slot, release: String, addr: SocketAddr) -> Result<Back
 
 async fn remove(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
-    let removed = edge.remove(service).await.map_err(handed_over)?.map_err(|e| {
-        Refusal(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "the route of service {service} is removed, but the routes were not saved and it \
-                 will come back after a restart: {e}"
-            ),
-        )
-    })?;
+    let removed = edge
+        .change(|table| {
+            let removed = table.remove(service);
+            tracing::info!(
+                %service, removed = ?removed.as_ref().map(|b| &b.release), "route removed"
+            );
+            Ok::<_, Refusal>(removed)
+        })
+        .await?
+        .map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the route of service {service} is removed, but the routes were not saved \
+                     and it will come back after a restart: {e}"
+                ),
+            )
+        })?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
 }
 

@@ -32,11 +32,11 @@ use crate::connection::{self, ClientConn, Stop, stopped};
 use crate::connector::Connector;
 use crate::handover::{Offer, Passed, Predecessor};
 use crate::proxy::Proxy;
-use crate::route::{CandidateRefused, RouteTable, Routing, Switched};
+use crate::route::RouteTable;
 use crate::settings::{Settings, Tuning};
 use crate::state::{self, SavedRoutes};
 use crate::tls::{TlsOptions, TlsState};
-use crate::{ADMIN_SOCKET, AdminClient, Backend, EdgeError, LOCK_FILE, PID_FILE};
+use crate::{ADMIN_SOCKET, AdminClient, EdgeError, LOCK_FILE, PID_FILE};
 
 /// Where the edge listens and keeps its files.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -661,39 +661,28 @@ impl Edge {
         }
     }
 
-    /// A route change is refused once the edge handed over: it would change a table that
-    /// no longer serves new connections.
-    fn check_not_handed_over(&self) -> Result<(), EdgeError> {
+    /// Makes one route change the way every change is made: under the save lock, so the
+    /// saved file ends with the latest table and a hand-over that holds the lock sees every
+    /// change; refused once the edge handed over, as it would change a table that no longer
+    /// serves new connections; then saved. The change takes effect before the save: the
+    /// outer error is a change that was not made, the inner one a save that failed after it.
+    pub(crate) async fn change<T, E: From<EdgeError>>(
+        &self,
+        change: impl FnOnce(&RouteTable) -> Result<T, E>,
+    ) -> Result<Result<T, EdgeError>, E> {
+        let _saving = self.persist.lock().await;
         if self.handed_over.load(Ordering::SeqCst) {
             return Err(EdgeError::HandedOver {
                 dir: self.dir.clone(),
-            });
+            }
+            .into());
         }
-        Ok(())
-    }
-
-    /// Switches, then saves. The switch takes effect before the save: when saving fails the
-    /// error says the switch is live but not saved.
-    pub(crate) async fn switch(
-        &self,
-        service: &str,
-        backend: Backend,
-        routing: Routing,
-    ) -> Result<Result<Switched, EdgeError>, EdgeError> {
-        let _saving = self.persist.lock().await;
-        self.check_not_handed_over()?;
-        let switched = self.table.switch(service, backend.clone(), routing);
-        self.warm(service);
-        tracing::info!(
-            %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
-            previous = ?switched.previous.as_ref().map(|p| &p.release),
-            "switched"
-        );
-        Ok(self.save().await.map(|()| switched))
+        let changed = change(&self.table)?;
+        Ok(self.save().await.map(|()| changed))
     }
 
     /// Has a connection ready to each backend `service` now sends requests to.
-    fn warm(&self, service: &str) {
+    pub(crate) fn warm(&self, service: &str) {
         let tuning = &self.settings.tuning;
         let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
         crate::pool::warm(
@@ -701,64 +690,6 @@ impl Edge {
             &connector,
             tuning.pool_idle_timeout,
         );
-    }
-
-    /// Registers the candidate of `service`, then saves. The outer error is the refusal;
-    /// the inner one a failed save of a change that took effect.
-    pub(crate) async fn set_candidate(
-        &self,
-        service: &str,
-        backend: Backend,
-        percent: Option<u8>,
-        preview_hosts: Option<Vec<String>>,
-    ) -> Result<Result<Option<Backend>, EdgeError>, Refused> {
-        let _saving = self.persist.lock().await;
-        self.check_not_handed_over()?;
-        let replaced =
-            self.table
-                .set_candidate(service, backend.clone(), percent, preview_hosts)?;
-        self.warm(service);
-        tracing::info!(
-            %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
-            ?percent, replaced = ?replaced.as_ref().map(|r| &r.release),
-            "candidate registered"
-        );
-        Ok(self.save().await.map(|()| replaced))
-    }
-
-    /// Ends the split of `service` (the candidate stays for preview), then saves.
-    pub(crate) async fn clear_split(
-        &self,
-        service: &str,
-    ) -> Result<Result<Option<Backend>, EdgeError>, EdgeError> {
-        let _saving = self.persist.lock().await;
-        self.check_not_handed_over()?;
-        let candidate = self.table.clear_split(service);
-        tracing::info!(%service, candidate = ?candidate.as_ref().map(|b| &b.release), "split ended");
-        Ok(self.save().await.map(|()| candidate))
-    }
-
-    /// Unregisters the candidate of `service`, then saves.
-    pub(crate) async fn remove_candidate(
-        &self,
-        service: &str,
-    ) -> Result<Result<Option<Backend>, EdgeError>, EdgeError> {
-        let _saving = self.persist.lock().await;
-        self.check_not_handed_over()?;
-        let removed = self.table.remove_candidate(service);
-        tracing::info!(%service, removed = ?removed.as_ref().map(|b| &b.release), "candidate removed");
-        Ok(self.save().await.map(|()| removed))
-    }
-
-    pub(crate) async fn remove(
-        &self,
-        service: &str,
-    ) -> Result<Result<Option<Backend>, EdgeError>, EdgeError> {
-        let _saving = self.persist.lock().await;
-        self.check_not_handed_over()?;
-        let removed = self.table.remove(service);
-        tracing::info!(%service, removed = ?removed.as_ref().map(|b| &b.release), "route removed");
-        Ok(self.save().await.map(|()| removed))
     }
 
     /// Reads the TLS certificates again (`certificates`, or the current files), and serves
@@ -927,25 +858,6 @@ impl Edge {
                     std::io::Error::other(e.to_string()),
                 ))
             })
-    }
-}
-
-/// Why a candidate was not registered: the table refused it, or the edge handed over.
-#[derive(Debug)]
-pub(crate) enum Refused {
-    Candidate(CandidateRefused),
-    Edge(EdgeError),
-}
-
-impl From<CandidateRefused> for Refused {
-    fn from(refused: CandidateRefused) -> Self {
-        Refused::Candidate(refused)
-    }
-}
-
-impl From<EdgeError> for Refused {
-    fn from(error: EdgeError) -> Self {
-        Refused::Edge(error)
     }
 }
 
@@ -1139,8 +1051,8 @@ mod tests {
 
     use http::StatusCode;
 
-    use crate::Slot;
     use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, get};
+    use crate::{Backend, Slot};
 
     fn options(dir: &Path) -> EdgeOptions {
         EdgeOptions {
