@@ -32,14 +32,15 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::admission::Admission;
-use crate::answer::{self, RequestId};
+use crate::answer::{self, Failure, RequestId};
 use crate::backend::{ActiveBackend, InFlightGuard};
 pub use crate::body::ProxyBody;
 use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, Upload};
 use crate::connection::ClientConn;
 use crate::connector::{self, Connector};
-use crate::framing::{self, HeadLimits, MAX_INTERIM_ANSWERS, Refusal, RequestCheck};
-use crate::relay::MAX_ANSWER_HEAD;
+use crate::framing::{
+    self, HeadLimits, MAX_ANSWER_HEAD, MAX_INTERIM_ANSWERS, Refusal, RequestCheck,
+};
 use crate::route::{Claim, RequestInfo, RouteTable};
 use crate::settings::Tuning;
 use crate::split::SLOT_HEADER;
@@ -89,21 +90,6 @@ enum Failed {
 struct Interim {
     seen: std::sync::atomic::AtomicUsize,
     over: tokio::sync::Notify,
-}
-
-/// Why no answer came from the slot, as both paths report it.
-#[derive(Debug)]
-pub(crate) enum Failure {
-    /// No connection within the connect timeout.
-    ConnectTimeout,
-    /// The connect failed (the cause).
-    Connect(String),
-    /// The connection broke, or the answer was not HTTP, before an answer (the cause).
-    Broken(String),
-    /// No answer's head within the response-header timeout.
-    NoAnswer,
-    /// A 101 to a request that did not ask to upgrade.
-    UnaskedUpgrade,
 }
 
 impl Proxy {

@@ -52,16 +52,15 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::answer::{self, RequestId};
+use crate::answer::{self, Failure, RequestId};
 use crate::backend::{ActiveBackend, InFlightGuard};
 use crate::connection::{ClientConn, HANDOVER_IDLE_GRACE, Stop, stopped};
 use crate::framing::{MAX_INTERIM_ANSWERS, Refusal};
-use crate::proxy::{Failure, Proxy};
+use crate::proxy::Proxy;
 use crate::route::{Claim, RequestInfo};
 
 pub(crate) mod wire;
 
-pub(crate) use wire::MAX_ANSWER_HEAD;
 use wire::{
     Answer, ChunkedScanner, Client, Extra, Framing, Head, Parsed, Parsed1, parse_answer,
     parse_request, write_message,
