@@ -20,19 +20,24 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 
 use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
     RemoveAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer, SwitchRequest, TlsReloadAnswer,
     TlsReloadRequest, WeightsRequest,
 };
+use crate::connection::{Stop, stopped};
+use crate::edge::Edge;
+use crate::listener::{accept_failed, finish_connections};
 use crate::metrics::DrainEnd;
 use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
-use crate::server::Edge;
 use crate::{Backend, EdgeError, Slot, directory};
 
 /// The most an admin request body may hold.
@@ -190,6 +195,60 @@ impl From<CandidateRefused> for Refusal {
 }
 
 type Answer = Result<Response<Full<Bytes>>, Refusal>;
+
+/// Accepts admin connections until a stop is requested, then lets the calls in flight
+/// finish (bounded by `grace`).
+pub(crate) async fn serve(
+    listener: UnixListener,
+    edge: Arc<Edge>,
+    mut stop: watch::Receiver<Stop>,
+    grace: Duration,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let edge = Arc::clone(&edge);
+                    let service = hyper::service::service_fn(move |req| {
+                        let edge = Arc::clone(&edge);
+                        async move {
+                            Ok::<_, std::convert::Infallible>(handle(edge, req).await)
+                        }
+                    });
+                    // Upgrades: `POST /handover` turns the connection into the hand-over's.
+                    let connection = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades();
+                    let mut stop = stop.clone();
+                    connections.spawn(async move {
+                        tokio::pin!(connection);
+                        let ended = tokio::select! {
+                            ended = connection.as_mut() => ended,
+                            _ = stopped(&mut stop) => {
+                                // Calls in flight (a drain) finish; idle connections close.
+                                connection.as_mut().graceful_shutdown();
+                                connection.await
+                            }
+                        };
+                        if let Err(e) = ended {
+                            tracing::debug!("admin connection ended: {e}");
+                        }
+                    });
+                }
+                Err(e) => accept_failed("admin", &e).await,
+            },
+        }
+    }
+    drop(listener);
+    finish_connections(connections, grace, "admin").await;
+}
 
 /// Serves one admin request.
 pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Full<Bytes>> {

@@ -3,7 +3,7 @@ use super::*;
 use http::StatusCode;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::server::{EdgeOptions, TakeOver, take_over};
+use crate::server::{EdgeOptions, take_over};
 use crate::settings::Tuning;
 use crate::test_backend::{
     Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, get, request,
