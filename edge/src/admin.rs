@@ -26,7 +26,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
@@ -35,7 +34,7 @@ use crate::api::{
 };
 use crate::connection::{Stop, stopped};
 use crate::edge::Edge;
-use crate::listener::{accept_failed, finish_connections};
+use crate::listener::{accept_until_stopped, finish_connections};
 use crate::metrics::DrainEnd;
 use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
 use crate::{Backend, EdgeError, Slot, directory};
@@ -201,51 +200,44 @@ type Answer = Result<Response<Full<Bytes>>, Refusal>;
 pub(crate) async fn serve(
     listener: UnixListener,
     edge: Arc<Edge>,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
     grace: Duration,
 ) {
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let edge = Arc::clone(&edge);
-                    let service = hyper::service::service_fn(move |req| {
-                        let edge = Arc::clone(&edge);
-                        async move {
-                            Ok::<_, std::convert::Infallible>(handle(edge, req).await)
-                        }
-                    });
-                    // Upgrades: `POST /handover` turns the connection into the hand-over's.
-                    let connection = builder
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    let mut stop = stop.clone();
-                    connections.spawn(async move {
-                        tokio::pin!(connection);
-                        let ended = tokio::select! {
-                            ended = connection.as_mut() => ended,
-                            _ = stopped(&mut stop) => {
-                                // Calls in flight (a drain) finish; idle connections close.
-                                connection.as_mut().graceful_shutdown();
-                                connection.await
-                            }
-                        };
-                        if let Err(e) = ended {
-                            tracing::debug!("admin connection ended: {e}");
-                        }
-                    });
+    let connections = accept_until_stopped(
+        "admin",
+        || listener.accept(),
+        stop,
+        |(stream, _), mut stop, connections| {
+            let edge = Arc::clone(&edge);
+            let service = hyper::service::service_fn(move |req| {
+                let edge = Arc::clone(&edge);
+                async move { Ok::<_, std::convert::Infallible>(handle(edge, req).await) }
+            });
+            // Upgrades: `POST /handover` turns the connection into the hand-over's.
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            connections.spawn(async move {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    _ = stopped(&mut stop) => {
+                        // Calls in flight (a drain) finish; idle connections close.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = ended {
+                    tracing::debug!("admin connection ended: {e}");
                 }
-                Err(e) => accept_failed("admin", &e).await,
-            },
-        }
-    }
+            });
+        },
+    )
+    .await;
     drop(listener);
     finish_connections(connections, grace, "admin").await;
 }

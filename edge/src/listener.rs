@@ -5,8 +5,10 @@
 //! as it accepts, so that a hand-over can pass them to a new process while this one still
 //! accepts on them: no connection is refused in between. [`serve_clients`] accepts client
 //! connections until the edge stops, each one within the connection limits, then lets them
-//! finish for the grace period; the admin socket has its own loop ([`crate::admin::serve`]).
+//! finish for the grace period. The admin socket's loop ([`crate::admin::serve`]) accepts
+//! the same way, through [`accept_until_stopped`].
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
@@ -98,57 +100,55 @@ pub(crate) async fn serve_clients(
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Arc<Proxy>,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
     tuning: Tuning,
     tls: Option<TlsAcceptor>,
 ) -> Instant {
     let builder = Arc::new(connection::builder(&tuning));
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = listener.accept() => match accepted {
-                Ok((stream, remote)) => {
-                    let Some(admitted) = proxy.admission.admit(remote.ip()) else {
-                        proxy.table.metrics().count_connection_refused();
-                        if tls.is_none() {
-                            proxy.admission.refuse(stream);
-                        }
-                        continue;
-                    };
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(%remote, "cannot set TCP_NODELAY: {e}");
-                    }
-                    let conn = ClientConn::new(Arc::clone(&proxy), remote, tls.is_some());
-                    let builder = Arc::clone(&builder);
-                    let stop = stop.clone();
-                    let idle = tuning.idle_timeout;
-                    match &tls {
-                        None => {
-                            connections.spawn(async move {
-                                connection::serve_tcp(builder, stream, conn, stop, idle).await;
-                                drop(admitted);
-                            });
-                        }
-                        Some(acceptor) => {
-                            let handshake = acceptor.accept(stream);
-                            let deadline = tuning.header_read_timeout;
-                            connections.spawn(async move {
-                                let _admitted = admitted;
-                                match tokio::time::timeout(deadline, handshake).await {
-                                    Ok(Ok(tls)) => connection::serve(builder, tls, Bytes::new(), conn, stop, idle).await,
-                                    Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
-                                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                                }
-                            });
-                        }
-                    }
+    let connections = accept_until_stopped(
+        "traffic",
+        || listener.accept(),
+        stop,
+        |(stream, remote), stop, connections| {
+            let Some(admitted) = proxy.admission.admit(remote.ip()) else {
+                proxy.table.metrics().count_connection_refused();
+                if tls.is_none() {
+                    proxy.admission.refuse(stream);
                 }
-                Err(e) => accept_failed("traffic", &e).await,
-            },
-        }
-    }
+                return;
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!(%remote, "cannot set TCP_NODELAY: {e}");
+            }
+            let conn = ClientConn::new(Arc::clone(&proxy), remote, tls.is_some());
+            let builder = Arc::clone(&builder);
+            let idle = tuning.idle_timeout;
+            match &tls {
+                None => {
+                    connections.spawn(async move {
+                        connection::serve_tcp(builder, stream, conn, stop, idle).await;
+                        drop(admitted);
+                    });
+                }
+                Some(acceptor) => {
+                    let handshake = acceptor.accept(stream);
+                    let deadline = tuning.header_read_timeout;
+                    connections.spawn(async move {
+                        let _admitted = admitted;
+                        match tokio::time::timeout(deadline, handshake).await {
+                            Ok(Ok(tls)) => {
+                                connection::serve(builder, tls, Bytes::new(), conn, stop, idle)
+                                    .await
+                            }
+                            Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                        }
+                    });
+                }
+            }
+        },
+    )
+    .await;
     let stopped_at = Instant::now();
     drop(listener);
     let kind = if tls.is_some() {
@@ -160,9 +160,36 @@ async fn serve_traffic(
     stopped_at
 }
 
+/// Accepts connections until a stop is requested, and returns the tasks of those still
+/// open. Each connection goes to `serve`, with its own view of `stop`, and `serve` spawns
+/// its task in the set it is handed; tasks that ended are reaped meanwhile, so a listener
+/// that runs for months does not keep them. `kind` names the listener in the log.
+pub(crate) async fn accept_until_stopped<S, A>(
+    kind: &str,
+    mut accept: impl FnMut() -> A,
+    mut stop: watch::Receiver<Stop>,
+    mut serve: impl FnMut(S, watch::Receiver<Stop>, &mut JoinSet<()>),
+) -> JoinSet<()>
+where
+    A: Future<Output = std::io::Result<S>>,
+{
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = accept() => match accepted {
+                Ok(accepted) => serve(accepted, stop.clone(), &mut connections),
+                Err(e) => accept_failed(kind, &e).await,
+            },
+        }
+    }
+    connections
+}
+
 /// Accept errors are mostly "too many open files": log, and give connections a moment to
 /// close before trying again instead of spinning.
-pub(crate) async fn accept_failed(listener: &str, e: &std::io::Error) {
+async fn accept_failed(listener: &str, e: &std::io::Error) {
     tracing::warn!("accepting a {listener} connection failed: {e}");
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
