@@ -509,14 +509,7 @@ async fn lock_daemon(
     budget: Duration,
 ) -> Result<Flock<File>, EdgeError> {
     let path = dir.join(DAEMON_LOCK_FILE);
-    let mut file = crate::directory::open(
-        &path,
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-    )
-    .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    let mut file = crate::directory::open_lock(&path)?;
     loop {
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => return Ok(lock),

@@ -338,14 +338,7 @@ fn create_dir(dir: &Path) -> Result<(), EdgeError> {
 /// One edge per directory: the lock is held for the edge's lifetime.
 fn lock_dir(dir: &Path) -> Result<Flock<File>, EdgeError> {
     let path = dir.join(LOCK_FILE);
-    let file = crate::directory::open(
-        &path,
-        std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true),
-    )
-    .map_err(|e| EdgeError::io("open the lock file", &path, e))?;
+    let file = crate::directory::open_lock(&path)?;
     Flock::lock(file, FlockArg::LockExclusiveNonblock).map_err(|(_, errno)| {
         if errno == nix::errno::Errno::EWOULDBLOCK {
             EdgeError::AlreadyRunning {
