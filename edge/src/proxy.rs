@@ -17,6 +17,7 @@
 //! are 502 (it refused or broke the connection) and 504 (connect or response-header
 //! timeout); 404 and 503 are for requests no slot can take.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -41,7 +42,7 @@ use crate::connector::{self, Connector};
 use crate::framing::{
     self, HeadLimits, MAX_ANSWER_HEAD, MAX_INTERIM_ANSWERS, Refusal, RequestCheck,
 };
-use crate::route::{Claim, RequestInfo, RouteTable};
+use crate::route::{Claim, RequestInfo, RouteTable, Unrouted};
 use crate::settings::Tuning;
 use crate::split::SLOT_HEADER;
 use crate::tunnel::{self, Tunnels};
@@ -150,10 +151,8 @@ impl Proxy {
         } = match claimed {
             Ok(claim) => claim,
             Err(unrouted) => {
-                self.table.metrics().count_unrouted();
-                let id = RequestId::new();
-                tracing::debug!(request_id = %id, remote = %conn.remote, "{unrouted}");
-                return message(unrouted.status(), id);
+                let (status, id) = self.unrouted(&unrouted, &conn.remote);
+                return message(status, id);
             }
         };
         let active = Arc::clone(guard.active());
@@ -456,6 +455,19 @@ impl Proxy {
             ClientBodyError::Stalled => Refusal::Timeout,
         };
         self.refuse(refusal, conn, http1)
+    }
+
+    /// Counts a request that no route takes, and logs why under a new request id: the
+    /// status and id of the edge's answer, on either path.
+    pub(crate) fn unrouted(
+        &self,
+        unrouted: &Unrouted,
+        remote: &SocketAddr,
+    ) -> (StatusCode, RequestId) {
+        self.table.metrics().count_unrouted();
+        let id = RequestId::new();
+        tracing::debug!(request_id = %id, %remote, "{unrouted}");
+        (unrouted.status(), id)
     }
 
     /// The status of the edge's answer when the slot gave none, and the id under which

@@ -333,10 +333,8 @@ impl Relay<'_> {
             Ok(claim) => claim,
             Err(unrouted) => {
                 self.buf.advance(head.len);
-                self.proxy.table.metrics().count_unrouted();
-                let id = RequestId::new();
-                tracing::debug!(request_id = %id, remote = %self.conn.remote, "{unrouted}");
-                return self.message(unrouted.status(), id, head.close).await;
+                let (status, id) = self.proxy.unrouted(&unrouted, &self.conn.remote);
+                return self.message(status, id, head.close).await;
             }
         };
         self.buf.advance(head.len);
