@@ -1,28 +1,14 @@
-//! The admin API: HTTP/1.1 + JSON on the unix socket `admin.sock` in the edge directory.
+//! The admin API's serving side: HTTP/1.1 + JSON on the unix socket `admin.sock` in the edge
+//! directory. The calls and their bodies are in [`crate::api`].
 //!
-//! | call | body | answer |
-//! |---|---|---|
-//! | `GET /status` | | [`Status`] |
-//! | `PUT /routes/{service}/switch` | [`SwitchRequest`] (a `Backend`) | [`SwitchAnswer`] |
-//! | `POST /routes/{service}/drain` | [`DrainRequest`] | [`DrainAnswer`] |
-//! | `DELETE /routes/{service}` | | [`RemoveAnswer`] |
-//! | `PUT /routes/{service}/preview` | [`PreviewRequest`] (a `Backend`) | [`CandidateAnswer`] |
-//! | `DELETE /routes/{service}/preview` | | [`RemoveAnswer`] |
-//! | `PUT /routes/{service}/weights` | [`WeightsRequest`] | [`CandidateAnswer`] |
-//! | `DELETE /routes/{service}/weights` | | [`SplitEndAnswer`] |
-//! | `GET /metrics` | | Prometheus text (`text/plain; version=0.0.4`) |
-//! | `POST /tls/reload` | [`TlsReloadRequest`] | [`TlsReloadAnswer`] |
-//! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
-//! | `POST /handover` | (`Upgrade: shipit-edge-handover`) | `101`, then [`crate::handover`] |
-//!
-//! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status. A route change
-//! that reached an edge which has just handed over to a new process answers 503 with the
-//! header [`RETRY_HEADER`]: nothing was changed, and the same call on a new connection
-//! reaches the new process ([`crate::AdminClient`] retries it). The socket is mode 0600 from
-//! the moment it is at its path ([`bind`]): whoever can switch routes controls the traffic.
-//! A connection that does not send a whole request head within
-//! [`ADMIN_HEADER_READ_TIMEOUT`] is closed.
-//! The wire types live here and are shared with [`crate::AdminClient`].
+//! Each call is checked (service name, body) before it reaches the running edge, and a
+//! failed one answers an [`ErrorAnswer`] with a 4xx/5xx status. A route change that reached
+//! an edge which has just handed over to a new process answers 503 with the header
+//! [`RETRY_HEADER`]: nothing was changed, and the same call on a new connection reaches the
+//! new process ([`crate::AdminClient`] retries it). The socket is mode 0600 from the moment
+//! it is at its path ([`bind`]): whoever can switch routes controls the traffic. A
+//! connection that does not send a whole request head within [`ADMIN_HEADER_READ_TIMEOUT`]
+//! is closed.
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt};
@@ -34,22 +20,27 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use jiff::Timestamp;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
+use tokio::sync::watch;
 
+use crate::api::{
+    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
+    RemoveAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer, SwitchRequest, TlsReloadAnswer,
+    TlsReloadRequest, WeightsRequest,
+};
+use crate::connection::{Stop, stopped};
+use crate::edge::Edge;
+use crate::listener::{accept_until_stopped, finish_connections};
 use crate::metrics::DrainEnd;
 use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
-use crate::server::{Edge, Refused};
-use crate::tls::CertificateFiles;
 use crate::{Backend, EdgeError, Slot, directory};
 
 /// The most an admin request body may hold.
 pub const MAX_ADMIN_BODY: usize = 64 * 1024;
-
-/// Marks a 503 whose call changed nothing and can be sent again: the edge handed over.
-pub const RETRY_HEADER: &str = "x-shipit-edge-retry";
 
 /// How long an admin connection may take to send a whole request head; then it is closed.
 /// Admin clients are local and send at once: one that does not would hold a connection and
@@ -65,169 +56,6 @@ const MAX_SOCKET_PATH: usize = 107;
 const BIND_DIR: &str = ".bind";
 /// The admin socket's name in [`BIND_DIR`].
 const BIND_NAME: &str = "s";
-
-/// `GET /status`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Status {
-    pub pid: u32,
-    /// The address the edge actually listens on (the bound port when asked for port 0).
-    pub listen: SocketAddr,
-    /// The TLS address, when the edge terminates TLS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_listen: Option<SocketAddr>,
-    pub started_at: Timestamp,
-    pub routes: Vec<RouteStatus>,
-    /// The edge process this one took over from (`shipit edge upgrade`), while it still
-    /// finishes its connections.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous_pid: Option<u32>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RouteStatus {
-    pub service: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub hosts: Vec<String>,
-    /// Path prefixes the route answers for; empty means any path.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub paths: Vec<String>,
-    /// Host names whose requests go to the candidate.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub preview_hosts: Vec<String>,
-    pub live: Option<Backend>,
-    /// Requests in flight on the live backend.
-    #[serde(default)]
-    pub in_flight: usize,
-    /// The idle slot's registered backend (preview, and the split's other side).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub candidate: Option<CandidateStatus>,
-    pub since: Timestamp,
-    pub draining: Vec<DrainingStatus>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CandidateStatus {
-    pub backend: Backend,
-    /// The share of new clients it gets; 0 when it is only previewed.
-    pub percent: u8,
-    pub in_flight: usize,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainingStatus {
-    pub backend: Backend,
-    pub in_flight: usize,
-}
-
-/// `PUT /routes/{service}/switch`: a [`Backend`], optionally with the host names the route
-/// answers for (omitted: keep the route's hosts).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SwitchRequest {
-    pub slot: Slot,
-    pub release: String,
-    pub addr: SocketAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hosts: Option<Vec<String>>,
-    /// Path prefixes the route answers for (omitted: keep the route's; `[]`: any path).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub paths: Option<Vec<String>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SwitchAnswer {
-    /// What was live before; equal to the requested backend when it already was live.
-    pub previous: Option<Backend>,
-    pub switched_at: Timestamp,
-}
-
-/// `POST /routes/{service}/drain`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DrainRequest {
-    pub release: String,
-    pub timeout_ms: u64,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DrainAnswer {
-    pub drained: bool,
-    pub in_flight: usize,
-    pub waited_ms: u64,
-    /// Upgraded connections closed because the deadline passed.
-    #[serde(default)]
-    pub closed: usize,
-}
-
-/// `PUT /routes/{service}/preview`: the idle slot's verified backend, registered without
-/// making it live, optionally with host names that reach it (omitted: keep the route's).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PreviewRequest {
-    pub slot: Slot,
-    pub release: String,
-    pub addr: SocketAddr,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub hosts: Option<Vec<String>>,
-}
-
-/// `PUT /routes/{service}/weights`: send `percent` of new clients to `candidate`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct WeightsRequest {
-    pub candidate: Backend,
-    pub percent: u8,
-}
-
-/// The answer to `PUT .../preview` and `PUT .../weights`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CandidateAnswer {
-    /// The candidate as it now is.
-    pub candidate: Backend,
-    pub percent: u8,
-    /// Another candidate it replaced, which now drains.
-    pub replaced: Option<Backend>,
-}
-
-/// `DELETE /routes/{service}/weights`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SplitEndAnswer {
-    /// The candidate, still registered for preview.
-    pub candidate: Option<Backend>,
-}
-
-/// `DELETE /routes/{service}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoveAnswer {
-    pub removed: Option<Backend>,
-}
-
-/// `POST /tls/reload`: the certificates to serve from now on; without them (`{}`), the
-/// files the edge serves are read again.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsReloadRequest {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub certificates: Option<Vec<CertificateFiles>>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TlsReloadAnswer {
-    /// The certificates now served.
-    pub certificates: Vec<CertificateFiles>,
-    pub reloaded_at: Timestamp,
-}
-
-/// `POST /shutdown`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ShutdownAnswer {
-    pub stopping: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ErrorAnswer {
-    pub error: String,
-}
 
 /// Binds the admin socket at `path`, replacing a stale socket file, with mode 0600 from
 /// the moment anything is at `path`.
@@ -339,20 +167,80 @@ fn clear(private: &Path) -> Result<(), EdgeError> {
 /// A failed admin call: its status and message.
 struct Refusal(StatusCode, String);
 
-impl Refusal {
-    /// A route change refused because the edge handed over (a 503 to retry), or another
-    /// failure, phrased by `other`.
-    fn from_edge(error: EdgeError, other: impl FnOnce(EdgeError) -> Refusal) -> Refusal {
-        match error {
-            EdgeError::HandedOver { .. } => {
-                Refusal(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
+/// A route change the edge did not make: refused because it handed over (a 503 to send
+/// again), or failed.
+impl From<EdgeError> for Refusal {
+    fn from(error: EdgeError) -> Self {
+        let status = match error {
+            EdgeError::HandedOver { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Refusal(status, error.to_string())
+    }
+}
+
+/// A candidate the route table did not take: a bad percent is the caller's mistake, the
+/// slots' state a conflict.
+impl From<CandidateRefused> for Refusal {
+    fn from(refused: CandidateRefused) -> Self {
+        let status = match refused {
+            CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
+            CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
+                StatusCode::CONFLICT
             }
-            error => other(error),
-        }
+        };
+        Refusal(status, refused.to_string())
     }
 }
 
 type Answer = Result<Response<Full<Bytes>>, Refusal>;
+
+/// Accepts admin connections until a stop is requested, then lets the calls in flight
+/// finish (bounded by `grace`).
+pub(crate) async fn serve(
+    listener: UnixListener,
+    edge: Arc<Edge>,
+    stop: watch::Receiver<Stop>,
+    grace: Duration,
+) {
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(ADMIN_HEADER_READ_TIMEOUT);
+    let connections = accept_until_stopped(
+        "admin",
+        || listener.accept(),
+        stop,
+        |(stream, _), mut stop, connections| {
+            let edge = Arc::clone(&edge);
+            let service = hyper::service::service_fn(move |req| {
+                let edge = Arc::clone(&edge);
+                async move { Ok::<_, std::convert::Infallible>(handle(edge, req).await) }
+            });
+            // Upgrades: `POST /handover` turns the connection into the hand-over's.
+            let connection = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            connections.spawn(async move {
+                tokio::pin!(connection);
+                let ended = tokio::select! {
+                    ended = connection.as_mut() => ended,
+                    _ = stopped(&mut stop) => {
+                        // Calls in flight (a drain) finish; idle connections close.
+                        connection.as_mut().graceful_shutdown();
+                        connection.await
+                    }
+                };
+                if let Err(e) = ended {
+                    tracing::debug!("admin connection ended: {e}");
+                }
+            });
+        },
+    )
+    .await;
+    drop(listener);
+    finish_connections(connections, grace, "admin").await;
+}
 
 /// Serves one admin request.
 pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<Full<Bytes>> {
@@ -447,13 +335,17 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         paths,
     };
     let switched = edge
-        .switch(service, backend.clone(), routing)
-        .await
-        .map_err(|e| {
-            Refusal::from_edge(e, |e| {
-                Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            })
-        })?
+        .change(|table| {
+            let switched = table.switch(service, backend.clone(), routing);
+            edge.warm(service);
+            tracing::info!(
+                %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
+                previous = ?switched.previous.as_ref().map(|p| &p.release),
+                "switched"
+            );
+            Ok::<_, Refusal>(switched)
+        })
+        .await?
         .map_err(|e| {
             Refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -578,22 +470,17 @@ async fn register_candidate(
     preview_hosts: Option<Vec<String>>,
 ) -> Answer {
     let replaced = edge
-        .set_candidate(service, backend.clone(), percent, preview_hosts)
-        .await
-        .map_err(|refused| match refused {
-            Refused::Candidate(refused) => {
-                let status = match refused {
-                    CandidateRefused::Percent { .. } => StatusCode::BAD_REQUEST,
-                    CandidateRefused::NoLiveSlot { .. } | CandidateRefused::LiveSlot { .. } => {
-                        StatusCode::CONFLICT
-                    }
-                };
-                Refusal(status, refused.to_string())
-            }
-            Refused::Edge(e) => Refusal::from_edge(e, |e| {
-                Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-            }),
-        })?
+        .change(|table| {
+            let replaced = table.set_candidate(service, backend.clone(), percent, preview_hosts)?;
+            edge.warm(service);
+            tracing::info!(
+                %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
+                ?percent, replaced = ?replaced.as_ref().map(|r| &r.release),
+                "candidate registered"
+            );
+            Ok::<_, Refusal>(replaced)
+        })
+        .await?
         .map_err(|e| {
             Refusal(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -623,9 +510,14 @@ async fn register_candidate(
 async fn clear_split(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
     let candidate = edge
-        .clear_split(service)
-        .await
-        .map_err(handed_over)?
+        .change(|table| {
+            let candidate = table.clear_split(service);
+            tracing::info!(
+                %service, candidate = ?candidate.as_ref().map(|b| &b.release), "split ended"
+            );
+            Ok::<_, Refusal>(candidate)
+        })
+        .await?
         .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &SplitEndAnswer { candidate }))
 }
@@ -633,18 +525,16 @@ async fn clear_split(edge: &Edge, service: &str) -> Answer {
 async fn remove_candidate(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
     let removed = edge
-        .remove_candidate(service)
-        .await
-        .map_err(handed_over)?
+        .change(|table| {
+            let removed = table.remove_candidate(service);
+            tracing::info!(
+                %service, removed = ?removed.as_ref().map(|b| &b.release), "candidate removed"
+            );
+            Ok::<_, Refusal>(removed)
+        })
+        .await?
         .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
-}
-
-/// The refusal of a route change that the edge did not make.
-fn handed_over(error: EdgeError) -> Refusal {
-    Refusal::from_edge(error, |e| {
-        Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
-    })
 }
 
 fn unsaved(service: &str) -> impl Fn(EdgeError) -> Refusal + '_ {
@@ -675,15 +565,24 @@ fn checked_backend(slot: Slot, release: String, addr: SocketAddr) -> Result<Back
 
 async fn remove(edge: &Edge, service: &str) -> Answer {
     let service = checked_service(service)?;
-    let removed = edge.remove(service).await.map_err(handed_over)?.map_err(|e| {
-        Refusal(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!(
-                "the route of service {service} is removed, but the routes were not saved and it \
-                 will come back after a restart: {e}"
-            ),
-        )
-    })?;
+    let removed = edge
+        .change(|table| {
+            let removed = table.remove(service);
+            tracing::info!(
+                %service, removed = ?removed.as_ref().map(|b| &b.release), "route removed"
+            );
+            Ok::<_, Refusal>(removed)
+        })
+        .await?
+        .map_err(|e| {
+            Refusal(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "the route of service {service} is removed, but the routes were not saved \
+                     and it will come back after a restart: {e}"
+                ),
+            )
+        })?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
 }
 
@@ -768,577 +667,4 @@ fn json<T: Serialize>(status: StatusCode, value: &T) -> Response<Full<Bytes>> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, get};
-    use hyper_util::rt::TokioIo;
-
-    /// Sends a raw admin request and returns the status and the JSON answer.
-    async fn raw(
-        edge: &TestEdge,
-        method: &str,
-        path: &str,
-        body: &str,
-    ) -> (StatusCode, serde_json::Value) {
-        let stream = tokio::net::UnixStream::connect(edge.handle.admin_socket())
-            .await
-            .unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header("host", "edge")
-            .body(Full::new(Bytes::from(body.to_string())))
-            .unwrap();
-        let response = sender.send_request(req).await.unwrap();
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        (status, serde_json::from_slice(&bytes).unwrap())
-    }
-
-    fn mode(path: &Path) -> u32 {
-        std::fs::symlink_metadata(path).unwrap().mode() & 0o777
-    }
-
-    #[tokio::test]
-    async fn admin_socket_is_private() {
-        let edge = TestEdge::start().await;
-        let mode = mode(edge.handle.admin_socket());
-        assert_eq!(mode, 0o600, "mode {mode:o}");
-    }
-
-    #[tokio::test]
-    async fn admin_socket_is_private_before_anyone_can_reach_it() {
-        use std::os::unix::fs::FileTypeExt;
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(crate::ADMIN_SOCKET);
-        let staged = Staged::bind(&path).unwrap();
-        // Bound, but not at its path yet: only inside a directory no one else can enter,
-        // and already 0600 there (under this process's umask a plain bind gives 0755).
-        assert!(std::fs::symlink_metadata(&path).is_err());
-        assert_eq!(mode(&dir.path().join(BIND_DIR)), 0o700);
-        assert_eq!(mode(&staged.bound), 0o600);
-        let listener = staged.publish().unwrap();
-        let meta = std::fs::symlink_metadata(&path).unwrap();
-        assert!(meta.file_type().is_socket());
-        assert_eq!(meta.mode() & 0o777, 0o600);
-        assert!(!dir.path().join(BIND_DIR).exists());
-        // The moved socket is the bound one.
-        let _client = tokio::net::UnixStream::connect(&path).await.unwrap();
-        tokio::time::timeout(SIGNAL_TIMEOUT, listener.accept())
-            .await
-            .unwrap()
-            .unwrap();
-    }
-
-    #[tokio::test]
-    async fn stale_socket_and_a_bind_left_halfway_are_replaced() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join(crate::ADMIN_SOCKET);
-        drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
-        // An edge that stopped between its bind and the move left its private directory.
-        let left = Staged::bind(&path).unwrap();
-        drop(left);
-        let _listener = bind(&path).unwrap();
-        assert_eq!(mode(&path), 0o600);
-        assert!(!dir.path().join(BIND_DIR).exists());
-        tokio::net::UnixStream::connect(&path).await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn admin_client_that_sends_half_a_head_is_closed_while_others_are_served() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let edge = TestEdge::start().await;
-        let mut slow = tokio::net::UnixStream::connect(edge.handle.admin_socket())
-            .await
-            .unwrap();
-        slow.write_all(b"GET /status HTTP/1.1\r\nHost: ed")
-            .await
-            .unwrap();
-        let opened = tokio::time::Instant::now();
-        // Meanwhile the admin API answers everyone else.
-        for _ in 0..3 {
-            let status = edge.client().status().await.unwrap();
-            assert_eq!(status.pid, std::process::id());
-        }
-        let mut rest = Vec::new();
-        let read = tokio::time::timeout(
-            ADMIN_HEADER_READ_TIMEOUT + SIGNAL_TIMEOUT,
-            slow.read_to_end(&mut rest),
-        )
-        .await
-        .expect("the edge kept a connection that never finished its head");
-        // Closed (hyper may answer 408 first, or reset): never a served request.
-        let text = String::from_utf8_lossy(&rest);
-        assert!(read.is_err() || !text.contains("200 OK"), "{text}");
-        let after = opened.elapsed();
-        assert!(
-            after + Duration::from_millis(500) >= ADMIN_HEADER_READ_TIMEOUT,
-            "closed after {after:?}, before the timeout"
-        );
-    }
-
-    #[tokio::test]
-    async fn too_long_socket_path_is_refused_with_a_hint() {
-        let path = Path::new("/tmp").join("d".repeat(120)).join("admin.sock");
-        let err = bind(&path).unwrap_err();
-        assert!(err.to_string().contains("shorter state directory"), "{err}");
-    }
-
-    #[tokio::test]
-    async fn status_reports_pid_bound_listen_and_routes() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let status = edge.client().status().await.unwrap();
-        assert_eq!(status.pid, std::process::id());
-        assert_eq!(status.listen, edge.addr());
-        assert_ne!(status.listen.port(), 0);
-        assert!(status.routes.is_empty());
-
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let (code, json) = raw(&edge, "GET", "/status", "").await;
-        assert_eq!(code, StatusCode::OK);
-        let route = &json["routes"][0];
-        assert_eq!(route["service"], "web");
-        assert_eq!(
-            route["live"],
-            serde_json::json!({"slot": "blue", "release": "r1", "addr": blue.addr.to_string()})
-        );
-        assert_eq!(route["draining"], serde_json::json!([]));
-        assert!(route["since"].as_str().unwrap().ends_with('Z'));
-        assert!(json["started_at"].is_string());
-    }
-
-    #[tokio::test]
-    async fn switch_routes_next_request_to_new_backend() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        let client = edge.client();
-
-        let first = client
-            .switch("web", &blue.backend(Slot::Blue, "r1"))
-            .await
-            .unwrap();
-        assert_eq!(first.previous, None);
-        assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("blue"));
-
-        let second = client
-            .switch("web", &green.backend(Slot::Green, "r2"))
-            .await
-            .unwrap();
-        assert_eq!(second.previous, Some(blue.backend(Slot::Blue, "r1")));
-        assert!(second.switched_at >= first.switched_at);
-        assert_eq!(
-            get(edge.addr(), "/").await.backend.as_deref(),
-            Some("green")
-        );
-    }
-
-    #[tokio::test]
-    async fn switch_keeps_inflight_requests_on_old_slot() {
-        let edge = TestEdge::start().await;
-        let mut blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        let client = edge.client();
-        client
-            .switch("web", &blue.backend(Slot::Blue, "r1"))
-            .await
-            .unwrap();
-
-        let mut slow = Connection::open(edge.addr()).await;
-        let slow = tokio::spawn(async move { slow.get("/hold").await.unwrap() });
-        blue.arrival().await;
-        client
-            .switch("web", &green.backend(Slot::Green, "r2"))
-            .await
-            .unwrap();
-        assert_eq!(
-            get(edge.addr(), "/").await.backend.as_deref(),
-            Some("green")
-        );
-
-        let status = client.status().await.unwrap();
-        let draining = &status.routes[0].draining;
-        assert_eq!(draining.len(), 1);
-        assert_eq!(draining[0].backend, blue.backend(Slot::Blue, "r1"));
-        assert_eq!(draining[0].in_flight, 1);
-
-        let drain = {
-            let client = client.clone();
-            tokio::spawn(async move { client.drain("web", "r1", SIGNAL_TIMEOUT).await.unwrap() })
-        };
-        // The drain cannot end while the slow request is held; a status round trip later
-        // it is still waiting.
-        client.status().await.unwrap();
-        assert!(!drain.is_finished());
-        blue.release_one();
-        let answer = slow.await.unwrap();
-        assert_eq!(answer.status, StatusCode::OK);
-        assert_eq!(answer.backend.as_deref(), Some("blue"));
-        let outcome = drain.await.unwrap();
-        assert!(outcome.drained);
-        assert_eq!(outcome.in_flight, 0);
-        assert!(client.status().await.unwrap().routes[0].draining.is_empty());
-    }
-
-    #[tokio::test]
-    async fn drain_gives_up_at_deadline() {
-        let edge = TestEdge::start().await;
-        let mut blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let mut slow = Connection::open(edge.addr()).await;
-        let slow = tokio::spawn(async move { slow.get("/hold").await.unwrap() });
-        blue.arrival().await;
-        edge.switch(&green.backend(Slot::Green, "r2")).await;
-
-        let (code, json) = raw(
-            &edge,
-            "POST",
-            "/routes/web/drain",
-            r#"{"release": "r1", "timeout_ms": 200}"#,
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK);
-        assert_eq!(json["drained"], false);
-        assert_eq!(json["in_flight"], 1);
-        assert!(json["waited_ms"].as_u64().unwrap() >= 200, "{json}");
-        blue.release_one();
-        assert_eq!(slow.await.unwrap().status, StatusCode::OK);
-    }
-
-    #[tokio::test]
-    async fn drain_of_unknown_release_is_immediately_done() {
-        let edge = TestEdge::start().await;
-        let outcome = edge
-            .client()
-            .drain("web", "never", SIGNAL_TIMEOUT)
-            .await
-            .unwrap();
-        assert!(outcome.drained);
-        assert_eq!(outcome.in_flight, 0);
-    }
-
-    #[tokio::test]
-    async fn drain_of_live_release_is_refused() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let err = edge
-            .client()
-            .drain("web", "r1", SIGNAL_TIMEOUT)
-            .await
-            .unwrap_err();
-        let EdgeError::AdminRejected {
-            status, message, ..
-        } = &err
-        else {
-            panic!("expected a refusal, got {err:?}");
-        };
-        assert_eq!(*status, 409);
-        assert!(
-            message.contains("release r1 is live on service web"),
-            "{message}"
-        );
-    }
-
-    #[tokio::test]
-    async fn remove_answers_removed_backend_then_null() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let (code, json) = raw(&edge, "DELETE", "/routes/web", "").await;
-        assert_eq!(code, StatusCode::OK);
-        assert_eq!(json["removed"]["release"], "r1");
-        assert_eq!(edge.client().remove("web").await.unwrap(), None);
-        assert!(edge.client().status().await.unwrap().routes.is_empty());
-    }
-
-    #[tokio::test]
-    async fn switch_body_may_set_hosts() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        let api = format!(
-            r#"{{"slot": "blue", "release": "a1", "addr": "{}", "hosts": ["api.test"]}}"#,
-            blue.addr
-        );
-        assert_eq!(
-            raw(&edge, "PUT", "/routes/api/switch", &api).await.0,
-            StatusCode::OK
-        );
-        edge.switch(&green.backend(Slot::Green, "w1")).await;
-        let status = edge.client().status().await.unwrap();
-        assert_eq!(status.routes[0].hosts, vec!["api.test".to_string()]);
-        // `get` sends `Host: app.test`: the catch-all route answers it.
-        assert_eq!(
-            get(edge.addr(), "/").await.backend.as_deref(),
-            Some("green")
-        );
-    }
-
-    #[tokio::test]
-    async fn bad_admin_calls_answer_json_errors() {
-        let edge = TestEdge::start().await;
-        let cases = [
-            (
-                "GET",
-                "/nope",
-                "",
-                StatusCode::NOT_FOUND,
-                "no admin call GET /nope",
-            ),
-            (
-                "POST",
-                "/status",
-                "",
-                StatusCode::METHOD_NOT_ALLOWED,
-                "POST is not allowed",
-            ),
-            (
-                "PUT",
-                "/routes/web/switch",
-                "{",
-                StatusCode::BAD_REQUEST,
-                "invalid JSON body",
-            ),
-            (
-                "PUT",
-                "/routes/web/switch",
-                r#"{"slot": "red", "release": "r1", "addr": "127.0.0.1:1"}"#,
-                StatusCode::BAD_REQUEST,
-                "unknown variant `red`",
-            ),
-            (
-                "PUT",
-                "/routes/web/switch",
-                r#"{"slot": "blue", "release": "", "addr": "127.0.0.1:1"}"#,
-                StatusCode::BAD_REQUEST,
-                "empty `release`",
-            ),
-            (
-                "PUT",
-                "/routes/we%20b/switch",
-                r#"{"slot": "blue", "release": "r1", "addr": "127.0.0.1:1"}"#,
-                StatusCode::BAD_REQUEST,
-                "invalid service name",
-            ),
-            (
-                "POST",
-                "/routes/web/drain",
-                r#"{"release": "r1"}"#,
-                StatusCode::BAD_REQUEST,
-                "timeout_ms",
-            ),
-        ];
-        for (method, path, body, want, text) in cases {
-            let (code, json) = raw(&edge, method, path, body).await;
-            assert_eq!(code, want, "{method} {path}: {json}");
-            let error = json["error"].as_str().unwrap();
-            assert!(error.contains(text), "{method} {path}: {error}");
-        }
-        assert!(edge.client().status().await.unwrap().routes.is_empty());
-    }
-
-    #[tokio::test]
-    async fn shutdown_answers_then_stops_the_edge() {
-        let edge = TestEdge::start().await;
-        let socket = edge.handle.admin_socket().to_path_buf();
-        edge.client().shutdown().await.unwrap();
-        tokio::time::timeout(SIGNAL_TIMEOUT, edge.handle.stop_requested())
-            .await
-            .unwrap();
-        edge.handle.shutdown().await.unwrap();
-        assert!(!socket.exists());
-    }
-
-    #[tokio::test]
-    async fn candidate_calls_answer_their_json_shapes() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let green_json =
-            serde_json::json!({"slot": "green", "release": "r2", "addr": green.addr.to_string()});
-
-        let (code, json) = raw(
-            &edge,
-            "PUT",
-            "/routes/web/preview",
-            &format!(
-                r#"{{"slot": "green", "release": "r2", "addr": "{}", "hosts": ["p.test"]}}"#,
-                green.addr
-            ),
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK, "{json}");
-        assert_eq!(
-            json,
-            serde_json::json!({"candidate": green_json, "percent": 0, "replaced": null})
-        );
-
-        let (code, json) = raw(
-            &edge,
-            "PUT",
-            "/routes/web/weights",
-            &format!(r#"{{"candidate": {green_json}, "percent": 10}}"#),
-        )
-        .await;
-        assert_eq!(code, StatusCode::OK, "{json}");
-        assert_eq!(json["percent"], 10);
-
-        let (_, status) = raw(&edge, "GET", "/status", "").await;
-        let route = &status["routes"][0];
-        assert_eq!(
-            route["candidate"],
-            serde_json::json!({"backend": green_json, "percent": 10, "in_flight": 0})
-        );
-        assert_eq!(route["preview_hosts"], serde_json::json!(["p.test"]));
-
-        // The candidate cannot be drained while it is registered.
-        let (code, json) = raw(
-            &edge,
-            "POST",
-            "/routes/web/drain",
-            r#"{"release": "r2", "timeout_ms": 10}"#,
-        )
-        .await;
-        assert_eq!(code, StatusCode::CONFLICT);
-        assert!(
-            json["error"]
-                .as_str()
-                .unwrap()
-                .contains("registered candidate"),
-            "{json}"
-        );
-
-        let (code, json) = raw(&edge, "DELETE", "/routes/web/weights", "").await;
-        assert_eq!(code, StatusCode::OK);
-        assert_eq!(json, serde_json::json!({"candidate": green_json}));
-        assert_eq!(
-            edge.client().status().await.unwrap().routes[0]
-                .candidate
-                .as_ref()
-                .unwrap()
-                .percent,
-            0
-        );
-        let (code, json) = raw(&edge, "DELETE", "/routes/web/preview", "").await;
-        assert_eq!(code, StatusCode::OK);
-        assert_eq!(json, serde_json::json!({"removed": green_json}));
-        let (_, status) = raw(&edge, "GET", "/status", "").await;
-        assert!(status["routes"][0].get("candidate").is_none(), "{status}");
-        // Unregistered, it drains like any replaced backend.
-        let outcome = edge
-            .client()
-            .drain("web", "r2", SIGNAL_TIMEOUT)
-            .await
-            .unwrap();
-        assert!(outcome.drained);
-    }
-
-    #[tokio::test]
-    async fn bad_candidate_and_path_calls_are_refused() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green_body = r#"{"slot": "green", "release": "r2", "addr": "127.0.0.1:9"}"#;
-        let (code, json) = raw(&edge, "PUT", "/routes/web/preview", green_body).await;
-        assert_eq!(code, StatusCode::CONFLICT);
-        assert!(
-            json["error"].as_str().unwrap().contains("no live slot"),
-            "{json}"
-        );
-
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let cases = [
-            (
-                "PUT",
-                "/routes/web/preview",
-                r#"{"slot": "blue", "release": "r2", "addr": "127.0.0.1:9"}"#.to_string(),
-                StatusCode::CONFLICT,
-                "which is live on service web",
-            ),
-            (
-                "PUT",
-                "/routes/web/weights",
-                format!(r#"{{"candidate": {green_body}, "percent": 101}}"#),
-                StatusCode::BAD_REQUEST,
-                "0 to 100, not 101",
-            ),
-            (
-                "PUT",
-                "/routes/web/weights",
-                format!(r#"{{"candidate": {green_body}}}"#),
-                StatusCode::BAD_REQUEST,
-                "percent",
-            ),
-            (
-                "PUT",
-                "/routes/web/switch",
-                format!(
-                    r#"{{"slot": "blue", "release": "r1", "addr": "{}", "paths": ["api"]}}"#,
-                    blue.addr
-                ),
-                StatusCode::BAD_REQUEST,
-                "invalid path prefix `api`",
-            ),
-            (
-                "POST",
-                "/routes/web/weights",
-                String::new(),
-                StatusCode::METHOD_NOT_ALLOWED,
-                "POST is not allowed",
-            ),
-        ];
-        for (method, path, body, want, text) in cases {
-            let (code, json) = raw(&edge, method, path, &body).await;
-            assert_eq!(code, want, "{method} {path}: {json}");
-            let error = json["error"].as_str().unwrap();
-            assert!(error.contains(text), "{method} {path}: {error}");
-        }
-        assert!(
-            edge.client().status().await.unwrap().routes[0]
-                .candidate
-                .is_none()
-        );
-    }
-
-    #[tokio::test]
-    async fn metrics_page_is_prometheus_text() {
-        let edge = TestEdge::start().await;
-        let stream = tokio::net::UnixStream::connect(edge.handle.admin_socket())
-            .await
-            .unwrap();
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        let req = Request::builder()
-            .uri("/metrics")
-            .header("host", "edge")
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        let response = sender.send_request(req).await.unwrap();
-        assert_eq!(response.status(), StatusCode::OK);
-        assert_eq!(
-            response.headers()[header::CONTENT_TYPE],
-            "text/plain; version=0.0.4; charset=utf-8"
-        );
-        let page = edge.client().metrics().await.unwrap();
-        for family in [
-            "shipit_edge_requests_total counter",
-            "shipit_edge_request_duration_seconds histogram",
-            "shipit_edge_in_flight gauge",
-            "shipit_edge_drains_total counter",
-        ] {
-            assert!(
-                page.contains(&format!("# TYPE {family}\n")),
-                "{family}:\n{page}"
-            );
-        }
-    }
-}
+mod tests;

@@ -34,6 +34,22 @@ impl fmt::Display for RequestId {
     }
 }
 
+/// Why no answer came from the slot, as both paths report it: the edge answers instead
+/// (502 or 504).
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// No connection within the connect timeout.
+    ConnectTimeout,
+    /// The connect failed (the cause).
+    Connect(String),
+    /// The connection broke, or the answer was not HTTP, before an answer (the cause).
+    Broken(String),
+    /// No answer's head within the response-header timeout.
+    NoAnswer,
+    /// A 101 to a request that did not ask to upgrade.
+    UnaskedUpgrade,
+}
+
 /// The body of an answer from the edge: its status and the request id, nothing else.
 pub(crate) fn body(status: StatusCode, id: RequestId) -> String {
     format!(

@@ -17,7 +17,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
-use crate::admin::{
+use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
     RemoveAnswer, ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer, SwitchRequest,
     TlsReloadAnswer, TlsReloadRequest, WeightsRequest,

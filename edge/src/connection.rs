@@ -44,10 +44,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::handover::HANDOVER_IDLE_GRACE;
 use crate::proxy::Proxy;
 use crate::relay;
-use crate::server::Tuning;
+use crate::settings::Tuning;
 
 pub(crate) type Builder = auto::Builder<TokioExecutor>;
 
@@ -60,6 +59,11 @@ pub(crate) enum Stop {
     /// A new edge process accepts from now on: get the clients there (see the module).
     HandOver,
 }
+
+/// How long an edge that handed over keeps an HTTP/1.1 keep-alive connection on which
+/// nothing arrives, before closing it. A request that does arrive is answered with
+/// `Connection: close`, so the client's next one goes to the new process.
+pub const HANDOVER_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 /// The protocol settings shared by every client connection.
 pub(crate) fn builder(tuning: &Tuning) -> Builder {

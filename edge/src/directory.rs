@@ -84,6 +84,16 @@ pub(crate) fn open(path: &Path, options: &mut OpenOptions) -> io::Result<File> {
     Ok(file)
 }
 
+/// Opens a lock file in the edge directory (`edge.lock`, `daemon.lock`), creating it 0600.
+/// Only its `flock` matters: nothing is read from it or written to it.
+pub(crate) fn open_lock(path: &Path) -> Result<File, EdgeError> {
+    open(
+        path,
+        OpenOptions::new().create(true).truncate(false).write(true),
+    )
+    .map_err(|e| EdgeError::io("open the lock file", path, e))
+}
+
 /// Sets an open file's mode to exactly 0600, unless it already is.
 pub(crate) fn make_private(file: &File) -> io::Result<()> {
     if file.metadata()?.permissions().mode() & 0o777 != FILE_MODE {

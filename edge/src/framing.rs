@@ -20,7 +20,9 @@
 //! where the refused request ends.
 //!
 //! [`is_hop_by_hop`] is the one rule for the headers that describe a single connection,
-//! used by both paths in both directions.
+//! used by both paths in both directions. The limits on a slot's answer
+//! ([`MAX_INTERIM_ANSWERS`], [`MAX_ANSWER_HEAD`]) are here too, for the same reason: both
+//! paths must read an answer the same way.
 
 use http::StatusCode;
 
@@ -32,6 +34,9 @@ pub const DEFAULT_MAX_HEADERS: usize = 100;
 pub const MAX_HEADERS_LIMIT: usize = 1000;
 /// Interim (1xx) answers passed on for one request; one more is a broken slot (502).
 pub const MAX_INTERIM_ANSWERS: usize = 10;
+/// The largest answer head read from a slot, on either path; a larger one is a broken slot
+/// (502).
+pub(crate) const MAX_ANSWER_HEAD: usize = 64 * 1024;
 
 /// Why a request is refused before it reaches a slot: the client's error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

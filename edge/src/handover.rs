@@ -30,13 +30,19 @@
 //! share. The old one never unlocks it (that would unlock it for the new one too); the new
 //! one converts it exclusive → shared → exclusive, so that `/proc/locks` names the new pid.
 //! Neither conversion lets anybody else in: nobody asks for a shared lock on `edge.lock`.
+//!
+//! Both halves are here. The running edge's starts at [`offer`] (the admin call's answer)
+//! and works on the running [`Edge`]; the new process's is [`receive`], from which
+//! [`crate::server::take_over`] builds and starts the new edge. What the new edge keeps of
+//! its predecessor afterwards is a [`Predecessor`].
 
 use std::fs::File;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,14 +50,20 @@ use http::{Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
+use nix::fcntl::{Flock, FlockArg};
 use nix::sys::socket::{ControlMessage, ControlMessageOwned, MsgFlags, recvmsg, sendmsg};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
-use tokio::net::UnixStream;
+use tokio::net::{TcpListener, UnixListener, UnixStream};
 use tokio::sync::watch;
 
-use crate::server::{Edge, Settings};
-use crate::{ADMIN_SOCKET, EdgeError};
+use crate::connection::Stop;
+use crate::edge::{Edge, Predecessor, guard, load_routes};
+use crate::listener::Listeners;
+use crate::route::RouteTable;
+use crate::settings::Settings;
+use crate::tls::TlsState;
+use crate::{ADMIN_SOCKET, EdgeError, LOCK_FILE};
 
 /// The admin call that starts a hand-over.
 pub const HANDOVER_PATH: &str = "/handover";
@@ -59,10 +71,6 @@ pub const HANDOVER_PATH: &str = "/handover";
 pub const UPGRADE_PROTOCOL: &str = "shipit-edge-handover";
 /// How long a running edge waits for its successor to be ready before it carries on alone.
 pub const DEFAULT_HANDOVER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long an edge that handed over keeps an HTTP/1.1 keep-alive connection on which
-/// nothing arrives, before closing it. A request that does arrive is answered with
-/// `Connection: close`, so the client's next one goes to the new process.
-pub const HANDOVER_IDLE_GRACE: Duration = Duration::from_secs(1);
 
 const GO: u8 = b'G';
 const READY: u8 = b'R';
@@ -72,23 +80,36 @@ const MAX_PASSED: usize = 4;
 /// The largest offer read; a route table of thousands of services fits.
 const MAX_OFFER: u32 = 16 * 1024 * 1024;
 
+/// How [`crate::server::take_over`] starts: from the edge running in `dir`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakeOver {
+    /// The edge directory; an edge must be running there.
+    pub dir: PathBuf,
+    /// The traffic address the new edge must serve: the running edge's must match it
+    /// (port 0: any port on that address). `None` keeps the running edge's.
+    pub listen: Option<SocketAddr>,
+    /// The settings to run with (TLS certificates are read again in any case). `None`
+    /// keeps the running edge's.
+    pub settings: Option<Settings>,
+}
+
 /// What the running edge hands over, besides the descriptors.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Offer {
-    pub(crate) pid: u32,
-    pub(crate) listen: SocketAddr,
-    pub(crate) tls_listen: Option<SocketAddr>,
+struct Offer {
+    pid: u32,
+    listen: SocketAddr,
+    tls_listen: Option<SocketAddr>,
     /// What each passed descriptor is, in the order they were passed.
-    pub(crate) passed: Vec<Passed>,
+    passed: Vec<Passed>,
     /// The settings it runs with: a successor given none keeps them.
-    pub(crate) settings: Settings,
+    settings: Settings,
     /// Every (service, release) it may still send requests to: live, candidate, draining.
-    pub(crate) serving: Vec<(String, String)>,
+    serving: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub(crate) enum Passed {
+enum Passed {
     Traffic,
     Tls,
     Admin,
@@ -113,8 +134,7 @@ pub(crate) fn offer(
             ),
         ));
     }
-    edge.begin_handover()
-        .map_err(|reason| (StatusCode::CONFLICT, reason))?;
+    begin(edge).map_err(|reason| (StatusCode::CONFLICT, reason))?;
     let upgrade = hyper::upgrade::on(req);
     let edge = Arc::clone(edge);
     tokio::spawn(async move { give(&edge, upgrade).await });
@@ -147,7 +167,7 @@ async fn give(edge: &Arc<Edge>, upgrade: hyper::upgrade::OnUpgrade) {
     };
     tracing::warn!("hand-over abandoned, this edge keeps serving: {reason}");
     // Before the changes held back go through, so that a new hand-over may follow them.
-    edge.abandon_handover();
+    edge.handing_over.store(false, Ordering::SeqCst);
     drop(changes);
 }
 
@@ -162,7 +182,7 @@ async fn exchange(edge: &Arc<Edge>, upgrade: hyper::upgrade::OnUpgrade) -> Resul
     let mut early = parts.read_buf;
 
     expect(&mut stream, &mut early, GO, "G (go)").await?;
-    let (offer, fds) = edge.offer()?;
+    let (offer, fds) = Offer::of(edge)?;
     let json = serde_json::to_vec(&offer).expect("an offer serializes");
     let length = u32::try_from(json.len())
         .ok()
@@ -199,7 +219,7 @@ async fn exchange(edge: &Arc<Edge>, upgrade: hyper::upgrade::OnUpgrade) -> Resul
         .write_all(&[ACCEPTED])
         .await
         .map_err(|e| format!("the new edge went away when it was ready: {e}"))?;
-    edge.complete_handover(stream);
+    complete(edge, stream);
     Ok(())
 }
 
@@ -234,6 +254,92 @@ async fn expect(
             char::from(got)
         ))
     }
+}
+
+/// Marks the start of a hand-over; refused while one runs or the edge stops.
+fn begin(edge: &Edge) -> Result<(), String> {
+    if edge.is_stopping() {
+        return Err("this edge is stopping".to_string());
+    }
+    if edge.handing_over.swap(true, Ordering::SeqCst) {
+        return Err("a hand-over to another new edge is under way".to_string());
+    }
+    Ok(())
+}
+
+impl Offer {
+    /// What `edge` hands over: the offer and copies of the descriptors it describes.
+    fn of(edge: &Edge) -> Result<(Offer, Vec<OwnedFd>), String> {
+        let copy = |fd: BorrowedFd<'_>| {
+            fd.try_clone_to_owned()
+                .map_err(|e| format!("cannot duplicate a socket: {e}"))
+        };
+        let mut passed = Vec::new();
+        let mut fds = Vec::new();
+        {
+            let sockets = guard(&edge.passable);
+            let sockets = sockets.as_ref().ok_or("this edge is stopping")?;
+            passed.push(Passed::Traffic);
+            fds.push(copy(sockets.traffic.as_fd())?);
+            if let Some(tls) = &sockets.tls {
+                passed.push(Passed::Tls);
+                fds.push(copy(tls.as_fd())?);
+            }
+            passed.push(Passed::Admin);
+            fds.push(copy(sockets.admin.as_fd())?);
+        }
+        {
+            let held = guard(&edge.lock);
+            let held = held
+                .as_ref()
+                .ok_or("this edge holds no lock on its directory")?;
+            passed.push(Passed::Lock);
+            fds.push(copy(held.as_fd())?);
+        }
+        let mut serving = Vec::new();
+        for route in edge.table.view() {
+            let releases = route
+                .live
+                .iter()
+                .chain(route.candidate.as_ref().map(|c| &c.backend))
+                .chain(route.draining.iter().map(|(b, _)| b));
+            for backend in releases {
+                serving.push((route.service.clone(), backend.release.clone()));
+            }
+        }
+        let mut settings = edge.settings.clone();
+        if let (Some(tls), Some(state)) = (settings.tls.as_mut(), &edge.tls) {
+            // What a reload last put in place, not what the edge started with.
+            tls.certificates = state.files();
+        }
+        Ok((
+            Offer {
+                pid: std::process::id(),
+                listen: edge.listen,
+                tls_listen: edge.tls_listen,
+                passed,
+                settings,
+                serving,
+            },
+            fds,
+        ))
+    }
+}
+
+/// The successor is serving: `edge` stops accepting and finishes, leaving the lock, the
+/// admin socket and the pid file to it. Called with route changes frozen.
+fn complete(edge: &Edge, successor: UnixStream) {
+    edge.handed_over.store(true, Ordering::SeqCst);
+    *guard(&edge.successor) = Some(successor);
+    // Both processes share the lock's open file description: unlocking it here would
+    // unlock it for the successor too. The descriptor stays open until this process
+    // exits; the successor owns the lock from now on.
+    if let Some(held) = guard(&edge.lock).take() {
+        std::mem::forget(held);
+    }
+    edge.stop.send_replace(Stop::HandOver);
+    drop(guard(&edge.passable).take());
+    tracing::info!("handed over to the new edge; no longer accepting");
 }
 
 async fn send_with_fds(stream: &UnixStream, bytes: &[u8], fds: &[RawFd]) -> std::io::Result<usize> {
@@ -288,21 +394,157 @@ fn owned(fd: RawFd) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
+/// What a new edge got from the running one, which no longer accepts: everything it needs
+/// to serve in its place.
+pub(crate) struct Received {
+    pub(crate) listeners: Listeners,
+    pub(crate) settings: Settings,
+    pub(crate) table: Arc<RouteTable>,
+    /// The directory lock, converted to this process; `None` when that failed (the lock
+    /// is still held, through the open file description both processes share).
+    pub(crate) lock: Option<Flock<File>>,
+    pub(crate) predecessor: Predecessor,
+}
+
+/// The new process's side, whole: takes the sockets of the edge running in `spec.dir`,
+/// checks them against `spec`, loads the routes, and commits. After `Ok` the old edge no
+/// longer accepts and the caller must serve on what it received; on `Err`, the running
+/// edge was left serving.
+pub(crate) async fn receive(spec: TakeOver) -> Result<Received, EdgeError> {
+    let dir = spec.dir.clone();
+    let refused = |reason: String| EdgeError::Handover {
+        dir: dir.clone(),
+        reason,
+    };
+    // Fails early, before bothering the running edge, when the files are bad.
+    let early = spec
+        .settings
+        .as_ref()
+        .and_then(|s| s.tls.as_ref())
+        .map(TlsState::new)
+        .transpose()?;
+    let mut taken = take(&dir).await?;
+    let offer = taken.offer.clone();
+    if let Some(wanted) = spec.listen {
+        let running = offer.listen;
+        if running.ip() != wanted.ip() || (wanted.port() != 0 && wanted.port() != running.port()) {
+            return Err(refused(format!(
+                "the running edge (pid {}) listens on {running}, not on {wanted}; an upgrade \
+                 keeps the address: stop the edge and start it again to move it",
+                offer.pid
+            )));
+        }
+    }
+    let settings = spec.settings.unwrap_or_else(|| offer.settings.clone());
+    let tls = match early {
+        Some(state) => Some(state),
+        None => settings.tls.as_ref().map(TlsState::new).transpose()?,
+    };
+
+    let traffic = tokio_listener(taken.traffic.try_clone(), &offer.listen, &refused)?;
+    let secure = match (&settings.tls, tls) {
+        (Some(options), Some(state)) => {
+            let wanted = options.listen;
+            let inherited = offer.tls_listen.filter(|running| {
+                running.ip() == wanted.ip()
+                    && (wanted.port() == 0 || wanted.port() == running.port())
+            });
+            let listener = match (inherited, taken.tls.as_ref()) {
+                (Some(running), Some(socket)) => {
+                    tokio_listener(socket.try_clone(), &running, &refused)?
+                }
+                _ => TcpListener::bind(wanted)
+                    .await
+                    .map_err(|source| EdgeError::Bind {
+                        addr: wanted,
+                        source,
+                    })?,
+            };
+            Some((listener, Arc::new(state)))
+        }
+        _ => {
+            if let Some(running) = offer.tls_listen {
+                tracing::warn!(%running, "the new edge has no TLS: TLS on {running} ends with the old edge");
+            }
+            None
+        }
+    };
+    let admin = taken
+        .admin
+        .try_clone()
+        .and_then(|admin| {
+            admin.set_nonblocking(true)?;
+            UnixListener::from_std(admin)
+        })
+        .map_err(|e| refused(format!("cannot use the admin socket: {e}")))?;
+    let table = load_routes(&dir)?;
+
+    // The point of no return: after the `A`, the old edge no longer accepts.
+    taken.commit().await?;
+    let lock = match Flock::lock(
+        taken
+            .lock
+            .try_clone()
+            .map_err(|e| EdgeError::io("take over", dir.join(LOCK_FILE), e))?,
+        FlockArg::LockSharedNonblock,
+    ) {
+        Ok(lock) => {
+            if let Err(errno) = lock.relock(FlockArg::LockExclusiveNonblock) {
+                tracing::warn!("cannot convert the inherited lock back to exclusive: {errno}");
+            }
+            Some(lock)
+        }
+        Err((_, errno)) => {
+            tracing::warn!("cannot convert the inherited lock to this process: {errno}");
+            None
+        }
+    };
+    tracing::info!(
+        previous = offer.pid, listen = %offer.listen,
+        "took over the sockets of the previous edge"
+    );
+    let predecessor = taken.predecessor();
+    Ok(Received {
+        listeners: Listeners {
+            traffic,
+            secure,
+            admin,
+        },
+        settings,
+        table,
+        lock,
+        predecessor,
+    })
+}
+
+fn tokio_listener(
+    socket: std::io::Result<std::net::TcpListener>,
+    addr: &SocketAddr,
+    refused: &impl Fn(String) -> EdgeError,
+) -> Result<TcpListener, EdgeError> {
+    socket
+        .and_then(|socket| {
+            socket.set_nonblocking(true)?;
+            TcpListener::from_std(socket)
+        })
+        .map_err(|e| refused(format!("cannot use the listener on {addr}: {e}")))
+}
+
 /// What the new process got from the running one, before it commits.
 #[derive(Debug)]
-pub(crate) struct Taken {
-    pub(crate) offer: Offer,
-    pub(crate) traffic: std::net::TcpListener,
-    pub(crate) tls: Option<std::net::TcpListener>,
-    pub(crate) admin: std::os::unix::net::UnixListener,
-    pub(crate) lock: File,
+struct Taken {
+    offer: Offer,
+    traffic: std::net::TcpListener,
+    tls: Option<std::net::TcpListener>,
+    admin: std::os::unix::net::UnixListener,
+    lock: File,
     stream: UnixStream,
     dir: PathBuf,
 }
 
 /// The new process's side, up to (not including) the `R`: connects to the edge of `dir`
 /// and receives its sockets and offer.
-pub(crate) async fn take(dir: &Path) -> Result<Taken, EdgeError> {
+async fn take(dir: &Path) -> Result<Taken, EdgeError> {
     let socket = dir.join(ADMIN_SOCKET);
     let failed = |reason: String| EdgeError::Handover {
         dir: dir.to_path_buf(),
@@ -415,7 +657,7 @@ async fn ask(connection: UnixStream) -> Result<UnixStream, String> {
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        let message = serde_json::from_slice::<crate::admin::ErrorAnswer>(&body)
+        let message = serde_json::from_slice::<crate::api::ErrorAnswer>(&body)
             .map(|e| e.error)
             .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
         return Err(format!(
@@ -438,7 +680,7 @@ async fn ask(connection: UnixStream) -> Result<UnixStream, String> {
 impl Taken {
     /// Sends `R` and waits for `A`. After `Ok`, the old process no longer accepts and this
     /// one must; after `Err`, the old one carries on and this one must not serve.
-    pub(crate) async fn commit(&mut self) -> Result<(), EdgeError> {
+    async fn commit(&mut self) -> Result<(), EdgeError> {
         let exchange = async {
             self.stream
                 .write_all(&[READY])
@@ -468,7 +710,7 @@ impl Taken {
     }
 
     /// The predecessor, watched: its stream closes when it exits.
-    pub(crate) fn predecessor(self) -> Predecessor {
+    fn predecessor(self) -> Predecessor {
         let (gone_tx, gone) = watch::channel(false);
         let mut stream = self.stream;
         let pid = self.offer.pid;
@@ -479,421 +721,9 @@ impl Taken {
             tracing::info!(pid, "the previous edge process has finished");
             gone_tx.send_replace(true);
         });
-        Predecessor {
-            pid,
-            serving: self.offer.serving,
-            gone,
-        }
-    }
-}
-
-/// The edge process this one took over from, while it finishes its connections.
-#[derive(Debug)]
-pub(crate) struct Predecessor {
-    pub(crate) pid: u32,
-    serving: Vec<(String, String)>,
-    gone: watch::Receiver<bool>,
-}
-
-impl Predecessor {
-    /// Whether it may still send requests to `release` of `service`.
-    pub(crate) fn may_serve(&self, service: &str, release: &str) -> bool {
-        !*self.gone.borrow()
-            && self
-                .serving
-                .iter()
-                .any(|(s, r)| s == service && r == release)
-    }
-
-    pub(crate) fn is_gone(&self) -> bool {
-        *self.gone.borrow()
-    }
-
-    /// Waits until it is gone or `deadline` passes; true when it is gone.
-    pub(crate) async fn wait_gone(&self, deadline: tokio::time::Instant) -> bool {
-        let mut gone = self.gone.clone();
-        tokio::time::timeout_at(deadline, gone.wait_for(|gone| *gone))
-            .await
-            .is_ok_and(|r| r.is_ok())
-            || *self.gone.borrow()
+        Predecessor::new(pid, self.offer.serving, gone)
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    use http::StatusCode;
-    use tokio::io::{AsyncBufReadExt, BufReader};
-
-    use crate::server::{EdgeOptions, TakeOver, Tuning, take_over};
-    use crate::test_backend::{
-        Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, get, request,
-    };
-    use crate::{EdgeHandle, Slot};
-
-    fn successor(dir: &Path) -> TakeOver {
-        TakeOver {
-            dir: dir.to_path_buf(),
-            listen: None,
-            settings: None,
-        }
-    }
-
-    async fn take(edge: &TestEdge) -> EdgeHandle {
-        tokio::time::timeout(SIGNAL_TIMEOUT, take_over(successor(edge.dir.path())))
-            .await
-            .expect("the take-over did not finish in time")
-            .unwrap()
-    }
-
-    /// Waits, checking after each yield to the runtime, until `done` holds.
-    async fn until(what: &str, mut done: impl FnMut() -> bool) {
-        let waited = async {
-            while !done() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(SIGNAL_TIMEOUT, waited)
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-    }
-
-    async fn requests_served(handle: &EdgeHandle, slot: &str) -> f64 {
-        let page = handle.client().metrics().await.unwrap();
-        crate::metrics::sample(
-            &page,
-            "shipit_edge_requests_total",
-            &[("service", "web"), ("slot", slot), ("class", "2xx")],
-        )
-        .unwrap_or(0.0)
-    }
-
-    #[tokio::test]
-    async fn take_over_keeps_the_address_routes_and_lock() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        edge.client()
-            .weights("web", &green.backend(Slot::Green, "r2"), 30)
-            .await
-            .unwrap();
-        let before = edge.client().status().await.unwrap();
-
-        let new = take(&edge).await;
-        assert!(edge.handle.handed_over());
-        tokio::time::timeout(SIGNAL_TIMEOUT, edge.handle.stop_requested())
-            .await
-            .expect("the old edge did not stop after handing over");
-        assert_eq!(new.local_addr(), edge.addr());
-        let after = new.client().status().await.unwrap();
-        assert_eq!(after.routes, before.routes);
-        assert_eq!(after.listen, before.listen);
-        assert_eq!(after.previous_pid, Some(before.pid));
-        assert_eq!(get(new.local_addr(), "/").await.status, StatusCode::OK);
-
-        let TestEdge { dir, handle: old } = edge;
-        tokio::time::timeout(SIGNAL_TIMEOUT, old.shutdown())
-            .await
-            .expect("the old edge did not finish")
-            .unwrap();
-        // The old edge left the admin socket to the new one, and the lock.
-        assert!(dir.path().join(crate::ADMIN_SOCKET).exists());
-        new.client().status().await.unwrap();
-        let third = crate::server::start(EdgeOptions {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            dir: dir.path().to_path_buf(),
-        })
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(third, EdgeError::AlreadyRunning { .. }),
-            "{third:?}"
-        );
-        let client = new.client();
-        let gone = async {
-            while client.status().await.unwrap().previous_pid.is_some() {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(SIGNAL_TIMEOUT, gone)
-            .await
-            .expect("the new edge did not see the old one gone");
-        new.shutdown().await.unwrap();
-        assert_eq!(crate::daemon::find(dir.path()), None);
-        assert!(!dir.path().join(crate::ADMIN_SOCKET).exists());
-    }
-
-    #[tokio::test]
-    async fn old_connections_are_told_to_close_or_closed_when_idle() {
-        let edge = TestEdge::start().await;
-        let mut blue = TestBackend::start("blue").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        // Three connections served by the old edge: one that goes on sending, one with a
-        // request in flight, one that stays idle.
-        let mut busy = Connection::open(edge.addr()).await;
-        assert_eq!(busy.get("/").await.unwrap().status, StatusCode::OK);
-        let mut idle = Connection::open(edge.addr()).await;
-        assert_eq!(idle.get("/").await.unwrap().status, StatusCode::OK);
-        let mut held = Connection::open(edge.addr()).await;
-        let held = tokio::spawn(async move { held.send(request("/hold")).await });
-        blue.arrival().await;
-
-        let new = take(&edge).await;
-        let response = busy.send(request("/")).await.unwrap();
-        assert_eq!(response.headers()[http::header::CONNECTION], "close");
-        assert_eq!(answer(response).await.unwrap().status, StatusCode::OK);
-        until("the busy connection to close", || busy.is_closed()).await;
-
-        blue.release_one();
-        let response = held.await.unwrap().unwrap();
-        assert_eq!(response.headers()[http::header::CONNECTION], "close");
-        assert_eq!(
-            answer(response).await.unwrap().backend.as_deref(),
-            Some("blue")
-        );
-
-        until("the idle connection to close", || idle.is_closed()).await;
-        tokio::time::timeout(SIGNAL_TIMEOUT, edge.handle.shutdown())
-            .await
-            .expect("the old edge did not finish once its connections closed")
-            .unwrap();
-
-        // New connections are the new edge's: it counts them.
-        assert_eq!(requests_served(&new, "blue").await, 0.0);
-        let mut next = Connection::open(new.local_addr()).await;
-        let response = next.send(request("/")).await.unwrap();
-        assert!(
-            response
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_none_or(|v| v != "close")
-        );
-        assert_eq!(answer(response).await.unwrap().status, StatusCode::OK);
-        assert_eq!(requests_served(&new, "blue").await, 1.0);
-        new.shutdown().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn failed_take_over_leaves_the_old_edge_serving() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let mut kept = Connection::open(edge.addr()).await;
-        assert_eq!(kept.get("/").await.unwrap().status, StatusCode::OK);
-
-        let elsewhere = TakeOver {
-            listen: Some("127.0.0.2:1".parse().unwrap()),
-            ..successor(edge.dir.path())
-        };
-        let err = take_over(elsewhere).await.unwrap_err();
-        assert!(matches!(err, EdgeError::Handover { .. }), "{err:?}");
-        assert!(err.to_string().contains("listens on"), "{err}");
-        assert!(!edge.handle.handed_over());
-
-        // It still takes route changes (once the abandoned hand-over let them through),
-        // keeps its connections open, and accepts new ones.
-        edge.switch(&green.backend(Slot::Green, "r2")).await;
-        let response = kept.send(request("/")).await.unwrap();
-        assert!(
-            response
-                .headers()
-                .get(http::header::CONNECTION)
-                .is_none_or(|v| v != "close")
-        );
-        assert_eq!(
-            answer(response).await.unwrap().backend.as_deref(),
-            Some("green")
-        );
-        assert_eq!(
-            get(edge.addr(), "/").await.backend.as_deref(),
-            Some("green")
-        );
-
-        // A later take-over goes through.
-        let new = take(&edge).await;
-        assert_eq!(
-            get(new.local_addr(), "/").await.backend.as_deref(),
-            Some("green")
-        );
-        edge.handle.shutdown().await.unwrap();
-        new.shutdown().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn take_over_without_a_running_edge_says_so() {
-        let dir = tempfile::tempdir().unwrap();
-        let err = take_over(successor(dir.path())).await.unwrap_err();
-        assert!(
-            matches!(err, EdgeError::NothingToTakeOver { .. }),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("shipit edge run"), "{err}");
-    }
-
-    /// A route change that reaches the old edge after it handed over is not made there;
-    /// it answers 503 with the retry header, and the same call reaches the new edge.
-    #[tokio::test]
-    async fn route_change_reaching_the_old_edge_is_refused_for_retry() {
-        let edge = TestEdge::start().await;
-        let blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let body = serde_json::to_vec(&green.backend(Slot::Green, "r2")).unwrap();
-        let mut admin = UnixStream::connect(edge.handle.admin_socket())
-            .await
-            .unwrap();
-        admin
-            .write_all(
-                format!(
-                    "PUT /routes/web/switch HTTP/1.1\r\nhost: edge\r\ncontent-type: \
-                     application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
-                    body.len()
-                )
-                .as_bytes(),
-            )
-            .await
-            .unwrap();
-        // The old edge's handler is reading the body: the switch is under way there.
-        let mut admin = BufReader::new(admin);
-        let mut line = String::new();
-        admin.read_line(&mut line).await.unwrap();
-        assert!(line.starts_with("HTTP/1.1 100"), "{line}");
-        admin.read_line(&mut line).await.unwrap();
-
-        let new = take(&edge).await;
-        admin.get_mut().write_all(&body).await.unwrap();
-        let mut answer = String::new();
-        tokio::time::timeout(SIGNAL_TIMEOUT, admin.read_to_string(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-        assert!(answer.contains(crate::admin::RETRY_HEADER), "{answer}");
-        assert!(answer.contains("handed over"), "{answer}");
-        // Nothing changed: the new edge still routes to blue, and the client's call works.
-        assert_eq!(
-            get(new.local_addr(), "/").await.backend.as_deref(),
-            Some("blue")
-        );
-        let switched = edge
-            .client()
-            .switch("web", &green.backend(Slot::Green, "r2"))
-            .await
-            .unwrap();
-        assert_eq!(switched.previous, Some(blue.backend(Slot::Blue, "r1")));
-        assert_eq!(
-            get(new.local_addr(), "/").await.backend.as_deref(),
-            Some("green")
-        );
-        edge.handle.shutdown().await.unwrap();
-        new.shutdown().await.unwrap();
-    }
-
-    /// After a take-over, the old edge may still send requests to the slot that was live;
-    /// a drain of that release on the new edge waits for the old edge to finish.
-    #[tokio::test]
-    async fn drain_on_the_new_edge_waits_for_the_old_edge() {
-        let tuning = Tuning {
-            shutdown_grace: Duration::from_secs(20),
-            ..Tuning::default()
-        };
-        let edge = TestEdge::start_with(tuning).await;
-        let mut blue = TestBackend::start("blue").await;
-        let green = TestBackend::start("green").await;
-        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-        let mut held = Connection::open(edge.addr()).await;
-        let held = tokio::spawn(async move { held.get("/hold").await });
-        blue.arrival().await;
-
-        let new = take(&edge).await;
-        let TestEdge {
-            dir: _dir,
-            handle: old,
-        } = edge;
-        // What `edge run` does once it handed over.
-        let old = tokio::spawn(old.shutdown());
-        let client = new.client();
-        let previous = client
-            .switch("web", &green.backend(Slot::Green, "r2"))
-            .await
-            .unwrap()
-            .previous;
-        assert_eq!(previous, Some(blue.backend(Slot::Blue, "r1")));
-        // The new edge has nothing in flight to blue, but the old one has.
-        let early = client
-            .drain("web", "r1", Duration::from_millis(100))
-            .await
-            .unwrap();
-        assert!(!early.drained, "{early:?}");
-        assert!(!old.is_finished());
-
-        let drain = tokio::spawn(async move { client.drain("web", "r1", SIGNAL_TIMEOUT).await });
-        blue.release_one();
-        assert_eq!(
-            held.await.unwrap().unwrap().backend.as_deref(),
-            Some("blue")
-        );
-        let drained = drain.await.unwrap().unwrap();
-        assert!(drained.drained, "{drained:?}");
-        old.await.unwrap().unwrap();
-        new.shutdown().await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn take_over_keeps_tls_and_reads_the_certificates_again() {
-        let pki = crate::tls::tests::TestPki::new();
-        let first = pki.certificate("first", &["app.test"], &["app.test"]);
-        let dir = tempfile::tempdir().unwrap();
-        let old = crate::server::start_with_tls(
-            EdgeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                dir: dir.path().to_path_buf(),
-            },
-            Tuning::default(),
-            crate::TlsOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                certificates: vec![first.clone()],
-            },
-        )
-        .await
-        .unwrap();
-        let blue = TestBackend::start("blue").await;
-        old.client()
-            .switch("web", &blue.backend(Slot::Blue, "r1"))
-            .await
-            .unwrap();
-        let tls_addr = old.tls_addr().unwrap();
-        assert!(
-            crate::tls::tests::https_get(&pki, tls_addr, "app.test")
-                .await
-                .is_ok()
-        );
-        // Renewed files, now also for www.app.test: the new edge reads them.
-        let renewed = pki.certificate("first", &["app.test", "www.app.test"], &["app.test"]);
-        assert_eq!(renewed.cert, first.cert);
-        let www = pki.certificate("www", &["www.app.test"], &["www.app.test"]);
-        old.client()
-            .reload_tls(Some(vec![renewed, www]))
-            .await
-            .unwrap();
-
-        let new = tokio::time::timeout(SIGNAL_TIMEOUT, take_over(successor(dir.path())))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(new.tls_addr(), Some(tls_addr));
-        old.shutdown().await.unwrap();
-        let status = new.client().status().await.unwrap();
-        assert_eq!(status.tls_listen, Some(tls_addr));
-        for host in ["app.test", "www.app.test"] {
-            let backend = crate::tls::tests::https_get(&pki, tls_addr, host)
-                .await
-                .unwrap();
-            assert_eq!(backend, "blue");
-        }
-        new.shutdown().await.unwrap();
-    }
-}
+mod tests;

@@ -52,17 +52,15 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::answer::{self, RequestId};
+use crate::answer::{self, Failure, RequestId};
 use crate::backend::{ActiveBackend, InFlightGuard};
-use crate::connection::{ClientConn, Stop, stopped};
+use crate::connection::{ClientConn, HANDOVER_IDLE_GRACE, Stop, stopped};
 use crate::framing::{MAX_INTERIM_ANSWERS, Refusal};
-use crate::handover::HANDOVER_IDLE_GRACE;
-use crate::proxy::{Failure, Proxy};
+use crate::proxy::Proxy;
 use crate::route::{Claim, RequestInfo};
 
 pub(crate) mod wire;
 
-pub(crate) use wire::MAX_ANSWER_HEAD;
 use wire::{
     Answer, ChunkedScanner, Client, Extra, Framing, Head, Parsed, Parsed1, parse_answer,
     parse_request, write_message,
@@ -335,10 +333,8 @@ impl Relay<'_> {
             Ok(claim) => claim,
             Err(unrouted) => {
                 self.buf.advance(head.len);
-                self.proxy.table.metrics().count_unrouted();
-                let id = RequestId::new();
-                tracing::debug!(request_id = %id, remote = %self.conn.remote, "{unrouted}");
-                return self.message(unrouted.status(), id, head.close).await;
+                let (status, id) = self.proxy.unrouted(&unrouted, &self.conn.remote);
+                return self.message(status, id, head.close).await;
             }
         };
         self.buf.advance(head.len);

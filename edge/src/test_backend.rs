@@ -360,10 +360,10 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
 
 impl TestEdge {
     pub async fn start() -> TestEdge {
-        TestEdge::start_with(crate::server::Tuning::default()).await
+        TestEdge::start_with(crate::settings::Tuning::default()).await
     }
 
-    pub async fn start_with(tuning: crate::server::Tuning) -> TestEdge {
+    pub async fn start_with(tuning: crate::settings::Tuning) -> TestEdge {
         let dir = tempfile::tempdir().unwrap();
         let handle = crate::server::start_with(
             crate::EdgeOptions {

@@ -7,7 +7,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 
 use crate::Slot;
-use crate::server::Tuning;
+use crate::settings::Tuning;
 use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge};
 
 type H2Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;

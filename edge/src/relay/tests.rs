@@ -462,9 +462,9 @@ async fn unrouted_requests_are_answered_by_the_edge_and_the_connection_stays() {
 #[tokio::test]
 async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
     // The idle timeout is the shorter one here: it, not the header-read timeout, closes.
-    let tuning = crate::server::Tuning {
+    let tuning = crate::settings::Tuning {
         idle_timeout: std::time::Duration::from_millis(100),
-        ..crate::server::Tuning::default()
+        ..crate::settings::Tuning::default()
     };
     let (_edge, _slot, mut client) =
         through_edge(TestEdge::start_with(tuning).await, |_, _| (ok("hi"), false)).await;

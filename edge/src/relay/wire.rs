@@ -12,19 +12,17 @@ use std::ops::Range;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::answer::{self, RequestId};
+use crate::answer::{self, Failure, RequestId};
 use crate::connector;
 use crate::framing::{
-    self, BodyFraming, HeadLimits, MAX_HEADERS_LIMIT, Refusal, RequestCheck, is_hop_by_hop,
+    self, BodyFraming, HeadLimits, MAX_ANSWER_HEAD, MAX_HEADERS_LIMIT, Refusal, RequestCheck,
+    is_hop_by_hop,
 };
-use crate::proxy::Failure;
 use crate::split::SLOT_HEADER;
 
 /// Request bodies up to this size are read whole before the request is sent; a larger one
 /// streams through the general path.
 pub(crate) const BUFFERED_BODY: u64 = 64 * 1024;
-/// The largest answer head the relay reads from a slot (a larger one is a 502).
-pub(crate) const MAX_ANSWER_HEAD: usize = 64 * 1024;
 /// Headers per answer head.
 const MAX_ANSWER_HEADERS: usize = 100;
 /// What an HTTP/2 client sends first (RFC 9113 §3.4).

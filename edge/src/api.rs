@@ -1,0 +1,194 @@
+//! The admin API's wire types: the JSON bodies of its calls, shared by the edge's side
+//! ([`crate::admin`]) and the client ([`crate::AdminClient`]), so the two cannot drift.
+//!
+//! | call | body | answer |
+//! |---|---|---|
+//! | `GET /status` | | [`Status`] |
+//! | `PUT /routes/{service}/switch` | [`SwitchRequest`] (a `Backend`) | [`SwitchAnswer`] |
+//! | `POST /routes/{service}/drain` | [`DrainRequest`] | [`DrainAnswer`] |
+//! | `DELETE /routes/{service}` | | [`RemoveAnswer`] |
+//! | `PUT /routes/{service}/preview` | [`PreviewRequest`] (a `Backend`) | [`CandidateAnswer`] |
+//! | `DELETE /routes/{service}/preview` | | [`RemoveAnswer`] |
+//! | `PUT /routes/{service}/weights` | [`WeightsRequest`] | [`CandidateAnswer`] |
+//! | `DELETE /routes/{service}/weights` | | [`SplitEndAnswer`] |
+//! | `GET /metrics` | | Prometheus text (`text/plain; version=0.0.4`) |
+//! | `POST /tls/reload` | [`TlsReloadRequest`] | [`TlsReloadAnswer`] |
+//! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
+//! | `POST /handover` | (`Upgrade: shipit-edge-handover`) | `101`, then [`crate::handover`] |
+//!
+//! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status; a 503 with
+//! [`RETRY_HEADER`] changed nothing and may be sent again.
+
+use std::net::SocketAddr;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::tls::CertificateFiles;
+use crate::{Backend, Slot};
+
+/// Marks a 503 whose call changed nothing and can be sent again: the edge handed over.
+pub const RETRY_HEADER: &str = "x-shipit-edge-retry";
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    /// The address the edge actually listens on (the bound port when asked for port 0).
+    pub listen: SocketAddr,
+    /// The TLS address, when the edge terminates TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<SocketAddr>,
+    pub started_at: Timestamp,
+    pub routes: Vec<RouteStatus>,
+    /// The edge process this one took over from (`shipit edge upgrade`), while it still
+    /// finishes its connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    pub service: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Path prefixes the route answers for; empty means any path.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+    /// Host names whose requests go to the candidate.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub preview_hosts: Vec<String>,
+    pub live: Option<Backend>,
+    /// Requests in flight on the live backend.
+    #[serde(default)]
+    pub in_flight: usize,
+    /// The idle slot's registered backend (preview, and the split's other side).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidate: Option<CandidateStatus>,
+    pub since: Timestamp,
+    pub draining: Vec<DrainingStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateStatus {
+    pub backend: Backend,
+    /// The share of new clients it gets; 0 when it is only previewed.
+    pub percent: u8,
+    pub in_flight: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainingStatus {
+    pub backend: Backend,
+    pub in_flight: usize,
+}
+
+/// `PUT /routes/{service}/switch`: a [`Backend`], optionally with the host names the route
+/// answers for (omitted: keep the route's hosts).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRequest {
+    pub slot: Slot,
+    pub release: String,
+    pub addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+    /// Path prefixes the route answers for (omitted: keep the route's; `[]`: any path).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paths: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SwitchAnswer {
+    /// What was live before; equal to the requested backend when it already was live.
+    pub previous: Option<Backend>,
+    pub switched_at: Timestamp,
+}
+
+/// `POST /routes/{service}/drain`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DrainRequest {
+    pub release: String,
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainAnswer {
+    pub drained: bool,
+    pub in_flight: usize,
+    pub waited_ms: u64,
+    /// Upgraded connections closed because the deadline passed.
+    #[serde(default)]
+    pub closed: usize,
+}
+
+/// `PUT /routes/{service}/preview`: the idle slot's verified backend, registered without
+/// making it live, optionally with host names that reach it (omitted: keep the route's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewRequest {
+    pub slot: Slot,
+    pub release: String,
+    pub addr: SocketAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hosts: Option<Vec<String>>,
+}
+
+/// `PUT /routes/{service}/weights`: send `percent` of new clients to `candidate`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WeightsRequest {
+    pub candidate: Backend,
+    pub percent: u8,
+}
+
+/// The answer to `PUT .../preview` and `PUT .../weights`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CandidateAnswer {
+    /// The candidate as it now is.
+    pub candidate: Backend,
+    pub percent: u8,
+    /// Another candidate it replaced, which now drains.
+    pub replaced: Option<Backend>,
+}
+
+/// `DELETE /routes/{service}/weights`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitEndAnswer {
+    /// The candidate, still registered for preview.
+    pub candidate: Option<Backend>,
+}
+
+/// `DELETE /routes/{service}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoveAnswer {
+    pub removed: Option<Backend>,
+}
+
+/// `POST /tls/reload`: the certificates to serve from now on; without them (`{}`), the
+/// files the edge serves are read again.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsReloadRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificates: Option<Vec<CertificateFiles>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsReloadAnswer {
+    /// The certificates now served.
+    pub certificates: Vec<CertificateFiles>,
+    pub reloaded_at: Timestamp,
+}
+
+/// `POST /shutdown`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShutdownAnswer {
+    pub stopping: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorAnswer {
+    pub error: String,
+}

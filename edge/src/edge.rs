@@ -1,0 +1,326 @@
+//! The running edge: the state the admin API reads and changes, shared by the serving tasks.
+//!
+//! [`Edge`] holds the route table and the one way to change it ([`Edge::change`]: under the
+//! save lock, refused once the edge handed over, then saved to `routes.json`), the settings
+//! and TLS state it runs with, and how it stops. It also holds what a hand-over passes on
+//! or leaves behind (copies of the listening sockets, the directory lock, the successor's
+//! stream) and the [`Predecessor`] this edge took over from, while that one finishes. The
+//! hand-over itself is [`crate::handover`]; the process around the edge (binding, signals,
+//! the pid file) is [`crate::server`].
+
+use std::fs::File;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use jiff::Timestamp;
+use nix::fcntl::Flock;
+use tokio::net::UnixStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::EdgeError;
+use crate::api::{CandidateStatus, DrainingStatus, RouteStatus, Status};
+use crate::connection::Stop;
+use crate::connector::Connector;
+use crate::listener::{Listeners, Passable};
+use crate::route::RouteTable;
+use crate::settings::Settings;
+use crate::state::{self, SavedRoutes};
+use crate::tls::{CertificateFiles, TlsState};
+
+/// The state the admin API works on.
+#[derive(Debug)]
+pub(crate) struct Edge {
+    pub(crate) table: Arc<RouteTable>,
+    pub(crate) dir: PathBuf,
+    pub(crate) listen: SocketAddr,
+    pub(crate) tls_listen: Option<SocketAddr>,
+    started_at: Timestamp,
+    pub(crate) settings: Settings,
+    pub(crate) tls: Option<Arc<TlsState>>,
+    /// Serializes change + save, so the file always ends with the latest table. A
+    /// hand-over holds it from the offer on, so no change is made that the successor
+    /// would not see.
+    persist: tokio::sync::Mutex<()>,
+    pub(crate) stop: watch::Sender<Stop>,
+    /// The listening sockets, to hand over; `None` once stopping.
+    pub(crate) passable: Mutex<Option<Passable>>,
+    /// The exclusive lock on `edge.lock`; `None` once released or handed over.
+    pub(crate) lock: Mutex<Option<Flock<File>>>,
+    pub(crate) handing_over: AtomicBool,
+    pub(crate) handed_over: AtomicBool,
+    /// The successor's end of the hand-over, closed when this process is done.
+    pub(crate) successor: Mutex<Option<UnixStream>>,
+    /// The edge this one took over from, while it finishes.
+    pub(crate) predecessor: Option<Predecessor>,
+}
+
+impl Edge {
+    pub(crate) fn new(
+        table: Arc<RouteTable>,
+        dir: PathBuf,
+        listeners: &Listeners,
+        settings: Settings,
+        lock: Option<Flock<File>>,
+        predecessor: Option<Predecessor>,
+    ) -> Result<Arc<Edge>, EdgeError> {
+        let (listen, tls_listen) = listeners
+            .addrs()
+            .map_err(|e| EdgeError::io("read the address of a listener in", &dir, e))?;
+        let passable = listeners
+            .passable()
+            .map_err(|e| EdgeError::io("duplicate a listening socket in", &dir, e))?;
+        // The settings report the addresses actually bound (port 0 resolved), so a
+        // successor that keeps them asks for these.
+        let mut settings = settings;
+        if let (Some(tls), Some(addr)) = (settings.tls.as_mut(), tls_listen) {
+            tls.listen = addr;
+        }
+        let tls = listeners
+            .secure
+            .as_ref()
+            .map(|(_, state)| Arc::clone(state));
+        let (stop, _) = watch::channel(Stop::Running);
+        Ok(Arc::new(Edge {
+            table,
+            dir,
+            listen,
+            tls_listen,
+            started_at: Timestamp::now(),
+            settings,
+            tls,
+            persist: tokio::sync::Mutex::new(()),
+            stop,
+            passable: Mutex::new(Some(passable)),
+            lock: Mutex::new(lock),
+            handing_over: AtomicBool::new(false),
+            handed_over: AtomicBool::new(false),
+            successor: Mutex::new(None),
+            predecessor,
+        }))
+    }
+
+    pub(crate) fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    pub(crate) fn status(&self) -> Status {
+        Status {
+            pid: std::process::id(),
+            listen: self.listen,
+            tls_listen: self.tls_listen,
+            started_at: self.started_at,
+            routes: self
+                .table
+                .view()
+                .into_iter()
+                .map(|route| RouteStatus {
+                    service: route.service,
+                    hosts: route.hosts,
+                    paths: route.paths,
+                    preview_hosts: route.preview_hosts,
+                    live: route.live,
+                    in_flight: route.in_flight,
+                    candidate: route.candidate.map(|c| CandidateStatus {
+                        backend: c.backend,
+                        percent: c.percent,
+                        in_flight: c.in_flight,
+                    }),
+                    since: route.since,
+                    draining: route
+                        .draining
+                        .into_iter()
+                        .map(|(backend, in_flight)| DrainingStatus { backend, in_flight })
+                        .collect(),
+                })
+                .collect(),
+            previous_pid: self
+                .predecessor
+                .as_ref()
+                .filter(|p| !p.is_gone())
+                .map(|p| p.pid),
+        }
+    }
+
+    /// Makes one route change the way every change is made: under the save lock, so the
+    /// saved file ends with the latest table and a hand-over that holds the lock sees every
+    /// change; refused once the edge handed over, as it would change a table that no longer
+    /// serves new connections; then saved. The change takes effect before the save: the
+    /// outer error is a change that was not made, the inner one a save that failed after it.
+    pub(crate) async fn change<T, E: From<EdgeError>>(
+        &self,
+        change: impl FnOnce(&RouteTable) -> Result<T, E>,
+    ) -> Result<Result<T, EdgeError>, E> {
+        let _saving = self.persist.lock().await;
+        if self.handed_over.load(Ordering::SeqCst) {
+            return Err(EdgeError::HandedOver {
+                dir: self.dir.clone(),
+            }
+            .into());
+        }
+        let changed = change(&self.table)?;
+        Ok(self.save().await.map(|()| changed))
+    }
+
+    /// Has a connection ready to each backend `service` now sends requests to.
+    pub(crate) fn warm(&self, service: &str) {
+        let tuning = &self.settings.tuning;
+        let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
+        crate::pool::warm(
+            self.table.serving(service),
+            &connector,
+            tuning.pool_idle_timeout,
+        );
+    }
+
+    /// Reads the TLS certificates again (`certificates`, or the current files), and serves
+    /// them from the next handshake on. Returns the files now served.
+    pub(crate) fn reload_tls(
+        &self,
+        certificates: Option<Vec<CertificateFiles>>,
+    ) -> Result<Vec<CertificateFiles>, EdgeError> {
+        let Some(tls) = &self.tls else {
+            return Err(EdgeError::NoTls {
+                dir: self.dir.clone(),
+            });
+        };
+        let files = tls.reload(certificates)?;
+        tracing::info!(certificates = files.len(), "TLS certificates reloaded");
+        Ok(files)
+    }
+
+    /// The predecessor's part of a drain: waits, until `deadline`, for the edge this one
+    /// took over from to finish, when it may still send requests to `release`. True when
+    /// it has nothing (more) to do with it.
+    pub(crate) async fn predecessor_drained(
+        &self,
+        service: &str,
+        release: &str,
+        deadline: Instant,
+    ) -> bool {
+        match &self.predecessor {
+            Some(previous) if previous.may_serve(service, release) => {
+                tracing::info!(
+                    %service, %release, pid = previous.pid,
+                    "waiting for the previous edge process, which may still serve this release"
+                );
+                previous.wait_gone(deadline).await
+            }
+            _ => true,
+        }
+    }
+
+    /// Stops the edge (no-op when it is already stopping).
+    pub(crate) fn request_stop(&self) {
+        self.stop.send_if_modified(|stop| {
+            if *stop == Stop::Running {
+                *stop = Stop::Now;
+                true
+            } else {
+                false
+            }
+        });
+        drop(guard(&self.passable).take());
+    }
+
+    pub(crate) fn is_stopping(&self) -> bool {
+        *self.stop.borrow() != Stop::Running
+    }
+
+    /// Holds route changes back until the guard is dropped.
+    pub(crate) async fn freeze_changes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.persist.lock().await
+    }
+
+    /// Saves the table, after any change under way.
+    pub(crate) async fn persist(&self) -> Result<(), EdgeError> {
+        let _saving = self.persist.lock().await;
+        self.save().await
+    }
+
+    /// Saves the table; the caller holds `persist`.
+    async fn save(&self) -> Result<(), EdgeError> {
+        let saved = SavedRoutes::from_view(self.listen, &self.table.view());
+        let dir = self.dir.clone();
+        // fsync can take milliseconds; keep it off the runtime's workers.
+        tokio::task::spawn_blocking(move || state::save(&dir, &saved))
+            .await
+            .unwrap_or_else(|e| {
+                Err(EdgeError::io(
+                    "save the routes in",
+                    &self.dir,
+                    std::io::Error::other(e.to_string()),
+                ))
+            })
+    }
+}
+
+/// The route table as `routes.json` in `dir` holds it (or its last good copy, see
+/// [`state::restore`]).
+pub(crate) fn load_routes(dir: &Path) -> Result<Arc<RouteTable>, EdgeError> {
+    let table = Arc::new(RouteTable::new());
+    match state::restore(dir)? {
+        Some(restored) => {
+            for route in restored.routes.routes {
+                tracing::info!(
+                    service = %route.service, slot = %route.live.slot,
+                    release = %route.live.release, addr = %route.live.addr,
+                    candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
+                    "restored route from {}", restored.from.display()
+                );
+                table.restore(&route);
+            }
+        }
+        None => tracing::info!(dir = %dir.display(), "no saved routes; starting with none"),
+    }
+    Ok(table)
+}
+
+/// The edge process this one took over from, while it finishes its connections.
+#[derive(Debug)]
+pub(crate) struct Predecessor {
+    pub(crate) pid: u32,
+    /// Every (service, release) it may still send requests to.
+    serving: Vec<(String, String)>,
+    /// Turns true when it is gone.
+    gone: watch::Receiver<bool>,
+}
+
+impl Predecessor {
+    pub(crate) fn new(
+        pid: u32,
+        serving: Vec<(String, String)>,
+        gone: watch::Receiver<bool>,
+    ) -> Predecessor {
+        Predecessor { pid, serving, gone }
+    }
+
+    /// Whether it may still send requests to `release` of `service`.
+    pub(crate) fn may_serve(&self, service: &str, release: &str) -> bool {
+        !*self.gone.borrow()
+            && self
+                .serving
+                .iter()
+                .any(|(s, r)| s == service && r == release)
+    }
+
+    pub(crate) fn is_gone(&self) -> bool {
+        *self.gone.borrow()
+    }
+
+    /// Waits until it is gone or `deadline` passes; true when it is gone.
+    pub(crate) async fn wait_gone(&self, deadline: Instant) -> bool {
+        let mut gone = self.gone.clone();
+        tokio::time::timeout_at(deadline, gone.wait_for(|gone| *gone))
+            .await
+            .is_ok_and(|r| r.is_ok())
+            || *self.gone.borrow()
+    }
+}
+
+/// Locks `mutex`, also after a panic elsewhere held it: what it guards stays usable.
+pub(crate) fn guard<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}

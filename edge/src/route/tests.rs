@@ -1,0 +1,439 @@
+use super::*;
+use crate::Slot;
+
+fn backend(slot: Slot, release: &str, port: u16) -> Backend {
+    Backend {
+        slot,
+        release: release.to_string(),
+        addr: ([127, 0, 0, 1], port).into(),
+    }
+}
+
+fn claim_at(table: &RouteTable, host: Option<&str>, path: &str) -> Result<Claim, Unrouted> {
+    let headers = HeaderMap::new();
+    table.claim(&RequestInfo {
+        host,
+        path,
+        headers: &headers,
+    })
+}
+
+fn claim(table: &RouteTable, host: Option<&str>) -> Result<InFlightGuard, Unrouted> {
+    claim_at(table, host, "/").map(|c| c.guard)
+}
+
+fn claimed_release(table: &RouteTable, host: Option<&str>) -> String {
+    claimed_release_at(table, host, "/")
+}
+
+fn claimed_release_at(table: &RouteTable, host: Option<&str>, path: &str) -> String {
+    claim_at(table, host, path)
+        .unwrap()
+        .guard
+        .active()
+        .backend()
+        .release
+        .clone()
+}
+
+fn hosts(list: &[&str]) -> Routing {
+    Routing {
+        hosts: Some(list.iter().map(|h| h.to_string()).collect()),
+        paths: None,
+    }
+}
+
+fn paths(list: &[&str]) -> Routing {
+    let list: Vec<String> = list.iter().map(|p| p.to_string()).collect();
+    Routing {
+        hosts: None,
+        paths: Some(normalize_paths(&list).unwrap()),
+    }
+}
+
+#[test]
+fn empty_table_has_no_live_slot() {
+    let table = RouteTable::new();
+    assert_eq!(claim(&table, None).unwrap_err(), Unrouted::NoRoutes);
+    assert!(Unrouted::NoRoutes.to_string().contains("no live slot"));
+}
+
+#[test]
+fn switch_returns_replaced_backend_and_routes_new_claims() {
+    let table = RouteTable::new();
+    let blue = backend(Slot::Blue, "r1", 9001);
+    let green = backend(Slot::Green, "r2", 9002);
+    assert_eq!(
+        table
+            .switch("web", blue.clone(), Routing::default())
+            .previous,
+        None
+    );
+    assert_eq!(claimed_release(&table, None), "r1");
+    assert_eq!(
+        table.switch("web", green, Routing::default()).previous,
+        Some(blue)
+    );
+    assert_eq!(claimed_release(&table, None), "r2");
+}
+
+#[test]
+fn claims_before_switch_stay_counted_on_replaced_backend() {
+    let table = RouteTable::new();
+    table.switch("web", backend(Slot::Blue, "r1", 9001), Routing::default());
+    let held = claim(&table, None).unwrap();
+    table.switch("web", backend(Slot::Green, "r2", 9002), Routing::default());
+    let Drainable::Replaced(old) = table.drainable("web", "r1") else {
+        panic!("r1 should be draining");
+    };
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].in_flight().count(), 1);
+    let view = table.view();
+    assert_eq!(view[0].draining, vec![(backend(Slot::Blue, "r1", 9001), 1)]);
+    drop(held);
+    assert_eq!(old[0].in_flight().count(), 0);
+    assert!(matches!(table.drainable("web", "r1"), Drainable::Gone));
+    assert!(table.view()[0].draining.is_empty());
+}
+
+#[test]
+fn switch_to_live_backend_is_a_no_op() {
+    let table = RouteTable::new();
+    let blue = backend(Slot::Blue, "r1", 9001);
+    table.switch("web", blue.clone(), Routing::default());
+    let _held = claim(&table, None).unwrap();
+    let again = table.switch("web", blue.clone(), Routing::default());
+    assert_eq!(again.previous, Some(blue));
+    // Still live and still counted on the same backend: nothing started draining.
+    assert!(matches!(table.drainable("web", "r1"), Drainable::Live(_)));
+    assert!(table.view()[0].draining.is_empty());
+}
+
+#[test]
+fn drain_of_live_release_is_refused_and_unknown_release_is_gone() {
+    let table = RouteTable::new();
+    table.switch("web", backend(Slot::Blue, "r1", 9001), Routing::default());
+    assert!(matches!(table.drainable("web", "r1"), Drainable::Live(_)));
+    assert!(matches!(table.drainable("web", "nope"), Drainable::Gone));
+    assert!(matches!(table.drainable("api", "r1"), Drainable::Gone));
+}
+
+#[test]
+fn removed_route_answers_no_live_slot_while_draining() {
+    let table = RouteTable::new();
+    let blue = backend(Slot::Blue, "r1", 9001);
+    table.switch("web", blue.clone(), Routing::default());
+    let held = claim(&table, None).unwrap();
+    assert_eq!(table.remove("web"), Some(blue));
+    assert_eq!(
+        claim(&table, None).unwrap_err(),
+        Unrouted::NoLiveSlot {
+            service: "web".into()
+        }
+    );
+    drop(held);
+    assert_eq!(table.remove("web"), None);
+    assert!(table.view().is_empty());
+}
+
+#[test]
+fn several_routes_match_by_host_then_catch_all() {
+    let table = RouteTable::new();
+    table.switch(
+        "api",
+        backend(Slot::Blue, "api1", 9001),
+        hosts(&["api.example.com"]),
+    );
+    table.switch("web", backend(Slot::Blue, "web1", 9002), Routing::default());
+    assert_eq!(
+        claimed_release(&table, Some("API.example.com:8080")),
+        "api1"
+    );
+    assert_eq!(claimed_release(&table, Some("www.example.com")), "web1");
+    assert_eq!(claimed_release(&table, None), "web1");
+}
+
+#[test]
+fn several_routes_without_catch_all_reject_unknown_host() {
+    let table = RouteTable::new();
+    table.switch("a", backend(Slot::Blue, "a1", 9001), hosts(&["a.test"]));
+    table.switch("b", backend(Slot::Blue, "b1", 9002), hosts(&["b.test"]));
+    assert_eq!(claimed_release(&table, Some("b.test")), "b1");
+    assert_eq!(
+        claim(&table, Some("c.test")).unwrap_err(),
+        Unrouted::NoMatch {
+            host: Some("c.test".into()),
+            path: "/".into()
+        }
+    );
+}
+
+#[test]
+fn service_names_are_path_safe() {
+    for ok in ["web", "api-v2", "my_app.prod", "A1"] {
+        assert!(validate_service(ok).is_ok(), "{ok}");
+    }
+    for bad in ["", ".", "..", "a/b", "a b", "é", &"x".repeat(129)] {
+        assert!(validate_service(bad).is_err(), "{bad}");
+    }
+}
+
+#[test]
+fn strip_port_handles_names_and_ipv6() {
+    assert_eq!(strip_port("example.com:8080"), "example.com");
+    assert_eq!(strip_port("example.com"), "example.com");
+    assert_eq!(strip_port("[::1]:80"), "[::1]");
+    assert_eq!(strip_port("[::1]"), "[::1]");
+}
+
+#[test]
+fn path_prefixes_route_by_longest_whole_segment_match() {
+    let table = RouteTable::new();
+    table.switch("api", backend(Slot::Blue, "api1", 9001), paths(&["/api/"]));
+    table.switch(
+        "admin",
+        backend(Slot::Blue, "adm1", 9002),
+        paths(&["/api/admin"]),
+    );
+    table.switch("web", backend(Slot::Blue, "web1", 9003), Routing::default());
+    assert_eq!(claimed_release_at(&table, None, "/api"), "api1");
+    assert_eq!(claimed_release_at(&table, None, "/api/users"), "api1");
+    assert_eq!(claimed_release_at(&table, None, "/api/admin/x"), "adm1");
+    assert_eq!(
+        claimed_release_at(&table, None, "/api/administrator"),
+        "api1"
+    );
+    assert_eq!(claimed_release_at(&table, None, "/apix"), "web1");
+    assert_eq!(claimed_release_at(&table, None, "/"), "web1");
+}
+
+#[test]
+fn named_host_beats_a_longer_prefix_on_a_catch_all_route() {
+    let table = RouteTable::new();
+    table.switch(
+        "shop",
+        backend(Slot::Blue, "shop1", 9001),
+        hosts(&["shop.test"]),
+    );
+    table.switch("api", backend(Slot::Blue, "api1", 9002), paths(&["/api"]));
+    assert_eq!(
+        claimed_release_at(&table, Some("shop.test"), "/api/x"),
+        "shop1"
+    );
+    assert_eq!(
+        claimed_release_at(&table, Some("other.test"), "/api/x"),
+        "api1"
+    );
+    assert_eq!(
+        claim_at(&table, Some("other.test"), "/home").unwrap_err(),
+        Unrouted::NoMatch {
+            host: Some("other.test".into()),
+            path: "/home".into()
+        }
+    );
+}
+
+#[test]
+fn lone_route_with_a_prefix_does_not_answer_other_paths() {
+    let table = RouteTable::new();
+    table.switch("api", backend(Slot::Blue, "api1", 9001), paths(&["/api"]));
+    assert_eq!(claimed_release_at(&table, None, "/api/v1"), "api1");
+    assert!(matches!(
+        claim_at(&table, None, "/"),
+        Err(Unrouted::NoMatch { .. })
+    ));
+}
+
+#[test]
+fn path_prefixes_are_checked_and_normalized() {
+    let list = |l: &[&str]| normalize_paths(&l.iter().map(|p| p.to_string()).collect::<Vec<_>>());
+    assert_eq!(
+        list(&["/api/", "/", "/api", "/b//"]).unwrap(),
+        vec!["/api", "/b"]
+    );
+    for bad in ["api", "/a b", "/a?x", "/a;b", ""] {
+        assert!(list(&[bad]).is_err(), "{bad}");
+    }
+}
+
+fn split_table() -> (RouteTable, Backend, Backend) {
+    let table = RouteTable::new();
+    let live = backend(Slot::Blue, "r1", 9001);
+    let candidate = backend(Slot::Green, "r2", 9002);
+    table.switch("web", live.clone(), Routing::default());
+    (table, live, candidate)
+}
+
+#[test]
+fn candidate_takes_no_traffic_until_pinned_or_split() {
+    let (table, _, candidate) = split_table();
+    assert_eq!(table.set_candidate("web", candidate, None, None), Ok(None));
+    for _ in 0..50 {
+        assert_eq!(claimed_release(&table, None), "r1");
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(&split::SLOT_HEADER, "green".parse().unwrap());
+    let pinned = table
+        .claim(&RequestInfo {
+            host: None,
+            path: "/",
+            headers: &headers,
+        })
+        .unwrap();
+    assert!(pinned.pinned);
+    assert_eq!(pinned.guard.active().backend().release, "r2");
+    assert_eq!(pinned.set_cookie, None);
+}
+
+#[test]
+fn split_sends_the_percent_of_new_clients_and_sets_their_cookie() {
+    let (table, _, candidate) = split_table();
+    table
+        .set_candidate("web", candidate, Some(25), None)
+        .unwrap();
+    let mut to_candidate = 0;
+    for _ in 0..400 {
+        let claim = claim_at(&table, None, "/").unwrap();
+        let cookie = claim.set_cookie.unwrap();
+        let release = &claim.guard.active().backend().release;
+        assert!(cookie.to_str().unwrap().contains(&format!(".{release};")));
+        to_candidate += usize::from(release == "r2");
+    }
+    assert_eq!(to_candidate, 100);
+}
+
+#[test]
+fn sticky_cookie_keeps_the_client_on_its_side() {
+    let (table, _, candidate) = split_table();
+    table
+        .set_candidate("web", candidate, Some(1), None)
+        .unwrap();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        "shipit_slot=green.r2".parse().unwrap(),
+    );
+    for _ in 0..20 {
+        let claim = table
+            .claim(&RequestInfo {
+                host: None,
+                path: "/",
+                headers: &headers,
+            })
+            .unwrap();
+        assert_eq!(claim.guard.active().backend().release, "r2");
+        assert_eq!(claim.set_cookie, None);
+    }
+    // Once the split is over, the cookie means nothing.
+    table.clear_split("web");
+    let claim = table
+        .claim(&RequestInfo {
+            host: None,
+            path: "/",
+            headers: &headers,
+        })
+        .unwrap();
+    assert_eq!(claim.guard.active().backend().release, "r1");
+}
+
+#[test]
+fn candidate_in_the_live_slot_or_without_live_is_refused() {
+    let (table, live, _) = split_table();
+    let same_slot = backend(Slot::Blue, "r2", 9003);
+    assert!(matches!(
+        table.set_candidate("web", same_slot, Some(10), None),
+        Err(CandidateRefused::LiveSlot { .. })
+    ));
+    assert!(matches!(
+        table.set_candidate("api", live.clone(), None, None),
+        Err(CandidateRefused::NoLiveSlot { .. })
+    ));
+    assert!(matches!(
+        table.set_candidate("web", backend(Slot::Green, "r2", 9002), Some(101), None),
+        Err(CandidateRefused::Percent { percent: 101 })
+    ));
+}
+
+#[test]
+fn switch_to_the_candidate_keeps_its_requests_counted_as_live() {
+    let (table, live, candidate) = split_table();
+    table
+        .set_candidate("web", candidate.clone(), Some(100), None)
+        .unwrap();
+    let held = claim(&table, None).unwrap();
+    assert_eq!(held.active().backend(), &candidate);
+    let switched = table.switch("web", candidate.clone(), Routing::default());
+    assert_eq!(switched.previous, Some(live));
+    let view = &table.view()[0];
+    assert_eq!(view.candidate, None);
+    assert_eq!(view.in_flight, 1);
+    assert!(matches!(table.drainable("web", "r2"), Drainable::Live(_)));
+    drop(held);
+}
+
+#[test]
+fn other_switch_or_removal_sends_the_candidate_to_drain() {
+    let (table, live, candidate) = split_table();
+    table
+        .set_candidate("web", candidate, Some(100), None)
+        .unwrap();
+    let held = claim(&table, None).unwrap();
+    assert!(matches!(
+        table.drainable("web", "r2"),
+        Drainable::Candidate(_)
+    ));
+    // A no-op switch to the live backend ends the split.
+    table.switch("web", live, Routing::default());
+    assert_eq!(table.view()[0].candidate, None);
+    let Drainable::Replaced(old) = table.drainable("web", "r2") else {
+        panic!("the candidate should drain");
+    };
+    assert_eq!(old[0].in_flight().count(), 1);
+    drop(held);
+    assert!(matches!(table.drainable("web", "r2"), Drainable::Gone));
+    assert_eq!(table.remove_candidate("web"), None);
+}
+
+#[test]
+fn preview_host_reaches_the_candidate_only() {
+    let (table, _, candidate) = split_table();
+    table.switch("web", backend(Slot::Blue, "r1", 9001), hosts(&["app.test"]));
+    table.switch("api", backend(Slot::Blue, "a1", 9005), hosts(&["api.test"]));
+    assert_eq!(
+        claim(&table, Some("preview.app.test")).unwrap_err(),
+        Unrouted::NoMatch {
+            host: Some("preview.app.test".into()),
+            path: "/".into()
+        }
+    );
+    table
+        .set_candidate(
+            "web",
+            candidate,
+            None,
+            Some(vec!["preview.app.test".into()]),
+        )
+        .unwrap();
+    assert_eq!(claimed_release(&table, Some("preview.app.test:8080")), "r2");
+    assert_eq!(claimed_release(&table, Some("app.test")), "r1");
+    table.remove_candidate("web");
+    assert_eq!(
+        claim(&table, Some("preview.app.test")).unwrap_err(),
+        Unrouted::NoPreview {
+            service: "web".into()
+        }
+    );
+}
+
+#[test]
+fn in_flight_is_summed_per_service_and_slot() {
+    let (table, _, candidate) = split_table();
+    let a = claim(&table, None).unwrap();
+    table.switch("web", candidate, Routing::default());
+    let b = claim(&table, None).unwrap();
+    let c = claim(&table, None).unwrap();
+    let counts = table.in_flight_by_slot();
+    assert_eq!(counts[&("web".to_string(), Slot::Blue)], 1);
+    assert_eq!(counts[&("web".to_string(), Slot::Green)], 2);
+    drop((a, b, c));
+}
