@@ -13,19 +13,30 @@
 //! Modules: `wire` (the strict parsers), `upstream` (the recording, scriptable upstream),
 //! `client` (the raw client), `h2c` (a raw HTTP/2 client), `harness` (the edge and the
 //! runner), `case` (request-side cases and their checks); then the cases: `requests`,
-//! `bodies`, `poisoning`, `answers`, `http2`, `messages`; and `differential`, the relay
-//! against hyper on generated streams.
+//! `bodies`, `poisoning`, `answers`, `bodyless` (late bytes after HEAD, 204 and 304
+//! answers), `http2`, `forwarding` (CONNECT, lookalike headers, `Connection` tokens,
+//! `Upgrade: h2c`), `connections` (connections the edge must close, and count while they
+//! are open), `counting` (whose error a request is, in the metrics), `messages`; and
+//! `differential`, the relay against hyper on generated streams.
 
 #[path = "hostile/answers.rs"]
 mod answers;
 #[path = "hostile/bodies.rs"]
 mod bodies;
+#[path = "hostile/bodyless.rs"]
+mod bodyless;
 #[path = "hostile/case.rs"]
 mod case;
 #[path = "hostile/client.rs"]
 mod client;
+#[path = "hostile/connections.rs"]
+mod connections;
+#[path = "hostile/counting.rs"]
+mod counting;
 #[path = "hostile/differential.rs"]
 mod differential;
+#[path = "hostile/forwarding.rs"]
+mod forwarding;
 #[path = "hostile/h2c.rs"]
 mod h2c;
 #[path = "hostile/harness.rs"]

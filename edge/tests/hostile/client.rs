@@ -72,6 +72,8 @@ pub struct RawClient<S> {
     io: S,
     buf: Vec<u8>,
     closed: bool,
+    /// The answers read answer HEAD requests (no body, whatever their framing says).
+    head: bool,
 }
 
 impl RawClient<TcpStream> {
@@ -80,6 +82,22 @@ impl RawClient<TcpStream> {
         stream.set_nodelay(true).unwrap();
         RawClient::new(stream)
     }
+
+    /// A connection from another loopback address (`127.0.0.2`…), as another client's.
+    pub async fn connect_from(local: &str, addr: SocketAddr) -> Self {
+        RawClient::new(connect_from(local, addr).await)
+    }
+}
+
+/// A TCP connection to `addr` from the loopback address `local`.
+pub async fn connect_from(local: &str, addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(SocketAddr::new(local.parse().unwrap(), 0))
+        .unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
@@ -88,7 +106,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
             io,
             buf: Vec::new(),
             closed: false,
+            head: false,
         }
+    }
+
+    /// Reads the answers on this connection as answers to HEAD requests.
+    pub fn answering_head(mut self) -> Self {
+        self.head = true;
+        self
     }
 
     /// Writes `bytes` while reading answers (a refusing edge may stop reading before the
@@ -103,7 +128,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
                 let _ = writer.shutdown().await;
             }
         };
-        let read = read_answers(&mut reader, &mut self.buf, &mut self.closed, want);
+        let read = read_answers(
+            &mut reader,
+            &mut self.buf,
+            &mut self.closed,
+            want,
+            QUIET,
+            self.head,
+        );
         let ((), transcript) = tokio::join!(write, read);
         transcript
     }
@@ -116,7 +148,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> RawClient<S> {
     /// Reads until `want` final answers came and then nothing for [`QUIET`], the edge
     /// closes, or [`READ_DEADLINE`] passes.
     pub async fn read(&mut self, want: usize) -> Transcript {
-        read_answers(&mut self.io, &mut self.buf, &mut self.closed, want).await
+        let head = self.head;
+        read_answers(
+            &mut self.io,
+            &mut self.buf,
+            &mut self.closed,
+            want,
+            QUIET,
+            head,
+        )
+        .await
+    }
+
+    /// Reads until `want` final answers came (not waiting for more), the edge closes, or
+    /// [`READ_DEADLINE`] passes: for a client that acts the moment its answer is in.
+    pub async fn read_prompt(&mut self, want: usize) -> Transcript {
+        let head = self.head;
+        read_answers(
+            &mut self.io,
+            &mut self.buf,
+            &mut self.closed,
+            want,
+            Duration::ZERO,
+            head,
+        )
+        .await
     }
 }
 
@@ -125,6 +181,8 @@ async fn read_answers<R: AsyncRead + Unpin>(
     buf: &mut Vec<u8>,
     closed: &mut bool,
     want: usize,
+    quiet: Duration,
+    head: bool,
 ) -> Transcript {
     let deadline = Instant::now() + READ_DEADLINE;
     let mut transcript = Transcript::default();
@@ -132,7 +190,7 @@ async fn read_answers<R: AsyncRead + Unpin>(
     loop {
         // Take every whole answer in the buffer.
         loop {
-            match wire::response(buf, *closed, false) {
+            match wire::response(buf, *closed, head) {
                 Ok(Some((answer, len))) => {
                     buf.drain(..len);
                     transcript.answers.push(answer);
@@ -148,7 +206,10 @@ async fn read_answers<R: AsyncRead + Unpin>(
             break;
         }
         let until = if transcript.finals().len() >= want {
-            deadline.min(Instant::now() + QUIET)
+            if quiet.is_zero() && want > 0 {
+                break;
+            }
+            deadline.min(Instant::now() + quiet)
         } else {
             deadline
         };

@@ -4,6 +4,10 @@
 //! It writes frames by hand, with an HPACK encoder that only emits literals without
 //! indexing (no Huffman), and reads back just enough to tell what became of stream 1: its
 //! `:status`, a `RST_STREAM`, a `GOAWAY` or a close.
+//!
+//! [`Conn`] holds a connection open for clients that misbehave over time: settings of its
+//! own (a zero flow-control window), streams it resets, and a choice of which of the
+//! edge's frames it acknowledges (none: a client that never answers a `PING`).
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -13,17 +17,22 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
+pub const DATA: u8 = 0x0;
+pub const HEADERS: u8 = 0x1;
+pub const RST_STREAM: u8 = 0x3;
+pub const SETTINGS: u8 = 0x4;
+pub const PING: u8 = 0x6;
+pub const GOAWAY: u8 = 0x7;
+pub const WINDOW_UPDATE: u8 = 0x8;
 const END_STREAM: u8 = 0x1;
 const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 const PADDED: u8 = 0x8;
 const PRIORITY: u8 = 0x20;
+/// `SETTINGS_INITIAL_WINDOW_SIZE` (RFC 9113 §6.5.2).
+pub const SETTINGS_INITIAL_WINDOW_SIZE: u16 = 0x4;
+/// `CANCEL`, the error code of a client's `RST_STREAM` for a request it gave up on.
+pub const CANCEL: u32 = 0x8;
 /// The stream every request here uses.
 const STREAM: u32 = 1;
 /// How long to wait for the fate of the stream.
@@ -148,6 +157,204 @@ async fn read_outcome(stream: &mut TcpStream) -> Outcome {
             Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
         }
     }
+}
+
+/// A frame the edge sent.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    pub kind: u8,
+    pub flags: u8,
+    pub stream: u32,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    /// The `:status` of a `HEADERS` frame, when this decoder reads it.
+    pub fn status(&self) -> Option<u16> {
+        (self.kind == HEADERS)
+            .then(|| status(&self.payload, self.flags))
+            .flatten()
+    }
+
+    /// A `HEADERS` or `DATA` frame that ends its stream.
+    pub fn ends_stream(&self) -> bool {
+        matches!(self.kind, HEADERS | DATA) && self.flags & END_STREAM != 0
+    }
+
+    /// The error code of a `RST_STREAM` or `GOAWAY`.
+    pub fn code(&self) -> Option<u32> {
+        let at = match self.kind {
+            RST_STREAM => 0,
+            GOAWAY => 4,
+            _ => return None,
+        };
+        self.payload
+            .get(at..at + 4)
+            .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    /// One word for messages.
+    pub fn describe(&self) -> String {
+        let name = match self.kind {
+            DATA => "DATA",
+            HEADERS => "HEADERS",
+            RST_STREAM => "RST_STREAM",
+            SETTINGS => "SETTINGS",
+            PING => "PING",
+            GOAWAY => "GOAWAY",
+            WINDOW_UPDATE => "WINDOW_UPDATE",
+            _ => "frame",
+        };
+        match (self.status(), self.code()) {
+            (Some(status), _) => format!("{name}({}, :status {status})", self.stream),
+            (_, Some(code)) => format!("{name}({}, code {code:#x})", self.stream),
+            _ => format!("{name}({})", self.stream),
+        }
+    }
+}
+
+/// What reading brought.
+#[derive(Debug)]
+pub enum Event {
+    Frame(Frame),
+    /// The edge closed (or reset) the connection.
+    Closed,
+    TimedOut,
+}
+
+/// Which of the edge's frames a [`Conn`] acknowledges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Acks {
+    /// None: a client that went quiet after its preface.
+    Nothing,
+    /// `SETTINGS`, never a `PING`.
+    Settings,
+    /// `SETTINGS` and `PING`, as a conforming client does.
+    All,
+}
+
+/// An HTTP/2 connection that stays open, written frame by frame.
+pub struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    acks: Acks,
+    closed: bool,
+}
+
+impl Conn {
+    /// Opens a connection from `stream`: the preface and a `SETTINGS` frame with
+    /// `settings` (identifier, value).
+    pub async fn open(
+        mut stream: TcpStream,
+        settings: &[(u16, u32)],
+        acks: Acks,
+    ) -> std::io::Result<Conn> {
+        let mut payload = Vec::new();
+        for (id, value) in settings {
+            payload.extend_from_slice(&id.to_be_bytes());
+            payload.extend_from_slice(&value.to_be_bytes());
+        }
+        let mut out = PREFACE.to_vec();
+        out.extend(frame(SETTINGS, 0, 0, &payload));
+        stream.write_all(&out).await?;
+        Ok(Conn {
+            stream,
+            buf: Vec::new(),
+            acks,
+            closed: false,
+        })
+    }
+
+    /// A request head on `stream`; `end`: no body follows.
+    pub async fn headers(
+        &mut self,
+        stream: u32,
+        fields: &[(&[u8], &[u8])],
+        end: bool,
+    ) -> std::io::Result<()> {
+        let flags = END_HEADERS | if end { END_STREAM } else { 0 };
+        let bytes = frame(HEADERS, flags, stream, &header_block(fields));
+        self.stream.write_all(&bytes).await
+    }
+
+    /// Resets `stream` with `code`.
+    pub async fn reset(&mut self, stream: u32, code: u32) -> std::io::Result<()> {
+        let bytes = frame(RST_STREAM, 0, stream, &code.to_be_bytes());
+        self.stream.write_all(&bytes).await
+    }
+
+    /// The next frame, a close, or nothing by `deadline`. `SETTINGS` and `PING` are
+    /// acknowledged as [`Acks`] says, and also returned.
+    pub async fn next(&mut self, deadline: Instant) -> Event {
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if self.buf.len() >= 9 {
+                let len = usize::from(self.buf[0]) << 16
+                    | usize::from(self.buf[1]) << 8
+                    | usize::from(self.buf[2]);
+                if self.buf.len() >= 9 + len {
+                    let frame = Frame {
+                        kind: self.buf[3],
+                        flags: self.buf[4],
+                        stream: u32::from_be_bytes([
+                            self.buf[5],
+                            self.buf[6],
+                            self.buf[7],
+                            self.buf[8],
+                        ]) & 0x7fff_ffff,
+                        payload: self.buf[9..9 + len].to_vec(),
+                    };
+                    self.buf.drain(..9 + len);
+                    self.acknowledge(&frame).await;
+                    return Event::Frame(frame);
+                }
+            }
+            if self.closed {
+                return Event::Closed;
+            }
+            match tokio::time::timeout_at(deadline, self.stream.read(&mut chunk)).await {
+                Err(_) => return Event::TimedOut,
+                Ok(Ok(0) | Err(_)) => self.closed = true,
+                Ok(Ok(n)) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Reads (and keeps) frames until the edge closes the connection or `deadline`
+    /// passes: whether it closed, and the frames.
+    pub async fn until_closed(&mut self, deadline: Instant) -> (bool, Vec<Frame>) {
+        let mut frames = Vec::new();
+        loop {
+            match self.next(deadline).await {
+                Event::Frame(frame) => frames.push(frame),
+                Event::Closed => return (true, frames),
+                Event::TimedOut => return (false, frames),
+            }
+        }
+    }
+
+    async fn acknowledge(&mut self, frame: &Frame) {
+        if frame.flags & ACK != 0 {
+            return;
+        }
+        let ack = match (frame.kind, self.acks) {
+            (SETTINGS, Acks::Settings | Acks::All) => frame_ack(SETTINGS, &[]),
+            (PING, Acks::All) => frame_ack(PING, &frame.payload),
+            _ => return,
+        };
+        // The edge may have closed: the next read tells.
+        let _ = self.stream.write_all(&ack).await;
+    }
+}
+
+fn frame_ack(kind: u8, payload: &[u8]) -> Vec<u8> {
+    frame(kind, ACK, 0, payload)
+}
+
+/// Frames as one line, for messages.
+pub fn describe(frames: &[Frame]) -> String {
+    let all: Vec<String> = frames.iter().map(Frame::describe).collect();
+    format!("[{}]", all.join(", "))
 }
 
 /// The `:status` of a response's header block, when it comes first (as servers send it)

@@ -118,6 +118,39 @@ impl Edge {
             .drained
     }
 
+    /// One sample of the metrics page (0 when absent).
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        let page = self.admin().metrics().await.unwrap();
+        shipit_edge::metrics::sample(&page, name, labels).unwrap_or(0.0)
+    }
+
+    /// `shipit_edge_refused_requests_total`.
+    pub async fn refused_requests(&self) -> f64 {
+        self.metric("shipit_edge_refused_requests_total", &[]).await
+    }
+
+    /// The classes of `shipit_edge_requests_total{service="web",slot}` that are not 0,
+    /// with their counts.
+    pub async fn slot_counts(&self, slot: Slot) -> Vec<(&'static str, f64)> {
+        let page = self.admin().metrics().await.unwrap();
+        shipit_edge::metrics::STATUS_CLASSES
+            .iter()
+            .filter_map(|class| {
+                let count = shipit_edge::metrics::sample(
+                    &page,
+                    "shipit_edge_requests_total",
+                    &[
+                        ("service", SERVICE),
+                        ("slot", slot.as_str()),
+                        ("class", class),
+                    ],
+                )
+                .unwrap_or(0.0);
+                (count != 0.0).then_some((*class, count))
+            })
+            .collect()
+    }
+
     /// `shipit_edge_requests_total{service="web",slot,class}` (0 when absent).
     pub async fn requests_total(&self, slot: Slot, class: &str) -> f64 {
         let page = self.admin().metrics().await.unwrap();

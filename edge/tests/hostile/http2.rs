@@ -1,6 +1,7 @@
 //! HTTP/2 to HTTP/1.1 downgrades (h2c, prior knowledge): a malformed h2 request is refused
 //! (reset, or 4xx), and the slot never sees a request framed otherwise than the client sent
-//! it (never a `transfer-encoding`, never a body other than its `content-length`).
+//! it (never a `transfer-encoding`, never a body other than its `content-length`), and
+//! gets a well-formed one as HTTP/1.1 says it (its `cookie` fields joined into one).
 
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::case::{HOST, SMUGGLED, one_chunk, seen};
 use crate::h2c::{self, Outcome};
-use crate::harness::{Edge, Path, check, each_on_both_paths};
+use crate::harness::{Edge, Path, check, each_on_both_paths, on_both_paths};
 use crate::upstream::{Upstream, unfinished};
 use crate::wire::{Framing, escape};
 
@@ -341,5 +342,40 @@ async fn malformed_h2_requests_are_refused() {
             nothing_forwarded(&edge, &upstream).await
         },
     )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2_cookie_fields_reach_the_slot_as_one_header() {
+    on_both_paths("h2_three_cookie_fields", async |path: Path| {
+        let upstream = Upstream::start().await;
+        let edge = Edge::routed(path, upstream.addr).await;
+        let outcome = h2c::request(
+            edge.addr(),
+            &[
+                (b":method", b"GET"),
+                (b":scheme", b"http"),
+                (b":path", b"/cookies"),
+                (b":authority", b"app.test"),
+                (b"cookie", b"a=1"),
+                (b"cookie", b"b=2"),
+                (b"cookie", b"c=3"),
+            ],
+            None,
+        )
+        .await;
+        check(outcome == Outcome::Answered(Some(200)), || {
+            format!("an h2 GET with three cookie fields got {outcome:?}")
+        })?;
+        let got = upstream.requests();
+        let [(_, request)] = got.as_slice() else {
+            return Err(format!("the upstream parsed {}", seen(&upstream)));
+        };
+        let cookies: Vec<String> = request.header("cookie").iter().map(|c| escape(c)).collect();
+        // RFC 9113 §8.2.3: joined with "; " into one field for HTTP/1.1.
+        check(cookies == ["a=1; b=2; c=3"], || {
+            format!("the slot got the cookies as {cookies:?}, not one `cookie: a=1; b=2; c=3`")
+        })
+    })
     .await;
 }

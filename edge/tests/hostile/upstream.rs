@@ -6,7 +6,9 @@
 //! the connection, keeping the connection alive. A request whose target starts with `/slow`
 //! is answered after [`SLOW`], so that an answer can still be on its way when the edge
 //! hands the connection to another client. A [`Script`] makes it misbehave instead: it
-//! chooses, per request, the raw bytes to write back and when.
+//! chooses, per request, the raw bytes to write back and when; it can also switch a
+//! connection to an echo of every byte (a tunnel, after a `101`), or give up on a request
+//! whose body is late (a slot with a read deadline).
 //!
 //! What it saw is read back per connection ([`Connection`]): the requests parsed, the bytes
 //! left over when the connection closed, and the parse error that stopped it, if any.
@@ -23,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::wire::{self, Request};
+use crate::wire::{self, Header, Request};
 
 /// How long a `/slow…` request waits for its answer.
 pub const SLOW: Duration = Duration::from_millis(300);
@@ -40,16 +42,32 @@ pub struct Connection {
     pub leftover: Vec<u8>,
     /// Why parsing stopped.
     pub error: Option<String>,
-    /// The edge closed (or reset) its side.
+    /// The connection ended: the edge closed (or reset) its side, or the upstream gave up
+    /// on it ([`Connection::gave_up`]).
     pub closed: bool,
     /// Bytes a script asked to send later were written.
     pub late_written: bool,
+    /// The connection switched protocols: every byte after the request was echoed.
+    pub switched: bool,
+    /// The upstream closed the connection itself: a request's body was not whole by its
+    /// read deadline ([`Reply::CloseUnlessWhole`]).
+    pub gave_up: bool,
 }
 
 /// A request, as a script sees it once its head arrived.
 #[derive(Debug)]
 pub struct Asked<'a> {
     pub target: &'a str,
+    pub headers: &'a [Header],
+}
+
+impl Asked<'_> {
+    /// Whether the request has a header `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.headers
+            .iter()
+            .any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
 }
 
 /// How to answer one request.
@@ -67,6 +85,14 @@ pub enum Reply {
     Early(Vec<u8>),
     /// [`Reply::Echo`], then these bytes after a pause, while the connection is idle.
     EchoThenLater(Vec<u8>, Duration),
+    /// The first bytes, then the second after a pause (none: at once, in a second write).
+    RawThenLater(Vec<u8>, Vec<u8>, Duration),
+    /// These bytes (a `101` head), then an echo of every byte that comes after the
+    /// request, until the connection closes.
+    Switch(Vec<u8>),
+    /// [`Reply::Echo`] if the request is whole within this long of its head's arrival;
+    /// otherwise the upstream closes the connection, as a slot with a read deadline does.
+    CloseUnlessWhole(Duration),
     /// Nothing at all.
     Silent,
 }
@@ -217,8 +243,26 @@ async fn serve(mut stream: TcpStream, id: usize, state: Arc<State>) {
     let mut read = vec![0u8; 64 * 1024];
     // The reply chosen for the request whose head arrived.
     let mut planned: Option<Reply> = None;
+    // When the request whose head arrived must be whole ([`Reply::CloseUnlessWhole`]).
+    let mut read_deadline: Option<Instant> = None;
+    // After a [`Reply::Switch`]: every byte is echoed, nothing is parsed.
+    let mut echoing = false;
     loop {
-        let n = stream.read(&mut read).await.unwrap_or(0);
+        let n = match read_deadline {
+            None => stream.read(&mut read).await.unwrap_or(0),
+            Some(at) => match tokio::time::timeout_at(at, stream.read(&mut read)).await {
+                Ok(n) => n.unwrap_or(0),
+                Err(_) => {
+                    // Dropping the stream closes the connection.
+                    state.update(id, |c| {
+                        c.closed = true;
+                        c.gave_up = true;
+                        c.leftover = std::mem::take(&mut buf);
+                    });
+                    return;
+                }
+            },
+        };
         if n == 0 {
             state.update(id, |c| {
                 c.closed = true;
@@ -226,8 +270,13 @@ async fn serve(mut stream: TcpStream, id: usize, state: Arc<State>) {
             });
             return;
         }
-        buf.extend_from_slice(&read[..n]);
         state.update(id, |c| c.raw.extend_from_slice(&read[..n]));
+        if echoing {
+            // A failed write: the next read sees the close.
+            let _ = stream.write_all(&read[..n]).await;
+            continue;
+        }
+        buf.extend_from_slice(&read[..n]);
         loop {
             if planned.is_none() {
                 match wire::request_head(&buf) {
@@ -236,9 +285,16 @@ async fn serve(mut stream: TcpStream, id: usize, state: Arc<State>) {
                     Ok(Some(head)) => {
                         let reply = (state.script)(&Asked {
                             target: &head.target,
+                            headers: &head.headers,
                         });
-                        if let Reply::Early(bytes) = &reply {
-                            let _ = stream.write_all(bytes).await;
+                        match &reply {
+                            Reply::Early(bytes) => {
+                                let _ = stream.write_all(bytes).await;
+                            }
+                            Reply::CloseUnlessWhole(within) => {
+                                read_deadline = Some(Instant::now() + *within);
+                            }
+                            _ => {}
                         }
                         planned = Some(reply);
                     }
@@ -254,8 +310,9 @@ async fn serve(mut stream: TcpStream, id: usize, state: Arc<State>) {
             let slow = req.target.starts_with("/slow");
             let answer = echo(id, &req);
             state.update(id, |c| c.requests.push((seq, req)));
+            read_deadline = None;
             let written = match planned.take().expect("a head came first") {
-                Reply::Echo => {
+                Reply::Echo | Reply::CloseUnlessWhole(_) => {
                     if slow {
                         tokio::time::sleep(SLOW).await;
                     }
@@ -287,6 +344,27 @@ async fn serve(mut stream: TcpStream, id: usize, state: Arc<State>) {
                     let later = stream.write_all(&bytes).await;
                     state.update(id, |c| c.late_written = true);
                     first.and(later)
+                }
+                Reply::RawThenLater(first, later, pause) => {
+                    let first = stream.write_all(&first).await;
+                    if !pause.is_zero() {
+                        tokio::time::sleep(pause).await;
+                    }
+                    let later = stream.write_all(&later).await;
+                    state.update(id, |c| c.late_written = true);
+                    first.and(later)
+                }
+                Reply::Switch(bytes) => {
+                    let switched = stream.write_all(&bytes).await;
+                    echoing = true;
+                    state.update(id, |c| c.switched = true);
+                    // What came after the request is the tunnel's already.
+                    let rest = std::mem::take(&mut buf);
+                    if switched.is_ok() && !rest.is_empty() {
+                        stream.write_all(&rest).await
+                    } else {
+                        switched
+                    }
                 }
             };
             if written.is_err() {
