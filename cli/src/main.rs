@@ -14,7 +14,13 @@ use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
-    let default_level = if cli.global.verbose { "debug" } else { "warn" };
+    // The HTTP/2 layer warns about what clients do (a stream reset flood, for one); the
+    // edge counts and logs those itself, within its per-second budget.
+    let default_level = if cli.global.verbose {
+        "debug"
+    } else {
+        "warn,h2=error"
+    };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     tracing_subscriber::fmt()

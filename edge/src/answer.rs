@@ -48,6 +48,16 @@ pub(crate) enum Failure {
     NoAnswer,
     /// A 101 to a request that did not ask to upgrade.
     UnaskedUpgrade,
+    /// The edge could not open a connection for a reason of its own (out of file
+    /// descriptors): a 503 that is not the slot's.
+    Overloaded(String),
+}
+
+impl Failure {
+    /// Whether the edge, not the slot, failed: such an answer is not counted for the slot.
+    pub(crate) fn is_the_edges(&self) -> bool {
+        matches!(self, Failure::Overloaded(_))
+    }
 }
 
 /// The body of an answer from the edge: its status and the request id, nothing else.
@@ -73,8 +83,11 @@ pub(crate) struct LogBudget {
 
 /// Lines of the slots' failures (502, 504).
 pub(crate) static SLOT_FAILURES: LogBudget = LogBudget::new();
-/// Lines of requests the edge refused as the client's error (400, 408, 431, 505).
+/// Lines of requests the edge answered itself as the client's error or for no route
+/// (400, 404, 405, 408, 413, 431, 503 without a live slot).
 pub(crate) static CLIENT_ERRORS: LogBudget = LogBudget::new();
+/// Lines of failed accepts (out of file descriptors, for one).
+pub(crate) static ACCEPT_ERRORS: LogBudget = LogBudget::new();
 
 impl LogBudget {
     pub(crate) const fn new() -> Self {
@@ -119,7 +132,7 @@ pub(crate) fn log_refusal(
     reason: &str,
 ) {
     if let Some(suppressed) = CLIENT_ERRORS.admit() {
-        tracing::info!(
+        tracing::warn!(
             request_id = %id,
             %remote,
             status = status.as_u16(),

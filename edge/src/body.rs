@@ -10,7 +10,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -49,15 +49,36 @@ pub(crate) enum ClientBodyError {
 /// How far an upload got, for the response-header timeout (it starts counting once the
 /// body is sent, not while a large upload is still on its way), and whether the client
 /// broke it.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Upload {
     moved: AtomicBool,
     done: AtomicBool,
+    started: Instant,
+    /// When the last byte came, as milliseconds since `started`.
+    last_byte_ms: AtomicU64,
     /// 0: no error; else a [`ClientBodyError`] (1: broken, 2: stalled).
     client_error: AtomicU8,
 }
 
+impl Default for Upload {
+    fn default() -> Self {
+        Upload {
+            moved: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            started: Instant::now(),
+            last_byte_ms: AtomicU64::new(0),
+            client_error: AtomicU8::new(0),
+        }
+    }
+}
+
 impl Upload {
+    /// How long since the client sent a byte of its body (or since the body began).
+    pub(crate) fn idle_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last_byte_ms.load(Ordering::Relaxed));
+        self.started.elapsed().saturating_sub(last)
+    }
+
     /// Whether the upload is still going, or moved since the last call.
     pub(crate) fn busy(&self) -> bool {
         let moved = self.moved.swap(false, Ordering::Relaxed);
@@ -155,6 +176,10 @@ impl Body for RequestBody {
                     }
                     if let Some(upload) = &this.upload {
                         upload.moved.store(true, Ordering::Relaxed);
+                        let since = upload.started.elapsed().as_millis();
+                        upload
+                            .last_byte_ms
+                            .store(u64::try_from(since).unwrap_or(u64::MAX), Ordering::Relaxed);
                     }
                 }
                 if this.inner.is_end_stream() {
@@ -203,9 +228,12 @@ impl Body for RequestBody {
 #[derive(Debug)]
 pub struct ProxyBody {
     kind: Kind,
-    _connection: Option<ConnGuard>,
+    connection: Option<ConnGuard>,
     /// The slot connection to cut once this answer is over (it showed a framing surprise).
     cut_after: Option<CaptureConnection>,
+    /// Handed out data and not polled since (counted by the client connection, whose
+    /// write-timeout check reads it).
+    waiting: bool,
 }
 
 #[derive(Debug)]
@@ -223,24 +251,27 @@ impl ProxyBody {
         let guard = (!body.is_end_stream()).then_some(guard);
         ProxyBody {
             kind: Kind::Upstream { body, guard },
-            _connection: None,
+            connection: None,
             cut_after: None,
+            waiting: false,
         }
     }
 
     pub(crate) fn message(text: String) -> Self {
         ProxyBody {
             kind: Kind::Message(Some(Bytes::from(text))),
-            _connection: None,
+            connection: None,
             cut_after: None,
+            waiting: false,
         }
     }
 
     pub(crate) fn empty() -> Self {
         ProxyBody {
             kind: Kind::Message(None),
-            _connection: None,
+            connection: None,
             cut_after: None,
+            waiting: false,
         }
     }
 
@@ -252,7 +283,7 @@ impl ProxyBody {
 
     /// Keeps the client connection's request counted until this body is done.
     pub(crate) fn hold(&mut self, connection: ConnGuard) {
-        self._connection = Some(connection);
+        self.connection = Some(connection);
     }
 }
 
@@ -265,9 +296,17 @@ impl Body for ProxyBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        if let Some(connection) = &this.connection {
+            connection.conn().answer_polled(this.waiting);
+            this.waiting = false;
+        }
         match &mut this.kind {
             Kind::Upstream { body, guard } => {
                 let polled = Pin::new(&mut *body).poll_frame(cx);
+                if let (Poll::Ready(Some(Ok(_))), Some(connection)) = (&polled, &this.connection) {
+                    connection.conn().answer_waits();
+                    this.waiting = true;
+                }
                 let finished = match &polled {
                     Poll::Ready(None | Some(Err(_))) => true,
                     Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
@@ -305,6 +344,11 @@ impl Body for ProxyBody {
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        if self.waiting
+            && let Some(connection) = &self.connection
+        {
+            connection.conn().answer_polled(true);
+        }
         // The client went away before the answer's end: the connection is cut all the same.
         if let Some(connection) = self.cut_after.take() {
             crate::connector::cut(&connection);

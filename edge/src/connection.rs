@@ -44,6 +44,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::admission::Admitted;
 use crate::proxy::Proxy;
 use crate::relay;
 use crate::settings::Tuning;
@@ -64,6 +65,10 @@ pub(crate) enum Stop {
 /// nothing arrives, before closing it. A request that does arrive is answered with
 /// `Connection: close`, so the client's next one goes to the new process.
 pub const HANDOVER_IDLE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a connection with no request in flight may take to close once asked (GOAWAY
+/// sent, or an idle HTTP/1.1 connection shut down) before it is dropped.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The protocol settings shared by every client connection.
 pub(crate) fn builder(tuning: &Tuning) -> Builder {
@@ -112,10 +117,24 @@ pub(crate) struct ClientConn {
     opened: Instant,
     /// Told when resets went over the limit: the connection is to end (GOAWAY).
     reset_flood: tokio::sync::Notify,
+    /// Answer bodies polled (each poll of each body): unchanged for a write timeout while
+    /// a body waits means the client takes in nothing, even when the transport does not
+    /// block (an HTTP/2 client that opens no flow-control window).
+    answer_polls: AtomicU64,
+    /// Answer bodies that handed out data and were not polled since.
+    answers_waiting: AtomicUsize,
+    /// The connection's place under the connection limits, held for as long as anything
+    /// of it lives: an upgraded connection's tunnel holds it too.
+    _admitted: Option<Admitted>,
 }
 
 impl ClientConn {
-    pub(crate) fn new(proxy: Arc<Proxy>, remote: SocketAddr, https: bool) -> Arc<Self> {
+    pub(crate) fn new(
+        proxy: Arc<Proxy>,
+        remote: SocketAddr,
+        https: bool,
+        admitted: Option<Admitted>,
+    ) -> Arc<Self> {
         let client_ip = HeaderValue::try_from(remote.ip().to_string())
             .expect("an IP address is a valid header value");
         Arc::new(ClientConn {
@@ -132,7 +151,23 @@ impl ClientConn {
             reset_window: AtomicU64::new(0),
             opened: Instant::now(),
             reset_flood: tokio::sync::Notify::new(),
+            answer_polls: AtomicU64::new(0),
+            answers_waiting: AtomicUsize::new(0),
+            _admitted: admitted,
         })
+    }
+
+    /// An answer body was polled; `waiting`: it was waiting since it last handed out data.
+    pub(crate) fn answer_polled(&self, waiting: bool) {
+        self.answer_polls.fetch_add(1, Ordering::Relaxed);
+        if waiting {
+            self.answers_waiting.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// An answer body handed out data: it waits until it is polled again.
+    pub(crate) fn answer_waits(&self) {
+        self.answers_waiting.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts a request that ended before its answer; over the limit per second, the
@@ -173,6 +208,11 @@ impl ConnGuard {
     }
 
     pub(crate) fn conn(&self) -> &ClientConn {
+        &self.0
+    }
+
+    /// The connection itself, for what outlives the request (an upgraded connection).
+    pub(crate) fn shared(&self) -> &Arc<ClientConn> {
         &self.0
     }
 }
@@ -351,7 +391,7 @@ pub(crate) async fn serve<I>(
                 answered: false,
             };
             async move {
-                let mut response = guard.conn().proxy.handle(req, guard.conn()).await;
+                let mut response = guard.conn().proxy.handle(req, guard.shared()).await;
                 answering.finish();
                 if http1
                     && guard.conn().closing.load(Ordering::Relaxed)
@@ -385,7 +425,27 @@ pub(crate) async fn serve<I>(
     let mut handing_over = false;
     let mut stopping = false;
     let mut closing = false;
+    // Once a graceful close began: when the connection is dropped all the same (an
+    // HTTP/2 client may never acknowledge the GOAWAY's PING, or never end its streams).
+    let close_by = tokio::time::sleep(Duration::MAX);
+    tokio::pin!(close_by);
+    // Whether an answer waits on a client that takes in nothing: looked at every write
+    // timeout.
+    let write_timeout = conn.proxy.write_timeout;
+    let stall_check = tokio::time::sleep(write_timeout);
+    tokio::pin!(stall_check);
+    let mut polls_seen = conn.answer_polls.load(Ordering::Relaxed);
+    let mut close_armed = false;
     loop {
+        if closing && !close_armed {
+            let grace = if conn.in_flight.load(Ordering::Relaxed) == 0 {
+                CLOSE_GRACE
+            } else {
+                conn.proxy.shutdown_grace
+            };
+            close_by.as_mut().reset(Instant::now() + grace);
+            close_armed = true;
+        }
         tokio::select! {
             // The connection first: bytes that arrived are read (and counted) before the
             // timer may decide that the connection is idle.
@@ -400,6 +460,19 @@ pub(crate) async fn serve<I>(
                     tracing::debug!(remote = %conn.remote, "client connection ended: {e}");
                 }
                 return;
+            }
+            () = &mut close_by, if closing => {
+                tracing::debug!(remote = %conn.remote, "dropping a client connection that did not close when asked");
+                return;
+            }
+            () = &mut stall_check => {
+                let polls = conn.answer_polls.load(Ordering::Relaxed);
+                if polls == polls_seen && conn.answers_waiting.load(Ordering::Relaxed) > 0 {
+                    tracing::debug!(remote = %conn.remote, "closing a client connection: it took in nothing of its answers for the write timeout");
+                    return;
+                }
+                polls_seen = polls;
+                stall_check.as_mut().reset(Instant::now() + write_timeout);
             }
             () = conn.reset_flood.notified(), if !closing => {
                 tracing::info!(remote = %conn.remote, "ending a connection that resets requests faster than {} a second", conn.proxy.h2_max_resets_per_second);

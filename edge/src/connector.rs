@@ -137,6 +137,33 @@ impl Connection for SlotStream {
     }
 }
 
+/// Marks the slot connection a request went out on as never to carry another request
+/// (it closes once its answer is over and hyper lets it go; [`cut`] closes it at once).
+pub(crate) fn poison(captured: &CaptureConnection) {
+    if let Some(connected) = captured.connection_metadata().as_ref() {
+        connected.poison();
+    }
+}
+
+/// Whether a connect failed because the edge is out of file descriptors: the edge's own
+/// trouble, not the slot's.
+pub(crate) fn is_out_of_descriptors(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(err);
+    while let Some(e) = source {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(io.raw_os_error(), Some(code) if code == EMFILE || code == ENFILE)
+        {
+            return true;
+        }
+        source = e.source();
+    }
+    false
+}
+
+/// "Too many open files" (the process's limit, and the system's).
+const EMFILE: i32 = nix::errno::Errno::EMFILE as i32;
+const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
+
 /// Cuts the slot connection a request went out on, if it had one: it is closed at once
 /// and never carries another request.
 pub(crate) fn cut(captured: &CaptureConnection) {

@@ -47,6 +47,8 @@ pub(crate) enum Refusal {
     HeadTooLarge,
     /// 408: the request (head or body) did not arrive in time.
     Timeout,
+    /// 405: a method the edge does not forward (CONNECT).
+    MethodNotAllowed,
 }
 
 impl Refusal {
@@ -55,6 +57,7 @@ impl Refusal {
             Refusal::BadRequest(_) => StatusCode::BAD_REQUEST,
             Refusal::HeadTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Refusal::Timeout => StatusCode::REQUEST_TIMEOUT,
+            Refusal::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -64,6 +67,7 @@ impl Refusal {
             Refusal::BadRequest(reason) => reason,
             Refusal::HeadTooLarge => "the request head is over the size or header-count limit",
             Refusal::Timeout => "the request did not arrive within its timeout",
+            Refusal::MethodNotAllowed => "the edge does not forward CONNECT",
         }
     }
 }
@@ -312,11 +316,42 @@ pub(crate) fn is_hop_by_hop(name: &str) -> bool {
         2 => name.eq_ignore_ascii_case("te"),
         7 => name.eq_ignore_ascii_case("trailer") || name.eq_ignore_ascii_case("upgrade"),
         10 => name.eq_ignore_ascii_case("connection") || name.eq_ignore_ascii_case("keep-alive"),
+        14 => name.eq_ignore_ascii_case("http2-settings"),
         16 => name.eq_ignore_ascii_case("proxy-connection"),
         17 => name.eq_ignore_ascii_case("transfer-encoding"),
         _ => false,
     };
     listed || (name.len() > 6 && name.as_bytes()[..6].eq_ignore_ascii_case(b"proxy-"))
+}
+
+/// Whether a client's header is never passed on because a slot could take it for one the
+/// edge sets or one that frames the request: `Forwarded` and `X-Real-IP` (the edge sets
+/// `X-Forwarded-*` instead, and a slot reading these would trust the client), and any
+/// name with `_` that reads as such a header with `-` (CGI-style servers map both to the
+/// same variable).
+pub(crate) fn is_spoofable(name: &str) -> bool {
+    const SPOOFABLE: [&str; 9] = [
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-for",
+        "x-forwarded-host",
+        "x-forwarded-proto",
+        "content-length",
+        "transfer-encoding",
+        "host",
+        "connection",
+    ];
+    let underscored = name.contains('_');
+    if !underscored {
+        return name.eq_ignore_ascii_case("forwarded") || name.eq_ignore_ascii_case("x-real-ip");
+    }
+    SPOOFABLE.iter().any(|known| {
+        known.len() == name.len()
+            && known
+                .bytes()
+                .zip(name.bytes())
+                .all(|(k, n)| k == n.to_ascii_lowercase() || (k == b'-' && n == b'_'))
+    })
 }
 
 #[cfg(test)]

@@ -120,21 +120,19 @@ async fn serve_traffic(
             if let Err(e) = stream.set_nodelay(true) {
                 tracing::debug!(%remote, "cannot set TCP_NODELAY: {e}");
             }
-            let conn = ClientConn::new(Arc::clone(&proxy), remote, tls.is_some());
+            // The connection holds its place under the limits for as long as it lives,
+            // an upgraded connection's tunnel included.
+            let conn = ClientConn::new(Arc::clone(&proxy), remote, tls.is_some(), Some(admitted));
             let builder = Arc::clone(&builder);
             let idle = tuning.idle_timeout;
             match &tls {
                 None => {
-                    connections.spawn(async move {
-                        connection::serve_tcp(builder, stream, conn, stop, idle).await;
-                        drop(admitted);
-                    });
+                    connections.spawn(connection::serve_tcp(builder, stream, conn, stop, idle));
                 }
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
                     let deadline = tuning.header_read_timeout;
                     connections.spawn(async move {
-                        let _admitted = admitted;
                         match tokio::time::timeout(deadline, handshake).await {
                             Ok(Ok(tls)) => {
                                 connection::serve(builder, tls, Bytes::new(), conn, stop, idle)
@@ -190,7 +188,11 @@ where
 /// Accept errors are mostly "too many open files": log, and give connections a moment to
 /// close before trying again instead of spinning.
 async fn accept_failed(listener: &str, e: &std::io::Error) {
-    tracing::warn!("accepting a {listener} connection failed: {e}");
+    // Out of file descriptors, this fails for every queued connection: the log line is
+    // rate-limited, and the loop waits a little before it tries again.
+    if let Some(suppressed) = crate::answer::ACCEPT_ERRORS.admit() {
+        tracing::warn!(suppressed, "accepting a {listener} connection failed: {e}");
+    }
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
 

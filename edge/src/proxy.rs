@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri, Version};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper::body::{Body, Incoming};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::capture_connection;
@@ -64,6 +64,9 @@ pub struct Proxy {
     pub(crate) max_body: Option<u64>,
     pub(crate) head_limits: HeadLimits,
     pub(crate) write_timeout: Duration,
+    /// How long a stopping edge lets requests finish (also what a closing connection with
+    /// requests in flight gets).
+    pub(crate) shutdown_grace: Duration,
     body_idle_timeout: Duration,
     pub(crate) h2_max_resets_per_second: u32,
     /// Plaintext HTTP/1.1 starts in the relay ([`crate::relay`]); off: hyper serves all.
@@ -100,6 +103,8 @@ impl Proxy {
             // An answer head that does not fit is a broken slot (502), as on the relay.
             .http1_max_buf_size(MAX_ANSWER_HEAD)
             .pool_idle_timeout(tuning.pool_idle_timeout)
+            // As many idle connections per slot as the relay keeps, not without bound.
+            .pool_max_idle_per_host(crate::pool::MAX_IDLE)
             .pool_timer(TokioTimer::new())
             .build(connector.clone());
         Proxy {
@@ -116,6 +121,7 @@ impl Proxy {
                 max_headers: tuning.max_headers,
             },
             write_timeout: tuning.write_timeout,
+            shutdown_grace: tuning.shutdown_grace,
             body_idle_timeout: tuning.body_idle_timeout,
             h2_max_resets_per_second: tuning.h2_max_resets_per_second,
             relay: tuning.relay,
@@ -133,7 +139,7 @@ impl Proxy {
     pub(crate) async fn handle(
         &self,
         req: Request<Incoming>,
-        conn: &ClientConn,
+        conn: &Arc<ClientConn>,
     ) -> Response<ProxyBody> {
         let host = match self.check(&req) {
             Ok(host) => host,
@@ -157,7 +163,12 @@ impl Proxy {
         };
         let active = Arc::clone(guard.active());
         let mut response = self.forward(req, host, guard, conn).await;
-        active.metrics().count_status(response.status());
+        // What the edge answered itself for the client's error, or when it could not
+        // reach any slot, is not the slot's answer: counting it would let a client dilute
+        // (or inflate) a canary's error rate.
+        if response.extensions().get::<NotTheSlots>().is_none() {
+            active.metrics().count_status(response.status());
+        }
         if let Some(cookie) = set_cookie {
             response.headers_mut().append(header::SET_COOKIE, cookie);
         }
@@ -173,6 +184,11 @@ impl Proxy {
     /// Holds the request's head to the framing rules ([`crate::framing`]): the host to
     /// route and pass on, or why the request is refused.
     fn check(&self, req: &Request<Incoming>) -> Result<HeaderValue, Refusal> {
+        if req.method() == Method::CONNECT {
+            // A reverse proxy is no tunnel to anywhere; the slot would be told to connect
+            // to itself.
+            return Err(Refusal::MethodNotAllowed);
+        }
         let http1 = req.version() < Version::HTTP_2;
         let uri = req.uri();
         let line = req.method().as_str().len()
@@ -226,6 +242,7 @@ impl Proxy {
         answer::log_refusal(id, status, &conn.remote, refusal.reason());
         self.table.metrics().count_refused();
         let mut response = message(status, id);
+        response.extensions_mut().insert(NotTheSlots);
         if http1 {
             response
                 .headers_mut()
@@ -239,14 +256,15 @@ impl Proxy {
         mut req: Request<Incoming>,
         host: HeaderValue,
         mut guard: InFlightGuard,
-        conn: &ClientConn,
+        conn: &Arc<ClientConn>,
     ) -> Response<ProxyBody> {
         let declared = declared_length(req.headers());
+        let head_method = req.method() == Method::HEAD;
         let http1 = req.version() < Version::HTTP_2;
         if let (Some(limit), Some(length)) = (self.max_body, declared)
             && length > limit
         {
-            return too_large(guard.active(), limit, Some(length), http1);
+            return self.too_large(guard.active(), limit, Some(length), http1);
         }
         // The `Upgrade` value to pass on, and the client's side of the upgrade.
         let upgrade = tunnel::is_upgrade(&req)
@@ -279,9 +297,15 @@ impl Proxy {
             Err(failed) => {
                 poison();
                 // A body that broke on the client's side is the client's error, whatever
-                // the upstream request then reported.
-                if let Some(error) = upload.as_ref().and_then(|u| u.client_error()) {
-                    return self.client_body_error(error, conn, http1);
+                // the upstream request then reported; so is an upload that had stalled
+                // when the slot gave up on it.
+                if let Some(upload) = &upload {
+                    if let Some(error) = upload.client_error() {
+                        return self.client_body_error(error, conn, http1);
+                    }
+                    if !upload.finished() && upload.idle_for() >= STALLED_UPLOAD {
+                        return self.client_body_error(ClientBodyError::Stalled, conn, http1);
+                    }
                 }
                 return self.upstream_failure(active, &failed, http1);
             }
@@ -297,9 +321,19 @@ impl Proxy {
             return message(status, id);
         }
         let framing = AnswerFraming::of(response.headers());
-        // An answer that came before the request was sent whole, or framed both ways: the
-        // answer goes to the client, and its connection is cut once it is over.
-        let surprise = upload.as_ref().is_some_and(|u| !u.finished()) || framing.both;
+        // An answer that came before the request was sent whole, one framed both ways, or
+        // a body-less answer (HEAD, 204, 304) that names a body the slot may still send:
+        // the answer goes to the client, the connection is not reused, and it is cut once
+        // the answer is over.
+        let status = response.status();
+        let bodyless =
+            head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+        let surprise = upload.as_ref().is_some_and(|u| !u.finished())
+            || framing.both
+            || bodyless && names_a_body(response.headers());
+        if surprise {
+            connector::poison(&slot_connection);
+        }
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
                 return self.upstream_failure(active, &Failed::UnaskedUpgrade, http1);
@@ -312,7 +346,8 @@ impl Proxy {
                 tunnel::restore_upgrade(&mut parts.headers, upgrade);
             }
             guard.finish_timing();
-            self.tunnels.open(client_upgrade, upstream_upgrade, guard);
+            self.tunnels
+                .open(client_upgrade, upstream_upgrade, guard, Arc::clone(conn));
             return Response::from_parts(parts, ProxyBody::empty());
         }
         let (mut parts, body) = response.into_parts();
@@ -387,11 +422,16 @@ impl Proxy {
         uri.authority = Some(active.authority().clone());
         uri.path_and_query = Some(path);
         parts.uri = Uri::from_parts(uri).expect("scheme, authority and path make a URI");
+        let client_version = parts.version;
         // The upstream pool speaks HTTP/1.1 keep-alive whatever the client spoke.
         parts.version = Version::HTTP_11;
 
         let headers = &mut parts.headers;
         strip_hop_by_hop(headers);
+        strip_spoofable(headers);
+        if client_version == Version::HTTP_2 {
+            join_cookies(headers);
+        }
         if let Some(upgrade) = upgrade {
             tunnel::restore_upgrade(headers, upgrade);
         }
@@ -423,10 +463,13 @@ impl Proxy {
         let failure = match failed {
             Failed::Upstream(err) if source_is::<BodyTooLarge>(err) => {
                 let limit = self.max_body.unwrap_or(u64::MAX);
-                return too_large(active, limit, None, http1);
+                return self.too_large(active, limit, None, http1);
             }
             Failed::Upstream(err) if err.is_connect() && connector::is_timeout(err) => {
                 Failure::ConnectTimeout
+            }
+            Failed::Upstream(err) if err.is_connect() && connector::is_out_of_descriptors(err) => {
+                Failure::Overloaded(error_chain(err))
             }
             Failed::Upstream(err) if err.is_connect() => Failure::Connect(error_chain(err)),
             Failed::Upstream(err) => Failure::Broken(error_chain(err)),
@@ -437,7 +480,11 @@ impl Proxy {
             )),
         };
         let (status, id) = self.failure(active, &failure);
-        message(status, id)
+        let mut response = message(status, id);
+        if failure.is_the_edges() {
+            response.extensions_mut().insert(NotTheSlots);
+        }
+        response
     }
 
     /// The answer when the client's body broke (malformed, cut off, or stalled): the
@@ -466,7 +513,9 @@ impl Proxy {
     ) -> (StatusCode, RequestId) {
         self.table.metrics().count_unrouted();
         let id = RequestId::new();
-        tracing::debug!(request_id = %id, %remote, "{unrouted}");
+        if let Some(suppressed) = answer::CLIENT_ERRORS.admit() {
+            tracing::warn!(request_id = %id, %remote, suppressed, "{unrouted}");
+        }
         (unrouted.status(), id)
     }
 
@@ -508,6 +557,10 @@ impl Proxy {
                  upgrade"
                     .to_string(),
             ),
+            Failure::Overloaded(cause) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the edge cannot open a connection to the slot: {cause}"),
+            ),
         };
         let id = RequestId::new();
         if let Some(suppressed) = answer::SLOT_FAILURES.admit() {
@@ -542,6 +595,8 @@ impl Proxy {
         connected.map_err(|e| {
             if connector::is_timeout(&*e) {
                 Failure::ConnectTimeout
+            } else if connector::is_out_of_descriptors(&*e) {
+                Failure::Overloaded(error_chain(&*e))
             } else {
                 Failure::Connect(error_chain(&*e))
             }
@@ -688,30 +743,89 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     }
 }
 
-fn too_large(
-    active: &ActiveBackend,
-    limit: u64,
-    declared: Option<u64>,
-    http1: bool,
-) -> Response<ProxyBody> {
-    let id = RequestId::new();
-    tracing::debug!(
-        request_id = %id,
-        service = %active.service(),
-        slot = %active.backend().slot,
-        declared,
-        limit,
-        "refused a request body over the limit"
-    );
-    let mut response = message(StatusCode::PAYLOAD_TOO_LARGE, id);
-    if http1 {
-        // The rest of the body is not read: the connection cannot carry another request.
-        // (HTTP/2 resets just the stream, and forbids the header.)
-        response
-            .headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+/// Marks an answer the edge made itself that is not the slot's to count: the client's
+/// error, or the edge's own failure to reach the slot.
+#[derive(Debug, Clone, Copy)]
+struct NotTheSlots;
+
+/// How long an unfinished upload must have gone without a byte for a slot's failure to be
+/// the client's (the slot gave up waiting for it).
+const STALLED_UPLOAD: Duration = Duration::from_millis(500);
+
+/// Whether an answer's headers announce a body: `Content-Length` above zero, or a
+/// `Transfer-Encoding`.
+fn names_a_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get_all(header::CONTENT_LENGTH)
+            .iter()
+            .any(|v| framing::parse_length(v.as_bytes()) != Some(0))
+}
+
+/// Removes the client's headers that look like the ones the edge sets, or like framing
+/// headers, to a slot that reads `_` as `-` ([`framing::is_spoofable`]).
+fn strip_spoofable(headers: &mut HeaderMap) {
+    if headers.keys().any(|k| framing::is_spoofable(k.as_str())) {
+        let spoofed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| framing::is_spoofable(k.as_str()))
+            .cloned()
+            .collect();
+        for name in spoofed {
+            headers.remove(name);
+        }
     }
-    response
+}
+
+/// HTTP/2 may split `Cookie` into several fields; HTTP/1.1 wants one (RFC 9113 §8.2.3).
+fn join_cookies(headers: &mut HeaderMap) {
+    let mut cookies = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (cookies.next(), cookies.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    for more in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(more.as_bytes());
+    }
+    if let Ok(value) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, value);
+    }
+}
+
+impl Proxy {
+    /// The 413 for a body over the limit: the client's error, counted as refused.
+    fn too_large(
+        &self,
+        active: &ActiveBackend,
+        limit: u64,
+        declared: Option<u64>,
+        http1: bool,
+    ) -> Response<ProxyBody> {
+        let id = RequestId::new();
+        self.table.metrics().count_refused();
+        if let Some(suppressed) = answer::CLIENT_ERRORS.admit() {
+            tracing::warn!(
+                request_id = %id,
+                service = %active.service(),
+                slot = %active.backend().slot,
+                declared,
+                limit,
+                suppressed,
+                "refused a request body over the limit"
+            );
+        }
+        let mut response = message(StatusCode::PAYLOAD_TOO_LARGE, id);
+        response.extensions_mut().insert(NotTheSlots);
+        if http1 {
+            // The rest of the body is not read: the connection cannot carry another request.
+            // (HTTP/2 resets just the stream, and forbids the header.)
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
 }
 
 /// An answer from the edge itself: the generic text of [`answer::body`].

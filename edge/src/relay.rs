@@ -366,7 +366,9 @@ impl Relay<'_> {
         close: bool,
     ) -> Result<(), Gone> {
         let (status, id) = self.proxy.failure(active, failure);
-        active.metrics().count_status(status);
+        if !failure.is_the_edges() {
+            active.metrics().count_status(status);
+        }
         drop(guard);
         self.message(status, id, close).await
     }

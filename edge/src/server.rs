@@ -69,14 +69,32 @@ pub async fn run_with_tls(
 
 /// [`run`] with all its settings.
 pub async fn run_settings(opts: EdgeOptions, settings: Settings) -> Result<(), EdgeError> {
+    raise_open_file_limit();
     let signals = Signals::new(&opts.dir)?;
     let handle = start_settings(opts, settings).await?;
     signals.serve(handle).await
 }
 
+/// Lets the edge process open as many files as the system lets it (the soft limit up to
+/// the hard one): every client and slot connection is a descriptor, and the usual soft
+/// limit of 1024 runs out long before the connection limits do.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!("cannot raise the open-file limit from {soft} to {hard}: {e}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-file limit: {e}"),
+    }
+}
+
 /// Takes over from the edge running in `spec.dir` (see [`take_over`]), then runs like
 /// [`run`]. Fails, leaving the running edge serving, when it cannot take over.
 pub async fn run_taking_over(spec: TakeOver) -> Result<(), EdgeError> {
+    raise_open_file_limit();
     let signals = Signals::new(&spec.dir)?;
     let handle = take_over(spec).await?;
     signals.serve(handle).await

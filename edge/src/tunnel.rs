@@ -18,11 +18,19 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::backend::InFlightGuard;
+use crate::connection::ClientConn;
 
 /// Whether `req` asks to switch protocols: HTTP/1.1, `Upgrade`, and `Connection: upgrade`.
+/// An upgrade to HTTP/2 (`h2c`) is not passed on: the edge speaks HTTP/2 to clients itself,
+/// and a slot that took it would give the client a tunnel past the edge's rules; such a
+/// request is forwarded as an ordinary one, its `Upgrade` dropped.
 pub fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == Version::HTTP_11
-        && req.headers().contains_key(header::UPGRADE)
+        && req.headers().get(header::UPGRADE).is_some_and(|v| {
+            !v.as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"h2c"))
+        })
         && connection_has(req.headers(), "upgrade")
 }
 
@@ -52,10 +60,20 @@ pub(crate) struct Tunnels {
 
 impl Tunnels {
     /// Joins the client's and the slot's upgraded connections once both are ready.
-    pub(crate) fn open(&self, client: OnUpgrade, upstream: OnUpgrade, guard: InFlightGuard) {
+    ///
+    /// `connection` is the client connection the tunnel came from: holding it keeps the
+    /// tunnel counted under the edge's connection limits.
+    pub(crate) fn open(
+        &self,
+        client: OnUpgrade,
+        upstream: OnUpgrade,
+        guard: InFlightGuard,
+        connection: Arc<ClientConn>,
+    ) {
         let count = guard.active().open_tunnel();
         let closing = self.closing.clone();
         self.tracker.spawn(async move {
+            let _connection = connection;
             let active = Arc::clone(guard.active());
             let backend = active.backend();
             let (client, upstream) = match tokio::try_join!(client, upstream) {

@@ -205,3 +205,27 @@ fn refusals_map_to_their_statuses() {
     );
     assert_eq!(Refusal::Timeout.status(), StatusCode::REQUEST_TIMEOUT);
 }
+
+#[test]
+fn spoofable_names_are_the_edge_s_own_and_framing_headers_with_underscores() {
+    for name in [
+        "Forwarded",
+        "x-real-ip",
+        "X_Forwarded_For",
+        "x_forwarded_host",
+        "X_FORWARDED_PROTO",
+        "Content_Length",
+        "transfer_encoding",
+        "host",
+    ] {
+        assert_eq!(is_spoofable(name), name != "host", "{name}");
+    }
+    for name in [
+        "x-forwarded-for",
+        "x_trace_id",
+        "content-length",
+        "my_header",
+    ] {
+        assert!(!is_spoofable(name), "{name}");
+    }
+}

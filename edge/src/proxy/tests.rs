@@ -407,12 +407,17 @@ async fn declared_body_over_the_limit_is_refused_before_the_slot_sees_it() {
         "{line}"
     );
     assert_eq!(blue.served(), 0);
+    // The edge's own refusal is not the slot's answer: it counts as refused.
     assert_eq!(
         edge.metric(
             "shipit_edge_requests_total",
             &[("service", "web"), ("slot", "blue"), ("class", "4xx")]
         )
         .await,
+        0.0
+    );
+    assert_eq!(
+        edge.metric("shipit_edge_refused_requests_total", &[]).await,
         1.0
     );
 }

@@ -146,23 +146,10 @@ pub(crate) fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) 
         return Parsed::Incomplete;
     }
 
-    let connection = req
+    let has_connection = req
         .headers
         .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
-        .map(|h| h.value);
-    let mut named: [&[u8]; 8] = [&[]; 8];
-    let mut nameds = 0;
-    for value in connection {
-        for token in framing::tokens(value) {
-            if nameds == named.len() {
-                return Parsed::Refuse(Refusal::BadRequest("Connection names too many headers"));
-            }
-            named[nameds] = token;
-            nameds += 1;
-        }
-    }
-    let named = &named[..nameds];
+        .any(|h| h.name.eq_ignore_ascii_case("connection"));
     out.clear();
     out.reserve(len + 160);
     out.extend_from_slice(method.as_bytes());
@@ -175,9 +162,8 @@ pub(crate) fn parse_request(buf: &[u8], out: &mut Vec<u8>, client: &Client<'_>) 
     for h in req.headers.iter() {
         let name = h.name;
         if is_hop_by_hop(name)
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+            || framing::is_spoofable(name)
+            || has_connection && named_by_connection(req.headers, name)
         {
             continue;
         }
@@ -312,23 +298,14 @@ pub(crate) fn parse_answer(
     let mut length: Option<u64> = None;
     // The last Transfer-Encoding line's last coding: whether it is `chunked`.
     let mut chunked = None;
-    let mut named: [&[u8]; 8] = [&[]; 8];
-    let mut nameds = 0;
+    let mut has_connection = false;
     for h in res.headers.iter() {
         let name = h.name;
         match name.len() {
             10 if name.eq_ignore_ascii_case("connection") => {
-                for token in framing::tokens(h.value) {
-                    if token.eq_ignore_ascii_case(b"close") {
-                        upstream_close = true;
-                    } else if nameds < named.len() {
-                        named[nameds] = token;
-                        nameds += 1;
-                    } else {
-                        return Err(Failure::Broken(
-                            "its answer's Connection names too many headers".into(),
-                        ));
-                    }
+                has_connection = true;
+                if framing::tokens(h.value).any(|t| t.eq_ignore_ascii_case(b"close")) {
+                    upstream_close = true;
                 }
             }
             14 if name.eq_ignore_ascii_case("content-length") => {
@@ -352,8 +329,8 @@ pub(crate) fn parse_answer(
             _ => {}
         }
     }
-    let named = &named[..nameds];
-    let framing = if extra.head_method || status == 204 || status == 304 {
+    let bodyless = extra.head_method || status == 204 || status == 304;
+    let framing = if bodyless {
         Framing::Empty
     } else {
         match (chunked, length) {
@@ -366,7 +343,11 @@ pub(crate) fn parse_answer(
     // Both framings at once: Transfer-Encoding wins, and the connection is not trusted
     // with another request.
     let framed_twice = chunked.is_some() && length.is_some();
-    let reusable = !upstream_close && !framed_twice;
+    // A body-less answer that names a body: the slot may send one anyway (a HEAD handled
+    // like a GET), and those bytes must not meet the next request on this connection.
+    let names_a_body = chunked.is_some() || length.is_some_and(|l| l > 0);
+    let unsafe_to_reuse = upstream_close || framed_twice || bodyless && names_a_body;
+    let reusable = !unsafe_to_reuse;
     let close = closing || framing == Framing::UntilClose;
 
     out.clear();
@@ -398,11 +379,7 @@ pub(crate) fn parse_answer(
             if !matches!(framing, Framing::Chunked | Framing::UntilClose) {
                 continue;
             }
-        } else if is_hop_by_hop(name)
-            || named
-                .iter()
-                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
-        {
+        } else if is_hop_by_hop(name) || has_connection && named_by_connection(res.headers, name) {
             continue;
         }
         out.extend_from_slice(name.as_bytes());
@@ -431,6 +408,14 @@ pub(crate) fn parse_answer(
         reusable,
         close,
     })))
+}
+
+/// Whether a `Connection` header among `headers` names `name`.
+fn named_by_connection(headers: &[httparse::Header<'_>], name: &str) -> bool {
+    headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .any(|h| framing::tokens(h.value).any(|t| t.eq_ignore_ascii_case(name.as_bytes())))
 }
 
 fn too_large() -> Failure {

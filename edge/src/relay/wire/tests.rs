@@ -493,3 +493,58 @@ fn the_edge_s_own_answers_are_generic_and_framed() {
     );
     assert!(head.ends_with("connection: close"), "{head}");
 }
+
+#[test]
+fn a_bodyless_answer_that_names_a_body_is_not_reused() {
+    let head = Extra {
+        head_method: true,
+        ..extra()
+    };
+    for (bytes, extra, reusable) in [
+        (
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 46\r\n\r\n"[..],
+            &head,
+            false,
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &head,
+            false,
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", &head, true),
+        (
+            b"HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n",
+            &extra(),
+            false,
+        ),
+        (
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            &extra(),
+            false,
+        ),
+        (b"HTTP/1.1 304 Not Modified\r\n\r\n", &extra(), true),
+    ] {
+        let (answer, _) = final_answer(bytes, extra, false);
+        assert_eq!(answer.framing, Framing::Empty);
+        assert_eq!(
+            answer.reusable,
+            reusable,
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+#[test]
+fn lookalikes_of_the_edge_s_headers_and_many_connection_tokens() {
+    let (_, out) = ready(
+        b"GET / HTTP/1.1\r\nHost: a\r\nX_Forwarded_For: 6.6.6.6\r\nForwarded: for=6.6.6.6\r\n\
+X-Real-IP: 6.6.6.6\r\nContent_Length: 5\r\nConnection: keep-alive, a, b, c, d, e, f, g, h, i\r\n\
+i: gone\r\nx-keep: kept\r\n\r\n",
+    );
+    assert_eq!(
+        out,
+        "GET / HTTP/1.1\r\nHost: a\r\nx-keep: kept\r\nx-forwarded-host: a\r\n\
+x-forwarded-proto: http\r\nx-forwarded-for: 192.0.2.7\r\n\r\n"
+    );
+}
