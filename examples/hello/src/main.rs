@@ -11,7 +11,7 @@
 //! - `HELLO_STARTUP_MS=N`: the server does not accept connections for the first N ms, like a
 //!   slow-booting JVM.
 //! - `HELLO_EXIT=N`: the process exits with code N at once, before it listens: a candidate
-//!   that crashes on boot, which a release must see fail fast.
+//!   that crashes on boot, which a release must see fail fast. Unset or empty: it runs.
 //!
 //! Routes: `/healthz`, `/version`, `/`, `/slow?ms=N` (answers after N ms), `POST /echo`
 //! (reads the body; answers its length, its FNV-1a hash and the release) and `/ws` (a
@@ -199,8 +199,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         healthy: env_or("HELLO_HEALTH", "ok") != "fail",
         root_fails: env_or("HELLO_ROOT", "ok") == "fail",
     }));
-    if let Ok(code) = std::env::var("HELLO_EXIT") {
-        let code: i32 = code
+    let exit = env_or("HELLO_EXIT", "");
+    if !exit.is_empty() {
+        let code: i32 = exit
             .parse()
             .map_err(|e| format!("HELLO_EXIT must be an exit code: {e}"))?;
         eprintln!("hello: HELLO_EXIT={code}, exiting before listening");
