@@ -10,8 +10,12 @@
 //!   verification and then fails real traffic, which a canary's bake must catch.
 //! - `HELLO_STARTUP_MS=N`: the server does not accept connections for the first N ms, like a
 //!   slow-booting JVM.
+//! - `HELLO_EXIT=N`: the process exits with code N at once, before it listens: a candidate
+//!   that crashes on boot, which a release must see fail fast. Unset or empty: it runs.
 //!
-//! Routes: `/healthz`, `/version`, `/` and `/slow?ms=N` (answers after N ms).
+//! Routes: `/healthz`, `/version`, `/`, `/slow?ms=N` (answers after N ms), `POST /echo`
+//! (reads the body; answers its length, its FNV-1a hash and the release) and `/ws` (a
+//! WebSocket that echoes every text and binary message). bench/soak.sh loads all of them.
 
 // Its two log lines go to stderr, where the engine collects container logs.
 #![allow(clippy::print_stderr)]
@@ -20,16 +24,24 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use http_body_util::Full;
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderValue};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 /// The longest `/slow` delay honoured, so a bad query cannot pin a connection for ever.
 const MAX_SLOW: Duration = Duration::from_secs(60);
+/// The largest body `/echo` reads; a larger one is answered 413.
+const MAX_ECHO_BODY: usize = 16 * 1024 * 1024;
 
 struct Identity {
     release: String,
@@ -51,6 +63,81 @@ fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {
         .expect("static response parts are valid")
 }
 
+/// FNV-1a, 64 bits: enough for a client to tell that the body arrived byte for byte.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
+}
+
+/// `POST /echo`: the body's length and hash, and who answered.
+async fn echo(body: Incoming, who: &str) -> Response<Full<Bytes>> {
+    match Limited::new(body, MAX_ECHO_BODY).collect().await {
+        Ok(collected) => {
+            let bytes = collected.to_bytes();
+            text(
+                StatusCode::OK,
+                format!(
+                    "received {} bytes fnv1a64={:016x} {who}\n",
+                    bytes.len(),
+                    fnv1a64(&bytes)
+                ),
+            )
+        }
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is larger than {MAX_ECHO_BODY} bytes\n"),
+        ),
+        Err(e) => text(StatusCode::BAD_REQUEST, format!("reading the body: {e}\n")),
+    }
+}
+
+/// `GET /ws`: answers the WebSocket handshake and echoes every text and binary message on
+/// the upgraded connection until the client closes it.
+fn websocket(req: &mut Request<Incoming>) -> Response<Full<Bytes>> {
+    let upgrade_asked = req
+        .headers()
+        .get(header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let Some(key) = req
+        .headers()
+        .get("sec-websocket-key")
+        .filter(|_| upgrade_asked)
+    else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "expected a WebSocket handshake\n".into(),
+        );
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    let upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = ws.next().await {
+            let echo = match message {
+                Message::Text(_) | Message::Binary(_) => message,
+                // tungstenite answers pings and closes by itself.
+                _ => continue,
+            };
+            if ws.send(echo).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut response = Response::new(Full::new(Bytes::new()));
+    *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let headers = response.headers_mut();
+    headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    headers.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    headers.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("a base64 key is a valid header value"),
+    );
+    response
+}
+
 fn query_ms(query: Option<&str>) -> Duration {
     let ms = query
         .unwrap_or("")
@@ -63,7 +150,7 @@ fn query_ms(query: Option<&str>) -> Duration {
 
 async fn handle(
     id: &'static Identity,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let who = format!(
         "release={} slot={} version={}",
@@ -84,6 +171,12 @@ async fn handle(
                 format!("slept {}ms {who}\n", wait.as_millis()),
             )
         }
+        "/echo" if req.method() == Method::POST => echo(req.into_body(), &who).await,
+        "/echo" => text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST a body to /echo\n".into(),
+        ),
+        "/ws" => websocket(&mut req),
         "/" if id.root_fails => text(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("failing on purpose (HELLO_ROOT=fail): {who}\n"),
@@ -106,6 +199,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         healthy: env_or("HELLO_HEALTH", "ok") != "fail",
         root_fails: env_or("HELLO_ROOT", "ok") == "fail",
     }));
+    let exit = env_or("HELLO_EXIT", "");
+    if !exit.is_empty() {
+        let code: i32 = exit
+            .parse()
+            .map_err(|e| format!("HELLO_EXIT must be an exit code: {e}"))?;
+        eprintln!("hello: HELLO_EXIT={code}, exiting before listening");
+        std::process::exit(code);
+    }
     let startup = Duration::from_millis(env_or("HELLO_STARTUP_MS", "0").parse().unwrap_or(0));
     if !startup.is_zero() {
         tokio::time::sleep(startup).await;
@@ -123,6 +224,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     let service = service_fn(move |req| handle(identity, req));
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
                         .await;
                 });
             }
