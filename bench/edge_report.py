@@ -18,7 +18,7 @@ import statistics
 import sys
 from pathlib import Path
 
-# DESIGN.md, "Performance goals".
+# ARCHITECTURE.md, "Performance goals".
 GOAL_VS_NGINX = 1.1
 GOAL_P99_ADDED_MS = 0.5
 GOAL_SWITCH_MS = 1.0
@@ -286,7 +286,7 @@ def main():
                          f"{verdict(q['first_new_ms_max'] <= GOAL_SWITCH_MS and not q['missed'])}")
         idle = mib(memory["shipit"]["start"]["rss_kib"])
         goals.append(f"memory ≤ {GOAL_IDLE_RSS_MIB} MiB idle: {idle:.1f} MiB: {verdict(idle <= GOAL_IDLE_RSS_MIB)}")
-        print("### The shipit edge against DESIGN.md")
+        print("### The shipit edge against the performance goals (ARCHITECTURE.md)")
         print()
         for g in goals:
             print(f"- {g}")

@@ -15,7 +15,7 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-# DESIGN.md, "Performance goals".
+# ARCHITECTURE.md, "Performance goals".
 GOAL_RELEASE_MS = 1000
 GOAL_ROLLBACK_MS = 1000
 GOAL_EDGE_P99_ADDED_MS = 0.5
@@ -212,7 +212,7 @@ def main():
           f"before the load runs: {(raw / 'loadavg-load').read_text().strip()}.")
     print()
 
-    print("## Against DESIGN.md")
+    print("## Against the performance goals (ARCHITECTURE.md)")
     print()
     med = statistics.median(release_walls)
     print(f"- release, image reused, ≤ {GOAL_RELEASE_MS} ms end to end: median {med:.0f} ms, "

@@ -43,7 +43,7 @@ if ! [[ "$service" =~ ^[a-z0-9][a-z0-9._-]*$ ]]; then
 fi
 if ! command -v aws >/dev/null 2>&1; then
   echo "error: the aws CLI is not on PATH" >&2
-  echo "hint: pip install awscli (the test suite has it in .venv/bin), or see https://aws.amazon.com/cli/" >&2
+  echo "hint: pip install awscli (the test suite has it in .venv/bin)" >&2
   exit 1
 fi
 

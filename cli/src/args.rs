@@ -5,6 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// The service's port inside its container for `shipit init`, unless `--port` says otherwise.
+pub const DEFAULT_PORT: u16 = 8080;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "shipit",
@@ -67,7 +70,7 @@ pub enum Command {
         #[arg(long, value_name = "NAME")]
         name: Option<String>,
         /// The port the app listens on inside its container
-        #[arg(long, value_name = "PORT", default_value_t = crate::command::init::DEFAULT_PORT)]
+        #[arg(long, value_name = "PORT", default_value_t = DEFAULT_PORT)]
         port: u16,
         /// Do not write the GitHub workflow
         #[arg(long)]

@@ -3,8 +3,12 @@
 use std::process::ExitCode;
 
 use shipit_pipeline::config::ConfigError;
-use shipit_pipeline::platform::ErrorKind;
+use shipit_pipeline::history::HistoryError;
+use shipit_pipeline::lock::LockError;
+use shipit_pipeline::platform::target::PlanError;
+use shipit_pipeline::platform::{ErrorKind, PlatformError};
 use shipit_pipeline::release::ReleaseError;
+use shipit_pipeline::version::VersionError;
 
 pub const OK: u8 = 0;
 pub const UNEXPECTED: u8 = 1;
@@ -52,26 +56,9 @@ impl Failure {
     }
 }
 
-/// Splits a message that carries its own `hint:` line into cause and hint.
-fn split_hint(text: &str) -> (String, Option<String>) {
-    match text.split_once("\nhint: ") {
-        Some((cause, hint)) => (cause.to_string(), Some(hint.to_string())),
-        None => (text.to_string(), None),
-    }
-}
-
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Failure {
-        let hint = e.hint.clone();
-        let mut text = e.to_string();
-        if let Some(h) = &hint {
-            text = text.replace(&format!("\nhint: {h}"), "");
-        }
-        Failure {
-            code: CONFIG,
-            cause: text,
-            hint,
-        }
+        caused(CONFIG, &e, e.hint())
     }
 }
 
@@ -80,69 +67,73 @@ impl From<ReleaseError> for Failure {
         let code = match &e {
             ReleaseError::Lock(_) => LOCKED,
             ReleaseError::History(_) => UNEXPECTED,
-            ReleaseError::Phase { source, .. } => match source.kind {
-                ErrorKind::Build => BUILD,
-                ErrorKind::Verify => VERIFY,
-                ErrorKind::Platform => PLATFORM,
-            },
+            ReleaseError::Version(_) => VERSION,
+            ReleaseError::Phase { source, .. } => platform_code(source.kind),
             ReleaseError::Interrupted { .. } => INTERRUPTED,
             // Nothing to act on: no release to roll back to, or none staged to promote.
             ReleaseError::NoRollback { .. } | ReleaseError::NothingStaged { .. } => NO_ROLLBACK,
         };
-        let hint = e.hint();
-        let (cause, own_hint) = split_hint(&e.to_string());
-        Failure {
-            code,
-            cause,
-            hint: hint.or(own_hint),
-        }
+        caused(code, &e, e.hint())
     }
 }
 
-impl From<shipit_pipeline::platform::PlatformError> for Failure {
-    fn from(e: shipit_pipeline::platform::PlatformError) -> Failure {
-        let code = match e.kind {
-            ErrorKind::Build => BUILD,
-            ErrorKind::Verify => VERIFY,
-            ErrorKind::Platform => PLATFORM,
+impl From<PlatformError> for Failure {
+    fn from(e: PlatformError) -> Failure {
+        caused(platform_code(e.kind), &e, e.hint())
+    }
+}
+
+impl From<HistoryError> for Failure {
+    fn from(e: HistoryError) -> Failure {
+        caused(UNEXPECTED, &e, e.hint())
+    }
+}
+
+impl From<LockError> for Failure {
+    fn from(e: LockError) -> Failure {
+        caused(PLATFORM, &e, e.hint())
+    }
+}
+
+impl From<VersionError> for Failure {
+    fn from(e: VersionError) -> Failure {
+        caused(VERSION, &e, e.hint())
+    }
+}
+
+impl From<PlanError> for Failure {
+    fn from(e: PlanError) -> Failure {
+        let code = match &e {
+            PlanError::Platform(e) => platform_code(e.kind),
+            PlanError::Version(_) => VERSION,
+            PlanError::Build(_) => BUILD,
+            PlanError::Lock(_) | PlanError::Refused { .. } => UNEXPECTED,
         };
-        Failure {
-            code,
-            cause: e.message,
-            hint: e.hint,
-        }
-    }
-}
-
-impl From<shipit_pipeline::history::HistoryError> for Failure {
-    fn from(e: shipit_pipeline::history::HistoryError) -> Failure {
-        let (cause, hint) = split_hint(&e.to_string());
-        Failure {
-            code: UNEXPECTED,
-            cause,
-            hint,
-        }
-    }
-}
-
-impl From<shipit_pipeline::version::VersionError> for Failure {
-    fn from(e: shipit_pipeline::version::VersionError) -> Failure {
-        let (cause, hint) = split_hint(&e.to_string());
-        Failure {
-            code: VERSION,
-            cause,
-            hint,
-        }
+        caused(code, &e, e.hint())
     }
 }
 
 impl From<shipit_edge::EdgeError> for Failure {
     fn from(e: shipit_edge::EdgeError) -> Failure {
-        let (cause, hint) = split_hint(&e.to_string());
-        Failure {
-            code: PLATFORM,
-            cause,
-            hint,
-        }
+        caused(PLATFORM, &e, e.hint())
+    }
+}
+
+/// A library error as a failure: its message is the cause, and its hint (data on the error,
+/// never parsed out of the message) the hint.
+fn caused(code: u8, error: &dyn std::error::Error, hint: Option<String>) -> Failure {
+    Failure {
+        code,
+        cause: error.to_string(),
+        hint,
+    }
+}
+
+/// The exit code of a platform error's kind.
+fn platform_code(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::Build => BUILD,
+        ErrorKind::Verify => VERIFY,
+        ErrorKind::Platform => PLATFORM,
     }
 }

@@ -153,6 +153,7 @@ impl Printer {
             Event::Progress { phase, message } => self.progress(*phase, message),
             Event::Count { phase, done, total } => self.count(*phase, *done, *total),
             Event::Warning { message } => self.warn(message),
+            Event::Note { message } => self.info(message),
             Event::ShiftStep {
                 index,
                 total,

@@ -389,7 +389,11 @@ mod tests {
         assert!(matches!(err, EdgeError::AdminUnreachable { .. }), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(&socket.display().to_string()), "{msg}");
-        assert!(msg.contains("is the edge running?"), "{msg}");
+        assert!(
+            err.hint()
+                .is_some_and(|h| h.starts_with("is the edge running?")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -1,7 +1,7 @@
 //! What can go wrong in the edge, its admin client and its daemon control.
 //!
-//! Every message names what failed with its context (a path, an address, a pid) and says
-//! what to do next, so the CLI can print it as is.
+//! Every message names what failed with its context (a path, an address, a pid), and
+//! [`EdgeError::hint`] says what to do next: the CLI prints the two as they are.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,10 +17,7 @@ pub enum EdgeError {
         source: std::io::Error,
     },
 
-    #[error(
-        "cannot listen for traffic on {addr}: {source}\n\
-         hint: another edge or server may hold that port; pick another `listen` address or stop it"
-    )]
+    #[error("cannot listen for traffic on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -28,28 +25,26 @@ pub enum EdgeError {
     },
 
     #[error(
-        "the admin socket path `{path}` is {len} bytes long, more than the 107 a unix socket allows\n\
-         hint: use a shorter state directory"
+        "the admin socket path `{path}` is {len} bytes long, more than the 107 a unix socket \
+         allows: it needs a shorter state directory"
     )]
     SocketPathTooLong { path: PathBuf, len: usize },
 
     #[error(
-        "another edge already runs in `{dir}`{}\n\
-         hint: reuse it, or stop it with `shipit edge stop` first",
+        "another edge already runs in `{dir}`{}",
         pid.map(|p| format!(" (pid {p})")).unwrap_or_default()
     )]
     AlreadyRunning { dir: PathBuf, pid: Option<u32> },
 
     #[error(
-        "TLS: {reason}{}\n\
-         hint: check the certificate and key files (PEM, leaf first) and the hosts they serve",
+        "TLS: {reason}{}",
         if path.as_os_str().is_empty() { String::new() } else { format!(" (`{}`)", path.display()) }
     )]
     Tls { path: PathBuf, reason: String },
 
     #[error(
-        "cannot read the routes in `{path}`: {source}\n\
-         hint: fix the file or remove it (the edge then starts with no routes)"
+        "cannot read the routes in `{path}`: {source}; the edge cannot restore its routes \
+         until the file is fixed or you remove it"
     )]
     RoutesCorrupt {
         path: PathBuf,
@@ -62,10 +57,7 @@ pub enum EdgeError {
     )]
     InvalidService { name: String },
 
-    #[error(
-        "cannot reach the edge admin socket `{socket}`: {source}\n\
-         hint: is the edge running? `shipit release` starts it, `shipit edge run` runs it in the foreground"
-    )]
+    #[error("cannot reach the edge admin socket `{socket}`: {source}")]
     AdminUnreachable {
         socket: PathBuf,
         #[source]
@@ -73,8 +65,7 @@ pub enum EdgeError {
     },
 
     #[error(
-        "the edge admin socket `{socket}` did not answer `{request}` within {}\n\
-         hint: see the edge log next to the socket",
+        "the edge admin socket `{socket}` did not answer `{request}` within {}",
         humantime::format_duration(*after)
     )]
     AdminTimeout {
@@ -107,8 +98,7 @@ pub enum EdgeError {
     },
 
     #[error(
-        "the edge in `{dir}` (pid {pid}) listens on {running}, not on the requested {requested}\n\
-         hint: stop it with `shipit edge stop` so it restarts on the new address, or change `listen` back"
+        "the edge in `{dir}` (pid {pid}) listens on {running}, not on the requested {requested}"
     )]
     ListenMismatch {
         dir: PathBuf,
@@ -118,8 +108,8 @@ pub enum EdgeError {
     },
 
     #[error(
-        "the edge in `{dir}` (pid {pid}) is running but its admin socket `{socket}` does not answer\n\
-         hint: stop it with `shipit edge stop`; its log is `{log}`{tail}",
+        "the edge in `{dir}` (pid {pid}) is running but its admin socket `{socket}` does not \
+         answer; its log is `{log}`{tail}",
         tail = format_tail(tail)
     )]
     NotAnswering {
@@ -162,8 +152,7 @@ pub enum EdgeError {
     },
 
     #[error(
-        "timed out after {} waiting for the lock `{path}`\n\
-         hint: another shipit command is starting or stopping this edge; retry when it is done",
+        "timed out after {} waiting for the lock `{path}`",
         humantime::format_duration(*after)
     )]
     LockTimeout { path: PathBuf, after: Duration },
@@ -177,21 +166,17 @@ pub enum EdgeError {
     },
 
     #[error(
-        "the edge (pid {pid}) is still running {} after SIGKILL\n\
-         hint: check the process with `ps -o pid,stat,cmd -p {pid}`",
+        "the edge (pid {pid}) is still running {} after SIGKILL",
         humantime::format_duration(*after)
     )]
     StopTimeout { pid: u32, after: Duration },
 
-    #[error(
-        "no edge is running in `{dir}`\n\
-         hint: `shipit release` starts it, or run `shipit edge run`"
-    )]
+    #[error("no edge is running in `{dir}`")]
     NotRunning { dir: PathBuf },
 
     #[error(
-        "no edge answers on `{socket}` to take over from: {source}\n\
-         hint: an upgrade replaces a running edge; start one with `shipit edge run` (or `shipit release`)"
+        "no edge answers on `{socket}` to take over from, so there is nothing to upgrade \
+         (`shipit edge run` starts one): {source}"
     )]
     NothingToTakeOver {
         dir: PathBuf,
@@ -200,23 +185,17 @@ pub enum EdgeError {
         source: std::io::Error,
     },
 
-    #[error(
-        "cannot take over the edge in `{dir}`: {reason}\n\
-         hint: the running edge keeps serving; its log is `{}`",
-        dir.join(crate::LOG_FILE).display()
-    )]
+    #[error("cannot take over the edge in `{dir}`: {reason}")]
     Handover { dir: PathBuf, reason: String },
 
     #[error(
-        "the edge process in `{dir}` has handed over to a new process and takes no route change\n\
-         hint: send the call again: it reaches the new process"
+        "the edge process in `{dir}` has handed over to a new process and takes no route change"
     )]
     HandedOver { dir: PathBuf },
 
     #[error(
-        "the edge in `{dir}` does not terminate TLS, so it has no certificates to reload\n\
-         hint: set `tls_listen` and `certificates` in the target's `[targets.<name>.edge]` table, \
-         then run `shipit edge upgrade` to start TLS without dropping a connection"
+        "the edge in `{dir}` does not terminate TLS (it has no `tls_listen`), so it has no \
+         certificates to reload"
     )]
     NoTls { dir: PathBuf },
 
@@ -249,9 +228,7 @@ pub enum EdgeError {
 
     #[error(
         "`{path}` holds routes in format version {found}, newer than this edge reads \
-         (version {supported}); the edge does not start without them\n\
-         hint: run the edge of a shipit at least as new as the one that wrote the file; it was \
-         left as it is"
+         (version {supported}); the edge does not start without them"
     )]
     RoutesVersion {
         path: PathBuf,
@@ -273,6 +250,91 @@ impl EdgeError {
         }
     }
 }
+
+impl EdgeError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            EdgeError::Bind { .. } => {
+                "another edge or server may hold that port; pick another `listen` address or stop it"
+            }
+            EdgeError::SocketPathTooLong { .. } => {
+                "set `state_dir` (or SHIPIT_STATE_DIR) to a shorter path"
+            }
+            EdgeError::AlreadyRunning { .. } => {
+                "reuse it, or stop it with `shipit edge stop` first"
+            }
+            EdgeError::Tls { .. } => TLS_FILES_HINT,
+            EdgeError::RoutesVersion { .. } => {
+                "run the edge of a shipit at least as new as the one that wrote the file; it was \
+                 left as it is"
+            }
+            EdgeError::RoutesCorrupt { .. } => {
+                "fix the file or remove it (the edge then starts with no routes)"
+            }
+            EdgeError::AdminUnreachable { .. } => {
+                "is the edge running? `shipit release` starts it, `shipit edge run` runs it in the \
+                 foreground"
+            }
+            EdgeError::AdminTimeout { .. } => "see the edge log next to the socket",
+            // The admin API answers with the message alone: what to do depends on the call.
+            EdgeError::AdminRejected {
+                request, status, ..
+            } if request.ends_with(" /tls/reload") => match status {
+                409 => NO_TLS_HINT,
+                400 => TLS_FILES_HINT,
+                _ => return None,
+            },
+            EdgeError::ListenMismatch { .. } => {
+                "stop it with `shipit edge stop` so it restarts on the new address, or change \
+                 `listen` back"
+            }
+            EdgeError::NotAnswering { .. } => "stop it with `shipit edge stop`",
+            EdgeError::LockTimeout { .. } => {
+                "another shipit command is starting or stopping this edge; retry when it is done"
+            }
+            EdgeError::StopTimeout { pid, .. } => {
+                return Some(format!(
+                    "check the process with `ps -o pid,stat,cmd -p {pid}`"
+                ));
+            }
+            EdgeError::NotRunning { .. } => "`shipit release` starts it, or run `shipit edge run`",
+            EdgeError::NothingToTakeOver { .. } => {
+                "an upgrade replaces a running edge; start one with `shipit edge run` (or \
+                 `shipit release`)"
+            }
+            EdgeError::Handover { dir, .. } => {
+                return Some(format!(
+                    "the running edge keeps serving; its log is `{}`",
+                    dir.join(crate::LOG_FILE).display()
+                ));
+            }
+            EdgeError::HandedOver { .. } => "send the call again: it reaches the new process",
+            EdgeError::NoTls { .. } => NO_TLS_HINT,
+            EdgeError::Io { .. }
+            | EdgeError::InvalidService { .. }
+            | EdgeError::AdminProtocol { .. }
+            | EdgeError::AdminRejected { .. }
+            | EdgeError::AdminAnswer { .. }
+            | EdgeError::Spawn { .. }
+            | EdgeError::StartExited { .. }
+            | EdgeError::StartTimeout { .. }
+            | EdgeError::Signal { .. }
+            | EdgeError::UpgradeExited { .. }
+            | EdgeError::UpgradeTimeout { .. } => return None,
+        };
+        Some(hint.to_string())
+    }
+}
+
+/// What to do about certificate files that do not load.
+const TLS_FILES_HINT: &str =
+    "check the certificate and key files (PEM, leaf first) and the hosts they serve";
+
+/// How to turn TLS on.
+const NO_TLS_HINT: &str = "set `tls_listen` and `certificates` in the target's \
+     `[targets.<name>.edge]` table, then run `shipit edge upgrade` to start TLS without \
+     dropping a connection";
 
 fn format_tail(tail: &str) -> String {
     if tail.trim().is_empty() {

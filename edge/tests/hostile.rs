@@ -4,7 +4,7 @@
 //! Every case runs twice: through the relay, and through the general (hyper) path
 //! (`Tuning::relay = false`), each time on a fresh in-process edge in front of a raw
 //! upstream that records every byte it receives and parses it with its own strict RFC 9112
-//! parser. The checks are those of DESIGN.md, invariant 7: the upstream parses exactly the
+//! parser. The checks are those of ARCHITECTURE.md, invariant 7: the upstream parses exactly the
 //! requests the client sent, with the same boundaries (or nothing at all when the edge
 //! refuses), each client gets answers only to its own requests, and a client's error is
 //! never the slot's 5xx. A table-driven test runs all its cases and then fails listing

@@ -90,26 +90,16 @@ pub enum BuildProgress {
 /// Why a build did not produce an image.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error(
-        "the build context {path} does not exist or is not a folder\n\
-         hint: check the service's `context` in the config; relative paths are resolved \
-         against the config file's folder"
-    )]
+    #[error("the build context {path} does not exist or is not a folder")]
     ContextMissing { path: PathBuf },
 
-    #[error(
-        "the Dockerfile {path} is not in the build context {context}\n\
-         hint: create it, or set the service's `dockerfile` to its path relative to the context"
-    )]
+    #[error("the Dockerfile {path} is not in the build context {context}")]
     DockerfileMissing { path: PathBuf, context: PathBuf },
 
     #[error(transparent)]
     Context(#[from] ContextError),
 
-    #[error(
-        "the Docker Engine failed while {action}: {source}\n\
-         hint: check that the engine is running and healthy (`docker info`), then try again"
-    )]
+    #[error("the Docker Engine failed while {action}: {source}")]
     Engine {
         action: String,
         #[source]
@@ -127,6 +117,30 @@ pub enum BuildError {
     },
 }
 
+impl BuildError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            BuildError::ContextMissing { .. } => {
+                "check the service's `context` in the config; relative paths are resolved \
+                 against the config file's folder"
+            }
+            BuildError::DockerfileMissing { .. } => {
+                "create it, or set the service's `dockerfile` to its path relative to the context"
+            }
+            BuildError::Context(e) => return e.hint(),
+            BuildError::Engine { .. } => {
+                "check that the engine is running and healthy (`docker info`), then try again"
+            }
+            BuildError::Failed { .. } => {
+                "fix the Dockerfile or the build context and release again; files matched by \
+                 .dockerignore are not sent to the engine"
+            }
+        };
+        Some(hint.to_string())
+    }
+}
+
 fn render_failure(step: Option<&str>, message: &str, last_lines: &[String]) -> String {
     let mut text = match step {
         Some(step) => format!("the image build failed at `{step}`: {message}"),
@@ -139,10 +153,6 @@ fn render_failure(step: Option<&str>, message: &str, last_lines: &[String]) -> S
             text.push_str(line);
         }
     }
-    text.push_str(
-        "\nhint: fix the Dockerfile or the build context and release again; files matched by \
-         .dockerignore are not sent to the engine",
-    );
     text
 }
 
@@ -559,7 +569,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("\n  Step 1/2 : FROM scratch\n"), "{text}");
-        assert!(text.contains("\nhint: "), "{text}");
+        assert!(
+            err.hint()
+                .is_some_and(|h| h.starts_with("fix the Dockerfile"))
+        );
     }
 
     #[test]
@@ -875,7 +888,7 @@ mod tests {
             last_lines.iter().any(|l| l.contains("COPY missing.txt")),
             "{last_lines:?}"
         );
-        assert!(err.to_string().contains("hint:"), "{err}");
+        assert!(err.hint().is_some(), "{err}");
         assert!(
             !events
                 .iter()

@@ -13,6 +13,8 @@
 //! 4. `resolve`: turn the raw structs into the typed [`Config`] (defaults, names, paths).
 //!
 //! Stages 2 to 4 report a key path; `locate` finds its line:column in the original text.
+//! Each target kind's keys have their own file: `local.rs` (with `edge.rs`, the local edge's
+//! table) and `ecs.rs`.
 
 // `ConfigError` is a flat record of six public fields (128 bytes) that the CLI reads and
 // serializes; it is built once per failed load, so its size on the error path costs nothing.
@@ -22,14 +24,16 @@ mod ecs;
 mod edge;
 mod error;
 mod interpolate;
+mod local;
 mod locate;
+mod path;
 mod raw;
 mod resolve;
+mod size;
 #[cfg(test)]
 mod tests;
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -43,12 +47,11 @@ pub use ecs::{
 pub use edge::{
     Certificate, DEFAULT_EDGE_CONNECT_TIMEOUT, DEFAULT_EDGE_HEADER_READ_TIMEOUT,
     DEFAULT_EDGE_IDLE_TIMEOUT, DEFAULT_EDGE_MAX_REQUEST_BODY, DEFAULT_EDGE_RESPONSE_TIMEOUT,
-    EdgeSettings,
+    EdgeSettings, TargetEdge,
 };
 pub use error::ConfigError;
+pub use local::LocalTarget;
 use locate::KeyPath;
-
-use crate::shift::ShiftStrategy;
 
 /// The file looked for in the current folder when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "shipit.toml";
@@ -159,26 +162,14 @@ pub enum TargetKind {
     Ecs(Box<EcsTarget>),
 }
 
-/// One Docker host, with shipit's edge in front of the two slots.
-#[derive(Debug, Clone, Serialize)]
-pub struct LocalTarget {
-    /// Where the edge listens for the service's traffic.
-    pub listen: SocketAddr,
-    /// How long in-flight requests on the old slot may take to finish after a switch.
-    #[serde(with = "duration_text")]
-    pub drain_timeout: Duration,
-    /// How long a stopping container gets between SIGTERM and SIGKILL.
-    #[serde(with = "duration_text")]
-    pub stop_timeout: Duration,
-    /// How traffic moves to a verified candidate.
-    pub shift: ShiftStrategy,
-    /// The largest share of 5xx answers the candidate may give during a bake, 0 to 1.
-    pub max_error_rate: f64,
-    /// A host name whose requests reach a staged candidate (`release --no-promote`).
-    pub preview_host: Option<String>,
-    /// The edge's TLS, timeouts and limits (`[targets.<name>.edge]`); boxed, as the
-    /// largest part of a target.
-    pub edge: Box<EdgeSettings>,
+impl TargetKind {
+    /// The kind's name, as the config's `kind` key spells it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TargetKind::Local(_) => "local",
+            TargetKind::Ecs(_) => "ecs",
+        }
+    }
 }
 
 /// Serializes a `Duration` as humantime text ("100ms", "30s"), the way configs spell them.
@@ -254,7 +245,7 @@ impl Config {
         interpolate::table(&mut table, env, &KeyPath::root())
             .map_err(|problem| problem.into_error(path, text))?;
         let raw = raw::deserialize(table).map_err(|problem| problem.into_error(path, text))?;
-        let absolute = resolve::normalize(&cwd.join(path));
+        let absolute = path::normalize(&cwd.join(path));
         let origin = resolve::Origin {
             path: &absolute,
             env,

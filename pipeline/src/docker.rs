@@ -19,44 +19,53 @@ pub const DOCKER_HOST_ENV: &str = "DOCKER_HOST";
 /// Why the engine could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerError {
-    #[error(
-        "no Docker Engine socket at {path} (from {host})\n\
-         hint: is the Docker daemon running? If the engine listens elsewhere, set DOCKER_HOST \
-         (for example unix:///run/user/1000/docker.sock or tcp://127.0.0.1:2375)"
-    )]
+    #[error("no Docker Engine socket at {path} (from {host})")]
     SocketMissing { host: String, path: String },
 
-    #[error(
-        "permission denied connecting to the Docker Engine at {host}: {source}\n\
-         hint: this user needs access to the socket: add it to the `docker` group \
-         (`sudo usermod -aG docker $USER`, then log in again) or run with sufficient rights"
-    )]
+    #[error("permission denied connecting to the Docker Engine at {host}: {source}")]
     PermissionDenied {
         host: String,
         #[source]
         source: bollard::errors::Error,
     },
 
-    #[error(
-        "the Docker Engine at {host} did not answer: {source}\n\
-         hint: is the Docker daemon running (`systemctl status docker`)? Is DOCKER_HOST right? \
-         Does this user have access to /var/run/docker.sock?"
-    )]
+    #[error("the Docker Engine at {host} did not answer: {source}")]
     Unreachable {
         host: String,
         #[source]
         source: bollard::errors::Error,
     },
 
-    #[error(
-        "DOCKER_HOST={host} cannot be used: {source}\n\
-         hint: shipit supports unix:// and tcp:// (without TLS) hosts"
-    )]
+    #[error("DOCKER_HOST={host} cannot be used: {source}")]
     UnsupportedHost {
         host: String,
         #[source]
         source: bollard::errors::Error,
     },
+}
+
+impl DockerError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            DockerError::SocketMissing { .. } => {
+                "is the Docker daemon running? If the engine listens elsewhere, set DOCKER_HOST \
+                 (for example unix:///run/user/1000/docker.sock or tcp://127.0.0.1:2375)"
+            }
+            DockerError::PermissionDenied { .. } => {
+                "this user needs access to the socket: add it to the `docker` group \
+                 (`sudo usermod -aG docker $USER`, then log in again) or run with sufficient rights"
+            }
+            DockerError::Unreachable { .. } => {
+                "is the Docker daemon running (`systemctl status docker`)? Is DOCKER_HOST right? \
+                 Does this user have access to /var/run/docker.sock?"
+            }
+            DockerError::UnsupportedHost { .. } => {
+                "shipit supports unix:// and tcp:// (without TLS) hosts"
+            }
+        };
+        Some(hint.to_string())
+    }
 }
 
 /// Connects to the engine named by `DOCKER_HOST` (or the default socket), negotiates the API
@@ -152,8 +161,9 @@ mod tests {
         let text = err.to_string();
         assert!(text.contains(&path.display().to_string()), "{text}");
         assert!(
-            text.contains("hint: is the Docker daemon running?"),
-            "{text}"
+            err.hint()
+                .is_some_and(|h| h.starts_with("is the Docker daemon running?")),
+            "{err:?}"
         );
     }
 
@@ -169,7 +179,11 @@ mod tests {
         assert!(matches!(err, DockerError::Unreachable { .. }), "{err:?}");
         let text = err.to_string();
         assert!(text.contains(&host), "{text}");
-        assert!(text.contains("Is DOCKER_HOST right?"), "{text}");
+        assert!(
+            err.hint()
+                .is_some_and(|h| h.contains("Is DOCKER_HOST right?")),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]

@@ -92,6 +92,11 @@ pub enum Event {
     Warning {
         message: String,
     },
+    /// A line about the run as a whole, outside any phase: what is released where, the
+    /// module versions the version step settled on.
+    Note {
+        message: String,
+    },
 }
 
 /// Where events go. Cheap to clone; the default drops everything.
@@ -116,6 +121,12 @@ impl Reporter {
     pub fn progress(&self, phase: Phase, message: impl Into<String>) {
         self.emit(Event::Progress {
             phase,
+            message: message.into(),
+        });
+    }
+
+    pub fn note(&self, message: impl Into<String>) {
+        self.emit(Event::Note {
             message: message.into(),
         });
     }

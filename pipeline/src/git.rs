@@ -6,6 +6,10 @@
 //! linking a git library: it honours the user's git config (safe.directory, worktrees,
 //! alternates) exactly as the user's own `git` does. A folder outside any git work tree, or a
 //! repository without commits, has no revision: that is `Ok(None)`, not an error.
+//!
+//! It is also shipit's one git runner (`run`, `checked`): module versioning
+//! (`version/repository.rs`) reads tags and history and commits through it, and its errors
+//! are [`GitError`]s wherever git runs.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -20,6 +24,22 @@ pub const SHORT_SHA_LEN: usize = 12;
 
 /// The suffix of [`Revision::version`] when the context has uncommitted changes.
 pub const DIRTY_SUFFIX: &str = "-dirty";
+
+/// `git status` as shipit asks it, for the folder git runs in and below: one `XY path` line
+/// per modified, staged, deleted or untracked (not ignored) file. `--no-optional-locks`: a
+/// status run by a tool must not take the index lock from an editor or a concurrent git
+/// command. Pathspecs may follow (`:(exclude)…`).
+pub(crate) const STATUS_ARGS: [&str; 6] = [
+    "--no-optional-locks",
+    "status",
+    "--porcelain",
+    "--untracked-files=normal",
+    "--",
+    ".",
+];
+
+/// The version of an app whose context git cannot name a commit for.
+pub const UNTRACKED_VERSION: &str = "untracked";
 
 /// The commit a context was built from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,13 +64,10 @@ impl Revision {
     }
 }
 
-/// Why the revision of a folder could not be read.
+/// Why git could not be run, or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum GitError {
-    #[error(
-        "the `git` command was not found on PATH (needed to read the revision of {dir})\n\
-         hint: install git, or put it on PATH"
-    )]
+    #[error("the `git` command was not found on PATH (shipit runs it in {dir})")]
     NotInstalled { dir: PathBuf },
 
     #[error("could not run `git` in {dir}: {source}")]
@@ -60,12 +77,7 @@ pub enum GitError {
         source: io::Error,
     },
 
-    #[error(
-        "`git {args}` failed in {dir} ({status}): {stderr}\n\
-         hint: check that the folder exists and run `git {args}` in it to see what git needs; \
-         a repository owned by another user needs `git config --global --add safe.directory \
-         <repository>`"
-    )]
+    #[error("`git {args}` failed in {dir} ({status}): {stderr}")]
     Failed {
         dir: PathBuf,
         args: String,
@@ -74,13 +86,28 @@ pub enum GitError {
     },
 }
 
+impl GitError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            GitError::NotInstalled { .. } => "install git, or put it on PATH".to_string(),
+            GitError::Spawn { .. } => "check that the folder exists".to_string(),
+            GitError::Failed { args, .. } => format!(
+                "check that the folder exists and run `git {args}` in it to see what git needs; \
+                 a repository owned by another user needs `git config --global --add \
+                 safe.directory <repository>`"
+            ),
+        })
+    }
+}
+
 /// The revision of the git work tree that holds `dir`.
 ///
 /// `Ok(None)` when `dir` is not inside a git work tree, or when the repository has no commit
 /// yet. `dirty` looks only at `dir` and below: a change elsewhere in the repository does not
 /// reach the build context, so it does not make this build dirty.
 pub fn revision(dir: &Path) -> Result<Option<Revision>, GitError> {
-    let inside = git(dir, &["rev-parse", "--is-inside-work-tree"])?;
+    let inside = run(dir, &["rev-parse", "--is-inside-work-tree"])?;
     if !inside.status.success() {
         let stderr = String::from_utf8_lossy(&inside.stderr);
         if stderr.contains("not a git repository") {
@@ -98,7 +125,7 @@ pub fn revision(dir: &Path) -> Result<Option<Revision>, GitError> {
     }
 
     // `--verify --quiet` exits 1 without a word when HEAD does not name a commit yet.
-    let head = git(dir, &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])?;
+    let head = run(dir, &["rev-parse", "--verify", "--quiet", "HEAD^{commit}"])?;
     if !head.status.success() {
         if head.status.code() == Some(1) && head.stderr.is_empty() {
             return Ok(None);
@@ -109,34 +136,36 @@ pub fn revision(dir: &Path) -> Result<Option<Revision>, GitError> {
 
     let short_arg = format!("--short={SHORT_SHA_LEN}");
     let short_args = ["rev-parse", short_arg.as_str(), sha.as_str()];
-    let short = git(dir, &short_args)?;
+    let short = run(dir, &short_args)?;
     if !short.status.success() {
         return Err(failed(dir, &short_args, &short));
     }
     let short = stdout_line(&short);
 
-    // `--no-optional-locks`: a status run by a tool must not take the index lock from an editor
-    // or a concurrent git command. `-- .` scopes it to `dir`.
-    let status_args = [
-        "--no-optional-locks",
-        "status",
-        "--porcelain",
-        "--untracked-files=normal",
-        "--",
-        ".",
-    ];
-    let status = git(dir, &status_args)?;
+    let status = run(dir, &STATUS_ARGS)?;
     if !status.status.success() {
-        return Err(failed(dir, &status_args, &status));
+        return Err(failed(dir, &STATUS_ARGS, &status));
     }
     let dirty = !status.stdout.iter().all(u8::is_ascii_whitespace);
 
     Ok(Some(Revision { sha, short, dirty }))
 }
 
+/// The version of the app built from the context in `dir`, and the revision it names:
+/// `<short>` or `<short>-dirty`, or [`UNTRACKED_VERSION`] when git names no commit (outside a
+/// work tree, no commit yet, or git failing: the version labels a release and never stops
+/// one).
+pub fn app_version(dir: &Path) -> (String, Option<Revision>) {
+    let revision = revision(dir).unwrap_or(None);
+    let version = revision
+        .as_ref()
+        .map_or_else(|| UNTRACKED_VERSION.to_string(), Revision::version);
+    (version, revision)
+}
+
 /// A `git -C dir` command for the repository that holds `dir`, whatever git environment the
 /// caller runs in.
-pub(crate) fn command(dir: &Path) -> Command {
+fn command(dir: &Path) -> Command {
     let mut cmd = Command::new("git");
     cmd.arg("-C")
         .arg(dir)
@@ -148,7 +177,9 @@ pub(crate) fn command(dir: &Path) -> Command {
     cmd
 }
 
-fn git(dir: &Path, args: &[&str]) -> Result<Output, GitError> {
+/// Runs `git args` in `dir` and returns what it wrote and how it exited; only a git that
+/// cannot be started is an error.
+pub(crate) fn run(dir: &Path, args: &[&str]) -> Result<Output, GitError> {
     command(dir)
         .args(args)
         .output()
@@ -168,7 +199,17 @@ pub(crate) fn stdout_line(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_string()
 }
 
-fn failed(dir: &Path, args: &[&str], output: &Output) -> GitError {
+/// Runs `git args` in `dir` and returns its stdout, or the error of a failed run.
+pub(crate) fn checked(dir: &Path, args: &[&str]) -> Result<String, GitError> {
+    let output = run(dir, args)?;
+    if !output.status.success() {
+        return Err(failed(dir, args, &output));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The error of `git args`, which ran in `dir` and failed with `output`.
+pub(crate) fn failed(dir: &Path, args: &[&str], output: &Output) -> GitError {
     GitError::Failed {
         dir: dir.to_path_buf(),
         args: args.join(" "),
@@ -181,46 +222,20 @@ fn failed(dir: &Path, args: &[&str], output: &Output) -> GitError {
 mod tests {
     use super::*;
 
-    /// Runs git in `dir` with a fixed identity, so the tests do not depend on the user's config.
-    fn run_git(dir: &Path, args: &[&str]) {
-        let output = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args([
-                "-c",
-                "user.name=shipit test",
-                "-c",
-                "user.email=test@shipit.invalid",
-            ])
-            .args([
-                "-c",
-                "commit.gpgsign=false",
-                "-c",
-                "init.defaultBranch=main",
-            ])
-            .args(args)
-            .output()
-            .expect("git runs");
-        assert!(
-            output.status.success(),
-            "git {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
+    use crate::version::fixture::Fixture;
 
-    fn repo_with_commit() -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        run_git(dir.path(), &["init", "--quiet"]);
-        std::fs::write(dir.path().join("app.txt"), "v1\n").unwrap();
-        run_git(dir.path(), &["add", "."]);
-        run_git(dir.path(), &["commit", "--quiet", "-m", "first"]);
-        dir
+    /// A repository with one commit of `app.txt` (a fixed identity: the tests do not depend on
+    /// the user's config).
+    fn repo_with_commit() -> Fixture {
+        let repo = Fixture::new();
+        repo.change("app.txt", "v1\n", "first");
+        repo
     }
 
     #[test]
     fn clean_repo_has_its_head_commit_and_is_not_dirty() {
-        let dir = repo_with_commit();
-        let rev = revision(dir.path()).unwrap().expect("a revision");
+        let repo = repo_with_commit();
+        let rev = revision(&repo.root).unwrap().expect("a revision");
 
         assert_eq!(rev.sha.len(), 40);
         assert!(rev.sha.chars().all(|c| c.is_ascii_hexdigit()));
@@ -232,41 +247,35 @@ mod tests {
 
     #[test]
     fn modified_or_untracked_file_makes_the_revision_dirty() {
-        let dir = repo_with_commit();
-        std::fs::write(dir.path().join("app.txt"), "v2\n").unwrap();
-        let rev = revision(dir.path()).unwrap().unwrap();
+        let repo = repo_with_commit();
+        repo.write("app.txt", "v2\n");
+        let rev = revision(&repo.root).unwrap().unwrap();
         assert!(rev.dirty);
         assert_eq!(rev.version(), format!("{}-dirty", rev.short));
 
-        let dir = repo_with_commit();
-        std::fs::write(dir.path().join("new.txt"), "new\n").unwrap();
-        assert!(revision(dir.path()).unwrap().unwrap().dirty);
+        let repo = repo_with_commit();
+        repo.write("new.txt", "new\n");
+        assert!(revision(&repo.root).unwrap().unwrap().dirty);
     }
 
     #[test]
     fn ignored_file_does_not_make_the_revision_dirty() {
-        let dir = repo_with_commit();
-        std::fs::write(dir.path().join(".gitignore"), "target/\n").unwrap();
-        run_git(dir.path(), &["add", ".gitignore"]);
-        run_git(dir.path(), &["commit", "--quiet", "-m", "ignore"]);
-        std::fs::create_dir(dir.path().join("target")).unwrap();
-        std::fs::write(dir.path().join("target/out.bin"), "x").unwrap();
+        let repo = repo_with_commit();
+        repo.change(".gitignore", "target/\n", "ignore");
+        repo.write("target/out.bin", "x");
 
-        assert!(!revision(dir.path()).unwrap().unwrap().dirty);
+        assert!(!revision(&repo.root).unwrap().unwrap().dirty);
     }
 
     #[test]
     fn dirty_looks_only_under_the_context_folder() {
-        let dir = repo_with_commit();
-        std::fs::create_dir(dir.path().join("app")).unwrap();
-        std::fs::write(dir.path().join("app/main.txt"), "main\n").unwrap();
-        run_git(dir.path(), &["add", "."]);
-        run_git(dir.path(), &["commit", "--quiet", "-m", "app"]);
-        std::fs::write(dir.path().join("app.txt"), "changed outside the context\n").unwrap();
+        let repo = repo_with_commit();
+        repo.change("app/main.txt", "main\n", "app");
+        repo.write("app.txt", "changed outside the context\n");
 
-        let in_app = revision(&dir.path().join("app")).unwrap().unwrap();
+        let in_app = revision(&repo.path("app")).unwrap().unwrap();
         assert!(!in_app.dirty);
-        let at_root = revision(dir.path()).unwrap().unwrap();
+        let at_root = revision(&repo.root).unwrap().unwrap();
         assert!(at_root.dirty);
         assert_eq!(in_app.sha, at_root.sha);
     }
@@ -289,10 +298,9 @@ mod tests {
 
     #[test]
     fn repository_without_commits_has_no_revision() {
-        let dir = tempfile::tempdir().unwrap();
-        run_git(dir.path(), &["init", "--quiet"]);
-        std::fs::write(dir.path().join("app.txt"), "v1\n").unwrap();
-        assert_eq!(revision(dir.path()).unwrap(), None);
+        let repo = Fixture::new();
+        repo.write("app.txt", "v1\n");
+        assert_eq!(revision(&repo.root).unwrap(), None);
     }
 
     #[test]

@@ -196,7 +196,7 @@ pub trait HistoryStore: Send + Sync {
 
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("cannot write the release record {}: {source}\nhint: check that the state directory is writable", path.display())]
+    #[error("cannot write the release record {}: {source}", path.display())]
     Write {
         path: PathBuf,
         #[source]
@@ -208,19 +208,33 @@ pub enum HistoryError {
         #[source]
         source: std::io::Error,
     },
-    #[error("the release record {} is not valid: {source}\nhint: move the file aside; the other records are intact", path.display())]
+    #[error("the release record {} is not valid: {source}", path.display())]
     Corrupt {
         path: PathBuf,
         #[source]
         source: serde_json::Error,
     },
     /// A store kept by a service (a cloud parameter store) failed or refused.
-    #[error("release history in {store}: {message}{}", hint.as_ref().map_or(String::new(), |h| format!("\nhint: {h}")))]
+    #[error("release history in {store}: {message}")]
     Remote {
         store: String,
         message: String,
         hint: Option<String>,
     },
+}
+
+impl HistoryError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            HistoryError::Write { .. } => Some("check that the state directory is writable".into()),
+            HistoryError::Read { .. } => None,
+            HistoryError::Corrupt { .. } => {
+                Some("move the file aside; the other records are intact".into())
+            }
+            HistoryError::Remote { hint, .. } => hint.clone(),
+        }
+    }
 }
 
 /// The records of one service on one target, one JSON file each in a folder.
@@ -404,14 +418,16 @@ mod tests {
         };
         assert_eq!(
             err.to_string(),
-            "release history in SSM /shipit/prod/hello/releases: AccessDenied\nhint: allow ssm:PutParameter"
+            "release history in SSM /shipit/prod/hello/releases: AccessDenied"
         );
+        assert_eq!(err.hint().as_deref(), Some("allow ssm:PutParameter"));
         let err = HistoryError::Remote {
             store: "s".into(),
             message: "m".into(),
             hint: None,
         };
         assert_eq!(err.to_string(), "release history in s: m");
+        assert_eq!(err.hint(), None);
     }
 
     #[test]

@@ -73,26 +73,21 @@ pub fn username() -> String {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
-    #[error(
-        "another release holds the lock {}: {holder}\nhint: wait for it to finish; the lock is freed as soon as that process exits",
-        path.display()
-    )]
+    #[error("another release holds the lock {}: {holder}", path.display())]
     Held { path: PathBuf, holder: Holder },
     #[error(
-        "another process holds the lock {} and its holder record is unreadable\nhint: wait for it to finish",
+        "another process holds the lock {} and its holder record is unreadable",
         path.display()
     )]
     HeldUnknown { path: PathBuf },
-    #[error("cannot use the lock file {}: {source}\nhint: check that the state directory is writable", path.display())]
+    #[error("cannot use the lock file {}: {source}", path.display())]
     Io {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
     /// A remote lock is held. Nothing frees it when its holder dies.
-    #[error(
-        "another release holds the lock in {store}: {holder}\nhint: wait for it to finish; if that run is dead, break the lock with `{breaker}`"
-    )]
+    #[error("another release holds the lock in {store}: {holder}")]
     HeldRemote {
         store: String,
         holder: Holder,
@@ -100,7 +95,28 @@ pub enum LockError {
         breaker: String,
     },
     #[error("the lock in {store}: {message}")]
-    Remote { store: String, message: String },
+    Remote {
+        store: String,
+        message: String,
+        hint: Option<String>,
+    },
+}
+
+impl LockError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            LockError::Held { .. } => Some(
+                "wait for it to finish; the lock is freed as soon as that process exits".into(),
+            ),
+            LockError::HeldUnknown { .. } => Some("wait for it to finish".into()),
+            LockError::Io { .. } => Some("check that the state directory is writable".into()),
+            LockError::HeldRemote { breaker, .. } => Some(format!(
+                "wait for it to finish; if that run is dead, break the lock with `{breaker}`"
+            )),
+            LockError::Remote { hint, .. } => hint.clone(),
+        }
+    }
 }
 
 /// Where the release lock of one service on one target lives.
@@ -427,14 +443,15 @@ mod tests {
             store: "SSM /shipit/prod/hello/lock".into(),
             holder: dead_holder(),
             breaker: "shipit lock release --force --target prod".into(),
-        }
-        .to_string();
+        };
+        let hint = err.hint().unwrap_or_default();
+        let err = err.to_string();
         assert!(err.contains("SSM /shipit/prod/hello/lock"), "{err}");
         assert!(err.contains("pid 999999 on host ci-7"), "{err}");
         assert!(err.contains("2026-11-22T10:00:00Z"), "{err}");
         assert!(
-            err.contains("shipit lock release --force --target prod"),
-            "{err}"
+            hint.contains("shipit lock release --force --target prod"),
+            "{hint}"
         );
     }
 }

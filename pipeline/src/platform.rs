@@ -2,14 +2,17 @@
 //!
 //! A [`Platform`] is one service on one target. The state machine in [`crate::release`] only
 //! calls these methods, in order, and knows nothing of Docker or AWS. `local` implements them
-//! with the Docker Engine and shipit's edge; an `ecs` implementation does the same with the
-//! AWS SDK.
+//! with the Docker Engine and shipit's edge; `ecs` does the same with the AWS SDK. `target`
+//! opens the platform of a config's target, whatever its kind.
 
 pub mod ecs;
+pub mod kind;
 pub mod local;
+pub mod target;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
 use jiff::Timestamp;
@@ -17,6 +20,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
+use crate::build::BuildRequest;
+use crate::config::Service;
 use crate::event::Reporter;
 use crate::history::{HistoryStore, ReleaseRecord};
 use crate::lock::LockStore;
@@ -64,13 +69,13 @@ pub struct BuildInput {
     pub modules: BTreeMap<String, String>,
 }
 
-/// An error from the outside world, with what to do about it.
+/// An error from the outside world, with what to do about it ([`PlatformError::hint`]).
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct PlatformError {
     pub kind: ErrorKind,
     pub message: String,
-    pub hint: Option<String>,
+    hint: Option<String>,
 }
 
 /// What broke, so the CLI can map it to an exit code.
@@ -108,6 +113,19 @@ impl PlatformError {
         self.hint = Some(hint.into());
         self
     }
+
+    /// Carries the hint of the error this one reports, if it has one.
+    pub fn with_hint_of(mut self, hint: Option<String>) -> Self {
+        if hint.is_some() {
+            self.hint = hint;
+        }
+        self
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
 }
 
 /// One service on one target. Every method that waits has a deadline.
@@ -138,7 +156,8 @@ pub trait Platform {
     fn live(&self) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
 
     /// Brings the target to a known state before a release: whatever a crashed run left in
-    /// the idle slot is removed, and the routing layer is up. Returns the live slot.
+    /// the idle slot is removed, and the routing layer is up. Returns the live slot (the state
+    /// machine reports it).
     fn converge(
         &self,
         reporter: &Reporter,
@@ -256,15 +275,51 @@ pub trait Platform {
     fn down(&self, reporter: &Reporter) -> impl Future<Output = Result<(), PlatformError>>;
 }
 
-/// Builds (or reuses) a service's image for either platform, reporting the build's steps as
+/// The engine could not be reached: a kind that needs it cannot build or run anything.
+impl From<crate::docker::DockerError> for PlatformError {
+    fn from(e: crate::docker::DockerError) -> PlatformError {
+        PlatformError::new(ErrorKind::Platform, e.to_string()).with_hint_of(e.hint())
+    }
+}
+
+/// The build request of a release of `service`: tagged `<service>:<version>`, labelled with
+/// the release's OCI labels and its module versions (only these decide whether an image is
+/// reused), with the context's stat cache in `cache_dir`. Every kind builds from it, and
+/// `plan` decides "reuse or build" with it.
+pub fn build_request(service: &Service, input: &BuildInput, cache_dir: &Path) -> BuildRequest {
+    let mut labels =
+        crate::build::oci_labels(input.revision.as_ref(), input.created, &input.release);
+    labels.extend(crate::version::labels(&input.modules));
+    BuildRequest {
+        service: service.name.clone(),
+        context: service.context.clone(),
+        dockerfile: service.dockerfile.clone(),
+        tag: format!("{}:{}", service.name, input.version),
+        labels,
+        cache_dir: Some(cache_dir.to_path_buf()),
+    }
+}
+
+/// The Build phase of every kind: runs the service's pre-build command (in the config's
+/// folder `config_dir`), then builds (or reuses) its image, reporting the build's steps as
 /// progress lines and as a count the terminal shows as a bar.
-pub(crate) async fn build_image(
+pub(crate) async fn build_service(
     docker: &bollard::Docker,
-    request: &crate::build::BuildRequest,
+    service: &Service,
+    config_dir: &Path,
+    request: &BuildRequest,
     reporter: &Reporter,
 ) -> Result<Image, PlatformError> {
     use crate::build::BuildProgress;
     use crate::event::{Event, Phase};
+    if let Some(command) = &service.pre_build {
+        reporter.progress(Phase::Build, format!("pre-build: {}", command.trim()));
+        crate::pre_build::run(command, config_dir, |line| {
+            reporter.progress(Phase::Build, line.to_string())
+        })
+        .await
+        .map_err(|e| PlatformError::new(ErrorKind::Build, e.to_string()).with_hint_of(e.hint()))?;
+    }
     let mut on_progress = |p: BuildProgress| match p {
         BuildProgress::Hashing => reporter.progress(Phase::Build, "hashing the context"),
         BuildProgress::Reused { id } => reporter.progress(
@@ -284,7 +339,7 @@ pub(crate) async fn build_image(
     };
     let built = crate::build::build(docker, request, &mut on_progress)
         .await
-        .map_err(|e| PlatformError::new(ErrorKind::Build, e.to_string()))?;
+        .map_err(|e| PlatformError::new(ErrorKind::Build, e.to_string()).with_hint_of(e.hint()))?;
     Ok(Image {
         reference: built.tag,
         id: built.id,

@@ -27,6 +27,16 @@ pub enum PreBuildError {
     },
 }
 
+impl PreBuildError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(
+            "fix the pre_build command of the service, or run it by hand to see why it fails"
+                .to_string(),
+        )
+    }
+}
+
 /// Runs `command` in `dir`, passing each output line (stdout and stderr) to `on_line`.
 pub async fn run(
     command: &str,

@@ -39,6 +39,137 @@ pub const DEFAULT_PUSH_STALL_TIMEOUT: Duration = Duration::from_secs(300);
 /// How often byte-level progress of a push is reported (layer events are reported at once).
 const PROGRESS_INTERVAL: Duration = Duration::from_secs(1);
 
+/// Why credentials could not be had, or a push failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot get ECR credentials (GetAuthorizationToken): {detail}")]
+    EcrAuthorization { detail: String },
+
+    #[error("ECR answered GetAuthorizationToken without authorization data")]
+    EcrNoData,
+
+    #[error("the ECR authorization token for {endpoint} is not valid: {why}")]
+    EcrToken { endpoint: String, why: String },
+
+    #[error("cannot tag the image {image} as {target}: {message}")]
+    Tag {
+        image: String,
+        target: String,
+        message: String,
+    },
+
+    #[error(
+        "the push of {target} to {registry} made no progress for {}s; last state: {last}",
+        after.as_secs()
+    )]
+    Stalled {
+        target: String,
+        registry: String,
+        after: Duration,
+        last: String,
+    },
+
+    #[error("pushing {target} to the registry {registry} failed: {message}")]
+    Push {
+        target: String,
+        registry: String,
+        message: String,
+        why: PushFailure,
+    },
+
+    #[error("the push of {target} to {registry} ended without a digest; last state: {last}")]
+    NoDigest {
+        target: String,
+        registry: String,
+        last: String,
+    },
+}
+
+/// What a failed push's message says went wrong, which decides what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushFailure {
+    /// ECR refused its own token.
+    EcrRefused,
+    /// The registry refused the credentials given.
+    CredentialsRefused,
+    /// The registry wants credentials and none were found.
+    NoCredentials,
+    /// The engine could not reach the registry.
+    Unreachable,
+    Other,
+}
+
+impl RegistryError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        Some(match self {
+            RegistryError::EcrAuthorization { .. } => {
+                "check the AWS credentials and region (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) \
+                 and that they allow ecr:GetAuthorizationToken"
+                    .to_string()
+            }
+            RegistryError::EcrNoData => return None,
+            RegistryError::EcrToken { .. } => {
+                "this is ECR's answer, not shipit's: retry, and check the AWS endpoint".to_string()
+            }
+            RegistryError::Tag { .. } => {
+                "check that the image exists on the engine (`docker image ls`)".to_string()
+            }
+            RegistryError::Stalled { registry, .. } => format!(
+                "check that the Docker Engine reaches {registry} (network, proxy), then retry"
+            ),
+            RegistryError::Push {
+                target,
+                registry,
+                why,
+                ..
+            } => match why {
+                PushFailure::EcrRefused => {
+                    "the ECR token was refused: check that the AWS credentials may push to this \
+                     repository (ecr:InitiateLayerUpload, ecr:PutImage) and that the repository \
+                     exists"
+                        .to_string()
+                }
+                PushFailure::CredentialsRefused => format!(
+                    "{registry} refused the credentials: check \
+                     {REGISTRY_USERNAME_ENV}/{REGISTRY_PASSWORD_ENV} or the `auths` entry of \
+                     {registry} in the Docker config (`docker login {registry}`), and that the \
+                     user may push to this repository"
+                ),
+                PushFailure::NoCredentials => format!(
+                    "{registry} wants credentials and none were found: set \
+                     {REGISTRY_USERNAME_ENV} and {REGISTRY_PASSWORD_ENV}, or run `docker login \
+                     {registry}`"
+                ),
+                PushFailure::Unreachable => format!(
+                    "the Docker Engine could not reach {registry}: check the repository's host \
+                     and port, and that the registry runs (a plain-HTTP registry must be on \
+                     127.0.0.0/8 or in the engine's insecure-registries)"
+                ),
+                PushFailure::Other => {
+                    format!("retry; `docker push {target}` shows the registry's full answer")
+                }
+            },
+            RegistryError::NoDigest { .. } => {
+                "retry; if it persists, push by hand with `docker push` to see the registry's \
+                 answer"
+                    .to_string()
+            }
+        })
+    }
+}
+
+/// A registry's failure as the Push phase reports it.
+impl From<RegistryError> for PlatformError {
+    fn from(e: RegistryError) -> PlatformError {
+        let error = PlatformError::new(ErrorKind::Platform, e.to_string());
+        match e.hint() {
+            Some(hint) => error.with_hint(hint),
+            None => error,
+        }
+    }
+}
+
 /// What the engine sends a registry to log in.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Credentials {
@@ -61,26 +192,16 @@ impl std::fmt::Debug for Credentials {
 
 /// Credentials for an ECR registry: GetAuthorizationToken, whose token is base64
 /// `AWS:<password>`, with the answer's proxy endpoint as the server.
-pub async fn ecr_credentials(ecr: &aws_sdk_ecr::Client) -> Result<Credentials, PlatformError> {
+pub async fn ecr_credentials(ecr: &aws_sdk_ecr::Client) -> Result<Credentials, RegistryError> {
     let out = ecr.get_authorization_token().send().await.map_err(|e| {
-        PlatformError::new(
-            ErrorKind::Platform,
-            format!(
-                "cannot get ECR credentials (GetAuthorizationToken): {}",
-                aws_smithy_types::error::display::DisplayErrorContext(&e)
-            ),
-        )
-        .with_hint(
-            "check the AWS credentials and region (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL) and \
-             that they allow ecr:GetAuthorizationToken",
-        )
+        RegistryError::EcrAuthorization {
+            detail: aws_smithy_types::error::display::DisplayErrorContext(&e).to_string(),
+        }
     })?;
-    let data = out.authorization_data().first().ok_or_else(|| {
-        PlatformError::new(
-            ErrorKind::Platform,
-            "ECR answered GetAuthorizationToken without authorization data",
-        )
-    })?;
+    let data = out
+        .authorization_data()
+        .first()
+        .ok_or(RegistryError::EcrNoData)?;
     let token = data.authorization_token().unwrap_or_default();
     let endpoint = data.proxy_endpoint().unwrap_or_default();
     decode_ecr_token(token, endpoint)
@@ -88,13 +209,10 @@ pub async fn ecr_credentials(ecr: &aws_sdk_ecr::Client) -> Result<Credentials, P
 
 /// Turns an ECR authorization token (base64 of `AWS:<password>`) into credentials for
 /// `proxy_endpoint`.
-pub fn decode_ecr_token(token: &str, proxy_endpoint: &str) -> Result<Credentials, PlatformError> {
-    let bad = |why: &str| {
-        PlatformError::new(
-            ErrorKind::Platform,
-            format!("the ECR authorization token for {proxy_endpoint} is not valid: {why}"),
-        )
-        .with_hint("this is ECR's answer, not shipit's: retry, and check the AWS endpoint")
+pub fn decode_ecr_token(token: &str, proxy_endpoint: &str) -> Result<Credentials, RegistryError> {
+    let bad = |why: &str| RegistryError::EcrToken {
+        endpoint: proxy_endpoint.to_string(),
+        why: why.to_string(),
     };
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(token.trim())
@@ -331,7 +449,7 @@ pub async fn push(
     tag: &str,
     creds: Option<&Credentials>,
     reporter: &Reporter,
-) -> Result<Image, PlatformError> {
+) -> Result<Image, RegistryError> {
     let target = format!("{repository}:{tag}");
     let registry = registry_host(repository).unwrap_or("docker.io");
     let source = if image.id.starts_with("sha256:") {
@@ -348,16 +466,10 @@ pub async fn push(
             }),
         )
         .await
-        .map_err(|e| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!(
-                    "cannot tag the image {} as {target}: {}",
-                    image.reference,
-                    engine_message(&e)
-                ),
-            )
-            .with_hint("check that the image exists on the engine (`docker image ls`)")
+        .map_err(|e| RegistryError::Tag {
+            image: image.reference.clone(),
+            target: target.clone(),
+            message: engine_message(&e),
         })?;
     let layers = docker
         .inspect_image(source)
@@ -399,17 +511,12 @@ pub async fn push(
             Ok(Some(item)) => item,
             Ok(None) => break,
             Err(_) => {
-                return Err(PlatformError::new(
-                    ErrorKind::Platform,
-                    format!(
-                        "the push of {target} to {registry} made no progress for {}s; last state: {}",
-                        DEFAULT_PUSH_STALL_TIMEOUT.as_secs(),
-                        progress.describe()
-                    ),
-                )
-                .with_hint(format!(
-                    "check that the Docker Engine reaches {registry} (network, proxy), then retry"
-                )));
+                return Err(RegistryError::Stalled {
+                    target,
+                    registry: registry.to_string(),
+                    after: DEFAULT_PUSH_STALL_TIMEOUT,
+                    last: progress.describe(),
+                });
             }
         };
         let info = item.map_err(|e| push_error(&e, &target, registry, creds.is_some()))?;
@@ -431,16 +538,11 @@ pub async fn push(
         }
     }
     let Some(digest) = progress.digest.clone() else {
-        return Err(PlatformError::new(
-            ErrorKind::Platform,
-            format!(
-                "the push of {target} to {registry} ended without a digest; last state: {}",
-                progress.describe()
-            ),
-        )
-        .with_hint(
-            "retry; if it persists, push by hand with `docker push` to see the registry's answer",
-        ));
+        return Err(RegistryError::NoDigest {
+            target,
+            registry: registry.to_string(),
+            last: progress.describe(),
+        });
     };
     reporter.progress(Phase::Push, format!("pushed {repository}@{digest}"));
     Ok(Image {
@@ -562,14 +664,14 @@ fn engine_message(e: &bollard::errors::Error) -> String {
     }
 }
 
-/// A failed push, with what to do about it: credentials for an auth failure, reachability for
-/// a connection failure.
+/// A failed push, and what went wrong by the engine's message: an auth failure (what to
+/// check depends on the registry and the credentials given), or a connection failure.
 fn push_error(
     e: &bollard::errors::Error,
     target: &str,
     registry: &str,
     had_credentials: bool,
-) -> PlatformError {
+) -> RegistryError {
     let message = engine_message(e);
     let lower = message.to_ascii_lowercase();
     let auth = [
@@ -589,35 +691,23 @@ fn push_error(
     ]
     .iter()
     .any(|w| lower.contains(w));
-    let hint = if auth && is_ecr_host(registry) {
-        "the ECR token was refused: check that the AWS credentials may push to this repository \
-         (ecr:InitiateLayerUpload, ecr:PutImage) and that the repository exists"
-            .to_string()
+    let why = if auth && is_ecr_host(registry) {
+        PushFailure::EcrRefused
     } else if auth && had_credentials {
-        format!(
-            "{registry} refused the credentials: check {REGISTRY_USERNAME_ENV}/{REGISTRY_PASSWORD_ENV} \
-             or the `auths` entry of {registry} in the Docker config (`docker login {registry}`), \
-             and that the user may push to this repository"
-        )
+        PushFailure::CredentialsRefused
     } else if auth {
-        format!(
-            "{registry} wants credentials and none were found: set {REGISTRY_USERNAME_ENV} and \
-             {REGISTRY_PASSWORD_ENV}, or run `docker login {registry}`"
-        )
+        PushFailure::NoCredentials
     } else if unreachable {
-        format!(
-            "the Docker Engine could not reach {registry}: check the repository's host and port, \
-             and that the registry runs (a plain-HTTP registry must be on 127.0.0.0/8 or in the \
-             engine's insecure-registries)"
-        )
+        PushFailure::Unreachable
     } else {
-        format!("retry; `docker push {target}` shows the registry's full answer")
+        PushFailure::Other
     };
-    PlatformError::new(
-        ErrorKind::Platform,
-        format!("pushing {target} to the registry {registry} failed: {message}"),
-    )
-    .with_hint(hint)
+    RegistryError::Push {
+        target: target.to_string(),
+        registry: registry.to_string(),
+        message,
+        why,
+    }
 }
 
 #[cfg(test)]
@@ -648,7 +738,10 @@ mod tests {
     fn broken_ecr_tokens_are_refused_naming_the_endpoint() {
         for token in ["%%%", &b64("no-colon"), &b64("AWS:")] {
             let err = decode_ecr_token(token, "https://1.dkr.ecr.x.amazonaws.com").unwrap_err();
-            assert!(err.message.contains("1.dkr.ecr.x.amazonaws.com"), "{err}");
+            assert!(
+                err.to_string().contains("1.dkr.ecr.x.amazonaws.com"),
+                "{err}"
+            );
         }
     }
 
@@ -803,19 +896,22 @@ mod tests {
             error: "unauthorized: authentication required".into(),
         };
         let without = push_error(&e, "127.0.0.1:5000/x:v1", "127.0.0.1:5000", false);
-        assert!(without.message.contains("127.0.0.1:5000/x:v1"), "{without}");
-        let hint = without.hint.unwrap();
+        assert!(
+            without.to_string().contains("127.0.0.1:5000/x:v1"),
+            "{without}"
+        );
+        let hint = without.hint().unwrap();
         assert!(hint.contains(REGISTRY_USERNAME_ENV), "{hint}");
         assert!(hint.contains("docker login 127.0.0.1:5000"), "{hint}");
         let with = push_error(&e, "r/x:v1", "127.0.0.1:5000", true);
-        assert!(with.hint.unwrap().contains("refused the credentials"));
+        assert!(with.hint().unwrap().contains("refused the credentials"));
         let refused = bollard::errors::Error::DockerStreamError {
             error: "dial tcp 127.0.0.1:1: connect: connection refused".into(),
         };
         let unreachable = push_error(&refused, "r/x:v1", "127.0.0.1:1", false);
         assert!(
             unreachable
-                .hint
+                .hint()
                 .unwrap()
                 .contains("could not reach 127.0.0.1:1")
         );

@@ -17,6 +17,11 @@
 //! Every attempt is written to the history as it goes, so a crashed run leaves a record of
 //! how far it got, and the next run marks it interrupted. The lock is held from the first
 //! record to the last and released at the end, failed runs included.
+//!
+//! The Version phase starts before the record: under the lock, the version step applies the
+//! new module versions (writes, commits and tags them; see [`crate::version::prepare_release`])
+//! and reads the app version from the commit that makes; then the recorded Version phase
+//! brings the target to a known state (`converge`).
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -26,28 +31,42 @@ use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
+use crate::config::{Config, Service};
 use crate::event::{Event, Phase, Reporter};
 use crate::git::Revision;
 use crate::history::{HistoryError, Kind, Outcome, ReleaseRecord, ShiftStepRecord, new_release_id};
-use crate::lock::{Holder, Lock, LockError, hostname, username};
+use crate::lock::{Holder, LockError, hostname, username};
 use crate::platform::{BuildInput, Candidate, Live, Platform, PlatformError};
 use crate::shift::{ShiftStep, ShiftStrategy};
+use crate::version::{self, VersionError};
 
 /// How often a bake in progress is reported.
 pub const BAKE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
 
-/// What a release is made of, besides the service and target the platform stands for.
+/// What `shipit release` is asked for, besides the service and target the platform stands for.
 #[derive(Debug, Clone, Default)]
-pub struct ReleaseInput {
-    /// The app version: the git revision of the context (`1a2b3c4` or `1a2b3c4-dirty`).
-    pub version: String,
-    pub revision: Option<Revision>,
-    /// Library module versions that go into the image.
-    pub modules: BTreeMap<String, String>,
-    /// Fires on Ctrl-C: the release stops at the next safe point.
-    pub cancel: CancellationToken,
+pub struct ReleaseOptions {
+    /// Take the module versions from their files as they are: no plan, no commit, no tags
+    /// (`release --no-version`).
+    pub no_version: bool,
     /// Stop after Verify with the candidate staged for preview (`release --no-promote`).
     pub no_promote: bool,
+    /// Fires on Ctrl-C: the release stops at the next safe point.
+    pub cancel: CancellationToken,
+}
+
+/// What a run is made of, besides the service and target the platform stands for.
+#[derive(Debug, Clone, Default)]
+struct ReleaseInput {
+    /// The app version: the git revision of the context (`1a2b3c4` or `1a2b3c4-dirty`).
+    version: String,
+    revision: Option<Revision>,
+    /// Library module versions that go into the image.
+    modules: BTreeMap<String, String>,
+    /// Fires on Ctrl-C: the run stops at the next safe point.
+    cancel: CancellationToken,
+    /// Stop after Verify with the candidate staged for preview (`release --no-promote`).
+    no_promote: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +75,9 @@ pub enum ReleaseError {
     Lock(#[from] LockError),
     #[error(transparent)]
     History(#[from] HistoryError),
+    /// The version step could not plan or apply the module versions.
+    #[error(transparent)]
+    Version(#[from] VersionError),
     #[error("{phase} failed: {source}")]
     Phase {
         phase: Phase,
@@ -80,7 +102,10 @@ impl ReleaseError {
     /// A line on what to do next, where there is one.
     pub fn hint(&self) -> Option<String> {
         match self {
-            ReleaseError::Phase { source, .. } => source.hint.clone(),
+            ReleaseError::Lock(e) => e.hint(),
+            ReleaseError::History(e) => e.hint(),
+            ReleaseError::Version(e) => e.hint(),
+            ReleaseError::Phase { source, .. } => source.hint(),
             ReleaseError::Interrupted { .. } => Some(
                 "the live slot was left serving; run `shipit status` to see it, and release again when ready"
                     .into(),
@@ -92,7 +117,6 @@ impl ReleaseError {
                 "stage a release with `shipit release --no-promote`; `shipit history` lists the releases on this target"
                     .into(),
             ),
-            _ => None,
         }
     }
 
@@ -106,50 +130,100 @@ impl ReleaseError {
     }
 }
 
-/// Runs one release. Returns the finished record of a successful (or staged) release.
+/// Runs one release of `service` (the platform's) from `config`: takes the lock, runs the
+/// version step, reads the app version from the commit it makes, then runs the phases.
+/// Returns the finished record of a successful (or staged) release. The lock is released
+/// when the release ends, however it ends.
 pub async fn release<P: Platform>(
     platform: &P,
-    input: &ReleaseInput,
+    config: &Config,
+    service: &Service,
+    options: &ReleaseOptions,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
-    let lock = platform
-        .locks()
-        .acquire(&Holder::current("release"))
-        .await?;
-    release_locked(platform, lock, input, reporter).await
-}
-
-/// Runs one release under a lock the caller already took (for work that must happen under
-/// the same lock before the release, such as versioning the modules). The lock is released
-/// when the release ends, however it ends.
-pub async fn release_locked<P: Platform>(
-    platform: &P,
-    lock: Lock,
-    input: &ReleaseInput,
-    reporter: &Reporter,
-) -> Result<ReleaseRecord, ReleaseError> {
-    under_lock(lock, reporter, async {
+    // The lock comes first: the version step commits and tags, and two releases must not.
+    under_lock(platform, "release".into(), reporter, async {
+        // Before the revision is read: applying versions makes the commit the app is built
+        // from.
+        let modules = version_step(config, options.no_version, reporter)?;
+        let (version, revision) = crate::git::app_version(&service.context);
+        reporter.note(format!(
+            "releasing {} {version} to {}",
+            service.name,
+            platform.describe()
+        ));
+        let input = ReleaseInput {
+            version,
+            revision,
+            modules,
+            cancel: options.cancel.clone(),
+            no_promote: options.no_promote,
+        };
         let id = new_release_id();
-        let run = Run::start(platform, reporter, &id, Kind::Release, input).await?;
-        Box::pin(run.release(input)).await
+        let run = Run::start(platform, reporter, &id, Kind::Release, &input).await?;
+        Box::pin(run.release(&input)).await
     })
     .await
+}
+
+/// The version step: the module versions that go into the image, applied first (written,
+/// committed and tagged) unless `no_version`. A dirty work tree skips the apply with a
+/// warning rather than failing the release; the image then records the versions the files
+/// hold.
+fn version_step(
+    config: &Config,
+    no_version: bool,
+    reporter: &Reporter,
+) -> Result<BTreeMap<String, String>, VersionError> {
+    if config.modules.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    if no_version {
+        reporter.note("--no-version: module versions are taken from their files as they are");
+        return version::current(config);
+    }
+    let step = version::prepare_release(config)?;
+    if let Some(applied) = &step.applied {
+        let commit = applied
+            .commit
+            .as_deref()
+            .map_or(String::new(), |c| format!(" in {}", &c[..c.len().min(12)]));
+        reporter.note(format!(
+            "versioned the modules{commit}: tagged {}",
+            applied.tags.join(", ")
+        ));
+    }
+    if let Some(why) = &step.skipped {
+        reporter.warn(why.clone());
+    }
+    let listed: Vec<String> = step
+        .modules
+        .iter()
+        .map(|(name, v)| format!("{name} {v}"))
+        .collect();
+    reporter.note(format!("modules: {}", listed.join(", ")));
+    Ok(step.modules)
 }
 
 /// Makes the release that was live before the current one live again.
 pub async fn rollback<P: Platform>(
     platform: &P,
-    input: &ReleaseInput,
+    cancel: CancellationToken,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
+    reporter.note(format!(
+        "rolling back {} on {}",
+        platform.service(),
+        platform.describe()
+    ));
+    let input = ReleaseInput {
+        cancel,
+        ..ReleaseInput::default()
+    };
     let id = new_release_id();
-    let lock = platform
-        .locks()
-        .acquire(&Holder::current(format!("rollback {id}")))
-        .await?;
-    under_lock(lock, reporter, async {
-        let run = Run::start(platform, reporter, &id, Kind::Rollback, input).await?;
-        Box::pin(run.rollback(input)).await
+    under_lock(platform, format!("rollback {id}"), reporter, async {
+        let run = Run::start(platform, reporter, &id, Kind::Rollback, &input).await?;
+        Box::pin(run.rollback(&input)).await
     })
     .await
 }
@@ -159,14 +233,19 @@ pub async fn rollback<P: Platform>(
 /// retires the old slot. The staged record is the one finished.
 pub async fn promote<P: Platform>(
     platform: &P,
-    input: &ReleaseInput,
+    cancel: CancellationToken,
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
-    let lock = platform
-        .locks()
-        .acquire(&Holder::current("promote"))
-        .await?;
-    under_lock(lock, reporter, async {
+    reporter.note(format!(
+        "promoting the staged release of {} on {}",
+        platform.service(),
+        platform.describe()
+    ));
+    let input = ReleaseInput {
+        cancel,
+        ..ReleaseInput::default()
+    };
+    under_lock(platform, "promote".into(), reporter, async {
         mark_dead_runs(platform).await?;
         let Some(record) = staged_record(platform).await? else {
             return Err(ReleaseError::NothingStaged {
@@ -182,7 +261,7 @@ pub async fn promote<P: Platform>(
             reporter,
             record,
         };
-        Box::pin(run.promote(input)).await
+        Box::pin(run.promote(&input)).await
     })
     .await
 }
@@ -199,14 +278,16 @@ pub async fn staged_record<P: Platform>(
         .find(|r| matches!(r.outcome, Outcome::Staged { .. })))
 }
 
-/// Runs `work` under `lock`: says first when the lock was recovered from a run that died,
-/// and frees the lock when `work` ends, however it ends. The run's outcome stands whatever
-/// happens to the lock.
+/// Takes the platform's release lock for `what` and runs `work` under it: says first when the
+/// lock was recovered from a run that died, and frees the lock when `work` ends, however it
+/// ends. The run's outcome stands whatever happens to the lock.
 async fn under_lock<T>(
-    lock: Lock,
+    platform: &impl Platform,
+    what: String,
     reporter: &Reporter,
     work: impl Future<Output = Result<T, ReleaseError>>,
 ) -> Result<T, ReleaseError> {
+    let lock = platform.locks().acquire(&Holder::current(what)).await?;
     if let Some(dead) = lock.recovered() {
         reporter.warn(format!(
             "recovered the lock left by a run that died: {dead}"
@@ -364,7 +445,7 @@ impl<'a, P: Platform> Run<'a, P> {
         let reporter = self.reporter;
         let outcome = async {
             let live = self
-                .phase(Phase::Version, Some(cancel), platform.converge(reporter))
+                .phase(Phase::Version, Some(cancel), converge(platform, reporter))
                 .await?;
             self.supersede_staged().await?;
             self.record.previous = live.as_ref().map(|l| l.release.clone());
@@ -399,13 +480,7 @@ impl<'a, P: Platform> Run<'a, P> {
                 )
                 .await
                 .map_err(|e| e.with_candidate(slot))?;
-            self.phase(
-                Phase::Verify,
-                Some(cancel),
-                platform.verify(&candidate, reporter, cancel),
-            )
-            .await
-            .map_err(|e| e.with_candidate(slot))?;
+            self.verify(&candidate, cancel).await?;
             if input.no_promote {
                 let how = self
                     .phase(
@@ -428,20 +503,14 @@ impl<'a, P: Platform> Run<'a, P> {
         let cancel = &input.cancel;
         let platform = self.platform;
         let reporter = self.reporter;
-        let live = match platform.converge(reporter).await {
+        let live = match converge(platform, reporter).await {
             Ok(Some(live)) => live,
             Ok(None) => {
                 return Err(ReleaseError::NoRollback {
                     reason: format!("nothing is live on {}", platform.describe()),
                 });
             }
-            Err(source) => {
-                return Err(ReleaseError::Phase {
-                    phase: Phase::Version,
-                    source,
-                    record: Box::new(self.record),
-                });
-            }
+            Err(source) => return Err(self.failed(Phase::Version, source)),
         };
         let history = platform.history();
         let current = history.get(&live.release).await?;
@@ -479,13 +548,7 @@ impl<'a, P: Platform> Run<'a, P> {
                 )
                 .await
                 .map_err(|e| e.with_candidate(slot))?;
-            self.phase(
-                Phase::Verify,
-                Some(cancel),
-                platform.verify(&candidate, reporter, cancel),
-            )
-            .await
-            .map_err(|e| e.with_candidate(slot))?;
+            self.verify(&candidate, cancel).await?;
             self.go_live(&candidate, Some(&live), cancel).await?;
             Ok(Done::Live)
         }
@@ -506,13 +569,7 @@ impl<'a, P: Platform> Run<'a, P> {
         };
         let live = match platform.live().await {
             Ok(live) => live,
-            Err(source) => {
-                return Err(ReleaseError::Phase {
-                    phase: Phase::Version,
-                    source,
-                    record: Box::new(self.record),
-                });
-            }
+            Err(source) => return Err(self.failed(Phase::Version, source)),
         };
         if live.as_ref().is_some_and(|l| l.slot == slot) {
             return Err(ReleaseError::NothingStaged {
@@ -532,13 +589,7 @@ impl<'a, P: Platform> Run<'a, P> {
                     ),
                 });
             }
-            Err(source) => {
-                return Err(ReleaseError::Phase {
-                    phase: Phase::Verify,
-                    source,
-                    record: Box::new(self.record),
-                });
-            }
+            Err(source) => return Err(self.failed(Phase::Verify, source)),
         };
         reporter.progress(
             Phase::Verify,
@@ -549,18 +600,37 @@ impl<'a, P: Platform> Run<'a, P> {
         self.record.finished_at = None;
         self.save().await?;
         let outcome = async {
-            self.phase(
-                Phase::Verify,
-                Some(cancel),
-                platform.verify(&candidate, reporter, cancel),
-            )
-            .await
-            .map_err(|e| e.with_candidate(slot))?;
+            self.verify(&candidate, cancel).await?;
             self.go_live(&candidate, live.as_ref(), cancel).await?;
             Ok(Done::Live)
         }
         .await;
         self.finish(outcome).await
+    }
+
+    /// The Verify phase of a launched (or staged) candidate.
+    async fn verify(
+        &mut self,
+        candidate: &Candidate,
+        cancel: &CancellationToken,
+    ) -> Result<(), StepWithCandidate> {
+        let (platform, reporter) = (self.platform, self.reporter);
+        self.phase(
+            Phase::Verify,
+            Some(cancel),
+            platform.verify(candidate, reporter, cancel),
+        )
+        .await
+        .map_err(|e| e.with_candidate(candidate.slot))
+    }
+
+    /// The failure of `phase` before the run changed anything, with the record as it is.
+    fn failed(self, phase: Phase, source: PlatformError) -> ReleaseError {
+        ReleaseError::Phase {
+            phase,
+            source,
+            record: Box::new(self.record),
+        }
     }
 
     /// Shift, then Retire. The weighted steps of the shift can be stopped (Ctrl-C, or a
@@ -721,7 +791,7 @@ impl<'a, P: Platform> Run<'a, P> {
                     Step::Failed(phase, source) => {
                         self.record.finish(Outcome::Failed {
                             cause: format!("{phase} failed: {source}"),
-                            hint: source.hint.clone(),
+                            hint: source.hint(),
                         });
                         Err((phase, Some(source)))
                     }
@@ -757,6 +827,22 @@ impl<'a, P: Platform> Run<'a, P> {
             }),
         }
     }
+}
+
+/// The platform's converge, and what it found live, said once for every kind.
+async fn converge<P: Platform>(
+    platform: &P,
+    reporter: &Reporter,
+) -> Result<Option<Live>, PlatformError> {
+    let live = platform.converge(reporter).await?;
+    match &live {
+        Some(l) => reporter.progress(
+            Phase::Version,
+            format!("live: {} slot, release {}", l.slot, l.release),
+        ),
+        None => reporter.progress(Phase::Version, "nothing live yet: first release"),
+    }
+    Ok(live)
 }
 
 /// Runs the platform's bake for one step, reporting the time passed about once a second.
@@ -825,9 +911,4 @@ impl Step {
             candidate: Some(slot),
         }
     }
-}
-
-/// Which slot is live now, as the platform sees it.
-pub async fn live<P: Platform>(platform: &P) -> Result<Option<Live>, PlatformError> {
-    platform.live().await
 }

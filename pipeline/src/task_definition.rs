@@ -221,7 +221,14 @@ pub struct TaskDefinitionError {
     /// The template's path, or `built-in templates/ecs-task-definition.json.hbs`.
     pub template: String,
     pub message: String,
-    pub hint: Option<String>,
+    hint: Option<String>,
+}
+
+impl TaskDefinitionError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        self.hint.clone()
+    }
 }
 
 /// Renders `template` (named `template_name` in messages) for `render`.

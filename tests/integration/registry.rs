@@ -78,7 +78,7 @@ async fn pushed_image_is_listed_by_the_registry_under_its_tag_and_digest() {
 
     let pushed = registry::push(&docker, &scratch.image, &repository, "v1", None, &reporter)
         .await
-        .unwrap_or_else(|e| panic!("push failed: {e}\nhint: {:?}", e.hint));
+        .unwrap_or_else(|e| panic!("push failed: {e}\nhint: {:?}", e.hint()));
 
     assert!(pushed.id.starts_with("sha256:"), "{pushed:?}");
     assert_eq!(pushed.reference, format!("{repository}@{}", pushed.id));
@@ -136,9 +136,9 @@ async fn push_to_an_authenticating_registry_needs_the_right_credentials() {
     let refused = registry::push(&docker, &scratch.image, &repository, "v1", None, &reporter)
         .await
         .unwrap_err();
-    assert!(refused.message.contains(&registry.host), "{refused}");
-    assert!(refused.message.contains(&repository), "{refused}");
-    let hint = refused.hint.clone().unwrap();
+    assert!(refused.to_string().contains(&registry.host), "{refused}");
+    assert!(refused.to_string().contains(&repository), "{refused}");
+    let hint = refused.hint().unwrap();
     assert!(
         hint.contains(registry::REGISTRY_USERNAME_ENV) && hint.contains("docker login"),
         "{hint}"
@@ -160,13 +160,9 @@ async fn push_to_an_authenticating_registry_needs_the_right_credentials() {
     .await
     .unwrap_err();
     assert!(
-        refused
-            .hint
-            .as_deref()
-            .unwrap()
-            .contains("refused the credentials"),
+        refused.hint().unwrap().contains("refused the credentials"),
         "{refused} / {:?}",
-        refused.hint
+        refused.hint()
     );
 
     let right = Credentials {
@@ -183,7 +179,7 @@ async fn push_to_an_authenticating_registry_needs_the_right_credentials() {
         &reporter,
     )
     .await
-    .unwrap_or_else(|e| panic!("push with credentials failed: {e}\nhint: {:?}", e.hint));
+    .unwrap_or_else(|e| panic!("push with credentials failed: {e}\nhint: {:?}", e.hint()));
     let path = format!("shipit/{name}");
     assert_eq!(registry.tags(&path).await, ["v1"]);
     assert_eq!(

@@ -4,8 +4,7 @@ use serde::Serialize;
 use shipit_pipeline::event::Reporter;
 use shipit_pipeline::platform::{Live, Platform};
 
-use super::{TargetPlatform, select};
-use crate::args::{Global, Selection};
+use super::Selected;
 use crate::exit::Failure;
 use crate::printer::Printer;
 
@@ -24,13 +23,7 @@ struct Down {
     history_kept: bool,
 }
 
-pub async fn run(
-    global: &Global,
-    selection: &Selection,
-    json: bool,
-    printer: Printer,
-) -> Result<(), Failure> {
-    let selected = select(global, selection).await?;
+pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<(), Failure> {
     let platform = &selected.platform;
     // Best effort: `down` must still clean up when the edge is broken.
     let was_live = platform.live().await.ok().flatten();
@@ -40,12 +33,7 @@ pub async fn run(
         service: selected.service.name.clone(),
         target: selected.target.name.clone(),
         was_live,
-        edge_running: match platform {
-            TargetPlatform::Local(local) => {
-                shipit_edge::daemon::find(&local.paths().edge_dir).is_some()
-            }
-            TargetPlatform::Ecs(_) => false,
-        },
+        edge_running: platform.runs_a_process(),
         history_kept: true,
     };
     if json {

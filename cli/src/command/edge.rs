@@ -7,8 +7,7 @@ use std::time::Duration;
 
 use shipit_edge::daemon::StopOutcome;
 use shipit_edge::{Settings, TakeOver};
-use shipit_pipeline::config::{EdgeSettings, TargetKind};
-use shipit_pipeline::platform::local::LocalPaths;
+use shipit_pipeline::config::TargetEdge;
 
 use super::load_config;
 use crate::args::{EdgeCommand, EdgeLocation, Global};
@@ -24,23 +23,23 @@ struct Located {
     target: Option<ConfiguredEdge>,
 }
 
-/// A local target's edge, as the config sets it.
+/// A target's edge, as the config sets it.
 struct ConfiguredEdge {
+    /// The config file, which the new process of an upgrade reads again.
     config: PathBuf,
-    name: String,
-    listen: SocketAddr,
-    drain_timeout: Duration,
-    edge: EdgeSettings,
+    edge: TargetEdge,
 }
 
 impl Located {
     fn listen(&self) -> Option<SocketAddr> {
-        self.target.as_ref().map(|t| t.listen)
+        self.target.as_ref().map(|t| t.edge.listen)
     }
 
     /// The settings the config gives the edge; `None` without a config.
     fn settings(&self) -> Option<Settings> {
-        self.target.as_ref().map(|t| t.edge.edge(t.drain_timeout))
+        self.target
+            .as_ref()
+            .map(|t| t.edge.settings.edge(t.edge.drain_timeout))
     }
 }
 
@@ -56,27 +55,14 @@ fn locate(global: &Global, edge: &EdgeLocation, settings: bool) -> Result<Locate
         });
     }
     let config = load_config(global)?;
-    let target = config.target(edge.target.as_deref())?;
-    match &target.kind {
-        TargetKind::Local(local) => {
-            let paths = LocalPaths::new(&config.state_dir, &target.name, "");
-            Ok(Located {
-                dir: edge.dir.clone().unwrap_or(paths.edge_dir),
-                target: Some(ConfiguredEdge {
-                    config: config.path.clone(),
-                    name: target.name.clone(),
-                    listen: local.listen,
-                    drain_timeout: local.drain_timeout,
-                    edge: (*local.edge).clone(),
-                }),
-            })
-        }
-        TargetKind::Ecs(_) => Err(Failure::new(
-            exit::CONFIG,
-            format!("target `{}` is an ecs target: it has no edge", target.name),
-        )
-        .hint("the edge runs for local targets; pass --target with a local one")),
-    }
+    let configured = config.edge(edge.target.as_deref())?;
+    Ok(Located {
+        dir: edge.dir.clone().unwrap_or_else(|| configured.dir.clone()),
+        target: Some(ConfiguredEdge {
+            config: config.path.clone(),
+            edge: configured,
+        }),
+    })
 }
 
 fn not_running(dir: &std::path::Path) -> Failure {
@@ -155,7 +141,10 @@ pub async fn run(global: &Global, command: EdgeCommand, printer: Printer) -> Res
             }
             let client = shipit_edge::AdminClient::new(dir.join(shipit_edge::ADMIN_SOCKET));
             let status = client.status().await?;
-            let configured = located.target.as_ref().and_then(|t| t.edge.tls_listen);
+            let configured = located
+                .target
+                .as_ref()
+                .and_then(|t| t.edge.settings.tls_listen);
             match (configured, status.tls_listen) {
                 (Some(wanted), None) => {
                     return Err(Failure::new(
@@ -179,8 +168,8 @@ pub async fn run(global: &Global, command: EdgeCommand, printer: Printer) -> Res
             let certificates = located
                 .target
                 .as_ref()
-                .filter(|t| t.edge.tls_listen.is_some())
-                .map(|t| t.edge.certificate_files());
+                .filter(|t| t.edge.settings.tls_listen.is_some())
+                .map(|t| t.edge.settings.certificate_files());
             let answer = client.reload_tls(certificates).await?;
             if json {
                 printer.json(&Reloaded {
@@ -282,7 +271,7 @@ async fn upgrade(located: &Located) -> Result<shipit_edge::Upgraded, Failure> {
         located.dir.clone().into_os_string(),
     ]);
     if let Some(target) = &located.target {
-        args.extend(["--target".into(), OsString::from(&target.name)]);
+        args.extend(["--target".into(), OsString::from(&target.edge.target)]);
     }
     let spec = shipit_edge::DaemonSpec {
         exe,
@@ -296,7 +285,9 @@ async fn upgrade(located: &Located) -> Result<shipit_edge::Upgraded, Failure> {
     let grace = located
         .target
         .as_ref()
-        .map_or(shipit_edge::DEFAULT_SHUTDOWN_GRACE, |t| t.drain_timeout);
+        .map_or(shipit_edge::DEFAULT_SHUTDOWN_GRACE, |t| {
+            t.edge.drain_timeout
+        });
     Ok(shipit_edge::daemon::upgrade(&spec, grace + FINISH_MARGIN).await?)
 }
 

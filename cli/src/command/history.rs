@@ -3,19 +3,16 @@
 use shipit_pipeline::history::{Outcome, ReleaseRecord};
 use shipit_pipeline::platform::Platform;
 
-use super::select;
-use crate::args::{Global, Selection};
+use super::Selected;
 use crate::exit::Failure;
 use crate::printer::Printer;
 
 pub async fn run(
-    global: &Global,
-    selection: &Selection,
+    selected: &Selected,
     limit: usize,
     json: bool,
     printer: Printer,
 ) -> Result<(), Failure> {
-    let selected = select(global, selection).await?;
     let mut records = selected.platform.history().list().await?;
     records.truncate(limit);
     if json {

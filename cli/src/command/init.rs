@@ -11,12 +11,10 @@ use std::path::{Path, PathBuf};
 use handlebars::Handlebars;
 use serde::Serialize;
 
-use crate::args::{Global, ProjectKind};
+use crate::args::{DEFAULT_PORT, Global, ProjectKind};
 use crate::exit::{self, Failure};
 use crate::printer::Printer;
 
-/// The service's port inside its container, unless `--port` says otherwise.
-pub const DEFAULT_PORT: u16 = 8080;
 /// Where the workflow goes, relative to the project folder.
 pub const WORKFLOW_PATH: &str = ".github/workflows/shipit-release.yml";
 /// Longest service name the config accepts.

@@ -6,7 +6,7 @@
 //! only a lock whose holder ran on this host and is gone is broken; `--force` breaks any.
 
 use serde::Serialize;
-use shipit_pipeline::lock::{Holder, LockError, hostname};
+use shipit_pipeline::lock::{Holder, hostname};
 use shipit_pipeline::platform::Platform;
 
 use super::select;
@@ -28,19 +28,6 @@ struct LockReport {
     released: Option<bool>,
 }
 
-fn lock_failure(e: LockError) -> Failure {
-    let text = e.to_string();
-    let (cause, hint) = match text.split_once("\nhint: ") {
-        Some((c, h)) => (c.to_string(), Some(h.to_string())),
-        None => (text, None),
-    };
-    let failure = Failure::new(exit::PLATFORM, cause);
-    match hint {
-        Some(h) => failure.hint(h),
-        None => failure,
-    }
-}
-
 /// Whether a holder ran on this host and its process is gone.
 fn dead_here(holder: &Holder) -> bool {
     holder.host == hostname() && !std::path::Path::new(&format!("/proc/{}", holder.pid)).exists()
@@ -58,7 +45,7 @@ pub async fn run(global: &Global, command: LockCommand, printer: Printer) -> Res
     let selected = select(global, selection).await?;
     let platform = &selected.platform;
     let store = platform.locks();
-    let holder = store.holder().await.map_err(lock_failure)?;
+    let holder = store.holder().await?;
     let mut report = LockReport {
         service: selected.service.name.clone(),
         target: selected.target.name.clone(),
@@ -70,7 +57,7 @@ pub async fn run(global: &Global, command: LockCommand, printer: Printer) -> Res
         match &report.holder {
             None => report.released = Some(false),
             Some(holder) if force || dead_here(holder) => {
-                report.holder = store.force_release().await.map_err(lock_failure)?;
+                report.holder = store.force_release().await?;
                 report.released = Some(true);
             }
             Some(holder) => {

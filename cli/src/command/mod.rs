@@ -8,17 +8,12 @@ mod history;
 pub mod init;
 mod lock;
 mod plan;
-mod platform;
 mod release;
 mod status;
 mod version;
 
-use shipit_pipeline::aws::{Clients, ReadOnly};
-use shipit_pipeline::config::{Config, Service, Target, TargetKind};
-use shipit_pipeline::platform::ecs::EcsPlatform;
-use shipit_pipeline::platform::local::{EdgeCommand, LocalPlatform};
-
-pub use self::platform::TargetPlatform;
+use shipit_pipeline::config::{Config, Service, Target};
+use shipit_pipeline::platform::target::{Opening, TargetPlatform};
 
 use crate::args::{Cli, Command, Global, Selection};
 use crate::exit::{self, Failure};
@@ -35,24 +30,21 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             json,
         } => {
             if dry_run {
-                return Box::pin(plan::run(global, &selection, json, printer)).await;
+                let selected = select_read_only(global, &selection).await?;
+                return Box::pin(plan::run(&selected, json, printer)).await;
             }
-            Box::pin(release::release(
-                global,
-                &selection,
-                release::Options {
-                    no_version,
-                    no_promote,
-                    json,
-                },
-                printer,
-            ))
-            .await
+            let options = release::Options {
+                no_version,
+                no_promote,
+                json,
+            };
+            let selected = select(global, &selection).await?;
+            Box::pin(release::release(&selected, options, printer)).await
         }
         Command::Promote { selection, json } => {
+            let selected = select(global, &selection).await?;
             Box::pin(release::rerun(
-                global,
-                &selection,
+                &selected,
                 json,
                 printer,
                 release::Rerun::Promote,
@@ -60,9 +52,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             .await
         }
         Command::Rollback { selection, json } => {
+            let selected = select(global, &selection).await?;
             Box::pin(release::rerun(
-                global,
-                &selection,
+                &selected,
                 json,
                 printer,
                 release::Rerun::Rollback,
@@ -70,15 +62,20 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             .await
         }
         Command::Plan { selection, json } => {
-            Box::pin(plan::run(global, &selection, json, printer)).await
+            let selected = select_read_only(global, &selection).await?;
+            Box::pin(plan::run(&selected, json, printer)).await
         }
-        Command::Status { selection, json } => status::run(global, &selection, json, printer).await,
+        Command::Status { selection, json } => {
+            status::run(&select(global, &selection).await?, json, printer).await
+        }
         Command::History {
             selection,
             limit,
             json,
-        } => history::run(global, &selection, limit, json, printer).await,
-        Command::Down { selection, json } => down::run(global, &selection, json, printer).await,
+        } => history::run(&select(global, &selection).await?, limit, json, printer).await,
+        Command::Down { selection, json } => {
+            down::run(&select(global, &selection).await?, json, printer).await
+        }
         Command::Lock { command } => lock::run(global, command, printer).await,
         Command::Config { command } => config::run(global, command, printer),
         Command::Version { command } => version::run(global, command, printer),
@@ -122,59 +119,37 @@ pub struct Selected {
 }
 
 pub async fn select(global: &Global, selection: &Selection) -> Result<Selected, Failure> {
-    select_with(global, selection, None).await
+    select_with(global, selection, false).await
 }
 
-/// Like [`select`], with AWS clients that refuse every call but reads (`release --dry-run`,
-/// `plan`): `guard` records the operations they were asked for.
-pub async fn select_read_only(
-    global: &Global,
-    selection: &Selection,
-    guard: &ReadOnly,
-) -> Result<Selected, Failure> {
-    select_with(global, selection, Some(guard)).await
+/// Like [`select`], with a platform that refuses every call that would change the target
+/// (`release --dry-run`, `plan`).
+pub async fn select_read_only(global: &Global, selection: &Selection) -> Result<Selected, Failure> {
+    select_with(global, selection, true).await
 }
 
 async fn select_with(
     global: &Global,
     selection: &Selection,
-    read_only: Option<&ReadOnly>,
+    read_only: bool,
 ) -> Result<Selected, Failure> {
     let config = load_config(global)?;
     let service = config.service(selection.service.as_deref())?.clone();
     let target = config.target(selection.target.as_deref())?.clone();
-    let platform = match &target.kind {
-        TargetKind::Local(local) => {
-            let docker = shipit_pipeline::docker::connect().await.map_err(|e| {
-                Failure::new(exit::PLATFORM, e.to_string())
-                    .hint("start the Docker engine, or point DOCKER_HOST at one that runs")
-            })?;
-            let exe = std::env::current_exe().map_err(|e| {
-                Failure::new(
-                    exit::UNEXPECTED,
-                    format!("cannot find the shipit executable: {e}"),
-                )
-            })?;
-            TargetPlatform::Local(Box::new(LocalPlatform::new(
-                &config,
-                &service,
-                &target.name,
-                local,
-                docker,
-                EdgeCommand { exe },
-            )))
-        }
-        TargetKind::Ecs(ecs) => {
-            let sdk = shipit_pipeline::aws::sdk_config(&ecs.region).await;
-            let clients = match read_only {
-                Some(guard) => Clients::read_only(&sdk, guard),
-                None => Clients::new(&sdk),
-            };
-            TargetPlatform::Ecs(Box::new(
-                EcsPlatform::new(&config, &service, &target.name, ecs, clients).await?,
-            ))
-        }
-    };
+    let exe = std::env::current_exe().map_err(|e| {
+        Failure::new(
+            exit::UNEXPECTED,
+            format!("cannot find the shipit executable: {e}"),
+        )
+    })?;
+    let platform = TargetPlatform::open(&Opening {
+        config: &config,
+        service: &service,
+        target: &target,
+        exe: &exe,
+        read_only,
+    })
+    .await?;
     Ok(Selected {
         config,
         service,

@@ -1,19 +1,13 @@
-//! `shipit release` and `shipit rollback`.
+//! `shipit release`, `shipit rollback` and `shipit promote`: the pipeline runs them; this
+//! wires Ctrl-C to their cancel token and prints the record.
 
 use shipit_pipeline::event::Reporter;
 use shipit_pipeline::history::{Outcome, ReleaseRecord};
-use shipit_pipeline::lock::Holder;
 use shipit_pipeline::platform::Platform;
-use shipit_pipeline::release::{self, ReleaseError, ReleaseInput};
+use shipit_pipeline::release::{self, ReleaseOptions};
 use tokio_util::sync::CancellationToken;
 
-use std::collections::BTreeMap;
-
-use shipit_pipeline::config::Config;
-use shipit_pipeline::version;
-
-use super::select;
-use crate::args::{Global, Selection};
+use super::Selected;
 use crate::exit::Failure;
 use crate::printer::Printer;
 
@@ -78,61 +72,8 @@ pub fn print_result(printer: Printer, json: bool, url: String, record: &ReleaseR
     }
 }
 
-pub fn input(
-    version: String,
-    revision: Option<shipit_pipeline::git::Revision>,
-    modules: BTreeMap<String, String>,
-) -> ReleaseInput {
-    ReleaseInput {
-        version,
-        revision,
-        modules,
-        cancel: cancel_on_signal(),
-        no_promote: false,
-    }
-}
-
-/// The version step: the module versions that go into the image, applied first (commit and
-/// tags) unless `--no-version`. A dirty work tree skips the apply with a warning rather than
-/// failing the release; the image then records the versions the files hold.
-fn module_versions(
-    config: &Config,
-    no_version: bool,
-    printer: Printer,
-) -> Result<BTreeMap<String, String>, Failure> {
-    if config.modules.is_empty() {
-        return Ok(BTreeMap::new());
-    }
-    if no_version {
-        printer.info("--no-version: module versions are taken from their files as they are");
-        return Ok(version::current(config)?);
-    }
-    let step = version::prepare_release(config)?;
-    if let Some(applied) = &step.applied {
-        let commit = applied
-            .commit
-            .as_deref()
-            .map_or(String::new(), |c| format!(" in {}", &c[..c.len().min(12)]));
-        printer.info(&format!(
-            "versioned the modules{commit}: tagged {}",
-            applied.tags.join(", ")
-        ));
-    }
-    if let Some(why) = &step.skipped {
-        printer.warn(why);
-    }
-    let listed: Vec<String> = step
-        .modules
-        .iter()
-        .map(|(name, v)| format!("{name} {v}"))
-        .collect();
-    printer.info(&format!("modules: {}", listed.join(", ")));
-    Ok(step.modules)
-}
-
 pub async fn release(
-    global: &Global,
-    selection: &Selection,
+    selected: &Selected,
     options: Options,
     printer: Printer,
 ) -> Result<(), Failure> {
@@ -141,43 +82,17 @@ pub async fn release(
         no_promote,
         json,
     } = options;
-    let selected = select(global, selection).await?;
-    // The lock comes first: the version step commits and tags, and two releases must not.
-    let lock = selected
-        .platform
-        .locks()
-        .acquire(&Holder::current("release"))
-        .await
-        .map_err(ReleaseError::from)?;
-    // Before the revision is read: applying versions makes the commit the app is built from.
-    let modules = match module_versions(&selected.config, no_version, printer) {
-        Ok(modules) => modules,
-        Err(failure) => {
-            // A remote lock does not free itself: give it back before failing.
-            if let Err(e) = lock.release().await {
-                printer.warn(&format!("releasing the lock failed: {e}"));
-            }
-            return Err(failure);
-        }
-    };
-    let revision = shipit_pipeline::git::revision(&selected.service.context).unwrap_or(None);
-    let version = revision
-        .as_ref()
-        .map_or_else(|| "untracked".to_string(), |r| r.version());
-    printer.info(&format!(
-        "releasing {} {version} to {}",
-        selected.service.name,
-        selected.platform.describe()
-    ));
-    let input = ReleaseInput {
+    let options = ReleaseOptions {
+        no_version,
         no_promote,
-        ..input(version, revision, modules)
+        cancel: cancel_on_signal(),
     };
     // The state machine's future is large; keep it off the stack.
-    let record = Box::pin(release::release_locked(
+    let record = Box::pin(release::release(
         &selected.platform,
-        lock,
-        &input,
+        &selected.config,
+        &selected.service,
+        &options,
         &reporter(printer),
     ))
     .await?;
@@ -195,28 +110,16 @@ pub enum Rerun {
 }
 
 pub async fn rerun(
-    global: &Global,
-    selection: &Selection,
+    selected: &Selected,
     json: bool,
     printer: Printer,
     what: Rerun,
 ) -> Result<(), Failure> {
-    let selected = select(global, selection).await?;
-    let doing = match what {
-        Rerun::Rollback => "rolling back",
-        Rerun::Promote => "promoting the staged release of",
-    };
-    printer.info(&format!(
-        "{doing} {} on {}",
-        selected.service.name,
-        selected.platform.describe()
-    ));
-    let input = input(String::new(), None, BTreeMap::new());
-    let reporter = reporter(printer);
+    let (cancel, reporter) = (cancel_on_signal(), reporter(printer));
     // The state machine's future is large; keep it off the stack.
     let record = match what {
-        Rerun::Rollback => Box::pin(release::rollback(&selected.platform, &input, &reporter)).await,
-        Rerun::Promote => Box::pin(release::promote(&selected.platform, &input, &reporter)).await,
+        Rerun::Rollback => Box::pin(release::rollback(&selected.platform, cancel, &reporter)).await,
+        Rerun::Promote => Box::pin(release::promote(&selected.platform, cancel, &reporter)).await,
     }?;
     print_result(printer, json, selected.platform.url(), &record);
     Ok(())

@@ -9,8 +9,7 @@ use shipit_pipeline::history::Outcome;
 use shipit_pipeline::platform::Platform;
 use shipit_pipeline::release;
 
-use super::select;
-use crate::args::{Global, Selection};
+use super::Selected;
 use crate::exit::Failure;
 use crate::printer::Printer;
 
@@ -48,13 +47,7 @@ pub struct LiveStatus {
     pub since: Option<Timestamp>,
 }
 
-pub async fn run(
-    global: &Global,
-    selection: &Selection,
-    json: bool,
-    printer: Printer,
-) -> Result<(), Failure> {
-    let selected = select(global, selection).await?;
+pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<(), Failure> {
     let platform = &selected.platform;
     let live = platform.live().await?;
     let live = match live {

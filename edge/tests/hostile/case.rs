@@ -1,6 +1,6 @@
 //! A request-side case: the exact bytes a client sends, and what must come of them.
 //!
-//! Every case checks the same promises (DESIGN.md, invariant 7): the upstream parses exactly
+//! Every case checks the same promises (ARCHITECTURE.md, invariant 7): the upstream parses exactly
 //! the requests the client sent, with the same boundaries, or nothing at all when the edge
 //! refuses; the client gets answers only to its own requests; and nothing the client does
 //! counts as the slot's 5xx.

@@ -43,30 +43,23 @@ const CACHE_FORMAT: u32 = 1;
 /// Why a context could not be collected, hashed or packed.
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("the build context {path} does not exist or is not a folder\nhint: {hint}")]
+    #[error("the build context {path} does not exist or is not a folder")]
     NotAFolder { path: PathBuf, hint: &'static str },
 
-    #[error(
-        "the Dockerfile path {path} must be relative to the build context and stay inside it\n\
-         hint: write it relative to the context folder, for example `Dockerfile` or \
-         `docker/Dockerfile`"
-    )]
+    #[error("the Dockerfile path {path} must be relative to the build context and stay inside it")]
     DockerfileOutside { path: PathBuf },
 
     #[error(transparent)]
     Dockerignore(#[from] DockerignoreError),
 
-    #[error(
-        "could not read {path} while walking the build context: {source}\n\
-         hint: fix its permissions, or add it to .dockerignore"
-    )]
+    #[error("could not read {path} while walking the build context: {source}")]
     Walk {
         path: PathBuf,
         #[source]
         source: walkdir::Error,
     },
 
-    #[error("could not read {path} from the build context: {source}\nhint: {hint}")]
+    #[error("could not read {path} from the build context: {source}")]
     Read {
         path: PathBuf,
         hint: &'static str,
@@ -74,17 +67,31 @@ pub enum ContextError {
         source: io::Error,
     },
 
-    #[error(
-        "{path} is a {kind}, which a build context cannot hold\n\
-         hint: add it to .dockerignore"
-    )]
+    #[error("{path} is a {kind}, which a build context cannot hold")]
     Unsupported { path: PathBuf, kind: &'static str },
 
-    #[error(
-        "{path} changed while the build context was being packed\n\
-         hint: run the release again once nothing writes into the context"
-    )]
+    #[error("{path} changed while the build context was being packed")]
     Changed { path: PathBuf },
+}
+
+impl ContextError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            ContextError::NotAFolder { hint, .. } | ContextError::Read { hint, .. } => hint,
+            ContextError::DockerfileOutside { .. } => {
+                "write it relative to the context folder, for example `Dockerfile` or \
+                 `docker/Dockerfile`"
+            }
+            ContextError::Dockerignore(e) => return e.hint(),
+            ContextError::Walk { .. } => "fix its permissions, or add it to .dockerignore",
+            ContextError::Unsupported { .. } => "add it to .dockerignore",
+            ContextError::Changed { .. } => {
+                "run the release again once nothing writes into the context"
+            }
+        };
+        Some(hint.to_string())
+    }
 }
 
 /// What a context entry is.

@@ -33,18 +33,14 @@ pub const DOCKERIGNORE_FILE: &str = ".dockerignore";
 /// Why a `.dockerignore` could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DockerignoreError {
-    #[error("could not read {path}: {source}\nhint: fix its permissions, or delete it")]
+    #[error("could not read {path}: {source}")]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
 
-    #[error(
-        "{path}:{line}: `{pattern}` is not a valid pattern: {source}\n\
-         hint: patterns are Go filepath.Match globs plus `**`; escape a literal `[`, `*` or `?` \
-         with `\\`"
-    )]
+    #[error("{path}:{line}: `{pattern}` is not a valid pattern: {source}")]
     Pattern {
         path: PathBuf,
         line: usize,
@@ -53,11 +49,25 @@ pub enum DockerignoreError {
         source: globset::Error,
     },
 
-    #[error(
-        "{path}:{line}: `!` alone is not a pattern\n\
-         hint: write the path to re-include after the `!`, for example `!dist/keep.txt`"
-    )]
+    #[error("{path}:{line}: `!` alone is not a pattern")]
     BareExclamation { path: PathBuf, line: usize },
+}
+
+impl DockerignoreError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        let hint = match self {
+            DockerignoreError::Read { .. } => "fix its permissions, or delete it",
+            DockerignoreError::Pattern { .. } => {
+                "patterns are Go filepath.Match globs plus `**`; escape a literal `[`, `*` or `?` \
+                 with `\\`"
+            }
+            DockerignoreError::BareExclamation { .. } => {
+                "write the path to re-include after the `!`, for example `!dist/keep.txt`"
+            }
+        };
+        Some(hint.to_string())
+    }
 }
 
 /// The compiled patterns of a `.dockerignore`, in file order.

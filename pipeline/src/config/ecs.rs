@@ -15,8 +15,8 @@ use serde::Serialize;
 
 use super::error::Problem;
 use super::locate::KeyPath;
+use super::path::normalize;
 use super::raw::{ECS_KEYS, LOCAL_KEYS, RawCdn, RawSlotPair, RawTarget};
-use super::resolve::normalize;
 use crate::Slot;
 use crate::shift::{DEFAULT_SHIFT, ShiftStrategy};
 

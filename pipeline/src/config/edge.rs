@@ -4,7 +4,8 @@
 //! the table runs the edge exactly as `shipit edge run` without a config does. Certificate
 //! and key paths are resolved against the config file's folder and must name files; whether
 //! they hold a valid certificate and key is the edge's check, when it starts or reloads.
-//! `max_request_body` is a size with a binary unit ("512KiB", "10MiB", "1GiB", or "100B").
+//! `max_request_body` is a size with a binary unit ("512KiB", "10MiB", "1GiB", or "100B";
+//! `size.rs`).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -12,11 +13,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::duration_text;
 use super::error::Problem;
 use super::locate::KeyPath;
+use super::path::normalize;
 use super::raw::{RawCertificate, RawEdgeSettings};
-use super::resolve::normalize;
+use super::{Config, ConfigError, TargetKind, duration_text};
 
 pub use shipit_edge::{
     DEFAULT_BODY_IDLE_TIMEOUT as DEFAULT_EDGE_BODY_IDLE_TIMEOUT,
@@ -41,16 +42,46 @@ pub const EDGE_MAX_HEADER_SIZE_LIMIT: u64 = 1 << 20;
 /// The smallest `max_header_size`: smaller would refuse ordinary browser requests.
 pub const EDGE_MIN_HEADER_SIZE: u64 = 1 << 10;
 
-/// The units `max_request_body` takes, each with its size in bytes.
-pub(crate) const SIZE_UNITS: [(&str, u64); 4] = [
-    ("GiB", 1 << 30),
-    ("MiB", 1 << 20),
-    ("KiB", 1 << 10),
-    ("B", 1),
-];
+/// A target's edge, as the config sets it: where it keeps its state and how it runs.
+#[derive(Debug, Clone)]
+pub struct TargetEdge {
+    /// The target's name.
+    pub target: String,
+    /// The edge's folder under the state directory.
+    pub dir: PathBuf,
+    /// Where it listens for the service's traffic.
+    pub listen: SocketAddr,
+    /// The target's `drain_timeout`, the edge's shutdown grace.
+    pub drain_timeout: Duration,
+    pub settings: EdgeSettings,
+}
 
-/// What `expected ...` says in a size error.
-pub(crate) const SIZE_EXAMPLES: &str = r#"a size with a unit like "512KiB", "10MiB" or "1GiB""#;
+impl Config {
+    /// The edge of target `name` (the default target with `None`). Only a kind whose traffic
+    /// goes through shipit's edge has one.
+    pub fn edge(&self, name: Option<&str>) -> Result<TargetEdge, ConfigError> {
+        let target = self.target(name)?;
+        match &target.kind {
+            TargetKind::Local(local) => Ok(TargetEdge {
+                target: target.name.clone(),
+                dir: crate::state_dir::edge_dir(&self.state_dir, &target.name),
+                listen: local.listen,
+                drain_timeout: local.drain_timeout,
+                settings: (*local.edge).clone(),
+            }),
+            other => Err(ConfigError::new(
+                &self.path,
+                format!(
+                    "target `{}` is an {} target: it has no edge",
+                    target.name,
+                    other.name()
+                ),
+            )
+            .with_key(format!("targets.{}", target.name))
+            .with_hint("the edge runs for local targets; pass --target with a local one")),
+        }
+    }
+}
 
 /// The edge of a local target, as the config sets it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -381,7 +412,7 @@ fn certificate(raw: RawCertificate, dir: &Path, path: &KeyPath) -> Result<Certif
 }
 
 /// Letters, digits and `-` in dot-separated labels of 1 to 63 characters.
-fn is_host_name(name: &str) -> bool {
+pub(crate) fn is_host_name(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
             !label.is_empty()
@@ -392,49 +423,9 @@ fn is_host_name(name: &str) -> bool {
         })
 }
 
-/// Reads a size: digits, then one of [`SIZE_UNITS`] (spaces between them allowed).
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let invalid = || format!("invalid size {text:?}: expected {SIZE_EXAMPLES}");
-    let digits = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits);
-    let unit = unit.trim();
-    let multiplier = SIZE_UNITS
-        .iter()
-        .find(|(name, _)| *name == unit)
-        .map(|(_, bytes)| *bytes)
-        .ok_or_else(invalid)?;
-    let number: u64 = number.parse().map_err(|_| invalid())?;
-    match number.checked_mul(multiplier) {
-        Some(0) => Err(format!("invalid size {text:?}: expected more than zero")),
-        Some(bytes) => Ok(bytes),
-        None => Err(format!("invalid size {text:?}: too large")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes_take_binary_units() {
-        assert_eq!(parse_size("10MiB"), Ok(10 * 1024 * 1024));
-        assert_eq!(parse_size(" 512 KiB "), Ok(512 * 1024));
-        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
-        assert_eq!(parse_size("100B"), Ok(100));
-        for bad in ["10", "10MB", "1.5MiB", "MiB", "-1KiB", "10 mib", ""] {
-            let err = parse_size(bad).unwrap_err();
-            assert!(err.contains(SIZE_EXAMPLES), "{bad}: {err}");
-        }
-        assert!(parse_size("0MiB").unwrap_err().contains("more than zero"));
-        assert!(
-            parse_size("99999999999999GiB")
-                .unwrap_err()
-                .contains("too large")
-        );
-    }
 
     #[test]
     fn default_settings_are_the_edge_defaults() {

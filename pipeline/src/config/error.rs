@@ -14,7 +14,7 @@ use super::locate::{self, Anchor, KeyPath};
 /// A config file that could not be read, parsed or validated, or a name that is not in it.
 ///
 /// Displays as `<file>:<line>:<column>: <key>: <message>`, leaving out the parts that are
-/// unknown, followed by `\nhint: <hint>` when there is one.
+/// unknown; [`ConfigError::hint`] says what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ConfigError {
     /// The config file, as it was given (relative paths stay relative).
@@ -28,7 +28,7 @@ pub struct ConfigError {
     /// What was expected and what was found.
     pub message: String,
     /// What to do about it.
-    pub hint: Option<String>,
+    pub(crate) hint: Option<String>,
 }
 
 impl ConfigError {
@@ -41,6 +41,11 @@ impl ConfigError {
             message: message.into(),
             hint: None,
         }
+    }
+
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        self.hint.clone()
     }
 
     pub(crate) fn with_key(mut self, key: impl Into<String>) -> Self {
@@ -135,11 +140,7 @@ impl fmt::Display for ConfigError {
         if let Some(key) = &self.key {
             write!(f, ": {key}")?;
         }
-        write!(f, ": {}", self.message)?;
-        if let Some(hint) = &self.hint {
-            write!(f, "\nhint: {hint}")?;
-        }
-        Ok(())
+        write!(f, ": {}", self.message)
     }
 }
 
@@ -160,8 +161,9 @@ mod tests {
             .at_offset("a = 1\n  port = 0\n", 8);
         assert_eq!(
             full.to_string(),
-            "shipit.toml:2:3: services.hello.port: bad\nhint: fix it"
+            "shipit.toml:2:3: services.hello.port: bad"
         );
+        assert_eq!(full.hint().as_deref(), Some("fix it"));
     }
 
     #[test]

@@ -15,6 +15,7 @@ use serde::de::{self, Deserializer, Unexpected, Visitor};
 
 use super::error::Problem;
 use super::locate::KeyPath;
+use super::size::ByteSize;
 use crate::shift::{SHIFT_FORMS, ShiftStrategy};
 
 /// What `expected ...` says in a duration error, and the examples in its message.
@@ -406,37 +407,6 @@ pub(crate) struct RawCertificate {
     pub(crate) key: String,
 }
 
-/// A size in bytes, written with a binary unit: "512KiB", "10MiB", "1GiB", "100B".
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct ByteSize(pub(crate) u64);
-
-impl<'de> Deserialize<'de> for ByteSize {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        use super::edge::{SIZE_EXAMPLES, parse_size};
-        struct SizeVisitor;
-        impl Visitor<'_> for SizeVisitor {
-            type Value = ByteSize;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(SIZE_EXAMPLES)
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<ByteSize, E> {
-                Err(E::custom(format_args!(
-                    "invalid size {v}: expected {SIZE_EXAMPLES}, in quotes (\"{v}B\" for bytes)"
-                )))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<ByteSize, E> {
-                Err(E::custom(format_args!(
-                    "invalid size {v}: expected {SIZE_EXAMPLES}, in quotes (\"{v}B\" for bytes)"
-                )))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<ByteSize, E> {
-                parse_size(v).map(ByteSize).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_any(SizeVisitor)
-    }
-}
-
 /// Reads the interpolated table into the raw structs. A failure names the key path where
 /// serde stopped, says what was expected, and for an unknown key lists the allowed ones.
 pub(crate) fn deserialize(table: toml::Table) -> Result<RawConfig, Problem> {
@@ -538,4 +508,10 @@ fn edit_distance(a: &str, b: &str) -> usize {
         previous = current;
     }
     previous[b.len()]
+}
+
+/// An optional key without a default that is blank counts as absent, so that
+/// `pre_build = "${PRE_BUILD:-}"` can switch it off from the environment.
+pub(crate) fn present(value: Option<String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty())
 }

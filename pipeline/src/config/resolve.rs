@@ -6,24 +6,22 @@
 //! is returned with its key path.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::error::Problem;
 use super::interpolate::is_var_name;
 use super::locate::KeyPath;
+use super::path::{inside, normalize};
 use super::raw::{
-    RawConfig, RawHealth, RawModule, RawService, RawTarget, RawTargetKind, RawVerify,
+    RawConfig, RawHealth, RawModule, RawService, RawTarget, RawTargetKind, RawVerify, present,
 };
 use super::{
-    Config, DEFAULT_DOCKERFILE, DEFAULT_DRAIN_TIMEOUT, DEFAULT_HEALTH_INTERVAL,
-    DEFAULT_HEALTH_PATH, DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_LISTEN,
-    DEFAULT_MODULE_TAG, DEFAULT_STATE_DIR, DEFAULT_STOP_TIMEOUT, DEFAULT_TARGET_NAME, Env,
-    HealthCheck, LocalTarget, Module, STATE_DIR_ENV, Service, Target, TargetKind, VERSION_FILES,
-    Verify,
+    Config, DEFAULT_DOCKERFILE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_MODULE_TAG, DEFAULT_STATE_DIR,
+    DEFAULT_TARGET_NAME, Env, HealthCheck, Module, STATE_DIR_ENV, Service, Target, TargetKind,
+    VERSION_FILES, Verify,
 };
-use crate::shift::{DEFAULT_MAX_ERROR_RATE, DEFAULT_SHIFT};
 
 /// The longest service or target name; names end up in container names and folder names.
 pub(crate) const MAX_NAME_LEN: usize = 40;
@@ -386,53 +384,9 @@ fn target(name: String, raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<Ta
     }
     let kind = match raw.kind {
         RawTargetKind::Ecs => TargetKind::Ecs(Box::new(super::ecs::target(raw, dir, path)?)),
-        RawTargetKind::Local => TargetKind::Local(LocalTarget {
-            listen: raw.listen.map_or_else(default_listen, |l| l.0),
-            drain_timeout: raw.drain_timeout.map_or(DEFAULT_DRAIN_TIMEOUT, |d| d.0),
-            stop_timeout: raw.stop_timeout.map_or(DEFAULT_STOP_TIMEOUT, |d| d.0),
-            shift: raw.shift.map_or(DEFAULT_SHIFT, |s| s.0),
-            max_error_rate: raw.max_error_rate.map_or(DEFAULT_MAX_ERROR_RATE, |f| f.0),
-            preview_host: preview_host(raw.preview_host, &path.key("preview_host"))?,
-            edge: Box::new(super::edge::settings(
-                raw.edge,
-                raw.listen.map_or_else(default_listen, |l| l.0),
-                dir,
-                &path.key("edge"),
-            )?),
-        }),
+        RawTargetKind::Local => TargetKind::Local(super::local::target(raw, dir, path)?),
     };
     Ok(Target { name, kind })
-}
-
-/// A host name the edge answers a staged candidate on: letters, digits, `-` and `.`, without
-/// a scheme, port or path (the edge ignores the port of a Host header).
-fn preview_host(value: Option<String>, path: &KeyPath) -> Result<Option<String>, Problem> {
-    let Some(host) = present(value) else {
-        return Ok(None);
-    };
-    let host = host.trim().to_ascii_lowercase();
-    let valid = host.len() <= 253
-        && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if valid {
-        return Ok(Some(host));
-    }
-    Err(Problem::value(
-        path.clone(),
-        format!("invalid preview host {host:?}: expected a host name like \"preview.example.com\""),
-    )
-    .with_hint("write the host name alone, without http://, a port or a path"))
-}
-
-pub(crate) fn default_listen() -> SocketAddr {
-    DEFAULT_LISTEN
-        .parse()
-        .expect("DEFAULT_LISTEN is a valid socket address")
 }
 
 /// Service, target and module names: `[a-z0-9][a-z0-9-]*`, at most [`MAX_NAME_LEN`] characters.
@@ -495,12 +449,6 @@ fn not_empty(value: &str, path: &KeyPath) -> Result<(), Problem> {
     Ok(())
 }
 
-/// An optional key without a default that is blank counts as absent, so that
-/// `pre_build = "${PRE_BUILD:-}"` can switch it off from the environment.
-fn present(value: Option<String>) -> Option<String> {
-    value.filter(|v| !v.trim().is_empty())
-}
-
 /// `names` as "`a`, `b`".
 pub(crate) fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
     names
@@ -510,78 +458,9 @@ pub(crate) fn list<'a>(names: impl IntoIterator<Item = &'a String>) -> String {
         .join(", ")
 }
 
-/// `path` with `.` and `..` resolved lexically, without touching the file system; `..` at the
-/// root stays at the root.
-pub(crate) fn normalize(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    // How many `Normal` components `out` ends with, the ones a `..` can take back.
-    let mut depth = 0usize;
-    for component in path.components() {
-        match component {
-            Component::Prefix(_) | Component::RootDir => out.push(component),
-            Component::Normal(_) => {
-                out.push(component);
-                depth += 1;
-            }
-            Component::CurDir => {}
-            Component::ParentDir if depth > 0 => {
-                out.pop();
-                depth -= 1;
-            }
-            Component::ParentDir if out.has_root() => {}
-            Component::ParentDir => out.push(component),
-        }
-    }
-    out
-}
-
-/// A relative path, normalised, if it stays inside the folder it is relative to.
-fn inside(path: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for component in path.components() {
-        match component {
-            Component::Normal(part) => out.push(part),
-            Component::CurDir => {}
-            Component::ParentDir => {
-                if !out.pop() {
-                    return None;
-                }
-            }
-            Component::Prefix(_) | Component::RootDir => return None,
-        }
-    }
-    (!out.as_os_str().is_empty()).then_some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn normalize_resolves_dots_lexically() {
-        assert_eq!(normalize(Path::new("/a/./b/../c")), PathBuf::from("/a/c"));
-        assert_eq!(normalize(Path::new("/a/b/.")), PathBuf::from("/a/b"));
-        assert_eq!(normalize(Path::new("/../x")), PathBuf::from("/x"));
-        assert_eq!(
-            normalize(Path::new("../a/../../b")),
-            PathBuf::from("../../b")
-        );
-    }
-
-    #[test]
-    fn inside_rejects_paths_that_leave_the_folder() {
-        assert_eq!(
-            inside(Path::new("./a/../Dockerfile")),
-            Some("Dockerfile".into())
-        );
-        assert_eq!(
-            inside(Path::new("docker/Dockerfile")),
-            Some("docker/Dockerfile".into())
-        );
-        assert_eq!(inside(Path::new("../Dockerfile")), None);
-        assert_eq!(inside(Path::new("/etc/Dockerfile")), None);
-        assert_eq!(inside(Path::new(".")), None);
-    }
 
     #[test]
     fn names_are_lowercase_words_of_at_most_40_characters() {

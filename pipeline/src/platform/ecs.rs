@@ -27,16 +27,23 @@
 //! A weighted shift's bakes watch the new target group's health and the target's CloudWatch
 //! `alarms` ([`alarm`]); the alarms are read once more before the final shift, and a name
 //! that matches no alarm fails `converge`, before anything is built or launched.
+//!
+//! This file holds the platform and its [`Platform`] methods; the rest is one noun a file:
+//! [`state`] (everything read from AWS), [`change`] (every change, and the functions that
+//! decide them), [`forward`], [`distribution`] (the CDN origin, read and swapped),
+//! [`alarm`], [`wait`], [`records`] (lock and history in SSM), [`aws`] (a failed AWS call or
+//! wait as a platform error) and [`plan`].
 
 pub mod alarm;
+pub mod aws;
 pub mod change;
 pub mod distribution;
 pub mod forward;
 pub mod plan;
 pub mod records;
+pub mod state;
 pub mod wait;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
@@ -46,21 +53,24 @@ use jiff::Timestamp;
 use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
-use self::change::{Change, Sent, TaskDefinitionRef, aws_error, wait_error};
-use self::forward::{Forward, Routing};
+use self::aws::short_arn;
+use self::change::{Change, Sent};
+use self::forward::Forward;
+use self::plan::EcsPlan;
 use self::records::{SsmHistory, SsmLockStore};
-use self::wait::short_arn;
+pub use self::state::{EcsState, SlotService};
+use self::state::{Site, read_site};
+use self::wait::wait_error;
 use crate::Slot;
-use crate::aws::Clients;
-use crate::build::BuildRequest;
+use crate::aws::{Clients, ReadOnly};
 use crate::config::{Config, DEFAULT_TASK_DEFINITION, EcsTarget, PerSlot, Service};
 use crate::event::{Phase, Reporter};
 use crate::history::{HistoryStore, ReleaseRecord};
 use crate::lock::LockStore;
-use crate::platform::local::LocalPaths;
+use crate::platform::kind::{Kind, Opening, PlanError};
 use crate::platform::{BuildInput, Candidate, ErrorKind, Image, Live, Platform, PlatformError};
 use crate::shift::ShiftStrategy;
-use crate::task_definition::{self, Render, TAG_RELEASE, TaskDefinition};
+use crate::state_dir::StatePaths;
 
 /// The service tag that says when a kept old slot may be scaled down (RFC 3339).
 pub const TAG_RETIRE_AFTER: &str = "shipit.retire-after";
@@ -68,55 +78,6 @@ pub const TAG_RETIRE_AFTER: &str = "shipit.retire-after";
 pub const CDN_DEPLOY_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How long the version check through the test listener may take.
 pub const VERSION_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What an ECS service of a slot looks like now.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct SlotService {
-    pub name: String,
-    pub arn: String,
-    pub desired: i32,
-    pub running: i32,
-    pub task_definition: Option<String>,
-    /// The release its task definition carries (the `shipit.release` tag, or the
-    /// `SHIPIT_RELEASE` variable of a task definition shipit did not tag).
-    pub release: Option<String>,
-    pub retire_after: Option<Timestamp>,
-}
-
-/// Everything a release reads before it changes anything.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct EcsState {
-    /// The production forward (the listener's, or the rule's).
-    pub forward: Forward,
-    /// The slot traffic goes to, read from the forward (or the distribution in CDN mode).
-    pub routed: Option<Slot>,
-    /// The share of a weighted step in progress, in percent (0: none).
-    pub split_percent: u8,
-    /// The distribution's target origin domain, in CDN mode.
-    pub cdn_origin: Option<String>,
-    pub blue: Option<SlotService>,
-    pub green: Option<SlotService>,
-    pub live: Option<Live>,
-}
-
-impl EcsState {
-    pub fn service(&self, slot: Slot) -> Option<&SlotService> {
-        match slot {
-            Slot::Blue => self.blue.as_ref(),
-            Slot::Green => self.green.as_ref(),
-        }
-    }
-}
-
-/// Where the service answers, read once from the listener's load balancer.
-#[derive(Debug, Clone)]
-struct Site {
-    url: String,
-    /// `http://<dns>:<port>` of the test listener.
-    test_url: Option<String>,
-    subnets: Vec<String>,
-    security_groups: Vec<String>,
-}
 
 pub struct EcsPlatform {
     service: Service,
@@ -137,6 +98,8 @@ pub struct EcsPlatform {
     /// Set by `revive`: this run is a rollback, whose bakes show the alarms but do not stop
     /// for them (they likely fire because of the release it takes back).
     rolling_back: AtomicBool,
+    /// Opened for a plan: the clients refuse every call but reads, and this records them.
+    read_only: Option<ReadOnly>,
 }
 
 impl EcsPlatform {
@@ -168,7 +131,9 @@ impl EcsPlatform {
             ),
         };
         let site = read_site(&clients, target).await?;
-        let cache_dir = LocalPaths::new(&config.state_dir, target_name, &service.name).service_dir;
+        let cache_dir = StatePaths::new(&config.state_dir, target_name, &service.name)
+            .build_cache_dir()
+            .to_path_buf();
         Ok(EcsPlatform {
             names: target.service_names(&service.name),
             locks: SsmLockStore::new(clients.ssm.clone(), &target.cluster, &service.name)
@@ -186,6 +151,7 @@ impl EcsPlatform {
             docker: OnceCell::new(),
             split_percent: AtomicU8::new(0),
             rolling_back: AtomicBool::new(false),
+            read_only: None,
         })
     }
 
@@ -221,418 +187,9 @@ impl EcsPlatform {
     async fn docker(&self) -> Result<&Docker, PlatformError> {
         self.docker
             .get_or_try_init(|| async {
-                crate::docker::connect().await.map_err(|e| {
-                    PlatformError::new(ErrorKind::Platform, e.to_string())
-                        .with_hint("start the Docker engine, or point DOCKER_HOST at one that runs")
-                })
+                crate::docker::connect().await.map_err(PlatformError::from)
             })
             .await
-    }
-
-    /// The production forward: the rule's actions with `rule_arn`, else the listener's.
-    pub async fn forward(&self) -> Result<Forward, PlatformError> {
-        let (what, actions) = match &self.target.rule_arn {
-            Some(rule) => (
-                format!("rule {rule}"),
-                change::rule_actions(&self.clients.elb, rule).await?,
-            ),
-            None => {
-                let listener = &self.target.listener_arn;
-                (
-                    format!("listener {listener}"),
-                    change::listener_actions(&self.clients.elb, listener).await?,
-                )
-            }
-        };
-        let actions = actions.ok_or_else(|| {
-            PlatformError::new(ErrorKind::Platform, format!("elbv2: {what} was not found"))
-                .with_hint("check the ARN in the target's config")
-        })?;
-        Forward::from_actions(&actions).map_err(|e| {
-            PlatformError::new(ErrorKind::Platform, format!("elbv2: {what}: {e}"))
-                .with_hint("shipit moves traffic by changing a forward action's target groups; give it a listener or rule that forwards")
-        })
-    }
-
-    fn routing(&self, forward: &Forward) -> Result<Option<Routing>, PlatformError> {
-        forward.routing(&self.target.target_groups).map_err(|e| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!(
-                    "elbv2: {}: {e}",
-                    self.target
-                        .rule_arn
-                        .as_deref()
-                        .unwrap_or(&self.target.listener_arn)
-                ),
-            )
-            .with_hint(
-                "point it at the blue or green target group of the config, or fix target_groups",
-            )
-        })
-    }
-
-    /// The domain the distribution's target origin has now.
-    async fn cdn_origin(&self) -> Result<Option<String>, PlatformError> {
-        let Some(cdn) = &self.target.cdn else {
-            return Ok(None);
-        };
-        let id = &cdn.distribution_id;
-        let out = self
-            .clients
-            .cloudfront
-            .get_distribution_config()
-            .id(id)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetDistributionConfig", id, &e))?;
-        let config = out.distribution_config().ok_or_else(|| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!("cloudfront: distribution {id} has no config"),
-            )
-        })?;
-        let (_, domain) = distribution::target_origin(config).map_err(|e| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!("cloudfront: distribution {id}: {e}"),
-            )
-        })?;
-        Ok(Some(domain))
-    }
-
-    /// The ECS service of `slot`, if it exists and is not deleted.
-    pub async fn slot_service(&self, slot: Slot) -> Result<Option<SlotService>, PlatformError> {
-        let name = self.names.get(slot);
-        let out = self
-            .clients
-            .ecs
-            .describe_services()
-            .cluster(&self.target.cluster)
-            .services(name)
-            .include(aws_sdk_ecs::types::ServiceField::Tags)
-            .send()
-            .await
-            .map_err(|e| aws_error("DescribeServices", name, &e))?;
-        let Some(found) = out
-            .services()
-            .iter()
-            .find(|s| s.service_name() == Some(name.as_str()) && s.status() == Some("ACTIVE"))
-        else {
-            return Ok(None);
-        };
-        let tags: BTreeMap<&str, &str> = found
-            .tags()
-            .iter()
-            .filter_map(|t| Some((t.key()?, t.value()?)))
-            .collect();
-        let task_definition = found.task_definition().map(str::to_string);
-        let release = match &task_definition {
-            Some(td) => self.release_of(td).await?,
-            None => None,
-        };
-        Ok(Some(SlotService {
-            name: name.clone(),
-            arn: found.service_arn().unwrap_or_default().to_string(),
-            desired: found.desired_count(),
-            running: found.running_count(),
-            task_definition,
-            release,
-            retire_after: tags
-                .get(TAG_RETIRE_AFTER)
-                .and_then(|t| t.parse::<Timestamp>().ok()),
-        }))
-    }
-
-    /// The release a task definition runs: its `shipit.release` tag, else the container's
-    /// `SHIPIT_RELEASE`.
-    async fn release_of(&self, task_definition: &str) -> Result<Option<String>, PlatformError> {
-        let out = self
-            .clients
-            .ecs
-            .describe_task_definition()
-            .task_definition(task_definition)
-            .include(aws_sdk_ecs::types::TaskDefinitionField::Tags)
-            .send()
-            .await
-            .map_err(|e| aws_error("DescribeTaskDefinition", task_definition, &e))?;
-        if let Some(tag) = out
-            .tags()
-            .iter()
-            .find(|t| t.key() == Some(TAG_RELEASE))
-            .and_then(|t| t.value())
-        {
-            return Ok(Some(tag.to_string()));
-        }
-        Ok(out
-            .task_definition()
-            .into_iter()
-            .flat_map(|t| t.container_definitions())
-            .flat_map(|c| c.environment())
-            .find(|e| e.name() == Some("SHIPIT_RELEASE"))
-            .and_then(|e| e.value())
-            .map(str::to_string))
-    }
-
-    /// Reads the forward, the distribution and both services: what is live and what is not.
-    pub async fn state(&self) -> Result<EcsState, PlatformError> {
-        let forward = self.forward().await?;
-        let routing = self.routing(&forward)?;
-        let cdn_origin = self.cdn_origin().await?;
-        let (routed, split_percent) = match (&self.target.cdn, &cdn_origin) {
-            (Some(cdn), Some(domain)) => (distribution::slot_of(domain, &cdn.origins), 0),
-            _ => (
-                routing.map(|r| r.live),
-                routing.map_or(0, |r| r.split_percent),
-            ),
-        };
-        let blue = self.slot_service(Slot::Blue).await?;
-        let green = self.slot_service(Slot::Green).await?;
-        // During a weighted step the larger weight may be the candidate's (80 % of a linear
-        // shift). The candidate is the slot whose task definition was registered last: the
-        // other one is live.
-        let routed = match (routed, &blue, &green) {
-            (Some(heavier), Some(b), Some(g)) if split_percent > 0 => {
-                match (
-                    revision(b.task_definition.as_deref()),
-                    revision(g.task_definition.as_deref()),
-                ) {
-                    (Some(rb), Some(rg)) if rb != rg => {
-                        Some(if rb < rg { Slot::Blue } else { Slot::Green })
-                    }
-                    _ => Some(heavier),
-                }
-            }
-            _ => routed,
-        };
-        let split_percent = match routed {
-            Some(live) if split_percent > 0 => {
-                let other = forward.weight_of(self.group(live.other())).max(0);
-                let total = (other + forward.weight_of(self.group(live)).max(0)).max(1);
-                u8::try_from(other * 100 / total).unwrap_or(0)
-            }
-            _ => split_percent,
-        };
-        let mut state = EcsState {
-            forward,
-            routed,
-            split_percent,
-            cdn_origin,
-            blue,
-            green,
-            live: None,
-        };
-        state.live = routed.and_then(|slot| {
-            let service = state.service(slot)?;
-            if service.desired <= 0 {
-                return None;
-            }
-            let release = service.release.clone().unwrap_or_else(|| {
-                service
-                    .task_definition
-                    .as_deref()
-                    .map_or_else(|| "unknown".to_string(), |td| short_arn(td).to_string())
-            });
-            Some(Live {
-                slot,
-                release,
-                since: None,
-            })
-        });
-        Ok(state)
-    }
-
-    /// The change that makes the production forward `forward`.
-    pub fn forward_change(&self, forward: Forward) -> Change {
-        match &self.target.rule_arn {
-            Some(rule) => Change::ModifyRule {
-                rule_arn: rule.clone(),
-                forward,
-            },
-            None => Change::ModifyListener {
-                listener_arn: self.target.listener_arn.clone(),
-                forward,
-            },
-        }
-    }
-
-    /// The change that sends all traffic to `slot`: the listener's forward, or the CDN origin.
-    pub fn shift_change(&self, slot: Slot) -> Change {
-        match &self.target.cdn {
-            Some(cdn) => Change::UpdateDistribution {
-                distribution_id: cdn.distribution_id.clone(),
-                domain: cdn.origins.get(slot).clone(),
-            },
-            None => {
-                self.forward_change(Forward::all_to(self.group(slot), self.group(slot.other())))
-            }
-        }
-    }
-
-    /// Scales `slot`'s service to `count` tasks, its task definition unchanged.
-    pub fn scale_change(&self, slot: Slot, count: i32) -> Change {
-        Change::UpdateService {
-            cluster: self.target.cluster.clone(),
-            service: self.names.get(slot).clone(),
-            task_definition: None,
-            desired_count: count,
-        }
-    }
-
-    /// Renders the task definition of `release` in `slot`.
-    pub fn render(
-        &self,
-        slot: Slot,
-        release: &str,
-        version: &str,
-        image: &str,
-    ) -> Result<TaskDefinition, PlatformError> {
-        task_definition::render(
-            &self.template_name,
-            &self.template,
-            &self.render_input(slot, release, version, image),
-        )
-        .map_err(|e| {
-            let hint = e.hint.clone();
-            let error = PlatformError::new(ErrorKind::Platform, e.to_string());
-            match hint {
-                Some(h) => error.with_hint(h),
-                None => error,
-            }
-        })
-    }
-
-    fn render_input<'a>(
-        &'a self,
-        slot: Slot,
-        release: &'a str,
-        version: &'a str,
-        image: &'a str,
-    ) -> Render<'a> {
-        Render {
-            target_name: &self.target_name,
-            target: &self.target,
-            service: &self.service,
-            slot,
-            release,
-            version,
-            image,
-        }
-    }
-
-    /// Register `definition`, then create or update `slot`'s service to run it.
-    pub fn launch_changes(
-        &self,
-        slot: Slot,
-        release: &str,
-        version: &str,
-        definition: TaskDefinition,
-        existing: Option<&SlotService>,
-    ) -> Vec<Change> {
-        let render = self.render_input(slot, release, version, "");
-        let tags = task_definition::tags(&render);
-        let service = self.names.get(slot).clone();
-        let desired = i32::try_from(self.target.desired_count).unwrap_or(i32::MAX);
-        let mut changes = vec![Change::RegisterTaskDefinition {
-            definition: Box::new(definition),
-            tags: tags.clone(),
-        }];
-        match existing {
-            Some(existing) => {
-                changes.push(Change::UpdateService {
-                    cluster: self.target.cluster.clone(),
-                    service,
-                    task_definition: Some(TaskDefinitionRef::Registered),
-                    desired_count: desired,
-                });
-                if existing.retire_after.is_some() {
-                    changes.push(Change::UntagService {
-                        service_arn: existing.arn.clone(),
-                        keys: vec![TAG_RETIRE_AFTER.to_string()],
-                    });
-                }
-            }
-            None => changes.push(Change::CreateService {
-                cluster: self.target.cluster.clone(),
-                service,
-                task_definition: TaskDefinitionRef::Registered,
-                desired_count: desired,
-                target_group: self.group(slot).to_string(),
-                container: task_definition::container_name(&self.service),
-                port: self.service.port,
-                subnets: if self.target.subnets.is_empty() {
-                    self.site.subnets.clone()
-                } else {
-                    self.target.subnets.clone()
-                },
-                security_groups: if self.target.security_groups.is_empty() {
-                    self.site.security_groups.clone()
-                } else {
-                    self.target.security_groups.clone()
-                },
-                tags,
-            }),
-        }
-        changes
-    }
-
-    /// What a converge would change, from `state`: a weighted step left in place goes back
-    /// to the live slot; with nothing live, the production forward leaves the slot the first
-    /// release starts in; an idle service left scaled up is scaled down, unless it is an old
-    /// slot kept for rollback whose time is not up.
-    pub fn converge_changes(&self, state: &EcsState, now: Timestamp) -> Vec<(Change, String)> {
-        let mut changes = Vec::new();
-        if !self.cdn()
-            && let Some(routed) = state.routed
-        {
-            if state.split_percent > 0 {
-                changes.push((
-                    self.forward_change(Forward::all_to(self.group(routed), self.group(routed.other()))),
-                    format!(
-                        "a weighted step was left in place ({}): all traffic back on the {routed} slot",
-                        state.forward.describe(&self.target.target_groups)
-                    ),
-                ));
-            } else if state.live.is_none() && routed == Slot::Blue {
-                changes.push((
-                    self.forward_change(Forward::all_to(self.group(Slot::Green), self.group(Slot::Blue))),
-                    "nothing is live: the listener forwards to the empty green target group, so the \
-                     first release's blue candidate gets no traffic before it is verified"
-                        .to_string(),
-                ));
-            }
-        }
-        let idle: Vec<Slot> = match &state.live {
-            Some(live) => vec![live.slot.other()],
-            None => vec![Slot::Blue, Slot::Green],
-        };
-        for slot in idle {
-            let Some(service) = state.service(slot) else {
-                continue;
-            };
-            if service.desired <= 0 {
-                continue;
-            }
-            match service.retire_after {
-                Some(after) if after > now && state.live.is_some() => {}
-                Some(after) => changes.push((
-                    self.scale_change(slot, 0),
-                    format!(
-                        "the old {slot} slot was kept for rollback until {}: scaling {} to 0",
-                        after.round(jiff::Unit::Second).unwrap_or(after),
-                        service.name
-                    ),
-                )),
-                None => changes.push((
-                    self.scale_change(slot, 0),
-                    format!(
-                        "the idle {slot} slot runs {} tasks left by an earlier run: scaling {} to 0",
-                        service.desired, service.name
-                    ),
-                )),
-            }
-        }
-        changes
     }
 
     async fn send(&self, change: &Change, registered: Option<&str>) -> Result<Sent, PlatformError> {
@@ -864,215 +421,38 @@ impl EcsPlatform {
             handle: task_definition.to_string(),
         }
     }
+}
 
-    /// The alarms a bake watches; `None` without `alarms`.
-    fn alarm_watch(&self) -> Option<wait::AlarmWatch<'_>> {
-        (!self.target.alarms.is_empty()).then(|| wait::AlarmWatch {
-            cloudwatch: &self.clients.cloudwatch,
-            names: &self.target.alarms,
-            stops_bake: !self.rolling_back.load(Ordering::Relaxed),
-        })
-    }
+impl Kind for EcsPlatform {
+    type Target = EcsTarget;
+    type Plan = EcsPlan;
 
-    /// The watched alarms' states now; `None` without `alarms`.
-    pub async fn alarms(&self) -> Result<Option<alarm::Alarms>, PlatformError> {
-        if self.target.alarms.is_empty() {
-            return Ok(None);
-        }
-        alarm::read(&self.clients.cloudwatch, &self.target.alarms)
-            .await
-            .map(Some)
-            .map_err(|e| alarm::read_error(&e, &self.target.alarms))
-    }
-
-    /// An error naming the watched alarms that do not exist.
-    fn refuse_missing_alarms(&self, alarms: &alarm::Alarms) -> Result<(), PlatformError> {
-        if alarms.missing.is_empty() {
-            return Ok(());
-        }
-        Err(alarm::missing_error(
-            &alarms.missing,
-            &self.target_name,
-            &self.target.region,
+    async fn open(opening: &Opening<'_>, target: &EcsTarget) -> Result<Self, PlatformError> {
+        let sdk = crate::aws::sdk_config(&target.region).await;
+        let read_only = opening.read_only.then(ReadOnly::new);
+        let clients = match &read_only {
+            Some(guard) => Clients::read_only(&sdk, guard),
+            None => Clients::new(&sdk),
+        };
+        let mut platform = Box::pin(EcsPlatform::new(
+            opening.config,
+            opening.service,
+            &opening.target.name,
+            target,
+            clients,
         ))
+        .await?;
+        platform.read_only = read_only;
+        Ok(platform)
     }
 
-    /// The weighted step being baked, for messages: `step 1/2 (40% to the green slot)`.
-    fn step_name(&self, slot: Slot) -> String {
-        let percent = self.split_percent.load(Ordering::Relaxed);
-        match self
-            .target
-            .shift
-            .steps()
-            .iter()
-            .find(|s| s.percent == percent)
-        {
-            Some(step) => format!(
-                "step {}/{} ({percent}% to the {slot} slot)",
-                step.index, step.total
-            ),
-            None => format!("the {percent}% step to the {slot} slot"),
-        }
+    async fn plan(&self, _config: &Config) -> Result<EcsPlan, PlanError> {
+        self.plan_now().await
     }
 
-    /// Reads the alarms once more before the final shift. One in `ALARM` stops it (not in a
-    /// rollback), and a weighted step still in place goes back to the live slot first: the
-    /// state machine only undoes the steps whose bake failed.
-    async fn alarms_before_shift(
-        &self,
-        candidate: &Candidate,
-        state: &EcsState,
-        reporter: &Reporter,
-    ) -> Result<(), PlatformError> {
-        let verdict = match self.alarms().await {
-            Ok(None) => return Ok(()),
-            Ok(Some(alarms)) => self.refuse_missing_alarms(&alarms).and_then(|()| {
-                match alarms.firing_reason() {
-                    None => {
-                        reporter.progress(
-                            Phase::Shift,
-                            format!("before the shift to 100%: {alarms}"),
-                        );
-                        Ok(())
-                    }
-                    Some(reason) if self.rolling_back.load(Ordering::Relaxed) => {
-                        reporter.warn(format!(
-                            "{reason}; a rollback shifts anyway (the alarm likely fires because of the release it takes back)"
-                        ));
-                        Ok(())
-                    }
-                    Some(reason) => Err(PlatformError::new(
-                        ErrorKind::Verify,
-                        format!(
-                            "before the shift to 100% to the {} slot: {reason}",
-                            candidate.slot
-                        ),
-                    )
-                    .with_hint(alarm_hint(&alarms))),
-                }
-            }),
-            Err(e) => Err(e),
-        };
-        if verdict.is_err()
-            && state.split_percent > 0
-            && let Some(live) = &state.live
-            && live.slot != candidate.slot
-        {
-            let back = Forward::all_to(self.group(live.slot), self.group(candidate.slot));
-            match self.send(&self.forward_change(back), None).await {
-                Ok(_) => reporter.progress(
-                    Phase::Shift,
-                    format!("all traffic back on the {} slot", live.slot),
-                ),
-                Err(e) => reporter.warn(format!(
-                    "putting all traffic back on the {} slot failed: {e}; the next release does",
-                    live.slot
-                )),
-            }
-        }
-        verdict
+    fn runs_a_process(&self) -> bool {
+        false
     }
-}
-
-/// What to do about alarms that stopped a shift.
-fn alarm_hint(alarms: &alarm::Alarms) -> String {
-    let name = alarms.firing().next().map_or("<name>", |a| a.name.as_str());
-    format!(
-        "the live slot keeps all traffic; see why the alarm fired with `aws cloudwatch \
-         describe-alarm-history --alarm-name {name}`, and release again once it is OK"
-    )
-}
-
-/// The revision of a task definition ARN (`…:task-definition/prod-hello:7` → 7).
-fn revision(arn: Option<&str>) -> Option<u64> {
-    arn?.rsplit(':').next()?.parse().ok()
-}
-
-/// The production URL (the distribution's domain in CDN mode, else the load balancer's
-/// name and the listener's port), the test listener's, and the load balancer's subnets and
-/// security groups.
-async fn read_site(clients: &Clients, target: &EcsTarget) -> Result<Site, PlatformError> {
-    let mut arns = vec![target.listener_arn.clone()];
-    if let Some(test) = &target.test_listener_arn {
-        arns.push(test.clone());
-    }
-    let out = clients
-        .elb
-        .describe_listeners()
-        .set_listener_arns(Some(arns))
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeListeners", &target.listener_arn, &e))?;
-    let listener = |arn: &str| {
-        out.listeners()
-            .iter()
-            .find(|l| l.listener_arn() == Some(arn))
-    };
-    let production = listener(&target.listener_arn).ok_or_else(|| {
-        PlatformError::new(
-            ErrorKind::Platform,
-            format!("elbv2: listener {} was not found", target.listener_arn),
-        )
-        .with_hint("check listener_arn and the target's region")
-    })?;
-    let lb_arn = production
-        .load_balancer_arn()
-        .unwrap_or_default()
-        .to_string();
-    let lbs = clients
-        .elb
-        .describe_load_balancers()
-        .load_balancer_arns(&lb_arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeLoadBalancers", &lb_arn, &e))?;
-    let lb = lbs.load_balancers().first();
-    let dns = lb
-        .and_then(|l| l.dns_name())
-        .unwrap_or("unknown")
-        .to_string();
-    let url_of = |l: &aws_sdk_elasticloadbalancingv2::types::Listener| {
-        let scheme = match l.protocol().map(|p| p.as_str()) {
-            Some("HTTPS") => "https",
-            _ => "http",
-        };
-        match (scheme, l.port()) {
-            ("http", Some(80)) | ("https", Some(443)) | (_, None) => format!("{scheme}://{dns}"),
-            (_, Some(port)) => format!("{scheme}://{dns}:{port}"),
-        }
-    };
-    let mut url = format!("{}/", url_of(production));
-    if let Some(cdn) = &target.cdn {
-        let id = &cdn.distribution_id;
-        let d = clients
-            .cloudfront
-            .get_distribution()
-            .id(id)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetDistribution", id, &e))?;
-        if let Some(d) = d.distribution() {
-            url = format!("https://{}/", d.domain_name());
-        }
-    }
-    let test_url = target
-        .test_listener_arn
-        .as_deref()
-        .and_then(listener)
-        .map(url_of);
-    Ok(Site {
-        url,
-        test_url,
-        subnets: lb
-            .map(|l| {
-                l.availability_zones()
-                    .iter()
-                    .filter_map(|z| z.subnet_id().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        security_groups: lb.map(|l| l.security_groups().to_vec()).unwrap_or_default(),
-    })
 }
 
 impl Platform for EcsPlatform {
@@ -1139,42 +519,13 @@ impl Platform for EcsPlatform {
                 );
             }
         }
-        match &state.live {
-            Some(l) => reporter.progress(
-                Phase::Version,
-                format!("live: {} slot, release {}", l.slot, l.release),
-            ),
-            None => reporter.progress(Phase::Version, "nothing live yet: first release"),
-        }
         Ok(state.live)
     }
 
     async fn build(&self, input: &BuildInput, reporter: &Reporter) -> Result<Image, PlatformError> {
-        if let Some(command) = &self.service.pre_build {
-            reporter.progress(Phase::Build, format!("pre-build: {}", command.trim()));
-            crate::pre_build::run(command, &self.config_dir, |line| {
-                reporter.progress(Phase::Build, line.to_string())
-            })
-            .await
-            .map_err(|e| {
-                PlatformError::new(ErrorKind::Build, e.to_string()).with_hint(
-                    "fix the pre_build command of the service, or run it by hand to see why it fails",
-                )
-            })?;
-        }
         let docker = self.docker().await?;
-        let mut labels =
-            crate::build::oci_labels(input.revision.as_ref(), input.created, &input.release);
-        labels.extend(crate::version::labels(&input.modules));
-        let request = BuildRequest {
-            service: self.service.name.clone(),
-            context: self.service.context.clone(),
-            dockerfile: self.service.dockerfile.clone(),
-            tag: format!("{}:{}", self.service.name, input.version),
-            labels,
-            cache_dir: Some(self.cache_dir.clone()),
-        };
-        super::build_image(docker, &request, reporter).await
+        let request = super::build_request(&self.service, input, &self.cache_dir);
+        super::build_service(docker, &self.service, &self.config_dir, &request, reporter).await
     }
 
     async fn push(&self, image: &Image, reporter: &Reporter) -> Result<Image, PlatformError> {

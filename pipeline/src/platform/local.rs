@@ -5,74 +5,41 @@
 //! per slot) and checked by label before anything destructive, so the live container is never
 //! stopped or removed by mistake, whatever a crashed run left behind.
 
+mod bake;
+mod container;
+pub mod plan;
+
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
-use bollard::models::{ContainerInspectResponse, ContainerUpdateBody, RestartPolicy};
-use bollard::query_parameters::{
-    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
-    StopContainerOptions, WaitContainerOptions,
-};
-use futures_util::StreamExt;
+use bollard::models::{ContainerUpdateBody, RestartPolicy};
+use bollard::query_parameters::{ListContainersOptions, StopContainerOptions};
 use shipit_edge::{AdminClient, Backend};
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
-use crate::build::BuildRequest;
 use crate::config::{Config, LocalTarget, Service};
-use crate::container_spec::{
-    LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY, Launch, container_name,
-    container_spec, port_key,
-};
+use crate::container_spec::{LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY};
 use crate::event::{Phase, Reporter};
 use crate::health::{Probe, Prober};
 use crate::history::{FileHistory, HistoryStore, ReleaseRecord};
 use crate::lock::{FileLockStore, LockStore};
+use crate::platform::kind::{Kind, Opening, PlanError};
 use crate::platform::{Candidate, ErrorKind, Image, Live, Platform, PlatformError};
 use crate::shift::ShiftStrategy;
+use crate::state_dir::StatePaths;
+
+use self::bake::{Answers, round_to_ms};
+pub use self::bake::{BAKE_MIN_REQUESTS, BAKE_PROGRESS_INTERVAL, BAKE_SAMPLE_INTERVAL};
+pub use self::container::LOG_TAIL_LINES;
+use self::container::{docker_error, published_port};
+pub use self::plan::LocalPlan;
 
 /// How long the edge gets to answer after it is started.
 pub const EDGE_START_TIMEOUT: Duration = Duration::from_secs(10);
-/// How many log lines of a failed candidate are shown.
-pub const LOG_TAIL_LINES: usize = 20;
-/// How often a bake reads the edge's counters: often enough to stop a bad candidate within a
-/// fraction of a second, rarely enough to cost the edge nothing.
-pub const BAKE_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
-/// How often a bake in progress reports its counts, when no new 5xx makes it say so at once.
-pub const BAKE_PROGRESS_INTERVAL: Duration = Duration::from_secs(5);
-/// The smallest number of requests a bake judges a 5xx rate over. Until the candidate has
-/// answered this many, its errors are divided by this number instead, so one early 5xx on a
-/// handful of requests does not fail a bake whose bound allows 1 in 100, while a candidate
-/// that fails everything is still stopped after a few requests.
-pub const BAKE_MIN_REQUESTS: u64 = 100;
-
-/// Where a local target keeps its state, under the config's state directory.
-#[derive(Debug, Clone)]
-pub struct LocalPaths {
-    /// `<state>/edge/<target>`: the edge's socket, routes, pid and log.
-    pub edge_dir: PathBuf,
-    /// `<state>/targets/<target>/<service>`: the lock, the history and the build cache.
-    pub service_dir: PathBuf,
-}
-
-impl LocalPaths {
-    pub fn new(state_dir: &Path, target: &str, service: &str) -> LocalPaths {
-        LocalPaths {
-            edge_dir: state_dir.join("edge").join(target),
-            service_dir: state_dir.join("targets").join(target).join(service),
-        }
-    }
-}
-
-/// How to start the edge as its own process: this binary, `edge run`, and the paths.
-#[derive(Debug, Clone)]
-pub struct EdgeCommand {
-    pub exe: PathBuf,
-}
-
 pub struct LocalPlatform {
     service: Service,
     target_name: String,
@@ -81,10 +48,11 @@ pub struct LocalPlatform {
     /// The config file, which the edge process reads its target's edge settings from.
     config_path: PathBuf,
     docker: Docker,
-    paths: LocalPaths,
+    paths: StatePaths,
     history: FileHistory,
     locks: FileLockStore,
-    edge: EdgeCommand,
+    /// The shipit executable, started as `shipit edge run` for the edge.
+    exe: PathBuf,
 }
 
 impl LocalPlatform {
@@ -94,9 +62,9 @@ impl LocalPlatform {
         target_name: &str,
         target: &LocalTarget,
         docker: Docker,
-        edge: EdgeCommand,
+        exe: PathBuf,
     ) -> LocalPlatform {
-        let paths = LocalPaths::new(&config.state_dir, target_name, &service.name);
+        let paths = StatePaths::new(&config.state_dir, target_name, &service.name);
         LocalPlatform {
             service: service.clone(),
             target_name: target_name.to_string(),
@@ -104,14 +72,14 @@ impl LocalPlatform {
             config_dir: config.dir.clone(),
             config_path: config.path.clone(),
             docker,
-            history: FileHistory::new(paths.service_dir.join("releases")),
-            locks: FileLockStore::new(paths.service_dir.join("lock")),
+            history: FileHistory::new(paths.releases_dir()),
+            locks: FileLockStore::new(paths.lock_file()),
             paths,
-            edge,
+            exe,
         }
     }
 
-    pub fn paths(&self) -> &LocalPaths {
+    pub fn paths(&self) -> &StatePaths {
         &self.paths
     }
 
@@ -144,7 +112,7 @@ impl LocalPlatform {
     /// Starts the edge when it is not running, and returns a client to it.
     pub async fn ensure_edge(&self) -> Result<AdminClient, PlatformError> {
         let spec = shipit_edge::daemon::DaemonSpec {
-            exe: self.edge.exe.clone(),
+            exe: self.exe.clone(),
             args: Self::edge_args(
                 &self.config_path,
                 &self.target_name,
@@ -158,20 +126,6 @@ impl LocalPlatform {
         shipit_edge::daemon::ensure_running(&spec)
             .await
             .map_err(|e| edge_error("starting the edge", e))
-    }
-
-    fn name(&self, slot: Slot) -> String {
-        container_name(&self.service.name, &self.target_name, slot)
-    }
-
-    async fn inspect(&self, slot: Slot) -> Result<Option<ContainerInspectResponse>, PlatformError> {
-        match self.docker.inspect_container(&self.name(slot), None).await {
-            Ok(c) => Ok(Some(c)),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(None),
-            Err(e) => Err(docker_error(&format!("inspecting {}", self.name(slot)), e)),
-        }
     }
 
     /// Refuses to touch the container of the live slot.
@@ -191,122 +145,6 @@ impl LocalPlatform {
             }
         }
         Ok(())
-    }
-
-    async fn remove_slot(&self, slot: Slot) -> Result<bool, PlatformError> {
-        let name = self.name(slot);
-        match self
-            .docker
-            .remove_container(
-                &name,
-                Some(RemoveContainerOptions {
-                    force: true,
-                    ..Default::default()
-                }),
-            )
-            .await
-        {
-            Ok(()) => Ok(true),
-            Err(bollard::errors::Error::DockerResponseServerError {
-                status_code: 404, ..
-            }) => Ok(false),
-            Err(e) => Err(docker_error(&format!("removing {name}"), e)),
-        }
-    }
-
-    async fn create_and_start(
-        &self,
-        slot: Slot,
-        release: &str,
-        version: &str,
-        image: &str,
-    ) -> Result<Candidate, PlatformError> {
-        let spec = container_spec(&Launch {
-            service: &self.service,
-            target: &self.target_name,
-            slot,
-            release,
-            image,
-            version,
-            stop_timeout: self.target.stop_timeout,
-        });
-        let created = self
-            .docker
-            .create_container(
-                Some(bollard::query_parameters::CreateContainerOptions {
-                    name: Some(spec.name.clone()),
-                    ..Default::default()
-                }),
-                spec.body,
-            )
-            .await
-            .map_err(|e| docker_error(&format!("creating {}", spec.name), e))?;
-        self.start(slot, release, &created.id).await
-    }
-
-    async fn start(&self, slot: Slot, release: &str, id: &str) -> Result<Candidate, PlatformError> {
-        self.docker
-            .start_container(id, None::<StartContainerOptions>)
-            .await
-            .map_err(|e| docker_error(&format!("starting {}", self.name(slot)), e))?;
-        let info = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .map_err(|e| docker_error(&format!("inspecting {}", self.name(slot)), e))?;
-        let port = published_port(&info, self.service.port).ok_or_else(|| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!(
-                    "{} has no published port for {}",
-                    self.name(slot),
-                    port_key(self.service.port)
-                ),
-            )
-            .with_hint("the container may have exited at once; see `docker logs`")
-        })?;
-        Ok(Candidate {
-            slot,
-            release: release.to_string(),
-            address: format!("127.0.0.1:{port}"),
-            handle: id.to_string(),
-        })
-    }
-
-    async fn last_logs(&self, id: &str) -> Vec<String> {
-        let mut stream = self.docker.logs(
-            id,
-            Some(LogsOptions {
-                stdout: true,
-                stderr: true,
-                tail: LOG_TAIL_LINES.to_string(),
-                ..Default::default()
-            }),
-        );
-        let mut lines = Vec::new();
-        while let Some(Ok(chunk)) = stream.next().await {
-            let text = chunk.to_string();
-            lines.extend(text.lines().map(str::to_string));
-        }
-        let keep = lines.len().saturating_sub(LOG_TAIL_LINES);
-        lines.split_off(keep)
-    }
-
-    /// Waits until the container is no longer running; returns its exit code.
-    async fn exited(&self, id: &str) -> Option<i64> {
-        let mut stream = self.docker.wait_container(
-            id,
-            Some(WaitContainerOptions {
-                condition: "not-running".into(),
-            }),
-        );
-        match stream.next().await {
-            Some(Ok(r)) => Some(r.status_code),
-            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => Some(code),
-            // The wait itself failed: we cannot tell, so never resolve and let the health
-            // deadline decide.
-            _ => std::future::pending().await,
-        }
     }
 
     /// The candidate the edge holds for this service (preview or split), if any.
@@ -369,27 +207,30 @@ impl LocalPlatform {
         }
         Ok(())
     }
+}
 
-    /// What the edge has counted for `slot` of this service so far.
-    async fn slot_answers(&self, slot: Slot) -> Result<Answers, PlatformError> {
-        let page = self
-            .admin()
-            .metrics()
-            .await
-            .map_err(|e| edge_error("reading the edge metrics", e))?;
-        Ok(Answers::read(&page, &self.service.name, slot))
+impl Kind for LocalPlatform {
+    type Target = LocalTarget;
+    type Plan = LocalPlan;
+
+    async fn open(opening: &Opening<'_>, target: &LocalTarget) -> Result<Self, PlatformError> {
+        let docker = crate::docker::connect().await?;
+        Ok(LocalPlatform::new(
+            opening.config,
+            opening.service,
+            &opening.target.name,
+            target,
+            docker,
+            opening.exe.to_path_buf(),
+        ))
     }
 
-    fn with_logs(&self, message: String, logs: &[String]) -> String {
-        if logs.is_empty() {
-            format!("{message}\n(the container wrote no log lines)")
-        } else {
-            format!(
-                "{message}\nlast {} log lines of the container:\n  {}",
-                logs.len(),
-                logs.join("\n  ")
-            )
-        }
+    async fn plan(&self, config: &Config) -> Result<LocalPlan, PlanError> {
+        self.make_plan(config).await
+    }
+
+    fn runs_a_process(&self) -> bool {
+        shipit_edge::daemon::find(&self.paths.edge_dir).is_some()
     }
 }
 
@@ -465,15 +306,7 @@ impl Platform for LocalPlatform {
                 ),
             );
         }
-        let live = self.live().await?;
-        match &live {
-            Some(l) => reporter.progress(
-                Phase::Version,
-                format!("live: {} slot, release {}", l.slot, l.release),
-            ),
-            None => reporter.progress(Phase::Version, "nothing live yet: first release"),
-        }
-        Ok(live)
+        self.live().await
     }
 
     async fn build(
@@ -481,35 +314,15 @@ impl Platform for LocalPlatform {
         input: &crate::platform::BuildInput,
         reporter: &Reporter,
     ) -> Result<Image, PlatformError> {
-        if let Some(command) = &self.service.pre_build {
-            reporter.progress(Phase::Build, format!("pre-build: {}", command.trim()));
-            crate::pre_build::run(command, &self.config_dir, |line| {
-                reporter.progress(Phase::Build, line.to_string())
-            })
-            .await
-            .map_err(|e| {
-                PlatformError::new(ErrorKind::Build, e.to_string())
-                    .with_hint("fix the pre_build command of the service, or run it by hand to see why it fails")
-            })?;
-        }
-        let docker = &self.docker;
-        let request = BuildRequest {
-            service: self.service.name.clone(),
-            context: self.service.context.clone(),
-            dockerfile: self.service.dockerfile.clone(),
-            tag: format!("{}:{}", self.service.name, input.version),
-            labels: {
-                let mut labels = crate::build::oci_labels(
-                    input.revision.as_ref(),
-                    input.created,
-                    &input.release,
-                );
-                labels.extend(crate::version::labels(&input.modules));
-                labels
-            },
-            cache_dir: Some(self.paths.service_dir.clone()),
-        };
-        super::build_image(docker, &request, reporter).await
+        let request = super::build_request(&self.service, input, self.paths.build_cache_dir());
+        super::build_service(
+            &self.docker,
+            &self.service,
+            &self.config_dir,
+            &request,
+            reporter,
+        )
+        .await
     }
 
     async fn push(&self, image: &Image, reporter: &Reporter) -> Result<Image, PlatformError> {
@@ -617,13 +430,7 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
         cancel: &CancellationToken,
     ) -> Result<(), PlatformError> {
-        let addr = candidate.address.parse().map_err(|e| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!("bad candidate address {}: {e}", candidate.address),
-            )
-        })?;
-        let prober = Prober::new(addr);
+        let prober = Prober::new(address_of(candidate)?);
         let check = &self.service.health;
         let mut last_shown: Option<Probe> = None;
         let health = prober.wait_healthy(check, |probe, left| {
@@ -674,17 +481,7 @@ impl Platform for LocalPlatform {
         candidate: &Candidate,
         reporter: &Reporter,
     ) -> Result<Option<Live>, PlatformError> {
-        let address = candidate.address.parse().map_err(|e| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!("bad candidate address {}: {e}", candidate.address),
-            )
-        })?;
-        let backend = Backend {
-            slot: candidate.slot,
-            release: candidate.release.clone(),
-            addr: address,
-        };
+        let backend = backend_of(candidate)?;
         let switched = self
             .admin()
             .switch(&self.service.name, &backend)
@@ -1037,195 +834,38 @@ impl Platform for LocalPlatform {
             .map_err(|e| docker_error("listing the service's containers", e))?;
         for c in containers {
             let id = c.id.unwrap_or_default();
-            self.docker
-                .remove_container(
-                    &id,
-                    Some(RemoveContainerOptions {
-                        force: true,
-                        ..Default::default()
-                    }),
-                )
-                .await
-                .map_err(|e| docker_error(&format!("removing container {id}"), e))?;
-            reporter.progress(Phase::Retire, format!("removed container {id:.12}"));
+            if self.remove_container(&id).await? {
+                reporter.progress(Phase::Retire, format!("removed container {id:.12}"));
+            }
         }
         Ok(())
     }
 }
 
-fn published_port(info: &ContainerInspectResponse, port: u16) -> Option<u16> {
-    info.network_settings
-        .as_ref()?
-        .ports
-        .as_ref()?
-        .get(&port_key(port))?
-        .as_ref()?
-        .iter()
-        .find_map(|b| b.host_port.as_deref()?.parse().ok())
-}
-
-fn docker_error(action: &str, e: bollard::errors::Error) -> PlatformError {
-    PlatformError::new(ErrorKind::Platform, format!("docker: {action}: {e}"))
-        .with_hint("check that the Docker engine is running and answers `docker info`")
-}
-
+/// The edge failed: its own hint when it has one, else where to look.
 fn edge_error(action: &str, e: shipit_edge::EdgeError) -> PlatformError {
-    PlatformError::new(ErrorKind::Platform, format!("edge: {action}: {e}")).with_hint(
-        "see the edge log (`shipit edge status` names it), or restart it with `shipit edge stop`",
-    )
+    PlatformError::new(ErrorKind::Platform, format!("edge: {action}: {e}"))
+        .with_hint(
+            "see the edge log (`shipit edge status` names it), or restart it with `shipit edge stop`",
+        )
+        .with_hint_of(e.hint())
 }
 
 /// The edge's view of a candidate.
 fn backend_of(candidate: &Candidate) -> Result<Backend, PlatformError> {
-    let addr = candidate.address.parse().map_err(|e| {
+    Ok(Backend {
+        slot: candidate.slot,
+        release: candidate.release.clone(),
+        addr: address_of(candidate)?,
+    })
+}
+
+/// Where a candidate's container is published.
+fn address_of(candidate: &Candidate) -> Result<std::net::SocketAddr, PlatformError> {
+    candidate.address.parse().map_err(|e| {
         PlatformError::new(
             ErrorKind::Platform,
             format!("bad candidate address {}: {e}", candidate.address),
         )
-    })?;
-    Ok(Backend {
-        slot: candidate.slot,
-        release: candidate.release.clone(),
-        addr,
     })
-}
-
-fn round_to_ms(d: Duration) -> Duration {
-    Duration::from_millis(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// Responses the edge counted for one slot: all of them, and those with a 5xx status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Answers {
-    total: u64,
-    errors: u64,
-}
-
-impl Answers {
-    /// Reads the slot's `shipit_edge_requests_total` series from a metrics page; a series not
-    /// there yet counts zero.
-    fn read(page: &str, service: &str, slot: Slot) -> Answers {
-        let slot = slot.to_string();
-        let count = |class: &str| {
-            shipit_edge::metrics::sample(
-                page,
-                "shipit_edge_requests_total",
-                &[("service", service), ("slot", &slot), ("class", class)],
-            )
-            .map_or(0, |v| v as u64)
-        };
-        Answers {
-            total: shipit_edge::metrics::STATUS_CLASSES
-                .iter()
-                .map(|c| count(c))
-                .sum(),
-            errors: count("5xx"),
-        }
-    }
-
-    /// What was counted after `baseline`.
-    fn since(&self, baseline: &Answers) -> Answers {
-        Answers {
-            total: self.total.saturating_sub(baseline.total),
-            errors: self.errors.saturating_sub(baseline.errors),
-        }
-    }
-
-    fn rate(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.errors as f64 / self.total as f64
-        }
-    }
-
-    /// Whether the 5xx rate is over `bound`, judged over at least [`BAKE_MIN_REQUESTS`].
-    fn breaks(&self, bound: f64) -> bool {
-        self.errors as f64 > bound * self.total.max(BAKE_MIN_REQUESTS) as f64
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_single_early_error_does_not_fail_a_bake_but_a_failing_candidate_does() {
-        let one_early = Answers {
-            total: 1,
-            errors: 1,
-        };
-        assert!(!one_early.breaks(0.01));
-        assert!(
-            Answers {
-                total: 2,
-                errors: 2
-            }
-            .breaks(0.01)
-        );
-        // Past the minimum sample, the plain rate decides.
-        assert!(
-            !Answers {
-                total: 1000,
-                errors: 10
-            }
-            .breaks(0.01)
-        );
-        assert!(
-            Answers {
-                total: 1000,
-                errors: 11
-            }
-            .breaks(0.01)
-        );
-        // A zero bound fails on the first 5xx; a bound of 1 never fails.
-        assert!(
-            Answers {
-                total: 500,
-                errors: 1
-            }
-            .breaks(0.0)
-        );
-        assert!(
-            !Answers {
-                total: 5,
-                errors: 5
-            }
-            .breaks(1.0)
-        );
-        assert!(!Answers::default().breaks(0.0));
-    }
-
-    #[test]
-    fn answers_are_read_per_slot_and_counted_from_a_baseline() {
-        let page = "\
-# TYPE shipit_edge_requests_total counter
-shipit_edge_requests_total{service=\"web\",slot=\"green\",class=\"2xx\"} 40
-shipit_edge_requests_total{service=\"web\",slot=\"green\",class=\"5xx\"} 3
-shipit_edge_requests_total{service=\"web\",slot=\"blue\",class=\"5xx\"} 7
-shipit_edge_requests_total{service=\"api\",slot=\"green\",class=\"5xx\"} 9
-";
-        let green = Answers::read(page, "web", Slot::Green);
-        assert_eq!(
-            green,
-            Answers {
-                total: 43,
-                errors: 3
-            }
-        );
-        assert_eq!(Answers::read(page, "web", Slot::Blue).total, 7);
-        assert_eq!(Answers::read("", "web", Slot::Green), Answers::default());
-        let later = Answers {
-            total: 50,
-            errors: 4,
-        };
-        assert_eq!(
-            later.since(&green),
-            Answers {
-                total: 7,
-                errors: 1
-            }
-        );
-        assert!((later.since(&green).rate() - 1.0 / 7.0).abs() < 1e-9);
-    }
 }

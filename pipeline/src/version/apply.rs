@@ -83,8 +83,7 @@ pub fn apply(
     let repo = Repository::discover(&config.dir)?;
     let mut notes = Vec::new();
     if !options.dry_run {
-        let excluded: Vec<String> = repo.relative(&config.state_dir).into_iter().collect();
-        let changes = repo.changes(&excluded)?;
+        let changes = repo.uncommitted(config)?;
         if !changes.is_empty() {
             return Err(VersionError::Dirty {
                 root: repo.root.clone(),

@@ -1,15 +1,15 @@
-//! The git repository that holds the modules, through the `git` command line (as
-//! [`crate::git`] does, so the user's git config applies): tags, the commits that touched a
-//! folder, renames, the dirty check, and the release commit and tags.
+//! The git repository that holds the modules, through [`crate::git`]'s runner (the `git`
+//! command line, so the user's git config applies): tags, the commits that touched a folder,
+//! renames, the dirty check, and the release commit and tags.
 //!
 //! git runs in the repository's top folder, so every path given to it is relative to that
 //! folder, with `/` separators.
 
-use std::io;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use crate::git::stdout_line;
+use crate::config::Config;
+use crate::git::{failed, stdout_line};
 
 use super::VersionError;
 
@@ -33,7 +33,7 @@ pub struct LoggedCommit {
 impl Repository {
     /// The repository whose work tree holds `dir`.
     pub fn discover(dir: &Path) -> Result<Repository, VersionError> {
-        let output = run(dir, &["rev-parse", "--show-toplevel"])?;
+        let output = crate::git::run(dir, &["rev-parse", "--show-toplevel"])?;
         if !output.status.success() {
             let stderr = String::from_utf8_lossy(&output.stderr);
             if stderr.contains("not a git repository") || stderr.contains("work tree") {
@@ -41,7 +41,7 @@ impl Repository {
                     dir: dir.to_path_buf(),
                 });
             }
-            return Err(failed(dir, &["rev-parse", "--show-toplevel"], &output));
+            return Err(failed(dir, &["rev-parse", "--show-toplevel"], &output).into());
         }
         let top = PathBuf::from(stdout_line(&output));
         let root = top.canonicalize().unwrap_or(top);
@@ -74,7 +74,7 @@ impl Repository {
         if output.status.code() == Some(1) && output.stderr.is_empty() {
             return Ok(None);
         }
-        Err(failed(&self.root, &args, &output))
+        Err(failed(&self.root, &args, &output).into())
     }
 
     /// The tags matching `pattern` that are in the history of HEAD.
@@ -169,16 +169,16 @@ impl Repository {
             .iter()
             .map(|path| format!(":(exclude){path}"))
             .collect();
-        let mut args = vec![
-            "--no-optional-locks",
-            "status",
-            "--porcelain",
-            "--untracked-files=normal",
-            "--",
-            ".",
-        ];
+        let mut args = crate::git::STATUS_ARGS.to_vec();
         args.extend(excludes.iter().map(String::as_str));
         Ok(lines(&self.checked(&args)?))
+    }
+
+    /// The work tree's changes ([`Repository::changes`]) outside `config`'s state directory,
+    /// which shipit itself writes to: what makes the tree too dirty to version.
+    pub fn uncommitted(&self, config: &Config) -> Result<Vec<String>, VersionError> {
+        let excluded: Vec<String> = self.relative(&config.state_dir).into_iter().collect();
+        self.changes(&excluded)
     }
 
     /// Stages `files` (relative to the top) and commits them, and only them, with `message`.
@@ -203,16 +203,12 @@ impl Repository {
     }
 
     fn git(&self, args: &[&str]) -> Result<Output, VersionError> {
-        run(&self.root, args)
+        Ok(crate::git::run(&self.root, args)?)
     }
 
     /// Runs git and returns its stdout, or the error of a failed run.
     fn checked(&self, args: &[&str]) -> Result<String, VersionError> {
-        let output = self.git(args)?;
-        if !output.status.success() {
-            return Err(failed(&self.root, args, &output));
-        }
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        Ok(crate::git::checked(&self.root, args)?)
     }
 }
 
@@ -228,35 +224,12 @@ fn under<'a>(file: &'a str, dir: &str) -> Option<&'a str> {
     file.strip_prefix(dir)?.strip_prefix('/')
 }
 
-fn run(dir: &Path, args: &[&str]) -> Result<Output, VersionError> {
-    crate::git::command(dir)
-        .args(args)
-        .output()
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => VersionError::GitNotInstalled {
-                dir: dir.to_path_buf(),
-            },
-            _ => VersionError::GitSpawn {
-                dir: dir.to_path_buf(),
-                source,
-            },
-        })
-}
-
 fn lines(text: &str) -> Vec<String> {
     text.lines()
         .map(str::trim_end)
         .filter(|l| !l.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-fn failed(dir: &Path, args: &[&str], output: &Output) -> VersionError {
-    VersionError::Git {
-        dir: dir.to_path_buf(),
-        args: args.join(" "),
-        stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-    }
 }
 
 #[cfg(test)]

@@ -4,6 +4,11 @@
 //! [`Change::send`] makes the call. A dry run builds the same values from the same
 //! functions and prints them with [`Change::call`] instead, so what `release --dry-run`
 //! shows is what a release sends. The printed input uses the API's own field names.
+//!
+//! The functions that decide the changes from the target and the state read
+//! ([`EcsPlatform::converge_changes`], [`EcsPlatform::launch_changes`],
+//! [`EcsPlatform::shift_change`], [`EcsPlatform::scale_change`], …) live here too, pure: a
+//! release sends what they return and a plan lists it.
 
 use std::time::Duration;
 
@@ -13,16 +18,21 @@ use aws_sdk_ecs::types::{
     NetworkConfiguration, NetworkMode, OsFamily, PortMapping as SdkPort,
     RuntimePlatform as SdkRuntime, Secret, Tag, TransportProtocol,
 };
+use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use super::distribution;
+use super::aws::{aws_error, internal};
 use super::forward::Forward;
-use super::wait::{self, WaitError};
-use crate::aws::{Clients, describe_error};
+use super::state::{EcsState, SlotService, listener_actions, rule_actions};
+use super::wait;
+use super::wait::wait_error;
+use super::{EcsPlatform, TAG_RETIRE_AFTER, distribution};
+use crate::Slot;
+use crate::aws::Clients;
 use crate::platform::{ErrorKind, PlatformError};
-use crate::task_definition::TaskDefinition;
+use crate::task_definition::{self, Render, TaskDefinition};
 
 /// What a planned call is printed as: `{service, operation, input}`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -408,20 +418,7 @@ async fn update_distribution(
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let current = clients
-            .cloudfront
-            .get_distribution_config()
-            .id(id)
-            .send()
-            .await
-            .map_err(|e| aws_error("GetDistributionConfig", id, &e))?;
-        let etag = current.e_tag().unwrap_or_default().to_string();
-        let mut config = current.distribution_config.clone().ok_or_else(|| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!("cloudfront: distribution {id} returned no config"),
-            )
-        })?;
+        let (mut config, etag) = distribution::read_config(&clients.cloudfront, id).await?;
         let changed = distribution::point_at(&mut config, domain).map_err(|e| {
             PlatformError::new(
                 ErrorKind::Platform,
@@ -559,65 +556,192 @@ fn register_request(
     request
 }
 
-/// The default actions of a listener, `None` when ELBv2 does not know it. Read before every
-/// change so that actions other than the forward are kept.
-pub async fn listener_actions(
-    elb: &aws_sdk_elasticloadbalancingv2::Client,
-    listener_arn: &str,
-) -> Result<Option<Vec<aws_sdk_elasticloadbalancingv2::types::Action>>, PlatformError> {
-    let out = elb
-        .describe_listeners()
-        .listener_arns(listener_arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeListeners", listener_arn, &e))?;
-    Ok(out
-        .listeners()
-        .first()
-        .map(|l| l.default_actions().to_vec()))
-}
+impl EcsPlatform {
+    /// The change that makes the production forward `forward`.
+    pub fn forward_change(&self, forward: Forward) -> Change {
+        match &self.target.rule_arn {
+            Some(rule) => Change::ModifyRule {
+                rule_arn: rule.clone(),
+                forward,
+            },
+            None => Change::ModifyListener {
+                listener_arn: self.target.listener_arn.clone(),
+                forward,
+            },
+        }
+    }
 
-/// The actions of a listener rule, `None` when ELBv2 does not know it.
-pub async fn rule_actions(
-    elb: &aws_sdk_elasticloadbalancingv2::Client,
-    rule_arn: &str,
-) -> Result<Option<Vec<aws_sdk_elasticloadbalancingv2::types::Action>>, PlatformError> {
-    let out = elb
-        .describe_rules()
-        .rule_arns(rule_arn)
-        .send()
-        .await
-        .map_err(|e| aws_error("DescribeRules", rule_arn, &e))?;
-    Ok(out.rules().first().map(|r| r.actions().to_vec()))
-}
+    /// The change that sends all traffic to `slot`: the listener's forward, or the CDN origin.
+    pub fn shift_change(&self, slot: Slot) -> Change {
+        match &self.target.cdn {
+            Some(cdn) => Change::UpdateDistribution {
+                distribution_id: cdn.distribution_id.clone(),
+                domain: cdn.origins.get(slot).clone(),
+            },
+            None => {
+                self.forward_change(Forward::all_to(self.group(slot), self.group(slot.other())))
+            }
+        }
+    }
 
-/// A failed AWS call as a platform error: the operation, what it was about, the service's
-/// code and message.
-pub fn aws_error<E>(operation: &str, subject: &str, error: &E) -> PlatformError
-where
-    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error,
-{
-    PlatformError::new(
-        ErrorKind::Platform,
-        format!("aws: {operation} ({subject}): {}", describe_error(error)),
-    )
-    .with_hint(
-        "check the credentials (AWS_PROFILE or AWS_ACCESS_KEY_ID), the target's region and \
-         ARNs, and AWS_ENDPOINT_URL when an emulator is meant",
-    )
-}
+    /// Scales `slot`'s service to `count` tasks, its task definition unchanged.
+    pub fn scale_change(&self, slot: Slot, count: i32) -> Change {
+        Change::UpdateService {
+            cluster: self.target.cluster.clone(),
+            service: self.names.get(slot).clone(),
+            task_definition: None,
+            desired_count: count,
+        }
+    }
 
-/// A wait that ended without its condition, as a platform error.
-pub fn wait_error(error: &WaitError, hint: &str) -> PlatformError {
-    let kind = match error {
-        WaitError::Fetch { .. } => ErrorKind::Platform,
-        _ => ErrorKind::Verify,
-    };
-    PlatformError::new(kind, error.to_string()).with_hint(hint)
-}
+    /// Renders the task definition of `release` in `slot`.
+    pub fn render(
+        &self,
+        slot: Slot,
+        release: &str,
+        version: &str,
+        image: &str,
+    ) -> Result<TaskDefinition, PlatformError> {
+        task_definition::render(
+            &self.template_name,
+            &self.template,
+            &self.render_input(slot, release, version, image),
+        )
+        .map_err(|e| PlatformError::new(ErrorKind::Platform, e.to_string()).with_hint_of(e.hint()))
+    }
 
-fn internal(error: &dyn std::fmt::Display) -> PlatformError {
-    PlatformError::new(ErrorKind::Platform, format!("internal: {error}"))
+    pub(super) fn render_input<'a>(
+        &'a self,
+        slot: Slot,
+        release: &'a str,
+        version: &'a str,
+        image: &'a str,
+    ) -> Render<'a> {
+        Render {
+            target_name: &self.target_name,
+            target: &self.target,
+            service: &self.service,
+            slot,
+            release,
+            version,
+            image,
+        }
+    }
+
+    /// Register `definition`, then create or update `slot`'s service to run it.
+    pub fn launch_changes(
+        &self,
+        slot: Slot,
+        release: &str,
+        version: &str,
+        definition: TaskDefinition,
+        existing: Option<&SlotService>,
+    ) -> Vec<Change> {
+        let render = self.render_input(slot, release, version, "");
+        let tags = task_definition::tags(&render);
+        let service = self.names.get(slot).clone();
+        let desired = i32::try_from(self.target.desired_count).unwrap_or(i32::MAX);
+        let mut changes = vec![Change::RegisterTaskDefinition {
+            definition: Box::new(definition),
+            tags: tags.clone(),
+        }];
+        match existing {
+            Some(existing) => {
+                changes.push(Change::UpdateService {
+                    cluster: self.target.cluster.clone(),
+                    service,
+                    task_definition: Some(TaskDefinitionRef::Registered),
+                    desired_count: desired,
+                });
+                if existing.retire_after.is_some() {
+                    changes.push(Change::UntagService {
+                        service_arn: existing.arn.clone(),
+                        keys: vec![TAG_RETIRE_AFTER.to_string()],
+                    });
+                }
+            }
+            None => changes.push(Change::CreateService {
+                cluster: self.target.cluster.clone(),
+                service,
+                task_definition: TaskDefinitionRef::Registered,
+                desired_count: desired,
+                target_group: self.group(slot).to_string(),
+                container: task_definition::container_name(&self.service),
+                port: self.service.port,
+                subnets: if self.target.subnets.is_empty() {
+                    self.site.subnets.clone()
+                } else {
+                    self.target.subnets.clone()
+                },
+                security_groups: if self.target.security_groups.is_empty() {
+                    self.site.security_groups.clone()
+                } else {
+                    self.target.security_groups.clone()
+                },
+                tags,
+            }),
+        }
+        changes
+    }
+
+    /// What a converge would change, from `state`: a weighted step left in place goes back
+    /// to the live slot; with nothing live, the production forward leaves the slot the first
+    /// release starts in; an idle service left scaled up is scaled down, unless it is an old
+    /// slot kept for rollback whose time is not up.
+    pub fn converge_changes(&self, state: &EcsState, now: Timestamp) -> Vec<(Change, String)> {
+        let mut changes = Vec::new();
+        if !self.cdn()
+            && let Some(routed) = state.routed
+        {
+            if state.split_percent > 0 {
+                changes.push((
+                    self.forward_change(Forward::all_to(self.group(routed), self.group(routed.other()))),
+                    format!(
+                        "a weighted step was left in place ({}): all traffic back on the {routed} slot",
+                        state.forward.describe(&self.target.target_groups)
+                    ),
+                ));
+            } else if state.live.is_none() && routed == Slot::Blue {
+                changes.push((
+                    self.forward_change(Forward::all_to(self.group(Slot::Green), self.group(Slot::Blue))),
+                    "nothing is live: the listener forwards to the empty green target group, so the \
+                     first release's blue candidate gets no traffic before it is verified"
+                        .to_string(),
+                ));
+            }
+        }
+        let idle: Vec<Slot> = match &state.live {
+            Some(live) => vec![live.slot.other()],
+            None => vec![Slot::Blue, Slot::Green],
+        };
+        for slot in idle {
+            let Some(service) = state.service(slot) else {
+                continue;
+            };
+            if service.desired <= 0 {
+                continue;
+            }
+            match service.retire_after {
+                Some(after) if after > now && state.live.is_some() => {}
+                Some(after) => changes.push((
+                    self.scale_change(slot, 0),
+                    format!(
+                        "the old {slot} slot was kept for rollback until {}: scaling {} to 0",
+                        after.round(jiff::Unit::Second).unwrap_or(after),
+                        service.name
+                    ),
+                )),
+                None => changes.push((
+                    self.scale_change(slot, 0),
+                    format!(
+                        "the idle {slot} slot runs {} tasks left by an earlier run: scaling {} to 0",
+                        service.desired, service.name
+                    ),
+                )),
+            }
+        }
+        changes
+    }
 }
 
 #[cfg(test)]

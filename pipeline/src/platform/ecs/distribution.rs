@@ -6,12 +6,16 @@
 //! (timeouts, headers, origin access) whichever slot serves, and only the domain moves.
 //! The update is a read-modify-write: GetDistributionConfig gives the config and its ETag,
 //! UpdateDistribution sends it back with `IfMatch`, and a `PreconditionFailed` (someone
-//! changed the distribution in between) starts over, a bounded number of times.
+//! changed the distribution in between) starts over, a bounded number of times. The
+//! platform reads the origin's domain now with `EcsPlatform::cdn_origin`.
 
 use aws_sdk_cloudfront::types::DistributionConfig;
 
+use super::EcsPlatform;
+use super::aws::aws_error;
 use crate::Slot;
 use crate::config::PerSlot;
+use crate::platform::{ErrorKind, PlatformError};
 
 /// How many times a swap reads and writes again after a precondition failure.
 pub const MAX_UPDATE_ATTEMPTS: usize = 5;
@@ -51,6 +55,45 @@ pub fn point_at(config: &mut DistributionConfig, domain: &str) -> Result<bool, S
         }
     }
     Ok(true)
+}
+
+/// The distribution's config and its ETag (the `IfMatch` of an update).
+pub async fn read_config(
+    cloudfront: &aws_sdk_cloudfront::Client,
+    id: &str,
+) -> Result<(DistributionConfig, String), PlatformError> {
+    let out = cloudfront
+        .get_distribution_config()
+        .id(id)
+        .send()
+        .await
+        .map_err(|e| aws_error("GetDistributionConfig", id, &e))?;
+    let etag = out.e_tag().unwrap_or_default().to_string();
+    let config = out.distribution_config.ok_or_else(|| {
+        PlatformError::new(
+            ErrorKind::Platform,
+            format!("cloudfront: distribution {id} has no config"),
+        )
+    })?;
+    Ok((config, etag))
+}
+
+impl EcsPlatform {
+    /// The domain the distribution's target origin has now.
+    pub(super) async fn cdn_origin(&self) -> Result<Option<String>, PlatformError> {
+        let Some(cdn) = &self.target.cdn else {
+            return Ok(None);
+        };
+        let id = &cdn.distribution_id;
+        let (config, _) = read_config(&self.clients.cloudfront, id).await?;
+        let (_, domain) = target_origin(&config).map_err(|e| {
+            PlatformError::new(
+                ErrorKind::Platform,
+                format!("cloudfront: distribution {id}: {e}"),
+            )
+        })?;
+        Ok(Some(domain))
+    }
 }
 
 #[cfg(test)]

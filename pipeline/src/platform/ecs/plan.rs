@@ -16,14 +16,12 @@ use super::alarm::Alarms;
 use super::change::{Call, Change};
 use super::forward::Forward;
 use super::{EcsPlatform, EcsState, TAG_RETIRE_AFTER};
-use crate::Slot;
-use crate::lock::{Holder, LockStore};
-use crate::platform::{Live, Platform, PlatformError};
+use crate::aws::ReadOnly;
+use crate::lock::LockStore;
+use crate::platform::PlatformError;
+use crate::platform::kind::{KindPlan, PLANNED_RELEASE, PlanError, PlanHead, plan_line};
 use crate::shift::ShiftStep;
 use crate::task_definition::TaskDefinition;
-
-/// The release id a plan shows where a real run would have a new one.
-pub const PLANNED_RELEASE: &str = "<release id>";
 
 /// One planned call, and the release phase that makes it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -36,15 +34,8 @@ pub struct PlannedCall {
 /// What `release --dry-run` prints for an ecs target.
 #[derive(Debug, Clone, Serialize)]
 pub struct EcsPlan {
-    pub service: String,
-    pub target: String,
-    pub url: String,
-    pub version: String,
-    /// Who holds the release lock now; null when it is free.
-    pub lock: Option<Holder>,
-    pub live: Option<Live>,
-    /// The slot the release would launch in.
-    pub slot: Slot,
+    #[serde(flatten)]
+    pub head: PlanHead,
     /// The production forward now, e.g. `blue 100, green 0`.
     pub forward: String,
     /// The CloudFront target origin's domain now (CDN mode).
@@ -64,18 +55,46 @@ pub struct EcsPlan {
     pub calls: Vec<PlannedCall>,
     /// What the release would do that is not a call, and what it would find.
     pub notes: Vec<String>,
+    /// Every AWS operation the plan called, as `<service>.<operation>`: reads only.
+    pub aws_operations: Vec<String>,
+    /// The ECS service of the slot the release would launch in, as the text names it.
+    #[serde(skip)]
+    slot_service: String,
 }
 
 impl EcsPlatform {
+    /// The plan of a release now, with the AWS operations reading it took; refused if one of
+    /// them was not a read.
+    pub(super) async fn plan_now(&self) -> Result<EcsPlan, PlanError> {
+        let (version, _) = crate::git::app_version(&self.service.context);
+        let mut plan = self.plan_version(&version).await?;
+        let operations = self
+            .read_only
+            .as_ref()
+            .map(ReadOnly::operations)
+            .unwrap_or_default();
+        if let Some(write) = operations
+            .iter()
+            .find(|o| !ReadOnly::is_read(o.rsplit('.').next().unwrap_or(o)))
+        {
+            return Err(PlanError::Refused {
+                operation: write.clone(),
+            });
+        }
+        plan.aws_operations = operations;
+        Ok(plan)
+    }
+
     /// The plan of a release of `version` now.
-    pub async fn plan(&self, version: &str) -> Result<EcsPlan, PlatformError> {
+    pub async fn plan_version(&self, version: &str) -> Result<EcsPlan, PlatformError> {
         let state: EcsState = self.state().await?;
-        let lock =
-            self.lock_store().holder().await.map_err(|e| {
-                PlatformError::new(crate::platform::ErrorKind::Platform, e.to_string())
-            })?;
+        let lock = self.lock_store().holder().await.map_err(|e| {
+            PlatformError::new(crate::platform::ErrorKind::Platform, e.to_string())
+                .with_hint_of(e.hint())
+        })?;
         let alarms = self.alarms().await?;
-        let slot = state.live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
+        let head = PlanHead::new(self, version, lock, state.live.clone());
+        let slot = head.slot;
         let target = self.ecs_target();
         let image = format!("{}:{version}", target.repository);
         let definition = self.render(slot, PLANNED_RELEASE, version, &image)?;
@@ -259,13 +278,7 @@ impl EcsPlatform {
         calls.push(unlock_call);
 
         Ok(EcsPlan {
-            service: self.service().to_string(),
-            target: self.target().to_string(),
-            url: self.url(),
-            version: version.to_string(),
-            lock,
-            live: state.live.clone(),
-            slot,
+            head,
             forward: state.forward.describe(&target.target_groups),
             cdn_origin: state.cdn_origin.clone(),
             image,
@@ -275,10 +288,66 @@ impl EcsPlatform {
             alarms,
             calls,
             notes,
+            aws_operations: Vec::new(),
+            slot_service: names.get(slot).clone(),
         })
     }
 
     fn service_verify_path(&self) -> Option<&str> {
         self.service.verify.version_path.as_deref()
+    }
+}
+
+impl KindPlan for EcsPlan {
+    fn lines(&self) -> Vec<String> {
+        let mut lines = self.head.lines();
+        let mut line = |label: &str, text: &str| lines.push(plan_line(label, text));
+        line("forward", &self.forward);
+        if let Some(origin) = &self.cdn_origin {
+            line("cdn", &format!("the distribution's origin is {origin}"));
+        }
+        line("push", &self.image);
+        line(
+            "launch",
+            &format!(
+                "the {} slot (service {})",
+                self.head.slot, self.slot_service
+            ),
+        );
+        let steps: Vec<String> = self
+            .steps
+            .iter()
+            .map(|s| format!("{}% for {}", s.percent, humantime::format_duration(s.bake)))
+            .chain(std::iter::once("100%".to_string()))
+            .collect();
+        line(
+            "shift",
+            &format!("{}: {}", self.strategy, steps.join(", then ")),
+        );
+        for note in &self.notes {
+            line("", note);
+        }
+        lines.push(format!("  calls ({}), in order:", self.calls.len()));
+        for (i, call) in self.calls.iter().enumerate() {
+            lines.push(format!(
+                "    {:>2}. [{}] {} {} {}",
+                i + 1,
+                call.phase,
+                call.call.service,
+                call.call.operation,
+                call.call.input
+            ));
+        }
+        lines.push("  task definition:".to_string());
+        let rendered = serde_json::to_string_pretty(&self.task_definition).unwrap_or_default();
+        for text in rendered.lines() {
+            lines.push(format!("    {text}"));
+        }
+        lines.push(format!(
+            "  read with {} AWS calls, all reads: {}",
+            self.aws_operations.len(),
+            self.aws_operations.join(", ")
+        ));
+        lines
     }
 }

@@ -113,10 +113,11 @@ impl SsmLockStore {
         &self.name
     }
 
-    fn remote(&self, message: String) -> LockError {
+    fn remote(&self, message: String, hint: Option<&str>) -> LockError {
         LockError::Remote {
             store: self.describe(),
             message,
+            hint: hint.map(str::to_string),
         }
     }
 
@@ -124,7 +125,7 @@ impl SsmLockStore {
     async fn read(&self) -> Result<Option<LockRecord>, LockError> {
         read_lock(&self.ssm, &self.name)
             .await
-            .map_err(|e| self.remote(e.to_string()))
+            .map_err(|e| self.remote(e.to_string(), e.hint().as_deref()))
     }
 
     async fn acquire_now(&self, holder: &Holder) -> Result<Lock, LockError> {
@@ -176,29 +177,35 @@ impl SsmLockStore {
                     }
                 }
                 Err(e) => {
-                    return Err(self.remote(format!(
-                        "PutParameter {} failed: {}\nhint: check the AWS credentials and that \
-                         they allow ssm:PutParameter, ssm:GetParameter and ssm:DeleteParameter \
-                         on {PARAMETER_ROOT}/*",
-                        self.name,
-                        DisplayErrorContext(&e)
-                    )));
+                    return Err(self.remote(
+                        format!(
+                            "PutParameter {} failed: {}",
+                            self.name,
+                            DisplayErrorContext(&e)
+                        ),
+                        Some(&format!(
+                            "check the AWS credentials and that they allow ssm:PutParameter, \
+                             ssm:GetParameter and ssm:DeleteParameter on {PARAMETER_ROOT}/*"
+                        )),
+                    ));
                 }
             }
         }
-        Err(self.remote(format!(
-            "{} was taken and freed {ACQUIRE_ATTEMPTS} times while this run tried to take it\n\
-             hint: another run is releasing the same service; retry",
-            self.name
-        )))
+        Err(self.remote(
+            format!(
+                "{} was taken and freed {ACQUIRE_ATTEMPTS} times while this run tried to take it",
+                self.name
+            ),
+            Some("another run is releasing the same service; retry"),
+        ))
     }
 
     async fn force_release_now(&self) -> Result<Option<Holder>, LockError> {
         let current = match read_lock(&self.ssm, &self.name).await {
             Ok(current) => current.map(|record| record.holder),
             // An unreadable record is still a lock to break.
-            Err(ReadError::Unreadable(_)) => None,
-            Err(e) => return Err(self.remote(e.to_string())),
+            Err(ReadError::Unreadable { .. }) => None,
+            Err(e) => return Err(self.remote(e.to_string(), e.hint().as_deref())),
         };
         match self.ssm.delete_parameter().name(&self.name).send().await {
             Ok(_) => Ok(current),
@@ -208,12 +215,14 @@ impl SsmLockStore {
             {
                 Ok(None)
             }
-            Err(e) => Err(self.remote(format!(
-                "DeleteParameter {} failed: {}\nhint: check that the AWS credentials allow \
-                 ssm:DeleteParameter on it",
-                self.name,
-                DisplayErrorContext(&e)
-            ))),
+            Err(e) => Err(self.remote(
+                format!(
+                    "DeleteParameter {} failed: {}",
+                    self.name,
+                    DisplayErrorContext(&e)
+                ),
+                Some("check that the AWS credentials allow ssm:DeleteParameter on it"),
+            )),
         }
     }
 }
@@ -222,10 +231,28 @@ impl SsmLockStore {
 #[derive(Debug, thiserror::Error)]
 enum ReadError {
     /// It exists and holds something else than a lock record.
-    #[error("{0}")]
-    Unreadable(String),
-    #[error("{0}")]
-    Failed(String),
+    #[error("{name} holds {value:?}, not a shipit lock ({problem})")]
+    Unreadable {
+        name: String,
+        value: String,
+        problem: String,
+    },
+    #[error("GetParameter {name} failed: {detail}")]
+    Failed { name: String, detail: String },
+}
+
+impl ReadError {
+    fn hint(&self) -> Option<String> {
+        let hint = match self {
+            ReadError::Unreadable { .. } => {
+                "if no release runs, break it with `shipit lock release --force`"
+            }
+            ReadError::Failed { .. } => {
+                "check the AWS credentials and that they allow ssm:GetParameter"
+            }
+        };
+        Some(hint.to_string())
+    }
 }
 
 /// Reads and parses the lock parameter: `None` when it is absent.
@@ -233,11 +260,10 @@ async fn read_lock(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<Option<LockR
     match ssm.get_parameter().name(name).send().await {
         Ok(out) => {
             let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-            let record = serde_json::from_str(value).map_err(|e| {
-                ReadError::Unreadable(format!(
-                    "{name} holds {value:?}, not a shipit lock ({e})\nhint: if no release runs, \
-                     break it with `shipit lock release --force`"
-                ))
+            let record = serde_json::from_str(value).map_err(|e| ReadError::Unreadable {
+                name: name.to_string(),
+                value: value.to_string(),
+                problem: e.to_string(),
             })?;
             Ok(Some(record))
         }
@@ -247,11 +273,10 @@ async fn read_lock(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<Option<LockR
         {
             Ok(None)
         }
-        Err(e) => Err(ReadError::Failed(format!(
-            "GetParameter {name} failed: {}\nhint: check the AWS credentials and that they \
-             allow ssm:GetParameter",
-            DisplayErrorContext(&e)
-        ))),
+        Err(e) => Err(ReadError::Failed {
+            name: name.to_string(),
+            detail: DisplayErrorContext(&e).to_string(),
+        }),
     }
 }
 
@@ -287,24 +312,31 @@ struct SsmLockGuard {
 impl LockGuard for SsmLockGuard {
     fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), LockError>> {
         Box::pin(async move {
-            let remote = |message: String| LockError::Remote {
+            let remote = |message: String, hint: Option<&str>| LockError::Remote {
                 store: self.store.clone(),
                 message,
+                hint: hint.map(str::to_string),
             };
             let current = read_lock(&self.ssm, &self.name)
                 .await
-                .map_err(|e| remote(e.to_string()))?;
+                .map_err(|e| remote(e.to_string(), e.hint().as_deref()))?;
             match current {
-                None => Err(remote(format!(
-                    "{} was already gone when this run released it: it was broken with \
-                     `shipit lock release --force`",
-                    self.name
-                ))),
-                Some(record) if record.token != self.token => Err(remote(format!(
-                    "{} is now held by another run ({}): this run's lock was broken with \
-                     `shipit lock release --force`; left as it is",
-                    self.name, record.holder
-                ))),
+                None => Err(remote(
+                    format!(
+                        "{} was already gone when this run released it: it was broken with \
+                         `shipit lock release --force`",
+                        self.name
+                    ),
+                    None,
+                )),
+                Some(record) if record.token != self.token => Err(remote(
+                    format!(
+                        "{} is now held by another run ({}): this run's lock was broken with \
+                         `shipit lock release --force`; left as it is",
+                        self.name, record.holder
+                    ),
+                    None,
+                )),
                 Some(_) => match self.ssm.delete_parameter().name(&self.name).send().await {
                     Ok(_) => Ok(()),
                     Err(e)
@@ -313,12 +345,14 @@ impl LockGuard for SsmLockGuard {
                     {
                         Ok(())
                     }
-                    Err(e) => Err(remote(format!(
-                        "DeleteParameter {} failed: {}\nhint: the lock stays held: break it with \
-                         `shipit lock release --force`",
-                        self.name,
-                        DisplayErrorContext(&e)
-                    ))),
+                    Err(e) => Err(remote(
+                        format!(
+                            "DeleteParameter {} failed: {}",
+                            self.name,
+                            DisplayErrorContext(&e)
+                        ),
+                        Some("the lock stays held: break it with `shipit lock release --force`"),
+                    )),
                 },
             }
         })

@@ -18,13 +18,12 @@ use std::future::Future;
 use std::time::Duration;
 
 use aws_sdk_elasticloadbalancingv2::types::TargetHealthStateEnum;
-use aws_smithy_runtime_api::client::result::SdkError;
-use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::alarm::{self, Alarms};
-use crate::aws::{describe_error, is_throttling};
+use super::alarm::{self, AlarmWatch, Alarms};
+use super::aws::{FetchError, short_arn};
+use crate::platform::{ErrorKind, PlatformError};
 
 /// The first pause between two polls, and the pause after a state change.
 pub const FIRST_POLL: Duration = Duration::from_millis(250);
@@ -42,48 +41,6 @@ pub enum Poll<S> {
     Pending(S),
     /// It never will (a failed rollout): stop waiting, with why.
     Failed(S, String),
-}
-
-/// A call that failed while reading the state.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum FetchError {
-    /// Throttled: back off and try again.
-    Throttled(String),
-    /// The endpoint could not be reached or failed on its side: back off and try again.
-    Transient(String),
-    /// Anything else (not found, access denied): stop.
-    Fatal(String),
-}
-
-impl FetchError {
-    /// Classifies a failed SDK call.
-    pub fn from_sdk<E, R>(error: &SdkError<E, R>) -> FetchError
-    where
-        E: ProvideErrorMetadata + std::error::Error + 'static,
-        R: fmt::Debug,
-    {
-        let message = describe_error(error);
-        match error {
-            SdkError::TimeoutError(_)
-            | SdkError::DispatchFailure(_)
-            | SdkError::ResponseError(_) => FetchError::Transient(message),
-            SdkError::ServiceError(context) => {
-                let code = context.err().code();
-                if is_throttling(code) {
-                    FetchError::Throttled(message)
-                } else if code.is_some_and(|c| {
-                    c.contains("ServerException")
-                        || c == "InternalFailure"
-                        || c == "ServiceUnavailable"
-                }) {
-                    FetchError::Transient(message)
-                } else {
-                    FetchError::Fatal(message)
-                }
-            }
-            _ => FetchError::Fatal(message),
-        }
-    }
 }
 
 /// Why a wait ended without its condition.
@@ -230,13 +187,6 @@ impl fmt::Display for Rollout {
         }
         Ok(())
     }
-}
-
-/// The end of an ARN, for messages: `task-definition/web-hello:7`.
-pub fn short_arn(arn: &str) -> &str {
-    arn.splitn(6, ':')
-        .nth(5)
-        .map_or(arn, |rest| if rest.contains('/') { rest } else { arn })
 }
 
 /// Reads whether `service` runs `desired` tasks of `task_definition` and nothing else.
@@ -424,16 +374,6 @@ pub async fn targets(
     }
 }
 
-/// CloudWatch alarms a bake watches besides the target group.
-#[derive(Debug, Clone, Copy)]
-pub struct AlarmWatch<'a> {
-    pub cloudwatch: &'a aws_sdk_cloudwatch::Client,
-    pub names: &'a [String],
-    /// False: alarms in `ALARM` are read and shown but do not end the bake (a rollback, whose
-    /// alarms likely fire because of the release it takes back).
-    pub stops_bake: bool,
-}
-
 /// One reading during a bake: the new target group's health, and the watched alarms.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BakeState {
@@ -579,6 +519,15 @@ pub async fn distribution(
     } else {
         Ok(Poll::Pending(state))
     }
+}
+
+/// A wait that ended without its condition, as a platform error.
+pub fn wait_error(error: &WaitError, hint: &str) -> PlatformError {
+    let kind = match error {
+        WaitError::Fetch { .. } => ErrorKind::Platform,
+        _ => ErrorKind::Verify,
+    };
+    PlatformError::new(kind, error.to_string()).with_hint(hint)
 }
 
 #[cfg(test)]

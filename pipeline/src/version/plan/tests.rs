@@ -309,10 +309,10 @@ fn release_as_not_above_the_current_version_is_an_error() {
         matches!(error, VersionError::ReleaseAsNotNewer { .. }),
         "{error:?}"
     );
-    let text = error.to_string();
+    let (text, hint) = (error.to_string(), error.hint().unwrap_or_default());
     assert!(
-        text.contains(&sha) && text.contains("1.5.0") && text.contains("sources-v2.0.0"),
-        "{text}"
+        text.contains(&sha) && text.contains("1.5.0") && hint.contains("sources-v2.0.0"),
+        "{text} / {hint}"
     );
 
     repo.change("sources/b.txt", "1", "fix: y\n\nRelease-As: two");
@@ -328,10 +328,10 @@ fn a_tag_that_does_not_parse_is_an_error_naming_it() {
     repo.tag("sources-vendor-v3.0.0");
     let error = plan(&config).unwrap_err();
     assert!(matches!(error, VersionError::BadTag { .. }), "{error:?}");
-    let text = error.to_string();
+    let (text, hint) = (error.to_string(), error.hint().unwrap_or_default());
     assert!(
-        text.contains("`sources-v1.1`") && text.contains("git tag -d sources-v1.1"),
-        "{text}"
+        text.contains("`sources-v1.1`") && hint.contains("git tag -d sources-v1.1"),
+        "{text} / {hint}"
     );
 }
 

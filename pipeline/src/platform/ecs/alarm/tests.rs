@@ -118,7 +118,7 @@ async fn a_name_that_matches_no_alarm_is_missing() {
         error.message,
         "CloudWatch alarm \"helo-p99\" named in `alarms` of target \"aws\" does not exist in us-east-1"
     );
-    let hint = error.hint.unwrap_or_default();
+    let hint = error.hint().unwrap_or_default();
     assert!(hint.starts_with("nothing was launched"), "{hint}");
 }
 

@@ -1,0 +1,78 @@
+//! The layout of the state directory (`state_dir` in the config, `.shipit/` by default): where
+//! each target kind keeps what it keeps on this machine.
+//!
+//! ```text
+//! <state>/edge/<target>/                the local edge: admin.sock, routes.json, edge.pid, edge.log
+//! <state>/targets/<target>/<service>/   one service on one target:
+//!     lock                              the release lock (local targets)
+//!     releases/                         the release records (local targets)
+//!     (the rest)                        the build context's stat cache (every kind)
+//! ```
+//!
+//! Every path is derived here, so a kind that keeps state locally never spells a folder name
+//! itself, and the CLI finds an edge's folder without opening a platform.
+
+use std::path::{Path, PathBuf};
+
+/// The folder of the edge of local target `target`.
+pub fn edge_dir(state_dir: &Path, target: &str) -> PathBuf {
+    state_dir.join("edge").join(target)
+}
+
+/// Where one service on one target keeps its state.
+#[derive(Debug, Clone)]
+pub struct StatePaths {
+    /// `<state>/edge/<target>`: the edge's socket, routes, pid and log.
+    pub edge_dir: PathBuf,
+    /// `<state>/targets/<target>/<service>`: the lock, the history and the build cache.
+    pub service_dir: PathBuf,
+}
+
+impl StatePaths {
+    pub fn new(state_dir: &Path, target: &str, service: &str) -> StatePaths {
+        StatePaths {
+            edge_dir: edge_dir(state_dir, target),
+            service_dir: state_dir.join("targets").join(target).join(service),
+        }
+    }
+
+    /// The file behind the release lock.
+    pub fn lock_file(&self) -> PathBuf {
+        self.service_dir.join("lock")
+    }
+
+    /// The folder of the release records, one JSON file each.
+    pub fn releases_dir(&self) -> PathBuf {
+        self.service_dir.join("releases")
+    }
+
+    /// Where a build keeps its stat cache of the context.
+    pub fn build_cache_dir(&self) -> &Path {
+        &self.service_dir
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_path_lives_under_the_state_directory() {
+        let paths = StatePaths::new(Path::new("/p/.shipit"), "local", "hello");
+        assert_eq!(paths.edge_dir, Path::new("/p/.shipit/edge/local"));
+        assert_eq!(
+            paths.service_dir,
+            Path::new("/p/.shipit/targets/local/hello")
+        );
+        assert_eq!(
+            paths.lock_file(),
+            Path::new("/p/.shipit/targets/local/hello/lock")
+        );
+        assert_eq!(
+            paths.releases_dir(),
+            Path::new("/p/.shipit/targets/local/hello/releases")
+        );
+        assert_eq!(paths.build_cache_dir(), paths.service_dir);
+        assert_eq!(edge_dir(Path::new("/s"), "beta"), Path::new("/s/edge/beta"));
+    }
+}
