@@ -59,10 +59,15 @@ for port in $PORT_B $PORT_A; do curl -sf "http://127.0.0.1:$port/" >/dev/null; d
 
 echo "| round | before req/s | after req/s | after / before |"
 echo "|---:|---:|---:|---:|"
+load() { wrk -t2 -c64 -d"$WRK_DURATION" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
 ratios=()
 for r in $(seq "$ROUNDS"); do
-    b=$(wrk -t2 -c64 -d"$WRK_DURATION" "http://127.0.0.1:$PORT_B/" | awk '/Requests\/sec/ {print $2}')
-    a=$(wrk -t2 -c64 -d"$WRK_DURATION" "http://127.0.0.1:$PORT_A/" | awk '/Requests\/sec/ {print $2}')
+    # The side that goes first alternates, so a drift within a round favours neither.
+    if (( r % 2 )); then
+        b=$(load "$PORT_B"); a=$(load "$PORT_A")
+    else
+        a=$(load "$PORT_A"); b=$(load "$PORT_B")
+    fi
     ratio=$(python3 -c "print(f'{$a/$b:.3f}')")
     ratios+=("$ratio")
     echo "| $r | $b | $a | $ratio |"
