@@ -241,14 +241,7 @@ impl Proxy {
         let status = refusal.status();
         answer::log_refusal(id, status, &conn.remote, refusal.reason());
         self.table.metrics().count_refused();
-        let mut response = message(status, id);
-        response.extensions_mut().insert(NotTheSlots);
-        if http1 {
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+        edge_refusal(status, id, http1)
     }
 
     async fn forward(
@@ -704,16 +697,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    if headers.keys().any(|k| framing::is_hop_by_hop(k.as_str())) {
-        let hop: Vec<HeaderName> = headers
-            .keys()
-            .filter(|k| framing::is_hop_by_hop(k.as_str()))
-            .cloned()
-            .collect();
-        for name in hop {
-            headers.remove(name);
-        }
-    }
+    remove_where(headers, framing::is_hop_by_hop);
 }
 
 /// Whether `err` or one of its causes is an `E`.
@@ -765,13 +749,19 @@ fn names_a_body(headers: &HeaderMap) -> bool {
 /// Removes the client's headers that look like the ones the edge sets, or like framing
 /// headers, to a slot that reads `_` as `-` ([`framing::is_spoofable`]).
 fn strip_spoofable(headers: &mut HeaderMap) {
-    if headers.keys().any(|k| framing::is_spoofable(k.as_str())) {
-        let spoofed: Vec<HeaderName> = headers
+    remove_where(headers, framing::is_spoofable);
+}
+
+/// Removes every header whose name `rule` matches; allocates only when one does, which is
+/// the rare case on the hot path.
+fn remove_where(headers: &mut HeaderMap, rule: fn(&str) -> bool) {
+    if headers.keys().any(|k| rule(k.as_str())) {
+        let matched: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| framing::is_spoofable(k.as_str()))
+            .filter(|k| rule(k.as_str()))
             .cloned()
             .collect();
-        for name in spoofed {
+        for name in matched {
             headers.remove(name);
         }
     }
@@ -815,17 +805,22 @@ impl Proxy {
                 "refused a request body over the limit"
             );
         }
-        let mut response = message(StatusCode::PAYLOAD_TOO_LARGE, id);
-        response.extensions_mut().insert(NotTheSlots);
-        if http1 {
-            // The rest of the body is not read: the connection cannot carry another request.
-            // (HTTP/2 resets just the stream, and forbids the header.)
-            response
-                .headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-        }
-        response
+        // The rest of the body is not read: the connection cannot carry another request.
+        edge_refusal(StatusCode::PAYLOAD_TOO_LARGE, id, http1)
     }
+}
+
+/// The edge's own answer refusing a request: never counted as the slot's, and on HTTP/1.1
+/// the end of the connection (HTTP/2 resets just the stream, and forbids the header).
+fn edge_refusal(status: StatusCode, id: RequestId, http1: bool) -> Response<ProxyBody> {
+    let mut response = message(status, id);
+    response.extensions_mut().insert(NotTheSlots);
+    if http1 {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// An answer from the edge itself: the generic text of [`answer::body`].

@@ -393,17 +393,7 @@ mod tests {
     #[test]
     fn routes_file_with_paths_and_candidate_loads_back_and_old_files_still_load() {
         let dir = tempfile::tempdir().unwrap();
-        let mut routes = saved();
-        routes.routes[0].paths = vec!["/api".into()];
-        routes.routes[0].preview_hosts = vec!["preview.test".into()];
-        routes.routes[0].candidate = Some(SavedCandidate {
-            backend: Backend {
-                slot: Slot::Blue,
-                release: "r8".into(),
-                addr: "127.0.0.1:9001".parse().unwrap(),
-            },
-            percent: 10,
-        });
+        let routes = rich();
         save(dir.path(), &routes).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(routes.clone()));
         let json = serde_json::to_value(&routes).unwrap();
