@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use http::uri::Authority;
 use serde::{Deserialize, Serialize};
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
+use crate::connector::Connector;
 use crate::metrics::SlotMetrics;
 use crate::pool::Pool;
 
@@ -201,6 +203,27 @@ impl Drop for InFlightGuard {
         if in_flight.count.fetch_sub(1, Ordering::AcqRel) == 1 {
             in_flight.idle.notify_waiters();
         }
+    }
+}
+
+/// Opens one connection to each of `backends` whose pool is empty, so that the first
+/// request after a switch (or to a new candidate) finds one ready. Failures are left to
+/// that request, which tries again and answers for them.
+pub(crate) fn warm(
+    backends: Vec<Arc<ActiveBackend>>,
+    connector: &Connector,
+    idle_timeout: Duration,
+) {
+    for active in backends {
+        if !active.pool().is_empty() {
+            continue;
+        }
+        let connector = connector.clone();
+        tokio::spawn(async move {
+            if let Ok(stream) = connector.connect(active.authority()).await {
+                active.pool().put(stream, idle_timeout);
+            }
+        });
     }
 }
 

@@ -27,7 +27,7 @@ use crate::connector::Connector;
 use crate::listener::{Listeners, Passable};
 use crate::route::RouteTable;
 use crate::settings::Settings;
-use crate::state::{self, SavedRoutes};
+use crate::state;
 use crate::tls::{CertificateFiles, TlsState};
 
 /// The state the admin API works on.
@@ -168,7 +168,7 @@ impl Edge {
     pub(crate) fn warm(&self, service: &str) {
         let tuning = &self.settings.tuning;
         let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
-        crate::pool::warm(
+        crate::backend::warm(
             self.table.serving(service),
             &connector,
             tuning.pool_idle_timeout,
@@ -242,7 +242,7 @@ impl Edge {
 
     /// Saves the table; the caller holds `persist`.
     async fn save(&self) -> Result<(), EdgeError> {
-        let saved = SavedRoutes::from_view(self.listen, &self.table.view());
+        let saved = crate::route::saved_routes(self.listen, &self.table.view());
         let dir = self.dir.clone();
         // fsync can take milliseconds; keep it off the runtime's workers.
         tokio::task::spawn_blocking(move || state::save(&dir, &saved))

@@ -1,6 +1,6 @@
 //! Idle keep-alive connections to one slot, for the HTTP/1.1 relay ([`crate::relay`]).
 //!
-//! Each [`crate::backend::ActiveBackend`] owns one pool, so a slot's connections close
+//! Each `ActiveBackend` (backend.rs) owns one pool, so a slot's connections close
 //! when that slot is replaced and drained, and a slot reused by a later release starts
 //! with fresh ones. The newest idle connection is reused first (it is the least likely to
 //! have been closed by the slot); connections idle for longer than the pool's idle timeout
@@ -12,16 +12,12 @@
 //! protocol), so only a readable one is read to find out, and then dropped.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-use crate::backend::ActiveBackend;
-use crate::connector::Connector;
 
 /// At most this many idle connections are kept per slot; the oldest go first.
 pub(crate) const MAX_IDLE: usize = 512;
@@ -76,27 +72,6 @@ impl Pool {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
-    }
-}
-
-/// Opens one connection to each of `backends` whose pool is empty, so that the first
-/// request after a switch (or to a new candidate) finds one ready. Failures are left to
-/// that request, which tries again and answers for them.
-pub(crate) fn warm(
-    backends: Vec<Arc<ActiveBackend>>,
-    connector: &Connector,
-    idle_timeout: Duration,
-) {
-    for active in backends {
-        if !active.pool().is_empty() {
-            continue;
-        }
-        let connector = connector.clone();
-        tokio::spawn(async move {
-            if let Ok(stream) = connector.connect(active.authority()).await {
-                active.pool().put(stream, idle_timeout);
-            }
-        });
     }
 }
 

@@ -28,7 +28,7 @@ use jiff::Timestamp;
 use crate::backend::{ActiveBackend, Backend, InFlightGuard};
 use crate::metrics::Metrics;
 use crate::split::{self, SplitCounter};
-use crate::state::{SavedCandidate, SavedRoute};
+use crate::state::{FORMAT_VERSION, SavedCandidate, SavedRoute, SavedRoutes};
 use crate::{EdgeError, Slot};
 
 /// One service's routing state.
@@ -725,6 +725,16 @@ fn strip_port(host: &str) -> &str {
     match host.rsplit_once(':') {
         Some((name, port)) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => name,
         _ => host,
+    }
+}
+
+/// The routes worth saving, as the routes file holds them: those with a live backend. (The
+/// file's types know nothing of the table; the table knows how it is saved.)
+pub(crate) fn saved_routes(listen: std::net::SocketAddr, view: &[RouteView]) -> SavedRoutes {
+    SavedRoutes {
+        version: FORMAT_VERSION,
+        listen,
+        routes: view.iter().filter_map(RouteView::saved).collect(),
     }
 }
 

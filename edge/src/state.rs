@@ -33,7 +33,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
-use crate::route::RouteView;
 use crate::{Backend, EdgeError, ROUTES_FILE, directory};
 
 /// The format version written to `routes.json`; files up to it are read.
@@ -77,17 +76,6 @@ pub struct SavedRoute {
 pub struct SavedCandidate {
     pub backend: Backend,
     pub percent: u8,
-}
-
-impl SavedRoutes {
-    /// The routes worth saving: those with a live backend.
-    pub fn from_view(listen: SocketAddr, view: &[RouteView]) -> SavedRoutes {
-        SavedRoutes {
-            version: FORMAT_VERSION,
-            listen,
-            routes: view.iter().filter_map(RouteView::saved).collect(),
-        }
-    }
 }
 
 /// The table an edge starts with, and the file it came from.
