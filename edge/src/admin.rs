@@ -32,9 +32,9 @@ use crate::api::{
     PreviewRequest, RETRY_HEADER, RemoveAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer,
     SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
-use crate::lease::{Lease, checked_lease_ms};
 use crate::connection::{Stop, stopped};
 use crate::edge::Edge;
+use crate::lease::{Lease, checked_lease_ms};
 use crate::listener::{accept_until_stopped, finish_connections};
 use crate::metrics::DrainEnd;
 use crate::route::{
@@ -281,7 +281,11 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
             _,
             ["status" | "metrics" | "shutdown" | "handover"]
             | ["tls", "reload"]
-            | ["routes", _, "switch" | "drain" | "preview" | "weights" | "lease"]
+            | [
+                "routes",
+                _,
+                "switch" | "drain" | "preview" | "weights" | "lease",
+            ]
             | ["routes", _],
         ) => Err(Refusal(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -483,7 +487,15 @@ async fn weights(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         u64::try_from(crate::DEFAULT_CANDIDATE_LEASE.as_millis()).unwrap_or(u64::MAX)
     });
     let lease = lease_from_now(lease_ms)?;
-    register_candidate(edge, service, backend, Some(body.percent), None, Some(lease)).await
+    register_candidate(
+        edge,
+        service,
+        backend,
+        Some(body.percent),
+        None,
+        Some(lease),
+    )
+    .await
 }
 
 async fn renew_lease(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
@@ -521,8 +533,13 @@ async fn register_candidate(
 ) -> Answer {
     let replaced = edge
         .change(|table| {
-            let replaced =
-                table.set_candidate_leased(service, backend.clone(), percent, preview_hosts, lease)?;
+            let replaced = table.set_candidate_leased(
+                service,
+                backend.clone(),
+                percent,
+                preview_hosts,
+                lease,
+            )?;
             edge.warm(service);
             tracing::info!(
                 %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,

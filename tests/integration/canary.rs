@@ -325,7 +325,9 @@ async fn canary_bake_aborts_when_candidate_returns_5xx() {
 
 /// Starts `shipit release` of a canary with a long bake and waits until the split is in the
 /// edge: the release is then baking. Returns the child, its pid and the canary's release.
-pub async fn release_baking(project: &Project) -> (tokio::process::Child, nix::unistd::Pid, String) {
+pub async fn release_baking(
+    project: &Project,
+) -> (tokio::process::Child, nix::unistd::Pid, String) {
     let mut cmd = tokio::process::Command::from(project.command(&["release", "--json"]));
     let child = cmd
         .stdout(std::process::Stdio::piped())

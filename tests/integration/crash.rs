@@ -31,9 +31,18 @@ fn restart_policy(project: &Project, release: &str) -> String {
         .expect("docker runs");
     let ids = String::from_utf8_lossy(&out.stdout).into_owned();
     let ids: Vec<&str> = ids.lines().collect();
-    assert_eq!(ids.len(), 1, "one container runs release {release}: {ids:?}");
+    assert_eq!(
+        ids.len(),
+        1,
+        "one container runs release {release}: {ids:?}"
+    );
     let out = Command::new("docker")
-        .args(["inspect", "-f", "{{.HostConfig.RestartPolicy.Name}}", ids[0]])
+        .args([
+            "inspect",
+            "-f",
+            "{{.HostConfig.RestartPolicy.Name}}",
+            ids[0],
+        ])
         .output()
         .expect("docker runs");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -109,7 +118,11 @@ async fn crash_converges(point: FaultPoint) {
         killed_at
     };
     all_answered_by(&project, live, 50).await;
-    assert_eq!(project.status()["live"]["release"], live.as_str(), "{point}");
+    assert_eq!(
+        project.status()["live"]["release"],
+        live.as_str(),
+        "{point}"
+    );
     // A live slot restarts on its own, even when its run died right after the switch.
     assert_eq!(restart_policy(&project, live), "unless-stopped", "{point}");
 
@@ -144,10 +157,7 @@ async fn crash_converges(point: FaultPoint) {
 
     // The records are true: the dead run's release went live, or it was interrupted.
     let history = project.history();
-    let record = history
-        .iter()
-        .find(|r| r["id"] == killed.as_str())
-        .unwrap();
+    let record = history.iter().find(|r| r["id"] == killed.as_str()).unwrap();
     let want = if went_live(point) {
         "succeeded"
     } else {
@@ -161,7 +171,9 @@ async fn crash_converges(point: FaultPoint) {
     assert_eq!(statuses, ["succeeded", want, "succeeded"], "{point}");
     if went_live(point) {
         assert!(
-            stderr(&out).contains(&format!("the run of release {killed} died after its switch")),
+            stderr(&out).contains(&format!(
+                "the run of release {killed} died after its switch"
+            )),
             "{}",
             stderr(&out)
         );
@@ -218,12 +230,14 @@ async fn split_of_a_killed_release_is_withdrawn_when_its_lease_lapses() {
             break;
         }
     }
-    assert!(reached, "no fresh client reached the canary during the split");
+    assert!(
+        reached,
+        "no fresh client reached the canary during the split"
+    );
     // The lease is in routes.json, so a restarted edge would keep it.
-    let routes: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(project.edge_dir().join("routes.json")).unwrap(),
-    )
-    .unwrap();
+    let routes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.edge_dir().join("routes.json")).unwrap())
+            .unwrap();
     let saved = &routes["routes"][0]["candidate"];
     assert_eq!(saved["backend"]["release"], canary.as_str(), "{routes:#}");
     assert_eq!(
@@ -265,12 +279,14 @@ async fn split_of_a_killed_release_is_withdrawn_when_its_lease_lapses() {
             .any(|s| s.started < killed_at && s.release.as_deref() == Some(canary.as_str())),
         "the load never reached the canary before the kill"
     );
-    assert!(started_between(&report, limit, until) > 0, "no load after the lease");
+    assert!(
+        started_between(&report, limit, until) > 0,
+        "no load after the lease"
+    );
     assert_served_by(&report, withdrawn, until, &first);
-    let routes: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(project.edge_dir().join("routes.json")).unwrap(),
-    )
-    .unwrap();
+    let routes: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.edge_dir().join("routes.json")).unwrap())
+            .unwrap();
     assert!(
         routes["routes"][0].get("candidate").is_none(),
         "the withdrawal is saved: {routes:#}"

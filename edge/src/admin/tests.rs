@@ -612,7 +612,10 @@ async fn split_whose_lease_is_not_renewed_is_withdrawn_by_the_edge() {
         .weights_leased("web", &green.backend(Slot::Green, "r2"), 100, Some(lease))
         .await
         .unwrap();
-    assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("green"));
+    assert_eq!(
+        get(edge.addr(), "/").await.backend.as_deref(),
+        Some("green")
+    );
     // Renewed, it outlives its first lease.
     tokio::time::sleep(lease / 2).await;
     let answer = client.renew_lease("web", "r2", lease).await.unwrap();
@@ -640,7 +643,9 @@ async fn split_whose_lease_is_not_renewed_is_withdrawn_by_the_edge() {
     assert_eq!(saved.routes[0].candidate, None);
     let refused = client.renew_lease("web", "r2", lease).await.unwrap_err();
     assert!(
-        refused.to_string().contains("holds no candidate of release r2"),
+        refused
+            .to_string()
+            .contains("holds no candidate of release r2"),
         "{refused}"
     );
 }

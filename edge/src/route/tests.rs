@@ -474,7 +474,10 @@ fn lapsed_lease_withdraws_the_candidate_and_all_traffic_goes_live() {
         assert_eq!(claimed_release(&table, None), "r1");
     }
     // A lapsed lease stays lapsed: its release cannot renew it.
-    let renewal = Lease::starting(at("2026-12-05T00:00:11Z"), std::time::Duration::from_secs(10));
+    let renewal = Lease::starting(
+        at("2026-12-05T00:00:11Z"),
+        std::time::Duration::from_secs(10),
+    );
     assert_eq!(
         table.renew_lease("web", "r2", renewal),
         Err(LeaseRefused::NoCandidate {
@@ -493,19 +496,37 @@ fn renewing_moves_the_end_of_the_lease_and_keeps_the_split() {
     let start = at("2026-12-05T00:00:00Z");
     let ten = std::time::Duration::from_secs(10);
     table
-        .set_candidate_leased("web", candidate, Some(25), None, Some(Lease::starting(start, ten)))
+        .set_candidate_leased(
+            "web",
+            candidate,
+            Some(25),
+            None,
+            Some(Lease::starting(start, ten)),
+        )
         .unwrap();
     let renewed = Lease::starting(at("2026-12-05T00:00:08Z"), ten);
     let view = table.renew_lease("web", "r2", renewed).unwrap();
     assert_eq!(view.percent, 25);
     assert_eq!(view.lease, Some(renewed));
     assert!(table.expire_leases(at("2026-12-05T00:00:12Z")).is_empty());
-    assert_eq!(table.view()[0].candidate.as_ref().unwrap().lease, Some(renewed));
+    assert_eq!(
+        table.view()[0].candidate.as_ref().unwrap().lease,
+        Some(renewed)
+    );
     // Registering the same backend again without a lease keeps the lease it has.
     table
-        .set_candidate_leased("web", backend(Slot::Green, "r2", 9002), Some(50), None, None)
+        .set_candidate_leased(
+            "web",
+            backend(Slot::Green, "r2", 9002),
+            Some(50),
+            None,
+            None,
+        )
         .unwrap();
-    assert_eq!(table.view()[0].candidate.as_ref().unwrap().lease, Some(renewed));
+    assert_eq!(
+        table.view()[0].candidate.as_ref().unwrap().lease,
+        Some(renewed)
+    );
     assert_eq!(table.expire_leases(at("2026-12-05T00:00:18Z")).len(), 1);
 }
 
@@ -546,7 +567,10 @@ fn restore_leaves_out_a_candidate_whose_lease_lapsed() {
     let running = Lease::starting(Timestamp::now(), ten);
     assert_eq!(table.restore(&saved(running)), None);
     assert_eq!(
-        table.view()[0].candidate.as_ref().map(|c| (c.percent, c.lease)),
+        table.view()[0]
+            .candidate
+            .as_ref()
+            .map(|c| (c.percent, c.lease)),
         Some((10, Some(running)))
     );
 }
