@@ -28,15 +28,18 @@ use tokio::net::UnixListener;
 use tokio::sync::watch;
 
 use crate::api::{
-    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
-    RemoveAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer, SwitchRequest, TlsReloadAnswer,
-    TlsReloadRequest, WeightsRequest,
+    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, LeaseAnswer, LeaseRequest,
+    PreviewRequest, RETRY_HEADER, RemoveAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer,
+    SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::connection::{Stop, stopped};
 use crate::edge::Edge;
+use crate::lease::{Lease, checked_lease_ms};
 use crate::listener::{accept_until_stopped, finish_connections};
 use crate::metrics::DrainEnd;
-use crate::route::{CandidateRefused, Drainable, Routing, normalize_paths, validate_service};
+use crate::route::{
+    CandidateRefused, Drainable, LeaseRefused, Routing, normalize_paths, validate_service,
+};
 use crate::{Backend, EdgeError, Slot, directory};
 
 /// The most an admin request body may hold.
@@ -179,6 +182,13 @@ impl From<EdgeError> for Refusal {
     }
 }
 
+/// A lease for a candidate that is not there (any more): a conflict with the edge's state.
+impl From<LeaseRefused> for Refusal {
+    fn from(refused: LeaseRefused) -> Self {
+        Refusal(StatusCode::CONFLICT, refused.to_string())
+    }
+}
+
 /// A candidate the route table did not take: a bad percent is the caller's mistake, the
 /// slots' state a conflict.
 impl From<CandidateRefused> for Refusal {
@@ -255,6 +265,7 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
         (&Method::DELETE, ["routes", service, "preview"]) => remove_candidate(&edge, service).await,
         (&Method::PUT, ["routes", service, "weights"]) => weights(&edge, service, req).await,
         (&Method::DELETE, ["routes", service, "weights"]) => clear_split(&edge, service).await,
+        (&Method::PUT, ["routes", service, "lease"]) => renew_lease(&edge, service, req).await,
         (&Method::POST, ["routes", service, "drain"]) => drain(&edge, service, req).await,
         (&Method::DELETE, ["routes", service]) => remove(&edge, service).await,
         (&Method::POST, ["tls", "reload"]) => reload_tls(&edge, req).await,
@@ -270,7 +281,11 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
             _,
             ["status" | "metrics" | "shutdown" | "handover"]
             | ["tls", "reload"]
-            | ["routes", _, "switch" | "drain" | "preview" | "weights"]
+            | [
+                "routes",
+                _,
+                "switch" | "drain" | "preview" | "weights" | "lease",
+            ]
             | ["routes", _],
         ) => Err(Refusal(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -282,7 +297,8 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
                 "no admin call {method} {path}; the calls are GET /status, GET /metrics, \
                  PUT /routes/{{service}}/switch, POST /routes/{{service}}/drain, \
                  PUT|DELETE /routes/{{service}}/preview, PUT|DELETE /routes/{{service}}/weights, \
-                 DELETE /routes/{{service}}, POST /tls/reload, POST /shutdown and POST /handover"
+                 PUT /routes/{{service}}/lease, DELETE /routes/{{service}}, POST /tls/reload, \
+                 POST /shutdown and POST /handover"
             ),
         )),
     };
@@ -444,7 +460,14 @@ async fn preview(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
     )
     .await?;
     let backend = checked_backend(body.slot, body.release, body.addr)?;
-    register_candidate(edge, service, backend, None, body.hosts).await
+    let lease = body.lease_ms.map(lease_from_now).transpose()?;
+    register_candidate(edge, service, backend, None, body.hosts, lease).await
+}
+
+/// A lease of `lease_ms` (checked) that starts now.
+fn lease_from_now(lease_ms: u64) -> Result<Lease, Refusal> {
+    let duration = checked_lease_ms(lease_ms).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
+    Ok(Lease::starting(Timestamp::now(), duration))
 }
 
 async fn weights(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
@@ -459,7 +482,45 @@ async fn weights(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         body.candidate.release,
         body.candidate.addr,
     )?;
-    register_candidate(edge, service, backend, Some(body.percent), None).await
+    // A split always has a lease: a share of plain traffic must not outlive whoever watches it.
+    let lease_ms = body.lease_ms.unwrap_or_else(|| {
+        u64::try_from(crate::DEFAULT_CANDIDATE_LEASE.as_millis()).unwrap_or(u64::MAX)
+    });
+    let lease = lease_from_now(lease_ms)?;
+    register_candidate(
+        edge,
+        service,
+        backend,
+        Some(body.percent),
+        None,
+        Some(lease),
+    )
+    .await
+}
+
+async fn renew_lease(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: LeaseRequest = read_json(req, r#"{"release": "...", "lease_ms": 10000}"#).await?;
+    let lease = lease_from_now(body.lease_ms)?;
+    let renewed = edge
+        .change(|table| {
+            let renewed = table.renew_lease(service, &body.release, lease)?;
+            tracing::debug!(
+                %service, release = %body.release, expires_at = %lease.expires_at,
+                "candidate lease renewed"
+            );
+            Ok::<_, Refusal>(renewed)
+        })
+        .await?
+        .map_err(unsaved(service))?;
+    Ok(json(
+        StatusCode::OK,
+        &LeaseAnswer {
+            candidate: renewed.backend,
+            percent: renewed.percent,
+            lease,
+        },
+    ))
 }
 
 async fn register_candidate(
@@ -468,14 +529,22 @@ async fn register_candidate(
     backend: Backend,
     percent: Option<u8>,
     preview_hosts: Option<Vec<String>>,
+    lease: Option<Lease>,
 ) -> Answer {
     let replaced = edge
         .change(|table| {
-            let replaced = table.set_candidate(service, backend.clone(), percent, preview_hosts)?;
+            let replaced = table.set_candidate_leased(
+                service,
+                backend.clone(),
+                percent,
+                preview_hosts,
+                lease,
+            )?;
             edge.warm(service);
             tracing::info!(
                 %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
-                ?percent, replaced = ?replaced.as_ref().map(|r| &r.release),
+                ?percent, lease_ms = ?lease.map(|l| l.lease_ms),
+                replaced = ?replaced.as_ref().map(|r| &r.release),
                 "candidate registered"
             );
             Ok::<_, Refusal>(replaced)

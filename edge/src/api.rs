@@ -11,6 +11,7 @@
 //! | `DELETE /routes/{service}/preview` | | [`RemoveAnswer`] |
 //! | `PUT /routes/{service}/weights` | [`WeightsRequest`] | [`CandidateAnswer`] |
 //! | `DELETE /routes/{service}/weights` | | [`SplitEndAnswer`] |
+//! | `PUT /routes/{service}/lease` | [`LeaseRequest`] | [`LeaseAnswer`] |
 //! | `GET /metrics` | | Prometheus text (`text/plain; version=0.0.4`) |
 //! | `POST /tls/reload` | [`TlsReloadRequest`] | [`TlsReloadAnswer`] |
 //! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
@@ -24,6 +25,7 @@ use std::net::SocketAddr;
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::lease::Lease;
 use crate::tls::CertificateFiles;
 use crate::{Backend, Slot};
 
@@ -75,6 +77,9 @@ pub struct CandidateStatus {
     /// The share of new clients it gets; 0 when it is only previewed.
     pub percent: u8,
     pub in_flight: usize,
+    /// Its lease: it is withdrawn at `expires_at` unless renewed. None: held until changed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +138,10 @@ pub struct PreviewRequest {
     pub addr: SocketAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
+    /// A lease for the candidate, in milliseconds (omitted: the same backend keeps its
+    /// lease, another one has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
 }
 
 /// `PUT /routes/{service}/weights`: send `percent` of new clients to `candidate`.
@@ -141,6 +150,26 @@ pub struct PreviewRequest {
 pub struct WeightsRequest {
     pub candidate: Backend,
     pub percent: u8,
+    /// The split's lease, in milliseconds, from now (omitted:
+    /// [`crate::DEFAULT_CANDIDATE_LEASE`]). A split always has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u64>,
+}
+
+/// `PUT /routes/{service}/lease`: the candidate of `release` is kept `lease_ms` from now.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    pub release: String,
+    pub lease_ms: u64,
+}
+
+/// The answer to `PUT .../lease`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseAnswer {
+    pub candidate: Backend,
+    pub percent: u8,
+    pub lease: Lease,
 }
 
 /// The answer to `PUT .../preview` and `PUT .../weights`.

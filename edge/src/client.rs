@@ -18,14 +18,19 @@ use serde::de::DeserializeOwned;
 use tokio::net::UnixStream;
 
 use crate::api::{
-    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, PreviewRequest, RETRY_HEADER,
-    RemoveAnswer, ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer, SwitchRequest,
-    TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
+    CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, LeaseAnswer, LeaseRequest,
+    PreviewRequest, RETRY_HEADER, RemoveAnswer, ShutdownAnswer, SplitEndAnswer, Status,
+    SwitchAnswer, SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::drain::DrainOutcome;
 use crate::route::{Routing, validate_service};
 use crate::tls::CertificateFiles;
 use crate::{Backend, DEFAULT_ADMIN_TIMEOUT, EdgeError};
+
+/// A duration as the admin API's milliseconds.
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
 
 /// How soon a call refused by an edge that handed over is sent again.
 const RETRY_INTERVAL: Duration = Duration::from_millis(10);
@@ -142,6 +147,7 @@ impl AdminClient {
             release: backend.release.clone(),
             addr: backend.addr,
             hosts: hosts.map(<[String]>::to_vec),
+            lease_ms: None,
         };
         self.call(
             Method::PUT,
@@ -168,17 +174,32 @@ impl AdminClient {
     }
 
     /// `PUT /routes/{service}/weights`: sends `percent` of new clients (sticky by cookie)
-    /// to `candidate`, registering it if needed.
+    /// to `candidate`, registering it if needed, with the edge's default lease
+    /// ([`crate::DEFAULT_CANDIDATE_LEASE`]).
     pub async fn weights(
         &self,
         service: &str,
         candidate: &Backend,
         percent: u8,
     ) -> Result<CandidateAnswer, EdgeError> {
+        self.weights_leased(service, candidate, percent, None).await
+    }
+
+    /// [`AdminClient::weights`] with a lease of `lease` from now (`None`: the edge's
+    /// default); renew it with [`AdminClient::renew_lease`], or the edge withdraws the
+    /// candidate when it lapses.
+    pub async fn weights_leased(
+        &self,
+        service: &str,
+        candidate: &Backend,
+        percent: u8,
+        lease: Option<Duration>,
+    ) -> Result<CandidateAnswer, EdgeError> {
         validate_service(service)?;
         let body = WeightsRequest {
             candidate: candidate.clone(),
             percent,
+            lease_ms: lease.map(millis),
         };
         self.call(
             Method::PUT,
@@ -202,6 +223,29 @@ impl AdminClient {
             )
             .await?;
         Ok(answer.candidate)
+    }
+
+    /// `PUT /routes/{service}/lease`: keeps the candidate of `release` for `lease` from now.
+    /// Refused (409) when the edge no longer holds it: its lease lapsed, or another
+    /// candidate replaced it.
+    pub async fn renew_lease(
+        &self,
+        service: &str,
+        release: &str,
+        lease: Duration,
+    ) -> Result<LeaseAnswer, EdgeError> {
+        validate_service(service)?;
+        let body = LeaseRequest {
+            release: release.to_string(),
+            lease_ms: millis(lease),
+        };
+        self.call(
+            Method::PUT,
+            format!("/routes/{service}/lease"),
+            Some(serde_json::to_vec(&body).expect("a lease body serializes")),
+            self.timeout,
+        )
+        .await
     }
 
     /// `GET /metrics`: the Prometheus text page. Read values with

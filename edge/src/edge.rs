@@ -55,6 +55,8 @@ pub(crate) struct Edge {
     pub(crate) successor: Mutex<Option<UnixStream>>,
     /// The edge this one took over from, while it finishes.
     pub(crate) predecessor: Option<Predecessor>,
+    /// Notified after every route change, so the lease task sees a new or renewed lease.
+    pub(crate) routes_changed: tokio::sync::Notify,
 }
 
 impl Edge {
@@ -99,6 +101,7 @@ impl Edge {
             handed_over: AtomicBool::new(false),
             successor: Mutex::new(None),
             predecessor,
+            routes_changed: tokio::sync::Notify::new(),
         }))
     }
 
@@ -127,6 +130,7 @@ impl Edge {
                         backend: c.backend,
                         percent: c.percent,
                         in_flight: c.in_flight,
+                        lease: c.lease,
                     }),
                     since: route.since,
                     draining: route
@@ -161,6 +165,7 @@ impl Edge {
             .into());
         }
         let changed = change(&self.table)?;
+        self.routes_changed.notify_waiters();
         Ok(self.save().await.map(|()| changed))
     }
 
@@ -270,7 +275,12 @@ pub(crate) fn load_routes(dir: &Path) -> Result<Arc<RouteTable>, EdgeError> {
                     candidate = ?route.candidate.as_ref().map(|c| &c.backend.release),
                     "restored route from {}", restored.from.display()
                 );
-                table.restore(&route);
+                if let Some(lapsed) = table.restore(&route) {
+                    tracing::warn!(
+                        service = %route.service, release = %lapsed.release, slot = %lapsed.slot,
+                        "not restoring the candidate: its lease lapsed while the edge was down"
+                    );
+                }
             }
         }
         None => tracing::info!(dir = %dir.display(), "no saved routes; starting with none"),

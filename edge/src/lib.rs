@@ -24,6 +24,7 @@ pub(crate) mod edge;
 pub mod error;
 pub mod framing;
 pub mod handover;
+pub mod lease;
 pub(crate) mod listener;
 pub mod log_file;
 pub mod metrics;
@@ -106,5 +107,11 @@ pub const DEFAULT_H2_MAX_RESETS_PER_SECOND: u32 = 100;
 pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`daemon::ensure_running`] usually waits for a new edge to answer.
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The lease a split is given when the call sets none, and the one shipit's releases ask
+/// for: a candidate whose release stops renewing it (the process died) is withdrawn this
+/// long after the last renewal. Releases renew it every third of it
+/// (`shipit_pipeline::platform::local::CANDIDATE_LEASE_RENEWAL`), so two renewals can be
+/// late before it lapses. See [`lease`].
+pub const DEFAULT_CANDIDATE_LEASE: Duration = Duration::from_secs(10);
 /// How long [`daemon::stop`] usually waits before it kills the edge.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(35);

@@ -17,6 +17,8 @@
 //! making it live. It takes requests only through a preview host name, an `X-Shipit-Slot`
 //! pin, or a weighted split (see [`crate::split`]). A switch ends it: switching to the
 //! candidate makes it live with its in-flight count; switching elsewhere sends it to drain.
+//! A candidate with a lease (every split has one, see [`crate::lease`]) is withdrawn when
+//! the lease lapses ([`RouteTable::expire_leases`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -26,6 +28,7 @@ use http::{HeaderMap, StatusCode};
 use jiff::Timestamp;
 
 use crate::backend::{ActiveBackend, Backend, InFlightGuard};
+use crate::lease::Lease;
 use crate::metrics::Metrics;
 use crate::split::{self, SplitCounter};
 use crate::state::{FORMAT_VERSION, SavedCandidate, SavedRoute, SavedRoutes};
@@ -59,6 +62,8 @@ pub struct Candidate {
     pub active: Arc<ActiveBackend>,
     /// The share of new clients sent to it, 0 to 100. Zero: reachable only by preview.
     pub percent: u8,
+    /// When it is withdrawn unless its lease is renewed; `None`: held until changed.
+    pub lease: Option<Lease>,
 }
 
 impl Route {
@@ -110,6 +115,7 @@ pub struct CandidateView {
     pub backend: Backend,
     pub percent: u8,
     pub in_flight: usize,
+    pub lease: Option<Lease>,
 }
 
 /// How a switch may change what a route matches. `None` keeps the route's current value.
@@ -247,6 +253,16 @@ pub enum CandidateRefused {
     Percent { percent: u8 },
 }
 
+/// Why a lease cannot be renewed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LeaseRefused {
+    #[error(
+        "service {service} holds no candidate of release {release}: its lease lapsed and the \
+         edge withdrew it, or another run replaced it"
+    )]
+    NoCandidate { service: String, release: String },
+}
+
 /// The longest service name the edge accepts.
 pub const MAX_SERVICE_NAME: usize = 128;
 
@@ -324,18 +340,26 @@ impl RouteTable {
         ActiveBackend::with_metrics(service, backend, metrics)
     }
 
-    /// Puts back a route read from disk, with fresh in-flight counters.
-    pub fn restore(&self, saved: &SavedRoute) {
+    /// Puts back a route read from disk, with fresh in-flight counters. A candidate whose
+    /// lease lapsed (while the edge was down) is left out, and returned.
+    pub fn restore(&self, saved: &SavedRoute) -> Option<Backend> {
         let mut route = Route::new(&saved.service, saved.since);
         route.hosts = saved.hosts.clone();
         route.paths = saved.paths.clone();
         route.preview_hosts = saved.preview_hosts.clone();
         route.live = Some(self.activate(&saved.service, saved.live.clone()));
-        route.candidate = saved.candidate.as_ref().map(|c| Candidate {
+        let now = Timestamp::now();
+        let (kept, lapsed) = match &saved.candidate {
+            Some(c) if c.lease.is_some_and(|l| l.lapsed(now)) => (None, Some(c.backend.clone())),
+            other => (other.as_ref(), None),
+        };
+        route.candidate = kept.map(|c| Candidate {
             active: self.activate(&saved.service, c.backend.clone()),
             percent: c.percent.min(100),
+            lease: c.lease,
         });
         self.write().insert(saved.service.clone(), route);
+        lapsed
     }
 
     /// Picks the backend for a request and counts the request, all under the read lock.
@@ -467,6 +491,20 @@ impl RouteTable {
         percent: Option<u8>,
         preview_hosts: Option<Vec<String>>,
     ) -> Result<Option<Backend>, CandidateRefused> {
+        self.set_candidate_leased(service, backend, percent, preview_hosts, None)
+    }
+
+    /// [`RouteTable::set_candidate`] with a lease: `Some` starts a new one (the candidate is
+    /// withdrawn when it lapses, see [`RouteTable::expire_leases`]); `None` keeps the lease
+    /// of the same backend, and gives another backend none.
+    pub fn set_candidate_leased(
+        &self,
+        service: &str,
+        backend: Backend,
+        percent: Option<u8>,
+        preview_hosts: Option<Vec<String>>,
+        lease: Option<Lease>,
+    ) -> Result<Option<Backend>, CandidateRefused> {
         if let Some(percent) = percent
             && percent > 100
         {
@@ -495,14 +533,74 @@ impl RouteTable {
             if let Some(percent) = percent {
                 candidate.percent = percent;
             }
+            if lease.is_some() {
+                candidate.lease = lease;
+            }
             return Ok(None);
         }
         let replaced = route.retire_candidate();
         route.candidate = Some(Candidate {
             active: self.activate(service, backend),
             percent: percent.unwrap_or(0),
+            lease,
         });
         Ok(replaced)
+    }
+
+    /// Renews the lease of the candidate of `release` on `service` to `lease`. Refused when
+    /// that candidate is not registered (any more): a lapsed lease is not brought back.
+    pub fn renew_lease(
+        &self,
+        service: &str,
+        release: &str,
+        lease: Lease,
+    ) -> Result<CandidateView, LeaseRefused> {
+        let mut routes = self.write();
+        let candidate = routes
+            .get_mut(service)
+            .and_then(|r| r.candidate.as_mut())
+            .filter(|c| c.active.backend().release == release)
+            .ok_or_else(|| LeaseRefused::NoCandidate {
+                service: service.to_string(),
+                release: release.to_string(),
+            })?;
+        candidate.lease = Some(lease);
+        Ok(CandidateView {
+            backend: candidate.active.backend().clone(),
+            percent: candidate.percent,
+            in_flight: candidate.active.in_flight().count(),
+            lease: candidate.lease,
+        })
+    }
+
+    /// When the first lease of any candidate ends, if one has a lease.
+    pub fn next_lease_end(&self) -> Option<Timestamp> {
+        self.read()
+            .values()
+            .filter_map(|r| r.candidate.as_ref()?.lease)
+            .map(|l| l.expires_at)
+            .min()
+    }
+
+    /// Withdraws every candidate whose lease lapsed at `now` (split and preview): it drains
+    /// like a removed candidate. Returns them, with their services.
+    pub fn expire_leases(&self, now: Timestamp) -> Vec<(String, Backend)> {
+        let mut routes = self.write();
+        let mut withdrawn = Vec::new();
+        for route in routes.values_mut() {
+            let lapsed = route
+                .candidate
+                .as_ref()
+                .and_then(|c| c.lease)
+                .is_some_and(|l| l.lapsed(now));
+            if lapsed {
+                route.prune();
+                if let Some(backend) = route.retire_candidate() {
+                    withdrawn.push((route.service.clone(), backend));
+                }
+            }
+        }
+        withdrawn
     }
 
     /// Ends the split of `service`: new clients all go to the live slot again. The
@@ -586,6 +684,7 @@ impl RouteTable {
                     backend: c.active.backend().clone(),
                     percent: c.percent,
                     in_flight: c.active.in_flight().count(),
+                    lease: c.lease,
                 }),
                 since: route.since,
                 draining: route
@@ -629,6 +728,7 @@ impl RouteView {
             candidate: self.candidate.as_ref().map(|c| SavedCandidate {
                 backend: c.backend.clone(),
                 percent: c.percent,
+                lease: c.lease,
             }),
             since: self.since,
         })

@@ -251,6 +251,10 @@ fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
         edge.stop.subscribe(),
         tuning.shutdown_grace,
     ));
+    tasks.spawn(crate::lease::expire_lapsed(
+        Arc::clone(edge),
+        edge.stop.subscribe(),
+    ));
     let admin_socket = edge.dir.join(ADMIN_SOCKET);
     tracing::info!(
         listen = %edge.listen, tls = ?edge.tls_listen, admin = %admin_socket.display(),

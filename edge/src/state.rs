@@ -1,7 +1,7 @@
 //! The route table on disk: `routes.json` in the edge directory, and its last good copy.
 //!
-//! It holds the live backend of each service (with its hosts, path prefixes and candidate)
-//! and the listen address. Every change rewrites it atomically (temp file, fsync, rename,
+//! It holds the live backend of each service (with its hosts, path prefixes and candidate,
+//! and the candidate's lease) and the listen address. Every change rewrites it atomically (temp file, fsync, rename,
 //! fsync of the directory), so a crash leaves either the old or the new table, never half
 //! of one. The same bytes go to `routes.json.good` the same way, renamed after
 //! `routes.json`: a second copy, in a file of its own, for when something other than this
@@ -33,10 +33,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
+use crate::lease::Lease;
 use crate::{Backend, EdgeError, ROUTES_FILE, directory};
 
-/// The format version written to `routes.json`; files up to it are read.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version written to `routes.json`; files up to it are read. Version 2 added
+/// the candidate's lease: an edge that reads only version 1 would not know to withdraw it.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// The last good copy of `routes.json`, in the edge directory.
 pub const GOOD_ROUTES_FILE: &str = "routes.json.good";
@@ -76,6 +78,9 @@ pub struct SavedRoute {
 pub struct SavedCandidate {
     pub backend: Backend,
     pub percent: u8,
+    /// Its lease, when it has one (see [`crate::lease`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
 }
 
 /// The table an edge starts with, and the file it came from.
@@ -367,7 +372,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "version": 1,
+                "version": 2,
                 "listen": "127.0.0.1:8080",
                 "routes": [{
                     "service": "web",
@@ -386,6 +391,10 @@ mod tests {
         assert_eq!(load(dir.path()).unwrap(), Some(routes.clone()));
         let json = serde_json::to_value(&routes).unwrap();
         assert_eq!(json["routes"][0]["candidate"]["percent"], 10);
+        assert_eq!(
+            json["routes"][0]["candidate"]["lease"],
+            serde_json::json!({"lease_ms": 10000, "expires_at": "2026-11-22T10:00:10Z"})
+        );
         assert_eq!(json["routes"][0]["paths"], serde_json::json!(["/api"]));
 
         // A file written before these fields existed.
@@ -400,6 +409,20 @@ mod tests {
         assert_eq!(old.routes[0].hosts, vec!["a.test".to_string()]);
         assert!(old.routes[0].paths.is_empty());
         assert_eq!(old.routes[0].candidate, None);
+
+        // A format 1 candidate, which had no lease, loads without one.
+        std::fs::write(
+            dir.path().join(ROUTES_FILE),
+            r#"{"version": 1, "listen": "127.0.0.1:8080", "routes": [{"service": "web",
+                "live": {"slot": "green", "release": "r7", "addr": "127.0.0.1:9002"},
+                "candidate": {"backend": {"slot": "blue", "release": "r8",
+                "addr": "127.0.0.1:9001"}, "percent": 10},
+                "since": "2026-11-22T10:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let old = load(dir.path()).unwrap().unwrap();
+        let candidate = old.routes[0].candidate.as_ref().unwrap();
+        assert_eq!((candidate.percent, candidate.lease), (10, None));
     }
 
     /// A table with every optional field, so that truncations cut through all of them.
@@ -415,6 +438,11 @@ mod tests {
                 addr: "127.0.0.1:9001".parse().unwrap(),
             },
             percent: 10,
+            // Ends long after any test: an edge started on it keeps the candidate.
+            lease: Some(Lease {
+                lease_ms: 10_000,
+                expires_at: "2999-01-01T00:00:00Z".parse().unwrap(),
+            }),
         });
         routes
     }
@@ -562,15 +590,15 @@ mod tests {
     #[tokio::test]
     async fn newer_format_version_is_refused_and_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let newer = br#"{"version": 2, "listen": "127.0.0.1:8080", "routes": [], "zones": {}}"#;
+        let newer = br#"{"version": 3, "listen": "127.0.0.1:8080", "routes": [], "zones": {}}"#;
         std::fs::write(routes_path(dir.path()), newer).unwrap();
         let err = load(dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
                 EdgeError::RoutesVersion {
-                    found: 2,
-                    supported: 1,
+                    found: 3,
+                    supported: 2,
                     ..
                 }
             ),
@@ -581,7 +609,7 @@ mod tests {
             message.contains(&*routes_path(dir.path()).to_string_lossy()),
             "{message}"
         );
-        assert!(message.contains("version 2"), "{message}");
+        assert!(message.contains("version 3"), "{message}");
 
         let started = crate::server::start(crate::EdgeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),

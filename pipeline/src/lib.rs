@@ -11,6 +11,7 @@ pub mod config;
 pub mod container_spec;
 pub mod docker;
 pub mod event;
+pub mod fault;
 pub mod git;
 pub mod health;
 pub mod history;

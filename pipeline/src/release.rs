@@ -15,8 +15,12 @@
 //! marks its record `superseded`.
 //!
 //! Every attempt is written to the history as it goes, so a crashed run leaves a record of
-//! how far it got, and the next run marks it interrupted. The lock is held from the first
-//! record to the last and released at the end, failed runs included.
+//! how far it got. The next run finishes it by what is true: `succeeded` when its release
+//! is live (it died after its switch; the slot it replaced is then retired, see
+//! [`DeadRuns`]), `interrupted` otherwise. The record is saved right after the switch, and
+//! the platform makes the candidate ready to be live (restart policy) before it. The lock
+//! is held from the first record to the last and released at the end, failed runs
+//! included. [`crate::fault`] names the points where the crash tests kill a run.
 //!
 //! The Version phase starts before the record: under the lock, the version step applies the
 //! new module versions (writes, commits and tags them; see [`crate::version::prepare_release`])
@@ -33,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 use crate::Slot;
 use crate::config::{Config, Service};
 use crate::event::{Event, Phase, Reporter};
+use crate::fault::{self, FaultPoint};
 use crate::git::Revision;
 use crate::history::{HistoryError, Kind, Outcome, ReleaseRecord, ShiftStepRecord, new_release_id};
 use crate::lock::{Holder, LockError, hostname, username};
@@ -246,7 +251,8 @@ pub async fn promote<P: Platform>(
         ..ReleaseInput::default()
     };
     under_lock(platform, "promote".into(), reporter, async {
-        mark_dead_runs(platform).await?;
+        // What a dead run left running is retired by the next release or rollback.
+        DeadRuns::finish(platform, reporter).await?;
         let Some(record) = staged_record(platform).await? else {
             return Err(ReleaseError::NothingStaged {
                 reason: format!(
@@ -260,6 +266,7 @@ pub async fn promote<P: Platform>(
             platform,
             reporter,
             record,
+            dead: DeadRuns::default(),
         };
         Box::pin(run.promote(&input)).await
     })
@@ -300,18 +307,95 @@ async fn under_lock<T>(
     result
 }
 
-/// We hold the lock, so no record can really be in progress: those are from runs that
-/// died. Says so in the history.
-async fn mark_dead_runs<P: Platform>(platform: &P) -> Result<(), HistoryError> {
-    for mut stale in platform.history().list().await? {
-        if stale.outcome == Outcome::InProgress {
-            stale.finish(Outcome::Interrupted {
-                cause: "the process running it died; a later run took over".into(),
+/// What runs that died left behind, found once the lock is held.
+#[derive(Debug, Default)]
+struct DeadRuns {
+    /// Slots that a dead run replaced with its switch and did not finish retiring.
+    unretired: Vec<Live>,
+}
+
+impl DeadRuns {
+    /// We hold the lock, so no record can really be in progress: those are from runs that
+    /// died. Each is finished by what is true: a run whose release is live died after its
+    /// switch, and succeeded (the slot it replaced is left to retire); any other was
+    /// interrupted.
+    async fn finish<P: Platform>(
+        platform: &P,
+        reporter: &Reporter,
+    ) -> Result<DeadRuns, HistoryError> {
+        let mut dead = DeadRuns::default();
+        let stale: Vec<ReleaseRecord> = platform
+            .history()
+            .list()
+            .await?
+            .into_iter()
+            .filter(|r| r.outcome == Outcome::InProgress)
+            .collect();
+        if stale.is_empty() {
+            return Ok(dead);
+        }
+        let live = match platform.live().await {
+            Ok(live) => live,
+            Err(e) => {
+                reporter.warn(format!(
+                    "cannot tell whether the runs that died made their release live ({e}); recording them as interrupted"
+                ));
+                None
+            }
+        };
+        for mut record in stale {
+            let went_live = live.as_ref().is_some_and(|l| {
+                l.release == record.serves && record.slot.is_none_or(|s| s == l.slot)
             });
-            platform.history().save(&stale).await?;
+            if !went_live {
+                record.finish(Outcome::Interrupted {
+                    cause: "the process running it died; a later run took over".into(),
+                });
+                platform.history().save(&record).await?;
+                continue;
+            }
+            let retired = record
+                .phases
+                .iter()
+                .any(|p| p.phase == Phase::Retire && p.ok == Some(true));
+            if let (false, Some(previous), Some(slot)) =
+                (retired, record.previous.clone(), record.slot)
+            {
+                dead.unretired.push(Live {
+                    slot: slot.other(),
+                    release: previous,
+                    since: None,
+                });
+            }
+            record.finish(Outcome::Succeeded);
+            platform.history().save(&record).await?;
+            reporter.warn(format!(
+                "the run of release {} died after its switch; it is live, and recorded as succeeded",
+                record.id
+            ));
+        }
+        Ok(dead)
+    }
+
+    /// Drains and stops the slots dead runs replaced and left running, so nothing stays up
+    /// routed nowhere. A failure is a warning: the next launch in that slot replaces it.
+    async fn retire<P: Platform>(&self, platform: &P, reporter: &Reporter) {
+        for old in &self.unretired {
+            reporter.progress(
+                Phase::Version,
+                format!(
+                    "retiring the {} slot (release {}), which a run that died after its switch left running",
+                    old.slot, old.release
+                ),
+            );
+            if let Err(e) = platform.retire(old, reporter).await {
+                reporter.warn(format!(
+                    "retiring the {} slot left by a dead run failed: {e}; the next launch in that slot replaces it",
+                    old.slot
+                ));
+            }
         }
     }
-    Ok(())
 }
 
 /// How a run that did not fail ended.
@@ -327,6 +411,8 @@ struct Run<'a, P: Platform> {
     platform: &'a P,
     reporter: &'a Reporter,
     record: ReleaseRecord,
+    /// What runs that died before this one left behind.
+    dead: DeadRuns,
 }
 
 impl<'a, P: Platform> Run<'a, P> {
@@ -337,7 +423,7 @@ impl<'a, P: Platform> Run<'a, P> {
         kind: Kind,
         input: &ReleaseInput,
     ) -> Result<Self, ReleaseError> {
-        mark_dead_runs(platform).await?;
+        let dead = DeadRuns::finish(platform, reporter).await?;
         let record = ReleaseRecord {
             id: id.to_string(),
             kind,
@@ -364,6 +450,7 @@ impl<'a, P: Platform> Run<'a, P> {
             platform,
             reporter,
             record,
+            dead,
         })
     }
 
@@ -444,8 +531,13 @@ impl<'a, P: Platform> Run<'a, P> {
         let platform = self.platform;
         let reporter = self.reporter;
         let outcome = async {
+            let dead = std::mem::take(&mut self.dead);
             let live = self
-                .phase(Phase::Version, Some(cancel), converge(platform, reporter))
+                .phase(Phase::Version, Some(cancel), async {
+                    let live = converge(platform, reporter).await?;
+                    dead.retire(platform, reporter).await;
+                    Ok(live)
+                })
                 .await?;
             self.supersede_staged().await?;
             self.record.previous = live.as_ref().map(|l| l.release.clone());
@@ -480,6 +572,7 @@ impl<'a, P: Platform> Run<'a, P> {
                 )
                 .await
                 .map_err(|e| e.with_candidate(slot))?;
+            fault::point(FaultPoint::AfterLaunch);
             self.verify(&candidate, cancel).await?;
             if input.no_promote {
                 let how = self
@@ -504,7 +597,12 @@ impl<'a, P: Platform> Run<'a, P> {
         let platform = self.platform;
         let reporter = self.reporter;
         let live = match converge(platform, reporter).await {
-            Ok(Some(live)) => live,
+            Ok(Some(live)) => {
+                std::mem::take(&mut self.dead)
+                    .retire(platform, reporter)
+                    .await;
+                live
+            }
             Ok(None) => {
                 return Err(ReleaseError::NoRollback {
                     reason: format!("nothing is live on {}", platform.describe()),
@@ -615,11 +713,10 @@ impl<'a, P: Platform> Run<'a, P> {
         cancel: &CancellationToken,
     ) -> Result<(), StepWithCandidate> {
         let (platform, reporter) = (self.platform, self.reporter);
-        self.phase(
-            Phase::Verify,
-            Some(cancel),
-            platform.verify(candidate, reporter, cancel),
-        )
+        self.phase(Phase::Verify, Some(cancel), async {
+            fault::point(FaultPoint::MidVerify);
+            platform.verify(candidate, reporter, cancel).await
+        })
         .await
         .map_err(|e| e.with_candidate(candidate.slot))
     }
@@ -670,6 +767,10 @@ impl<'a, P: Platform> Run<'a, P> {
             _ => {}
         }
         let switched = platform.shift(candidate, reporter).await;
+        if switched.is_ok() {
+            fault::point(FaultPoint::AfterSwitch);
+        }
+        // Saved at once: from the switch on, the record must say the candidate is live.
         self.end(Phase::Shift, started, switched.is_ok());
         let saved = self.save().await;
         let replaced =
@@ -731,6 +832,7 @@ impl<'a, P: Platform> Run<'a, P> {
                     platform
                         .split(candidate, live, step.percent, reporter)
                         .await?;
+                    fault::point(FaultPoint::MidBake);
                     bake_reported(platform, candidate, &step, reporter, cancel).await
                 } => r.map_err(|e| Step::Failed(Phase::Shift, e)),
             };

@@ -121,7 +121,7 @@ fn pass_hello_root(project: &Project) {
 }
 
 /// Polls the edge until a candidate takes `percent`, or `deadline` passes: its release.
-async fn wait_for_split(project: &Project, percent: u64, deadline: Duration) -> String {
+pub async fn wait_for_split(project: &Project, percent: u64, deadline: Duration) -> String {
     let start = Instant::now();
     loop {
         if let Some((release, p)) = candidate(project).await
@@ -325,7 +325,9 @@ async fn canary_bake_aborts_when_candidate_returns_5xx() {
 
 /// Starts `shipit release` of a canary with a long bake and waits until the split is in the
 /// edge: the release is then baking. Returns the child, its pid and the canary's release.
-async fn release_baking(project: &Project) -> (tokio::process::Child, nix::unistd::Pid, String) {
+pub async fn release_baking(
+    project: &Project,
+) -> (tokio::process::Child, nix::unistd::Pid, String) {
     let mut cmd = tokio::process::Command::from(project.command(&["release", "--json"]));
     let child = cmd
         .stdout(std::process::Stdio::piped())

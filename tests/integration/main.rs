@@ -10,6 +10,7 @@ mod load;
 mod action;
 mod canary;
 mod config;
+mod crash;
 mod ecs;
 mod edge;
 mod edge_tls;

@@ -422,9 +422,15 @@ async fn candidate_calls_answer_their_json_shapes() {
 
     let (_, status) = raw(&edge, "GET", "/status", "").await;
     let route = &status["routes"][0];
+    // A split always has a lease: the default one when the call names none.
+    let lease = route["candidate"]["lease"].clone();
+    assert_eq!(
+        lease["lease_ms"],
+        u64::try_from(crate::DEFAULT_CANDIDATE_LEASE.as_millis()).unwrap()
+    );
     assert_eq!(
         route["candidate"],
-        serde_json::json!({"backend": green_json, "percent": 10, "in_flight": 0})
+        serde_json::json!({"backend": green_json, "percent": 10, "in_flight": 0, "lease": lease})
     );
     assert_eq!(route["preview_hosts"], serde_json::json!(["p.test"]));
 
@@ -523,7 +529,30 @@ async fn bad_candidate_and_path_calls_are_refused() {
             "POST is not allowed",
         ),
     ];
-    for (method, path, body, want, text) in cases {
+    let lease_cases = [
+        (
+            "PUT",
+            "/routes/web/weights",
+            format!(r#"{{"candidate": {green_body}, "percent": 10, "lease_ms": 0}}"#),
+            StatusCode::BAD_REQUEST,
+            "`lease_ms` must be 1 to",
+        ),
+        (
+            "PUT",
+            "/routes/web/lease",
+            r#"{"release": "r2", "lease_ms": 1000}"#.to_string(),
+            StatusCode::CONFLICT,
+            "holds no candidate of release r2",
+        ),
+        (
+            "PUT",
+            "/routes/web/lease",
+            r#"{"release": "r2"}"#.to_string(),
+            StatusCode::BAD_REQUEST,
+            "lease_ms",
+        ),
+    ];
+    for (method, path, body, want, text) in cases.into_iter().chain(lease_cases) {
         let (code, json) = raw(&edge, method, path, &body).await;
         assert_eq!(code, want, "{method} {path}: {json}");
         let error = json["error"].as_str().unwrap();
@@ -569,4 +598,54 @@ async fn metrics_page_is_prometheus_text() {
             "{family}:\n{page}"
         );
     }
+}
+
+#[tokio::test]
+async fn split_whose_lease_is_not_renewed_is_withdrawn_by_the_edge() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    let client = edge.client();
+    let lease = Duration::from_secs(2);
+    client
+        .weights_leased("web", &green.backend(Slot::Green, "r2"), 100, Some(lease))
+        .await
+        .unwrap();
+    assert_eq!(
+        get(edge.addr(), "/").await.backend.as_deref(),
+        Some("green")
+    );
+    // Renewed, it outlives its first lease.
+    tokio::time::sleep(lease / 2).await;
+    let answer = client.renew_lease("web", "r2", lease).await.unwrap();
+    let renewed_at = tokio::time::Instant::now();
+    assert_eq!(answer.percent, 100);
+    assert_eq!(answer.lease.lease_ms, 2000);
+    tokio::time::sleep(lease / 2 + lease / 4).await;
+    assert!(
+        client.status().await.unwrap().routes[0].candidate.is_some(),
+        "the renewed lease lapsed at its first end"
+    );
+    // Not renewed any more: the edge withdraws it on its own, and saves that.
+    let deadline = renewed_at + lease + SIGNAL_TIMEOUT;
+    while client.status().await.unwrap().routes[0].candidate.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the candidate outlived its lease"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    for _ in 0..20 {
+        assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("blue"));
+    }
+    let saved = crate::state::load(edge.dir.path()).unwrap().unwrap();
+    assert_eq!(saved.routes[0].candidate, None);
+    let refused = client.renew_lease("web", "r2", lease).await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("holds no candidate of release r2"),
+        "{refused}"
+    );
 }

@@ -437,3 +437,140 @@ fn in_flight_is_summed_per_service_and_slot() {
     assert_eq!(counts[&("web".to_string(), Slot::Green)], 2);
     drop((a, b, c));
 }
+
+fn at(text: &str) -> Timestamp {
+    text.parse().unwrap()
+}
+
+#[test]
+fn lapsed_lease_withdraws_the_candidate_and_all_traffic_goes_live() {
+    let (table, _, candidate) = split_table();
+    let start = at("2026-12-05T00:00:00Z");
+    let lease = Lease::starting(start, std::time::Duration::from_secs(10));
+    table
+        .set_candidate_leased("web", candidate.clone(), Some(50), None, Some(lease))
+        .unwrap();
+    assert_eq!(table.next_lease_end(), Some(lease.expires_at));
+    // Before its end nothing is withdrawn, and half the new clients meet the candidate.
+    assert!(table.expire_leases(at("2026-12-05T00:00:09Z")).is_empty());
+    let releases: Vec<String> = (0..10).map(|_| claimed_release(&table, None)).collect();
+    assert!(releases.iter().any(|r| r == "r2"), "{releases:?}");
+    // A request on the candidate when the lease lapses.
+    let mut pin = HeaderMap::new();
+    pin.insert(crate::split::SLOT_HEADER, "green".parse().unwrap());
+    let held = table
+        .claim(&RequestInfo {
+            host: None,
+            path: "/",
+            headers: &pin,
+        })
+        .unwrap();
+    assert_eq!(held.guard.active().backend().release, "r2");
+
+    let withdrawn = table.expire_leases(at("2026-12-05T00:00:10Z"));
+    assert_eq!(withdrawn, vec![("web".to_string(), candidate.clone())]);
+    assert_eq!(table.next_lease_end(), None);
+    for _ in 0..100 {
+        assert_eq!(claimed_release(&table, None), "r1");
+    }
+    // A lapsed lease stays lapsed: its release cannot renew it.
+    let renewal = Lease::starting(
+        at("2026-12-05T00:00:11Z"),
+        std::time::Duration::from_secs(10),
+    );
+    assert_eq!(
+        table.renew_lease("web", "r2", renewal),
+        Err(LeaseRefused::NoCandidate {
+            service: "web".into(),
+            release: "r2".into()
+        })
+    );
+    // Withdrawn, it drains like a removed candidate: the request it held still counts.
+    assert_eq!(table.view()[0].draining, vec![(candidate, 1)]);
+    drop(held);
+}
+
+#[test]
+fn renewing_moves_the_end_of_the_lease_and_keeps_the_split() {
+    let (table, _, candidate) = split_table();
+    let start = at("2026-12-05T00:00:00Z");
+    let ten = std::time::Duration::from_secs(10);
+    table
+        .set_candidate_leased(
+            "web",
+            candidate,
+            Some(25),
+            None,
+            Some(Lease::starting(start, ten)),
+        )
+        .unwrap();
+    let renewed = Lease::starting(at("2026-12-05T00:00:08Z"), ten);
+    let view = table.renew_lease("web", "r2", renewed).unwrap();
+    assert_eq!(view.percent, 25);
+    assert_eq!(view.lease, Some(renewed));
+    assert!(table.expire_leases(at("2026-12-05T00:00:12Z")).is_empty());
+    assert_eq!(
+        table.view()[0].candidate.as_ref().unwrap().lease,
+        Some(renewed)
+    );
+    // Registering the same backend again without a lease keeps the lease it has.
+    table
+        .set_candidate_leased(
+            "web",
+            backend(Slot::Green, "r2", 9002),
+            Some(50),
+            None,
+            None,
+        )
+        .unwrap();
+    assert_eq!(
+        table.view()[0].candidate.as_ref().unwrap().lease,
+        Some(renewed)
+    );
+    assert_eq!(table.expire_leases(at("2026-12-05T00:00:18Z")).len(), 1);
+}
+
+#[test]
+fn a_preview_without_a_lease_never_lapses() {
+    let (table, _, candidate) = split_table();
+    table.set_candidate("web", candidate, None, None).unwrap();
+    assert_eq!(table.next_lease_end(), None);
+    assert!(table.expire_leases(Timestamp::MAX).is_empty());
+    assert!(table.view()[0].candidate.is_some());
+}
+
+#[test]
+fn restore_leaves_out_a_candidate_whose_lease_lapsed() {
+    let live = backend(Slot::Blue, "r1", 9001);
+    let candidate = backend(Slot::Green, "r2", 9002);
+    let saved = |lease| SavedRoute {
+        service: "web".into(),
+        hosts: vec![],
+        paths: vec![],
+        preview_hosts: vec![],
+        live: live.clone(),
+        candidate: Some(SavedCandidate {
+            backend: candidate.clone(),
+            percent: 10,
+            lease: Some(lease),
+        }),
+        since: at("2026-12-05T00:00:00Z"),
+    };
+    let ten = std::time::Duration::from_secs(10);
+    let table = RouteTable::new();
+    let lapsed = Lease::starting(at("2026-12-05T00:00:00Z"), ten);
+    assert_eq!(table.restore(&saved(lapsed)), Some(candidate.clone()));
+    assert_eq!(table.view()[0].candidate, None);
+    assert_eq!(table.view()[0].live.as_ref(), Some(&live));
+
+    let table = RouteTable::new();
+    let running = Lease::starting(Timestamp::now(), ten);
+    assert_eq!(table.restore(&saved(running)), None);
+    assert_eq!(
+        table.view()[0]
+            .candidate
+            .as_ref()
+            .map(|c| (c.percent, c.lease)),
+        Some((10, Some(running)))
+    );
+}

@@ -191,6 +191,12 @@ async fn restart_restores_paths_and_candidate() {
     assert_eq!(after.routes, before.routes);
     assert_eq!(after.routes[0].paths, vec!["/api".to_string()]);
     assert_eq!(after.routes[0].candidate.as_ref().unwrap().percent, 100);
+    // The split's lease survived the restart, with the same end: still leased, not for ever.
+    let lease = after.routes[0].candidate.as_ref().unwrap().lease;
+    assert_eq!(
+        lease.map(|l| l.duration()),
+        Some(crate::DEFAULT_CANDIDATE_LEASE)
+    );
     // At 100 %, a new client goes to the candidate, and only under /api.
     let answer = get(edge.local_addr(), "/api/x").await;
     assert_eq!(answer.backend.as_deref(), Some("green"));

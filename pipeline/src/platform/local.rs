@@ -24,6 +24,7 @@ use crate::Slot;
 use crate::config::{Config, LocalTarget, Service};
 use crate::container_spec::{LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY};
 use crate::event::{Phase, Reporter};
+use crate::fault::{self, FaultPoint};
 use crate::health::{Probe, Prober};
 use crate::history::{FileHistory, HistoryStore, ReleaseRecord};
 use crate::lock::{FileLockStore, LockStore};
@@ -40,6 +41,15 @@ pub use self::plan::LocalPlan;
 
 /// How long the edge gets to answer after it is started.
 pub const EDGE_START_TIMEOUT: Duration = Duration::from_secs(10);
+/// The lease of a weighted step's split: should this process die mid-bake, the edge
+/// withdraws the candidate by itself this long after the last renewal (see
+/// `shipit_edge::lease`). A staged preview (`release --no-promote`) has no lease: it takes
+/// no plain traffic and waits for `promote`.
+pub const CANDIDATE_LEASE: Duration = shipit_edge::DEFAULT_CANDIDATE_LEASE;
+/// How often a bake renews the split's lease: a third of it, so two renewals can be late
+/// before it lapses.
+pub const CANDIDATE_LEASE_RENEWAL: Duration =
+    Duration::from_millis(CANDIDATE_LEASE.as_millis() as u64 / 3);
 pub struct LocalPlatform {
     service: Service,
     target_name: String,
@@ -163,6 +173,33 @@ impl LocalPlatform {
             .find(|r| r.service == self.service.name)
             .and_then(|r| r.candidate)
             .map(|c| c.backend))
+    }
+
+    /// Renews the lease of the candidate's split. The edge refuses when the lease already
+    /// lapsed (this process stalled for longer than it) and withdrew the candidate: the
+    /// bake then fails, as nothing judged the candidate meanwhile.
+    async fn renew_lease(&self, candidate: &Candidate) -> Result<(), PlatformError> {
+        match self
+            .admin()
+            .renew_lease(&self.service.name, &candidate.release, CANDIDATE_LEASE)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(shipit_edge::EdgeError::AdminRejected { status: 409, message, .. }) => {
+                Err(PlatformError::new(
+                    ErrorKind::Platform,
+                    format!(
+                        "the edge withdrew the candidate {} in the {} slot during the bake: {message}",
+                        candidate.release, candidate.slot
+                    ),
+                )
+                .with_hint(format!(
+                    "its lease ({}) lapsed before this release renewed it, so this process stalled or another run changed the route; release again",
+                    humantime::format_duration(CANDIDATE_LEASE)
+                )))
+            }
+            Err(e) => Err(edge_error("renewing the candidate's lease", e)),
+        }
     }
 
     /// Takes the candidate off the edge (split and preview), then waits until the requests
@@ -482,6 +519,27 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
     ) -> Result<Option<Live>, PlatformError> {
         let backend = backend_of(candidate)?;
+        // Live containers restart on crashes and engine restarts; candidates do not. Set
+        // before the switch, so a crash right after it leaves a live slot that restarts.
+        let update = ContainerUpdateBody {
+            restart_policy: Some(RestartPolicy {
+                name: Some(LIVE_RESTART_POLICY),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        self.docker
+            .update_container(&candidate.handle, update)
+            .await
+            .map_err(|e| {
+                docker_error(
+                    &format!(
+                        "setting the restart policy of {} before the switch",
+                        self.name(candidate.slot)
+                    ),
+                    e,
+                )
+            })?;
         let switched = self
             .admin()
             .switch(&self.service.name, &backend)
@@ -494,24 +552,6 @@ impl Platform for LocalPlatform {
                 self.service.name, candidate.slot
             ),
         );
-        // Live containers restart on crashes and engine restarts; candidates do not.
-        let update = ContainerUpdateBody {
-            restart_policy: Some(RestartPolicy {
-                name: Some(LIVE_RESTART_POLICY),
-                maximum_retry_count: None,
-            }),
-            ..Default::default()
-        };
-        if let Err(e) = self
-            .docker
-            .update_container(&candidate.handle, update)
-            .await
-        {
-            reporter.warn(format!(
-                "could not set the restart policy of {}: {e}",
-                self.name(candidate.slot)
-            ));
-        }
         // A switch to what is already live changes nothing, and there is nothing to retire.
         let previous = switched.previous.filter(|b| b.release != backend.release);
         Ok(previous.map(|b| Live {
@@ -529,8 +569,10 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
     ) -> Result<(), PlatformError> {
         let backend = backend_of(candidate)?;
+        // Leased: the bake renews it, and the edge withdraws the candidate if this process
+        // dies.
         self.admin()
-            .weights(&self.service.name, &backend, percent)
+            .weights_leased(&self.service.name, &backend, percent, Some(CANDIDATE_LEASE))
             .await
             .map_err(|e| edge_error("splitting traffic", e))?;
         reporter.progress(
@@ -570,6 +612,7 @@ impl Platform for LocalPlatform {
         };
         let mut shown = Answers::default();
         let mut shown_at = started;
+        let mut renewed_at = started;
         loop {
             let now = tokio::time::Instant::now();
             let wait = BAKE_SAMPLE_INTERVAL.min(deadline.saturating_duration_since(now));
@@ -577,6 +620,10 @@ impl Platform for LocalPlatform {
                 biased;
                 _ = cancel.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
+            }
+            if tokio::time::Instant::now().duration_since(renewed_at) >= CANDIDATE_LEASE_RENEWAL {
+                self.renew_lease(candidate).await?;
+                renewed_at = tokio::time::Instant::now();
             }
             let seen = self.slot_answers(candidate.slot).await?.since(&baseline);
             // A new 5xx is news at once; a growing count of good answers now and then.
@@ -717,6 +764,7 @@ impl Platform for LocalPlatform {
     }
 
     async fn retire(&self, old: &Live, reporter: &Reporter) -> Result<(), PlatformError> {
+        fault::point(FaultPoint::MidDrain);
         let drained = self
             .admin()
             .drain(&self.service.name, &old.release, self.target.drain_timeout)
@@ -739,6 +787,7 @@ impl Platform for LocalPlatform {
                 humantime::format_duration(self.target.drain_timeout)
             ));
         }
+        fault::point(FaultPoint::MidRetire);
         let Some(info) = self.inspect(old.slot).await? else {
             reporter.warn(format!(
                 "the container of the {} slot is already gone",

@@ -98,23 +98,51 @@ impl LocalPlatform {
             .inspect_container(id, None)
             .await
             .map_err(|e| docker_error(&format!("inspecting {}", self.name(slot)), e))?;
-        let port = published_port(&info, self.service.port).ok_or_else(|| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!(
-                    "{} has no published port for {}",
-                    self.name(slot),
-                    port_key(self.service.port)
-                ),
-            )
-            .with_hint("the container may have exited at once; see `docker logs`")
-        })?;
+        let Some(port) = published_port(&info, self.service.port) else {
+            return Err(self.without_port(slot, id, &info).await);
+        };
         Ok(Candidate {
             slot,
             release: release.to_string(),
             address: format!("127.0.0.1:{port}"),
             handle: id.to_string(),
         })
+    }
+
+    /// Why a container just started has no published port. One that already exited
+    /// (crashed on boot; the engine drops the ports of a stopped container) failed as a
+    /// candidate that exits during Verify does: a verify failure, with its last logs.
+    async fn without_port(
+        &self,
+        slot: Slot,
+        id: &str,
+        info: &ContainerInspectResponse,
+    ) -> PlatformError {
+        let state = info.state.as_ref();
+        if state.and_then(|s| s.running) == Some(false) {
+            let code = state
+                .and_then(|s| s.exit_code)
+                .map_or("unknown".into(), |c| c.to_string());
+            let message = format!(
+                "{} exited with code {code} before it became healthy",
+                self.name(slot)
+            );
+            let logs = self.last_logs(id).await;
+            return PlatformError::new(ErrorKind::Verify, self.with_logs(message, &logs))
+                .with_hint(format!(
+                    "the live slot was not touched; check the service's {} endpoint and its logs",
+                    self.service.health.path
+                ));
+        }
+        PlatformError::new(
+            ErrorKind::Platform,
+            format!(
+                "{} has no published port for {}",
+                self.name(slot),
+                port_key(self.service.port)
+            ),
+        )
+        .with_hint("see `docker inspect` of the container and the engine's log")
     }
 
     pub(super) async fn last_logs(&self, id: &str) -> Vec<String> {
