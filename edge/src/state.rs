@@ -393,7 +393,7 @@ mod tests {
         assert_eq!(json["routes"][0]["candidate"]["percent"], 10);
         assert_eq!(
             json["routes"][0]["candidate"]["lease"],
-            serde_json::json!({"lease_ms": 10000, "expires_at": "2026-11-22T10:00:10Z"})
+            serde_json::json!({"lease_ms": 10000, "expires_at": "2999-01-01T00:00:00Z"})
         );
         assert_eq!(json["routes"][0]["paths"], serde_json::json!(["/api"]));
 
