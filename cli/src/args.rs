@@ -265,7 +265,11 @@ pub enum LockCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Break the lock: without --force, only when its holder's process is gone
+    /// Free the lock: without --force, only clear the record a dead run left
+    ///
+    /// Whether the lock is held is the flock's answer (on ecs: whether the SSM parameter
+    /// exists), never a guess from the pid or host it records. Without --force a held lock is
+    /// refused (exit 3) naming who holds it and since when.
     Release {
         #[command(flatten)]
         selection: Selection,
