@@ -38,6 +38,10 @@ pub struct Global {
     /// Print debug logs too (RUST_LOG wins when set)
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Print the services' env values (`config check`, `plan`, `release --dry-run`, logs);
+    /// they are shown as <redacted> otherwise. Values read from an env_file are never printed
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
 }
 
 /// Which service on which target a command acts on.

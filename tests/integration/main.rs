@@ -25,4 +25,5 @@ mod records;
 mod registry;
 mod release;
 mod rollback;
+mod secrets;
 mod version;
