@@ -38,6 +38,10 @@ pub struct Global {
     /// Print debug logs too (RUST_LOG wins when set)
     #[arg(short, long, global = true)]
     pub verbose: bool,
+    /// Print the services' env values (`config check`, `plan`, `release --dry-run`, logs);
+    /// they are shown as <redacted> otherwise. Values read from an env_file are never printed
+    #[arg(long, global = true)]
+    pub show_secrets: bool,
 }
 
 /// Which service on which target a command acts on.
@@ -265,7 +269,11 @@ pub enum LockCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Break the lock: without --force, only when its holder's process is gone
+    /// Free the lock: without --force, only clear the record a dead run left
+    ///
+    /// Whether the lock is held is the flock's answer (on ecs: whether the SSM parameter
+    /// exists), never a guess from the pid or host it records. Without --force a held lock is
+    /// refused (exit 3) naming who holds it and since when.
     Release {
         #[command(flatten)]
         selection: Selection,

@@ -91,7 +91,13 @@ impl From<HistoryError> for Failure {
 
 impl From<LockError> for Failure {
     fn from(e: LockError) -> Failure {
-        caused(PLATFORM, &e, e.hint())
+        let code = match e {
+            LockError::Held { .. }
+            | LockError::HeldUnknown { .. }
+            | LockError::HeldRemote { .. } => LOCKED,
+            LockError::Io { .. } | LockError::Remote { .. } => PLATFORM,
+        };
+        caused(code, &e, e.hint())
     }
 }
 

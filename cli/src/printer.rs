@@ -17,12 +17,13 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use shipit_pipeline::event::{Event, Phase};
+use shipit_pipeline::secret::Secrets;
 
 /// How often the spinner redraws.
 const SPINNER_TICK: Duration = Duration::from_millis(100);
@@ -39,6 +40,23 @@ pub struct Printer {
     pub quiet: bool,
     pub color: bool,
     pub mode: Mode,
+}
+
+/// The secret values hidden in everything written to stderr (progress, warnings, errors and
+/// logs), set once the config is loaded unless `--show-secrets` was given.
+static SECRETS: OnceLock<Secrets> = OnceLock::new();
+
+/// Hides `secrets` in every later line on stderr.
+pub fn hide_on_stderr(secrets: Secrets) {
+    let _ = SECRETS.set(secrets);
+}
+
+/// `text` with the registered secret values hidden.
+fn scrubbed(text: &str) -> std::borrow::Cow<'_, str> {
+    match SECRETS.get() {
+        Some(secrets) => secrets.scrub(text),
+        None => std::borrow::Cow::Borrowed(text),
+    }
 }
 
 /// The spinner of the phase in progress (terminal mode).
@@ -105,8 +123,9 @@ impl Printer {
         }
     }
 
-    /// A line on stderr, as is.
+    /// A line on stderr, with secret values hidden.
     fn line(&self, text: &str) {
+        let text = scrubbed(text);
         above_spinner(|| eprintln!("{text}"));
     }
 
@@ -308,7 +327,7 @@ impl Printer {
             let spinner = SPINNER.lock().unwrap_or_else(|e| e.into_inner()).clone();
             if let Some(bar) = spinner {
                 // Only the latest line stays on screen: a build's output scrolls in place.
-                bar.set_message(message.to_string());
+                bar.set_message(scrubbed(message).into_owned());
                 return;
             }
         }
@@ -372,8 +391,12 @@ impl Printer {
 pub struct LogWriter;
 
 impl Write for LogWriter {
+    /// One log event per call (the formatter writes each whole), with secret values hidden.
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        above_spinner(|| std::io::stderr().write(buf))
+        let text = String::from_utf8_lossy(buf);
+        let text = scrubbed(&text);
+        above_spinner(|| std::io::stderr().write_all(text.as_bytes()))?;
+        Ok(buf.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

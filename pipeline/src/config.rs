@@ -22,6 +22,7 @@
 
 mod ecs;
 mod edge;
+mod env_file;
 mod error;
 mod interpolate;
 mod local;
@@ -33,12 +34,13 @@ mod size;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::secret::REDACTED;
 pub use ecs::{
     Cdn, DEFAULT_ECS_CPU, DEFAULT_ECS_DESIRED_COUNT, DEFAULT_ECS_LOG_GROUP, DEFAULT_ECS_MEMORY,
     DEFAULT_ECS_VERIFY_TIMEOUT, DEFAULT_KEEP_PREVIOUS, DEFAULT_TASK_DEFINITION,
@@ -49,6 +51,7 @@ pub use edge::{
     DEFAULT_EDGE_IDLE_TIMEOUT, DEFAULT_EDGE_MAX_REQUEST_BODY, DEFAULT_EDGE_RESPONSE_TIMEOUT,
     EdgeSettings, TargetEdge,
 };
+pub use env_file::EnvFile;
 pub use error::ConfigError;
 pub use local::LocalTarget;
 use locate::KeyPath;
@@ -95,6 +98,9 @@ pub struct Config {
     pub targets: BTreeMap<String, Target>,
     /// Separately versioned library parts of the codebase. A config may hold only modules.
     pub modules: BTreeMap<String, Module>,
+    /// What loading found worth a warning, such as an env file others can read.
+    #[serde(skip)]
+    pub warnings: Vec<String>,
 }
 
 /// A library module released on its own semantic version (see [`crate::version`]).
@@ -121,8 +127,11 @@ pub struct Service {
     pub dockerfile: PathBuf,
     /// The port the app listens on inside its container.
     pub port: u16,
-    /// Extra environment for the container, already interpolated.
+    /// Extra environment for the container: the `env` table, already interpolated, and the
+    /// variables of `env_file`. Values are secrets: see [`Service::redacted`].
     pub env: BTreeMap<String, String>,
+    /// The dotenv file whose variables are in `env`, and their names.
+    pub env_file: Option<EnvFile>,
     /// A shell command run (with `sh -c`, in the config's folder) before the build.
     pub pre_build: Option<String>,
     pub health: HealthCheck,
@@ -169,6 +178,49 @@ impl TargetKind {
             TargetKind::Local(_) => "local",
             TargetKind::Ecs(_) => "ecs",
         }
+    }
+}
+
+impl Service {
+    /// Whether `name` came from the service's `env_file`: its value is never printed.
+    fn is_from_env_file(&self, name: &str) -> bool {
+        self.env_file
+            .as_ref()
+            .is_some_and(|file| file.keys.iter().any(|k| k == name))
+    }
+
+    /// The env names whose values a printout hides: every one the service sets (shipit's own
+    /// variables are not secret), or with `show_secrets` only those of the `env_file`.
+    pub fn hidden_env_names(&self, show_secrets: bool) -> BTreeSet<String> {
+        self.env
+            .keys()
+            .filter(|name| !crate::container_spec::is_reserved_env(name))
+            .filter(|name| !show_secrets || self.is_from_env_file(name))
+            .cloned()
+            .collect()
+    }
+
+    /// The service as printed: env values replaced by [`REDACTED`], all of them, or with
+    /// `show_secrets` only those of the `env_file`.
+    pub fn redacted(&self, show_secrets: bool) -> Service {
+        let mut shown = self.clone();
+        for (name, value) in &mut shown.env {
+            if !show_secrets || self.is_from_env_file(name) {
+                *value = REDACTED.to_string();
+            }
+        }
+        shown
+    }
+}
+
+impl Config {
+    /// The config as printed: every service [`Service::redacted`].
+    pub fn redacted(&self, show_secrets: bool) -> Config {
+        let mut shown = self.clone();
+        for service in shown.services.values_mut() {
+            *service = service.redacted(show_secrets);
+        }
+        shown
     }
 }
 

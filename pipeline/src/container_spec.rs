@@ -148,6 +148,7 @@ mod tests {
                 ("HELLO_HEALTH".to_string(), "ok".to_string()),
                 ("PORT".to_string(), "1".to_string()),
             ]),
+            env_file: None,
             pre_build: None,
             health: HealthCheck {
                 path: "/healthz".into(),

@@ -3,11 +3,17 @@
 //! A record is written when a release starts and rewritten at every phase boundary, so a run
 //! that crashes still leaves a record saying how far it got. Where the records live is the
 //! platform's choice, behind [`HistoryStore`]: the local target keeps them in files
-//! ([`FileHistory`]: each record its own JSON file, `<dir>/<id>.json`, replaced atomically, so
-//! a crash mid-write never corrupts the others); a cloud target keeps them where every
-//! machine that releases can read them.
+//! ([`FileHistory`]: each record its own JSON file, `<dir>/<id>.json`, written to a temporary
+//! file, synced, renamed over the old one and the folder synced, so neither a crash nor a
+//! power loss leaves a half record); a cloud target keeps them where every machine that
+//! releases can read them. A record file that does not parse all the same (a disk that lied,
+//! a hand edit) is moved to `<dir>/corrupt/` with a warning: one bad file never blocks the
+//! history, a release or a rollback.
 
 use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,6 +22,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::Slot;
 use crate::event::Phase;
+use crate::state_dir::{PRIVATE_FILE_MODE, create_private_dir};
+
+/// The folder, inside the records' folder, that records which do not parse are moved to.
+pub const CORRUPT_DIR: &str = "corrupt";
 
 /// What a record describes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -278,32 +288,41 @@ impl FileHistory {
         self.dir.join(format!("{id}.json"))
     }
 
-    /// Writes (or replaces) a record atomically.
+    /// Writes (or replaces) a record atomically and durably: a temporary file, synced, renamed
+    /// over the record, then the folder synced so the rename survives a power loss.
     pub fn save_now(&self, record: &ReleaseRecord) -> Result<(), HistoryError> {
         let path = self.path_of(&record.id);
         let err = |source| HistoryError::Write {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(err)?;
+        create_private_dir(&self.dir).map_err(err)?;
         let text = serde_json::to_vec_pretty(record).expect("a record serializes");
         let tmp = self.dir.join(format!(".{}.json.tmp", record.id));
-        std::fs::write(&tmp, text).map_err(err)?;
-        std::fs::rename(&tmp, &path).map_err(err)
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&tmp)
+            .map_err(err)?;
+        file.write_all(&text).map_err(err)?;
+        file.sync_all().map_err(err)?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(err)?;
+        sync_dir(&self.dir).map_err(err)
     }
 
     pub fn get_now(&self, id: &str) -> Result<Option<ReleaseRecord>, HistoryError> {
         let path = self.path_of(id);
         match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|source| HistoryError::Corrupt { path, source }),
+            Ok(bytes) => Ok(self.parse_or_quarantine(&path, &bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(source) => Err(HistoryError::Read { path, source }),
         }
     }
 
-    /// All records, newest first.
+    /// All records, newest first; a file that does not parse is moved aside and left out.
     pub fn list_now(&self) -> Result<Vec<ReleaseRecord>, HistoryError> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -327,17 +346,70 @@ impl FileHistory {
                 continue;
             }
             let path = entry.path();
-            let bytes = std::fs::read(&path).map_err(|source| HistoryError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            let record = serde_json::from_slice(&bytes)
-                .map_err(|source| HistoryError::Corrupt { path, source })?;
-            records.push(record);
+            let bytes = match std::fs::read(&path) {
+                Ok(bytes) => bytes,
+                // Moved aside (or replaced) by another run between the listing and the read.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(source) => return Err(HistoryError::Read { path, source }),
+            };
+            records.extend(self.parse_or_quarantine(&path, &bytes));
         }
         records.sort_by_key(|r: &ReleaseRecord| std::cmp::Reverse(r.started_at));
         Ok(records)
     }
+
+    /// The folder records that do not parse are moved to.
+    pub fn corrupt_dir(&self) -> PathBuf {
+        self.dir.join(CORRUPT_DIR)
+    }
+
+    /// The record in `bytes`, read from `path`; a record that does not parse is moved to
+    /// [`CORRUPT_DIR`] with a warning, and is `None`.
+    fn parse_or_quarantine(&self, path: &Path, bytes: &[u8]) -> Option<ReleaseRecord> {
+        let error = match serde_json::from_slice(bytes) {
+            Ok(record) => return Some(record),
+            Err(error) => error,
+        };
+        match self.quarantine(path) {
+            Ok(moved) => tracing::warn!(
+                "the release record {} is not valid ({error}); moved it to {}, the other \
+                 records are intact",
+                path.display(),
+                moved.display()
+            ),
+            Err(move_error) => tracing::warn!(
+                "the release record {} is not valid ({error}) and could not be moved aside \
+                 ({move_error}); leaving it out",
+                path.display()
+            ),
+        }
+        None
+    }
+
+    /// Moves `path` into [`CORRUPT_DIR`], under a name no earlier move took.
+    fn quarantine(&self, path: &Path) -> std::io::Result<PathBuf> {
+        let corrupt = self.corrupt_dir();
+        create_private_dir(&corrupt)?;
+        let name = path.file_name().map_or_else(
+            || "record.json".into(),
+            |n| n.to_string_lossy().into_owned(),
+        );
+        let mut dest = corrupt.join(&name);
+        let mut n = 1;
+        while dest.exists() {
+            dest = corrupt.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        std::fs::rename(path, &dest)?;
+        sync_dir(&corrupt)?;
+        sync_dir(&self.dir)?;
+        Ok(dest)
+    }
+}
+
+/// Makes the entries of `dir` (a rename into or out of it) durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
 }
 
 /// A new release id: UTC time to the second plus a random suffix, so ids sort by time and
@@ -401,12 +473,69 @@ mod tests {
     }
 
     #[test]
-    fn corrupt_record_names_its_file() {
+    fn records_that_do_not_parse_are_moved_aside_and_the_rest_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let history = FileHistory::new(dir.path().join("releases"));
+        history
+            .save_now(&record("a", "2026-11-22T10:00:00Z"))
+            .unwrap();
+        history
+            .save_now(&record("b", "2026-11-22T11:00:00Z"))
+            .unwrap();
+        let whole = std::fs::read(history.path_of("b")).unwrap();
+        // What a power loss can leave: an empty file, and a record cut short.
+        std::fs::write(history.path_of("empty"), "").unwrap();
+        std::fs::write(history.path_of("cut"), &whole[..whole.len() / 2]).unwrap();
+
+        let list = history.list_now().unwrap();
+        assert_eq!(
+            list.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        for id in ["empty", "cut"] {
+            assert!(!history.path_of(id).exists(), "{id} is moved away");
+            assert!(
+                history.corrupt_dir().join(format!("{id}.json")).exists(),
+                "{id} is kept in corrupt/"
+            );
+        }
+        // Listing again finds nothing more to move, and the next save works.
+        assert_eq!(history.list_now().unwrap().len(), 2);
+        history
+            .save_now(&record("c", "2026-11-22T12:00:00Z"))
+            .unwrap();
+        assert_eq!(history.list_now().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn getting_a_record_that_does_not_parse_moves_it_aside() {
         let dir = tempfile::tempdir().unwrap();
         let history = FileHistory::new(dir.path());
-        std::fs::write(dir.path().join("x.json"), "{").unwrap();
-        let err = history.list_now().unwrap_err().to_string();
-        assert!(err.contains("x.json"), "{err}");
+        std::fs::write(history.path_of("x"), "{").unwrap();
+        assert_eq!(history.get_now("x").unwrap(), None);
+        assert!(history.corrupt_dir().join("x.json").exists());
+        // A second bad file of the same name keeps the first one's copy.
+        std::fs::write(history.path_of("x"), "").unwrap();
+        assert_eq!(history.get_now("x").unwrap(), None);
+        assert!(history.corrupt_dir().join("x.json.1").exists());
+    }
+
+    #[test]
+    fn records_are_private_files_in_a_private_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let history = FileHistory::new(dir.path().join("releases"));
+        history
+            .save_now(&record("a", "2026-11-22T10:00:00Z"))
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&history.path_of("a")), 0o600);
+        assert_eq!(mode(history.dir()), 0o700);
+        let names: Vec<_> = std::fs::read_dir(history.dir())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["a.json"], "no temporary file is left behind");
     }
 
     #[test]

@@ -20,6 +20,7 @@ pub mod platform;
 pub mod pre_build;
 pub mod registry;
 pub mod release;
+pub mod secret;
 pub mod shift;
 pub mod state_dir;
 pub mod task_definition;

@@ -2,21 +2,34 @@
 //!
 //! Where the lock lives is the platform's choice, behind [`LockStore`]. The local target uses
 //! [`FileLockStore`]: an advisory `flock` on a file that also records its holder (pid, host,
-//! start time, what it is doing). The kernel drops the `flock` when its process dies, so a
-//! lock left by a crashed run never blocks the next one; the holder record it left behind is
-//! then reported as recovered. While a live process holds the lock, a second release is
-//! refused with that record. A remote store (a cloud parameter store) cannot see a process
-//! die, so a lock a crashed run left there stays until `shipit lock release --force` breaks
-//! it; its refusal says who holds it and since when.
+//! start time, what it is doing). Whether the lock is held is decided by the `flock` alone:
+//! the record only says who holds it, and is never read to guess whether its process lives
+//! (a pid says nothing across PID namespaces or hosts). The kernel drops the `flock` when its
+//! process dies, so a lock left by a crashed run never blocks the next one; the record it left
+//! behind is then reported as recovered. While a live process holds the lock, a second
+//! release is refused with that record. The file is created 0600 in a 0700 folder, whatever
+//! the umask. A remote store (a cloud parameter store) cannot see a process die, so a lock a
+//! crashed run left there stays until `shipit lock release --force` breaks it; its refusal
+//! says who holds it and since when.
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 pub use crate::history::BoxFuture;
+use crate::state_dir::{PRIVATE_FILE_MODE, create_private_dir};
+
+/// How long taking a file lock retries a `flock` that another process holds for a moment: a
+/// `shipit lock status` holds it shared for microseconds to see whether it is free.
+const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
+/// The pause between two of those tries.
+const ACQUIRE_RETRY_PAUSE: Duration = Duration::from_millis(5);
+
 /// Who holds (or held) a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
@@ -129,6 +142,13 @@ pub trait LockStore: Send + Sync {
     fn holder(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>>;
     /// Breaks the lock whoever holds it (`shipit lock release --force`); returns who held it.
     fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>>;
+    /// Clears what a run that died left in a lock nobody holds (`shipit lock release`):
+    /// returns that run's record, `None` when there was none, and refuses with the holder
+    /// when a live run holds the lock. A store that cannot tell a dead holder from a live
+    /// one sees every record as held, so it has nothing to clear.
+    fn clear_stale(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
+        Box::pin(std::future::ready(Ok(None)))
+    }
 }
 
 /// What frees one held lock.
@@ -183,36 +203,31 @@ impl FileLockStore {
         &self.path
     }
 
-    /// Takes the lock for `holder`, without waiting.
+    /// Takes the lock for `holder`, without waiting (beyond [`ACQUIRE_RETRY`] for a prober).
     pub fn acquire_now(&self, holder: &Holder) -> Result<FileLock, LockError> {
         let path = &self.path;
         let io = |source| LockError::Io {
             path: path.clone(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(io)?;
-        }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(io)?;
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(match read_holder(&mut file) {
-                    Some(holder) => LockError::Held {
-                        path: path.clone(),
-                        holder,
-                    },
-                    None => LockError::HeldUnknown { path: path.clone() },
-                });
+        let started = std::time::Instant::now();
+        let mut file = loop {
+            let mut file = self.open_private().map_err(io)?;
+            match file.try_lock() {
+                Ok(()) => {}
+                Err(TryLockError::WouldBlock) if started.elapsed() < ACQUIRE_RETRY => {
+                    std::thread::sleep(ACQUIRE_RETRY_PAUSE);
+                    continue;
+                }
+                Err(TryLockError::WouldBlock) => return Err(self.held(&mut file)),
+                Err(TryLockError::Error(e)) => return Err(io(e)),
             }
-            Err(TryLockError::Error(e)) => return Err(io(e)),
-        }
+            // `lock release --force` unlinks a held lock file: a `flock` taken on the unlinked
+            // file (opened just before) would not exclude the run that creates the next one.
+            if self.is_current(&file).map_err(io)? {
+                break file;
+            }
+        };
         // We hold the lock. A record still in the file was left by a holder that died.
         let recovered = read_holder(&mut file);
         let text = serde_json::to_string_pretty(holder).expect("a holder serializes");
@@ -225,6 +240,49 @@ impl FileLockStore {
             path: path.clone(),
             recovered,
         })
+    }
+
+    /// Opens (or creates) the lock file, 0600 in a 0700 folder from the moment they exist. A
+    /// file or folder left more open by an older shipit is narrowed.
+    fn open_private(&self) -> std::io::Result<File> {
+        if let Some(dir) = self.path.parent() {
+            create_private_dir(dir)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&self.path)?;
+        let mode = file.metadata()?.permissions().mode();
+        if mode & 0o777 != PRIVATE_FILE_MODE {
+            file.set_permissions(std::fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+        }
+        Ok(file)
+    }
+
+    /// Whether `file` is still the one at the lock's path.
+    fn is_current(&self, file: &File) -> std::io::Result<bool> {
+        let open = file.metadata()?;
+        match std::fs::metadata(&self.path) {
+            Ok(now) => Ok(now.dev() == open.dev() && now.ino() == open.ino()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The refusal for a lock another process holds: its record, or that it has none.
+    fn held(&self, file: &mut File) -> LockError {
+        match read_holder(file) {
+            Some(holder) => LockError::Held {
+                path: self.path.clone(),
+                holder,
+            },
+            None => LockError::HeldUnknown {
+                path: self.path.clone(),
+            },
+        }
     }
 
     /// Reads the holder without taking the lock: `None` when it is free.
@@ -242,11 +300,42 @@ impl FileLockStore {
         };
         match file.try_lock_shared() {
             Ok(()) => Ok(None),
-            Err(TryLockError::WouldBlock) => Ok(read_holder(&mut file)),
+            // Held: by whom is what the record says; held without a readable record (it is
+            // being written, or was damaged) is still held.
+            Err(TryLockError::WouldBlock) => match self.held(&mut file) {
+                LockError::Held { holder, .. } => Ok(Some(holder)),
+                unknown => Err(unknown),
+            },
             Err(TryLockError::Error(source)) => Err(LockError::Io {
                 path: path.clone(),
                 source,
             }),
+        }
+    }
+
+    /// Clears the record a dead holder left, if the `flock` is free; refused with the holder
+    /// when a live process holds it.
+    pub fn clear_stale_now(&self) -> Result<Option<Holder>, LockError> {
+        let path = &self.path;
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        let mut file = match OpenOptions::new().read(true).write(true).open(path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(io(source)),
+        };
+        match file.try_lock() {
+            Ok(()) => {
+                let stale = read_holder(&mut file);
+                file.set_len(0).map_err(io)?;
+                file.sync_data().map_err(io)?;
+                let _ = file.unlock();
+                Ok(stale)
+            }
+            Err(TryLockError::WouldBlock) => Err(self.held(&mut file)),
+            Err(TryLockError::Error(e)) => Err(io(e)),
         }
     }
 
@@ -296,6 +385,10 @@ impl LockStore for FileLockStore {
 
     fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
         Box::pin(std::future::ready(self.force_release_now()))
+    }
+
+    fn clear_stale(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
+        Box::pin(std::future::ready(self.clear_stale_now()))
     }
 }
 
@@ -434,6 +527,99 @@ mod tests {
         assert_eq!(store.force_release().await.unwrap(), Some(dead_holder()));
         assert_eq!(store.force_release().await.unwrap(), None);
         let lock = store.acquire(&Holder::current("next")).await.unwrap();
+        assert!(lock.recovered().is_none());
+    }
+
+    #[test]
+    fn lock_file_is_private_in_a_private_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("targets/local/hello/lock");
+        let _lock = FileLockStore::new(&path)
+            .acquire_now(&Holder::current("one"))
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        for folder in ["targets", "targets/local", "targets/local/hello"] {
+            assert_eq!(mode(&dir.path().join(folder)), 0o700, "{folder}");
+        }
+    }
+
+    #[test]
+    fn lock_file_left_open_by_an_older_version_is_narrowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let folder = dir.path().join("hello");
+        std::fs::create_dir(&folder).unwrap();
+        std::fs::set_permissions(&folder, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = folder.join("lock");
+        std::fs::write(&path, "").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let _lock = FileLockStore::new(&path)
+            .acquire_now(&Holder::current("one"))
+            .unwrap();
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&folder), 0o700);
+    }
+
+    /// A `flock` held through another open file, as another process holds it.
+    fn hold_elsewhere(path: &Path) -> File {
+        let file = OpenOptions::new().read(true).open(path).unwrap();
+        file.try_lock().unwrap();
+        file
+    }
+
+    #[test]
+    fn live_holder_is_held_whatever_pid_it_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        // A record naming this host and a pid that does not run here: a live holder in
+        // another PID namespace looks exactly like this.
+        let recorded = Holder {
+            host: hostname(),
+            ..dead_holder()
+        };
+        std::fs::write(&path, serde_json::to_string(&recorded).unwrap()).unwrap();
+        let _held = hold_elsewhere(&path);
+        let store = FileLockStore::new(&path);
+        assert_eq!(store.holder_now().unwrap(), Some(recorded.clone()));
+        match store.clear_stale_now() {
+            Err(LockError::Held { holder, .. }) => assert_eq!(holder, recorded),
+            other => panic!("expected Held, got {other:?}"),
+        }
+        assert!(matches!(
+            store.acquire_now(&Holder::current("next")),
+            Err(LockError::Held { .. })
+        ));
+        assert!(path.exists(), "a refused clear leaves the lock in place");
+    }
+
+    #[test]
+    fn held_lock_without_a_readable_record_is_still_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        std::fs::write(&path, "{ not a holder").unwrap();
+        let _held = hold_elsewhere(&path);
+        let store = FileLockStore::new(&path);
+        assert!(matches!(
+            store.holder_now(),
+            Err(LockError::HeldUnknown { .. })
+        ));
+        assert!(matches!(
+            store.clear_stale_now(),
+            Err(LockError::HeldUnknown { .. })
+        ));
+    }
+
+    #[test]
+    fn stale_record_without_a_holder_is_cleared() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        std::fs::write(&path, serde_json::to_string(&dead_holder()).unwrap()).unwrap();
+        let store = FileLockStore::new(&path);
+        assert_eq!(store.holder_now().unwrap(), None, "no flock: free");
+        assert_eq!(store.clear_stale_now().unwrap(), Some(dead_holder()));
+        assert_eq!(store.clear_stale_now().unwrap(), None);
+        let lock = store.acquire_now(&Holder::current("next")).unwrap();
         assert!(lock.recovered().is_none());
     }
 

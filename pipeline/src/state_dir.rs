@@ -10,9 +10,31 @@
 //! ```
 //!
 //! Every path is derived here, so a kind that keeps state locally never spells a folder name
-//! itself, and the CLI finds an edge's folder without opening a platform.
+//! itself, and the CLI finds an edge's folder without opening a platform. What holds state is
+//! private to the user from the moment it exists: folders [`PRIVATE_DIR_MODE`], files
+//! [`PRIVATE_FILE_MODE`], created with that mode rather than narrowed after.
 
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+
+/// The mode of every folder shipit creates for its state.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+/// The mode of every file shipit creates for its state (the lock, the release records).
+pub const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Creates `dir` and its missing parents with [`PRIVATE_DIR_MODE`] (a umask can only narrow
+/// it further). `dir` itself, if an older shipit left it more open, is narrowed to that mode.
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(dir)?;
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
+    }
+    Ok(())
+}
 
 /// The folder of the edge of local target `target`.
 pub fn edge_dir(state_dir: &Path, target: &str) -> PathBuf {

@@ -8,14 +8,15 @@
 //! port. A field outside that subset is an error naming it, never silently dropped. Nothing
 //! here talks to AWS, so the output is pinned by snapshot tests; the ecs platform sends it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use handlebars::Handlebars;
 use serde::{Deserialize, Serialize};
 
 use crate::Slot;
-use crate::config::{EcsTarget, Service};
+use crate::config::{EcsTarget, REDACTED, Service};
 use crate::container_spec::is_reserved_env;
+use crate::secret::Secrets;
 
 /// Tag keys shipit puts on task definitions (and services) it registers; the live release
 /// is read back from [`TAG_RELEASE`].
@@ -84,6 +85,30 @@ pub fn environment(render: &Render<'_>) -> BTreeMap<String, String> {
     env.insert("SHIPIT_SLOT".into(), render.slot.to_string());
     env.insert("SHIPIT_VERSION".into(), render.version.to_string());
     env
+}
+
+/// Replaces the values of the variables named in `hidden` in every container's environment
+/// with [`REDACTED`]: what a printout of the definition shows (`shipit plan`). The definition
+/// registered is never redacted.
+pub fn redact_env(definition: &mut TaskDefinition, hidden: &BTreeSet<String>) {
+    for container in &mut definition.container_definitions {
+        for variable in &mut container.environment {
+            if hidden.contains(&variable.name) {
+                variable.value = REDACTED.to_string();
+            }
+        }
+    }
+}
+
+/// `text` with the values of the service's own env hidden: for a message that quotes
+/// rendered text.
+fn scrub(text: &str, service: &Service) -> String {
+    let secrets = service
+        .env
+        .iter()
+        .filter(|(name, _)| !is_reserved_env(name))
+        .map(|(name, value)| (name.clone(), value.clone()));
+    Secrets::new(secrets).scrub(text).into_owned()
 }
 
 /// A rendered task definition: the fields of RegisterTaskDefinition shipit supports.
@@ -278,7 +303,7 @@ pub fn render(
                 "renders to invalid JSON at line {} column {}: {e}\n  {}",
                 e.line(),
                 e.column(),
-                line.trim()
+                scrub(line.trim(), render.service)
             ),
             Some("values are JSON-escaped: write string values inside quotes, numbers without"),
         )
@@ -286,7 +311,10 @@ pub fn render(
     let definition: TaskDefinition = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         error(
-            format!("at `{path}`: {}", e.inner()),
+            format!(
+                "at `{path}`: {}",
+                scrub(&e.inner().to_string(), render.service)
+            ),
             Some(
                 "shipit passes on family, taskRoleArn, executionRoleArn, networkMode, \
                  requiresCompatibilities, cpu, memory, runtimePlatform and, per container, \
@@ -480,5 +508,47 @@ repository = "123456789012.dkr.ecr.us-east-1.amazonaws.com/hello"
         let config = config("");
         let error = rendered(&config, "{ \"family\": \"{{nope}}\" }").expect_err("strict");
         assert!(error.message.contains("nope"), "{error}");
+    }
+
+    #[test]
+    fn errors_quoting_rendered_text_hide_env_values() {
+        let config = config("");
+        // The value lands where a number belongs, and on the line the JSON parser stops at.
+        let numeric = built_in().replace(
+            "\"essential\": true,",
+            "\"essential\": true, \"stopTimeout\": \"{{env.GREETING}}\",",
+        );
+        let error = rendered(&config, &numeric).expect_err("a string is not a number");
+        assert!(error.message.contains("stopTimeout"), "{error}");
+        assert!(!error.message.contains("there"), "{error}");
+        let broken = built_in().replace(
+            "\"essential\": true,",
+            "\"essential\": true, \"user\": \"{{env.GREETING}}\" \"x\": 1,",
+        );
+        let error = rendered(&config, &broken).expect_err("missing comma");
+        assert!(error.message.contains("invalid JSON at line"), "{error}");
+        assert!(error.message.contains(REDACTED), "{error}");
+        assert!(!error.message.contains("there"), "{error}");
+    }
+
+    #[test]
+    fn redacting_hides_the_named_values_and_keeps_shipits_own() {
+        let config = config("");
+        let mut definition = rendered(&config, built_in()).expect("renders");
+        let hidden = config.services["hello"].hidden_env_names(false);
+        assert_eq!(hidden, BTreeSet::from(["GREETING".to_string()]));
+        redact_env(&mut definition, &hidden);
+        let env = &definition
+            .container("hello")
+            .expect("container")
+            .environment;
+        let value = |name: &str| {
+            env.iter()
+                .find(|e| e.name == name)
+                .map(|e| e.value.as_str())
+        };
+        assert_eq!(value("GREETING"), Some(REDACTED));
+        assert_eq!(value("PORT"), Some("8080"));
+        assert_eq!(value("SHIPIT_SLOT"), Some("green"));
     }
 }

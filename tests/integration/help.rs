@@ -9,7 +9,7 @@ use std::process::Command;
 use crate::harness::{SHIPIT, assert_success, repo_root};
 
 /// Flags every command takes; the README lists them once, under "Global flags".
-const GLOBAL_FLAGS: [&str; 3] = ["--config", "--quiet", "--verbose"];
+const GLOBAL_FLAGS: [&str; 4] = ["--config", "--quiet", "--verbose", "--show-secrets"];
 /// Commands whose output is not data a script would parse: they have no `--json`.
 const WITHOUT_JSON: [&str; 3] = ["edge run", "completions", "man"];
 

@@ -8,7 +8,8 @@ use crate::printer::Printer;
 pub fn run(global: &Global, command: ConfigCommand, printer: Printer) -> Result<(), Failure> {
     match command {
         ConfigCommand::Check { json } => {
-            let config = load_config(global)?;
+            // Env values are secrets: printed as <redacted> unless asked for.
+            let config = load_config(global)?.redacted(global.show_secrets);
             if json {
                 printer.json(&config);
             } else {

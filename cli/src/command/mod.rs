@@ -14,6 +14,7 @@ mod version;
 
 use shipit_pipeline::config::{Config, Service, Target};
 use shipit_pipeline::platform::target::{Opening, TargetPlatform};
+use shipit_pipeline::secret::Secrets;
 
 use crate::args::{Cli, Command, Global, Selection};
 use crate::exit::{self, Failure};
@@ -31,7 +32,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         } => {
             if dry_run {
                 let selected = select_read_only(global, &selection).await?;
-                return Box::pin(plan::run(&selected, json, printer)).await;
+                return Box::pin(plan::run(&selected, json, global.show_secrets, printer)).await;
             }
             let options = release::Options {
                 no_version,
@@ -63,7 +64,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         }
         Command::Plan { selection, json } => {
             let selected = select_read_only(global, &selection).await?;
-            Box::pin(plan::run(&selected, json, printer)).await
+            Box::pin(plan::run(&selected, json, global.show_secrets, printer)).await
         }
         Command::Status { selection, json } => {
             status::run(&select(global, &selection).await?, json, printer).await
@@ -106,8 +107,17 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
     }
 }
 
+/// Loads the config, hides its secret values on stderr from now on (with `--show-secrets`,
+/// those of an `env_file`), and prints what loading found worth a warning (an env file others can
+/// read).
 pub fn load_config(global: &Global) -> Result<Config, Failure> {
-    Ok(Config::load(global.config.as_deref())?)
+    let config = Config::load(global.config.as_deref())?;
+    crate::printer::hide_on_stderr(Secrets::of_config(&config, global.show_secrets));
+    let printer = Printer::new(global.quiet);
+    for warning in &config.warnings {
+        printer.warn(warning);
+    }
+    Ok(config)
 }
 
 /// The service, target and platform a command acts on.

@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, Metadata};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -518,7 +518,7 @@ fn load_cache(path: &Path) -> BTreeMap<String, CachedFile> {
 /// or the new one, never half of one. No fsync: a cache lost to a crash only costs time.
 fn store_cache(path: &Path, files: BTreeMap<String, CachedFile>) -> io::Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
+        crate::state_dir::create_private_dir(dir)?;
     }
     let mut tmp_name = path.as_os_str().to_owned();
     tmp_name.push(format!(".{}.tmp", std::process::id()));
@@ -528,7 +528,14 @@ fn store_cache(path: &Path, files: BTreeMap<String, CachedFile>) -> io::Result<(
         files,
     };
     let written = (|| {
-        let mut file = io::BufWriter::new(File::create(&tmp)?);
+        // State is private to the user from the moment it exists.
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(crate::state_dir::PRIVATE_FILE_MODE)
+            .open(&tmp)?;
+        let mut file = io::BufWriter::new(file);
         serde_json::to_writer(&mut file, &cache)?;
         file.flush()?;
         std::fs::rename(&tmp, path)

@@ -53,6 +53,8 @@ pub(crate) struct RawService {
     pub(crate) pre_build: Option<String>,
     #[serde(default)]
     pub(crate) env: BTreeMap<String, String>,
+    /// A dotenv file of more environment, relative to the config's folder.
+    pub(crate) env_file: Option<String>,
     #[serde(default)]
     pub(crate) health: RawHealth,
     #[serde(default)]

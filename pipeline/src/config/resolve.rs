@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use super::env_file::{self, EnvFile};
 use super::error::Problem;
 use super::interpolate::is_var_name;
 use super::locate::KeyPath;
@@ -51,10 +52,11 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
     };
 
     let mut services = BTreeMap::new();
+    let mut warnings = Vec::new();
     for (name, raw_service) in raw.services {
         let path = root.key("services").key(&name);
         check_name(&name, "service", &path)?;
-        let service = service(name.clone(), raw_service, &dir, &path)?;
+        let service = service(name.clone(), raw_service, &dir, &path, &mut warnings)?;
         services.insert(name, service);
     }
 
@@ -99,6 +101,7 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         services,
         targets,
         modules,
+        warnings,
     })
 }
 
@@ -289,7 +292,13 @@ fn dependency_cycle(modules: &BTreeMap<String, Module>) -> Option<Vec<String>> {
         .find_map(|name| visit(name, modules, &mut marks, &mut Vec::new()))
 }
 
-fn service(name: String, raw: RawService, dir: &Path, path: &KeyPath) -> Result<Service, Problem> {
+fn service(
+    name: String,
+    raw: RawService,
+    dir: &Path,
+    path: &KeyPath,
+    warnings: &mut Vec<String>,
+) -> Result<Service, Problem> {
     let context_key = path.key("context");
     let written = raw.context.as_deref().unwrap_or(".");
     not_empty(written, &context_key)?;
@@ -341,16 +350,79 @@ fn service(name: String, raw: RawService, dir: &Path, path: &KeyPath) -> Result<
         }
     }
 
+    let mut env = raw.env;
+    let env_file = match present(raw.env_file) {
+        Some(written) => Some(env_file(&written, dir, &mut env, path, warnings)?),
+        None => None,
+    };
+
     Ok(Service {
         name,
         context,
         dockerfile,
         port: raw.port.0,
-        env: raw.env,
+        env,
+        env_file,
         pre_build: present(raw.pre_build),
         health: health(raw.health, &path.key("health"))?,
         verify: verify(raw.verify, &path.key("verify"))?,
     })
+}
+
+/// Reads the service's `env_file` (`written`, relative to `dir`) into `env`. A name the `env`
+/// table sets too is an error: one place decides each value. No value of the file is ever in
+/// a message.
+fn env_file(
+    written: &str,
+    dir: &Path,
+    env: &mut BTreeMap<String, String>,
+    service: &KeyPath,
+    warnings: &mut Vec<String>,
+) -> Result<EnvFile, Problem> {
+    let key = service.key("env_file");
+    let file = normalize(&dir.join(written));
+    let text = std::fs::read_to_string(&file).map_err(|error| {
+        Problem::value(
+            key.clone(),
+            format!("cannot read the env file {}: {error}", file.display()),
+        )
+        .with_hint(format!(
+            "env_file is a dotenv file (NAME=value lines), relative to the config file's \
+             folder ({})",
+            dir.display()
+        ))
+    })?;
+    let entries = env_file::parse(&text).map_err(|e| {
+        Problem::value(
+            key.clone(),
+            format!("{}:{}: {}", file.display(), e.line, e.message),
+        )
+        .with_hint(
+            "each line is NAME=value, `export NAME=value`, a # comment or blank; quote a \
+                 value with ' (as written) or \" (with \\n, \\t, \\\" escapes)",
+        )
+    })?;
+    if let Ok(Some(warning)) = env_file::open_to_others(&file) {
+        warnings.push(warning);
+    }
+    let mut keys = Vec::with_capacity(entries.len());
+    for entry in entries {
+        if env.contains_key(&entry.name) {
+            return Err(Problem::key(
+                service.key("env").key(&entry.name),
+                format!(
+                    "{} is set both in the env table and in the env file {} (line {})",
+                    entry.name,
+                    file.display(),
+                    entry.line
+                ),
+            )
+            .with_hint("set each variable in one place"));
+        }
+        keys.push(entry.name.clone());
+        env.insert(entry.name, entry.value);
+    }
+    Ok(EnvFile { path: file, keys })
 }
 
 fn health(raw: RawHealth, path: &KeyPath) -> Result<HealthCheck, Problem> {

@@ -106,6 +106,7 @@ fn local_target(config: &Config, name: &str) -> LocalTarget {
 
 mod ecs;
 mod edge;
+mod env_file;
 mod errors;
 mod interpolation;
 mod local;

@@ -57,6 +57,14 @@ pub trait Kind: Platform + Sized {
 pub trait KindPlan: Serialize + std::fmt::Debug {
     /// The plan as a person reads it, a line each; it starts with [`PlanHead::lines`].
     fn lines(&self) -> Vec<String>;
+
+    /// Replaces the values of the env variables named in `hidden` with
+    /// [`crate::config::REDACTED`] wherever the plan shows the service's environment. The
+    /// plan is built with the real values (a pure builder's output); they are hidden when it
+    /// is printed. A plan that shows no environment has nothing to do.
+    fn redact_env(&mut self, hidden: &std::collections::BTreeSet<String>) {
+        let _ = hidden;
+    }
 }
 
 /// Why a plan could not be made.

@@ -48,6 +48,13 @@ macro_rules! target_kinds {
                     $(Plan::$kind(plan) => plan.lines(),)+
                 }
             }
+
+            /// Hides the values of the env variables named in `hidden` ([`KindPlan::redact_env`]).
+            pub fn redact_env(&mut self, hidden: &std::collections::BTreeSet<String>) {
+                match self {
+                    $(Plan::$kind(plan) => plan.redact_env(hidden),)+
+                }
+            }
         }
 
         impl TargetPlatform {

@@ -8,6 +8,8 @@
 //! [`EcsPlatform::shift_change`], …). The lock and history writes, which live in
 //! [`super::records`], and the image push are listed by what they write.
 
+use std::collections::BTreeSet;
+
 use jiff::Timestamp;
 use serde::Serialize;
 use serde_json::json;
@@ -17,6 +19,7 @@ use super::change::{Call, Change};
 use super::forward::Forward;
 use super::{EcsPlatform, EcsState, TAG_RETIRE_AFTER};
 use crate::aws::ReadOnly;
+use crate::config::REDACTED;
 use crate::lock::LockStore;
 use crate::platform::PlatformError;
 use crate::platform::kind::{KindPlan, PLANNED_RELEASE, PlanError, PlanHead, plan_line};
@@ -299,6 +302,35 @@ impl EcsPlatform {
 }
 
 impl KindPlan for EcsPlan {
+    /// The environment is in the task definition and in its RegisterTaskDefinition call.
+    fn redact_env(&mut self, hidden: &BTreeSet<String>) {
+        crate::task_definition::redact_env(&mut self.task_definition, hidden);
+        for planned in &mut self.calls {
+            if planned.call.operation != "RegisterTaskDefinition" {
+                continue;
+            }
+            let containers = planned
+                .call
+                .input
+                .get_mut("containerDefinitions")
+                .and_then(serde_json::Value::as_array_mut);
+            for container in containers.into_iter().flatten() {
+                let environment = container
+                    .get_mut("environment")
+                    .and_then(serde_json::Value::as_array_mut);
+                for variable in environment.into_iter().flatten() {
+                    let secret = variable
+                        .get("name")
+                        .and_then(serde_json::Value::as_str)
+                        .is_some_and(|name| hidden.contains(name));
+                    if secret {
+                        variable["value"] = REDACTED.into();
+                    }
+                }
+            }
+        }
+    }
+
     fn lines(&self) -> Vec<String> {
         let mut lines = self.head.lines();
         let mut line = |label: &str, text: &str| lines.push(plan_line(label, text));

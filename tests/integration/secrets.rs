@@ -1,0 +1,176 @@
+//! No secret value is printed, logged, labelled or recorded unless asked for: a service's env
+//! values, from the environment and from an env_file, reach its container and nothing else.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::{Project, assert_success};
+
+/// Interpolated into the config's env table from the environment.
+const FROM_ENV: &str = "pw-from-env-7Qx2vB";
+/// Read from the service's env_file.
+const FROM_FILE: &str = "pw-from-file-9Kd4zW";
+
+/// Every regular file under `dir`, read whole.
+fn files_under(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).unwrap() {
+            let entry = entry.unwrap();
+            let kind = entry.file_type().unwrap();
+            if kind.is_dir() {
+                pending.push(entry.path());
+            } else if kind.is_file() {
+                found.push((
+                    entry.path().display().to_string(),
+                    std::fs::read(entry.path()).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    found
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
+}
+
+fn docker_inspect(format: &str, id: &str) -> String {
+    let out = Command::new("docker")
+        .args(["inspect", "--format", format, id])
+        .output()
+        .expect("docker runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secret_values_never_appear_in_output_records_logs_or_state() {
+    let project = Project::new("secret");
+    let service = project.service.clone();
+    let config = std::fs::read_to_string(&project.config)
+        .unwrap()
+        .replacen("port = 8080\n", "port = 8080\nenv_file = \".env\"\n", 1)
+        .replacen(
+            &format!("[services.{service}.env]\n"),
+            &format!("[services.{service}.env]\nDB_PASSWORD = \"${{DB_PASSWORD:-}}\"\n"),
+            1,
+        );
+    std::fs::write(&project.config, config).unwrap();
+    let env_file = project.dir.path().join(".env");
+    std::fs::write(
+        &env_file,
+        format!("# the API's key\nexport API_KEY=\"{FROM_FILE}\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let env = [("DB_PASSWORD", FROM_ENV)];
+
+    let commands: &[&[&str]] = &[
+        &["config", "check"],
+        &["config", "check", "--json"],
+        &["plan"],
+        &["plan", "--json"],
+        &["release", "--dry-run"],
+        &["release", "--dry-run", "--json"],
+        &["-v", "release", "--json"],
+        &["release"],
+        &["status"],
+        &["status", "--json"],
+        &["history"],
+        &["history", "--json"],
+        &["-v", "rollback", "--json"],
+        &["lock", "status", "--json"],
+        &["edge", "status", "--json"],
+    ];
+    let mut printed = Vec::new();
+    for args in commands {
+        let out = project.run_async(args, &env).await;
+        assert_success(&out, &format!("shipit {}", args.join(" ")));
+        printed.push((format!("shipit {}", args.join(" ")), out.stdout));
+        printed.push((format!("shipit {} (stderr)", args.join(" ")), out.stderr));
+    }
+    let state = files_under(&project.state_dir());
+    assert!(
+        state.iter().any(|(path, _)| path.contains("/releases/")),
+        "the state holds release records: {:?}",
+        state.iter().map(|(p, _)| p).collect::<Vec<_>>()
+    );
+    for (place, bytes) in printed.iter().chain(&state) {
+        for secret in [FROM_ENV, FROM_FILE] {
+            assert!(
+                !contains(bytes, secret),
+                "{place} holds a secret value:\n{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    let config_check = &printed[0].1;
+    assert!(
+        contains(config_check, "<redacted>"),
+        "config check shows the env as redacted"
+    );
+
+    // The values are real: the live container has them, in its env and in no label.
+    let containers = project.containers();
+    assert!(!containers.is_empty());
+    for id in &containers {
+        let env = docker_inspect("{{json .Config.Env}}", id);
+        assert!(env.contains(FROM_ENV) && env.contains(FROM_FILE), "{env}");
+        let labels = docker_inspect("{{json .Config.Labels}}", id);
+        assert!(
+            !labels.contains(FROM_ENV) && !labels.contains(FROM_FILE),
+            "{labels}"
+        );
+    }
+
+    // Asked for, the env table's values are shown; the env file's never are.
+    let out = project
+        .run_async(&["--show-secrets", "config", "check", "--json"], &env)
+        .await;
+    assert_success(&out, "shipit --show-secrets config check");
+    assert!(
+        contains(&out.stdout, FROM_ENV),
+        "--show-secrets shows the table's value"
+    );
+    assert!(
+        !contains(&out.stdout, FROM_FILE),
+        "an env file's value is never printed"
+    );
+}
+
+#[test]
+fn an_env_file_others_can_read_is_warned_about_without_its_values() {
+    let project = Project::new("envfile");
+    let config = std::fs::read_to_string(&project.config).unwrap().replacen(
+        "port = 8080\n",
+        "port = 8080\nenv_file = \"app.env\"\n",
+        1,
+    );
+    std::fs::write(&project.config, config).unwrap();
+    let env_file = project.dir.path().join("app.env");
+    std::fs::write(&env_file, format!("API_KEY={FROM_FILE}\nnot a line\n")).unwrap();
+    std::fs::set_permissions(&env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+    let out = project.run(&["config", "check"]);
+    assert_eq!(out.status.code(), Some(2), "a bad line is a config error");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("app.env:2:"), "{err}");
+    assert!(err.contains("expected NAME=value"), "{err}");
+    assert!(!err.contains(FROM_FILE), "{err}");
+
+    std::fs::write(&env_file, format!("API_KEY={FROM_FILE}\n")).unwrap();
+    let out = project.run(&["config", "check"]);
+    assert_success(&out, "shipit config check");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning:") && err.contains("mode 0644"),
+        "{err}"
+    );
+    assert!(err.contains("chmod 600"), "{err}");
+    let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
+    assert!(!contains(&all, FROM_FILE));
+}
