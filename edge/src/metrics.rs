@@ -42,6 +42,23 @@ const BUCKET_NANOS: [u64; 14] = [
 /// The status classes counted, in this order.
 pub const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 
+/// Why a slot gave no answer, as `shipit_edge_slot_failures_total{reason}` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotFailure {
+    /// The connect was refused or failed (nothing listens at the slot's address).
+    Connect = 0,
+    /// The connect did not finish within the connect timeout.
+    ConnectTimeout = 1,
+    /// The connection closed or broke before an answer (as a published port answers while
+    /// the app behind it is not listening), or the answer was not HTTP.
+    Broken = 2,
+    /// No answer's head within the response-header timeout.
+    NoAnswer = 3,
+}
+
+/// The `reason` label of each [`SlotFailure`], in its order.
+pub const SLOT_FAILURE_REASONS: [&str; 4] = ["connect", "connect_timeout", "broken", "no_answer"];
+
 /// The counters of one slot of one service. They outlive switches: a slot's numbers keep
 /// adding up across releases, as Prometheus counters should.
 #[derive(Debug, Default)]
@@ -51,6 +68,11 @@ pub struct SlotMetrics {
     /// Observations per bucket (not cumulative); the last one is `+Inf`.
     buckets: [AtomicU64; BUCKET_NANOS.len() + 1],
     sum_nanos: AtomicU64,
+    /// Requests the slot gave no answer to, by [`SlotFailure`].
+    failures: [AtomicU64; 4],
+    /// When (Unix milliseconds) the slot first failed since it last answered; 0 while it
+    /// answers.
+    failing_since_ms: AtomicU64,
 }
 
 impl SlotMetrics {
@@ -58,6 +80,38 @@ impl SlotMetrics {
     pub(crate) fn count_status(&self, status: StatusCode) {
         let class = usize::from(status.as_u16() / 100).clamp(1, 5) - 1;
         self.responses[class].fetch_add(1, Ordering::Relaxed);
+        // An answer below 5xx shows the slot is up again. A load is all a healthy slot pays.
+        if class < 4 && self.failing_since_ms.load(Ordering::Relaxed) != 0 {
+            self.failing_since_ms.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Counts a request the slot gave no answer to, and notes when it started failing.
+    pub(crate) fn count_failure(&self, failure: SlotFailure) {
+        self.failures[failure as usize].fetch_add(1, Ordering::Relaxed);
+        if self.failing_since_ms.load(Ordering::Relaxed) == 0 {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| {
+                    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+                });
+            let _ = self.failing_since_ms.compare_exchange(
+                0,
+                now,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
+    }
+
+    /// Requests the slot gave no answer to, by reason ([`SLOT_FAILURE_REASONS`] order).
+    pub fn failures(&self) -> [u64; 4] {
+        std::array::from_fn(|i| self.failures[i].load(Ordering::Relaxed))
+    }
+
+    /// When the slot started failing (Unix milliseconds), if it has not answered since.
+    pub fn failing_since_ms(&self) -> Option<u64> {
+        Some(self.failing_since_ms.load(Ordering::Relaxed)).filter(|&ms| ms != 0)
     }
 
     /// Records how long one request took, from its arrival to its last response byte.
@@ -226,6 +280,38 @@ impl Metrics {
 
         header(
             &mut out,
+            "shipit_edge_slot_failures_total",
+            "counter",
+            "Requests a slot gave no answer to (the edge answered 502 or 504), by reason: \
+             connect (refused), connect_timeout, broken (closed before an answer), no_answer.",
+        );
+        for ((service, slot), metrics) in &slots {
+            for (reason, count) in SLOT_FAILURE_REASONS.iter().zip(metrics.failures()) {
+                let _ = writeln!(
+                    out,
+                    "shipit_edge_slot_failures_total{{service=\"{service}\",slot=\"{slot}\",reason=\"{reason}\"}} {count}"
+                );
+            }
+        }
+
+        header(
+            &mut out,
+            "shipit_edge_slot_failing_since_seconds",
+            "gauge",
+            "When (Unix time) a slot that has not answered since first failed; absent while it answers.",
+        );
+        for ((service, slot), metrics) in &slots {
+            if let Some(ms) = metrics.failing_since_ms() {
+                let _ = writeln!(
+                    out,
+                    "shipit_edge_slot_failing_since_seconds{{service=\"{service}\",slot=\"{slot}\"}} {}",
+                    ms as f64 / 1e3
+                );
+            }
+        }
+
+        header(
+            &mut out,
             "shipit_edge_drains_total",
             "counter",
             "Drain calls, by how they ended: drained (nothing left in flight), or deadline.",
@@ -340,6 +426,56 @@ mod tests {
             metrics.count_status(StatusCode::from_u16(status).unwrap());
         }
         assert_eq!(metrics.responses(), [1, 2, 1, 2, 3]);
+    }
+
+    #[test]
+    fn slot_failures_are_counted_by_reason_and_failing_since_clears_on_an_answer() {
+        let metrics = Metrics::default();
+        let web = metrics.slot("web", Slot::Green);
+        web.count_status(StatusCode::OK);
+        assert_eq!(web.failing_since_ms(), None);
+        let before = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        web.count_failure(SlotFailure::Connect);
+        web.count_failure(SlotFailure::Connect);
+        web.count_failure(SlotFailure::Broken);
+        let since = web.failing_since_ms().expect("failing");
+        assert!(since >= before, "{since} < {before}");
+        web.count_failure(SlotFailure::NoAnswer);
+        assert_eq!(
+            web.failing_since_ms(),
+            Some(since),
+            "the first failure is kept"
+        );
+        assert_eq!(web.failures(), [2, 0, 1, 1]);
+
+        let page = metrics.render(&BTreeMap::new());
+        let green = [("service", "web"), ("slot", "green")];
+        let failures = |reason| {
+            sample(
+                &page,
+                "shipit_edge_slot_failures_total",
+                &[green[0], green[1], ("reason", reason)],
+            )
+        };
+        assert_eq!(failures("connect"), Some(2.0));
+        assert_eq!(failures("connect_timeout"), Some(0.0));
+        assert_eq!(failures("broken"), Some(1.0));
+        let shown = sample(&page, "shipit_edge_slot_failing_since_seconds", &green).unwrap();
+        assert!((shown - since as f64 / 1e3).abs() < 1e-3, "{shown}");
+
+        // A slot's own 5xx is not an answer that shows it is up; a 2xx is.
+        web.count_status(StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(web.failing_since_ms(), Some(since));
+        web.count_status(StatusCode::NOT_FOUND);
+        assert_eq!(web.failing_since_ms(), None);
+        let page = metrics.render(&BTreeMap::new());
+        assert_eq!(
+            sample(&page, "shipit_edge_slot_failing_since_seconds", &green),
+            None
+        );
     }
 
     #[test]

@@ -42,6 +42,7 @@ use crate::connector::{self, Connector};
 use crate::framing::{
     self, HeadLimits, MAX_ANSWER_HEAD, MAX_INTERIM_ANSWERS, Refusal, RequestCheck,
 };
+use crate::metrics::SlotFailure;
 use crate::route::{Claim, RequestInfo, RouteTable, Unrouted};
 use crate::settings::Tuning;
 use crate::split::SLOT_HEADER;
@@ -555,6 +556,16 @@ impl Proxy {
                 format!("the edge cannot open a connection to the slot: {cause}"),
             ),
         };
+        let counted = match failure {
+            Failure::Connect(_) => Some(SlotFailure::Connect),
+            Failure::ConnectTimeout => Some(SlotFailure::ConnectTimeout),
+            Failure::Broken(_) | Failure::UnaskedUpgrade => Some(SlotFailure::Broken),
+            Failure::NoAnswer => Some(SlotFailure::NoAnswer),
+            Failure::Overloaded(_) => None,
+        };
+        if let Some(counted) = counted {
+            active.metrics().count_failure(counted);
+        }
         let id = RequestId::new();
         if let Some(suppressed) = answer::SLOT_FAILURES.admit() {
             tracing::warn!(

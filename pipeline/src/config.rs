@@ -28,6 +28,7 @@ mod interpolate;
 mod local;
 mod locate;
 mod path;
+mod project;
 mod raw;
 mod resolve;
 mod size;
@@ -55,6 +56,7 @@ pub use env_file::EnvFile;
 pub use error::ConfigError;
 pub use local::LocalTarget;
 use locate::KeyPath;
+pub use project::{MAX_PROJECT_LEN, PROJECT_ID_HEX_LEN, derived_project};
 
 /// The file looked for in the current folder when `-c` is not given.
 pub const DEFAULT_CONFIG_FILE: &str = "shipit.toml";
@@ -93,6 +95,9 @@ pub struct Config {
     pub dir: PathBuf,
     /// Where locks, history and edge state live. `SHIPIT_STATE_DIR` wins over the file.
     pub state_dir: PathBuf,
+    /// The project id every container, image tag and label of this config carries: the
+    /// `project` key, or a short hash of `state_dir` and `path` ([`derived_project`]).
+    pub project: String,
     pub default_target: Option<String>,
     pub services: BTreeMap<String, Service>,
     pub targets: BTreeMap<String, Target>,

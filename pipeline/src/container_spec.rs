@@ -15,6 +15,9 @@ use crate::config::Service;
 /// Label keys shipit puts on every container it manages; the local platform finds its
 /// containers by them, never by name alone.
 pub const LABEL_MANAGED: &str = "shipit.managed";
+/// The project id ([`crate::config::Config::project`]): a container without ours is never
+/// touched.
+pub const LABEL_PROJECT: &str = "shipit.project";
 pub const LABEL_SERVICE: &str = "shipit.service";
 pub const LABEL_TARGET: &str = "shipit.target";
 pub const LABEL_SLOT: &str = "shipit.slot";
@@ -32,6 +35,8 @@ pub const PUBLISH_HOST_IP: &str = "127.0.0.1";
 /// What to run in a slot.
 #[derive(Debug, Clone)]
 pub struct Launch<'a> {
+    /// The project id the container's name and labels carry.
+    pub project: &'a str,
     pub service: &'a Service,
     pub target: &'a str,
     pub slot: Slot,
@@ -41,6 +46,10 @@ pub struct Launch<'a> {
     /// The app version (the git revision) reported as `SHIPIT_VERSION`.
     pub version: &'a str,
     pub stop_timeout: std::time::Duration,
+    /// The loopback port the container is published on, chosen by shipit at launch and fixed
+    /// in the container's port binding, so the engine restarts the container on the same
+    /// address the edge routes to.
+    pub host_port: u16,
 }
 
 /// A container to create: its name and the engine's create body.
@@ -50,9 +59,16 @@ pub struct ContainerSpec {
     pub body: ContainerCreateBody,
 }
 
-/// The container name of a service's slot on a target. One per slot, so a stale candidate
-/// left by a crash is found and replaced rather than duplicated.
-pub fn container_name(service: &str, target: &str, slot: Slot) -> String {
+/// The container name of a service's slot on a target in a project. One per slot, so a
+/// stale candidate left by a crash is found and replaced rather than duplicated; the project
+/// id keeps two projects releasing a service of the same name apart.
+pub fn container_name(project: &str, service: &str, target: &str, slot: Slot) -> String {
+    format!("shipit-{project}-{target}-{service}-{slot}")
+}
+
+/// The name an earlier shipit, before project ids, gave the same slot. Such a container is
+/// not ours: it is only named in warnings and hints, never touched.
+pub fn legacy_container_name(service: &str, target: &str, slot: Slot) -> String {
     format!("shipit-{target}-{service}-{slot}")
 }
 
@@ -84,6 +100,7 @@ pub fn is_reserved_env(name: &str) -> bool {
 pub fn container_labels(launch: &Launch<'_>) -> HashMap<String, String> {
     HashMap::from([
         (LABEL_MANAGED.to_string(), "true".to_string()),
+        (LABEL_PROJECT.to_string(), launch.project.to_string()),
         (LABEL_SERVICE.to_string(), launch.service.name.clone()),
         (LABEL_TARGET.to_string(), launch.target.to_string()),
         (LABEL_SLOT.to_string(), launch.slot.to_string()),
@@ -103,8 +120,8 @@ pub fn container_spec(launch: &Launch<'_>) -> ContainerSpec {
         port.clone(),
         Some(vec![PortBinding {
             host_ip: Some(PUBLISH_HOST_IP.to_string()),
-            // Empty: the engine picks a free port, read back by inspecting the container.
-            host_port: Some(String::new()),
+            // Fixed, not left to the engine: a container the engine restarts keeps it.
+            host_port: Some(launch.host_port.to_string()),
         }]),
     )]);
     let body = ContainerCreateBody {
@@ -124,7 +141,12 @@ pub fn container_spec(launch: &Launch<'_>) -> ContainerSpec {
         ..Default::default()
     };
     ContainerSpec {
-        name: container_name(&launch.service.name, launch.target, launch.slot),
+        name: container_name(
+            launch.project,
+            &launch.service.name,
+            launch.target,
+            launch.slot,
+        ),
         body,
     }
 }
@@ -164,6 +186,7 @@ mod tests {
 
     fn launch(service: &Service) -> Launch<'_> {
         Launch {
+            project: "shop",
             service,
             target: "local",
             slot: Slot::Green,
@@ -171,6 +194,7 @@ mod tests {
             image: "hello:1a2b3c4",
             version: "1a2b3c4",
             stop_timeout: Duration::from_secs(10),
+            host_port: 41234,
         }
     }
 
@@ -192,6 +216,34 @@ mod tests {
         assert!(!env.contains(&"PORT=1".to_string()), "{env:?}");
         assert!(env.contains(&"HELLO_HEALTH=ok".to_string()), "{env:?}");
         assert!(env.contains(&"SHIPIT_SLOT=green".to_string()), "{env:?}");
+    }
+
+    #[test]
+    fn name_and_labels_carry_the_project() {
+        let service = service();
+        let spec = container_spec(&launch(&service));
+        assert_eq!(spec.name, "shipit-shop-local-hello-green");
+        let labels = spec.body.labels.unwrap();
+        assert_eq!(labels.get(LABEL_PROJECT).map(String::as_str), Some("shop"));
+        assert_ne!(
+            spec.name,
+            legacy_container_name("hello", "local", Slot::Green),
+            "a container of an earlier shipit never has the name of one of ours"
+        );
+    }
+
+    #[test]
+    fn port_is_published_on_the_port_chosen_at_launch() {
+        let service = service();
+        let spec = container_spec(&launch(&service));
+        let bindings = spec.body.host_config.unwrap().port_bindings.unwrap();
+        let ports: Vec<_> = bindings
+            .values()
+            .flatten()
+            .flatten()
+            .map(|b| b.host_port.clone())
+            .collect();
+        assert_eq!(ports, [Some("41234".to_string())]);
     }
 
     #[test]

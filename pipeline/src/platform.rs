@@ -8,6 +8,7 @@
 pub mod ecs;
 pub mod kind;
 pub mod local;
+pub mod observed;
 pub mod target;
 
 use std::collections::BTreeMap;
@@ -282,11 +283,18 @@ impl From<crate::docker::DockerError> for PlatformError {
     }
 }
 
-/// The build request of a release of `service`: tagged `<service>:<version>`, labelled with
+/// The build request of a release of `service` in `project`: tagged
+/// `<service>-<project>:<version>` (so two projects on one engine never move each other's
+/// tags), labelled with
 /// the release's OCI labels and its module versions (only these decide whether an image is
 /// reused), with the context's stat cache in `cache_dir`. Every kind builds from it, and
 /// `plan` decides "reuse or build" with it.
-pub fn build_request(service: &Service, input: &BuildInput, cache_dir: &Path) -> BuildRequest {
+pub fn build_request(
+    service: &Service,
+    project: &str,
+    input: &BuildInput,
+    cache_dir: &Path,
+) -> BuildRequest {
     let mut labels =
         crate::build::oci_labels(input.revision.as_ref(), input.created, &input.release);
     labels.extend(crate::version::labels(&input.modules));
@@ -294,10 +302,15 @@ pub fn build_request(service: &Service, input: &BuildInput, cache_dir: &Path) ->
         service: service.name.clone(),
         context: service.context.clone(),
         dockerfile: service.dockerfile.clone(),
-        tag: format!("{}:{}", service.name, input.version),
+        tag: image_tag(&service.name, project, &input.version),
         labels,
         cache_dir: Some(cache_dir.to_path_buf()),
     }
+}
+
+/// The local tag of `service`'s image of `version` in `project`.
+pub fn image_tag(service: &str, project: &str, version: &str) -> String {
+    format!("{service}-{project}:{version}")
 }
 
 /// The Build phase of every kind: runs the service's pre-build command (in the config's

@@ -85,14 +85,24 @@ impl Project {
     }
 
     pub fn with(name: &str, options: Options) -> Project {
+        let mut suffix = [0u8; 3];
+        getrandom_fill(&mut suffix);
+        let service = format!("{name}-{:02x}{:02x}{:02x}", suffix[0], suffix[1], suffix[2]);
+        Project::named(service, options)
+    }
+
+    /// Another project (its own folder, state directory and edge port) that releases a
+    /// service of the same name as this one, on the same engine.
+    pub fn twin(&self) -> Project {
+        Project::named(self.service.clone(), Options::default())
+    }
+
+    fn named(service: String, options: Options) -> Project {
         let context = hello_context();
         let dir = tempfile::Builder::new()
             .prefix("shipit-it-")
             .tempdir()
             .unwrap();
-        let mut suffix = [0u8; 3];
-        getrandom_fill(&mut suffix);
-        let service = format!("{name}-{:02x}{:02x}{:02x}", suffix[0], suffix[1], suffix[2]);
         let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let config = dir.path().join("shipit.toml");
         let text = format!(
@@ -141,6 +151,21 @@ stop_timeout = "2s"
         self.state_dir().join("edge/local")
     }
 
+    /// The project id shipit derives for this project (no `project` key in its config).
+    pub fn project_id(&self) -> String {
+        shipit_pipeline::config::derived_project(&self.state_dir(), &self.config)
+    }
+
+    /// The `docker ps` filters that select this project's containers of its service.
+    fn filters(&self) -> [String; 4] {
+        [
+            "--filter".to_string(),
+            format!("label=shipit.service={}", self.service),
+            "--filter".to_string(),
+            format!("label=shipit.project={}", self.project_id()),
+        ]
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(SHIPIT);
         cmd.arg("-c").arg(&self.config).args(args);
@@ -164,8 +189,8 @@ stop_timeout = "2s"
     /// The ids of containers of this service, in any state.
     pub fn containers(&self) -> Vec<String> {
         let out = Command::new("docker")
-            .args(["ps", "-aq", "--filter"])
-            .arg(format!("label=shipit.service={}", self.service))
+            .args(["ps", "-aq"])
+            .args(self.filters())
             .output()
             .expect("docker runs");
         String::from_utf8_lossy(&out.stdout)
@@ -177,13 +202,8 @@ stop_timeout = "2s"
     /// The release label of each running container of this service.
     pub fn running_releases(&self) -> Vec<String> {
         let out = Command::new("docker")
-            .args([
-                "ps",
-                "--format",
-                "{{.Label \"shipit.release\"}}",
-                "--filter",
-            ])
-            .arg(format!("label=shipit.service={}", self.service))
+            .args(["ps", "--format", "{{.Label \"shipit.release\"}}"])
+            .args(self.filters())
             .output()
             .expect("docker runs");
         let mut v: Vec<String> = String::from_utf8_lossy(&out.stdout)

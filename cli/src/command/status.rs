@@ -7,6 +7,7 @@ use serde::Serialize;
 use shipit_pipeline::Slot;
 use shipit_pipeline::history::Outcome;
 use shipit_pipeline::platform::Platform;
+use shipit_pipeline::platform::observed::{RoutedCandidate, SlotHealth};
 use shipit_pipeline::release;
 
 use super::Selected;
@@ -20,6 +21,12 @@ pub struct Status {
     pub target: String,
     pub url: String,
     pub live: Option<LiveStatus>,
+    /// The live slot probed now: its health, its container, and since when it fails. Null
+    /// when nothing is live, or the target's kind does not probe.
+    pub health: Option<SlotHealth>,
+    /// The candidate that takes traffic beside the live slot: a weighted split (`percent`)
+    /// or a preview.
+    pub candidate: Option<RoutedCandidate>,
     /// A release staged by `release --no-promote` whose candidate still runs, waiting for
     /// `shipit promote`.
     pub staged: Option<StagedStatus>,
@@ -50,6 +57,7 @@ pub struct LiveStatus {
 pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<(), Failure> {
     let platform = &selected.platform;
     let live = platform.live().await?;
+    let observed = platform.observe(live.as_ref()).await?;
     let live = match live {
         Some(l) => {
             let record = platform.history().get(&l.release).await?;
@@ -89,6 +97,8 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
         target: selected.target.name.clone(),
         url: platform.url(),
         live,
+        health: observed.health,
+        candidate: observed.candidate,
         staged,
     };
     if json {
@@ -126,6 +136,35 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
         }
         None => printer.data("  nothing is live; run `shipit release`"),
     }
+    if let Some(h) = &status.health {
+        printer.data(&format!("  health     {}", health_line(h)));
+        let mut container = format!("  container  {}", h.state);
+        match h.restarts {
+            Some(1) => container.push_str(", restarted once by the engine"),
+            Some(n) if n > 1 => container.push_str(&format!(", restarted {n} times by the engine")),
+            _ => {}
+        }
+        if let Some(started) = h.started_at {
+            container.push_str(&format!(", up since {}", second(started)));
+        }
+        printer.data(&container);
+    }
+    if let Some(c) = &status.candidate {
+        let mut line = format!("  candidate  release {} in the {} slot", c.release, c.slot);
+        if c.percent > 0 {
+            line.push_str(&format!(", split: {}% of new clients", c.percent));
+        }
+        if !c.preview_hosts.is_empty() {
+            line.push_str(&format!(", preview at {}", c.preview_hosts.join(", ")));
+        } else if c.percent == 0 {
+            line.push_str(&format!(
+                ", preview with the header `X-Shipit-Slot: {}`",
+                c.slot
+            ));
+        }
+        line.push_str(&format!(", {} in flight", c.in_flight));
+        printer.data(&line);
+    }
     if let Some(s) = &status.staged {
         printer.data(&format!(
             "  staged     release {} ({}) in the {} slot, waiting for `shipit promote`",
@@ -136,4 +175,28 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
         }
     }
     Ok(())
+}
+
+/// The health of the live slot in one line: healthy, or unhealthy since when and why.
+fn health_line(h: &SlotHealth) -> String {
+    let mut line = if h.healthy {
+        format!("healthy ({})", h.probe)
+    } else {
+        let since = h
+            .unhealthy_since
+            .map_or_else(|| "unknown".to_string(), |t| second(t).to_string());
+        format!("UNHEALTHY since {since}: {}", h.probe)
+    };
+    if let Some(failed) = h.failed_requests
+        && failed > 0
+    {
+        line.push_str(&format!(
+            "; the edge failed {failed} requests to it since it started"
+        ));
+    }
+    line
+}
+
+fn second(t: Timestamp) -> Timestamp {
+    t.round(jiff::Unit::Second).unwrap_or(t)
 }

@@ -24,6 +24,7 @@ pub(crate) const DURATION_EXAMPLES: &str = r#"a duration like "100ms", "30s" or 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table of shipit settings")]
 pub(crate) struct RawConfig {
+    pub(crate) project: Option<String>,
     pub(crate) state_dir: Option<String>,
     pub(crate) default_target: Option<String>,
     #[serde(default)]

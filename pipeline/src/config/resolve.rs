@@ -51,6 +51,14 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         }
     };
 
+    let project = match raw.project.as_deref() {
+        Some(written) => {
+            super::project::check(written, &root.key("project"))?;
+            written.to_string()
+        }
+        None => super::project::derived_project(&state_dir, origin.path),
+    };
+
     let mut services = BTreeMap::new();
     let mut warnings = Vec::new();
     for (name, raw_service) in raw.services {
@@ -97,6 +105,7 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         path: origin.path.to_path_buf(),
         dir,
         state_dir,
+        project,
         default_target,
         services,
         targets,

@@ -85,6 +85,8 @@ pub struct EcsPlatform {
     target: EcsTarget,
     config_dir: PathBuf,
     cache_dir: PathBuf,
+    /// The config's project id, which the local image tag carries.
+    project: String,
     clients: Clients,
     names: PerSlot<String>,
     template_name: String,
@@ -144,6 +146,7 @@ impl EcsPlatform {
             target: target.clone(),
             config_dir: config.dir.clone(),
             cache_dir,
+            project: config.project.clone(),
             clients,
             template_name,
             template,
@@ -524,7 +527,7 @@ impl Platform for EcsPlatform {
 
     async fn build(&self, input: &BuildInput, reporter: &Reporter) -> Result<Image, PlatformError> {
         let docker = self.docker().await?;
-        let request = super::build_request(&self.service, input, &self.cache_dir);
+        let request = super::build_request(&self.service, &self.project, input, &self.cache_dir);
         super::build_service(docker, &self.service, &self.config_dir, &request, reporter).await
     }
 
@@ -541,7 +544,7 @@ impl Platform for EcsPlatform {
             }
             lookup.credentials
         };
-        // The local tag is `<service>:<version>`; the pushed one is the same version.
+        // The local tag is `<service>-<project>:<version>`; the pushed one is the same version.
         let tag = image
             .reference
             .rsplit_once(':')

@@ -8,6 +8,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
+use super::observed::Observed;
 use super::{Live, Platform, PlatformError};
 use crate::Slot;
 use crate::build::BuildError;
@@ -51,6 +52,16 @@ pub trait Kind: Platform + Sized {
 
     /// Whether a process of the target's own (the local edge) still runs on this machine.
     fn runs_a_process(&self) -> bool;
+
+    /// How `live` is doing now, and the candidate beside it, for `shipit status`. A kind
+    /// that cannot probe reports nothing.
+    fn observe(
+        &self,
+        live: Option<&Live>,
+    ) -> impl Future<Output = Result<Observed, PlatformError>> {
+        let _ = live;
+        async { Ok(Observed::default()) }
+    }
 }
 
 /// A kind's plan: serialized as it is for `--json`, shown as lines of text otherwise.

@@ -7,6 +7,7 @@
 
 mod bake;
 mod container;
+mod observe;
 pub mod plan;
 
 use std::collections::HashMap;
@@ -22,13 +23,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
 use crate::config::{Config, LocalTarget, Service};
-use crate::container_spec::{LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY};
+use crate::container_spec::{
+    LABEL_PROJECT, LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY,
+    legacy_container_name,
+};
 use crate::event::{Phase, Reporter};
 use crate::fault::{self, FaultPoint};
 use crate::health::{Probe, Prober};
 use crate::history::{FileHistory, HistoryStore, ReleaseRecord};
 use crate::lock::{FileLockStore, LockStore};
 use crate::platform::kind::{Kind, Opening, PlanError};
+use crate::platform::observed::Observed;
 use crate::platform::{Candidate, ErrorKind, Image, Live, Platform, PlatformError};
 use crate::shift::ShiftStrategy;
 use crate::state_dir::StatePaths;
@@ -57,6 +62,8 @@ pub struct LocalPlatform {
     config_dir: PathBuf,
     /// The config file, which the edge process reads its target's edge settings from.
     config_path: PathBuf,
+    /// The config's project id: our containers carry it in their name and labels.
+    project: String,
     docker: Docker,
     paths: StatePaths,
     history: FileHistory,
@@ -81,6 +88,7 @@ impl LocalPlatform {
             target: target.clone(),
             config_dir: config.dir.clone(),
             config_path: config.path.clone(),
+            project: config.project.clone(),
             docker,
             history: FileHistory::new(paths.releases_dir()),
             locks: FileLockStore::new(paths.lock_file()),
@@ -202,6 +210,38 @@ impl LocalPlatform {
         }
     }
 
+    /// Creates the container of an earlier release again in `slot`, from its image.
+    async fn recreate(
+        &self,
+        record: &ReleaseRecord,
+        slot: Slot,
+        reporter: &Reporter,
+    ) -> Result<Candidate, PlatformError> {
+        let image = record
+            .image_id
+            .as_deref()
+            .or(record.image.as_deref())
+            .ok_or_else(|| {
+                PlatformError::new(
+                    ErrorKind::Platform,
+                    format!("release {} has no recorded image", record.serves),
+                )
+            })?;
+        reporter.progress(
+            Phase::Launch,
+            format!("recreating {} from image {image}", self.name(slot)),
+        );
+        self.create_and_start(slot, &record.serves, &record.version, image)
+            .await
+            .map_err(|e| {
+                let hint = format!(
+                    "the image of release {} may have been removed; release again instead",
+                    record.serves
+                );
+                e.with_hint(hint)
+            })
+    }
+
     /// Takes the candidate off the edge (split and preview), then waits until the requests
     /// it was serving have finished, so removing its container afterwards breaks none.
     async fn withdraw_candidate(
@@ -268,6 +308,10 @@ impl Kind for LocalPlatform {
 
     fn runs_a_process(&self) -> bool {
         shipit_edge::daemon::find(&self.paths.edge_dir).is_some()
+    }
+
+    async fn observe(&self, live: Option<&Live>) -> Result<Observed, PlatformError> {
+        self.observe_now(live).await
     }
 }
 
@@ -351,7 +395,12 @@ impl Platform for LocalPlatform {
         input: &crate::platform::BuildInput,
         reporter: &Reporter,
     ) -> Result<Image, PlatformError> {
-        let request = super::build_request(&self.service, input, self.paths.build_cache_dir());
+        let request = super::build_request(
+            &self.service,
+            &self.project,
+            input,
+            self.paths.build_cache_dir(),
+        );
         super::build_service(
             &self.docker,
             &self.service,
@@ -430,35 +479,27 @@ impl Platform for LocalPlatform {
                     }
                 } else {
                     reporter.progress(Phase::Launch, format!("restarting {}", self.name(slot)));
-                    self.start(slot, &record.serves, &id).await?
+                    match self.start(slot, &record.serves, &id).await {
+                        Ok(candidate) => candidate,
+                        // Its port went to another process while it was stopped: a new
+                        // container from the same image gets another one.
+                        Err(e) if e.port_taken => {
+                            reporter.warn(format!(
+                                "{} cannot start again: its port is taken ({})",
+                                self.name(slot),
+                                e.error
+                            ));
+                            self.remove_container(&id).await?;
+                            return self.recreate(record, slot, reporter).await;
+                        }
+                        Err(e) => return Err(e.error),
+                    }
                 };
                 return Ok(candidate);
             }
-            self.remove_slot(slot).await?;
+            self.remove_container(&id).await?;
         }
-        let image = record
-            .image_id
-            .as_deref()
-            .or(record.image.as_deref())
-            .ok_or_else(|| {
-                PlatformError::new(
-                    ErrorKind::Platform,
-                    format!("release {} has no recorded image", record.serves),
-                )
-            })?;
-        reporter.progress(
-            Phase::Launch,
-            format!("recreating {} from image {image}", self.name(slot)),
-        );
-        self.create_and_start(slot, &record.serves, &record.version, image)
-            .await
-            .map_err(|e| {
-                let hint = format!(
-                    "the image of release {} may have been removed; release again instead",
-                    record.serves
-                );
-                e.with_hint(hint)
-            })
+        self.recreate(record, slot, reporter).await
     }
 
     async fn verify(
@@ -789,10 +830,18 @@ impl Platform for LocalPlatform {
         }
         fault::point(FaultPoint::MidRetire);
         let Some(info) = self.inspect(old.slot).await? else {
-            reporter.warn(format!(
-                "the container of the {} slot is already gone",
-                old.slot
-            ));
+            let legacy = legacy_container_name(&self.service.name, &self.target_name, old.slot);
+            if self.docker.inspect_container(&legacy, None).await.is_ok() {
+                reporter.warn(format!(
+                    "the {} slot was served by {legacy}, made by an earlier shipit without project ids; it is not ours, so it keeps running: remove it with `docker rm -f {legacy}`",
+                    old.slot
+                ));
+            } else {
+                reporter.warn(format!(
+                    "the container of the {} slot is already gone",
+                    old.slot
+                ));
+            }
             return Ok(());
         };
         let labels = info.config.and_then(|c| c.labels).unwrap_or_default();
@@ -868,6 +917,7 @@ impl Platform for LocalPlatform {
         let filters = HashMap::from([(
             "label".to_string(),
             vec![
+                format!("{LABEL_PROJECT}={}", self.project),
                 format!("{LABEL_SERVICE}={}", self.service.name),
                 format!("{LABEL_TARGET}={}", self.target_name),
             ],

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::ecs::EcsPlatform;
 use super::local::LocalPlatform;
+use super::observed::Observed;
 use super::{BuildInput, Candidate, Image, Live, Platform, PlatformError};
 use crate::Slot;
 use crate::config::{Config, TargetKind};
@@ -78,6 +79,13 @@ macro_rules! target_kinds {
             pub fn runs_a_process(&self) -> bool {
                 match self {
                     $(TargetPlatform::$kind(p) => p.runs_a_process(),)+
+                }
+            }
+
+            /// How `live` is doing now, and the candidate beside it (`shipit status`).
+            pub async fn observe(&self, live: Option<&Live>) -> Result<Observed, PlatformError> {
+                match self {
+                    $(TargetPlatform::$kind(p) => Box::pin(p.observe(live)).await,)+
                 }
             }
         }

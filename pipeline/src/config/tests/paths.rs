@@ -110,3 +110,28 @@ fn missing_given_file_names_the_path() {
         Some("check the path given with -c")
     );
 }
+
+#[test]
+fn project_defaults_to_a_hash_of_the_state_dir_and_the_config_path() {
+    let config = parse(HELLO);
+    assert_eq!(
+        config.project,
+        derived_project(&config.state_dir, &config.path)
+    );
+    let other = parse(&format!("state_dir = \".other\"\n{HELLO}"));
+    assert_ne!(other.project, config.project);
+}
+
+#[test]
+fn project_key_is_taken_as_written() {
+    let config = parse(&format!("project = \"shop-2\"\n{HELLO}"));
+    assert_eq!(config.project, "shop-2");
+}
+
+#[test]
+fn invalid_project_is_reported_at_its_key_with_a_hint() {
+    let error = parse_err(&format!("project = \"Shop_2\"\n{HELLO}"));
+    assert_at(&error, "project", "invalid project \"Shop_2\"");
+    assert_eq!(position(&error), (Some(1), Some(11)));
+    assert_hints(&error, "container names, image tags and labels");
+}

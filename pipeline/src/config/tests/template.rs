@@ -7,8 +7,9 @@ fn load_template_text(text: &str) -> Config {
         .unwrap_or_else(|error| panic!("template should load:\n{error}"))
 }
 
-/// The config as JSON with the config's folder written as `<config dir>`, so it does not
-/// depend on where the repository is checked out.
+/// The config as JSON with the config's folder written as `<config dir>`, and a project id
+/// derived from it as `<derived>`, so it does not depend on where the repository is checked
+/// out.
 fn portable_json(config: &Config) -> serde_json::Value {
     fn walk(value: &mut serde_json::Value, dir: &str) {
         match value {
@@ -24,6 +25,9 @@ fn portable_json(config: &Config) -> serde_json::Value {
     }
     let mut value = serde_json::to_value(config).expect("config serializes");
     walk(&mut value, &config.dir.display().to_string());
+    if config.project == derived_project(&config.state_dir, &config.path) {
+        value["project"] = "<derived>".into();
+    }
     value
 }
 

@@ -120,7 +120,7 @@ impl LocalPlatform {
             created: jiff::Timestamp::now(),
             modules: modules.versions.clone(),
         };
-        let request = build_request(service, &input, self.paths.build_cache_dir());
+        let request = build_request(service, &self.project, &input, self.paths.build_cache_dir());
         let decision = crate::build::decide(&self.docker, &request).await?;
 
         let retire = head.live.as_ref().map(|l| RetirePlan {
