@@ -50,7 +50,7 @@ pub use edge::{
     EdgeSettings, TargetEdge,
 };
 pub use error::ConfigError;
-pub use local::LocalTarget;
+pub use local::{DEFAULT_KEEP_IMAGES, LocalTarget, MIN_KEEP_IMAGES};
 use locate::KeyPath;
 
 /// The file looked for in the current folder when `-c` is not given.
