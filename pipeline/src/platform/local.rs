@@ -7,9 +7,10 @@
 
 mod bake;
 mod container;
+pub mod images;
 pub mod plan;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -397,18 +398,27 @@ impl Platform for LocalPlatform {
                 };
                 return Ok(candidate);
             }
-            self.remove_slot(slot).await?;
         }
-        let image = record
-            .image_id
-            .as_deref()
-            .or(record.image.as_deref())
-            .ok_or_else(|| {
-                PlatformError::new(
-                    ErrorKind::Platform,
-                    format!("release {} has no recorded image", record.serves),
-                )
-            })?;
+        let image = image_of(record).ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Platform,
+                format!("release {} has no recorded image", record.serves),
+            )
+        })?;
+        // Checked before the idle slot's container goes: it may be what a plain rollback needs.
+        if self.images_present([image]).await?.is_empty() {
+            return Err(PlatformError::new(
+                ErrorKind::Platform,
+                format!(
+                    "the image of release {} ({image}) is no longer on this engine: it was pruned (keep_images = {}) or removed",
+                    record.serves, self.target.keep_images
+                ),
+            )
+            .with_hint(
+                "`shipit history` marks the releases that can still be rolled back to; to run this version again, check out its commit and `shipit release`",
+            ));
+        }
+        self.remove_slot(slot).await?;
         reporter.progress(
             Phase::Launch,
             format!("recreating {} from image {image}", self.name(slot)),
@@ -422,6 +432,23 @@ impl Platform for LocalPlatform {
                 );
                 e.with_hint(hint)
             })
+    }
+
+    async fn revivable(
+        &self,
+        records: &[ReleaseRecord],
+    ) -> Result<BTreeSet<String>, PlatformError> {
+        let images: BTreeSet<&str> = records.iter().filter_map(image_of).collect();
+        let present = self.images_present(images).await?;
+        Ok(records
+            .iter()
+            .filter(|r| image_of(r).is_some_and(|i| present.contains(i)))
+            .map(|r| r.id.clone())
+            .collect())
+    }
+
+    async fn prune(&self, reporter: &Reporter) -> Result<(), PlatformError> {
+        self.prune_images(reporter).await
     }
 
     async fn verify(
@@ -849,6 +876,11 @@ fn edge_error(action: &str, e: shipit_edge::EdgeError) -> PlatformError {
             "see the edge log (`shipit edge status` names it), or restart it with `shipit edge stop`",
         )
         .with_hint_of(e.hint())
+}
+
+/// The image a release ran: its engine id, else its tag.
+fn image_of(record: &ReleaseRecord) -> Option<&str> {
+    record.image_id.as_deref().or(record.image.as_deref())
 }
 
 /// The edge's view of a candidate.
