@@ -16,6 +16,7 @@ mod edge_tls;
 mod edge_upgrade;
 mod failure;
 mod help;
+mod images;
 mod init;
 mod json;
 mod lock;
