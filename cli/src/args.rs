@@ -151,10 +151,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Make the previous release live again
+    /// Make the previous release live again, or any earlier one with --to
+    ///
+    /// Without --to: the release that was live before the live one. With --to: any release
+    /// that went live and whose image is still there; `shipit history` marks those (a local
+    /// target keeps the newest `keep_images` images of a service).
     Rollback {
         #[command(flatten)]
         selection: Selection,
+        /// The release to make live again (its id, as `shipit history` lists it)
+        #[arg(long, value_name = "RELEASE")]
+        to: Option<String>,
         /// Print the rollback's record as JSON on stdout
         #[arg(long)]
         json: bool,

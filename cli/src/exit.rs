@@ -71,7 +71,9 @@ impl From<ReleaseError> for Failure {
             ReleaseError::Phase { source, .. } => platform_code(source.kind),
             ReleaseError::Interrupted { .. } => INTERRUPTED,
             // Nothing to act on: no release to roll back to, or none staged to promote.
-            ReleaseError::NoRollback { .. } | ReleaseError::NothingStaged { .. } => NO_ROLLBACK,
+            ReleaseError::NoRollback { .. }
+            | ReleaseError::ImageGone { .. }
+            | ReleaseError::NothingStaged { .. } => NO_ROLLBACK,
         };
         caused(code, &e, e.hint())
     }

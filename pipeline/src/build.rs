@@ -6,6 +6,9 @@
 //! Otherwise the context is packed into an in-memory tar (honouring [`dockerignore`]) and
 //! built with the engine's classic builder, streaming its steps and output to the caller. A
 //! failed build says which step failed, what the engine said, and what came before.
+//!
+//! An image belongs to the service that built it (its `shipit.service` label), and only that
+//! service reuses it: so a service's images can be pruned without touching another's.
 
 pub mod context;
 pub mod dockerignore;
@@ -26,6 +29,8 @@ use crate::git::Revision;
 pub const CONTEXT_HASH_LABEL: &str = "shipit.context-hash";
 /// The label that records the release that built an image.
 pub const RELEASE_LABEL: &str = "shipit.release";
+/// The label that records the service an image was built for; only that service reuses it.
+pub const SERVICE_LABEL: &str = crate::container_spec::LABEL_SERVICE;
 /// OCI: the source control revision the image was built from.
 pub const OCI_REVISION_LABEL: &str = "org.opencontainers.image.revision";
 /// OCI: the version of the packaged software (`<short sha>` or `<short sha>-dirty`).
@@ -192,6 +197,7 @@ pub async fn build(
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     labels.insert(CONTEXT_HASH_LABEL.to_string(), hash.hex.clone());
+    labels.insert(SERVICE_LABEL.to_string(), req.service.clone());
     let dockerfile = context::relative_slash_path(&req.dockerfile)
         .expect("check_request accepted the Dockerfile path");
     let options = BuildImageOptionsBuilder::default()
@@ -365,13 +371,20 @@ async fn reuse(
     Ok(Some(image.id))
 }
 
-/// The newest image built from the context with `hash` that carries `req`'s module labels.
+/// The newest image built for `req`'s service from the context with `hash` that carries
+/// `req`'s module labels.
 async fn find_reusable(
     docker: &Docker,
     req: &BuildRequest,
     hash: &str,
 ) -> Result<Option<bollard::models::ImageSummary>, BuildError> {
-    let filters = HashMap::from([("label", vec![format!("{CONTEXT_HASH_LABEL}={hash}")])]);
+    let filters = HashMap::from([(
+        "label",
+        vec![
+            format!("{CONTEXT_HASH_LABEL}={hash}"),
+            format!("{SERVICE_LABEL}={}", req.service),
+        ],
+    )]);
     let options = ListImagesOptionsBuilder::default()
         .filters(&filters)
         .build();
@@ -761,6 +774,7 @@ mod tests {
         assert_eq!(labels[CONTEXT_HASH_LABEL], first.context_hash);
         assert_eq!(labels[RELEASE_LABEL], "r-test");
         assert_eq!(labels[TEST_LABEL], images.id);
+        assert_eq!(labels[SERVICE_LABEL], req.service);
 
         let (second, events) = run(&docker, &images, &req).await;
         let second = second.unwrap();
@@ -784,6 +798,26 @@ mod tests {
         assert!(third.reused);
         let inspected = docker.inspect_image(&other.tag).await.unwrap();
         assert_eq!(inspected.id.as_deref(), Some(first.id.as_str()));
+    }
+
+    #[tokio::test]
+    async fn another_service_builds_its_own_image_from_the_same_context() {
+        let docker = crate::docker::connect().await.unwrap();
+        let images = TestImages::new();
+        let context = hello_context(&images);
+        let ours = images.request(context.path(), "ours");
+        let (first, _) = run(&docker, &images, &ours).await;
+        let mut theirs = images.request(context.path(), "theirs");
+        theirs.service = "another".to_string();
+        let (second, _) = run(&docker, &images, &theirs).await;
+        let (first, second) = (first.unwrap(), second.unwrap());
+        assert!(!second.reused, "{second:?}");
+        assert_ne!(second.id, first.id);
+        let labels = docker.inspect_image(&theirs.tag).await.unwrap();
+        assert_eq!(
+            labels.config.unwrap().labels.unwrap()[SERVICE_LABEL],
+            "another"
+        );
     }
 
     #[tokio::test]

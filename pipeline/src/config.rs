@@ -54,7 +54,7 @@ pub use edge::{
 };
 pub use env_file::EnvFile;
 pub use error::ConfigError;
-pub use local::LocalTarget;
+pub use local::{DEFAULT_KEEP_IMAGES, LocalTarget, MIN_KEEP_IMAGES};
 use locate::KeyPath;
 pub use project::{MAX_PROJECT_LEN, PROJECT_ID_HEX_LEN, derived_project};
 

@@ -186,6 +186,12 @@ impl ReleaseRecord {
         let end = self.finished_at?;
         end.duration_since(self.started_at).try_into().ok()
     }
+
+    /// Whether this is a release (not a rollback) that went live: one `rollback --to` may
+    /// bring back.
+    pub fn went_live(&self) -> bool {
+        self.kind == Kind::Release && self.outcome == Outcome::Succeeded
+    }
 }
 
 /// A boxed future, so the store traits can be used as `dyn` objects.

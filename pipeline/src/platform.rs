@@ -11,7 +11,7 @@ pub mod local;
 pub mod observed;
 pub mod target;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
@@ -196,6 +196,29 @@ pub trait Platform {
         slot: Slot,
         reporter: &Reporter,
     ) -> impl Future<Output = Result<Candidate, PlatformError>>;
+
+    /// The ids of those `records` whose release could be started again here by `revive`:
+    /// by default those that name an image (a registry keeps it); the local target checks
+    /// that the image is still on the engine.
+    fn revivable(
+        &self,
+        records: &[ReleaseRecord],
+    ) -> impl Future<Output = Result<BTreeSet<String>, PlatformError>> {
+        let ids = records
+            .iter()
+            .filter(|r| r.image.is_some())
+            .map(|r| r.id.clone())
+            .collect();
+        std::future::ready(Ok(ids))
+    }
+
+    /// Removes what older releases left beyond what the target keeps (local: the service's
+    /// images past `keep_images`). Runs after a successful release, and its failure is only a
+    /// warning. Nothing to do by default.
+    fn prune(&self, reporter: &Reporter) -> impl Future<Output = Result<(), PlatformError>> {
+        let _ = reporter;
+        std::future::ready(Ok(()))
+    }
 
     /// Waits until the candidate is healthy and reports its release. Fails at once if it
     /// exits, and stops waiting when `cancel` fires.

@@ -27,6 +27,8 @@
 //! and reads the app version from the commit that makes; then the recorded Version phase
 //! brings the target to a known state (`converge`).
 
+mod rollback;
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
@@ -46,6 +48,7 @@ use crate::shift::{ShiftStep, ShiftStrategy};
 use crate::version::{self, VersionError};
 
 mod dead_runs;
+pub use self::rollback::{RollbackMark, rollback, rollback_marks};
 use dead_runs::DeadRuns;
 
 /// How often a bake in progress is reported.
@@ -102,6 +105,15 @@ pub enum ReleaseError {
     },
     #[error("nothing to roll back to: {reason}")]
     NoRollback { reason: String },
+    /// `rollback --to` named a release whose image the target no longer has.
+    #[error("cannot roll back to release {release}: its image {image} is no longer on {target}")]
+    ImageGone {
+        release: String,
+        image: String,
+        target: String,
+        /// The commit it was built from, to release it again.
+        revision: Option<String>,
+    },
     #[error("nothing to promote: {reason}")]
     NothingStaged { reason: String },
 }
@@ -121,6 +133,12 @@ impl ReleaseError {
             ReleaseError::NoRollback { .. } => {
                 Some("run `shipit history` to see the releases on this target".into())
             }
+            ReleaseError::ImageGone { revision, .. } => Some(format!(
+                "`shipit history` marks the releases that can still be rolled back to; to run this one again, check out {} and `shipit release`",
+                revision
+                    .as_deref()
+                    .map_or("its commit".to_string(), |r| format!("commit {r}"))
+            )),
             ReleaseError::NothingStaged { .. } => Some(
                 "stage a release with `shipit release --no-promote`; `shipit history` lists the releases on this target"
                     .into(),
@@ -211,29 +229,6 @@ fn version_step(
         .collect();
     reporter.note(format!("modules: {}", listed.join(", ")));
     Ok(step.modules)
-}
-
-/// Makes the release that was live before the current one live again.
-pub async fn rollback<P: Platform>(
-    platform: &P,
-    cancel: CancellationToken,
-    reporter: &Reporter,
-) -> Result<ReleaseRecord, ReleaseError> {
-    reporter.note(format!(
-        "rolling back {} on {}",
-        platform.service(),
-        platform.describe()
-    ));
-    let input = ReleaseInput {
-        cancel,
-        ..ReleaseInput::default()
-    };
-    let id = new_release_id();
-    under_lock(platform, format!("rollback {id}"), reporter, async {
-        let run = Run::start(platform, reporter, &id, Kind::Rollback, &input).await?;
-        Box::pin(run.rollback(&input)).await
-    })
-    .await
 }
 
 /// Makes the newest staged release (`release --no-promote`) live: checks that its candidate
@@ -504,68 +499,6 @@ impl<'a, P: Platform> Run<'a, P> {
         self.finish(outcome).await
     }
 
-    async fn rollback(mut self, input: &ReleaseInput) -> Result<ReleaseRecord, ReleaseError> {
-        let cancel = &input.cancel;
-        let platform = self.platform;
-        let reporter = self.reporter;
-        let live = match converge(platform, reporter).await {
-            Ok(Some(live)) => {
-                std::mem::take(&mut self.dead)
-                    .retire(platform, reporter)
-                    .await;
-                live
-            }
-            Ok(None) => {
-                return Err(ReleaseError::NoRollback {
-                    reason: format!("nothing is live on {}", platform.describe()),
-                });
-            }
-            Err(source) => return Err(self.failed(Phase::Version, source)),
-        };
-        let history = platform.history();
-        let current = history.get(&live.release).await?;
-        let Some(previous_id) = current.as_ref().and_then(|r| r.previous.clone()) else {
-            return Err(ReleaseError::NoRollback {
-                reason: format!(
-                    "release {} is live and no release was live before it",
-                    live.release
-                ),
-            });
-        };
-        let Some(previous) = history.get(&previous_id).await? else {
-            return Err(ReleaseError::NoRollback {
-                reason: format!("the record of release {previous_id} is missing"),
-            });
-        };
-        let slot = live.slot.other();
-        self.record.serves = previous.serves.clone();
-        self.record.previous = Some(live.release.clone());
-        self.record.slot = Some(slot);
-        self.record.image = previous.image.clone();
-        self.record.image_id = previous.image_id.clone();
-        self.record.version = previous.version.clone();
-        self.record.revision = previous.revision.clone();
-        self.record.modules = previous.modules.clone();
-        self.record.image_reused = true;
-        self.save().await?;
-        let outcome = async {
-            self.supersede_staged().await?;
-            let candidate = self
-                .phase(
-                    Phase::Launch,
-                    Some(cancel),
-                    platform.revive(&previous, slot, reporter),
-                )
-                .await
-                .map_err(|e| e.with_candidate(slot))?;
-            self.verify(&candidate, cancel).await?;
-            self.go_live(&candidate, Some(&live), cancel).await?;
-            Ok(Done::Live)
-        }
-        .await;
-        self.finish(outcome).await
-    }
-
     /// Takes a staged record live: the candidate must still run, and passes Verify again.
     async fn promote(mut self, input: &ReleaseInput) -> Result<ReleaseRecord, ReleaseError> {
         let cancel = &input.cancel;
@@ -821,6 +754,13 @@ impl<'a, P: Platform> Run<'a, P> {
         self.record.begin_phase(Phase::Record);
         self.record.end_phase(Phase::Record, true);
         self.save().await?;
+        // What older releases left is removed once this one is live and recorded; the
+        // release stands whatever happens to it.
+        if self.record.outcome == Outcome::Succeeded
+            && let Err(e) = self.platform.prune(reporter).await
+        {
+            reporter.warn(format!("removing older images failed: {e}"));
+        }
         match result {
             Ok(()) => Ok(self.record),
             Err((phase, Some(source))) => Err(ReleaseError::Phase {

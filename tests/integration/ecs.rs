@@ -16,11 +16,15 @@ use shipit_pipeline::platform::ecs::records::SsmLockStore;
 use crate::aws::{EcsAgent, Infra, Moto, Registry, unique};
 use crate::harness::{SHIPIT, hello_context, json, stderr};
 
-const SERVICE: &str = "hello";
+/// What every test's service name starts with; each test adds its own suffix, so the images
+/// it builds are its own and go when it ends.
+const SERVICE_PREFIX: &str = "hello";
 
 /// One test's project: its infrastructure, its config, the agent playing ECS.
 struct EcsProject {
     infra: Infra,
+    /// The service's name, unique to the test.
+    service: String,
     dir: tempfile::TempDir,
     config: PathBuf,
     agent: EcsAgent,
@@ -30,7 +34,8 @@ impl EcsProject {
     /// `extra` lines go into the `[targets.aws]` table.
     async fn new(prefix: &str, extra: &str) -> EcsProject {
         let infra = Infra::create(prefix).await;
-        let agent = EcsAgent::start(&infra, SERVICE);
+        let service = unique(SERVICE_PREFIX);
+        let agent = EcsAgent::start(&infra, &service);
         let dir = tempfile::Builder::new()
             .prefix("shipit-ecs-")
             .tempdir()
@@ -40,16 +45,16 @@ impl EcsProject {
         let _ = Registry::start();
         let text = format!(
             r#"
-[services.{SERVICE}]
+[services.{service}]
 context = "{context}"
 port = 8080
 
-[services.{SERVICE}.health]
+[services.{service}.health]
 path = "/healthz"
 {target}"#,
             context = hello_context().display(),
             target = infra.config_toml(
-                SERVICE,
+                &service,
                 &format!(
                     "desired_count = 1\n{}{extra}",
                     if extra.contains("verify_timeout") {
@@ -61,8 +66,10 @@ path = "/healthz"
             ),
         );
         std::fs::write(&config, text).unwrap();
+        crate::harness::count_in_census(&service, None);
         EcsProject {
             infra,
+            service,
             dir,
             config,
             agent,
@@ -133,7 +140,7 @@ path = "/healthz"
     async fn service(&self, slot: Slot) -> Option<(i32, String, String)> {
         let service = self
             .infra
-            .service(&Infra::service_name(SERVICE, slot))
+            .service(&Infra::service_name(&self.service, slot))
             .await?;
         let td = service.task_definition().unwrap_or_default().to_string();
         let image = self.infra.task_definition_image(&td).await;
@@ -141,12 +148,15 @@ path = "/healthz"
     }
 
     fn lock_name(&self) -> String {
-        format!("/shipit/{}/{SERVICE}/lock", self.infra.cluster)
+        format!("/shipit/{}/{}/lock", self.infra.cluster, self.service)
     }
 
     /// The stored record of a release.
     async fn record(&self, id: &str) -> serde_json::Value {
-        let name = format!("/shipit/{}/{SERVICE}/releases/{id}", self.infra.cluster);
+        let name = format!(
+            "/shipit/{}/{}/releases/{id}",
+            self.infra.cluster, self.service
+        );
         let value = self
             .infra
             .parameter(&name)
@@ -159,6 +169,14 @@ path = "/healthz"
         let out = self.run(&["status", "--json"]).await;
         ok(&out, "shipit status");
         json(&out)
+    }
+}
+
+/// The images the test built (and pushed) go with it, passed or failed; AWS state lives in
+/// the moto server, which the run stops.
+impl Drop for EcsProject {
+    fn drop(&mut self) {
+        crate::harness::remove_images_of(&self.service);
     }
 }
 
@@ -195,7 +213,8 @@ async fn assert_finished(project: &EcsProject, id: &str, outcome: &str) -> serde
 #[tokio::test(flavor = "multi_thread")]
 async fn first_and_second_releases_alternate_slots() {
     let project = EcsProject::new("alt", "").await;
-    let repository = Registry::start().repository(&format!("{}/{SERVICE}", project.infra.prefix));
+    let repository =
+        Registry::start().repository(&format!("{}/{}", project.infra.prefix, project.service));
 
     // Before anything: the listener forwards to blue, where no service runs.
     let first = project.release(&[]).await;
@@ -436,7 +455,7 @@ async fn lock_left_by_a_dead_run_refuses_releases_until_broken() {
     let store = SsmLockStore::new(
         project.infra.clients.ssm.clone(),
         &project.infra.cluster,
-        SERVICE,
+        &project.service,
     );
     let dead = Holder {
         pid: 4242,
@@ -612,7 +631,10 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     assert_eq!(canary[0]["Weight"], 75);
     assert_eq!(canary[1]["Weight"], 25);
     let create = &plan["calls"][4]["input"];
-    assert_eq!(create["serviceName"], "hello-green");
+    assert_eq!(
+        create["serviceName"],
+        Infra::service_name(&project.service, Slot::Green)
+    );
     assert_eq!(
         create["loadBalancers"][0]["targetGroupArn"],
         project.group(Slot::Green).as_str()
@@ -620,11 +642,15 @@ async fn dry_run_prints_the_plan_and_changes_nothing() {
     let retire = &plan["calls"][7]["input"];
     assert_eq!(
         (retire["service"].as_str(), retire["desiredCount"].as_i64()),
-        (Some("hello-blue"), Some(0))
+        (
+            Some(Infra::service_name(&project.service, Slot::Blue).as_str()),
+            Some(0)
+        )
     );
     let container = &plan["task_definition"]["containerDefinitions"][0];
-    assert_eq!(container["name"], SERVICE);
-    let repository = Registry::start().repository(&format!("{}/{SERVICE}", project.infra.prefix));
+    assert_eq!(container["name"], project.service.as_str());
+    let repository =
+        Registry::start().repository(&format!("{}/{}", project.infra.prefix, project.service));
     assert!(
         container["image"]
             .as_str()
@@ -921,7 +947,7 @@ async fn unknown_alarm_stops_the_release_before_anything_is_launched() {
     assert!(project.service(Slot::Green).await.is_none());
     assert_eq!(
         Registry::start()
-            .tags(&format!("{}/{SERVICE}", project.infra.prefix))
+            .tags(&format!("{}/{}", project.infra.prefix, project.service))
             .await,
         Vec::<String>::new(),
         "no image was pushed"

@@ -9,6 +9,11 @@ use std::time::{Duration, Instant};
 
 pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
 
+/// When set, a file each test project appends its service name and edge folder to (a line
+/// each, tab-separated), so `tests/leftovers` can check after the run that nothing of them is
+/// left on the engine, scoped to this run's own names.
+pub const CENSUS_ENV: &str = "SHIPIT_TEST_CENSUS";
+
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
@@ -135,12 +140,14 @@ stop_timeout = "2s"
             drain_timeout = options.drain_timeout,
         );
         std::fs::write(&config, text).unwrap();
-        Project {
+        let project = Project {
             dir,
             service,
             listen,
             config,
-        }
+        };
+        count_in_census(&project.service, Some(&project.edge_dir()));
+        project
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -199,6 +206,32 @@ stop_timeout = "2s"
             .collect()
     }
 
+    /// The ids of the images built for this service, each once.
+    pub fn images(&self) -> Vec<String> {
+        images_of(&self.service)
+    }
+
+    /// A build context of this project's own (the hello binary, a Dockerfile and a file
+    /// `build.txt`), made the service's context: writing `build.txt` makes the next release
+    /// build a new image.
+    pub fn own_context(&self) -> PathBuf {
+        let context = self.dir.path().join("app");
+        std::fs::create_dir_all(&context).unwrap();
+        std::fs::copy(hello_context().join("dist/hello"), context.join("hello")).unwrap();
+        std::fs::write(
+            context.join("Dockerfile"),
+            "FROM scratch\nCOPY hello /hello\nCOPY build.txt /build.txt\nEXPOSE 8080\nENTRYPOINT [\"/hello\"]\n",
+        )
+        .unwrap();
+        std::fs::write(context.join("build.txt"), "first\n").unwrap();
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let hello = format!("context = \"{}\"", hello_context().display());
+        assert!(text.contains(&hello), "{text}");
+        let text = text.replace(&hello, &format!("context = \"{}\"", context.display()));
+        std::fs::write(&self.config, text).unwrap();
+        context
+    }
+
     /// The release label of each running container of this service.
     pub fn running_releases(&self) -> Vec<String> {
         let out = Command::new("docker")
@@ -223,6 +256,9 @@ stop_timeout = "2s"
     }
 }
 
+/// A test removes what it made on the engine when it ends, passed or failed (this runs while
+/// a failed test unwinds): its containers, its images and its edge. All carry the test's own
+/// service name, so nothing of another test's is touched.
 impl Drop for Project {
     fn drop(&mut self) {
         let _ = self.run(&["down"]);
@@ -230,11 +266,71 @@ impl Drop for Project {
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
         }
+        remove_images_of(&self.service);
         if let Some(pid) = self.edge_pid() {
             let _ = nix::sys::signal::kill(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
+        }
+    }
+}
+
+/// Appends a test's service (and the edge folder, if it runs an edge) to the run's census
+/// file, if the run keeps one ([`CENSUS_ENV`]).
+pub fn count_in_census(service: &str, edge_dir: Option<&Path>) {
+    use std::io::Write;
+    let Some(path) = std::env::var_os(CENSUS_ENV) else {
+        return;
+    };
+    let edge_dir = edge_dir.map_or(String::new(), |d| d.display().to_string());
+    let line = format!("{service}\t{edge_dir}\n");
+    // One short append per line: lines from tests running at once do not interleave.
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .unwrap_or_else(|e| panic!("cannot open the census file {path:?}: {e}"));
+    file.write_all(line.as_bytes()).unwrap();
+}
+
+/// The ids of the images built for `service` (its `shipit.service` label), each once.
+pub fn images_of(service: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["images", "-q", "--no-trunc", "--filter"])
+        .arg(format!("label=shipit.service={service}"))
+        .output()
+        .expect("docker runs");
+    let mut ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+/// Removes the images built for a test's `service` (a name unique to the test), once its
+/// containers are gone: the service's own tags (`<service>:<tag>`, and pushed ones
+/// `<registry>/.../<service>:<tag>`) are untagged, which deletes an image with its last tag,
+/// and an image left without any tag is deleted. Never forced: an image someone else tagged
+/// or runs stays theirs.
+pub fn remove_images_of(service: &str) {
+    let ours = |tag: &str| {
+        let repository = tag.rsplit_once(':').map_or(tag, |(r, _)| r);
+        repository == service || repository.ends_with(&format!("/{service}"))
+    };
+    for id in images_of(service) {
+        let out = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{json .RepoTags}}", &id])
+            .output()
+            .expect("docker runs");
+        let tags: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        for tag in tags.iter().filter(|t| ours(t)) {
+            let _ = Command::new("docker").args(["rmi", tag]).output();
+        }
+        if tags.iter().all(|t| ours(t)) {
+            let _ = Command::new("docker").args(["rmi", &id]).output();
         }
     }
 }

@@ -52,13 +52,17 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             ))
             .await
         }
-        Command::Rollback { selection, json } => {
+        Command::Rollback {
+            selection,
+            to,
+            json,
+        } => {
             let selected = select(global, &selection).await?;
             Box::pin(release::rerun(
                 &selected,
                 json,
                 printer,
-                release::Rerun::Rollback,
+                release::Rerun::Rollback { to },
             ))
             .await
         }

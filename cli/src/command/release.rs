@@ -101,10 +101,11 @@ pub async fn release(
 }
 
 /// A run that needs no build input: it acts on what already runs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub enum Rerun {
-    /// `shipit rollback`: make the release live before the current one live again.
-    Rollback,
+    /// `shipit rollback`: make the release live before the current one live again, or the
+    /// release `to`.
+    Rollback { to: Option<String> },
     /// `shipit promote`: make the release staged by `shipit release --no-promote` live.
     Promote,
 }
@@ -118,7 +119,15 @@ pub async fn rerun(
     let (cancel, reporter) = (cancel_on_signal(), reporter(printer));
     // The state machine's future is large; keep it off the stack.
     let record = match what {
-        Rerun::Rollback => Box::pin(release::rollback(&selected.platform, cancel, &reporter)).await,
+        Rerun::Rollback { to } => {
+            Box::pin(release::rollback(
+                &selected.platform,
+                to.as_deref(),
+                cancel,
+                &reporter,
+            ))
+            .await
+        }
         Rerun::Promote => Box::pin(release::promote(&selected.platform, cancel, &reporter)).await,
     }?;
     print_result(printer, json, selected.platform.url(), &record);

@@ -167,6 +167,7 @@ fn keys_of(raw: &RawTarget) -> Vec<(&'static str, bool)> {
         ("stop_timeout", raw.stop_timeout.is_some()),
         ("max_error_rate", raw.max_error_rate.is_some()),
         ("preview_host", raw.preview_host.is_some()),
+        ("keep_images", raw.keep_images.is_some()),
         ("edge", raw.edge.is_some()),
         ("region", raw.region.is_some()),
         ("cluster", raw.cluster.is_some()),

@@ -92,6 +92,8 @@ pub(crate) struct RawTarget {
     pub(crate) max_error_rate: Option<Fraction>,
     /// A host name whose requests reach a staged candidate (local).
     pub(crate) preview_host: Option<String>,
+    /// How many images of each service to keep on the engine (local).
+    pub(crate) keep_images: Option<Count>,
     // The keys of `kind = "ecs"` targets; [`ECS_KEYS`] lists them, `config/ecs.rs` checks them.
     pub(crate) region: Option<String>,
     pub(crate) cluster: Option<String>,
@@ -149,6 +151,7 @@ pub(crate) const LOCAL_KEYS: &[&str] = &[
     "stop_timeout",
     "max_error_rate",
     "preview_host",
+    "keep_images",
     "edge",
 ];
 

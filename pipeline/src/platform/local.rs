@@ -7,10 +7,11 @@
 
 mod bake;
 mod container;
+pub mod images;
 mod observe;
 pub mod plan;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -217,16 +218,12 @@ impl LocalPlatform {
         slot: Slot,
         reporter: &Reporter,
     ) -> Result<Candidate, PlatformError> {
-        let image = record
-            .image_id
-            .as_deref()
-            .or(record.image.as_deref())
-            .ok_or_else(|| {
-                PlatformError::new(
-                    ErrorKind::Platform,
-                    format!("release {} has no recorded image", record.serves),
-                )
-            })?;
+        let image = image_of(record).ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Platform,
+                format!("release {} has no recorded image", record.serves),
+            )
+        })?;
         reporter.progress(
             Phase::Launch,
             format!("recreating {} from image {image}", self.name(slot)),
@@ -451,6 +448,25 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
     ) -> Result<Candidate, PlatformError> {
         self.ensure_not_live(slot, "replace").await?;
+        // Checked before the idle slot's container goes: it may be what a plain rollback needs.
+        let image = image_of(record).ok_or_else(|| {
+            PlatformError::new(
+                ErrorKind::Platform,
+                format!("release {} has no recorded image", record.serves),
+            )
+        })?;
+        if self.images_present([image]).await?.is_empty() {
+            return Err(PlatformError::new(
+                ErrorKind::Platform,
+                format!(
+                    "the image of release {} ({image}) is no longer on this engine: it was pruned (keep_images = {}) or removed",
+                    record.serves, self.target.keep_images
+                ),
+            )
+            .with_hint(
+                "`shipit history` marks the releases that can still be rolled back to; to run this version again, check out its commit and `shipit release`",
+            ));
+        }
         if let Some(info) = self.inspect(slot).await? {
             let labels = info
                 .config
@@ -500,6 +516,23 @@ impl Platform for LocalPlatform {
             self.remove_container(&id).await?;
         }
         self.recreate(record, slot, reporter).await
+    }
+
+    async fn revivable(
+        &self,
+        records: &[ReleaseRecord],
+    ) -> Result<BTreeSet<String>, PlatformError> {
+        let images: BTreeSet<&str> = records.iter().filter_map(image_of).collect();
+        let present = self.images_present(images).await?;
+        Ok(records
+            .iter()
+            .filter(|r| image_of(r).is_some_and(|i| present.contains(i)))
+            .map(|r| r.id.clone())
+            .collect())
+    }
+
+    async fn prune(&self, reporter: &Reporter) -> Result<(), PlatformError> {
+        self.prune_images(reporter).await
     }
 
     async fn verify(
@@ -948,6 +981,11 @@ fn edge_error(action: &str, e: shipit_edge::EdgeError) -> PlatformError {
             "see the edge log (`shipit edge status` names it), or restart it with `shipit edge stop`",
         )
         .with_hint_of(e.hint())
+}
+
+/// The image a release ran: its engine id, else its tag.
+fn image_of(record: &ReleaseRecord) -> Option<&str> {
+    record.image_id.as_deref().or(record.image.as_deref())
 }
 
 /// The edge's view of a candidate.

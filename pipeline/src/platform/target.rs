@@ -160,6 +160,21 @@ macro_rules! target_kinds {
                 }
             }
 
+            async fn revivable(
+                &self,
+                records: &[ReleaseRecord],
+            ) -> Result<std::collections::BTreeSet<String>, PlatformError> {
+                match self {
+                    $(TargetPlatform::$kind(p) => Box::pin(p.revivable(records)).await,)+
+                }
+            }
+
+            async fn prune(&self, reporter: &Reporter) -> Result<(), PlatformError> {
+                match self {
+                    $(TargetPlatform::$kind(p) => Box::pin(p.prune(reporter)).await,)+
+                }
+            }
+
             async fn revive(
                 &self,
                 record: &ReleaseRecord,

@@ -8,6 +8,33 @@ fn local_shift_keys_default_to_the_constants() {
     assert_eq!(local.shift, crate::shift::DEFAULT_SHIFT);
     assert_eq!(local.max_error_rate, crate::shift::DEFAULT_MAX_ERROR_RATE);
     assert_eq!(local.preview_host, None);
+    assert_eq!(local.keep_images, crate::config::DEFAULT_KEEP_IMAGES);
+}
+
+#[test]
+fn keep_images_is_read_and_must_keep_the_live_and_rollback_images() {
+    let config = parse(&format!("{HELLO}[targets.edge]\nkeep_images = 3\n"));
+    assert_eq!(local_target(&config, "edge").keep_images, 3);
+    let config = parse(&format!(
+        "{HELLO}[targets.edge]\nkeep_images = {}\n",
+        crate::config::MIN_KEEP_IMAGES
+    ));
+    assert_eq!(
+        local_target(&config, "edge").keep_images,
+        crate::config::MIN_KEEP_IMAGES
+    );
+    let error = parse_err(&format!("{HELLO}[targets.edge]\nkeep_images = 1\n"));
+    assert_at(&error, "targets.edge.keep_images", "at least 2");
+    assert_hints(&error, "or set 2 or more");
+    for bad in ["0", "-3", "\"many\"", "2.5"] {
+        let error = parse_err(&format!("{HELLO}[targets.edge]\nkeep_images = {bad}\n"));
+        assert_eq!(
+            error.key.as_deref(),
+            Some("targets.edge.keep_images"),
+            "{bad}: {}",
+            error.message
+        );
+    }
 }
 
 #[test]

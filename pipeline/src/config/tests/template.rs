@@ -54,6 +54,7 @@ fn template_loads_to_the_defaults() {
     assert_eq!(local.listen.to_string(), DEFAULT_LISTEN);
     assert_eq!(local.drain_timeout, DEFAULT_DRAIN_TIMEOUT);
     assert_eq!(local.stop_timeout, DEFAULT_STOP_TIMEOUT);
+    assert_eq!(local.keep_images, DEFAULT_KEEP_IMAGES);
 }
 
 #[test]
