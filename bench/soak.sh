@@ -36,7 +36,7 @@ HEALTH_TIMEOUT=${HEALTH_TIMEOUT:-30s}     # a healthy candidate's health deadlin
 FAIL_HEALTH_TIMEOUT=${FAIL_HEALTH_TIMEOUT:-3s} # an unhealthy candidate's (it never passes)
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30s}       # the target's drain deadline
 OP_TIMEOUT=${OP_TIMEOUT:-300}             # seconds one shipit command may take (then SIGINT)
-KEEP_IMAGES=${KEEP_IMAGES:-0}             # images the pipeline may keep beyond the live and warm ones
+KEEP_IMAGES=${KEEP_IMAGES:-5}             # the target's keep_images (2 or more): images kept besides those in use
 # The load: concurrency per kind (see `soak-load --help`).
 KEEPALIVE=${KEEPALIVE:-16}                # keep-alive connections, GET /
 NEWCONN=${NEWCONN:-2}                     # workers, a new connection per GET /
@@ -149,6 +149,7 @@ kind = "local"
 listen = "$EDGE"
 drain_timeout = "$DRAIN_TIMEOUT"
 stop_timeout = "10s"
+keep_images = $KEEP_IMAGES
 EOF
 
 LOAD_PID=
