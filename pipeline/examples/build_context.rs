@@ -10,6 +10,7 @@
 //! streamed send and the engine's build), without process start and engine connect.
 
 use std::collections::BTreeMap;
+use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -54,6 +55,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         other => return Err(format!("unknown mode {other}: build or decide").into()),
     };
-    println!("{line}");
+    // The one line of data this tool prints, for the bench script to read.
+    writeln!(std::io::stdout(), "{line}")?;
     Ok(())
 }
