@@ -10,8 +10,10 @@
 //! An image belongs to the service that built it (its `shipit.service` label), and only that
 //! service reuses it: so a service's images can be pruned without touching another's.
 
+pub mod archive;
 pub mod context;
 pub mod dockerignore;
+pub mod hash;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -22,7 +24,9 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-pub use self::context::{Context, ContextError, ContextHash, ContextHasher, HashStats};
+use self::archive::TarBody;
+pub use self::context::{Context, ContextError, Stage};
+pub use self::hash::{ContextHash, ContextHasher, HashStats};
 use crate::git::Revision;
 
 /// The label that records which context an image was built from.
@@ -190,7 +194,6 @@ pub async fn build(
         });
     }
 
-    let tar = blocking(move || context.to_tar()).await?;
     let mut labels: HashMap<String, String> = req
         .labels
         .iter()
@@ -208,8 +211,73 @@ pub async fn build(
         .forcerm(true)
         .build();
 
+    // The tar is packed on a blocking thread while the engine reads it: the two meet in a
+    // queue of a few chunks, so memory does not grow with the context.
+    let context_hash = hash.hex.clone();
+    let (mut body, chunks) = TarBody::channel();
+    let packer = tokio::task::spawn_blocking(move || {
+        #[cfg(test)]
+        tests::before_send(context.root());
+        match archive::write_tar(&context, &hash, &mut body) {
+            Ok(_) => body
+                .finish()
+                .map_err(|source| ContextError::Send { source }),
+            Err(e) => {
+                body.abort(&e);
+                Err(e)
+            }
+        }
+    });
+    let sent = send(docker, req, options, chunks, progress).await;
+    let packed = match packer.await {
+        Ok(packed) => packed,
+        Err(e) => match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("the blocking tar task was cancelled: {e}"),
+        },
+    };
+    // A tar that failed is why the engine saw a broken upload, so its error comes first,
+    // unless the engine stopped reading (then the engine's error says why).
+    match (packed, sent) {
+        (Ok(()), Ok(())) => {}
+        (Err(ContextError::Send { .. }), Err(engine)) | (Ok(()), Err(engine)) => {
+            return Err(engine);
+        }
+        (Err(e), _) => {
+            if matches!(e, ContextError::Changed { .. }) {
+                forget_cache(req);
+            }
+            return Err(e.into());
+        }
+    }
+
+    let image = docker
+        .inspect_image(&req.tag)
+        .await
+        .map_err(|source| BuildError::Engine {
+            action: format!("inspecting the image just built as {}", req.tag),
+            source,
+        })?;
+    let id = image.id.unwrap_or_default();
+    progress(BuildProgress::Built { id: id.clone() });
+    Ok(BuiltImage {
+        id,
+        tag: req.tag.clone(),
+        context_hash,
+        reused: false,
+    })
+}
+
+/// Runs the engine's build on the streamed `chunks`, reporting its output.
+async fn send(
+    docker: &Docker,
+    req: &BuildRequest,
+    options: bollard::query_parameters::BuildImageOptions,
+    chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
+    progress: &mut (dyn FnMut(BuildProgress) + Send),
+) -> Result<(), BuildError> {
     let mut output = BuildOutput::default();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(tar.into())));
+    let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(chunks)));
     while let Some(item) = stream.next().await {
         match item {
             Ok(info) => {
@@ -237,22 +305,15 @@ pub async fn build(
         }
     }
     output.flush(progress);
+    Ok(())
+}
 
-    let image = docker
-        .inspect_image(&req.tag)
-        .await
-        .map_err(|source| BuildError::Engine {
-            action: format!("inspecting the image just built as {}", req.tag),
-            source,
-        })?;
-    let id = image.id.unwrap_or_default();
-    progress(BuildProgress::Built { id: id.clone() });
-    Ok(BuiltImage {
-        id,
-        tag: req.tag.clone(),
-        context_hash: hash.hex,
-        reused: false,
-    })
+/// Drops the service's stat cache: after a file changed under the send, its recorded stat may
+/// pair with a digest it no longer has, and the next hash must read every file again.
+fn forget_cache(req: &BuildRequest) {
+    if let Some(dir) = &req.cache_dir {
+        let _ = std::fs::remove_file(dir.join(cache_file_name(&req.service)));
+    }
 }
 
 /// What [`build`] would do with a request, found without doing it (`shipit plan`).
@@ -512,465 +573,4 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use bollard::query_parameters::{RemoveImageOptions, RemoveImageOptionsBuilder};
-
-    use super::*;
-
-    #[test]
-    fn step_headers_are_parsed() {
-        assert_eq!(
-            parse_step("Step 2/5 : COPY . /app"),
-            Some((2, 5, "COPY . /app"))
-        );
-        assert_eq!(parse_step(" ---> Running in 1234"), None);
-        assert_eq!(parse_step("Step x/5 : RUN"), None);
-    }
-
-    #[test]
-    fn output_is_cut_into_lines_across_chunks_and_keeps_a_tail() {
-        let mut events = Vec::new();
-        let mut progress = |p: BuildProgress| events.push(p);
-        let mut output = BuildOutput::default();
-        output.push("Step 1/2 : FROM scratch\n ---> ", &mut progress);
-        output.push("\nStep 2/2 : COPY a /\n", &mut progress);
-        for i in 0..12 {
-            output.push(&format!("line {i}\n"), &mut progress);
-        }
-        output.push("no newline", &mut progress);
-        output.flush(&mut progress);
-
-        assert_eq!(
-            events[0],
-            BuildProgress::Step {
-                index: 1,
-                total: 2,
-                text: "FROM scratch".to_string()
-            }
-        );
-        assert_eq!(events[1], BuildProgress::Output(" --->".to_string()));
-        assert_eq!(
-            events.last(),
-            Some(&BuildProgress::Output("no newline".to_string()))
-        );
-
-        let BuildError::Failed {
-            step, last_lines, ..
-        } = output.failure("boom\n".to_string())
-        else {
-            unreachable!()
-        };
-        assert_eq!(step.as_deref(), Some("Step 2/2 : COPY a /"));
-        assert_eq!(last_lines.len(), FAILURE_TAIL_LINES);
-        assert_eq!(last_lines.last().map(String::as_str), Some("no newline"));
-    }
-
-    #[test]
-    fn failure_message_shows_step_error_output_and_hint() {
-        let err = BuildError::Failed {
-            step: Some("Step 2/2 : COPY missing.txt /".to_string()),
-            message: "COPY failed: file not found".to_string(),
-            last_lines: vec!["Step 1/2 : FROM scratch".to_string(), " --->".to_string()],
-        };
-        let text = err.to_string();
-        assert!(
-            text.starts_with(
-                "the image build failed at `Step 2/2 : COPY missing.txt /`: COPY failed"
-            ),
-            "{text}"
-        );
-        assert!(text.contains("\n  Step 1/2 : FROM scratch\n"), "{text}");
-        assert!(
-            err.hint()
-                .is_some_and(|h| h.starts_with("fix the Dockerfile"))
-        );
-    }
-
-    #[test]
-    fn references_split_into_repo_and_tag() {
-        assert_eq!(split_reference("hello:1a2b"), ("hello", "1a2b"));
-        assert_eq!(split_reference("hello"), ("hello", "latest"));
-        assert_eq!(
-            split_reference("registry:5000/team/hello"),
-            ("registry:5000/team/hello", "latest")
-        );
-        assert_eq!(
-            split_reference("registry:5000/hello:v1"),
-            ("registry:5000/hello", "v1")
-        );
-    }
-
-    #[test]
-    fn oci_labels_carry_revision_version_created_and_release() {
-        let revision = Revision {
-            sha: "0123456789abcdef0123456789abcdef01234567".to_string(),
-            short: "0123456789ab".to_string(),
-            dirty: true,
-        };
-        let created: jiff::Timestamp = "2026-11-22T10:11:12Z".parse().unwrap();
-        let labels = oci_labels(Some(&revision), created, "r-42");
-        assert_eq!(labels[OCI_REVISION_LABEL], revision.sha);
-        assert_eq!(labels[OCI_VERSION_LABEL], "0123456789ab-dirty");
-        assert_eq!(labels[OCI_CREATED_LABEL], "2026-11-22T10:11:12Z");
-        assert_eq!(labels[RELEASE_LABEL], "r-42");
-
-        let labels = oci_labels(None, created, "r-43");
-        assert!(!labels.contains_key(OCI_REVISION_LABEL));
-        assert_eq!(labels.len(), 2);
-    }
-
-    #[test]
-    fn cache_file_names_are_safe() {
-        assert_eq!(cache_file_name("hello"), "context-hello.json");
-        assert_eq!(cache_file_name("../x y"), "context-.._x_y.json");
-    }
-
-    /// Images made by one test, all removed when it ends (even when it fails): every image
-    /// it builds carries `shipit.test=<id>`, and its tags live in its own repository.
-    struct TestImages {
-        id: String,
-        repo: String,
-        /// Intermediate images seen in build output (` ---> 1a2b3c4d5e6f`): a failed build
-        /// keeps the steps before the failure as cache, and those carry no test label.
-        intermediates: std::sync::Mutex<Vec<String>>,
-    }
-
-    const TEST_LABEL: &str = "shipit.test";
-
-    impl TestImages {
-        fn new() -> Self {
-            let mut bytes = [0u8; 8];
-            getrandom::fill(&mut bytes).unwrap();
-            let id = hex::encode(bytes);
-            Self {
-                repo: format!("shipit-test-build-{id}"),
-                id,
-                intermediates: std::sync::Mutex::default(),
-            }
-        }
-
-        fn tag(&self, tag: &str) -> String {
-            format!("{}:{tag}", self.repo)
-        }
-
-        fn request(&self, context: &Path, tag: &str) -> BuildRequest {
-            BuildRequest {
-                service: "hello".to_string(),
-                context: context.to_path_buf(),
-                dockerfile: PathBuf::from("Dockerfile"),
-                tag: self.tag(tag),
-                labels: BTreeMap::from([
-                    (TEST_LABEL.to_string(), self.id.clone()),
-                    (RELEASE_LABEL.to_string(), "r-test".to_string()),
-                ]),
-                cache_dir: None,
-            }
-        }
-    }
-
-    impl Drop for TestImages {
-        fn drop(&mut self) {
-            let (id, repo) = (self.id.clone(), self.repo.clone());
-            let intermediates = std::mem::take(&mut *self.intermediates.lock().unwrap());
-            // Drop cannot await; a thread with its own runtime can.
-            let cleanup = std::thread::spawn(move || {
-                tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap()
-                    .block_on(remove_images(&id, &repo, &intermediates));
-            });
-            let _ = cleanup.join();
-        }
-    }
-
-    async fn remove_images(id: &str, repo: &str, intermediates: &[String]) {
-        let Ok(docker) = crate::docker::connect().await else {
-            return;
-        };
-        for filter in [
-            ("label", format!("{TEST_LABEL}={id}")),
-            ("reference", repo.to_string()),
-        ] {
-            let filters = HashMap::from([(filter.0, vec![filter.1])]);
-            let options = ListImagesOptionsBuilder::default()
-                .filters(&filters)
-                .build();
-            for image in docker.list_images(Some(options)).await.unwrap_or_default() {
-                let options = RemoveImageOptionsBuilder::default().force(true).build();
-                let _ = docker.remove_image(&image.id, Some(options), None).await;
-            }
-        }
-        // Children first; an id still used by a kept image fails to go, which is right.
-        for image in intermediates.iter().rev() {
-            let _ = docker
-                .remove_image(image, None::<RemoveImageOptions>, None)
-                .await;
-        }
-    }
-
-    /// A context whose content is unique to this test, so no other test's image matches it.
-    fn hello_context(images: &TestImages) -> tempfile::TempDir {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("Dockerfile"),
-            "FROM scratch\nCOPY hello.txt /hello.txt\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("hello.txt"),
-            format!("hello {}\n", images.id),
-        )
-        .unwrap();
-        dir
-    }
-
-    async fn run(
-        docker: &Docker,
-        images: &TestImages,
-        req: &BuildRequest,
-    ) -> (Result<BuiltImage, BuildError>, Vec<BuildProgress>) {
-        let mut events = Vec::new();
-        let result = build(docker, req, &mut |p| events.push(p)).await;
-        let mut intermediates = images.intermediates.lock().unwrap();
-        for event in &events {
-            if let BuildProgress::Output(line) = event
-                && let Some(id) = line.trim().strip_prefix("---> ")
-                && id.len() == 12
-                && id.chars().all(|c| c.is_ascii_hexdigit())
-            {
-                intermediates.push(id.to_string());
-            }
-        }
-        (result, events)
-    }
-
-    #[tokio::test]
-    async fn unchanged_context_reuses_the_image_without_building() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        let req = images.request(context.path(), "one");
-
-        let (first, events) = run(&docker, &images, &req).await;
-        let first = first.unwrap();
-        assert!(!first.reused);
-        assert_eq!(first.tag, req.tag);
-        assert!(first.id.starts_with("sha256:"), "{first:?}");
-        assert_eq!(events[0], BuildProgress::Hashing);
-        assert!(events.iter().any(|e| matches!(e, BuildProgress::Step { index: 2, text, .. } if text == "COPY hello.txt /hello.txt")), "{events:?}");
-        assert_eq!(
-            events.last(),
-            Some(&BuildProgress::Built {
-                id: first.id.clone()
-            })
-        );
-
-        let inspected = docker.inspect_image(&req.tag).await.unwrap();
-        assert_eq!(inspected.id.as_deref(), Some(first.id.as_str()));
-        let labels = inspected.config.unwrap().labels.unwrap();
-        assert_eq!(labels[CONTEXT_HASH_LABEL], first.context_hash);
-        assert_eq!(labels[RELEASE_LABEL], "r-test");
-        assert_eq!(labels[TEST_LABEL], images.id);
-        assert_eq!(labels[SERVICE_LABEL], req.service);
-
-        let (second, events) = run(&docker, &images, &req).await;
-        let second = second.unwrap();
-        assert!(second.reused);
-        assert_eq!(second.id, first.id);
-        assert_eq!(second.context_hash, first.context_hash);
-        assert_eq!(
-            events,
-            [
-                BuildProgress::Hashing,
-                BuildProgress::Reused {
-                    id: first.id.clone()
-                }
-            ]
-        );
-
-        // A new tag for the same context: reused, and the image now carries that tag too.
-        let other = images.request(context.path(), "two");
-        let (third, _) = run(&docker, &images, &other).await;
-        let third = third.unwrap();
-        assert!(third.reused);
-        let inspected = docker.inspect_image(&other.tag).await.unwrap();
-        assert_eq!(inspected.id.as_deref(), Some(first.id.as_str()));
-    }
-
-    #[tokio::test]
-    async fn another_service_builds_its_own_image_from_the_same_context() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        let ours = images.request(context.path(), "ours");
-        let (first, _) = run(&docker, &images, &ours).await;
-        let mut theirs = images.request(context.path(), "theirs");
-        theirs.service = "another".to_string();
-        let (second, _) = run(&docker, &images, &theirs).await;
-        let (first, second) = (first.unwrap(), second.unwrap());
-        assert!(!second.reused, "{second:?}");
-        assert_ne!(second.id, first.id);
-        let labels = docker.inspect_image(&theirs.tag).await.unwrap();
-        assert_eq!(
-            labels.config.unwrap().labels.unwrap()[SERVICE_LABEL],
-            "another"
-        );
-    }
-
-    #[tokio::test]
-    async fn new_module_versions_build_again_and_are_labelled() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        let module = |version: &str| {
-            (
-                format!("{}sources", crate::version::MODULE_LABEL_PREFIX),
-                version.to_string(),
-            )
-        };
-        let mut req = images.request(context.path(), "m1");
-        req.labels.extend([module("0.1.0")]);
-        let first = run(&docker, &images, &req).await.0.unwrap();
-        assert!(!first.reused);
-
-        // Same context, new module version: an image labelled with the old one is not reused.
-        let mut bumped = images.request(context.path(), "m2");
-        bumped.labels.extend([module("0.2.0")]);
-        let second = run(&docker, &images, &bumped).await.0.unwrap();
-        assert!(!second.reused);
-        assert_eq!(second.context_hash, first.context_hash);
-        let labels = docker
-            .inspect_image(&bumped.tag)
-            .await
-            .unwrap()
-            .config
-            .unwrap()
-            .labels
-            .unwrap();
-        assert_eq!(labels["shipit.module.sources"], "0.2.0");
-
-        // The same versions again: reused.
-        let mut again = images.request(context.path(), "m3");
-        again.labels.extend([module("0.2.0")]);
-        let third = run(&docker, &images, &again).await.0.unwrap();
-        assert!(third.reused);
-        assert_eq!(third.id, second.id);
-    }
-
-    #[tokio::test]
-    async fn changed_file_builds_a_new_image_with_a_new_hash() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        let cache = tempfile::tempdir().unwrap();
-        let mut req = images.request(context.path(), "v1");
-        req.cache_dir = Some(cache.path().to_path_buf());
-
-        let first = run(&docker, &images, &req).await.0.unwrap();
-        assert!(!first.reused);
-
-        std::fs::write(
-            context.path().join("hello.txt"),
-            format!("changed {}\n", images.id),
-        )
-        .unwrap();
-        req.tag = images.tag("v2");
-        let second = run(&docker, &images, &req).await.0.unwrap();
-        assert!(!second.reused);
-        assert_ne!(second.context_hash, first.context_hash);
-        assert_ne!(second.id, first.id);
-        let labels = docker
-            .inspect_image(&req.tag)
-            .await
-            .unwrap()
-            .config
-            .unwrap()
-            .labels
-            .unwrap();
-        assert_eq!(labels[CONTEXT_HASH_LABEL], second.context_hash);
-    }
-
-    #[tokio::test]
-    async fn failing_step_is_reported_with_the_engine_error_and_last_lines() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        std::fs::write(
-            context.path().join("Dockerfile"),
-            "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY missing.txt /\n",
-        )
-        .unwrap();
-        let req = images.request(context.path(), "broken");
-
-        let (result, events) = run(&docker, &images, &req).await;
-        let err = result.unwrap_err();
-        let BuildError::Failed {
-            step,
-            message,
-            last_lines,
-        } = &err
-        else {
-            panic!("expected a failed build, got {err:?}");
-        };
-        let step = step.as_deref().unwrap_or_default();
-        assert!(step.contains("COPY missing.txt"), "{step}");
-        assert!(message.contains("missing.txt"), "{message}");
-        assert!(
-            last_lines.iter().any(|l| l.contains("COPY missing.txt")),
-            "{last_lines:?}"
-        );
-        assert!(err.hint().is_some(), "{err}");
-        assert!(
-            !events
-                .iter()
-                .any(|e| matches!(e, BuildProgress::Built { .. }))
-        );
-        assert!(docker.inspect_image(&req.tag).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn ignored_file_is_not_sent_to_the_engine() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        std::fs::write(context.path().join(".dockerignore"), "hello.txt\n").unwrap();
-        let req = images.request(context.path(), "ignored");
-
-        let err = run(&docker, &images, &req).await.0.unwrap_err();
-        let BuildError::Failed { step, .. } = &err else {
-            panic!("expected a failed build, got {err:?}");
-        };
-        assert!(
-            step.as_deref()
-                .unwrap_or_default()
-                .contains("COPY hello.txt"),
-            "{err}"
-        );
-    }
-
-    #[tokio::test]
-    async fn missing_dockerfile_is_an_error_before_anything_is_sent() {
-        let docker = crate::docker::connect().await.unwrap();
-        let images = TestImages::new();
-        let context = hello_context(&images);
-        let mut req = images.request(context.path(), "nofile");
-        req.dockerfile = PathBuf::from("docker/Dockerfile");
-
-        let (result, events) = run(&docker, &images, &req).await;
-        let err = result.unwrap_err();
-        assert!(
-            matches!(err, BuildError::DockerfileMissing { .. }),
-            "{err:?}"
-        );
-        assert!(err.to_string().contains("docker/Dockerfile"), "{err}");
-        assert!(events.is_empty(), "{events:?}");
-
-        req.context = context.path().join("nowhere");
-        let err = run(&docker, &images, &req).await.0.unwrap_err();
-        assert!(matches!(err, BuildError::ContextMissing { .. }), "{err:?}");
-        assert!(err.to_string().contains("nowhere"), "{err}");
-    }
-}
+mod tests;

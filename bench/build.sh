@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# bench/build.sh: shipit's image build against the docker CLI's own `docker build`, on the
+# same generated contexts and the same engine. See bench/README.md for what each number is.
+#
+#   bench/build.sh                          # 100M and 1G, small and large files
+#   SIZES=100M bench/build.sh               # only the 100 MB contexts
+#   SIZES=100M SHAPES=small REPEATS=5 bench/build.sh
+#
+# Knobs:
+#   SIZES    context sizes (100M, 1G, or any number of MiB as <n>M)     default "100M 1G"
+#   SHAPES   small = 10,000 files in 100 folders; large = 4 files        default "small large"
+#   REPEATS  timed "unchanged" decisions per context (median reported)   default 5
+#   BENCH_TARGET_DIR  where the release build goes (CARGO_TARGET_DIR, else target/)
+#   BENCH_BIN=<path>  use this build_context binary instead of building it (e.g. a debug one)
+#   BENCH_KEEP=1      keep the temp dir (contexts are removed after each run regardless)
+set -euo pipefail
+
+SIZES=${SIZES:-"100M 1G"}
+SHAPES=${SHAPES:-"small large"}
+REPEATS=${REPEATS:-5}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TARGET=${BENCH_TARGET_DIR:-${CARGO_TARGET_DIR:-$ROOT/target}}
+RUN_ID=$(head -c 6 /dev/urandom | od -An -tx1 | tr -d ' \n')
+LABEL="shipit-bench.build=$RUN_ID"
+WORK=$(mktemp -d /tmp/shipit-build-bench.XXXXXX)
+REPO="shipit-bench-build-$RUN_ID"
+
+cleanup() {
+    local ids
+    ids=$(docker images -aq --filter "label=$LABEL" 2>/dev/null | sort -u)
+    [ -n "$ids" ] && docker rmi -f $ids >/dev/null 2>&1 || true
+    rm -rf "$WORK/ctx"
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+command -v docker >/dev/null || { echo "needs the docker CLI" >&2; exit 1; }
+[ -x /usr/bin/time ] || { echo "needs GNU time (apt-get install time)" >&2; exit 1; }
+
+if [ -n "${BENCH_BIN:-}" ]; then
+    BIN=$BENCH_BIN
+else
+    echo "building the bench binary (release)..." >&2
+    (cd "$ROOT" && CARGO_TARGET_DIR="$TARGET" nice -n 10 cargo build --release -q \
+        -p shipit-pipeline --example build_context)
+    BIN="$TARGET/release/examples/build_context"
+fi
+
+now_ms() { date +%s%3N; }
+
+# gen <dir> <MiB> <shape>: a context of random bytes and a FROM scratch Dockerfile.
+gen() {
+    python3 - "$1" "$2" "$3" <<'PY'
+import os, sys
+root, mib, shape = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+os.makedirs(root)
+with open(os.path.join(root, "Dockerfile"), "w") as f:
+    f.write("FROM scratch\nCOPY . /ctx/\n")
+total = mib * 1024 * 1024
+if shape == "small":
+    count, folders = 10_000, 100
+else:
+    count, folders = 4, 1
+each = total // count
+for i in range(count):
+    folder = os.path.join(root, f"d{i % folders:03d}")
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"f{i:05d}.bin"), "wb") as f:
+        left = each
+        while left:
+            n = min(left, 8 << 20)
+            f.write(os.urandom(n))
+            left -= n
+PY
+}
+
+# timed <out-file> <cmd...>: runs cmd under GNU time; appends "wall_ms peak_kib" to out-file.
+timed() {
+    local out=$1; shift
+    local start end
+    start=$(now_ms)
+    /usr/bin/time -f '%M' -o "$WORK/time" "$@" >"$WORK/stdout" 2>"$WORK/stderr" || {
+        echo "failed: $*" >&2; cat "$WORK/stderr" >&2; exit 1; }
+    end=$(now_ms)
+    echo "$((end - start)) $(tail -1 "$WORK/time")" >>"$out"
+}
+
+median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+mib_of() { case $1 in *G) echo $(( ${1%G} * 1024 ));; *M) echo "${1%M}";; *) echo "$1";; esac; }
+
+RESULTS="$WORK/results.tsv"
+: >"$RESULTS"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+
+for size in $SIZES; do
+    for shape in $SHAPES; do
+        name="$size-$shape"
+        ctx="$WORK/ctx"
+        rm -rf "$ctx" "$WORK/cache"
+        echo "== $name: generating" >&2
+        gen "$ctx" "$(mib_of "$size")" "$shape"
+        sync
+        one=$(find "$ctx" -name '*.bin' | sort | sed -n 1p)
+        two=$(find "$ctx" -name '*.bin' | sort | tail -1)
+        # Both builders carry two labels, so the classic builder does the same label steps.
+        dlabels=(--label "$LABEL" --label "shipit.context-hash=docker")
+
+        echo "== $name: docker build" >&2
+        rm -f "$WORK/d"*
+        timed "$WORK/dcold" docker build --no-cache -q -t "$REPO:docker" "${dlabels[@]}" "$ctx"
+        # One run: it sends the whole context again, so it is seconds long and steady.
+        for _ in 1; do
+            timed "$WORK/dsame" docker build -q -t "$REPO:docker" "${dlabels[@]}" "$ctx"
+        done
+        docker rmi -f "$REPO:docker" >/dev/null
+        printf 'x' >>"$one"
+        timed "$WORK/dre" docker build -q -t "$REPO:docker2" "${dlabels[@]}" "$ctx"
+        docker rmi -f "$REPO:docker2" >/dev/null
+
+        echo "== $name: shipit" >&2
+        rm -f "$WORK/s"*
+        timed "$WORK/scold" "$BIN" build "$ctx" "$REPO:shipit" "$WORK/cache" "$LABEL"
+        for _ in $(seq "$REPEATS"); do
+            timed "$WORK/ssame" "$BIN" decide "$ctx" "$REPO:shipit" "$WORK/cache" "$LABEL"
+            python3 - "$WORK/stdout" "$WORK/sdecide" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))
+assert d["reused"] and d["files_hashed"] == 0, d
+open(sys.argv[2], "a").write(f"{d['ms']:.1f}\n")
+PY
+        done
+        docker rmi -f "$REPO:shipit" >/dev/null
+        printf 'y' >>"$two"
+        timed "$WORK/sre" "$BIN" build "$ctx" "$REPO:shipit2" "$WORK/cache" "$LABEL"
+        docker rmi -f "$REPO:shipit2" >/dev/null
+
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" \
+            "$(cut -d' ' -f1 "$WORK/dcold")" "$(cut -d' ' -f2 "$WORK/dcold")" \
+            "$(cut -d' ' -f1 "$WORK/dsame" | median)" "$(cut -d' ' -f1 "$WORK/dre")" \
+            "$(cut -d' ' -f1 "$WORK/scold")" "$(cut -d' ' -f2 "$WORK/scold")" \
+            "$(median <"$WORK/sdecide")" "$(cut -d' ' -f1 "$WORK/ssame" | median)" \
+            "$(cut -d' ' -f1 "$WORK/sre")" >>"$RESULTS"
+        echo "row: $(tail -1 "$RESULTS")" >&2
+        rm -rf "$ctx" "$WORK/cache"
+    done
+done
+
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+echo
+echo "Reproduce: SIZES=\"$SIZES\" SHAPES=\"$SHAPES\" REPEATS=$REPEATS bench/build.sh"
+echo
+echo "| context | docker cold s | docker RSS MiB | docker unchanged s | docker 1 changed s | shipit cold s | shipit RSS MiB | shipit unchanged decision ms | shipit unchanged process ms | shipit 1 changed s | cold shipit/docker |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' '{ printf "| %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.1f | %.1f | %d | %.2f | %.2f |\n",
+    $1, $2/1000, $3/1024, $4/1000, $5/1000, $6/1000, $7/1024, $8, $9, $10/1000, $6/$2 }' "$RESULTS"
