@@ -81,7 +81,10 @@ fn github_actions_mode_groups_each_phase_and_annotates_the_failure() {
         annotation.starts_with("::error title=shipit::"),
         "{annotation}"
     );
-    assert!(annotation.contains("HELLO_HEALTH=fail"), "{annotation}");
+    assert!(
+        annotation.contains("HELLO_HEALTH=<redacted>"),
+        "{annotation}"
+    );
     // The cause's lines and the hint are one escaped annotation.
     assert!(annotation.contains("%0Ahint: "), "{annotation}");
     // The plain error lines are there too, for whoever reads the raw log.
@@ -467,14 +470,15 @@ fn the_action_releases_and_reports_outputs_and_a_summary() {
     assert!(
         run.log
             .lines()
-            .any(|l| l.starts_with("::error title=shipit::") && l.contains("HELLO_HEALTH=fail")),
+            .any(|l| l.starts_with("::error title=shipit::")
+                && l.contains("HELLO_HEALTH=<redacted>")),
         "{}",
         run.log
     );
     let summary = &run.summary;
     assert!(summary.contains("shipit release failed"), "{summary}");
     assert!(
-        summary.contains("### Cause") && summary.contains("HELLO_HEALTH=fail"),
+        summary.contains("### Cause") && summary.contains("HELLO_HEALTH=<redacted>"),
         "{summary}"
     );
     assert!(

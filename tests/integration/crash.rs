@@ -312,7 +312,7 @@ async fn candidate_that_crashes_on_boot_fails_verify_with_its_logs() {
         assert_eq!(out.status.code(), Some(5), "{err}");
         assert!(err.contains("exited with code 3"), "{err}");
         assert!(
-            err.contains("hello: HELLO_EXIT=3, exiting before listening"),
+            err.contains("hello: HELLO_EXIT=<redacted>, exiting before listening"),
             "the container's last logs are shown: {err}"
         );
         assert_eq!(json(&out)["error"]["exit_code"], 5);

@@ -25,7 +25,7 @@ async fn unhealthy_candidate_leaves_live_slot_serving() {
     assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
     let err = stderr(&out);
     assert!(
-        err.contains("HTTP 503: unhealthy: HELLO_HEALTH=fail"),
+        err.contains("HTTP 503: unhealthy: HELLO_HEALTH=<redacted>"),
         "{err}"
     );
     assert!(err.contains("hint:"), "{err}");

@@ -311,14 +311,16 @@ pub fn images_of(service: &str) -> Vec<String> {
 }
 
 /// Removes the images built for a test's `service` (a name unique to the test), once its
-/// containers are gone: the service's own tags (`<service>:<tag>`, and pushed ones
+/// containers are gone: the service's own tags (`<service>-<project>:<tag>`, and pushed ones
 /// `<registry>/.../<service>:<tag>`) are untagged, which deletes an image with its last tag,
 /// and an image left without any tag is deleted. Never forced: an image someone else tagged
 /// or runs stays theirs.
 pub fn remove_images_of(service: &str) {
+    // The local tag is `<service>-<project>:<version>`; a pushed one ends in `/<service>`.
     let ours = |tag: &str| {
         let repository = tag.rsplit_once(':').map_or(tag, |(r, _)| r);
-        repository == service || repository.ends_with(&format!("/{service}"))
+        let name = repository.rsplit('/').next().unwrap_or(repository);
+        name == service || name.starts_with(&format!("{service}-"))
     };
     for id in images_of(service) {
         let out = Command::new("docker")
