@@ -366,11 +366,12 @@ impl Printer {
         }
     }
 
-    /// Data for the user or a script, on stdout.
+    /// Data for the user or a script, on stdout, with the registered secret values hidden
+    /// as on stderr (a failure's cause can quote what the app said).
     pub fn data(&self, text: &str) {
         above_spinner(|| {
             let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{text}");
+            let _ = writeln!(out, "{}", scrubbed(text));
         });
     }
 

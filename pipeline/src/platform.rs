@@ -124,6 +124,15 @@ impl PlatformError {
     }
 
     /// What to do about it.
+    /// The error with `secrets` hidden in its message and hint.
+    pub fn scrubbed(mut self, secrets: &crate::secret::Secrets) -> Self {
+        if !secrets.is_empty() {
+            self.message = secrets.scrub(&self.message).into_owned();
+            self.hint = self.hint.map(|h| secrets.scrub(&h).into_owned());
+        }
+        self
+    }
+
     pub fn hint(&self) -> Option<String> {
         self.hint.clone()
     }

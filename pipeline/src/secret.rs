@@ -49,6 +49,16 @@ impl Secrets {
         }))
     }
 
+    /// The env values of one service, all of them: what a record or an error hides.
+    pub fn of_service(service: &crate::config::Service) -> Secrets {
+        Secrets::new(
+            service
+                .hidden_env_names(false)
+                .into_iter()
+                .filter_map(|name| Some((name.clone(), service.env.get(&name)?.clone()))),
+        )
+    }
+
     pub fn is_empty(&self) -> bool {
         self.pairs.is_empty()
     }

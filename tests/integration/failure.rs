@@ -44,6 +44,13 @@ async fn unhealthy_candidate_leaves_live_slot_serving() {
         history[0]
     );
     assert_eq!(history[1]["outcome"]["status"], "succeeded");
+    // The app echoed its env value in its health answer: the record keeps the answer, with
+    // the value hidden, as every output does.
+    let cause = history[0]["outcome"]["cause"].as_str().unwrap_or_default();
+    assert!(
+        cause.contains("HELLO_HEALTH=<redacted>") && !cause.contains("HELLO_HEALTH=fail"),
+        "{cause}"
+    );
 }
 
 /// Starts `shipit release` with a candidate that sleeps before it listens, and returns once

@@ -6,6 +6,7 @@
 //! stopped or removed by mistake, whatever a crashed run left behind.
 
 mod bake;
+mod candidate;
 mod container;
 pub mod images;
 mod observe;
@@ -102,6 +103,13 @@ impl LocalPlatform {
         &self.paths
     }
 
+    /// `e` with the service's env values hidden: a failure's text quotes what the app said
+    /// (its health answer, its last log lines), which may echo its secrets, and it goes into
+    /// the record and every output.
+    fn scrubbed(&self, e: PlatformError) -> PlatformError {
+        e.scrubbed(&crate::secret::Secrets::of_service(&self.service))
+    }
+
     fn admin(&self) -> AdminClient {
         AdminClient::new(self.paths.edge_dir.join(shipit_edge::ADMIN_SOCKET))
     }
@@ -166,51 +174,6 @@ impl LocalPlatform {
         Ok(())
     }
 
-    /// The candidate the edge holds for this service (preview or split), if any.
-    async fn registered_candidate(&self) -> Result<Option<Backend>, PlatformError> {
-        if shipit_edge::daemon::find(&self.paths.edge_dir).is_none() {
-            return Ok(None);
-        }
-        let status = self
-            .admin()
-            .status()
-            .await
-            .map_err(|e| edge_error("reading the edge status", e))?;
-        Ok(status
-            .routes
-            .into_iter()
-            .find(|r| r.service == self.service.name)
-            .and_then(|r| r.candidate)
-            .map(|c| c.backend))
-    }
-
-    /// Renews the lease of the candidate's split. The edge refuses when the lease already
-    /// lapsed (this process stalled for longer than it) and withdrew the candidate: the
-    /// bake then fails, as nothing judged the candidate meanwhile.
-    async fn renew_lease(&self, candidate: &Candidate) -> Result<(), PlatformError> {
-        match self
-            .admin()
-            .renew_lease(&self.service.name, &candidate.release, CANDIDATE_LEASE)
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(shipit_edge::EdgeError::AdminRejected { status: 409, message, .. }) => {
-                Err(PlatformError::new(
-                    ErrorKind::Platform,
-                    format!(
-                        "the edge withdrew the candidate {} in the {} slot during the bake: {message}",
-                        candidate.release, candidate.slot
-                    ),
-                )
-                .with_hint(format!(
-                    "its lease ({}) lapsed before this release renewed it, so this process stalled or another run changed the route; release again",
-                    humantime::format_duration(CANDIDATE_LEASE)
-                )))
-            }
-            Err(e) => Err(edge_error("renewing the candidate's lease", e)),
-        }
-    }
-
     /// Creates the container of an earlier release again in `slot`, from its image.
     async fn recreate(
         &self,
@@ -237,49 +200,6 @@ impl LocalPlatform {
                 );
                 e.with_hint(hint)
             })
-    }
-
-    /// Takes the candidate off the edge (split and preview), then waits until the requests
-    /// it was serving have finished, so removing its container afterwards breaks none.
-    async fn withdraw_candidate(
-        &self,
-        candidate: &Backend,
-        reporter: &Reporter,
-        phase: Phase,
-    ) -> Result<(), PlatformError> {
-        let admin = self.admin();
-        admin
-            .clear_preview(&self.service.name)
-            .await
-            .map_err(|e| edge_error("withdrawing the candidate", e))?;
-        let drained = admin
-            .drain(
-                &self.service.name,
-                &candidate.release,
-                self.target.drain_timeout,
-            )
-            .await
-            .map_err(|e| edge_error("draining the candidate", e))?;
-        if drained.drained {
-            if !drained.waited.is_zero() {
-                reporter.progress(
-                    phase,
-                    format!(
-                        "drained the candidate in the {} slot in {} ms",
-                        candidate.slot,
-                        drained.waited.as_millis()
-                    ),
-                );
-            }
-        } else {
-            reporter.warn(format!(
-                "{} requests were still in flight on the candidate in the {} slot at the drain deadline ({})",
-                drained.in_flight,
-                candidate.slot,
-                humantime::format_duration(self.target.drain_timeout)
-            ));
-        }
-        Ok(())
     }
 }
 
@@ -424,21 +344,25 @@ impl Platform for LocalPlatform {
         image: &Image,
         reporter: &Reporter,
     ) -> Result<Candidate, PlatformError> {
-        self.ensure_not_live(slot, "replace").await?;
-        if self.remove_slot(slot).await? {
+        let result: Result<Candidate, PlatformError> = async {
+            self.ensure_not_live(slot, "replace").await?;
+            if self.remove_slot(slot).await? {
+                reporter.progress(
+                    Phase::Launch,
+                    format!("removed the previous container of the {slot} slot"),
+                );
+            }
+            let candidate = self
+                .create_and_start(slot, release, version, &image.id)
+                .await?;
             reporter.progress(
                 Phase::Launch,
-                format!("removed the previous container of the {slot} slot"),
+                format!("started {} on {}", self.name(slot), candidate.address),
             );
+            Ok(candidate)
         }
-        let candidate = self
-            .create_and_start(slot, release, version, &image.id)
-            .await?;
-        reporter.progress(
-            Phase::Launch,
-            format!("started {} on {}", self.name(slot), candidate.address),
-        );
-        Ok(candidate)
+        .await;
+        result.map_err(|e| self.scrubbed(e))
     }
 
     async fn revive(
@@ -447,75 +371,79 @@ impl Platform for LocalPlatform {
         slot: Slot,
         reporter: &Reporter,
     ) -> Result<Candidate, PlatformError> {
-        self.ensure_not_live(slot, "replace").await?;
-        // Checked before the idle slot's container goes: it may be what a plain rollback needs.
-        let image = image_of(record).ok_or_else(|| {
-            PlatformError::new(
-                ErrorKind::Platform,
-                format!("release {} has no recorded image", record.serves),
-            )
-        })?;
-        if self.images_present([image]).await?.is_empty() {
-            return Err(PlatformError::new(
-                ErrorKind::Platform,
-                format!(
-                    "the image of release {} ({image}) is no longer on this engine: it was pruned (keep_images = {}) or removed",
-                    record.serves, self.target.keep_images
-                ),
-            )
-            .with_hint(
-                "`shipit history` marks the releases that can still be rolled back to; to run this version again, check out its commit and `shipit release`",
-            ));
-        }
-        if let Some(info) = self.inspect(slot).await? {
-            let labels = info
-                .config
-                .as_ref()
-                .and_then(|c| c.labels.clone())
-                .unwrap_or_default();
-            let id = info.id.clone().unwrap_or_else(|| self.name(slot));
-            if labels.get(LABEL_RELEASE) == Some(&record.serves) {
-                let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
-                let candidate = if running {
-                    reporter.progress(
-                        Phase::Launch,
-                        format!("{} is still running", self.name(slot)),
-                    );
-                    let port = published_port(&info, self.service.port).ok_or_else(|| {
-                        PlatformError::new(
-                            ErrorKind::Platform,
-                            format!("{} has no published port", self.name(slot)),
-                        )
-                    })?;
-                    Candidate {
-                        slot,
-                        release: record.serves.clone(),
-                        address: format!("127.0.0.1:{port}"),
-                        handle: id,
-                    }
-                } else {
-                    reporter.progress(Phase::Launch, format!("restarting {}", self.name(slot)));
-                    match self.start(slot, &record.serves, &id).await {
-                        Ok(candidate) => candidate,
-                        // Its port went to another process while it was stopped: a new
-                        // container from the same image gets another one.
-                        Err(e) if e.port_taken => {
-                            reporter.warn(format!(
-                                "{} cannot start again: its port is taken ({})",
-                                self.name(slot),
-                                e.error
-                            ));
-                            self.remove_container(&id).await?;
-                            return self.recreate(record, slot, reporter).await;
-                        }
-                        Err(e) => return Err(e.error),
-                    }
-                };
-                return Ok(candidate);
+        let result: Result<Candidate, PlatformError> = async {
+            self.ensure_not_live(slot, "replace").await?;
+            // Checked before the idle slot's container goes: it may be what a plain rollback needs.
+            let image = image_of(record).ok_or_else(|| {
+                PlatformError::new(
+                    ErrorKind::Platform,
+                    format!("release {} has no recorded image", record.serves),
+                )
+            })?;
+            if self.images_present([image]).await?.is_empty() {
+                return Err(PlatformError::new(
+                    ErrorKind::Platform,
+                    format!(
+                        "the image of release {} ({image}) is no longer on this engine: it was pruned (keep_images = {}) or removed",
+                        record.serves, self.target.keep_images
+                    ),
+                )
+                .with_hint(
+                    "`shipit history` marks the releases that can still be rolled back to; to run this version again, check out its commit and `shipit release`",
+                ));
             }
-            self.remove_container(&id).await?;
+            if let Some(info) = self.inspect(slot).await? {
+                let labels = info
+                    .config
+                    .as_ref()
+                    .and_then(|c| c.labels.clone())
+                    .unwrap_or_default();
+                let id = info.id.clone().unwrap_or_else(|| self.name(slot));
+                if labels.get(LABEL_RELEASE) == Some(&record.serves) {
+                    let running = info.state.as_ref().and_then(|s| s.running).unwrap_or(false);
+                    let candidate = if running {
+                        reporter.progress(
+                            Phase::Launch,
+                            format!("{} is still running", self.name(slot)),
+                        );
+                        let port = published_port(&info, self.service.port).ok_or_else(|| {
+                            PlatformError::new(
+                                ErrorKind::Platform,
+                                format!("{} has no published port", self.name(slot)),
+                            )
+                        })?;
+                        Candidate {
+                            slot,
+                            release: record.serves.clone(),
+                            address: format!("127.0.0.1:{port}"),
+                            handle: id,
+                        }
+                    } else {
+                        reporter.progress(Phase::Launch, format!("restarting {}", self.name(slot)));
+                        match self.start(slot, &record.serves, &id).await {
+                            Ok(candidate) => candidate,
+                            // Its port went to another process while it was stopped: a new
+                            // container from the same image gets another one.
+                            Err(e) if e.port_taken => {
+                                reporter.warn(format!(
+                                    "{} cannot start again: its port is taken ({})",
+                                    self.name(slot),
+                                    e.error
+                                ));
+                                self.remove_container(&id).await?;
+                                return self.recreate(record, slot, reporter).await;
+                            }
+                            Err(e) => return Err(e.error),
+                        }
+                    };
+                    return Ok(candidate);
+                }
+                self.remove_container(&id).await?;
+            }
+            self.recreate(record, slot, reporter).await
         }
-        self.recreate(record, slot, reporter).await
+        .await;
+        result.map_err(|e| self.scrubbed(e))
     }
 
     async fn revivable(
@@ -541,50 +469,54 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
         cancel: &CancellationToken,
     ) -> Result<(), PlatformError> {
-        let prober = Prober::new(address_of(candidate)?);
-        let check = &self.service.health;
-        let mut last_shown: Option<Probe> = None;
-        let health = prober.wait_healthy(check, |probe, left| {
-            if last_shown.as_ref() != Some(probe) {
+        let result: Result<(), PlatformError> = async {
+            let prober = Prober::new(address_of(candidate)?);
+            let check = &self.service.health;
+            let mut last_shown: Option<Probe> = None;
+            let health = prober.wait_healthy(check, |probe, left| {
+                if last_shown.as_ref() != Some(probe) {
+                    reporter.progress(
+                        Phase::Verify,
+                        format!("{}: {probe} ({}s left)", check.path, left.as_secs()),
+                    );
+                    last_shown = Some(probe.clone());
+                }
+            });
+            let result = tokio::select! {
+                r = health => r.map_err(|e| ("health", e.to_string())),
+                code = self.exited(&candidate.handle) => Err(("exit", format!(
+                    "{} exited with code {} before it became healthy",
+                    self.name(candidate.slot),
+                    code.map_or("unknown".into(), |c| c.to_string()),
+                ))),
+                _ = cancel.cancelled() => return Ok(()),
+            };
+            if let Err((_, message)) = result {
+                let logs = self.last_logs(&candidate.handle).await;
+                return Err(PlatformError::new(ErrorKind::Verify, self.with_logs(message, &logs))
+                    .with_hint(format!(
+                        "the live slot was not touched; check the service's {} endpoint and its logs",
+                        check.path
+                    )));
+            }
+            if let Some(path) = &self.service.verify.version_path {
+                prober
+                    .check_version(path, &candidate.release)
+                    .await
+                    .map_err(|e| {
+                        PlatformError::new(ErrorKind::Verify, e.to_string()).with_hint(format!(
+                            "the app must include $SHIPIT_RELEASE in the body of {path}; the live slot was not touched"
+                        ))
+                    })?;
                 reporter.progress(
                     Phase::Verify,
-                    format!("{}: {probe} ({}s left)", check.path, left.as_secs()),
+                    format!("{path} reports release {}", candidate.release),
                 );
-                last_shown = Some(probe.clone());
             }
-        });
-        let result = tokio::select! {
-            r = health => r.map_err(|e| ("health", e.to_string())),
-            code = self.exited(&candidate.handle) => Err(("exit", format!(
-                "{} exited with code {} before it became healthy",
-                self.name(candidate.slot),
-                code.map_or("unknown".into(), |c| c.to_string()),
-            ))),
-            _ = cancel.cancelled() => return Ok(()),
-        };
-        if let Err((_, message)) = result {
-            let logs = self.last_logs(&candidate.handle).await;
-            return Err(PlatformError::new(ErrorKind::Verify, self.with_logs(message, &logs))
-                .with_hint(format!(
-                    "the live slot was not touched; check the service's {} endpoint and its logs",
-                    check.path
-                )));
+            Ok(())
         }
-        if let Some(path) = &self.service.verify.version_path {
-            prober
-                .check_version(path, &candidate.release)
-                .await
-                .map_err(|e| {
-                    PlatformError::new(ErrorKind::Verify, e.to_string()).with_hint(format!(
-                        "the app must include $SHIPIT_RELEASE in the body of {path}; the live slot was not touched"
-                    ))
-                })?;
-            reporter.progress(
-                Phase::Verify,
-                format!("{path} reports release {}", candidate.release),
-            );
-        }
-        Ok(())
+        .await;
+        result.map_err(|e| self.scrubbed(e))
     }
 
     async fn shift(
@@ -670,79 +602,83 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
         cancel: &CancellationToken,
     ) -> Result<(), PlatformError> {
-        let bound = self.target.max_error_rate;
-        let started = tokio::time::Instant::now();
-        let deadline = started + period;
-        let baseline = self.slot_answers(candidate.slot).await?;
-        let counts = |seen: &Answers| {
-            format!(
-                "{} slot: {} requests, {} answered 5xx ({:.2}%; bound {:.2}%)",
-                candidate.slot,
-                seen.total,
-                seen.errors,
-                seen.rate() * 100.0,
-                bound * 100.0
-            )
-        };
-        let mut shown = Answers::default();
-        let mut shown_at = started;
-        let mut renewed_at = started;
-        loop {
-            let now = tokio::time::Instant::now();
-            let wait = BAKE_SAMPLE_INTERVAL.min(deadline.saturating_duration_since(now));
-            tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(wait) => {}
-            }
-            if tokio::time::Instant::now().duration_since(renewed_at) >= CANDIDATE_LEASE_RENEWAL {
-                self.renew_lease(candidate).await?;
-                renewed_at = tokio::time::Instant::now();
-            }
-            let seen = self.slot_answers(candidate.slot).await?.since(&baseline);
-            // A new 5xx is news at once; a growing count of good answers now and then.
-            let now = tokio::time::Instant::now();
-            if seen.errors != shown.errors
-                || (seen != shown && now.duration_since(shown_at) >= BAKE_PROGRESS_INTERVAL)
-            {
-                reporter.progress(Phase::Shift, counts(&seen));
-                shown = seen;
-                shown_at = now;
-            }
-            if seen.breaks(bound) {
-                let logs = self.last_logs(&candidate.handle).await;
-                let message = format!(
-                    "the candidate {} in the {} slot answered {} of {} requests with 5xx ({:.2}%) after {} of the bake, over max_error_rate = {bound} ({:.2}%)",
-                    candidate.release,
+        let result: Result<(), PlatformError> = async {
+            let bound = self.target.max_error_rate;
+            let started = tokio::time::Instant::now();
+            let deadline = started + period;
+            let baseline = self.slot_answers(candidate.slot).await?;
+            let counts = |seen: &Answers| {
+                format!(
+                    "{} slot: {} requests, {} answered 5xx ({:.2}%; bound {:.2}%)",
                     candidate.slot,
-                    seen.errors,
                     seen.total,
+                    seen.errors,
                     seen.rate() * 100.0,
-                    humantime::format_duration(round_to_ms(started.elapsed())),
                     bound * 100.0
-                );
-                return Err(
-                    PlatformError::new(ErrorKind::Verify, self.with_logs(message, &logs))
-                        .with_hint(format!(
-                            "traffic went back to the live slot; fix the errors the candidate answers, or raise max_error_rate of target \"{}\"",
-                            self.target_name
-                        )),
-                );
-            }
-            if tokio::time::Instant::now() >= deadline {
-                if seen != shown {
+                )
+            };
+            let mut shown = Answers::default();
+            let mut shown_at = started;
+            let mut renewed_at = started;
+            loop {
+                let now = tokio::time::Instant::now();
+                let wait = BAKE_SAMPLE_INTERVAL.min(deadline.saturating_duration_since(now));
+                tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(wait) => {}
+                }
+                if tokio::time::Instant::now().duration_since(renewed_at) >= CANDIDATE_LEASE_RENEWAL {
+                    self.renew_lease(candidate).await?;
+                    renewed_at = tokio::time::Instant::now();
+                }
+                let seen = self.slot_answers(candidate.slot).await?.since(&baseline);
+                // A new 5xx is news at once; a growing count of good answers now and then.
+                let now = tokio::time::Instant::now();
+                if seen.errors != shown.errors
+                    || (seen != shown && now.duration_since(shown_at) >= BAKE_PROGRESS_INTERVAL)
+                {
                     reporter.progress(Phase::Shift, counts(&seen));
+                    shown = seen;
+                    shown_at = now;
                 }
-                if seen.total == 0 {
-                    reporter.warn(format!(
-                        "no request reached the candidate in the {} slot during the {} bake: nothing was judged",
+                if seen.breaks(bound) {
+                    let logs = self.last_logs(&candidate.handle).await;
+                    let message = format!(
+                        "the candidate {} in the {} slot answered {} of {} requests with 5xx ({:.2}%) after {} of the bake, over max_error_rate = {bound} ({:.2}%)",
+                        candidate.release,
                         candidate.slot,
-                        humantime::format_duration(period)
-                    ));
+                        seen.errors,
+                        seen.total,
+                        seen.rate() * 100.0,
+                        humantime::format_duration(round_to_ms(started.elapsed())),
+                        bound * 100.0
+                    );
+                    return Err(
+                        PlatformError::new(ErrorKind::Verify, self.with_logs(message, &logs))
+                            .with_hint(format!(
+                                "traffic went back to the live slot; fix the errors the candidate answers, or raise max_error_rate of target \"{}\"",
+                                self.target_name
+                            )),
+                    );
                 }
-                return Ok(());
+                if tokio::time::Instant::now() >= deadline {
+                    if seen != shown {
+                        reporter.progress(Phase::Shift, counts(&seen));
+                    }
+                    if seen.total == 0 {
+                        reporter.warn(format!(
+                            "no request reached the candidate in the {} slot during the {} bake: nothing was judged",
+                            candidate.slot,
+                            humantime::format_duration(period)
+                        ));
+                    }
+                    return Ok(());
+                }
             }
         }
+        .await;
+        result.map_err(|e| self.scrubbed(e))
     }
 
     async fn unsplit(
