@@ -328,11 +328,18 @@ pub fn remove_images_of(service: &str) {
             .output()
             .expect("docker runs");
         let tags: Vec<String> = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        // --no-prune: the build cache's parent layers stay. Every test builds the same
+        // example app, so they share those layers, and deleting them under a build that is
+        // using them as its cache fails that build ("failed to get digest").
         for tag in tags.iter().filter(|t| ours(t)) {
-            let _ = Command::new("docker").args(["rmi", tag]).output();
+            let _ = Command::new("docker")
+                .args(["rmi", "--no-prune", tag])
+                .output();
         }
         if tags.iter().all(|t| ours(t)) {
-            let _ = Command::new("docker").args(["rmi", &id]).output();
+            let _ = Command::new("docker")
+                .args(["rmi", "--no-prune", &id])
+                .output();
         }
     }
 }

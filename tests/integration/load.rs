@@ -99,6 +99,9 @@ impl Report {
 /// Running load; [`Load::stop`] ends it and returns the report.
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// 2xx answers so far, all clients together: what a test can wait on while it runs.
+    answered: Arc<std::sync::atomic::AtomicUsize>,
+    clients: usize,
     tasks: Vec<tokio::task::JoinHandle<(Vec<Sample>, usize)>>,
 }
 
@@ -115,10 +118,12 @@ pub fn release_of(body: &str) -> Option<String> {
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
+        let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
         let tasks = (0..clients)
             .map(|_| {
                 let stop = stop.clone();
+                let answered = answered.clone();
                 tokio::spawn(async move {
                     let mut samples = Vec::new();
                     let mut reconnects = 0;
@@ -146,11 +151,14 @@ impl Load {
                         }
                         let result = conn.as_mut().unwrap().get("/").await;
                         let sample = match result {
-                            Ok((status, body)) if (200..300).contains(&status) => Sample {
-                                started: t,
-                                release: release_of(&body),
-                                failure: None,
-                            },
+                            Ok((status, body)) if (200..300).contains(&status) => {
+                                answered.fetch_add(1, Ordering::Relaxed);
+                                Sample {
+                                    started: t,
+                                    release: release_of(&body),
+                                    failure: None,
+                                }
+                            }
                             Ok((status, body)) => Sample {
                                 started: t,
                                 release: None,
@@ -171,7 +179,27 @@ impl Load {
                 })
             })
             .collect();
-        Load { stop, tasks }
+        Load {
+            stop,
+            answered,
+            clients,
+            tasks,
+        }
+    }
+
+    /// Waits (up to `deadline`) until the clients have been answered with a 2xx more than
+    /// once each since this call, so at least one of those requests started after it (each
+    /// client has at most one in flight). False at the deadline.
+    pub async fn answered_after_now(&self, deadline: Duration) -> bool {
+        let wanted = self.answered.load(Ordering::Relaxed) + self.clients + 1;
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            if self.answered.load(Ordering::Relaxed) >= wanted {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        false
     }
 
     pub async fn stop(self) -> Report {

@@ -107,6 +107,11 @@ async fn killed_live_app_serves_again_on_its_address_within_two_seconds_of_its_r
     for _ in 0..20 {
         assert_eq!(get(project.listen, "/").await.map(|a| a.0), Ok(200));
     }
+    // The load's own clients too, however slow the machine is.
+    assert!(
+        load.answered_after_now(Duration::from_secs(10)).await,
+        "the load got no 2xx within 10 s after 200s resumed"
+    );
     let report = load.stop().await;
     let took = resumed_at.duration_since(restarted_at);
     assert!(
