@@ -18,23 +18,17 @@
 //! [`expire_lapsed`] is the edge's task that withdraws candidates whose lease lapsed. It
 //! sleeps until the earliest end of a lease, and wakes early when the routes change.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
-
-use crate::EdgeError;
-use crate::connection::{Stop, stopped};
-use crate::edge::Edge;
 
 /// The longest lease a candidate may be given: past it, a lease is a mistake, not a lease.
 pub const MAX_CANDIDATE_LEASE: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// How long the expiry task sleeps at most while a lease runs, so that a jump of the wall
 /// clock delays a withdrawal by no more than this.
-const LEASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+pub(crate) const LEASE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A candidate's lease: how long each renewal lasts, and when the current one ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,56 +76,8 @@ pub fn checked_lease_ms(lease_ms: u64) -> Result<Duration, String> {
 }
 
 /// How long from `now` until `at`; zero when it has passed.
-fn until(at: Timestamp, now: Timestamp) -> Duration {
+pub(crate) fn until(at: Timestamp, now: Timestamp) -> Duration {
     Duration::try_from(at.duration_since(now)).unwrap_or(Duration::ZERO)
-}
-
-/// Withdraws each candidate whose lease lapsed, as soon as it lapses, until the edge stops
-/// or hands over (the next edge process runs its own).
-pub(crate) async fn expire_lapsed(edge: Arc<Edge>, mut stop: watch::Receiver<Stop>) {
-    loop {
-        // Registered before the table is read, so a change made meanwhile is not missed.
-        let changed = edge.routes_changed.notified();
-        tokio::pin!(changed);
-        changed.as_mut().enable();
-        let now = Timestamp::now();
-        let next = edge.table().next_lease_end();
-        if next.is_none_or(|at| at > now) {
-            let sleep = async {
-                match next {
-                    Some(at) => tokio::time::sleep(until(at, now).min(LEASE_CHECK_INTERVAL)).await,
-                    None => std::future::pending().await,
-                }
-            };
-            tokio::select! {
-                _ = stopped(&mut stop) => return,
-                () = &mut changed => {}
-                () = sleep => {}
-            }
-            continue;
-        }
-        let withdrawn = edge
-            .change(|table| Ok::<_, EdgeError>(table.expire_leases(Timestamp::now())))
-            .await;
-        match withdrawn {
-            Ok(Ok(withdrawn)) => {
-                for (service, backend) in withdrawn {
-                    tracing::warn!(
-                        %service, slot = %backend.slot, release = %backend.release,
-                        addr = %backend.addr,
-                        "the candidate's lease lapsed (the release that held it stopped \
-                         renewing it); withdrawn, all traffic is on the live slot"
-                    );
-                }
-            }
-            // Withdrawn all the same; a restart does not restore a lapsed candidate.
-            Ok(Err(e)) => tracing::error!(
-                "candidates whose lease lapsed were withdrawn, but the routes were not saved: {e}"
-            ),
-            // Handed over: the new process holds the table now.
-            Err(_) => return,
-        }
-    }
 }
 
 #[cfg(test)]

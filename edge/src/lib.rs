@@ -22,6 +22,7 @@ pub mod directory;
 pub mod drain;
 pub(crate) mod edge;
 pub mod error;
+mod expiry;
 pub mod framing;
 pub mod handover;
 pub mod lease;

@@ -251,7 +251,7 @@ fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
         edge.stop.subscribe(),
         tuning.shutdown_grace,
     ));
-    tasks.spawn(crate::lease::expire_lapsed(
+    tasks.spawn(crate::expiry::expire_lapsed(
         Arc::clone(edge),
         edge.stop.subscribe(),
     ));
