@@ -10,18 +10,9 @@ use crate::platform::{Candidate, ErrorKind, PlatformError};
 impl LocalPlatform {
     /// The candidate the edge holds for this service (preview or split), if any.
     pub(super) async fn registered_candidate(&self) -> Result<Option<Backend>, PlatformError> {
-        if shipit_edge::daemon::find(&self.paths.edge_dir).is_none() {
-            return Ok(None);
-        }
-        let status = self
-            .admin()
-            .status()
-            .await
-            .map_err(|e| edge_error("reading the edge status", e))?;
-        Ok(status
-            .routes
-            .into_iter()
-            .find(|r| r.service == self.service.name)
+        Ok(self
+            .route()
+            .await?
             .and_then(|r| r.candidate)
             .map(|c| c.backend))
     }

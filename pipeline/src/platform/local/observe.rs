@@ -74,7 +74,7 @@ impl LocalPlatform {
     }
 
     /// The service's route as the running edge holds it; None when the edge is down.
-    async fn route(&self) -> Result<Option<RouteStatus>, PlatformError> {
+    pub(super) async fn route(&self) -> Result<Option<RouteStatus>, PlatformError> {
         if shipit_edge::daemon::find(&self.paths.edge_dir).is_none() {
             return Ok(None);
         }
