@@ -50,10 +50,11 @@ H2_CONNECTIONS=${H2_CONNECTIONS:-2}       # h2c connections
 H2_STREAMS=${H2_STREAMS:-8}               # streams in flight on each
 LOAD_THREADS=${LOAD_THREADS:-2}           # the load generator's runtime threads
 MAX_REQUESTS=${MAX_REQUESTS:-200000000}   # the load's request budget
+MAX_RATE=${MAX_RATE:-0}                   # requests/s the load starts at most (0: no cap), to leave CPU to the operations
 MAX_DURATION=${MAX_DURATION:-$((OPS * 30 + 300))s}  # the load's hard deadline
 BENCH_KEEP=${BENCH_KEEP:-}                # set to 1 to keep the project, the logs and raw output
 for n in OPS OP_TIMEOUT KEEP_IMAGES KEEPALIVE NEWCONN POST SLOW WS WS_MESSAGES H2_CONNECTIONS \
-    H2_STREAMS LOAD_THREADS MAX_REQUESTS MIN_REQUESTS SEED; do
+    H2_STREAMS LOAD_THREADS MAX_REQUESTS MIN_REQUESTS SEED MAX_RATE; do
     [[ ${!n} =~ ^[0-9]+$ ]] || { echo "$n must be a whole number, not '${!n}'" >&2; exit 2; }
 done
 ((OPS >= 1)) || { echo "OPS must be ≥ 1" >&2; exit 2; }
@@ -65,7 +66,7 @@ REPRODUCE="OPS=$OPS SEED=$SEED MIX=$MIX HEALTH_TIMEOUT=$HEALTH_TIMEOUT \
 FAIL_HEALTH_TIMEOUT=$FAIL_HEALTH_TIMEOUT DRAIN_TIMEOUT=$DRAIN_TIMEOUT KEEP_IMAGES=$KEEP_IMAGES \
 KEEPALIVE=$KEEPALIVE NEWCONN=$NEWCONN POST=$POST SLOW=$SLOW SLOW_FOR=$SLOW_FOR WS=$WS \
 WS_INTERVAL=$WS_INTERVAL WS_MESSAGES=$WS_MESSAGES H2_CONNECTIONS=$H2_CONNECTIONS \
-H2_STREAMS=$H2_STREAMS LOAD_THREADS=$LOAD_THREADS bench/soak.sh${QUICK:+ --quick}"
+H2_STREAMS=$H2_STREAMS LOAD_THREADS=$LOAD_THREADS MAX_RATE=$MAX_RATE bench/soak.sh${QUICK:+ --quick}"
 
 say() { printf '[soak %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -223,6 +224,7 @@ fi
 
 say "load: keep-alive $KEEPALIVE, new-connection $NEWCONN, POST $POST, slow $SLOW, WebSocket $WS, h2c ${H2_CONNECTIONS}×$H2_STREAMS"
 "$LOAD" --addr "$EDGE" --seed "$SEED" --duration "$MAX_DURATION" --max-requests "$MAX_REQUESTS" \
+    --max-rate "$MAX_RATE" \
     --keepalive "$KEEPALIVE" --newconn "$NEWCONN" --post "$POST" --slow "$SLOW" --slow-for "$SLOW_FOR" \
     --ws "$WS" --ws-interval "$WS_INTERVAL" --ws-messages "$WS_MESSAGES" \
     --h2-connections "$H2_CONNECTIONS" --h2-streams "$H2_STREAMS" --threads "$LOAD_THREADS" \

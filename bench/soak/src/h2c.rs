@@ -86,7 +86,7 @@ async fn stream(shared: Arc<Shared>, mut sender: SendRequest<Full<Bytes>>) -> Lo
     let tally = shared.tally(Kind::H2);
     let mut local = Local::default();
     let uri = format!("http://{}/", shared.authority);
-    while !sender.is_closed() && shared.take() {
+    while !sender.is_closed() && shared.take().await {
         if sender.ready().await.is_err() {
             break;
         }

@@ -156,7 +156,7 @@ pub async fn worker(
         return local;
     }
     let mut connection: Option<SendRequest<Full<Bytes>>> = None;
-    while shared.take() {
+    while shared.take().await {
         if fresh {
             connection = None;
         }

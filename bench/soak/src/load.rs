@@ -88,11 +88,24 @@ pub struct Shared {
     stop_reason: Mutex<Option<StopReason>>,
     started: AtomicU64,
     max_requests: u64,
+    /// Requests per second all kinds together may start at most; `None`: as fast as answered.
+    max_rate: Option<f64>,
     tallies: [Tally; 6],
 }
 
 impl Shared {
     pub fn new(addr: SocketAddr, seed: u64, timeout: Duration, max_requests: u64) -> Shared {
+        Shared::with_rate(addr, seed, timeout, max_requests, None)
+    }
+
+    /// A load that starts at most `max_rate` requests a second (all kinds together).
+    pub fn with_rate(
+        addr: SocketAddr,
+        seed: u64,
+        timeout: Duration,
+        max_requests: u64,
+        max_rate: Option<f64>,
+    ) -> Shared {
         Shared {
             addr,
             authority: addr.to_string(),
@@ -103,6 +116,7 @@ impl Shared {
             stop_reason: Mutex::new(None),
             started: AtomicU64::new(0),
             max_requests,
+            max_rate: max_rate.filter(|r| *r > 0.0),
             tallies: Default::default(),
         }
     }
@@ -112,14 +126,23 @@ impl Shared {
     }
 
     /// Claims one request of the budget: `false` once the load is stopping or the budget is
-    /// spent (which stops it).
-    pub fn take(&self) -> bool {
+    /// spent (which stops it). With a rate cap, the n-th request waits until n / rate
+    /// seconds after the start; a load slower than the cap never waits.
+    pub async fn take(&self) -> bool {
         if self.stop.is_cancelled() {
             return false;
         }
-        if self.started.fetch_add(1, Ordering::Relaxed) >= self.max_requests {
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        if n >= self.max_requests {
             self.halt(StopReason::Budget);
             return false;
+        }
+        if let Some(rate) = self.max_rate {
+            let due = self.epoch + Duration::from_secs_f64(n as f64 / rate);
+            tokio::select! {
+                _ = self.stop.cancelled() => return false,
+                _ = tokio::time::sleep_until(due.into()) => {}
+            }
         }
         true
     }
@@ -218,13 +241,34 @@ mod tests {
         assert_eq!(fnv1a64(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 
-    #[test]
-    fn the_budget_stops_the_load() {
+    #[tokio::test]
+    async fn the_budget_stops_the_load() {
         let shared = Shared::new("127.0.0.1:1".parse().unwrap(), 1, Duration::from_secs(1), 2);
-        assert!(shared.take());
-        assert!(shared.take());
-        assert!(!shared.take());
+        assert!(shared.take().await);
+        assert!(shared.take().await);
+        assert!(!shared.take().await);
         assert_eq!(shared.stop_reason(), Some(StopReason::Budget));
         assert!(shared.stop.is_cancelled());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_rate_cap_spaces_the_starts() {
+        let shared = Shared::with_rate(
+            "127.0.0.1:1".parse().unwrap(),
+            1,
+            Duration::from_secs(1),
+            100,
+            Some(10.0),
+        );
+        let start = tokio::time::Instant::now();
+        for _ in 0..21 {
+            assert!(shared.take().await);
+        }
+        // The 21st request (n = 20) starts 2 s after the first, not before.
+        let waited = start.elapsed();
+        assert!(
+            waited >= Duration::from_millis(1990) && waited < Duration::from_millis(2100),
+            "{waited:?}"
+        );
     }
 }

@@ -62,6 +62,9 @@ struct Args {
     /// The request budget: the load stops once this many requests were started
     #[arg(long, default_value_t = 100_000_000)]
     max_requests: u64,
+    /// At most this many requests a second, all kinds together (0: as fast as answered)
+    #[arg(long, default_value_t = 0.0)]
+    max_rate: f64,
     /// Keep-alive connections sending `GET /`
     #[arg(long, default_value_t = 16)]
     keepalive: usize,
@@ -127,11 +130,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     preflight(args.addr).await?;
-    let shared = Arc::new(Shared::new(
+    let shared = Arc::new(Shared::with_rate(
         args.addr,
         args.seed,
         args.timeout,
         args.max_requests,
+        Some(args.max_rate),
     ));
     let started = Instant::now();
 
@@ -239,6 +243,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let settings = BTreeMap::from([
         ("duration_s", json!(args.duration.as_secs_f64())),
         ("max_requests", json!(args.max_requests)),
+        ("max_rate", json!(args.max_rate)),
         ("post_bytes", json!(args.post_bytes)),
         ("slow_ms", json!(args.slow_for.as_millis() as u64)),
         ("ws_interval_ms", json!(args.ws_interval.as_millis() as u64)),

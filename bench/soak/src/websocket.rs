@@ -36,7 +36,7 @@ pub async fn worker(shared: Arc<Shared>, index: usize, interval: Duration, messa
     }
     let url = format!("ws://{}/ws", shared.authority);
     let mut session = 0u64;
-    while shared.take() {
+    while shared.take().await {
         session += 1;
         let started = Instant::now();
         let mut ws = match tokio::time::timeout(shared.timeout, connect(&shared, &url)).await {
@@ -57,7 +57,7 @@ pub async fn worker(shared: Arc<Shared>, index: usize, interval: Duration, messa
         };
         let mut broken = false;
         for n in 0..messages {
-            if !shared.pause(interval).await || !shared.take() {
+            if !shared.pause(interval).await || !shared.take().await {
                 break;
             }
             let payload = format!(
