@@ -94,11 +94,8 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(addr: SocketAddr, seed: u64, timeout: Duration, max_requests: u64) -> Shared {
-        Shared::with_rate(addr, seed, timeout, max_requests, None)
-    }
-
-    /// A load that starts at most `max_rate` requests a second (all kinds together).
+    /// A load that starts at most `max_rate` requests a second (all kinds together; `None`:
+    /// as fast as they are answered).
     pub fn with_rate(
         addr: SocketAddr,
         seed: u64,
@@ -243,7 +240,13 @@ mod tests {
 
     #[tokio::test]
     async fn the_budget_stops_the_load() {
-        let shared = Shared::new("127.0.0.1:1".parse().unwrap(), 1, Duration::from_secs(1), 2);
+        let shared = Shared::with_rate(
+            "127.0.0.1:1".parse().unwrap(),
+            1,
+            Duration::from_secs(1),
+            2,
+            None,
+        );
         assert!(shared.take().await);
         assert!(shared.take().await);
         assert!(!shared.take().await);
