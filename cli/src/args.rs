@@ -132,6 +132,21 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Diff what the next release would launch against the live slot (ecs targets)
+    ///
+    /// The rendered task definition and the service settings against the live service's, as
+    /// a unified diff; what changes with every release (image, release id, slot) is left
+    /// out, and env values are redacted unless --show-secrets is given.
+    Diff {
+        #[command(flatten)]
+        selection: Selection,
+        /// Exit 2 when there are differences (0 when there are none)
+        #[arg(long)]
+        exit_code: bool,
+        /// Print the diff as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the live slot, release, image and version
     Status {
         #[command(flatten)]
@@ -240,6 +255,7 @@ impl Command {
             Command::Release { json, .. }
             | Command::Promote { json, .. }
             | Command::Plan { json, .. }
+            | Command::Diff { json, .. }
             | Command::Status { json, .. }
             | Command::History { json, .. }
             | Command::Rollback { json, .. }

@@ -19,6 +19,9 @@ pub const VERIFY: u8 = 5;
 pub const PLATFORM: u8 = 6;
 pub const NO_ROLLBACK: u8 = 7;
 pub const VERSION: u8 = 8;
+/// `shipit diff --exit-code` found differences (the number of a config error: the diff on
+/// stdout, and no error on stderr, tell them apart).
+pub const DIFFERENCES: u8 = 2;
 pub const INTERRUPTED: u8 = 130;
 
 /// A failed command: its exit code, a one-line cause and a hint.
@@ -36,6 +39,11 @@ impl Failure {
             cause: cause.into(),
             hint: None,
         }
+    }
+
+    /// An exit code that is no error: nothing is printed for it.
+    pub fn silent(code: u8) -> Failure {
+        Failure::new(code, "")
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Failure {

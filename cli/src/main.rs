@@ -43,6 +43,7 @@ fn main() -> ExitCode {
     };
     match runtime.block_on(command::run(cli, printer)) {
         Ok(()) => ExitCode::from(exit::OK),
+        Err(failure) if failure.cause.is_empty() => failure.exit_code(),
         Err(failure) => {
             printer.error(&failure.cause, failure.hint.as_deref());
             if json {

@@ -52,10 +52,19 @@ pub fn hide_on_stderr(secrets: Secrets) {
 }
 
 /// `text` with the registered secret values hidden.
+/// Values read from AWS at a local launch (a service's `secrets`) are hidden too, always.
 fn scrubbed(text: &str) -> std::borrow::Cow<'_, str> {
-    match SECRETS.get() {
+    let text = match SECRETS.get() {
         Some(secrets) => secrets.scrub(text),
         None => std::borrow::Cow::Borrowed(text),
+    };
+    let resolved = shipit_pipeline::secret::resolved();
+    if resolved.is_empty() {
+        return text;
+    }
+    match resolved.scrub(&text) {
+        std::borrow::Cow::Borrowed(_) => text,
+        std::borrow::Cow::Owned(hidden) => std::borrow::Cow::Owned(hidden),
     }
 }
 

@@ -44,7 +44,7 @@ use serde::Serialize;
 pub use crate::secret::REDACTED;
 pub use ecs::{
     Cdn, DEFAULT_ECS_CPU, DEFAULT_ECS_DESIRED_COUNT, DEFAULT_ECS_LOG_GROUP, DEFAULT_ECS_MEMORY,
-    DEFAULT_ECS_VERIFY_TIMEOUT, DEFAULT_KEEP_PREVIOUS, DEFAULT_TASK_DEFINITION,
+    DEFAULT_ECS_VERIFY_TIMEOUT, DEFAULT_KEEP_PREVIOUS, DEFAULT_LOCK_LEASE, DEFAULT_TASK_DEFINITION,
     DEFAULT_TASK_DEFINITION_TEXT, EcsTarget, PerSlot,
 };
 pub use edge::{
@@ -137,6 +137,11 @@ pub struct Service {
     pub env: BTreeMap<String, String>,
     /// The dotenv file whose variables are in `env`, and their names.
     pub env_file: Option<EnvFile>,
+    /// Environment kept in AWS, by name: an SSM parameter or a Secrets Manager secret. An
+    /// ecs task definition gets them as `secrets` (ECS reads them at task start); a local
+    /// launch reads them through the SDK. Their values are never printed.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub secrets: BTreeMap<String, crate::secret::SecretArn>,
     /// A shell command run (with `sh -c`, in the config's folder) before the build.
     pub pre_build: Option<String>,
     pub health: HealthCheck,

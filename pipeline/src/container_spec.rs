@@ -171,6 +171,7 @@ mod tests {
                 ("PORT".to_string(), "1".to_string()),
             ]),
             env_file: None,
+            secrets: BTreeMap::new(),
             pre_build: None,
             health: HealthCheck {
                 path: "/healthz".into(),

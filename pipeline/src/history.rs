@@ -82,6 +82,10 @@ pub struct PhaseRecord {
     pub finished_at: Option<Timestamp>,
     /// `None` while running; `Some(true)` when it completed.
     pub ok: Option<bool>,
+    /// How long the phase waited on the platform's conditions (pauses between polls of AWS),
+    /// in milliseconds; absent when it waited on none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waited_ms: Option<u64>,
 }
 
 /// One weighted step of a shift: a share of traffic on the candidate, watched for a while.
@@ -118,6 +122,10 @@ pub struct ReleaseRecord {
     /// The image tag (e.g. `hello:1a2b3c4`) and its engine id or digest.
     pub image: Option<String>,
     pub image_id: Option<String>,
+    /// The platform's handle of what ran: the local container's id, or on an ecs target the
+    /// task definition ARN, which a rollback to this release runs again while it is active.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub handle: Option<String>,
     /// The app version (git revision) it runs.
     pub version: String,
     pub revision: Option<String>,
@@ -147,11 +155,17 @@ impl ReleaseRecord {
             started_at: Timestamp::now(),
             finished_at: None,
             ok: None,
+            waited_ms: None,
         });
     }
 
     /// Closes the most recent open record of `phase`.
     pub fn end_phase(&mut self, phase: Phase, ok: bool) {
+        self.end_phase_waited(phase, ok, std::time::Duration::ZERO);
+    }
+
+    /// Closes the most recent open record of `phase`, which waited `waited` on its platform.
+    pub fn end_phase_waited(&mut self, phase: Phase, ok: bool, waited: std::time::Duration) {
         if let Some(p) = self
             .phases
             .iter_mut()
@@ -160,6 +174,8 @@ impl ReleaseRecord {
         {
             p.finished_at = Some(Timestamp::now());
             p.ok = Some(ok);
+            p.waited_ms =
+                (!waited.is_zero()).then(|| u64::try_from(waited.as_millis()).unwrap_or(u64::MAX));
         }
     }
 
@@ -441,6 +457,7 @@ mod tests {
             slot: Some(Slot::Blue),
             image: Some("hello:abc".into()),
             image_id: None,
+            handle: None,
             version: "abc".into(),
             revision: None,
             modules: BTreeMap::new(),

@@ -25,5 +25,6 @@ pub mod shift;
 pub mod state_dir;
 pub mod task_definition;
 pub mod version;
+pub mod waited;
 
 pub use shipit_edge::Slot;

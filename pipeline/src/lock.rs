@@ -104,6 +104,9 @@ pub enum LockError {
     HeldRemote {
         store: String,
         holder: Holder,
+        /// When the holder's lease runs out, unless it renews it; `None`: a lock that never
+        /// runs out.
+        until: Option<Timestamp>,
         /// The command that breaks it, with the target's name when the store knows it.
         breaker: String,
     },
@@ -124,6 +127,14 @@ impl LockError {
             ),
             LockError::HeldUnknown { .. } => Some("wait for it to finish".into()),
             LockError::Io { .. } => Some("check that the state directory is writable".into()),
+            LockError::HeldRemote {
+                breaker,
+                until: Some(until),
+                ..
+            } => Some(format!(
+                "wait for it to finish; its run renews its lease, which runs out at {} if that                  run is dead (the next release then takes the lock over); or break it now with `{breaker}`",
+                until.round(jiff::Unit::Second).unwrap_or(*until)
+            )),
             LockError::HeldRemote { breaker, .. } => Some(format!(
                 "wait for it to finish; if that run is dead, break the lock with `{breaker}`"
             )),
@@ -628,6 +639,7 @@ mod tests {
         let err = LockError::HeldRemote {
             store: "SSM /shipit/prod/hello/lock".into(),
             holder: dead_holder(),
+            until: None,
             breaker: "shipit lock release --force --target prod".into(),
         };
         let hint = err.hint().unwrap_or_default();

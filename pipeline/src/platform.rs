@@ -35,6 +35,11 @@ pub struct Live {
     /// The id of the release whose container serves (what its version endpoint reports).
     pub release: String,
     pub since: Option<Timestamp>,
+    /// Set when what serves in the slot is not shipit's (targets another tool registered in
+    /// the forwarded target group): what it is. A release goes to the other slot and leaves
+    /// it alone; it is never a release to roll back to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign: Option<String>,
 }
 
 /// An image ready to run.
@@ -161,6 +166,13 @@ pub trait Platform {
     /// How traffic moves to a verified candidate on this target (from the target's `shift`
     /// key).
     fn shift_strategy(&self) -> &ShiftStrategy;
+
+    /// The slot a release takes when nothing is live: the one traffic is not routed to, as
+    /// the last `converge` read it, so that the candidate gets no traffic before it is
+    /// verified. Blue by default.
+    fn first_slot(&self) -> Slot {
+        Slot::Blue
+    }
 
     /// The live slot, read from where traffic really goes.
     fn live(&self) -> impl Future<Output = Result<Option<Live>, PlatformError>>;

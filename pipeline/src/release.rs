@@ -265,6 +265,7 @@ pub async fn promote<P: Platform>(
             reporter,
             record,
             dead: DeadRuns::default(),
+            waited_at: Vec::new(),
         };
         Box::pin(run.promote(&input)).await
     })
@@ -320,6 +321,8 @@ struct Run<'a, P: Platform> {
     record: ReleaseRecord,
     /// What runs that died before this one left behind.
     dead: DeadRuns,
+    /// The time waited on the platform when each open phase began ([`crate::waited`]).
+    waited_at: Vec<(Phase, std::time::Duration)>,
 }
 
 impl<'a, P: Platform> Run<'a, P> {
@@ -340,6 +343,7 @@ impl<'a, P: Platform> Run<'a, P> {
             slot: None,
             image: None,
             image_id: None,
+            handle: None,
             version: input.version.clone(),
             revision: input.revision.as_ref().map(|r| r.sha.clone()),
             modules: input.modules.clone(),
@@ -358,6 +362,7 @@ impl<'a, P: Platform> Run<'a, P> {
             reporter,
             record,
             dead,
+            waited_at: Vec::new(),
         })
     }
 
@@ -366,12 +371,18 @@ impl<'a, P: Platform> Run<'a, P> {
     }
 
     fn begin(&mut self, phase: Phase) {
+        self.waited_at.push((phase, crate::waited::total()));
         self.record.begin_phase(phase);
         self.reporter.emit(Event::PhaseStarted { phase });
     }
 
     fn end(&mut self, phase: Phase, started: std::time::Instant, ok: bool) {
-        self.record.end_phase(phase, ok);
+        let since = match self.waited_at.iter().rposition(|(p, _)| *p == phase) {
+            Some(i) => self.waited_at.remove(i).1,
+            None => crate::waited::total(),
+        };
+        self.record
+            .end_phase_waited(phase, ok, crate::waited::total().saturating_sub(since));
         self.reporter.emit(Event::PhaseFinished {
             phase,
             elapsed: started.elapsed(),
@@ -447,8 +458,14 @@ impl<'a, P: Platform> Run<'a, P> {
                 })
                 .await?;
             self.supersede_staged().await?;
-            self.record.previous = live.as_ref().map(|l| l.release.clone());
-            let slot = live.as_ref().map_or(Slot::Blue, |l| l.slot.other());
+            // A foreign live slot is no release of ours to go back to.
+            self.record.previous = live
+                .as_ref()
+                .filter(|l| l.foreign.is_none())
+                .map(|l| l.release.clone());
+            let slot = live
+                .as_ref()
+                .map_or_else(|| platform.first_slot(), |l| l.slot.other());
             self.record.slot = Some(slot);
             let build_input = BuildInput {
                 release: self.record.id.clone(),
@@ -479,6 +496,7 @@ impl<'a, P: Platform> Run<'a, P> {
                 )
                 .await
                 .map_err(|e| e.with_candidate(slot))?;
+            self.record.handle = Some(candidate.handle.clone());
             fault::point(FaultPoint::AfterLaunch);
             self.verify(&candidate, cancel).await?;
             if input.no_promote {

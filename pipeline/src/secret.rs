@@ -9,6 +9,12 @@
 
 use std::borrow::Cow;
 
+mod arn;
+mod fetch;
+
+pub use arn::{SecretArn, SecretStore};
+pub use fetch::{SecretError, fetch, remember, resolved};
+
 use crate::config::Config;
 
 /// What a secret value is printed as, unless secrets are asked for (`--show-secrets`).

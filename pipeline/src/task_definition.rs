@@ -68,6 +68,8 @@ struct Context<'a> {
     slot: Slot,
     execution_role_arn: &'a str,
     env: BTreeMap<String, String>,
+    /// The service's `secrets`: name → ARN, for the container's `secrets` (`valueFrom`).
+    secrets: BTreeMap<String, String>,
 }
 
 /// The environment of the container: the service's env, then shipit's own variables, which
@@ -284,6 +286,12 @@ pub fn render(
         slot: render.slot,
         execution_role_arn: render.target.execution_role_arn.as_deref().unwrap_or(""),
         env: environment(render),
+        secrets: render
+            .service
+            .secrets
+            .iter()
+            .map(|(name, arn)| (name.clone(), arn.arn.clone()))
+            .collect(),
     };
 
     let mut engine = Handlebars::new();
@@ -344,7 +352,37 @@ pub fn render(
                 Some("add { \"containerPort\": {{port}} } to its portMappings"),
             ));
         }
-        Some(_) => {}
+        Some(c) => {
+            // A secret goes in `secrets`, by ARN: a template that drops one, or puts it in
+            // the environment, would run the service without it or print its value.
+            for (name, arn) in &render.service.secrets {
+                if !c
+                    .secrets
+                    .iter()
+                    .any(|s| s.name == *name && s.value_from == arn.arn)
+                {
+                    return Err(error(
+                        format!(
+                            "container {container:?} does not get the secret {name} ({arn}) \
+                             in its secrets"
+                        ),
+                        Some(
+                            "render {{#each secrets}} into the container's \"secrets\" as \
+                             { \"name\": \"{{@key}}\", \"valueFrom\": \"{{this}}\" }, as the \
+                             built-in template does",
+                        ),
+                    ));
+                }
+                if c.environment.iter().any(|v| v.name == *name) {
+                    return Err(error(
+                        format!(
+                            "container {container:?} has the secret {name} in its environment:                              its value would be stored in the task definition"
+                        ),
+                        Some("secrets go in \"secrets\", by ARN, never in \"environment\""),
+                    ));
+                }
+            }
+        }
     }
     Ok(definition)
 }
@@ -429,6 +467,53 @@ repository = "123456789012.dkr.ecr.us-east-1.amazonaws.com/hello"
     fn built_in_template_for_green_slot() {
         let config = config("");
         insta::assert_json_snapshot!(rendered(&config, built_in()).expect("renders"));
+    }
+
+    const SECRET_ARN: &str = "arn:aws:ssm:us-east-1:123456789012:parameter/prod/db-password";
+
+    #[test]
+    fn secrets_go_into_the_containers_secrets_by_arn_never_into_its_environment() {
+        let with_secret = config(&format!(
+            "\n[services.hello.secrets]\nDB_PASSWORD = \"{SECRET_ARN}\"\n"
+        ));
+        let definition = rendered(&with_secret, built_in()).expect("renders");
+        let container = definition.container("hello").unwrap();
+        assert_eq!(
+            container.secrets,
+            [SecretRef {
+                name: "DB_PASSWORD".into(),
+                value_from: SECRET_ARN.into(),
+            }]
+        );
+        assert!(
+            container
+                .environment
+                .iter()
+                .all(|v| v.name != "DB_PASSWORD")
+        );
+        // Without secrets, the built-in template renders no `secrets` at all.
+        let plain = rendered(&config(""), built_in()).expect("renders");
+        assert!(plain.container("hello").unwrap().secrets.is_empty());
+    }
+
+    #[test]
+    fn a_template_that_drops_a_secret_or_puts_it_in_the_environment_is_refused() {
+        let config = config(&format!(
+            "\n[services.hello.secrets]\nDB_PASSWORD = \"{SECRET_ARN}\"\n"
+        ));
+        let dropped = r#"{"family": "{{family}}", "containerDefinitions": [{"name": "{{container}}",
+            "image": "{{image}}", "portMappings": [{"containerPort": {{port}}}]}]}"#;
+        let error = rendered(&config, dropped).unwrap_err().to_string();
+        assert!(
+            error.contains("does not get the secret DB_PASSWORD"),
+            "{error}"
+        );
+        let leaked = r#"{"family": "{{family}}", "containerDefinitions": [{"name": "{{container}}",
+            "image": "{{image}}", "portMappings": [{"containerPort": {{port}}}],
+            "environment": [{"name": "DB_PASSWORD", "value": "x"}],
+            "secrets": [{"name": "DB_PASSWORD", "valueFrom": "{{secrets.DB_PASSWORD}}"}]}]}"#;
+        let error = rendered(&config, leaked).unwrap_err().to_string();
+        assert!(error.contains("in its environment"), "{error}");
     }
 
     #[test]

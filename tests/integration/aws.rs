@@ -212,12 +212,35 @@ async fn agent_registers_targets_for_desired_tasks_and_never_for_a_broken_slot()
     // Where the listeners forward, as created.
     assert_eq!(
         infra.listener_slot(&infra.listener_arn).await,
-        Some(Slot::Blue)
+        Some(Slot::Green)
     );
     assert_eq!(
         infra.listener_slot(&infra.test_listener_arn).await,
         Some(Slot::Green)
     );
+}
+
+/// `aws <args> --output json` against moto, with the venv's AWS CLI: its answer.
+pub async fn aws_cli(args: &[&str]) -> serde_json::Value {
+    let aws = crate::harness::repo_root().join(".venv/bin/aws");
+    assert!(aws.exists(), "no aws CLI at {}", aws.display());
+    let mut cmd = std::process::Command::new(aws);
+    cmd.args(args)
+        .args(["--output", "json"])
+        .stdin(std::process::Stdio::null());
+    Moto::apply_env(&mut cmd);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("aws runs"))
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "aws {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.stdout.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::Value::Null;
+    }
+    serde_json::from_slice(&out.stdout).expect("aws prints JSON")
 }
 
 /// Waits for an async condition, polling every 50 ms, and panics with `what` after `deadline`.

@@ -29,6 +29,7 @@ fn record(id: &str, started: &str) -> ReleaseRecord {
         slot: Some(Slot::Blue),
         image: Some("127.0.0.1:5000/web@sha256:ab".into()),
         image_id: Some("sha256:ab".into()),
+        handle: None,
         version: "abc1234".into(),
         revision: None,
         modules: BTreeMap::new(),

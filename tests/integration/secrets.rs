@@ -174,3 +174,113 @@ fn an_env_file_others_can_read_is_warned_about_without_its_values() {
     let all = [out.stdout.as_slice(), out.stderr.as_slice()].concat();
     assert!(!contains(&all, FROM_FILE));
 }
+
+/// Kept in SSM, as a SecureString.
+const FROM_SSM: &str = "pw-from-ssm-3Hn8qT";
+/// Kept in Secrets Manager, as one field of a JSON secret.
+const FROM_SECRETS_MANAGER: &str = "token-from-sm-6Wc1pL";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aws_secrets_reach_the_local_container_and_nothing_else() {
+    use crate::aws::{Moto, aws_cli, unique};
+    let project = Project::new("awssecret");
+    let name = unique("db");
+    let put = aws_cli(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &format!("/shipit-tests/{name}"),
+        "--type",
+        "SecureString",
+        "--value",
+        FROM_SSM,
+    ])
+    .await;
+    assert!(put["Version"].is_number(), "{put}");
+    let parameter = aws_cli(&[
+        "ssm",
+        "get-parameter",
+        "--name",
+        &format!("/shipit-tests/{name}"),
+    ])
+    .await;
+    let ssm_arn = parameter["Parameter"]["ARN"].as_str().unwrap().to_string();
+    let created = aws_cli(&[
+        "secretsmanager",
+        "create-secret",
+        "--name",
+        &unique("api"),
+        "--secret-string",
+        &format!(r#"{{"user":"app","token":"{FROM_SECRETS_MANAGER}"}}"#),
+    ])
+    .await;
+    let sm_arn = created["ARN"].as_str().unwrap().to_string();
+
+    let service = project.service.clone();
+    let mut config = std::fs::read_to_string(&project.config).unwrap();
+    config.push_str(&format!(
+        "\n[services.{service}.secrets]\nDB_PASSWORD = \"{ssm_arn}\"\nAPI_TOKEN = \"{sm_arn}:token::\"\n"
+    ));
+    std::fs::write(&project.config, config).unwrap();
+    let moto: Vec<(&'static str, String)> = Moto::env();
+    let env: Vec<(&str, &str)> = moto.iter().map(|(k, v)| (*k, v.as_str())).collect();
+
+    let commands: &[&[&str]] = &[
+        &["config", "check", "--json"],
+        &["plan"],
+        &["-v", "release", "--json"],
+        &["status", "--json"],
+        &["history", "--json"],
+        // Even asked for secrets, values read from AWS stay hidden.
+        &["--show-secrets", "-v", "release", "--json"],
+    ];
+    let mut printed = Vec::new();
+    for args in commands {
+        let out = project.run_async(args, &env).await;
+        assert_success(&out, &format!("shipit {}", args.join(" ")));
+        printed.push((format!("shipit {}", args.join(" ")), out.stdout));
+        printed.push((format!("shipit {} (stderr)", args.join(" ")), out.stderr));
+    }
+    let config_check = String::from_utf8_lossy(&printed[0].1).to_string();
+    assert!(
+        config_check.contains(&ssm_arn),
+        "the ARN is shown: {config_check}"
+    );
+    for (place, bytes) in printed.iter().chain(&files_under(&project.state_dir())) {
+        for secret in [FROM_SSM, FROM_SECRETS_MANAGER] {
+            assert!(
+                !contains(bytes, secret),
+                "{place} holds a secret value:\n{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+    let containers = project.containers();
+    assert!(!containers.is_empty());
+    for id in &containers {
+        let env = docker_inspect("{{json .Config.Env}}", id);
+        assert!(
+            env.contains(&format!("DB_PASSWORD={FROM_SSM}"))
+                && env.contains(&format!("API_TOKEN={FROM_SECRETS_MANAGER}")),
+            "{env}"
+        );
+    }
+
+    // A secret that cannot be read stops the release before anything runs, naming its key.
+    let mut config = std::fs::read_to_string(&project.config).unwrap();
+    config = config.replace(&ssm_arn, &format!("{ssm_arn}-gone"));
+    std::fs::write(&project.config, config).unwrap();
+    let out = project.run_async(&["release"], &env).await;
+    assert_eq!(
+        out.status.code(),
+        Some(6),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read the secret DB_PASSWORD")
+            && err.contains(&format!("services.{service}.secrets.DB_PASSWORD")),
+        "{err}"
+    );
+}

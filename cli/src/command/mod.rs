@@ -2,6 +2,7 @@
 
 mod completions;
 mod config;
+mod diff;
 mod down;
 mod edge;
 mod history;
@@ -69,6 +70,21 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         Command::Plan { selection, json } => {
             let selected = select_read_only(global, &selection).await?;
             Box::pin(plan::run(&selected, json, global.show_secrets, printer)).await
+        }
+        Command::Diff {
+            selection,
+            exit_code,
+            json,
+        } => {
+            let selected = select_read_only(global, &selection).await?;
+            Box::pin(diff::run(
+                &selected,
+                exit_code,
+                json,
+                global.show_secrets,
+                printer,
+            ))
+            .await
         }
         Command::Status { selection, json } => {
             status::run(&select(global, &selection).await?, json, printer).await

@@ -52,6 +52,9 @@ pub struct LiveStatus {
     /// Library module versions in the live image, by module name.
     pub modules: BTreeMap<String, String>,
     pub since: Option<Timestamp>,
+    /// Set when what serves in the live slot is not shipit's: what it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub foreign: Option<String>,
 }
 
 pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<(), Failure> {
@@ -60,7 +63,10 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
     let observed = platform.observe(live.as_ref()).await?;
     let live = match live {
         Some(l) => {
-            let record = platform.history().get(&l.release).await?;
+            let record = match &l.foreign {
+                Some(_) => None,
+                None => platform.history().get(&l.release).await?,
+            };
             Some(LiveStatus {
                 slot: l.slot,
                 release: l.release,
@@ -72,6 +78,7 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
                     .unwrap_or_default(),
                 version: record.map(|r| r.version),
                 since: l.since,
+                foreign: l.foreign,
             })
         }
         None => None,
@@ -115,6 +122,9 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
                 t.round(jiff::Unit::Second).unwrap_or(t).to_string()
             });
             printer.data(&format!("  live slot  {}", l.slot));
+            if let Some(what) = &l.foreign {
+                printer.data(&format!("  foreign    {what}"));
+            }
             printer.data(&format!("  release    {}", l.release));
             printer.data(&format!(
                 "  image      {}",

@@ -38,9 +38,17 @@ pub const DEFAULT_ECS_LOG_GROUP: &str = "/ecs/<service>";
 /// How long a launched slot gets to roll out and have healthy targets. Fargate tasks take a
 /// minute or two to pull, start and pass the ALB's health checks.
 pub const DEFAULT_ECS_VERIFY_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long the old slot stays scaled up after a shift. Zero: it is scaled down at once (an
-/// ALB drains its connections first), and a rollback scales it up again.
-pub const DEFAULT_KEEP_PREVIOUS: Duration = Duration::ZERO;
+/// How long the old slot stays scaled up after a shift: a warm-rollback window (a rollback
+/// within it only moves traffic back). Zero: it is scaled down at once, the release waits for
+/// its targets to drain, and a rollback scales it up again.
+pub const DEFAULT_KEEP_PREVIOUS: Duration = Duration::from_secs(600);
+/// How long the release lock's lease runs: the running release renews it every third of
+/// that; a lock not renewed for that long (its run died) is taken over by the next run.
+pub const DEFAULT_LOCK_LEASE: Duration = Duration::from_secs(600);
+/// How many tasks of a new task definition may stop on their own before verify fails.
+pub const DEFAULT_MAX_TASK_FAILURES: u32 = 3;
+/// The shortest `lock_lease`.
+pub const MIN_LOCK_LEASE: Duration = Duration::from_secs(1);
 /// The longest CloudWatch alarm name.
 pub const MAX_ALARM_NAME: usize = 255;
 
@@ -99,6 +107,11 @@ pub struct EcsTarget {
     pub verify_timeout: Duration,
     #[serde(with = "super::duration_text")]
     pub keep_previous: Duration,
+    /// After this many tasks of the new task definition stopped on their own, verify fails.
+    pub max_task_failures: usize,
+    /// The release lock's lease (see [`DEFAULT_LOCK_LEASE`]).
+    #[serde(with = "super::duration_text")]
+    pub lock_lease: Duration,
     pub shift: ShiftStrategy,
     pub cdn: Option<Cdn>,
     /// CloudWatch alarms (names, in `region`) watched during each bake and before the final
@@ -187,6 +200,8 @@ fn keys_of(raw: &RawTarget) -> Vec<(&'static str, bool)> {
         ("security_groups", raw.security_groups.is_some()),
         ("verify_timeout", raw.verify_timeout.is_some()),
         ("keep_previous", raw.keep_previous.is_some()),
+        ("lock_lease", raw.lock_lease.is_some()),
+        ("max_task_failures", raw.max_task_failures.is_some()),
         ("cdn", raw.cdn.is_some()),
         ("alarms", raw.alarms.is_some()),
     ]
@@ -353,6 +368,22 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
         ));
     }
     let keep_previous = raw.keep_previous.map_or(DEFAULT_KEEP_PREVIOUS, |d| d.0);
+    let lock_lease = raw.lock_lease.map_or(DEFAULT_LOCK_LEASE, |d| d.0);
+    // A count is at least 1 (Count refuses 0 with the key).
+    let max_task_failures = raw
+        .max_task_failures
+        .map_or(DEFAULT_MAX_TASK_FAILURES, |n| n.0);
+    let max_task_failures = usize::try_from(max_task_failures).unwrap_or(usize::MAX);
+    if lock_lease < MIN_LOCK_LEASE {
+        return Err(Problem::value(
+            path.key("lock_lease"),
+            format!(
+                "invalid lease {}: expected at least {}",
+                humantime::format_duration(lock_lease),
+                humantime::format_duration(MIN_LOCK_LEASE)
+            ),
+        ));
+    }
     let shift = raw.shift.map_or(DEFAULT_SHIFT, |s| s.0);
 
     let cdn = match raw.cdn {
@@ -393,6 +424,8 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
         security_groups,
         verify_timeout,
         keep_previous,
+        lock_lease,
+        max_task_failures,
         shift,
         cdn,
         alarms,

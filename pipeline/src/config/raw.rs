@@ -56,6 +56,9 @@ pub(crate) struct RawService {
     pub(crate) env: BTreeMap<String, String>,
     /// A dotenv file of more environment, relative to the config's folder.
     pub(crate) env_file: Option<String>,
+    /// Environment read from AWS: name → an SSM parameter's or a Secrets Manager secret's ARN.
+    #[serde(default)]
+    pub(crate) secrets: BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) health: RawHealth,
     #[serde(default)]
@@ -113,6 +116,8 @@ pub(crate) struct RawTarget {
     pub(crate) security_groups: Option<Vec<String>>,
     pub(crate) verify_timeout: Option<DurationValue>,
     pub(crate) keep_previous: Option<DurationValue>,
+    pub(crate) lock_lease: Option<DurationValue>,
+    pub(crate) max_task_failures: Option<Count>,
     pub(crate) cdn: Option<RawCdn>,
     /// CloudWatch alarm names watched during a bake (ecs).
     pub(crate) alarms: Option<Vec<String>>,
@@ -140,6 +145,8 @@ pub(crate) const ECS_KEYS: &[&str] = &[
     "security_groups",
     "verify_timeout",
     "keep_previous",
+    "lock_lease",
+    "max_task_failures",
     "cdn",
     "alarms",
 ];

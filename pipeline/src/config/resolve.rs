@@ -364,6 +364,31 @@ fn service(
         Some(written) => Some(env_file(&written, dir, &mut env, path, warnings)?),
         None => None,
     };
+    let mut secrets = BTreeMap::new();
+    for (secret_name, arn) in raw.secrets {
+        let key = path.key("secrets").key(&secret_name);
+        if !is_var_name(&secret_name) || crate::container_spec::is_reserved_env(&secret_name) {
+            return Err(Problem::key(
+                key,
+                format!(
+                    "invalid secret name {secret_name:?}: expected an environment variable name                      (letters, digits and _, not starting with a digit) that shipit does not set                      itself (PORT, SHIPIT_*)"
+                ),
+            ));
+        }
+        if env.contains_key(&secret_name) {
+            return Err(Problem::key(
+                key,
+                format!("{secret_name} is set in both env (or env_file) and secrets"),
+            )
+            .with_hint("a variable comes from one place: remove it from one of them"));
+        }
+        let parsed = crate::secret::SecretArn::parse(&arn).map_err(|problem| {
+            Problem::value(key.clone(), format!("invalid secret ARN {arn:?}: {problem}")).with_hint(
+                "give the ARN of an SSM parameter (arn:aws:ssm:<region>:<account>:parameter/<name>)                  or of a Secrets Manager secret (arn:aws:secretsmanager:<region>:<account>:secret:<name>)",
+            )
+        })?;
+        secrets.insert(secret_name, parsed);
+    }
 
     Ok(Service {
         name,
@@ -372,6 +397,7 @@ fn service(
         port: raw.port.0,
         env,
         env_file,
+        secrets,
         pre_build: present(raw.pre_build),
         health: health(raw.health, &path.key("health"))?,
         verify: verify(raw.verify, &path.key("verify"))?,

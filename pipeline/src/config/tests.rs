@@ -112,5 +112,6 @@ mod interpolation;
 mod local;
 mod modules;
 mod paths;
+mod secrets;
 mod targets;
 mod template;

@@ -13,13 +13,12 @@
 //! release is the `shipit.release` tag of the task definition that slot's service runs. The
 //! lock and the history live in SSM Parameter Store ([`records`]).
 //!
-//! Retire and `keep_previous`: a release does not wait to scale the old slot down. With
-//! `keep_previous = "0s"` (the default) retire scales it to zero at once — ECS deregisters
-//! its tasks and the ALB drains their connections before they stop. With a longer
-//! `keep_previous`, retire leaves it running for an instant rollback and tags the service
-//! with the time it may be scaled down (`shipit.retire-after`); the next release or rollback
-//! that finds it idle past that time scales it down then. Waiting in the command would hold
-//! a CI runner for nothing.
+//! Retire and `keep_previous` ([`drain`]): by default (`"10m"`) retire leaves the old slot
+//! running for an instant rollback and tags the service with the time it may be scaled down
+//! (`shipit.retire-after`); the next release or rollback that finds it idle past that time
+//! scales it down then. With `keep_previous = "0s"` retire scales it to zero at once and
+//! waits until its targets have left the group (ECS deregisters them and the ALB drains
+//! them), at most the group's deregistration delay.
 //!
 //! Every change to AWS is a [`change::Change`] value, so `release --dry-run` prints exactly
 //! the calls a release makes ([`plan`]).
@@ -37,9 +36,13 @@
 pub mod alarm;
 pub mod aws;
 pub mod change;
+pub mod diff;
 pub mod distribution;
+mod drain;
 pub mod forward;
+mod guard;
 pub mod plan;
+mod preview;
 pub mod records;
 pub mod state;
 pub mod wait;
@@ -54,7 +57,7 @@ use tokio::sync::OnceCell;
 use tokio_util::sync::CancellationToken;
 
 use self::aws::short_arn;
-use self::change::{Change, Sent};
+use self::change::{Change, Sent, TaskDefinitionRef};
 use self::forward::Forward;
 use self::plan::EcsPlan;
 use self::records::{SsmHistory, SsmLockStore};
@@ -100,6 +103,12 @@ pub struct EcsPlatform {
     /// Set by `revive`: this run is a rollback, whose bakes show the alarms but do not stop
     /// for them (they likely fire because of the release it takes back).
     rolling_back: AtomicBool,
+    /// When this run last launched or revived a slot: a verify counts the tasks that failed
+    /// since then.
+    launched: std::sync::Mutex<Option<Timestamp>>,
+    /// Set by every state read: traffic is routed to the blue slot. With nothing live, a
+    /// first release then takes green, so its candidate gets no traffic before verify.
+    pub(super) first_is_green: AtomicBool,
     /// Opened for a plan: the clients refuse every call but reads, and this records them.
     read_only: Option<ReadOnly>,
 }
@@ -139,7 +148,8 @@ impl EcsPlatform {
         Ok(EcsPlatform {
             names: target.service_names(&service.name),
             locks: SsmLockStore::new(clients.ssm.clone(), &target.cluster, &service.name)
-                .for_target(target_name),
+                .for_target(target_name)
+                .with_lease(target.lock_lease),
             history: SsmHistory::new(clients.ssm.clone(), &target.cluster, &service.name),
             service: service.clone(),
             target_name: target_name.to_string(),
@@ -154,6 +164,8 @@ impl EcsPlatform {
             docker: OnceCell::new(),
             split_percent: AtomicU8::new(0),
             rolling_back: AtomicBool::new(false),
+            first_is_green: AtomicBool::new(false),
+            launched: std::sync::Mutex::new(None),
             read_only: None,
         })
     }
@@ -240,7 +252,18 @@ impl EcsPlatform {
                 _ => {}
             }
         }
-        registered.ok_or_else(|| {
+        let known = changes.iter().find_map(|c| match c {
+            Change::UpdateService {
+                task_definition: Some(TaskDefinitionRef::Arn(arn)),
+                ..
+            }
+            | Change::CreateService {
+                task_definition: TaskDefinitionRef::Arn(arn),
+                ..
+            } => Some(arn.clone()),
+            _ => None,
+        });
+        registered.or(known).ok_or_else(|| {
             PlatformError::new(
                 ErrorKind::Platform,
                 "internal: no task definition was registered",
@@ -273,19 +296,33 @@ impl EcsPlatform {
             "service {service} to run {desired} {tasks} of {}",
             short_arn(task_definition)
         );
+        // Tasks of this rollout that stopped on their own: enough of them fail it at once.
+        let since = self.launched_at();
+        let max = self.target.max_task_failures;
+        let failures = || {
+            wait::stopped::failures(
+                &self.clients.ecs,
+                &self.target.cluster,
+                service,
+                task_definition,
+                since,
+            )
+        };
         let rollout = wait::until(
             &what,
             limit,
             cancel,
             |state: &wait::Rollout| progress(state.to_string()),
-            || {
-                wait::rollout(
+            || async {
+                let poll = wait::rollout(
                     &self.clients.ecs,
                     &self.target.cluster,
                     service,
                     task_definition,
                     desired,
                 )
+                .await?;
+                wait::or_failed(poll, failures(), max).await
             },
         )
         .await;
@@ -306,12 +343,14 @@ impl EcsPlatform {
             left,
             cancel,
             |state: &wait::TargetHealth| progress(state.to_string()),
-            || {
-                wait::targets(
+            || async {
+                let poll = wait::targets(
                     &self.clients.elb,
                     group,
                     usize::try_from(desired).unwrap_or(0),
                 )
+                .await?;
+                wait::or_failed(poll, failures(), max).await
             },
         )
         .await;
@@ -325,79 +364,27 @@ impl EcsPlatform {
         }
     }
 
+    /// Notes that a rollout starts now (see `launched`).
+    fn mark_launched(&self) {
+        *self.launched.lock().unwrap_or_else(|e| e.into_inner()) = Some(Timestamp::now());
+    }
+
+    /// When the rollout being verified began: the last launch or revive of this run, else a
+    /// verify timeout ago.
+    fn launched_at(&self) -> Timestamp {
+        let marked = *self.launched.lock().unwrap_or_else(|e| e.into_inner());
+        marked.unwrap_or_else(|| {
+            jiff::SignedDuration::try_from(self.target.verify_timeout)
+                .ok()
+                .and_then(|d| Timestamp::now().checked_sub(d).ok())
+                .unwrap_or(Timestamp::UNIX_EPOCH)
+        })
+    }
+
     fn not_ready(&self, slot: Slot, error: &wait::WaitError, hint: &str) -> PlatformError {
         let mut e = wait_error(error, hint);
         e.message = format!("the {slot} slot did not become ready: {}", e.message);
         e
-    }
-
-    /// Points the test listener at `slot`'s target group.
-    async fn preview(
-        &self,
-        slot: Slot,
-        phase: Phase,
-        reporter: &Reporter,
-    ) -> Result<Option<String>, PlatformError> {
-        let Some(test) = &self.target.test_listener_arn else {
-            return Ok(None);
-        };
-        let change = Change::ModifyListener {
-            listener_arn: test.clone(),
-            forward: Forward::all_to(self.group(slot), self.group(slot.other())),
-        };
-        self.send(&change, None).await?;
-        reporter.progress(
-            phase,
-            format!("the test listener forwards to the {slot} slot"),
-        );
-        Ok(self.site.test_url.clone())
-    }
-
-    /// GETs the version path through the test listener, when the load balancer's name
-    /// resolves from here. An emulator's does not: the check is skipped with a warning.
-    async fn check_version(
-        &self,
-        candidate: &Candidate,
-        reporter: &Reporter,
-    ) -> Result<(), PlatformError> {
-        let (Some(path), Some(url)) = (&self.service.verify.version_path, &self.site.test_url)
-        else {
-            return Ok(());
-        };
-        let authority = url
-            .trim_start_matches("http://")
-            .trim_start_matches("https://");
-        let addr = match tokio::net::lookup_host(authority)
-            .await
-            .map(|mut a| a.next())
-        {
-            Ok(Some(addr)) => addr,
-            _ => {
-                reporter.warn(format!(
-                    "skipped the version check: {authority} does not resolve from here (an emulated load balancer?)"
-                ));
-                return Ok(());
-            }
-        };
-        let prober = crate::health::Prober::new(addr);
-        tokio::time::timeout(VERSION_CHECK_TIMEOUT, prober.check_version(path, &candidate.release))
-            .await
-            .map_err(|_| {
-                PlatformError::new(
-                    ErrorKind::Verify,
-                    format!("{url}{path} did not answer within {}", humantime::format_duration(VERSION_CHECK_TIMEOUT)),
-                )
-            })?
-            .map_err(|e| {
-                PlatformError::new(ErrorKind::Verify, format!("through the test listener: {e}")).with_hint(format!(
-                    "the app must include $SHIPIT_RELEASE in the body of {path}; the live slot was not touched"
-                ))
-            })?;
-        reporter.progress(
-            Phase::Verify,
-            format!("{url}{path} reports release {}", candidate.release),
-        );
-        Ok(())
     }
 
     fn refuse_live(&self, state: &EcsState, slot: Slot, action: &str) -> Result<(), PlatformError> {
@@ -490,6 +477,14 @@ impl Platform for EcsPlatform {
         &self.target.shift
     }
 
+    fn first_slot(&self) -> Slot {
+        if self.first_is_green.load(Ordering::Relaxed) {
+            Slot::Green
+        } else {
+            Slot::Blue
+        }
+    }
+
     async fn live(&self) -> Result<Option<Live>, PlatformError> {
         Ok(self.state().await?.live)
     }
@@ -501,6 +496,18 @@ impl Platform for EcsPlatform {
             reporter.progress(Phase::Version, format!("watching CloudWatch {alarms}"));
         }
         let state = self.state().await?;
+        if let Some(live) = &state.live
+            && let Some(what) = &live.foreign
+        {
+            reporter.progress(
+                Phase::Version,
+                format!(
+                    "the {} slot is live, {what}: this release goes to the {} slot, and traffic moves only once it is verified",
+                    live.slot,
+                    live.slot.other()
+                ),
+            );
+        }
         for (change, why) in self.converge_changes(&state, Timestamp::now()) {
             reporter.progress(Phase::Version, why);
             self.send(&change, None).await?;
@@ -576,8 +583,10 @@ impl Platform for EcsPlatform {
     ) -> Result<Candidate, PlatformError> {
         let state = self.state().await?;
         self.refuse_live(&state, slot, "replace")?;
+        self.refuse_strangers(&state, slot).await?;
         let definition = self.render(slot, release, version, &image.reference)?;
         let changes = self.launch_changes(slot, release, version, definition, state.service(slot));
+        self.mark_launched();
         let arn = self.apply_launch(&changes, reporter).await?;
         Ok(self.candidate(slot, release, &arn))
     }
@@ -591,6 +600,8 @@ impl Platform for EcsPlatform {
         self.rolling_back.store(true, Ordering::Relaxed);
         let state = self.state().await?;
         self.refuse_live(&state, slot, "replace")?;
+        self.refuse_strangers(&state, slot).await?;
+        self.mark_launched();
         let desired = i32::try_from(self.target.desired_count).unwrap_or(i32::MAX);
         if let Some(service) = state.service(slot)
             && service.release.as_deref() == Some(record.serves.as_str())
@@ -622,6 +633,38 @@ impl Platform for EcsPlatform {
                 self.send(&untag, None).await?;
             }
             return Ok(self.candidate(slot, &record.serves, td));
+        }
+        if let Some(td) = record
+            .handle
+            .as_deref()
+            .filter(|h| h.contains(":task-definition/"))
+        {
+            if self.task_definition_active(td).await? {
+                reporter.progress(
+                    Phase::Launch,
+                    format!(
+                        "running release {} again from its recorded task definition {}",
+                        record.serves,
+                        short_arn(td)
+                    ),
+                );
+                let changes = self.service_changes(
+                    slot,
+                    &record.serves,
+                    &record.version,
+                    TaskDefinitionRef::Arn(td.to_string()),
+                    state.service(slot),
+                );
+                self.apply_launch(&changes, reporter).await?;
+                return Ok(self.candidate(slot, &record.serves, td));
+            }
+            reporter.progress(
+                Phase::Launch,
+                format!(
+                    "the recorded task definition {} is no longer active",
+                    short_arn(td)
+                ),
+            );
         }
         let image = record.image.as_deref().ok_or_else(|| {
             PlatformError::new(
@@ -676,6 +719,7 @@ impl Platform for EcsPlatform {
         let before = self.state().await?;
         self.alarms_before_shift(candidate, &before, reporter)
             .await?;
+        self.refuse_empty(candidate.slot, "shift traffic").await?;
         let change = self.shift_change(candidate.slot);
         let sent = self.send(&change, None).await?;
         let how = match (&change, sent) {
@@ -708,6 +752,8 @@ impl Platform for EcsPlatform {
         percent: u8,
         reporter: &Reporter,
     ) -> Result<(), PlatformError> {
+        self.refuse_empty(candidate.slot, &format!("send {percent}% of traffic"))
+            .await?;
         let forward = Forward::split(self.group(live.slot), self.group(candidate.slot), percent);
         let shown = forward.describe(&self.target.target_groups);
         self.split_percent.store(percent, Ordering::Relaxed);
@@ -817,48 +863,7 @@ impl Platform for EcsPlatform {
     }
 
     async fn retire(&self, old: &Live, reporter: &Reporter) -> Result<(), PlatformError> {
-        let state = self.state().await?;
-        self.refuse_live(&state, old.slot, "retire")?;
-        let Some(service) = state.service(old.slot) else {
-            reporter.warn(format!(
-                "the service of the {} slot is already gone",
-                old.slot
-            ));
-            return Ok(());
-        };
-        let keep = self.target.keep_previous;
-        if keep.is_zero() {
-            self.send(&self.scale_change(old.slot, 0), None).await?;
-            reporter.progress(
-                Phase::Retire,
-                format!(
-                    "scaled {} to 0 (ECS drains its targets first); `shipit rollback` scales it up again",
-                    service.name
-                ),
-            );
-            return Ok(());
-        }
-        let after = Timestamp::now()
-            .checked_add(jiff::SignedDuration::try_from(keep).unwrap_or(jiff::SignedDuration::MAX))
-            .unwrap_or(Timestamp::MAX);
-        let tag = Change::TagService {
-            service_arn: service.arn.clone(),
-            tags: vec![(
-                TAG_RETIRE_AFTER.to_string(),
-                after.round(jiff::Unit::Second).unwrap_or(after).to_string(),
-            )],
-        };
-        self.send(&tag, None).await?;
-        reporter.progress(
-            Phase::Retire,
-            format!(
-                "kept {} running for rollback (keep_previous = {}); the next release after {} scales it down",
-                service.name,
-                humantime::format_duration(keep),
-                after.round(jiff::Unit::Second).unwrap_or(after)
-            ),
-        );
-        Ok(())
+        self.retire_slot(old, reporter).await
     }
 
     async fn discard(&self, slot: Slot, reporter: &Reporter) -> Result<(), PlatformError> {

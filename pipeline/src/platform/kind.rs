@@ -149,7 +149,9 @@ impl PlanHead {
             url: platform.url(),
             version: version.to_string(),
             lock,
-            slot: live.as_ref().map_or(Slot::Blue, |l| l.slot.other()),
+            slot: live
+                .as_ref()
+                .map_or_else(|| platform.first_slot(), |l| l.slot.other()),
             live,
             described: platform.describe(),
         }

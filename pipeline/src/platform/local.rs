@@ -72,6 +72,8 @@ pub struct LocalPlatform {
     locks: FileLockStore,
     /// The shipit executable, started as `shipit edge run` for the edge.
     exe: PathBuf,
+    /// The service's `secrets`, read from AWS at the first launch of this run.
+    secret_values: tokio::sync::OnceCell<std::collections::BTreeMap<String, String>>,
 }
 
 impl LocalPlatform {
@@ -96,7 +98,32 @@ impl LocalPlatform {
             locks: FileLockStore::new(paths.lock_file()),
             paths,
             exe,
+            secret_values: tokio::sync::OnceCell::new(),
         }
+    }
+
+    /// The service as a container is launched with it: its `secrets` read from AWS (once
+    /// per run) and added to its env, where every printout and error hides them.
+    async fn launch_service(&self) -> Result<std::borrow::Cow<'_, Service>, PlatformError> {
+        if self.service.secrets.is_empty() {
+            return Ok(std::borrow::Cow::Borrowed(&self.service));
+        }
+        let values = self
+            .secret_values
+            .get_or_try_init(|| async {
+                crate::secret::fetch(&self.service.secrets)
+                    .await
+                    .map_err(|e| {
+                        PlatformError::new(ErrorKind::Platform, e.to_string()).with_hint(format!(
+                            "{}; the key is services.{}.secrets.{}",
+                            e.hint, self.service.name, e.name
+                        ))
+                    })
+            })
+            .await?;
+        let mut service = self.service.clone();
+        service.env.extend(values.clone());
+        Ok(std::borrow::Cow::Owned(service))
     }
 
     pub fn paths(&self) -> &StatePaths {
@@ -108,6 +135,7 @@ impl LocalPlatform {
     /// the record and every output.
     fn scrubbed(&self, e: PlatformError) -> PlatformError {
         e.scrubbed(&crate::secret::Secrets::of_service(&self.service))
+            .scrubbed(&crate::secret::resolved())
     }
 
     fn admin(&self) -> AdminClient {
@@ -266,6 +294,7 @@ impl Platform for LocalPlatform {
             slot: b.slot,
             release: b.release,
             since: Some(since),
+            foreign: None,
         };
         if shipit_edge::daemon::find(&self.paths.edge_dir).is_some() {
             let status = self
@@ -564,6 +593,7 @@ impl Platform for LocalPlatform {
             slot: b.slot,
             release: b.release,
             since: None,
+            foreign: None,
         }))
     }
 

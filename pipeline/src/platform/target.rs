@@ -119,6 +119,10 @@ macro_rules! target_kinds {
                 match self { $(TargetPlatform::$kind(p) => p.shift_strategy(),)+ }
             }
 
+            fn first_slot(&self) -> Slot {
+                match self { $(TargetPlatform::$kind(p) => p.first_slot(),)+ }
+            }
+
             async fn live(&self) -> Result<Option<Live>, PlatformError> {
                 match self { $(TargetPlatform::$kind(p) => Box::pin(p.live()).await,)+ }
             }

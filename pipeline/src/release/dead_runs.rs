@@ -64,6 +64,7 @@ impl DeadRuns {
                     slot: slot.other(),
                     release: previous,
                     since: None,
+                    foreign: None,
                 });
             }
             record.finish(Outcome::Succeeded);

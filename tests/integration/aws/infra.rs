@@ -6,9 +6,10 @@ use super::*;
 /// One test's AWS infrastructure on moto, all named after a unique prefix so tests run in
 /// parallel against one server: a VPC (10.N.0.0/16) with a subnet per slot, a security group,
 /// an ALB, a target group per slot (target type ip, port 8080), a production listener (port
-/// 80) forwarding to blue, a test listener (port 8080) forwarding to green, an ECS cluster and
-/// an ECR repository. A listener needs a default action, so the production one starts on blue,
-/// as `localstack/bootstrap.sh` does; no service exists yet, so nothing is live until the
+/// 80) and a test listener (port 8080), both forwarding to green, an ECS cluster and an ECR
+/// repository. A listener needs a default action; the production one starts on green (where
+/// `localstack/bootstrap.sh` starts it on blue) so that a first release, which takes the slot
+/// traffic is not routed to, takes blue. No service exists yet, so nothing is live until the
 /// first release moves it.
 pub struct Infra {
     pub prefix: String,
@@ -129,7 +130,7 @@ impl Infra {
                 )
                 .send()
         };
-        let listener_arn = listener(80, target_groups.blue.clone())
+        let listener_arn = listener(80, target_groups.green.clone())
             .await
             .expect("CreateListener (production)")
             .listeners()[0]
@@ -359,6 +360,69 @@ repository = "{repository}"
                 None
             }
             Err(e) => panic!("GetParameter {name}: {e:?}"),
+        }
+    }
+
+    /// The tags of an ECS resource.
+    pub async fn service_tags(&self, arn: &str) -> std::collections::BTreeMap<String, String> {
+        let out = self
+            .clients
+            .ecs
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .expect("ListTagsForResource");
+        out.tags()
+            .iter()
+            .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+            .collect()
+    }
+
+    /// Sets one tag on an ECS resource, as an operator (or another tool) would.
+    pub async fn tag_service(&self, arn: &str, key: &str, value: &str) {
+        self.clients
+            .ecs
+            .tag_resource()
+            .resource_arn(arn)
+            .tags(
+                aws_sdk_ecs::types::Tag::builder()
+                    .key(key)
+                    .value(value)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("TagResource");
+    }
+
+    /// The names of the SSM parameters that start with `prefix` (read by path from its
+    /// folder, not recursively).
+    pub async fn parameters_under(&self, prefix: &str) -> Vec<String> {
+        let folder = prefix.rsplit_once('/').map_or("/", |(folder, _)| folder);
+        let mut names = Vec::new();
+        let mut token = None;
+        loop {
+            let out = self
+                .clients
+                .ssm
+                .get_parameters_by_path()
+                .path(folder)
+                .set_next_token(token)
+                .send()
+                .await
+                .unwrap_or_else(|e| panic!("GetParametersByPath {folder}: {e:?}"));
+            names.extend(
+                out.parameters()
+                    .iter()
+                    .filter_map(|p| p.name())
+                    .filter(|n| n.starts_with(prefix))
+                    .map(str::to_string),
+            );
+            token = out.next_token().map(str::to_string);
+            if token.is_none() {
+                return names;
+            }
         }
     }
 

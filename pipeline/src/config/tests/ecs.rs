@@ -37,6 +37,13 @@ fn ecs_target_loads_with_the_defaults() {
     assert_eq!(ecs.memory, DEFAULT_ECS_MEMORY);
     assert_eq!(ecs.verify_timeout, DEFAULT_ECS_VERIFY_TIMEOUT);
     assert_eq!(ecs.keep_previous, DEFAULT_KEEP_PREVIOUS);
+    assert_eq!(
+        ecs.keep_previous,
+        Duration::from_secs(600),
+        "a 10-minute warm window"
+    );
+    assert_eq!(ecs.lock_lease, DEFAULT_LOCK_LEASE);
+    assert_eq!(ecs.max_task_failures, 3);
     assert_eq!(ecs.shift, crate::shift::DEFAULT_SHIFT);
     assert_eq!(ecs.task_definition, None);
     assert_eq!(ecs.rule_arn, None);
@@ -259,6 +266,25 @@ fn ecs_shift_and_durations_are_read() {
 
     let error = parse_err(&ecs_config("desired_count = 0\n"));
     assert_eq!(error.key.as_deref(), Some("targets.aws.desired_count"));
+}
+
+#[test]
+fn ecs_lock_lease_and_task_failures_are_read_and_checked() {
+    let config = parse(&ecs_config("lock_lease = \"2m\"\nmax_task_failures = 5\n"));
+    let ecs = ecs_target(&config);
+    assert_eq!(ecs.lock_lease, Duration::from_secs(120));
+    assert_eq!(ecs.max_task_failures, 5);
+
+    let error = parse_err(&ecs_config("lock_lease = \"500ms\"\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.lock_lease"));
+    assert!(
+        error.message.contains("expected at least 1s"),
+        "{}",
+        error.message
+    );
+    let error = parse_err(&ecs_config("max_task_failures = 0\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.max_task_failures"));
+    assert!(error.message.contains("at least 1"), "{}", error.message);
 }
 
 #[test]

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use aws_sdk_ecs::types::{
     AssignPublicIp, AwsVpcConfiguration, Compatibility, ContainerDefinition as SdkContainer,
-    CpuArchitecture, KeyValuePair, LaunchType, LoadBalancer, LogConfiguration as SdkLog, LogDriver,
-    NetworkConfiguration, NetworkMode, OsFamily, PortMapping as SdkPort,
-    RuntimePlatform as SdkRuntime, Secret, Tag, TransportProtocol,
+    CpuArchitecture, DeploymentCircuitBreaker, DeploymentConfiguration, KeyValuePair, LaunchType,
+    LoadBalancer, LogConfiguration as SdkLog, LogDriver, NetworkConfiguration, NetworkMode,
+    OsFamily, PortMapping as SdkPort, RuntimePlatform as SdkRuntime, Secret, Tag,
+    TransportProtocol,
 };
 use jiff::Timestamp;
 use serde::Serialize;
@@ -165,6 +166,7 @@ impl Change {
                     "taskDefinition": task_definition.shown(),
                     "desiredCount": desired_count,
                     "launchType": "FARGATE",
+                    "deploymentConfiguration": circuit_breaker_json(),
                     "loadBalancers": [{
                         "targetGroupArn": target_group,
                         "containerName": container,
@@ -188,6 +190,7 @@ impl Change {
                     "cluster": cluster,
                     "service": service,
                     "desiredCount": desired_count,
+                    "deploymentConfiguration": circuit_breaker_json(),
                 });
                 if let (Some(td), Some(map)) = (task_definition, input.as_object_mut()) {
                     map.insert("taskDefinition".into(), json!(td.shown()));
@@ -304,6 +307,7 @@ impl Change {
                     .task_definition(td(task_definition)?)
                     .desired_count(*desired_count)
                     .launch_type(LaunchType::Fargate)
+                    .deployment_configuration(circuit_breaker())
                     .load_balancers(
                         LoadBalancer::builder()
                             .target_group_arn(target_group)
@@ -336,7 +340,8 @@ impl Change {
                     .update_service()
                     .cluster(cluster)
                     .service(service)
-                    .desired_count(*desired_count);
+                    .desired_count(*desired_count)
+                    .deployment_configuration(circuit_breaker());
                 if let Some(r) = task_definition {
                     request = request.task_definition(td(r)?);
                 }
@@ -638,19 +643,40 @@ impl EcsPlatform {
         existing: Option<&SlotService>,
     ) -> Vec<Change> {
         let render = self.render_input(slot, release, version, "");
+        let mut changes = vec![Change::RegisterTaskDefinition {
+            definition: Box::new(definition),
+            tags: task_definition::tags(&render),
+        }];
+        changes.extend(self.service_changes(
+            slot,
+            release,
+            version,
+            TaskDefinitionRef::Registered,
+            existing,
+        ));
+        changes
+    }
+
+    /// Creates `slot`'s service, or updates it, to run `desired_count` tasks of `td`.
+    pub fn service_changes(
+        &self,
+        slot: Slot,
+        release: &str,
+        version: &str,
+        td: TaskDefinitionRef,
+        existing: Option<&SlotService>,
+    ) -> Vec<Change> {
+        let render = self.render_input(slot, release, version, "");
         let tags = task_definition::tags(&render);
         let service = self.names.get(slot).clone();
         let desired = i32::try_from(self.target.desired_count).unwrap_or(i32::MAX);
-        let mut changes = vec![Change::RegisterTaskDefinition {
-            definition: Box::new(definition),
-            tags: tags.clone(),
-        }];
+        let mut changes = Vec::new();
         match existing {
             Some(existing) => {
                 changes.push(Change::UpdateService {
                     cluster: self.target.cluster.clone(),
                     service,
-                    task_definition: Some(TaskDefinitionRef::Registered),
+                    task_definition: Some(td),
                     desired_count: desired,
                 });
                 if existing.retire_after.is_some() {
@@ -663,7 +689,7 @@ impl EcsPlatform {
             None => changes.push(Change::CreateService {
                 cluster: self.target.cluster.clone(),
                 service,
-                task_definition: TaskDefinitionRef::Registered,
+                task_definition: td,
                 desired_count: desired,
                 target_group: self.group(slot).to_string(),
                 container: task_definition::container_name(&self.service),
@@ -685,8 +711,7 @@ impl EcsPlatform {
     }
 
     /// What a converge would change, from `state`: a weighted step left in place goes back
-    /// to the live slot; with nothing live, the production forward leaves the slot the first
-    /// release starts in; an idle service left scaled up is scaled down, unless it is an old
+    /// to the live slot; an idle service left scaled up is scaled down, unless it is an old
     /// slot kept for rollback whose time is not up.
     pub fn converge_changes(&self, state: &EcsState, now: Timestamp) -> Vec<(Change, String)> {
         let mut changes = Vec::new();
@@ -700,13 +725,6 @@ impl EcsPlatform {
                         "a weighted step was left in place ({}): all traffic back on the {routed} slot",
                         state.forward.describe(&self.target.target_groups)
                     ),
-                ));
-            } else if state.live.is_none() && routed == Slot::Blue {
-                changes.push((
-                    self.forward_change(Forward::all_to(self.group(Slot::Green), self.group(Slot::Blue))),
-                    "nothing is live: the listener forwards to the empty green target group, so the \
-                     first release's blue candidate gets no traffic before it is verified"
-                        .to_string(),
                 ));
             }
         }
@@ -744,6 +762,25 @@ impl EcsPlatform {
     }
 }
 
+/// Every service shipit creates or updates has ECS's deployment circuit breaker on, so a
+/// deployment whose tasks keep failing is marked FAILED (which verify reads) instead of
+/// retrying for ever. Its own rollback is off: the candidate's slot is idle, and shipit
+/// scales it to zero itself.
+fn circuit_breaker() -> DeploymentConfiguration {
+    let breaker = DeploymentCircuitBreaker::builder()
+        .enable(true)
+        .rollback(false)
+        .build();
+    DeploymentConfiguration::builder()
+        .deployment_circuit_breaker(breaker)
+        .build()
+}
+
+/// [`circuit_breaker`] as the API's JSON, for the plan.
+fn circuit_breaker_json() -> serde_json::Value {
+    json!({ "deploymentCircuitBreaker": { "enable": true, "rollback": false } })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -765,6 +802,9 @@ mod tests {
                     "cluster": "prod",
                     "service": "hello-green",
                     "desiredCount": 2,
+                    "deploymentConfiguration": {
+                        "deploymentCircuitBreaker": { "enable": true, "rollback": false }
+                    },
                     "taskDefinition": "<the ARN RegisterTaskDefinition returns>",
                 },
             })

@@ -60,6 +60,9 @@ pub struct EcsPlan {
     pub notes: Vec<String>,
     /// Every AWS operation the plan called, as `<service>.<operation>`: reads only.
     pub aws_operations: Vec<String>,
+    /// The task definition and service settings against the live slot's (`shipit diff`),
+    /// every env value redacted.
+    pub diff: super::diff::EcsDiff,
     /// The ECS service of the slot the release would launch in, as the text names it.
     #[serde(skip)]
     slot_service: String,
@@ -97,6 +100,9 @@ impl EcsPlatform {
         })?;
         let alarms = self.alarms().await?;
         let head = PlanHead::new(self, version, lock, state.live.clone());
+        let diff = self
+            .diff_from(&state, &self.service.hidden_env_names(false))
+            .await?;
         let slot = head.slot;
         let target = self.ecs_target();
         let image = format!("{}:{version}", target.repository);
@@ -249,6 +255,11 @@ impl EcsPlatform {
         }
         add("shift", &self.shift_change(slot));
         match &state.live {
+            Some(live) if live.foreign.is_some() => notes.push(format!(
+                "retire: the {} slot is {}; they are left alone",
+                live.slot,
+                live.foreign.as_deref().unwrap_or_default()
+            )),
             Some(live) => match state.service(live.slot) {
                 Some(old) if target.keep_previous.is_zero() => {
                     add("retire", &self.scale_change(live.slot, 0));
@@ -292,6 +303,7 @@ impl EcsPlatform {
             calls,
             notes,
             aws_operations: Vec::new(),
+            diff,
             slot_service: names.get(slot).clone(),
         })
     }
@@ -369,6 +381,17 @@ impl KindPlan for EcsPlan {
                 call.call.operation,
                 call.call.input
             ));
+        }
+        if self.diff.changed() {
+            lines.push(format!(
+                "  diff against the live slot ({}):",
+                self.diff.live.as_deref().unwrap_or("nothing is live")
+            ));
+            for text in self.diff.diff.lines() {
+                lines.push(format!("    {text}"));
+            }
+        } else {
+            lines.push("  diff against the live slot: no difference".to_string());
         }
         lines.push("  task definition:".to_string());
         let rendered = serde_json::to_string_pretty(&self.task_definition).unwrap_or_default();

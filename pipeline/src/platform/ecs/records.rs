@@ -9,19 +9,24 @@
 //! fits in.
 //!
 //! Names, under [`PARAMETER_ROOT`]:
-//! - `/shipit/<cluster>/<service>/lock`: the holder (who, host, pid, since, what) and a random
-//!   token, as JSON. Only the run whose token it holds releases it; a run that died leaves it,
-//!   and `shipit lock release --force` deletes it whoever holds it.
+//! - `/shipit/<cluster>/<service>/lock`: the holder (who, host, pid, since, what), a random
+//!   token and when its lease runs out, as JSON ([`lock`]). Only the run whose token it holds
+//!   releases it; the running release renews its lease, and a run that died leaves it until
+//!   the lease runs out (then the next run takes it over) or `shipit lock release --force`
+//!   deletes it.
 //! - `/shipit/<cluster>/<service>/releases/<release id>`: one release record each, as compact
 //!   JSON, rewritten at every phase boundary. At most [`MAX_RECORDS`] are kept: saving a new
 //!   one deletes the oldest beyond that.
 
 use aws_sdk_ssm::types::ParameterType;
 use aws_smithy_types::error::display::DisplayErrorContext;
-use serde::{Deserialize, Serialize};
 
 use crate::history::{BoxFuture, HistoryError, HistoryStore, Outcome, ReleaseRecord};
-use crate::lock::{Holder, Lock, LockError, LockGuard, LockStore};
+
+mod lock;
+pub mod params;
+
+pub use lock::{Clock, DEFAULT_LOCK_LEASE, SsmLockStore, SystemClock};
 
 /// The root of every parameter shipit writes.
 pub const PARAMETER_ROOT: &str = "/shipit";
@@ -34,9 +39,6 @@ pub const MAX_VALUE_BYTES: usize = 4096;
 /// moto, up to 10 on AWS): far more than [`MAX_RECORDS`] needs, a bound if pruning fell
 /// behind.
 const MAX_LIST_PAGES: usize = 1000;
-
-/// How often acquire retries when the lock vanished between its create and its read.
-const ACQUIRE_ATTEMPTS: usize = 3;
 
 /// The parameter folder of one service on one cluster: `/shipit/<cluster>/<service>`. A
 /// cluster given as an ARN is named by its last part; characters SSM does not allow in names
@@ -67,296 +69,6 @@ fn region_of(ssm: &aws_sdk_ssm::Client) -> String {
         .region()
         .map(|r| r.to_string())
         .unwrap_or_else(|| "no region".to_string())
-}
-
-/// The lock parameter's value: the holder, and the token of the run that holds it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct LockRecord {
-    #[serde(flatten)]
-    holder: Holder,
-    token: String,
-}
-
-fn new_token() -> String {
-    let mut bytes = [0u8; 16];
-    getrandom::fill(&mut bytes).expect("the OS random source works");
-    hex::encode(bytes)
-}
-
-/// The release lock as the SSM parameter `/shipit/<cluster>/<service>/lock`.
-#[derive(Debug, Clone)]
-pub struct SsmLockStore {
-    ssm: aws_sdk_ssm::Client,
-    name: String,
-    /// The config's name for the target, for the command a refusal suggests.
-    target: Option<String>,
-}
-
-impl SsmLockStore {
-    pub fn new(ssm: aws_sdk_ssm::Client, cluster: &str, service: &str) -> SsmLockStore {
-        let name = format!("{}/lock", service_path(cluster, service));
-        SsmLockStore {
-            ssm,
-            name,
-            target: None,
-        }
-    }
-
-    /// Names the target in refusals, so the suggested `shipit lock release` can be pasted.
-    pub fn for_target(mut self, target: &str) -> SsmLockStore {
-        self.target = Some(target.to_string());
-        self
-    }
-
-    /// The parameter's name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn remote(&self, message: String, hint: Option<&str>) -> LockError {
-        LockError::Remote {
-            store: self.describe(),
-            message,
-            hint: hint.map(str::to_string),
-        }
-    }
-
-    /// The lock record, or `None` when the parameter does not exist.
-    async fn read(&self) -> Result<Option<LockRecord>, LockError> {
-        read_lock(&self.ssm, &self.name)
-            .await
-            .map_err(|e| self.remote(e.to_string(), e.hint().as_deref()))
-    }
-
-    async fn acquire_now(&self, holder: &Holder) -> Result<Lock, LockError> {
-        let record = LockRecord {
-            holder: holder.clone(),
-            token: new_token(),
-        };
-        let value = serde_json::to_string(&record).expect("a lock record serializes");
-        for _ in 0..ACQUIRE_ATTEMPTS {
-            let put = self
-                .ssm
-                .put_parameter()
-                .name(&self.name)
-                .value(&value)
-                .r#type(ParameterType::String)
-                .overwrite(false)
-                .description("shipit release lock: delete it with `shipit lock release --force`")
-                .send()
-                .await;
-            match put {
-                Ok(_) => {
-                    return Ok(Lock::new(
-                        Box::new(SsmLockGuard {
-                            ssm: self.ssm.clone(),
-                            name: self.name.clone(),
-                            store: self.describe(),
-                            token: record.token.clone(),
-                        }),
-                        None,
-                    ));
-                }
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|e| e.is_parameter_already_exists()) =>
-                {
-                    match self.read().await? {
-                        Some(current) => {
-                            return Err(LockError::HeldRemote {
-                                store: self.describe(),
-                                holder: current.holder,
-                                breaker: format!(
-                                    "shipit lock release --force --target {}",
-                                    self.target.as_deref().unwrap_or("<target>")
-                                ),
-                            });
-                        }
-                        // Released between our create and our read: try again.
-                        None => continue,
-                    }
-                }
-                Err(e) => {
-                    return Err(self.remote(
-                        format!(
-                            "PutParameter {} failed: {}",
-                            self.name,
-                            DisplayErrorContext(&e)
-                        ),
-                        Some(&format!(
-                            "check the AWS credentials and that they allow ssm:PutParameter, \
-                             ssm:GetParameter and ssm:DeleteParameter on {PARAMETER_ROOT}/*"
-                        )),
-                    ));
-                }
-            }
-        }
-        Err(self.remote(
-            format!(
-                "{} was taken and freed {ACQUIRE_ATTEMPTS} times while this run tried to take it",
-                self.name
-            ),
-            Some("another run is releasing the same service; retry"),
-        ))
-    }
-
-    async fn force_release_now(&self) -> Result<Option<Holder>, LockError> {
-        let current = match read_lock(&self.ssm, &self.name).await {
-            Ok(current) => current.map(|record| record.holder),
-            // An unreadable record is still a lock to break.
-            Err(ReadError::Unreadable { .. }) => None,
-            Err(e) => return Err(self.remote(e.to_string(), e.hint().as_deref())),
-        };
-        match self.ssm.delete_parameter().name(&self.name).send().await {
-            Ok(_) => Ok(current),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|e| e.is_parameter_not_found()) =>
-            {
-                Ok(None)
-            }
-            Err(e) => Err(self.remote(
-                format!(
-                    "DeleteParameter {} failed: {}",
-                    self.name,
-                    DisplayErrorContext(&e)
-                ),
-                Some("check that the AWS credentials allow ssm:DeleteParameter on it"),
-            )),
-        }
-    }
-}
-
-/// Why the lock parameter could not be read.
-#[derive(Debug, thiserror::Error)]
-enum ReadError {
-    /// It exists and holds something else than a lock record.
-    #[error("{name} holds {value:?}, not a shipit lock ({problem})")]
-    Unreadable {
-        name: String,
-        value: String,
-        problem: String,
-    },
-    #[error("GetParameter {name} failed: {detail}")]
-    Failed { name: String, detail: String },
-}
-
-impl ReadError {
-    fn hint(&self) -> Option<String> {
-        let hint = match self {
-            ReadError::Unreadable { .. } => {
-                "if no release runs, break it with `shipit lock release --force`"
-            }
-            ReadError::Failed { .. } => {
-                "check the AWS credentials and that they allow ssm:GetParameter"
-            }
-        };
-        Some(hint.to_string())
-    }
-}
-
-/// Reads and parses the lock parameter: `None` when it is absent.
-async fn read_lock(ssm: &aws_sdk_ssm::Client, name: &str) -> Result<Option<LockRecord>, ReadError> {
-    match ssm.get_parameter().name(name).send().await {
-        Ok(out) => {
-            let value = out.parameter().and_then(|p| p.value()).unwrap_or_default();
-            let record = serde_json::from_str(value).map_err(|e| ReadError::Unreadable {
-                name: name.to_string(),
-                value: value.to_string(),
-                problem: e.to_string(),
-            })?;
-            Ok(Some(record))
-        }
-        Err(e)
-            if e.as_service_error()
-                .is_some_and(|e| e.is_parameter_not_found()) =>
-        {
-            Ok(None)
-        }
-        Err(e) => Err(ReadError::Failed {
-            name: name.to_string(),
-            detail: DisplayErrorContext(&e).to_string(),
-        }),
-    }
-}
-
-impl LockStore for SsmLockStore {
-    fn describe(&self) -> String {
-        format!("SSM {} ({})", self.name, region_of(&self.ssm))
-    }
-
-    fn acquire<'a>(&'a self, holder: &'a Holder) -> BoxFuture<'a, Result<Lock, LockError>> {
-        Box::pin(self.acquire_now(holder))
-    }
-
-    fn holder(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
-        Box::pin(async move { Ok(self.read().await?.map(|record| record.holder)) })
-    }
-
-    fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
-        Box::pin(self.force_release_now())
-    }
-}
-
-/// A lock this run holds: releasing deletes the parameter if it still holds this run's token.
-/// SSM has no conditional delete, so a run whose lock was broken with `--force` and taken by
-/// another run in the moment between this read and this delete would free the other's lock;
-/// only a forced break opens that window.
-struct SsmLockGuard {
-    ssm: aws_sdk_ssm::Client,
-    name: String,
-    store: String,
-    token: String,
-}
-
-impl LockGuard for SsmLockGuard {
-    fn release(self: Box<Self>) -> BoxFuture<'static, Result<(), LockError>> {
-        Box::pin(async move {
-            let remote = |message: String, hint: Option<&str>| LockError::Remote {
-                store: self.store.clone(),
-                message,
-                hint: hint.map(str::to_string),
-            };
-            let current = read_lock(&self.ssm, &self.name)
-                .await
-                .map_err(|e| remote(e.to_string(), e.hint().as_deref()))?;
-            match current {
-                None => Err(remote(
-                    format!(
-                        "{} was already gone when this run released it: it was broken with \
-                         `shipit lock release --force`",
-                        self.name
-                    ),
-                    None,
-                )),
-                Some(record) if record.token != self.token => Err(remote(
-                    format!(
-                        "{} is now held by another run ({}): this run's lock was broken with \
-                         `shipit lock release --force`; left as it is",
-                        self.name, record.holder
-                    ),
-                    None,
-                )),
-                Some(_) => match self.ssm.delete_parameter().name(&self.name).send().await {
-                    Ok(_) => Ok(()),
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|e| e.is_parameter_not_found()) =>
-                    {
-                        Ok(())
-                    }
-                    Err(e) => Err(remote(
-                        format!(
-                            "DeleteParameter {} failed: {}",
-                            self.name,
-                            DisplayErrorContext(&e)
-                        ),
-                        Some("the lock stays held: break it with `shipit lock release --force`"),
-                    )),
-                },
-            }
-        })
-    }
 }
 
 /// The release records of one service on an ecs target, one SSM parameter each under
@@ -662,6 +374,7 @@ mod tests {
             slot: Some(Slot::Green),
             image: Some("123456789012.dkr.ecr.us-east-1.amazonaws.com/hello@sha256:ab".into()),
             image_id: Some("sha256:ab".into()),
+            handle: None,
             version: "1a2b3c4".into(),
             revision: None,
             modules: BTreeMap::new(),
@@ -724,26 +437,5 @@ mod tests {
         }
         let size = fit(&r).unwrap_err();
         assert!(size > MAX_VALUE_BYTES);
-    }
-
-    #[test]
-    fn lock_record_keeps_the_holder_fields_at_the_top() {
-        let holder = Holder {
-            pid: 42,
-            host: "runner-1".into(),
-            user: "ci".into(),
-            since: "2026-11-22T10:00:00Z".parse().unwrap(),
-            purpose: "release".into(),
-        };
-        let text = serde_json::to_string(&LockRecord {
-            holder: holder.clone(),
-            token: "t".into(),
-        })
-        .unwrap();
-        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(json["pid"], 42);
-        assert_eq!(json["token"], "t");
-        let back: LockRecord = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.holder, holder);
     }
 }

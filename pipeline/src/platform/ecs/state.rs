@@ -4,16 +4,18 @@
 //! the service answers (`Site`, read once from the listener's load balancer).
 //!
 //! Live is the slot with the larger forward weight (during a weighted step, the slot whose
-//! task definition revision is older), if its service runs tasks.
+//! task definition revision is older), if its service runs tasks. When no shipit service
+//! runs there but the slot's target group has healthy targets (registered by another tool,
+//! or by hand), the slot is live all the same, as a foreign release: see [`Live::foreign`].
 
 use std::collections::BTreeMap;
 
 use jiff::Timestamp;
 
-use super::aws::aws_error;
 use super::aws::short_arn;
+use super::aws::{FetchError, aws_error};
 use super::forward::{Forward, Routing};
-use super::{EcsPlatform, TAG_RETIRE_AFTER, distribution};
+use super::{EcsPlatform, TAG_RETIRE_AFTER, distribution, wait};
 use crate::Slot;
 use crate::aws::Clients;
 use crate::config::EcsTarget;
@@ -156,6 +158,31 @@ impl EcsPlatform {
         }))
     }
 
+    /// Whether a task definition can still run: it exists and is `ACTIVE` (not deregistered).
+    pub(super) async fn task_definition_active(
+        &self,
+        task_definition: &str,
+    ) -> Result<bool, PlatformError> {
+        match self
+            .clients
+            .ecs
+            .describe_task_definition()
+            .task_definition(task_definition)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out.task_definition().and_then(|t| t.status())
+                == Some(&aws_sdk_ecs::types::TaskDefinitionStatus::Active)),
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_client_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(aws_error("DescribeTaskDefinition", task_definition, &e)),
+        }
+    }
+
     /// The release a task definition runs: its `shipit.release` tag, else the container's
     /// `SHIPIT_RELEASE`.
     pub(super) async fn release_of(
@@ -220,6 +247,10 @@ impl EcsPlatform {
             }
             _ => routed,
         };
+        self.first_is_green.store(
+            routed == Some(Slot::Blue),
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let split_percent = match routed {
             Some(live) if split_percent > 0 => {
                 let other = forward.weight_of(self.group(live.other())).max(0);
@@ -252,10 +283,61 @@ impl EcsPlatform {
                 slot,
                 release,
                 since: None,
+                foreign: None,
             })
         });
+        // No shipit service runs in the routed slot, yet its target group may serve: targets
+        // another tool (or a hand) registered. That is a foreign release, live as much as
+        // shipit's own: a release goes to the other slot and shifts only once verified.
+        if state.live.is_none()
+            && let Some(slot) = routed
+        {
+            let health = self.target_health(self.group(slot)).await?;
+            if health.healthy > 0 {
+                state.live = Some(Live {
+                    slot,
+                    release: FOREIGN_RELEASE.to_string(),
+                    since: None,
+                    foreign: Some(foreign_description(slot, &health)),
+                });
+            }
+        }
         Ok(state)
     }
+
+    /// The targets of `group` and their health, now.
+    pub(super) async fn target_health(
+        &self,
+        group: &str,
+    ) -> Result<wait::TargetHealth, PlatformError> {
+        match wait::targets(&self.clients.elb, group, 0).await {
+            Ok(wait::Poll::Done(health) | wait::Poll::Pending(health)) => Ok(health),
+            Ok(wait::Poll::Failed(health, _)) => Ok(health),
+            Err(FetchError::Throttled(m) | FetchError::Transient(m) | FetchError::Fatal(m)) => {
+                Err(PlatformError::new(
+                    ErrorKind::Platform,
+                    format!("elbv2: DescribeTargetHealth {group}: {m}"),
+                ))
+            }
+        }
+    }
+}
+
+/// The release id a foreign live slot reports: no shipit release has it.
+pub const FOREIGN_RELEASE: &str = "foreign";
+
+/// What serves in a foreign live slot, for `status` and the log.
+fn foreign_description(slot: Slot, health: &wait::TargetHealth) -> String {
+    let targets = if health.healthy == 1 {
+        "target"
+    } else {
+        "targets"
+    };
+    format!(
+        "not shipit's: {} healthy {targets} in the {slot} target group {} that no shipit service registered",
+        health.healthy,
+        short_arn(&health.target_group)
+    )
 }
 
 /// The revision of a task definition ARN (`…:task-definition/prod-hello:7` → 7).

@@ -133,10 +133,14 @@ where
             });
         }
         let pause = pause.min(limit - waited);
+        let paused_at = Instant::now();
         tokio::select! {
             biased;
-            _ = cancel.cancelled() => return Err(WaitError::Cancelled { what: what.to_string() }),
-            _ = tokio::time::sleep(pause) => {}
+            _ = cancel.cancelled() => {
+                crate::waited::add(paused_at.elapsed());
+                return Err(WaitError::Cancelled { what: what.to_string() });
+            }
+            _ = tokio::time::sleep(pause) => crate::waited::add(paused_at.elapsed()),
         }
     }
 }
@@ -290,6 +294,10 @@ pub struct TargetHealth {
     pub not_healthy: Vec<String>,
     /// How many targets are in state `unhealthy` (not `initial`, `draining`, …).
     pub unhealthy: usize,
+    /// `<id>:<port>` of every target counted in `total`, in the order ELBv2 lists them.
+    pub registered: Vec<String>,
+    /// How many targets are leaving the group (`draining`); not counted in `total`.
+    pub draining: usize,
 }
 
 impl fmt::Display for TargetHealth {
@@ -329,17 +337,26 @@ pub async fn targets(
         total: 0,
         not_healthy: Vec::new(),
         unhealthy: 0,
+        registered: Vec::new(),
+        draining: 0,
     };
     for description in out.target_health_descriptions() {
         let health = description.target_health();
         let target_state = health.and_then(|h| h.state());
         // Targets leaving the group do not count either way.
-        if matches!(
-            target_state,
-            Some(TargetHealthStateEnum::Draining | TargetHealthStateEnum::Unused)
-        ) {
+        if target_state == Some(&TargetHealthStateEnum::Draining) {
+            state.draining += 1;
             continue;
         }
+        if target_state == Some(&TargetHealthStateEnum::Unused) {
+            continue;
+        }
+        let target = description.target();
+        let id = target.and_then(|t| t.id()).unwrap_or("?");
+        let port = target
+            .and_then(|t| t.port())
+            .map_or(String::new(), |p| format!(":{p}"));
+        state.registered.push(format!("{id}{port}"));
         state.total += 1;
         if target_state == Some(&TargetHealthStateEnum::Healthy) {
             state.healthy += 1;
@@ -348,11 +365,6 @@ pub async fn targets(
         if target_state == Some(&TargetHealthStateEnum::Unhealthy) {
             state.unhealthy += 1;
         }
-        let target = description.target();
-        let id = target.and_then(|t| t.id()).unwrap_or("?");
-        let port = target
-            .and_then(|t| t.port())
-            .map_or(String::new(), |p| format!(":{p}"));
         let shown = target_state.map_or("unknown", |s| s.as_str());
         let reason = health
             .and_then(|h| h.reason())
@@ -528,6 +540,23 @@ pub fn wait_error(error: &WaitError, hint: &str) -> PlatformError {
         _ => ErrorKind::Verify,
     };
     PlatformError::new(kind, error.to_string()).with_hint(hint)
+}
+
+pub mod stopped;
+
+/// `poll`, or a failure when the rollout's failed tasks reached `max` while it is pending.
+pub async fn or_failed<S>(
+    poll: Poll<S>,
+    failures: impl Future<Output = Result<stopped::Failures, FetchError>>,
+    max: usize,
+) -> Result<Poll<S>, FetchError> {
+    match poll {
+        Poll::Pending(state) => Ok(match failures.await?.verdict(max) {
+            Some(reason) => Poll::Failed(state, reason),
+            None => Poll::Pending(state),
+        }),
+        other => Ok(other),
+    }
 }
 
 #[cfg(test)]

@@ -109,12 +109,13 @@ impl LocalPlatform {
         version: &str,
         image: &str,
     ) -> Result<Candidate, PlatformError> {
+        let service = self.launch_service().await?;
         let mut attempt = 0;
         loop {
             attempt += 1;
             let spec = container_spec(&Launch {
                 project: &self.project,
-                service: &self.service,
+                service: &service,
                 target: &self.target_name,
                 slot,
                 release,

@@ -766,3 +766,4 @@ fn short_arn_keeps_the_resource() {
     assert_eq!(short_arn(TG), "targetgroup/web-green/fedcba9876543210");
     assert_eq!(short_arn("not-an-arn"), "not-an-arn");
 }
+mod stopped;

@@ -16,6 +16,7 @@ fn record(id: &str, image: &str, previous: Option<&str>, outcome: Outcome) -> Re
         slot: None,
         image: Some("hello:untracked".into()),
         image_id: Some(format!("sha256:{image}")),
+        handle: None,
         version: "untracked".into(),
         revision: None,
         modules: BTreeMap::new(),
