@@ -111,7 +111,7 @@ impl LocalPlatform {
         let values = self
             .secret_values
             .get_or_try_init(|| async {
-                crate::secret::fetch(&self.service.secrets)
+                Box::pin(crate::secret::fetch(&self.service.secrets))
                     .await
                     .map_err(|e| {
                         PlatformError::new(ErrorKind::Platform, e.to_string()).with_hint(format!(

@@ -4,6 +4,9 @@
 
 use super::*;
 
+/// One look during a release: the old service's desired count, then the forward.
+type Sample = (Option<i32>, Vec<(Slot, Option<i32>)>);
+
 #[tokio::test(flavor = "multi_thread")]
 async fn the_listener_moves_before_the_old_service_is_scaled_down_and_the_drain_is_awaited() {
     let project = EcsProject::new("order", "").await;
@@ -13,7 +16,7 @@ async fn the_listener_moves_before_the_old_service_is_scaled_down_and_the_drain_
     // While the second release runs, sample the old service's desired count, then the
     // forward: a count of 0 read before a forward still on blue would be traffic sent to a
     // slot already scaled down.
-    let mut samples: Vec<(Option<i32>, Vec<(Slot, Option<i32>)>)> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     let release = project.run(&["release", "--json"]);
     tokio::pin!(release);
     let out = loop {

@@ -717,16 +717,18 @@ impl EcsPlatform {
         let mut changes = Vec::new();
         if !self.cdn()
             && let Some(routed) = state.routed
+            && state.split_percent > 0
         {
-            if state.split_percent > 0 {
-                changes.push((
-                    self.forward_change(Forward::all_to(self.group(routed), self.group(routed.other()))),
-                    format!(
-                        "a weighted step was left in place ({}): all traffic back on the {routed} slot",
-                        state.forward.describe(&self.target.target_groups)
-                    ),
-                ));
-            }
+            changes.push((
+                self.forward_change(Forward::all_to(
+                    self.group(routed),
+                    self.group(routed.other()),
+                )),
+                format!(
+                    "a weighted step was left in place ({}): all traffic back on the {routed} slot",
+                    state.forward.describe(&self.target.target_groups)
+                ),
+            ));
         }
         let idle: Vec<Slot> = match &state.live {
             Some(live) => vec![live.slot.other()],
