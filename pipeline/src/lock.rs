@@ -173,6 +173,9 @@ pub struct Lock {
     guard: Box<dyn LockGuard>,
     /// The record of a previous holder that died while holding the lock, if any.
     recovered: Option<Holder>,
+    /// Cancelled when the lock stops being this run's (a leased lock taken over after this
+    /// run failed to renew it); never, for a lock that cannot be lost.
+    lost: tokio_util::sync::CancellationToken,
 }
 
 impl std::fmt::Debug for Lock {
@@ -185,7 +188,22 @@ impl std::fmt::Debug for Lock {
 
 impl Lock {
     pub fn new(guard: Box<dyn LockGuard>, recovered: Option<Holder>) -> Lock {
-        Lock { guard, recovered }
+        Lock {
+            guard,
+            recovered,
+            lost: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// A lock that `lost` cancels when it stops being this run's.
+    pub fn with_lost(mut self, lost: tokio_util::sync::CancellationToken) -> Lock {
+        self.lost = lost;
+        self
+    }
+
+    /// Cancelled when the lock is no longer this run's.
+    pub fn lost(&self) -> tokio_util::sync::CancellationToken {
+        self.lost.clone()
     }
 
     /// The holder record a crashed run left behind, now taken over.

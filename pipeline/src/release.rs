@@ -168,27 +168,33 @@ pub async fn release<P: Platform>(
     reporter: &Reporter,
 ) -> Result<ReleaseRecord, ReleaseError> {
     // The lock comes first: the version step commits and tags, and two releases must not.
-    under_lock(platform, "release".into(), reporter, async {
-        // Before the revision is read: applying versions makes the commit the app is built
-        // from.
-        let modules = version_step(config, options.no_version, reporter)?;
-        let (version, revision) = crate::git::app_version(&service.context);
-        reporter.note(format!(
-            "releasing {} {version} to {}",
-            service.name,
-            platform.describe()
-        ));
-        let input = ReleaseInput {
-            version,
-            revision,
-            modules,
-            cancel: options.cancel.clone(),
-            no_promote: options.no_promote,
-        };
-        let id = new_release_id();
-        let run = Run::start(platform, reporter, &id, Kind::Release, &input).await?;
-        Box::pin(run.release(&input)).await
-    })
+    under_lock(
+        platform,
+        "release".into(),
+        &options.cancel,
+        reporter,
+        async {
+            // Before the revision is read: applying versions makes the commit the app is built
+            // from.
+            let modules = version_step(config, options.no_version, reporter)?;
+            let (version, revision) = crate::git::app_version(&service.context);
+            reporter.note(format!(
+                "releasing {} {version} to {}",
+                service.name,
+                platform.describe()
+            ));
+            let input = ReleaseInput {
+                version,
+                revision,
+                modules,
+                cancel: options.cancel.clone(),
+                no_promote: options.no_promote,
+            };
+            let id = new_release_id();
+            let run = Run::start(platform, reporter, &id, Kind::Release, &input).await?;
+            Box::pin(run.release(&input)).await
+        },
+    )
     .await
 }
 
@@ -248,7 +254,8 @@ pub async fn promote<P: Platform>(
         cancel,
         ..ReleaseInput::default()
     };
-    under_lock(platform, "promote".into(), reporter, async {
+    let cancel = input.cancel.clone();
+    under_lock(platform, "promote".into(), &cancel, reporter, async {
         // What a dead run left running is retired by the next release or rollback.
         DeadRuns::finish(platform, reporter).await?;
         let Some(record) = staged_record(platform).await? else {
@@ -290,6 +297,7 @@ pub async fn staged_record<P: Platform>(
 async fn under_lock<T>(
     platform: &impl Platform,
     what: String,
+    cancel: &CancellationToken,
     reporter: &Reporter,
     work: impl Future<Output = Result<T, ReleaseError>>,
 ) -> Result<T, ReleaseError> {
@@ -299,7 +307,22 @@ async fn under_lock<T>(
             "recovered the lock left by a run that died: {dead}"
         ));
     }
-    let result = work.await;
+    // A run whose lock is no longer its own (its lease was taken over while it could not
+    // renew it, or the lock was broken) stops as if interrupted: the live slot keeps serving.
+    let lost = lock.lost();
+    let stop = async {
+        lost.cancelled().await;
+        reporter.warn(
+            "this run's release lock is no longer its own (taken over or broken): stopping as if interrupted",
+        );
+        cancel.cancel();
+        std::future::pending::<()>().await
+    };
+    let result = tokio::select! {
+        biased;
+        result = work => result,
+        () = stop => unreachable!("the stop never ends"),
+    };
     if let Err(e) = lock.release().await {
         reporter.warn(format!("releasing the lock failed: {e}"));
     }

@@ -35,10 +35,17 @@ pub async fn rollback<P: Platform>(
         ..ReleaseInput::default()
     };
     let id = new_release_id();
-    under_lock(platform, format!("rollback {id}"), reporter, async {
-        let run = Run::start(platform, reporter, &id, Kind::Rollback, &input).await?;
-        Box::pin(run.rollback(to, &input)).await
-    })
+    let cancel = input.cancel.clone();
+    under_lock(
+        platform,
+        format!("rollback {id}"),
+        &cancel,
+        reporter,
+        async {
+            let run = Run::start(platform, reporter, &id, Kind::Rollback, &input).await?;
+            Box::pin(run.rollback(to, &input)).await
+        },
+    )
     .await
 }
 

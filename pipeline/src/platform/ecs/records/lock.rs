@@ -164,12 +164,14 @@ impl SsmLockStore {
 
     /// A lock taken: its guard renews the lease until released or dropped.
     fn taken(&self, record: LockRecord, marker: Option<String>, recovered: Option<Holder>) -> Lock {
+        let lost = tokio_util::sync::CancellationToken::new();
         let renewal = tokio::spawn(renew(
             self.params.clone(),
             self.clock.clone(),
             self.name.clone(),
             record.clone(),
             self.lease,
+            lost.clone(),
         ));
         Lock::new(
             Box::new(SsmLockGuard {
@@ -182,6 +184,7 @@ impl SsmLockStore {
             }),
             recovered,
         )
+        .with_lost(lost)
     }
 
     pub(super) async fn acquire_now(&self, holder: &Holder) -> Result<Lock, LockError> {
@@ -292,13 +295,14 @@ impl LockStore for SsmLockStore {
 }
 
 /// Renews the lease of `record` every third of `lease` while the lock still holds its token;
-/// stops, with a warning, when it no longer does.
+/// when it no longer does, cancels `lost` and stops.
 async fn renew(
     params: Arc<dyn Params>,
     clock: Arc<dyn Clock>,
     name: String,
     mut record: LockRecord,
     lease: Duration,
+    lost: tokio_util::sync::CancellationToken,
 ) {
     let period = (lease / 3).max(Duration::from_millis(100));
     loop {
@@ -316,12 +320,14 @@ async fn renew(
                     "the lock {name} is no longer this run's: its lease ran out and {} took it over",
                     current.holder
                 );
+                lost.cancel();
                 return;
             }
             Ok(None) => {
                 tracing::warn!(
                     "the lock {name} is gone: it was broken with `shipit lock release --force`"
                 );
+                lost.cancel();
                 return;
             }
             Err(e) => tracing::warn!("renewing the lease of the lock {name} failed: {e}"),

@@ -100,6 +100,7 @@ async fn a_running_release_keeps_its_lock_past_the_lease_by_renewing_it() {
             other => panic!("minute {minute}: expected the lock held, got {other:?}"),
         }
     }
+    assert!(!lock.lost().is_cancelled(), "a renewed lock is not lost");
     let renewed = stored(&params, first.name());
     assert_eq!(renewed.token, taken.token);
     assert!(
@@ -188,10 +189,15 @@ async fn a_holder_that_stalled_past_its_lease_does_not_free_the_new_holders_lock
         .unwrap();
     let next = second.acquire(&holder(2)).await.unwrap();
     assert_eq!(next.recovered().map(|h| h.pid), Some(1));
-    // The stalled run wakes up: its next renewal sees another token and stops; its release
-    // leaves the new lock alone.
+    // The stalled run wakes up: its next renewal sees another token, stops, and tells the
+    // run (which then stops as if interrupted); its release leaves the new lock alone.
+    assert!(!stalled.lost().is_cancelled());
     tokio::time::advance(LEASE).await;
     settle().await;
+    assert!(
+        stalled.lost().is_cancelled(),
+        "the run learns its lock is lost"
+    );
     assert_eq!(stored(&params, first.name()).holder.pid, 2);
     let err = stalled.release().await.unwrap_err().to_string();
     assert!(err.contains("taken over when its lease ran out"), "{err}");
