@@ -143,3 +143,31 @@ fn rollback_to_a_release_that_never_went_live_is_refused() {
         assert!(error["cause"].as_str().unwrap().contains(says), "{error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_rollback_past_the_kept_images_is_refused_and_changes_nothing() {
+    let project = Project::new("walkback");
+    crate::canary::configure_target(&project, "keep_images = 2\n");
+    let context = project.own_context();
+    let mut releases = Vec::new();
+    for n in 1..=4 {
+        releases.push(release_build(&project, &context, &format!("build {n}\n")).0);
+    }
+    // The newest two images stay: the fourth (live) and the third (its rollback).
+    let out = project.run(&["rollback", "--json"]);
+    assert_success(&out, "the first rollback, to the third release");
+    assert_eq!(json(&out)["serves"], releases[2].as_str());
+
+    // The third release's own previous is the second, whose image was pruned: a second plain
+    // rollback is refused as nothing to roll back to, and the third stays live.
+    let out = project.run(&["rollback", "--json"]);
+    assert_eq!(out.status.code(), Some(7), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&releases[1]) && err.contains("shipit history"),
+        "{err}"
+    );
+    let status = project.run(&["status", "--json"]);
+    assert_success(&status, "shipit status");
+    assert_eq!(json(&status)["live"]["release"], releases[2].as_str());
+}

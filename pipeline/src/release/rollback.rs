@@ -116,7 +116,18 @@ impl<P: Platform> Run<'_, P> {
             Err(source) => return Err(self.failed(Phase::Version, source)),
         };
         let previous = match to {
-            None => before(platform, &live).await?,
+            // After rollbacks walked back past `keep_images`, the release before the live
+            // one may have lost its image: refused as `--to` refuses it (exit 7).
+            None => {
+                let previous = before(platform, &live).await?;
+                match still_revivable(platform, &previous).await {
+                    Ok(()) => previous,
+                    Err(Refusal::Release(e)) => return Err(e),
+                    Err(Refusal::Platform(source)) => {
+                        return Err(self.failed(Phase::Version, source));
+                    }
+                }
+            }
             Some(to) => match chosen(platform, to, &live).await {
                 Ok(record) => record,
                 Err(Refusal::Release(e)) => return Err(e),
@@ -222,21 +233,28 @@ async fn chosen<P: Platform>(
     if record.id == live.release {
         return Err(refuse(format!("release {} is already live", record.id)));
     }
+    still_revivable(platform, &record).await?;
+    Ok(record)
+}
+
+/// Refuses a release whose image is gone (pruned past `keep_images`, or removed): nothing
+/// can make it live again, and nothing is changed.
+async fn still_revivable<P: Platform>(platform: &P, record: &ReleaseRecord) -> Result<(), Refusal> {
     let revivable = platform
-        .revivable(std::slice::from_ref(&record))
+        .revivable(std::slice::from_ref(record))
         .await
         .map_err(Refusal::Platform)?;
-    if !revivable.contains(&record.id) {
-        return Err(Refusal::Release(ReleaseError::ImageGone {
-            release: record.id.clone(),
-            image: record
-                .image_id
-                .clone()
-                .or_else(|| record.image.clone())
-                .unwrap_or_else(|| "(none recorded)".into()),
-            target: platform.describe(),
-            revision: record.revision.clone(),
-        }));
+    if revivable.contains(&record.id) {
+        return Ok(());
     }
-    Ok(record)
+    Err(Refusal::Release(ReleaseError::ImageGone {
+        release: record.id.clone(),
+        image: record
+            .image_id
+            .clone()
+            .or_else(|| record.image.clone())
+            .unwrap_or_else(|| "(none recorded)".into()),
+        target: platform.describe(),
+        revision: record.revision.clone(),
+    }))
 }
