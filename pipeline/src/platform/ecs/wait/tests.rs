@@ -29,14 +29,25 @@ const TG: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-green/fedcba9876543210";
 
 fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
-    rules.iter().fold(
-        MockResponseInterceptor::new().rule_mode(RuleMode::Sequential),
-        |i, r| i.with_rule(r),
-    )
+    interceptor_in(RuleMode::Sequential, rules)
+}
+
+fn interceptor_in(mode: RuleMode, rules: &[&Rule]) -> MockResponseInterceptor {
+    rules
+        .iter()
+        .fold(MockResponseInterceptor::new().rule_mode(mode), |i, r| {
+            i.with_rule(r)
+        })
 }
 
 // The SDK's own retries are off, so the scripted errors reach the wait's backoff.
 fn ecs_client(rules: &[&Rule]) -> aws_sdk_ecs::Client {
+    ecs_client_in(RuleMode::Sequential, rules)
+}
+
+/// An ECS client answering from `rules` in `mode` (MatchAny: each call takes the first rule
+/// for its operation, so calls of several operations interleave).
+fn ecs_client_in(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ecs::Client {
     aws_sdk_ecs::Client::from_conf(
         aws_sdk_ecs::Config::builder()
             .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
@@ -44,7 +55,7 @@ fn ecs_client(rules: &[&Rule]) -> aws_sdk_ecs::Client {
             .credentials_provider(Credentials::new("test", "test", None, None, "test"))
             .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
             .http_client(create_mock_http_client())
-            .interceptor(interceptor(rules))
+            .interceptor(interceptor_in(mode, rules))
             .build(),
     )
 }

@@ -15,20 +15,7 @@ use crate::platform::ecs::wait::stopped::{self, failed};
 const SINCE: i64 = 1_800_000_000;
 
 fn any_client(rules: &[&Rule]) -> aws_sdk_ecs::Client {
-    let interceptor = rules.iter().fold(
-        MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
-        |i, r| i.with_rule(r),
-    );
-    aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::Config::builder()
-            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .build(),
-    )
+    ecs_client_in(RuleMode::MatchAny, rules)
 }
 
 fn arn(id: &str) -> String {
