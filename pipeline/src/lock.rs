@@ -29,6 +29,9 @@ use crate::state_dir::{PRIVATE_FILE_MODE, create_private_dir};
 const ACQUIRE_RETRY: Duration = Duration::from_millis(100);
 /// The pause between two of those tries.
 const ACQUIRE_RETRY_PAUSE: Duration = Duration::from_millis(5);
+/// How long a held lock's unreadable record is read again: the moment between a run taking
+/// the `flock` and writing its record, which a `plan` or `lock status` can fall into.
+const RECORD_WAIT: Duration = Duration::from_secs(1);
 
 /// Who holds (or held) a lock.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -301,16 +304,24 @@ impl FileLockStore {
         }
     }
 
-    /// The refusal for a lock another process holds: its record, or that it has none.
+    /// The refusal for a lock another process holds: its record, or that it has none. A run
+    /// writes its record just after it takes the `flock`, so a record found empty or partial
+    /// is read again for up to [`RECORD_WAIT`] before the lock counts as held by nobody known.
     fn held(&self, file: &mut File) -> LockError {
-        match read_holder(file) {
-            Some(holder) => LockError::Held {
-                path: self.path.clone(),
-                holder,
-            },
-            None => LockError::HeldUnknown {
-                path: self.path.clone(),
-            },
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(holder) = read_holder(file) {
+                return LockError::Held {
+                    path: self.path.clone(),
+                    holder,
+                };
+            }
+            if started.elapsed() >= RECORD_WAIT {
+                return LockError::HeldUnknown {
+                    path: self.path.clone(),
+                };
+            }
+            std::thread::sleep(ACQUIRE_RETRY_PAUSE);
         }
     }
 
@@ -637,6 +648,31 @@ mod tests {
             store.clear_stale_now(),
             Err(LockError::HeldUnknown { .. })
         ));
+    }
+
+    #[test]
+    fn a_record_written_just_after_the_flock_is_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        std::fs::write(&path, "").unwrap();
+        let held = hold_elsewhere(&path);
+        let recorded = Holder {
+            host: hostname(),
+            ..dead_holder()
+        };
+        // The holder writes its record a moment after taking the flock, as `acquire_now` does.
+        let writer = {
+            let path = path.clone();
+            let recorded = recorded.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                std::fs::write(&path, serde_json::to_string(&recorded).unwrap()).unwrap();
+            })
+        };
+        let store = FileLockStore::new(&path);
+        assert_eq!(store.holder_now().unwrap(), Some(recorded));
+        writer.join().unwrap();
+        drop(held);
     }
 
     #[test]
