@@ -147,6 +147,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check that what an ecs release needs exists in the AWS account
+    ///
+    /// The execution and task roles, the log group (created when the target sets
+    /// create_log_group = true), the image of the version a release would run, every secret's
+    /// ARN, the subnets and security groups, and both target groups (type ip, HTTP, the
+    /// service's port). Each failure names its config key. Every ecs release runs the same
+    /// checks before it builds anything. Exits 6 when one fails.
+    Verify {
+        #[command(flatten)]
+        selection: Selection,
+        /// Print the checks as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Show the live slot, release, image and version
     Status {
         #[command(flatten)]
@@ -256,6 +270,7 @@ impl Command {
             | Command::Promote { json, .. }
             | Command::Plan { json, .. }
             | Command::Diff { json, .. }
+            | Command::Verify { json, .. }
             | Command::Status { json, .. }
             | Command::History { json, .. }
             | Command::Rollback { json, .. }

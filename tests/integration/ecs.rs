@@ -801,6 +801,7 @@ mod lease;
 mod rollback_to;
 mod routes;
 mod secrets;
+mod verify;
 
 // ---- CloudWatch alarms ----------------------------------------------------------------------
 

@@ -11,6 +11,7 @@ mod lock;
 mod plan;
 mod release;
 mod status;
+mod verify;
 mod version;
 
 use shipit_pipeline::config::{Config, Service, Target};
@@ -85,6 +86,10 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
                 printer,
             ))
             .await
+        }
+        Command::Verify { selection, json } => {
+            let selected = select(global, &selection).await?;
+            Box::pin(verify::run(&selected, json, printer)).await
         }
         Command::Status { selection, json } => {
             status::run(&select(global, &selection).await?, json, printer).await

@@ -99,6 +99,8 @@ pub struct EcsTarget {
     pub memory: u32,
     /// `None`: [`DEFAULT_ECS_LOG_GROUP`] for the service.
     pub log_group: Option<String>,
+    /// Preflight creates the log group when it is missing; `false`: a missing one fails it.
+    pub create_log_group: bool,
     pub execution_role_arn: Option<String>,
     /// The tasks' subnets and security groups; empty: those of the listener's load balancer.
     pub subnets: Vec<String>,
@@ -195,6 +197,7 @@ fn keys_of(raw: &RawTarget) -> Vec<(&'static str, bool)> {
         ("cpu", raw.cpu.is_some()),
         ("memory", raw.memory.is_some()),
         ("log_group", raw.log_group.is_some()),
+        ("create_log_group", raw.create_log_group.is_some()),
         ("execution_role_arn", raw.execution_role_arn.is_some()),
         ("subnets", raw.subnets.is_some()),
         ("security_groups", raw.security_groups.is_some()),
@@ -419,6 +422,7 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
         cpu: raw.cpu.map_or(DEFAULT_ECS_CPU, |n| n.0),
         memory: raw.memory.map_or(DEFAULT_ECS_MEMORY, |n| n.0),
         log_group,
+        create_log_group: raw.create_log_group.unwrap_or(false),
         execution_role_arn,
         subnets,
         security_groups,

@@ -30,7 +30,8 @@
 //! This file holds the platform and its [`Platform`] methods; the rest is one noun a file:
 //! [`state`] (everything read from AWS), [`change`] (every change, and the functions that
 //! decide them), [`forward`], [`distribution`] (the CDN origin, read and swapped),
-//! [`alarm`], [`wait`], [`records`] (lock and history in SSM), [`aws`] (a failed AWS call or
+//! [`alarm`], [`preflight`] (what a release needs from the account, checked before it
+//! builds), [`wait`], [`records`] (lock and history in SSM), [`aws`] (a failed AWS call or
 //! wait as a platform error) and [`plan`].
 
 pub mod alarm;
@@ -42,6 +43,7 @@ mod drain;
 pub mod forward;
 mod guard;
 pub mod plan;
+pub mod preflight;
 mod preview;
 pub mod records;
 pub mod state;
@@ -495,6 +497,31 @@ impl Platform for EcsPlatform {
             self.refuse_missing_alarms(&alarms)?;
             reporter.progress(Phase::Version, format!("watching CloudWatch {alarms}"));
         }
+        // What the release needs from the account, also before anything is built.
+        let preflight = self.preflight(None).await?;
+        if let Some(error) = preflight.error(&self.target_name) {
+            return Err(error);
+        }
+        for check in &preflight.checks {
+            let line = format!(
+                "preflight: {} {} {}: {}",
+                check.what,
+                check.subject,
+                check.status.word(),
+                check.detail
+            );
+            match check.status {
+                preflight::Status::Unchecked => reporter.warn(line),
+                preflight::Status::Created | preflight::Status::Pending => {
+                    reporter.progress(Phase::Version, line);
+                }
+                preflight::Status::Ok | preflight::Status::Failed => {}
+            }
+        }
+        reporter.progress(
+            Phase::Version,
+            format!("preflight: {} checks passed", preflight.checks.len()),
+        );
         let state = self.state().await?;
         if let Some(live) = &state.live
             && let Some(what) = &live.foreign

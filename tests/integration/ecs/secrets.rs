@@ -11,6 +11,18 @@ async fn secrets_are_registered_by_arn_and_never_as_environment() {
         crate::aws::REGION,
         project.service
     );
+    // Preflight refuses a release whose secret does not exist.
+    crate::aws::aws_cli(&[
+        "ssm",
+        "put-parameter",
+        "--name",
+        &format!("/{}/db-password", project.service),
+        "--type",
+        "SecureString",
+        "--value",
+        "not-in-any-output",
+    ])
+    .await;
     let mut config = std::fs::read_to_string(&project.config).unwrap();
     config.push_str(&format!(
         "\n[services.{}.secrets]\nDB_PASSWORD = \"{arn}\"\n",

@@ -44,6 +44,10 @@ fn ecs_target_loads_with_the_defaults() {
     );
     assert_eq!(ecs.lock_lease, DEFAULT_LOCK_LEASE);
     assert_eq!(ecs.max_task_failures, 3);
+    assert!(
+        !ecs.create_log_group,
+        "a missing log group fails preflight by default"
+    );
     assert_eq!(ecs.shift, crate::shift::DEFAULT_SHIFT);
     assert_eq!(ecs.task_definition, None);
     assert_eq!(ecs.rule_arn, None);
@@ -285,6 +289,14 @@ fn ecs_lock_lease_and_task_failures_are_read_and_checked() {
     let error = parse_err(&ecs_config("max_task_failures = 0\n"));
     assert_eq!(error.key.as_deref(), Some("targets.aws.max_task_failures"));
     assert!(error.message.contains("at least 1"), "{}", error.message);
+}
+
+#[test]
+fn create_log_group_is_a_boolean_of_ecs_targets() {
+    let config = parse(&ecs_config("create_log_group = true\n"));
+    assert!(ecs_target(&config).create_log_group);
+    let error = parse_err(&ecs_config("create_log_group = \"yes\"\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.create_log_group"));
 }
 
 #[test]

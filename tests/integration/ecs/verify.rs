@@ -1,0 +1,270 @@
+//! Preflight against moto: `shipit verify` passes on a sound target and tells a pushed image
+//! from one a release would push; a missing role, log group, secret, subnet or security group,
+//! or a target group of the wrong port, fails it with the config key of each, and fails a
+//! release before anything is built or changed. `create_log_group = true` creates the group.
+
+use super::*;
+use crate::aws::aws_cli;
+
+/// The checks of `shipit verify --json`, by `what` and `status`, with the whole document.
+fn checks(doc: &serde_json::Value) -> Vec<(String, String, String)> {
+    doc["checks"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no checks: {doc}"))
+        .iter()
+        .map(|c| {
+            (
+                c["what"].as_str().unwrap().to_string(),
+                c["status"].as_str().unwrap().to_string(),
+                c["key"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn status_of<'a>(checks: &'a [(String, String, String)], what: &str) -> Vec<&'a str> {
+    checks
+        .iter()
+        .filter(|(w, _, _)| w == what)
+        .map(|(_, s, _)| s.as_str())
+        .collect()
+}
+
+/// The state a refused release must leave exactly as it was (the lock and history
+/// parameters aside: taking and freeing the lock writes them).
+async fn deployed(project: &EcsProject) -> String {
+    stored_state(project)
+        .await
+        .lines()
+        .filter(|l| !l.starts_with("parameters"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// An IAM role ECS tasks may assume, made with the AWS CLI: its ARN.
+async fn create_role(name: &str) -> String {
+    let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
+    let out = aws_cli(&[
+        "iam",
+        "create-role",
+        "--role-name",
+        name,
+        "--assume-role-policy-document",
+        trust,
+    ])
+    .await;
+    out["Role"]["Arn"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_passes_on_a_sound_target_and_sees_the_image_once_pushed() {
+    let project = EcsProject::new("verify", "").await;
+    let out = project.run(&["verify", "--json"]).await;
+    ok(&out, "shipit verify --json");
+    let doc = json(&out);
+    assert_eq!(doc["passed"], true, "{doc}");
+    let found = checks(&doc);
+    assert_eq!(status_of(&found, "target group"), ["ok", "ok"], "{doc}");
+    assert_eq!(status_of(&found, "subnet"), ["ok", "ok"], "{doc}");
+    assert_eq!(status_of(&found, "security group"), ["ok"], "{doc}");
+    // Nothing is pushed yet: the release would push it, which is no failure.
+    assert_eq!(status_of(&found, "image"), ["pending"], "{doc}");
+    // No execution role: the built-in template writes no role and no log configuration.
+    assert!(status_of(&found, "execution role").is_empty(), "{doc}");
+    assert!(status_of(&found, "log group").is_empty(), "{doc}");
+
+    project.release(&[]).await;
+    let out = project.run(&["verify"]).await;
+    ok(&out, "shipit verify after a release");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let image = text
+        .lines()
+        .find(|l| l.contains(" image "))
+        .unwrap_or_else(|| panic!("no image line: {text}"));
+    assert!(image.starts_with("ok "), "{text}");
+    assert!(text.contains("preflight passed"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_missing_thing_fails_preflight_with_its_key_and_a_release_changes_nothing() {
+    let project = EcsProject::new("preflight", "").await;
+    let service = &project.service;
+    let infra = &project.infra;
+    let role = create_role(&format!("{}-exec", infra.prefix)).await;
+    // A target group that exists but listens on another port than the service's 8080.
+    let wrong_group = infra
+        .clients
+        .elb
+        .create_target_group()
+        .name(format!("{}-wrong", infra.prefix))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(9090)
+        .vpc_id(&infra.vpc_id)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .expect("CreateTargetGroup")
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let missing_secret = format!(
+        "arn:aws:secretsmanager:{}:123456789012:secret:{service}/nothing-here",
+        crate::aws::REGION
+    );
+    let text = std::fs::read_to_string(&project.config).unwrap();
+    let text = text
+        .replace(
+            &format!("subnets = [\"{}\"", infra.subnets.blue),
+            &format!(
+                "subnets = [\"subnet-0000000000000dead\", \"{}\"",
+                infra.subnets.blue
+            ),
+        )
+        .replace(
+            &format!("security_groups = [\"{}\"]", infra.security_group),
+            "security_groups = [\"sg-0000000000000dead\"]",
+        )
+        .replace(
+            &format!("green = \"{}\"", infra.target_groups.green),
+            &format!("green = \"{wrong_group}\""),
+        )
+        .replace(
+            "desired_count = 1",
+            &format!("desired_count = 1\nexecution_role_arn = \"{role}\""),
+        );
+    let text = format!("{text}\n[services.{service}.secrets]\nDB = \"{missing_secret}\"\n");
+    std::fs::write(&project.config, text).unwrap();
+
+    let out = project.run(&["verify", "--json"]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let doc = json(&out);
+    assert_eq!(doc["passed"], false, "{doc}");
+    assert_eq!(doc["error"]["exit_code"], 6, "{doc}");
+    assert!(
+        doc["error"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("preflight found 5 problems"),
+        "{doc}"
+    );
+    let found = checks(&doc);
+    let failed: Vec<(&str, &str)> = found
+        .iter()
+        .filter(|(_, s, _)| s == "failed")
+        .map(|(w, _, k)| (w.as_str(), k.as_str()))
+        .collect();
+    let secret_key = format!("services.{service}.secrets.DB");
+    assert_eq!(
+        failed,
+        [
+            ("log group", "targets.aws.log_group"),
+            ("secret", secret_key.as_str()),
+            ("subnet", "targets.aws.subnets"),
+            ("security group", "targets.aws.security_groups"),
+            ("target group", "targets.aws.target_groups.green"),
+        ],
+        "{doc}"
+    );
+    assert_eq!(status_of(&found, "execution role"), ["ok"], "{doc}");
+    assert_eq!(status_of(&found, "subnet"), ["failed", "ok", "ok"], "{doc}");
+    let wrong = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["key"] == "targets.aws.target_groups.green")
+        .unwrap();
+    assert!(
+        wrong["detail"]
+            .as_str()
+            .unwrap()
+            .contains("its port is 9090"),
+        "{wrong}"
+    );
+    assert!(
+        wrong["hint"].as_str().unwrap().contains("port 8080"),
+        "{wrong}"
+    );
+
+    // A release stops at the same checks, before it builds, pushes or changes anything.
+    let before = deployed(&project).await;
+    let out = project.run(&["release"]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("preflight found 5 problems"), "{err}");
+    for key in [
+        "targets.aws.log_group",
+        secret_key.as_str(),
+        "targets.aws.subnets",
+        "targets.aws.security_groups",
+        "targets.aws.target_groups.green",
+    ] {
+        assert!(err.contains(key), "{key} is not named: {err}");
+    }
+    assert!(err.contains("nothing was built or changed"), "{err}");
+    assert!(!err.contains("pushed"), "{err}");
+    assert_eq!(deployed(&project).await, before);
+    assert!(project.service(Slot::Blue).await.is_none());
+    assert!(project.service(Slot::Green).await.is_none());
+
+    // A role that does not exist is named by its key too.
+    let text = std::fs::read_to_string(&project.config)
+        .unwrap()
+        .replace(&role, &format!("{role}-gone"));
+    std::fs::write(&project.config, text).unwrap();
+    let out = project.run(&["verify", "--json"]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let doc = json(&out);
+    assert!(
+        checks(&doc).contains(&(
+            "execution role".to_string(),
+            "failed".to_string(),
+            "targets.aws.execution_role_arn".to_string()
+        )),
+        "{doc}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn create_log_group_makes_the_missing_group_and_the_release_goes_on() {
+    let project = EcsProject::new("loggroup", "create_log_group = true\n").await;
+    let role = create_role(&format!("{}-exec", project.infra.prefix)).await;
+    let text = std::fs::read_to_string(&project.config).unwrap().replace(
+        "desired_count = 1",
+        &format!("desired_count = 1\nexecution_role_arn = \"{role}\""),
+    );
+    std::fs::write(&project.config, text).unwrap();
+    let group = format!("/ecs/{}", project.service);
+    let listed = |out: serde_json::Value| -> Vec<String> {
+        out["logGroups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| g["logGroupName"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = aws_cli(&[
+        "logs",
+        "describe-log-groups",
+        "--log-group-name-prefix",
+        &group,
+    ])
+    .await;
+    assert!(listed(before).is_empty());
+
+    let record = project.release(&[]).await;
+    assert_eq!(record["outcome"]["status"], "succeeded", "{record}");
+    let after = aws_cli(&[
+        "logs",
+        "describe-log-groups",
+        "--log-group-name-prefix",
+        &group,
+    ])
+    .await;
+    assert_eq!(listed(after), std::slice::from_ref(&group));
+
+    let out = project.run(&["verify", "--json"]).await;
+    ok(&out, "shipit verify once the group exists");
+    let doc = json(&out);
+    assert_eq!(status_of(&checks(&doc), "log group"), ["ok"], "{doc}");
+}
