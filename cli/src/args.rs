@@ -353,6 +353,10 @@ pub enum VersionCommand {
         /// Commit but do not tag
         #[arg(long)]
         no_tag: bool,
+        /// Push the commit and the tags to the remote (`[versioning] remote`, "origin"), in
+        /// one atomic push; `[versioning] push = true` does this always
+        #[arg(long, conflicts_with = "no_commit")]
+        push: bool,
         /// Print what was done as JSON on stdout
         #[arg(long)]
         json: bool,

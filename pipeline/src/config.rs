@@ -103,9 +103,33 @@ pub struct Config {
     pub targets: BTreeMap<String, Target>,
     /// Separately versioned library parts of the codebase. A config may hold only modules.
     pub modules: BTreeMap<String, Module>,
+    /// `[versioning]`: what happens to the version commit and tags once made.
+    pub versioning: Versioning,
     /// What loading found worth a warning, such as an env file others can read.
     #[serde(skip)]
     pub warnings: Vec<String>,
+}
+
+/// The remote the version commit and tags go to when no `remote` is set.
+pub const DEFAULT_VERSION_REMOTE: &str = "origin";
+
+/// `[versioning]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Versioning {
+    /// Push the version commit and its tags to `remote` once made (`version apply`, and the
+    /// version step of `release`).
+    pub push: bool,
+    /// The git remote they are pushed to.
+    pub remote: String,
+}
+
+impl Default for Versioning {
+    fn default() -> Self {
+        Versioning {
+            push: false,
+            remote: DEFAULT_VERSION_REMOTE.to_string(),
+        }
+    }
 }
 
 /// A library module released on its own semantic version (see [`crate::version`]).

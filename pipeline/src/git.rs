@@ -173,7 +173,11 @@ fn command(dir: &Path) -> Command {
         // repository than the one holding `dir`.
         .env_remove("GIT_DIR")
         .env_remove("GIT_WORK_TREE")
-        .env_remove("GIT_INDEX_FILE");
+        .env_remove("GIT_INDEX_FILE")
+        // shipit runs git unattended (a push in CI): a missing credential is an error, never
+        // a prompt that waits forever.
+        .env("GIT_TERMINAL_PROMPT", "0")
+        .stdin(std::process::Stdio::null());
     cmd
 }
 

@@ -117,6 +117,17 @@ pub enum VersionError {
     #[error("the work tree of {root} has uncommitted changes:\n{files}")]
     Dirty { root: PathBuf, files: String },
 
+    /// The remote refused the version commit or tags (they stay made locally).
+    #[error(
+        "the version commit and tags were made here, but the push to {remote} failed: {message}"
+    )]
+    Push {
+        remote: String,
+        /// The refspecs that were pushed (`HEAD:refs/heads/main`, `refs/tags/…`).
+        refs: Vec<String>,
+        message: String,
+    },
+
     #[error("cannot write {file}: {source}")]
     Write {
         file: PathBuf,
@@ -164,6 +175,12 @@ impl VersionError {
                  change without writing"
                     .to_string()
             }
+            VersionError::Push { remote, refs, .. } => format!(
+                "push them yourself once the remote takes them: `git push --atomic {remote} {}`; \
+                 in a GitHub workflow, check out with fetch-depth: 0 and give the job \
+                 `permissions: contents: write`",
+                refs.join(" ")
+            ),
             VersionError::Write { .. } => "check the folder's permissions".to_string(),
         })
     }

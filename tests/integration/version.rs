@@ -289,3 +289,128 @@ fn release_versions_the_modules_first_and_labels_the_image() {
     assert_eq!(json(&out)["modules"]["sources"], "0.1.1");
     assert!(!git(root, &["tag", "--list"]).contains("sources-v0.1.2"));
 }
+
+/// A bare repository in a temp folder, added to `dir`'s repository as `origin`.
+fn bare_origin(dir: &Path) -> tempfile::TempDir {
+    let bare = tempfile::tempdir().unwrap();
+    git(bare.path(), &["init", "--quiet", "--bare"]);
+    git(
+        dir,
+        &["remote", "add", "origin", bare.path().to_str().unwrap()],
+    );
+    bare
+}
+
+/// The remote's refs, tags peeled: `<sha> <ref>` lines.
+fn remote_refs(bare: &Path) -> String {
+    let out = Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args(["show-ref", "--dereference"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Makes the remote refuse every push, as a protected branch or a missing permission does.
+fn refuse_pushes(bare: &Path) {
+    let hook = bare.join("hooks/pre-receive");
+    std::fs::write(
+        &hook,
+        "#!/bin/sh\necho 'protected: no pushes' >&2\nexit 1\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn version_apply_push_sends_the_commit_and_tags_and_a_refusal_exits_8() {
+    let dir = library();
+    let root = dir.path();
+    let bare = bare_origin(root);
+    git(root, &["tag", "sources-v0.1.0"]);
+    git(root, &["tag", "core-v1.0.0"]);
+    write(root, "sources/fix.txt", "fixed\n");
+    commit(root, "fix(sources): a fix");
+
+    let out = shipit(root, &["version", "apply", "--push", "--json"]);
+    assert_success(&out, "version apply --push");
+    let applied = json(&out);
+    assert_eq!(applied["remote"], "origin", "{applied}");
+    let head = git(root, &["rev-parse", "HEAD"]);
+    let refs = remote_refs(bare.path());
+    for name in [
+        "refs/heads/main",
+        "refs/tags/sources-v0.1.1^{}",
+        "refs/tags/core-v1.0.1^{}",
+    ] {
+        assert!(refs.contains(&format!("{head} {name}")), "{name}: {refs}");
+    }
+
+    refuse_pushes(bare.path());
+    write(root, "sources/more.txt", "more\n");
+    commit(root, "fix(sources): more");
+    let out = shipit(root, &["version", "apply", "--push"]);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("the push to origin failed"), "{err}");
+    assert!(err.contains("protected: no pushes"), "{err}");
+    assert!(
+        err.contains("git push --atomic origin HEAD:refs/heads/main"),
+        "{err}"
+    );
+    // Made here, and nothing of it on the remote.
+    assert!(git(root, &["tag", "--list"]).contains("sources-v0.1.2"));
+    assert!(!remote_refs(bare.path()).contains("sources-v0.1.2"));
+}
+
+#[test]
+fn release_pushes_the_version_commit_and_tags_when_configured() {
+    let project = Project::new("vpush");
+    let root = project.dir.path();
+    init(root);
+    let mut config = std::fs::read_to_string(&project.config).unwrap();
+    config.push_str(MODULES);
+    config.push_str("\n[versioning]\npush = true\n");
+    std::fs::write(&project.config, config).unwrap();
+    write(root, "sources/VERSION", "0.1.0\n");
+    write(
+        root,
+        "core/package.json",
+        "{\n  \"name\": \"core\",\n  \"version\": \"1.0.0\"\n}\n",
+    );
+    write(root, ".gitignore", ".shipit/\n");
+    commit(root, "chore: start");
+    let bare = bare_origin(root);
+    git(root, &["tag", "sources-v0.1.0"]);
+    git(root, &["tag", "core-v1.0.0"]);
+
+    write(root, "sources/fix.txt", "fixed\n");
+    commit(root, "fix(sources): a fix");
+    let out = project.run(&["release", "--json"]);
+    assert_success(&out, "release with push = true");
+    let live = json(&out)["serves"].clone();
+    let head = git(root, &["rev-parse", "HEAD"]);
+    let refs = remote_refs(bare.path());
+    for name in [
+        "refs/heads/main",
+        "refs/tags/sources-v0.1.1^{}",
+        "refs/tags/core-v1.0.1^{}",
+    ] {
+        assert!(refs.contains(&format!("{head} {name}")), "{name}: {refs}");
+    }
+
+    // A remote that refuses stops the release before it builds: the live release stays.
+    refuse_pushes(bare.path());
+    write(root, "sources/more.txt", "more\n");
+    commit(root, "fix(sources): more");
+    let out = project.run(&["release"]);
+    assert_eq!(out.status.code(), Some(8), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("the push to origin failed"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(project.status()["live"]["release"], live);
+    assert!(!remote_refs(bare.path()).contains("sources-v0.1.2"));
+}

@@ -33,8 +33,9 @@ pub fn run(global: &Global, command: VersionCommand, printer: Printer) -> Result
             dry_run,
             no_commit,
             no_tag,
+            push,
             json,
-        } => apply(&config, dry_run, no_commit, no_tag, json, printer),
+        } => apply(&config, dry_run, no_commit, no_tag, push, json, printer),
     }
 }
 
@@ -43,6 +44,7 @@ fn apply(
     dry_run: bool,
     no_commit: bool,
     no_tag: bool,
+    push: bool,
     json: bool,
     printer: Printer,
 ) -> Result<(), Failure> {
@@ -52,6 +54,7 @@ fn apply(
         commit: !no_commit,
         tag: !no_tag,
         date: None,
+        push: (push || config.versioning.push).then(|| config.versioning.remote.clone()),
     };
     let applied = version::apply(config, &plan, &options)?;
     if json {
@@ -164,8 +167,15 @@ fn print_applied(printer: Printer, plan: &Plan, applied: &Applied) {
     for note in &applied.notes {
         printer.info(note);
     }
-    if !applied.dry_run && !applied.tags.is_empty() {
-        printer.info("push the release commit and its tags with `git push --follow-tags`");
+    if let Some(remote) = &applied.remote {
+        if !applied.pushed.is_empty() {
+            printer.data(&format!("pushed to {remote}: {}", applied.pushed.join(" ")));
+        }
+    } else if !applied.dry_run && !applied.tags.is_empty() {
+        printer.info(
+            "push the release commit and its tags with `git push --follow-tags`, or use \
+             `--push` (or `[versioning] push = true`)",
+        );
     }
 }
 

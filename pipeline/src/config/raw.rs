@@ -33,6 +33,14 @@ pub(crate) struct RawConfig {
     pub(crate) targets: BTreeMap<String, RawTarget>,
     #[serde(default)]
     pub(crate) modules: BTreeMap<String, RawModule>,
+    pub(crate) versioning: Option<RawVersioning>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of versioning settings")]
+pub(crate) struct RawVersioning {
+    pub(crate) push: Option<bool>,
+    pub(crate) remote: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

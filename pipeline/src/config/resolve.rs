@@ -15,13 +15,14 @@ use super::interpolate::is_var_name;
 use super::locate::KeyPath;
 use super::path::{inside, normalize};
 use super::raw::{
-    RawConfig, RawHealth, RawModule, RawService, RawTarget, RawTargetKind, RawVerify, present,
+    RawConfig, RawHealth, RawModule, RawService, RawTarget, RawTargetKind, RawVerify,
+    RawVersioning, present,
 };
 use super::{
     Config, DEFAULT_DOCKERFILE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
     DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_MODULE_TAG, DEFAULT_STATE_DIR,
-    DEFAULT_TARGET_NAME, Env, HealthCheck, Module, STATE_DIR_ENV, Service, Target, TargetKind,
-    VERSION_FILES, Verify,
+    DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, Env, HealthCheck, Module, STATE_DIR_ENV, Service,
+    Target, TargetKind, VERSION_FILES, Verify, Versioning,
 };
 
 /// The longest service or target name; names end up in container names and folder names.
@@ -100,6 +101,7 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
     }
 
     let modules = modules(raw.modules, &dir, &root.key("modules"))?;
+    let versioning = versioning(raw.versioning.unwrap_or_default(), &root.key("versioning"))?;
 
     Ok(Config {
         path: origin.path.to_path_buf(),
@@ -110,7 +112,27 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         services,
         targets,
         modules,
+        versioning,
         warnings,
+    })
+}
+
+/// `[versioning]`: a remote is a name git accepts (no spaces, not an option).
+fn versioning(raw: RawVersioning, path: &KeyPath) -> Result<Versioning, Problem> {
+    let remote = present(raw.remote).unwrap_or_else(|| DEFAULT_VERSION_REMOTE.to_string());
+    let valid = !remote.starts_with('-')
+        && !remote
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "~^:?*[\\".contains(c));
+    if !valid {
+        return Err(Problem::value(
+            path.key("remote"),
+            format!("invalid remote {remote:?}: expected a git remote's name, such as \"origin\""),
+        ));
+    }
+    Ok(Versioning {
+        push: raw.push.unwrap_or(false),
+        remote,
     })
 }
 

@@ -32,6 +32,8 @@ pub struct ApplyOptions {
     pub tag: bool,
     /// The date in the changelog headings; today (UTC) when `None`.
     pub date: Option<Date>,
+    /// The remote to push the commit and the tags to, once made; `None`: keep them local.
+    pub push: Option<String>,
 }
 
 impl Default for ApplyOptions {
@@ -41,6 +43,7 @@ impl Default for ApplyOptions {
             commit: true,
             tag: true,
             date: None,
+            push: None,
         }
     }
 }
@@ -71,6 +74,10 @@ pub struct Applied {
     pub commit: Option<String>,
     /// The tags made (or, on a dry run, that would be made).
     pub tags: Vec<String>,
+    /// Where they were pushed, when they were.
+    pub remote: Option<String>,
+    /// The refs pushed there (`HEAD:refs/heads/main`, `refs/tags/core-v1.2.1:…`).
+    pub pushed: Vec<String>,
     pub notes: Vec<String>,
 }
 
@@ -123,9 +130,16 @@ pub fn apply(
         files,
         commit: None,
         tags,
+        remote: None,
+        pushed: Vec::new(),
         notes: Vec::new(),
     };
     if options.dry_run {
+        if let Some(remote) = &options.push
+            && options.commit
+        {
+            notes.push(format!("would push the commit and the tags to {remote}"));
+        }
         applied.notes = notes;
         return Ok(applied);
     }
@@ -166,6 +180,10 @@ pub fn apply(
             applied.tags.join(", ")
         ));
         applied.tags.clear();
+    }
+    if let Some(remote) = &options.push {
+        applied.pushed = repo.push(remote, applied.commit.is_some(), &applied.tags)?;
+        applied.remote = Some(remote.clone());
     }
     applied.notes = notes;
     Ok(applied)

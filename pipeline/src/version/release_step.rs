@@ -52,7 +52,13 @@ pub fn prepare_release(config: &Config) -> Result<ReleaseVersions, VersionError>
             ..ReleaseVersions::default()
         });
     }
-    let options = ApplyOptions::default();
+    let options = ApplyOptions {
+        push: config
+            .versioning
+            .push
+            .then(|| config.versioning.remote.clone()),
+        ..ApplyOptions::default()
+    };
     match apply(config, &plan, &options) {
         Ok(applied) => Ok(ReleaseVersions {
             modules: current(config)?,

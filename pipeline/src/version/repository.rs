@@ -202,6 +202,66 @@ impl Repository {
         Ok(())
     }
 
+    /// Pushes the branch HEAD is on (when `branch`) and `tags` to `remote` in one atomic
+    /// push: the remote takes all of them or none. Returns the refs pushed.
+    pub fn push(
+        &self,
+        remote: &str,
+        branch: bool,
+        tags: &[String],
+    ) -> Result<Vec<String>, VersionError> {
+        let mut refs = Vec::new();
+        if branch {
+            let output = self.git(&["symbolic-ref", "--quiet", "--short", "HEAD"])?;
+            if !output.status.success() {
+                return Err(VersionError::Push {
+                    remote: remote.to_string(),
+                    refs: tags.to_vec(),
+                    message: "HEAD is detached, so the version commit is on no branch to push"
+                        .to_string(),
+                });
+            }
+            refs.push(format!("HEAD:refs/heads/{}", stdout_line(&output)));
+        }
+        refs.extend(tags.iter().map(|t| format!("refs/tags/{t}:refs/tags/{t}")));
+        if refs.is_empty() {
+            return Ok(refs);
+        }
+        let mut args = vec!["push", "--atomic", "--quiet", remote];
+        args.extend(refs.iter().map(String::as_str));
+        let output = self.git(&args)?;
+        if !output.status.success() {
+            // What the remote said, the first refused ref, and git's verdict.
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            let lines: Vec<&str> = stderr.lines().map(str::trim).collect();
+            let mut said: Vec<&str> = lines
+                .iter()
+                .copied()
+                .filter(|l| l.starts_with("remote:") && l.len() > "remote:".len())
+                .take(4)
+                .collect();
+            said.extend(lines.iter().copied().find(|l| l.starts_with("! [")));
+            said.extend(
+                lines
+                    .iter()
+                    .copied()
+                    .filter(|l| l.starts_with("error:") || l.starts_with("fatal:"))
+                    .take(2),
+            );
+            let tail = said.join(" / ");
+            return Err(VersionError::Push {
+                remote: remote.to_string(),
+                refs,
+                message: if tail.is_empty() {
+                    format!("git push exited with {}", output.status)
+                } else {
+                    tail
+                },
+            });
+        }
+        Ok(refs)
+    }
+
     fn git(&self, args: &[&str]) -> Result<Output, VersionError> {
         Ok(crate::git::run(&self.root, args)?)
     }

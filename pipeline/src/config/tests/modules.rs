@@ -206,3 +206,20 @@ fn module_names_follow_the_service_name_rules() {
     assert_eq!(error.key.as_deref(), Some("modules.Sources"));
     assert!(error.message.starts_with("invalid module name \"Sources\""));
 }
+
+#[test]
+fn versioning_pushes_to_origin_only_when_asked() {
+    let config = parse("[modules.core]\npath = \".\"\n");
+    assert_eq!(config.versioning, crate::config::Versioning::default());
+    assert!(!config.versioning.push);
+    assert_eq!(config.versioning.remote, "origin");
+    let config = parse("[versioning]\npush = true\nremote = \"upstream\"\n");
+    assert!(config.versioning.push);
+    assert_eq!(config.versioning.remote, "upstream");
+    let error = parse_err("[versioning]\nremote = \"--mirror\"\n");
+    assert_eq!(error.key.as_deref(), Some("versioning.remote"));
+    let error = parse_err("[versioning]\npush = \"yes\"\n");
+    assert_eq!(error.key.as_deref(), Some("versioning.push"));
+    let error = parse_err("[versioning]\npushh = true\n");
+    assert!(error.to_string().contains("pushh"), "{error}");
+}

@@ -386,3 +386,127 @@ fn a_broken_dependent_file_stops_before_any_write() {
     assert!(!repo.path("sources/CHANGELOG.md").exists());
     assert_eq!(repo.status(), "");
 }
+
+/// A bare repository in its own temp folder, added to `repo` as the remote `origin`.
+fn bare_remote(repo: &Fixture) -> tempfile::TempDir {
+    let bare = tempfile::tempdir().expect("a temp dir");
+    let status = std::process::Command::new("git")
+        .args(["init", "--quiet", "--bare"])
+        .arg(bare.path())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    repo.git(&["remote", "add", "origin", bare.path().to_str().unwrap()]);
+    bare
+}
+
+/// `git show-ref` in the bare remote: its refs and what they point at (tags peeled).
+fn remote_refs(bare: &std::path::Path) -> Vec<String> {
+    let out = std::process::Command::new("git")
+        .arg("--git-dir")
+        .arg(bare)
+        .args(["show-ref", "--dereference"])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[test]
+fn push_sends_the_release_commit_and_every_tag_to_the_remote() {
+    let (repo, config) = every_format();
+    let bare = bare_remote(&repo);
+    repo.change("model/Model.java", "class Model {}\n", "fix: null ids");
+    repo.change("docs/guide.md", "guide\n", "feat: a guide");
+
+    let applied = apply_now(
+        &config,
+        &ApplyOptions {
+            push: Some("origin".into()),
+            ..options()
+        },
+    );
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    assert_eq!(applied.commit.as_deref(), Some(head.as_str()));
+    assert_eq!(applied.tags, ["docs-v4.1.0", "model-v0.0.8"]);
+    assert_eq!(applied.remote.as_deref(), Some("origin"));
+    assert_eq!(
+        applied.pushed,
+        [
+            "HEAD:refs/heads/main",
+            "refs/tags/docs-v4.1.0:refs/tags/docs-v4.1.0",
+            "refs/tags/model-v0.0.8:refs/tags/model-v0.0.8",
+        ]
+    );
+    let refs = remote_refs(bare.path());
+    for name in [
+        "refs/heads/main",
+        "refs/tags/model-v0.0.8^{}",
+        "refs/tags/docs-v4.1.0^{}",
+    ] {
+        assert!(
+            refs.contains(&format!("{head} {name}")),
+            "{name} at {head} on the remote: {refs:?}"
+        );
+    }
+    // Only what this apply made: the older tags stay local.
+    assert!(
+        !refs.iter().any(|r| r.contains("sources-v0.2.0")),
+        "{refs:?}"
+    );
+}
+
+#[test]
+fn a_refused_push_names_the_remote_and_what_it_said_and_pushes_nothing() {
+    let (repo, config) = every_format();
+    let bare = bare_remote(&repo);
+    let hook = bare.path().join("hooks/pre-receive");
+    std::fs::write(&hook, "#!/bin/sh\necho 'refused by policy' >&2\nexit 1\n").unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    repo.change("model/Model.java", "class Model {}\n", "fix: null ids");
+
+    let plan = plan(&config).unwrap();
+    let options = ApplyOptions {
+        push: Some("origin".into()),
+        ..options()
+    };
+    let error = apply(&config, &plan, &options).unwrap_err();
+    let VersionError::Push {
+        remote,
+        refs,
+        message,
+    } = &error
+    else {
+        panic!("expected a push error, got {error:?}");
+    };
+    assert_eq!(remote, "origin");
+    assert!(message.contains("refused by policy"), "{message}");
+    assert_eq!(refs.len(), 2, "{refs:?}");
+    let hint = error.hint().unwrap();
+    assert!(
+        hint.contains("git push --atomic origin HEAD:refs/heads/main refs/tags/model-v0.0.8"),
+        "{hint}"
+    );
+    assert!(hint.contains("contents: write"), "{hint}");
+    // The release is made here, and nothing reached the remote.
+    assert_eq!(repo.git(&["tag", "--list", "model-v0.0.8"]), "model-v0.0.8");
+    assert!(remote_refs(bare.path()).is_empty());
+}
+
+#[test]
+fn a_push_from_a_detached_head_says_so_before_pushing() {
+    let (repo, config) = every_format();
+    let bare = bare_remote(&repo);
+    repo.change("model/Model.java", "class Model {}\n", "fix: null ids");
+    repo.git(&["checkout", "--quiet", "--detach"]);
+    let plan = plan(&config).unwrap();
+    let options = ApplyOptions {
+        push: Some("origin".into()),
+        ..options()
+    };
+    let error = apply(&config, &plan, &options).unwrap_err();
+    assert!(error.to_string().contains("HEAD is detached"), "{error}");
+    assert!(remote_refs(bare.path()).is_empty());
+}
