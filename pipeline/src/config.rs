@@ -105,6 +105,9 @@ pub struct Config {
     pub modules: BTreeMap<String, Module>,
     /// `[versioning]`: what happens to the version commit and tags once made.
     pub versioning: Versioning,
+    /// `[notify]`: where the end of every release, rollback and promotion is posted; `None`
+    /// without a webhook (an empty one included: `"${SLACK_WEBHOOK:-}"` unset).
+    pub notify: Option<Notify>,
     /// What loading found worth a warning, such as an env file others can read.
     #[serde(skip)]
     pub warnings: Vec<String>,
@@ -130,6 +133,23 @@ impl Default for Versioning {
             remote: DEFAULT_VERSION_REMOTE.to_string(),
         }
     }
+}
+
+/// How long a notification may take before it is given up, when `timeout` is not set.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// `[notify]`: a webhook (Slack-compatible) told how each release ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Notify {
+    /// The URL: a secret (a Slack webhook's path is its key), so it never reaches output.
+    #[serde(serialize_with = "redacted")]
+    pub webhook: String,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+fn redacted<S: serde::Serializer>(_: &str, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str("<redacted>")
 }
 
 /// A library module released on its own semantic version (see [`crate::version`]).

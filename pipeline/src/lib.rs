@@ -16,6 +16,7 @@ pub mod git;
 pub mod health;
 pub mod history;
 pub mod lock;
+pub mod notify;
 pub mod platform;
 pub mod pre_build;
 pub mod registry;

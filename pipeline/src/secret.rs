@@ -44,7 +44,12 @@ impl Secrets {
     ///
     /// [`Service::hidden_env_names`]: crate::config::Service::hidden_env_names
     pub fn of_config(config: &Config, show_secrets: bool) -> Secrets {
-        Secrets::new(config.services.values().flat_map(|service| {
+        // The notify webhook's URL is its key: hidden whatever `show_secrets` says.
+        let webhook = config
+            .notify
+            .iter()
+            .map(|n| ("notify.webhook".to_string(), n.webhook.clone()));
+        Secrets::new(webhook.chain(config.services.values().flat_map(|service| {
             service
                 .hidden_env_names(show_secrets)
                 .into_iter()
@@ -52,7 +57,7 @@ impl Secrets {
                     let value = service.env.get(&name)?.clone();
                     Some((name, value))
                 })
-        }))
+        })))
     }
 
     /// The env values of one service, all of them: what a record or an error hides.

@@ -22,6 +22,7 @@ mod images;
 mod init;
 mod json;
 mod lock;
+mod notify;
 mod projects;
 mod promote;
 mod records;

@@ -4,7 +4,8 @@
 use shipit_pipeline::event::Reporter;
 use shipit_pipeline::history::{Outcome, ReleaseRecord};
 use shipit_pipeline::platform::Platform;
-use shipit_pipeline::release::{self, ReleaseOptions};
+use shipit_pipeline::release::{self, ReleaseError, ReleaseOptions};
+use shipit_pipeline::secret::Secrets;
 use tokio_util::sync::CancellationToken;
 
 use super::Selected;
@@ -88,16 +89,63 @@ pub async fn release(
         cancel: cancel_on_signal(),
     };
     // The state machine's future is large; keep it off the stack.
-    let record = Box::pin(release::release(
+    let result = Box::pin(release::release(
         &selected.platform,
         &selected.config,
         &selected.service,
         &options,
         &reporter(printer),
     ))
-    .await?;
+    .await;
+    notify(selected, "release", &result, printer).await;
+    let record = result?;
     print_result(printer, json, selected.platform.url(), &record);
     Ok(())
+}
+
+/// Tells the `[notify]` webhook, if there is one, how the run ended. A failed post is a
+/// warning: it never changes the run's outcome or exit code.
+async fn notify(
+    selected: &Selected,
+    action: &str,
+    result: &Result<ReleaseRecord, ReleaseError>,
+    printer: Printer,
+) {
+    let Some(notify) = &selected.config.notify else {
+        return;
+    };
+    let (record, cause) = match result {
+        Ok(record) => (Some(record), None),
+        Err(ReleaseError::Phase { record, .. } | ReleaseError::Interrupted { record, .. }) => {
+            (Some(&**record), None)
+        }
+        Err(e) => (None, Some(e.to_string())),
+    };
+    let mut message = shipit_pipeline::notify::message(
+        action,
+        &selected.service.name,
+        &selected.target.name,
+        &selected.platform.url(),
+        record,
+        cause.as_deref(),
+    );
+    // A cause may quote an env value or a secret read from AWS.
+    let hidden = [
+        Secrets::of_service(&selected.service),
+        Secrets::of_config(&selected.config, false),
+        shipit_pipeline::secret::resolved(),
+    ];
+    for secrets in &hidden {
+        message.text = secrets.scrub(&message.text).into_owned();
+        message.shipit.cause = message
+            .shipit
+            .cause
+            .as_deref()
+            .map(|c| secrets.scrub(c).into_owned());
+    }
+    if let Err(e) = shipit_pipeline::notify::post(&notify.webhook, &message, notify.timeout).await {
+        printer.warn(&format!("notify: {e}; the {action} itself is not affected"));
+    }
 }
 
 /// A run that needs no build input: it acts on what already runs.
@@ -117,8 +165,12 @@ pub async fn rerun(
     what: Rerun,
 ) -> Result<(), Failure> {
     let (cancel, reporter) = (cancel_on_signal(), reporter(printer));
+    let action = match what {
+        Rerun::Rollback { .. } => "rollback",
+        Rerun::Promote => "promote",
+    };
     // The state machine's future is large; keep it off the stack.
-    let record = match what {
+    let result = match what {
         Rerun::Rollback { to } => {
             Box::pin(release::rollback(
                 &selected.platform,
@@ -129,7 +181,9 @@ pub async fn rerun(
             .await
         }
         Rerun::Promote => Box::pin(release::promote(&selected.platform, cancel, &reporter)).await,
-    }?;
+    };
+    notify(selected, action, &result, printer).await;
+    let record = result?;
     print_result(printer, json, selected.platform.url(), &record);
     Ok(())
 }

@@ -34,6 +34,14 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub(crate) modules: BTreeMap<String, RawModule>,
     pub(crate) versioning: Option<RawVersioning>,
+    pub(crate) notify: Option<RawNotify>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a table of notification settings")]
+pub(crate) struct RawNotify {
+    pub(crate) webhook: Option<String>,
+    pub(crate) timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]

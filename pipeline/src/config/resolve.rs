@@ -15,14 +15,14 @@ use super::interpolate::is_var_name;
 use super::locate::KeyPath;
 use super::path::{inside, normalize};
 use super::raw::{
-    RawConfig, RawHealth, RawModule, RawService, RawTarget, RawTargetKind, RawVerify,
+    RawConfig, RawHealth, RawModule, RawNotify, RawService, RawTarget, RawTargetKind, RawVerify,
     RawVersioning, present,
 };
 use super::{
     Config, DEFAULT_DOCKERFILE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_MODULE_TAG, DEFAULT_STATE_DIR,
-    DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, Env, HealthCheck, Module, STATE_DIR_ENV, Service,
-    Target, TargetKind, VERSION_FILES, Verify, Versioning,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_MODULE_TAG, DEFAULT_NOTIFY_TIMEOUT,
+    DEFAULT_STATE_DIR, DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, Env, HealthCheck, Module,
+    Notify, STATE_DIR_ENV, Service, Target, TargetKind, VERSION_FILES, Verify, Versioning,
 };
 
 /// The longest service or target name; names end up in container names and folder names.
@@ -102,6 +102,10 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
 
     let modules = modules(raw.modules, &dir, &root.key("modules"))?;
     let versioning = versioning(raw.versioning.unwrap_or_default(), &root.key("versioning"))?;
+    let notify = match raw.notify {
+        Some(raw) => notify(raw, &root.key("notify"))?,
+        None => None,
+    };
 
     Ok(Config {
         path: origin.path.to_path_buf(),
@@ -113,8 +117,30 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         targets,
         modules,
         versioning,
+        notify,
         warnings,
     })
+}
+
+/// `[notify]`: an http(s) URL, or nothing (empty: no notifications).
+fn notify(raw: RawNotify, path: &KeyPath) -> Result<Option<Notify>, Problem> {
+    let timeout = raw.timeout.map_or(DEFAULT_NOTIFY_TIMEOUT, |d| d.0);
+    not_zero(timeout, &path.key("timeout"))?;
+    let Some(webhook) = present(raw.webhook) else {
+        return Ok(None);
+    };
+    let valid = webhook.parse::<http::Uri>().ok().is_some_and(|uri| {
+        matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some()
+    });
+    if !valid {
+        // The value may hold a secret: the message does not repeat it.
+        return Err(Problem::value(
+            path.key("webhook"),
+            "expected an http:// or https:// URL".to_string(),
+        )
+        .with_hint("e.g. webhook = \"${SLACK_WEBHOOK:-}\": no notifications when it is unset"));
+    }
+    Ok(Some(Notify { webhook, timeout }))
 }
 
 /// `[versioning]`: a remote is a name git accepts (no spaces, not an option).

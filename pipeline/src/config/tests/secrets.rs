@@ -58,3 +58,25 @@ fn a_bad_secret_names_its_key_and_what_was_expected() {
         Some("services.hello.secrets.SHIPIT_RELEASE")
     );
 }
+
+#[test]
+fn notify_webhook_is_an_http_url_never_repeated_and_empty_turns_it_off() {
+    let config = parse("[notify]\nwebhook = \"https://hooks.example.com/T0/B0/key\"\n");
+    let notify = config.notify.as_ref().expect("a webhook");
+    assert_eq!(notify.webhook, "https://hooks.example.com/T0/B0/key");
+    assert_eq!(notify.timeout, crate::config::DEFAULT_NOTIFY_TIMEOUT);
+    let shown = serde_json::to_string(&config).unwrap();
+    assert!(!shown.contains("T0/B0/key"), "{shown}");
+    assert!(
+        crate::secret::Secrets::of_config(&config, true)
+            .scrub("posting to https://hooks.example.com/T0/B0/key")
+            .contains("<redacted>")
+    );
+
+    assert!(parse("[notify]\nwebhook = \"\"\n").notify.is_none());
+    let error = parse_err("[notify]\nwebhook = \"ftp://hooks.example.com/key-77\"\n");
+    assert_eq!(error.key.as_deref(), Some("notify.webhook"));
+    assert!(!error.to_string().contains("key-77"), "{error}");
+    let error = parse_err("[notify]\nwebhook = \"https://h.example.com\"\ntimeout = \"0s\"\n");
+    assert_eq!(error.key.as_deref(), Some("notify.timeout"));
+}
