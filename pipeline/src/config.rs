@@ -190,6 +190,44 @@ pub struct Service {
     pub pre_build: Option<String>,
     pub health: HealthCheck,
     pub verify: Verify,
+    /// `[services.<s>.hooks]`: commands run on this machine around the switch.
+    pub hooks: Hooks,
+}
+
+/// How long a hook may run when its `timeout` is not set.
+pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A service's runner hooks (see [`crate::hook`]).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Hooks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pre_switch: Option<Hook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub post_release: Option<Hook>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<Hook>,
+}
+
+impl Hooks {
+    /// Each set hook with its key's name, in the order a release runs them.
+    pub fn listed(&self) -> Vec<(&'static str, &Hook)> {
+        [
+            ("pre_switch", &self.pre_switch),
+            ("post_release", &self.post_release),
+            ("on_failure", &self.on_failure),
+        ]
+        .into_iter()
+        .filter_map(|(name, hook)| hook.as_ref().map(|h| (name, h)))
+        .collect()
+    }
+}
+
+/// One hook: a shell command (`sh -c`, in the config's folder) and how long it may run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Hook {
+    pub command: String,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -182,6 +182,7 @@ mod tests {
             verify: Verify {
                 version_path: Some("/version".into()),
             },
+            hooks: crate::config::Hooks::default(),
         }
     }
 

@@ -15,6 +15,7 @@ pub mod fault;
 pub mod git;
 pub mod health;
 pub mod history;
+pub mod hook;
 pub mod lock;
 pub mod notify;
 pub mod platform;

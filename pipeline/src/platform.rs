@@ -174,6 +174,12 @@ pub trait Platform {
         Slot::Blue
     }
 
+    /// Where a hook (or a person) reaches `candidate` before traffic moves to it, if
+    /// anywhere from this machine.
+    fn candidate_url(&self, _candidate: &Candidate) -> Option<String> {
+        None
+    }
+
     /// The live slot, read from where traffic really goes.
     fn live(&self) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
 

@@ -1,14 +1,10 @@
 //! The optional pre-build command of a service (e.g. compiling a static binary into the
 //! context). It runs with `sh -c` in the config file's folder, before the context is hashed.
 
-use std::collections::VecDeque;
+use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::Stdio;
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// How many output lines a failure shows.
-const TAIL_LINES: usize = 15;
+use crate::hook::CommandError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PreBuildError {
@@ -41,53 +37,36 @@ impl PreBuildError {
 pub async fn run(
     command: &str,
     dir: &Path,
-    mut on_line: impl FnMut(&str),
+    on_line: impl FnMut(&str),
 ) -> Result<(), PreBuildError> {
-    let mut child = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(command)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| PreBuildError::Spawn {
-            command: command.to_string(),
-            dir: dir.to_path_buf(),
-            source,
-        })?;
-    let mut out = BufReader::new(child.stdout.take().expect("piped")).lines();
-    let mut err = BufReader::new(child.stderr.take().expect("piped")).lines();
-    let mut tail = VecDeque::with_capacity(TAIL_LINES);
-    let (mut out_open, mut err_open) = (true, true);
-    while out_open || err_open {
-        let line = tokio::select! {
-            l = out.next_line(), if out_open => l.ok().flatten().or_else(|| { out_open = false; None }),
-            l = err.next_line(), if err_open => l.ok().flatten().or_else(|| { err_open = false; None }),
-        };
-        if let Some(line) = line {
-            on_line(&line);
-            if tail.len() == TAIL_LINES {
-                tail.pop_front();
-            }
-            tail.push_back(line);
-        }
-    }
-    let status = child.wait().await.map_err(|source| PreBuildError::Spawn {
-        command: command.to_string(),
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(PreBuildError::Failed {
-            command: command.to_string(),
-            status,
-            tail: tail.into(),
+    crate::hook::run(command, dir, &BTreeMap::new(), None, on_line)
+        .await
+        .map_err(|e| match e {
+            CommandError::Spawn {
+                command,
+                dir,
+                source,
+            } => PreBuildError::Spawn {
+                command,
+                dir,
+                source,
+            },
+            CommandError::Failed {
+                command,
+                status,
+                tail,
+            } => PreBuildError::Failed {
+                command,
+                status,
+                tail,
+            },
+            // Never without a timeout.
+            CommandError::TimedOut { command, tail, .. } => PreBuildError::Failed {
+                command,
+                status: std::process::ExitStatus::default(),
+                tail,
+            },
         })
-    }
 }
 
 #[cfg(test)]

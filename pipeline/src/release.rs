@@ -31,13 +31,14 @@ mod rollback;
 
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use jiff::Timestamp;
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
-use crate::config::{Config, Service};
+use crate::config::{Config, Hooks, Service};
 use crate::event::{Event, Phase, Reporter};
 use crate::fault::{self, FaultPoint};
 use crate::git::Revision;
@@ -78,6 +79,9 @@ struct ReleaseInput {
     cancel: CancellationToken,
     /// Stop after Verify with the candidate staged for preview (`release --no-promote`).
     no_promote: bool,
+    /// The service's runner hooks, and the folder they run in (the config's).
+    hooks: Hooks,
+    dir: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -189,13 +193,57 @@ pub async fn release<P: Platform>(
                 modules,
                 cancel: options.cancel.clone(),
                 no_promote: options.no_promote,
+                hooks: service.hooks.clone(),
+                dir: config.dir.clone(),
             };
             let id = new_release_id();
             let run = Run::start(platform, reporter, &id, Kind::Release, &input).await?;
-            Box::pin(run.release(&input)).await
+            let result = Box::pin(run.release(&input)).await;
+            after_hooks(platform, &input, &result, reporter).await;
+            result
         },
     )
     .await
+}
+
+/// `post_release` once a release is live, `on_failure` once one failed or was interrupted
+/// (the live slot serving again). Their own failure is a warning: the release's outcome
+/// stands.
+async fn after_hooks<P: Platform>(
+    platform: &P,
+    input: &ReleaseInput,
+    result: &Result<ReleaseRecord, ReleaseError>,
+    reporter: &Reporter,
+) {
+    let (name, hook, record, live) = match result {
+        Ok(record) if record.outcome == Outcome::Succeeded => (
+            "post_release",
+            &input.hooks.post_release,
+            record,
+            Some(record.serves.as_str()),
+        ),
+        Err(ReleaseError::Phase { record, .. } | ReleaseError::Interrupted { record, .. }) => (
+            "on_failure",
+            &input.hooks.on_failure,
+            &**record,
+            record.previous.as_deref(),
+        ),
+        _ => return,
+    };
+    let Some(hook) = hook else {
+        return;
+    };
+    let env = crate::hook::environment(platform, &record.id, record.slot, None, live);
+    if let Err(e) =
+        crate::hook::run_hook(name, hook, &input.dir, &env, Phase::Record, reporter).await
+    {
+        reporter.warn(format!(
+            "{}; release {} {} all the same",
+            e.message,
+            record.id,
+            record.outcome.label()
+        ));
+    }
 }
 
 /// The version step: the module versions that go into the image, applied first (written,
@@ -521,7 +569,17 @@ impl<'a, P: Platform> Run<'a, P> {
                 .map_err(|e| e.with_candidate(slot))?;
             self.record.handle = Some(candidate.handle.clone());
             fault::point(FaultPoint::AfterLaunch);
-            self.verify(&candidate, cancel).await?;
+            let pre_switch = input.hooks.pre_switch.as_ref().map(|hook| {
+                let env = crate::hook::environment(
+                    platform,
+                    &id,
+                    Some(slot),
+                    platform.candidate_url(&candidate),
+                    self.record.previous.as_deref(),
+                );
+                (hook, input.dir.as_path(), env)
+            });
+            self.verify(&candidate, pre_switch, cancel).await?;
             if input.no_promote {
                 let how = self
                     .phase(
@@ -584,7 +642,7 @@ impl<'a, P: Platform> Run<'a, P> {
         self.record.finished_at = None;
         self.save().await?;
         let outcome = async {
-            self.verify(&candidate, cancel).await?;
+            self.verify(&candidate, None, cancel).await?;
             self.go_live(&candidate, live.as_ref(), cancel).await?;
             Ok(Done::Live)
         }
@@ -593,15 +651,28 @@ impl<'a, P: Platform> Run<'a, P> {
     }
 
     /// The Verify phase of a launched (or staged) candidate.
+    /// With `pre_switch`, the hook runs last, once the candidate passed its checks.
     async fn verify(
         &mut self,
         candidate: &Candidate,
+        pre_switch: Option<(
+            &crate::config::Hook,
+            &std::path::Path,
+            BTreeMap<String, String>,
+        )>,
         cancel: &CancellationToken,
     ) -> Result<(), StepWithCandidate> {
         let (platform, reporter) = (self.platform, self.reporter);
         self.phase(Phase::Verify, Some(cancel), async {
             fault::point(FaultPoint::MidVerify);
-            platform.verify(candidate, reporter, cancel).await
+            platform.verify(candidate, reporter, cancel).await?;
+            if let Some((hook, dir, env)) = &pre_switch
+                && !cancel.is_cancelled()
+            {
+                crate::hook::run_hook("pre_switch", hook, dir, env, Phase::Verify, reporter)
+                    .await?;
+            }
+            Ok(())
         })
         .await
         .map_err(|e| e.with_candidate(candidate.slot))

@@ -18,6 +18,7 @@ mod edge_upgrade;
 mod failure;
 mod help;
 mod history;
+mod hooks;
 mod images;
 mod init;
 mod json;

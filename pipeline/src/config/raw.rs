@@ -45,6 +45,27 @@ pub(crate) struct RawNotify {
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a table of hooks: pre_switch, post_release, on_failure"
+)]
+pub(crate) struct RawHooks {
+    pub(crate) pre_switch: Option<RawHook>,
+    pub(crate) post_release: Option<RawHook>,
+    pub(crate) on_failure: Option<RawHook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a hook: { command = \"<shell command>\", timeout = \"5m\" }"
+)]
+pub(crate) struct RawHook {
+    pub(crate) command: String,
+    pub(crate) timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, expecting = "a table of versioning settings")]
 pub(crate) struct RawVersioning {
     pub(crate) push: Option<bool>,
@@ -79,6 +100,7 @@ pub(crate) struct RawService {
     pub(crate) health: RawHealth,
     #[serde(default)]
     pub(crate) verify: RawVerify,
+    pub(crate) hooks: Option<RawHooks>,
 }
 
 #[derive(Debug, Default, Deserialize)]

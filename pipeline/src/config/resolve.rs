@@ -15,14 +15,15 @@ use super::interpolate::is_var_name;
 use super::locate::KeyPath;
 use super::path::{inside, normalize};
 use super::raw::{
-    RawConfig, RawHealth, RawModule, RawNotify, RawService, RawTarget, RawTargetKind, RawVerify,
-    RawVersioning, present,
+    RawConfig, RawHealth, RawHook, RawHooks, RawModule, RawNotify, RawService, RawTarget,
+    RawTargetKind, RawVerify, RawVersioning, present,
 };
 use super::{
     Config, DEFAULT_DOCKERFILE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_MODULE_TAG, DEFAULT_NOTIFY_TIMEOUT,
-    DEFAULT_STATE_DIR, DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, Env, HealthCheck, Module,
-    Notify, STATE_DIR_ENV, Service, Target, TargetKind, VERSION_FILES, Verify, Versioning,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HOOK_TIMEOUT, DEFAULT_MODULE_TAG,
+    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, Env,
+    HealthCheck, Hook, Hooks, Module, Notify, STATE_DIR_ENV, Service, Target, TargetKind,
+    VERSION_FILES, Verify, Versioning,
 };
 
 /// The longest service or target name; names end up in container names and folder names.
@@ -449,6 +450,32 @@ fn service(
         pre_build: present(raw.pre_build),
         health: health(raw.health, &path.key("health"))?,
         verify: verify(raw.verify, &path.key("verify"))?,
+        hooks: hooks(raw.hooks.unwrap_or_default(), &path.key("hooks"))?,
+    })
+}
+
+/// `[services.<s>.hooks]`: each a command that is not blank, with a timeout above zero.
+fn hooks(raw: RawHooks, path: &KeyPath) -> Result<Hooks, Problem> {
+    let hook = |raw: Option<RawHook>, key: &str| -> Result<Option<Hook>, Problem> {
+        let Some(raw) = raw else {
+            return Ok(None);
+        };
+        let path = path.key(key);
+        let Some(command) = present(Some(raw.command)) else {
+            return Err(Problem::value(
+                path.key("command"),
+                "expected a shell command, got an empty string".to_string(),
+            )
+            .with_hint(format!("remove the {key} hook, or give it a command")));
+        };
+        let timeout = raw.timeout.map_or(DEFAULT_HOOK_TIMEOUT, |d| d.0);
+        not_zero(timeout, &path.key("timeout"))?;
+        Ok(Some(Hook { command, timeout }))
+    };
+    Ok(Hooks {
+        pre_switch: hook(raw.pre_switch, "pre_switch")?,
+        post_release: hook(raw.post_release, "post_release")?,
+        on_failure: hook(raw.on_failure, "on_failure")?,
     })
 }
 

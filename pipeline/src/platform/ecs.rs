@@ -479,6 +479,11 @@ impl Platform for EcsPlatform {
         &self.target.shift
     }
 
+    fn candidate_url(&self, _candidate: &Candidate) -> Option<String> {
+        // The test listener forwards to the idle slot once verify pointed it there.
+        self.site.test_url.clone()
+    }
+
     fn first_slot(&self) -> Slot {
         if self.first_is_green.load(Ordering::Relaxed) {
             Slot::Green

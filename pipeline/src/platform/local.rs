@@ -261,6 +261,10 @@ impl Kind for LocalPlatform {
 }
 
 impl Platform for LocalPlatform {
+    fn candidate_url(&self, candidate: &Candidate) -> Option<String> {
+        Some(format!("http://{}", candidate.address))
+    }
+
     fn describe(&self) -> String {
         format!("local target \"{}\"", self.target_name)
     }

@@ -123,6 +123,10 @@ macro_rules! target_kinds {
                 match self { $(TargetPlatform::$kind(p) => p.first_slot(),)+ }
             }
 
+            fn candidate_url(&self, candidate: &Candidate) -> Option<String> {
+                match self { $(TargetPlatform::$kind(p) => p.candidate_url(candidate),)+ }
+            }
+
             async fn live(&self) -> Result<Option<Live>, PlatformError> {
                 match self { $(TargetPlatform::$kind(p) => Box::pin(p.live()).await,)+ }
             }

@@ -210,3 +210,37 @@ fn http_paths_must_start_with_a_slash() {
     );
     assert_eq!(position(&error), (Some(3), Some(27)));
 }
+
+#[test]
+fn hooks_are_commands_with_timeouts_and_migrate_is_not_one_yet() {
+    let service = "[services.web]\nport = 8080\n\n[services.web.hooks]\n";
+    let config = parse(&format!(
+        "{service}pre_switch = {{ command = \"./check.sh\", timeout = \"1m\" }}\non_failure = {{ command = \"./page.sh\" }}\n"
+    ));
+    let hooks = &config.service(None).unwrap().hooks;
+    let pre = hooks.pre_switch.as_ref().unwrap();
+    assert_eq!(pre.command, "./check.sh");
+    assert_eq!(pre.timeout, Duration::from_secs(60));
+    assert_eq!(
+        hooks.on_failure.as_ref().unwrap().timeout,
+        crate::config::DEFAULT_HOOK_TIMEOUT
+    );
+    assert!(hooks.post_release.is_none());
+    let names: Vec<&str> = hooks.listed().iter().map(|(n, _)| *n).collect();
+    assert_eq!(names, ["pre_switch", "on_failure"]);
+
+    let error = parse_err(&format!("{service}pre_switch = {{ command = \"  \" }}\n"));
+    assert_eq!(
+        error.key.as_deref(),
+        Some("services.web.hooks.pre_switch.command")
+    );
+    let error = parse_err(&format!(
+        "{service}post_release = {{ command = \"x\", timeout = \"0s\" }}\n"
+    ));
+    assert_eq!(
+        error.key.as_deref(),
+        Some("services.web.hooks.post_release.timeout")
+    );
+    let error = parse_err(&format!("{service}migrate = {{ command = \"x\" }}\n"));
+    assert!(error.to_string().contains("migrate"), "{error}");
+}

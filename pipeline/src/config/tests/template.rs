@@ -99,6 +99,12 @@ fn template_shows_every_key() {
             vec!["services", "hello", "verify"],
             "[services.hello]\nport = 1\n[services.hello.verify]\n",
         ),
+        (
+            vec!["services", "hello", "hooks"],
+            "[services.hello]\nport = 1\n[services.hello.hooks]\n",
+        ),
+        (vec!["versioning"], "[versioning]\n"),
+        (vec!["notify"], "[notify]\n"),
         (vec!["targets", "local"], "[targets.local]\n"),
         (vec!["targets", "local", "edge"], "[targets.local.edge]\n"),
         (

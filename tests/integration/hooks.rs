@@ -1,0 +1,154 @@
+//! `[services.<s>.hooks]` on the local target: `pre_switch` runs with the release in its
+//! environment before traffic moves, and a failing one leaves the live slot serving under
+//! load; `on_failure` then runs; a failing `post_release` only warns.
+
+use std::time::Instant;
+
+use crate::harness::{Options, Project, assert_success, stderr};
+use crate::load::{Load, assert_served_by};
+
+/// Replaces the service's `[hooks]` table with `hooks` (TOML lines).
+fn set_hooks(project: &Project, hooks: &str) {
+    let text = std::fs::read_to_string(&project.config).unwrap();
+    let header = format!("\n[services.{}.hooks]\n", project.service);
+    let kept = text.split(&header).next().unwrap().to_string();
+    std::fs::write(&project.config, format!("{kept}{header}{hooks}\n")).unwrap();
+}
+
+/// The `KEY=value` lines a hook wrote with `env | grep ^SHIPIT_ > <file>`.
+fn written(project: &Project, file: &str) -> Vec<String> {
+    let path = project.dir.path().join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("the hook wrote {}: {e}", path.display()));
+    let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pre_switch_gets_the_release_and_a_failing_one_leaves_the_live_slot_serving() {
+    let project = Project::with(
+        "hooks",
+        Options {
+            health_timeout: "5s",
+            ..Options::default()
+        },
+    );
+    let first = project.release_async().await;
+    set_hooks(
+        &project,
+        r#"pre_switch = { command = 'env | grep ^SHIPIT_ > pre.env', timeout = "30s" }"#,
+    );
+    let plan = project.run(&["plan", "--json"]);
+    assert_success(&plan, "shipit plan --json");
+    let plan = crate::harness::json(&plan);
+    assert_eq!(
+        plan["hooks"]["pre_switch"]["command"], "env | grep ^SHIPIT_ > pre.env",
+        "{plan}"
+    );
+    assert_eq!(plan["hooks"]["pre_switch"]["timeout"], "30s", "{plan}");
+    let plan = project.run(&["plan"]);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(text.contains("hook pre_switch: `env | grep"), "{text}");
+    let out = project.run_async(&["release", "--json"], &[]).await;
+    assert_success(&out, "a release with a pre_switch hook");
+    let second = crate::harness::json(&out)["serves"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let env = written(&project, "pre.env");
+    let url = env
+        .iter()
+        .find_map(|l| l.strip_prefix("SHIPIT_CANDIDATE_URL="))
+        .unwrap_or_else(|| panic!("{env:?}"));
+    assert!(url.starts_with("http://127.0.0.1:"), "{env:?}");
+    for expected in [
+        format!("SHIPIT_LIVE_RELEASE={first}"),
+        format!("SHIPIT_RELEASE={second}"),
+        format!("SHIPIT_SERVICE={}", project.service),
+        "SHIPIT_SLOT=green".to_string(),
+        "SHIPIT_TARGET=local".to_string(),
+    ] {
+        assert!(env.contains(&expected), "{expected} is not in {env:?}");
+    }
+    assert!(
+        stderr(&out).contains("pre_switch hook: running"),
+        "{}",
+        stderr(&out)
+    );
+
+    // A failing check: the release fails in Verify, under load, with no request lost.
+    set_hooks(
+        &project,
+        r#"pre_switch = { command = 'echo "checking the candidate"; exit 3' }
+on_failure = { command = 'env | grep ^SHIPIT_ > failed.env' }"#,
+    );
+    let load = Load::start(project.listen, 16);
+    let from = Instant::now();
+    let out = project.run_async(&["release"], &[]).await;
+    let report = load.stop().await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the pre_switch hook failed (exit code 3)"),
+        "{err}"
+    );
+    assert!(err.contains("pre_switch: checking the candidate"), "{err}");
+    report.assert_no_failures();
+    assert_served_by(&report, from, Instant::now(), &second);
+    assert_eq!(
+        project.running_releases(),
+        std::slice::from_ref(&second),
+        "the candidate was not removed"
+    );
+    let history = project.history();
+    assert_eq!(history[0]["outcome"]["status"], "failed");
+    assert!(
+        history[0]["outcome"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("pre_switch"),
+        "{}",
+        history[0]
+    );
+    let failed = written(&project, "failed.env");
+    assert!(
+        failed.contains(&format!("SHIPIT_LIVE_RELEASE={second}")),
+        "{failed:?}"
+    );
+    assert!(
+        failed.contains(&format!(
+            "SHIPIT_RELEASE={}",
+            history[0]["id"].as_str().unwrap()
+        )),
+        "{failed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_failing_post_release_warns_and_the_release_stays_live() {
+    let project = Project::new("posthook");
+    set_hooks(
+        &project,
+        r#"post_release = { command = 'echo "$SHIPIT_RELEASE" > post.txt; exit 1' }"#,
+    );
+    let out = project.run_async(&["release", "--json"], &[]).await;
+    assert_success(&out, "a release whose post_release hook fails");
+    let id = crate::harness::json(&out)["serves"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = stderr(&out);
+    assert!(
+        err.contains("the post_release hook failed (exit code 1)"),
+        "{err}"
+    );
+    assert!(err.contains("succeeded all the same"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(project.dir.path().join("post.txt"))
+            .unwrap()
+            .trim(),
+        id
+    );
+    assert_eq!(project.status()["live"]["release"], id.as_str());
+}
