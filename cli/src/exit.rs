@@ -76,7 +76,9 @@ impl From<ReleaseError> for Failure {
             ReleaseError::Lock(_) => LOCKED,
             ReleaseError::History(_) => UNEXPECTED,
             ReleaseError::Version(_) => VERSION,
-            ReleaseError::Phase { source, .. } => platform_code(source.kind),
+            ReleaseError::Phase { source, .. } | ReleaseError::Preflight(source) => {
+                platform_code(source.kind)
+            }
             ReleaseError::Interrupted { .. } => INTERRUPTED,
             // Nothing to act on: no release to roll back to, or none staged to promote.
             ReleaseError::NoRollback { .. }

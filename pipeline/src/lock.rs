@@ -251,7 +251,10 @@ impl FileLockStore {
                     std::thread::sleep(ACQUIRE_RETRY_PAUSE);
                     continue;
                 }
-                Err(TryLockError::WouldBlock) => return Err(self.held(&mut file)),
+                Err(TryLockError::WouldBlock) => match self.held(&mut file) {
+                    Some(refusal) => return Err(refusal),
+                    None => continue,
+                },
                 Err(TryLockError::Error(e)) => return Err(io(e)),
             }
             // `lock release --force` unlinks a held lock file: a `flock` taken on the unlinked
@@ -307,19 +310,25 @@ impl FileLockStore {
     /// The refusal for a lock another process holds: its record, or that it has none. A run
     /// writes its record just after it takes the `flock`, so a record found empty or partial
     /// is read again for up to [`RECORD_WAIT`] before the lock counts as held by nobody known.
-    fn held(&self, file: &mut File) -> LockError {
+    /// `None`: the lock was freed meanwhile (a run that ends clears its record, then
+    /// unlocks).
+    fn held(&self, file: &mut File) -> Option<LockError> {
         let started = std::time::Instant::now();
         loop {
             if let Some(holder) = read_holder(file) {
-                return LockError::Held {
+                return Some(LockError::Held {
                     path: self.path.clone(),
                     holder,
-                };
+                });
+            }
+            if file.try_lock_shared().is_ok() {
+                let _ = file.unlock();
+                return None;
             }
             if started.elapsed() >= RECORD_WAIT {
-                return LockError::HeldUnknown {
+                return Some(LockError::HeldUnknown {
                     path: self.path.clone(),
-                };
+                });
             }
             std::thread::sleep(ACQUIRE_RETRY_PAUSE);
         }
@@ -343,8 +352,9 @@ impl FileLockStore {
             // Held: by whom is what the record says; held without a readable record (it is
             // being written, or was damaged) is still held.
             Err(TryLockError::WouldBlock) => match self.held(&mut file) {
-                LockError::Held { holder, .. } => Ok(Some(holder)),
-                unknown => Err(unknown),
+                Some(LockError::Held { holder, .. }) => Ok(Some(holder)),
+                Some(unknown) => Err(unknown),
+                None => Ok(None),
             },
             Err(TryLockError::Error(source)) => Err(LockError::Io {
                 path: path.clone(),
@@ -374,7 +384,11 @@ impl FileLockStore {
                 let _ = file.unlock();
                 Ok(stale)
             }
-            Err(TryLockError::WouldBlock) => Err(self.held(&mut file)),
+            Err(TryLockError::WouldBlock) => match self.held(&mut file) {
+                Some(refusal) => Err(refusal),
+                // Freed meanwhile: what it left is cleared as a free lock's.
+                None => self.clear_stale_now(),
+            },
             Err(TryLockError::Error(e)) => Err(io(e)),
         }
     }
@@ -412,15 +426,20 @@ impl LockStore for FileLockStore {
     }
 
     fn acquire<'a>(&'a self, holder: &'a Holder) -> BoxFuture<'a, Result<Lock, LockError>> {
-        // `flock` without waiting and a small file: nothing here blocks for long.
-        Box::pin(std::future::ready(self.acquire_now(holder).map(|lock| {
+        // `flock` without waiting, but a held lock's record may be waited for (up to
+        // RECORD_WAIT): off the runtime's threads.
+        let (store, holder) = (self.clone(), holder.clone());
+        Box::pin(async move {
+            let path = store.path.clone();
+            let lock = blocking(path, move || store.acquire_now(&holder)).await?;
             let recovered = lock.recovered.clone();
-            Lock::new(Box::new(lock), recovered)
-        })))
+            Ok(Lock::new(Box::new(lock), recovered))
+        })
     }
 
     fn holder(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
-        Box::pin(std::future::ready(self.holder_now()))
+        let store = self.clone();
+        Box::pin(blocking(self.path.clone(), move || store.holder_now()))
     }
 
     fn force_release(&self) -> BoxFuture<'_, Result<Option<Holder>, LockError>> {
@@ -464,6 +483,19 @@ impl Drop for FileLock {
         let _ = self.file.set_len(0);
         let _ = self.file.unlock();
     }
+}
+
+/// Runs `work`, which may sleep, on tokio's blocking threads.
+async fn blocking<T: Send + 'static>(
+    path: PathBuf,
+    work: impl FnOnce() -> Result<T, LockError> + Send + 'static,
+) -> Result<T, LockError> {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| {
+        Err(LockError::Io {
+            path,
+            source: std::io::Error::other(e),
+        })
+    })
 }
 
 fn read_holder(file: &mut File) -> Option<Holder> {
@@ -673,6 +705,23 @@ mod tests {
         assert_eq!(store.holder_now().unwrap(), Some(recorded));
         writer.join().unwrap();
         drop(held);
+    }
+
+    #[test]
+    fn a_lock_freed_while_its_record_is_awaited_is_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("lock");
+        std::fs::write(&path, "").unwrap();
+        let held = hold_elsewhere(&path);
+        // A run that ends clears its record, then unlocks: a reader in between sees a held
+        // lock with no record, and must then see it free, not unknown.
+        let ender = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        let store = FileLockStore::new(&path);
+        assert_eq!(store.holder_now().unwrap(), None);
+        ender.join().unwrap();
     }
 
     #[test]

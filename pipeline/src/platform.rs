@@ -191,6 +191,13 @@ pub trait Platform {
         reporter: &Reporter,
     ) -> impl Future<Output = Result<Option<Live>, PlatformError>>;
 
+    /// Checks, before a release versions, builds or changes anything, that what it needs
+    /// exists (an ecs target's account: roles, log group, secrets, network, target groups).
+    /// Rollbacks do not run it: they go back to what ran before.
+    fn preflight(&self, _reporter: &Reporter) -> impl Future<Output = Result<(), PlatformError>> {
+        std::future::ready(Ok(()))
+    }
+
     /// Builds (or reuses) the service's image.
     fn build(
         &self,

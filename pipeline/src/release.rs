@@ -107,6 +107,9 @@ pub enum ReleaseError {
         detail: String,
         record: Box<ReleaseRecord>,
     },
+    /// What the release needs is missing (an ecs target's account); nothing was changed.
+    #[error("{0}")]
+    Preflight(PlatformError),
     #[error("nothing to roll back to: {reason}")]
     NoRollback { reason: String },
     /// `rollback --to` named a release whose image the target no longer has.
@@ -129,7 +132,7 @@ impl ReleaseError {
             ReleaseError::Lock(e) => e.hint(),
             ReleaseError::History(e) => e.hint(),
             ReleaseError::Version(e) => e.hint(),
-            ReleaseError::Phase { source, .. } => source.hint(),
+            ReleaseError::Phase { source, .. } | ReleaseError::Preflight(source) => source.hint(),
             ReleaseError::Interrupted { .. } => Some(
                 "the live slot was left serving; run `shipit status` to see it, and release again when ready"
                     .into(),
@@ -178,6 +181,11 @@ pub async fn release<P: Platform>(
         &options.cancel,
         reporter,
         async {
+            // Before anything is versioned, built or changed.
+            platform
+                .preflight(reporter)
+                .await
+                .map_err(ReleaseError::Preflight)?;
             // Before the revision is read: applying versions makes the commit the app is built
             // from.
             let modules = version_step(config, options.no_version, reporter)?;

@@ -175,6 +175,11 @@ impl VersionError {
                  change without writing"
                     .to_string()
             }
+            VersionError::Push { refs, .. } if refs.is_empty() => {
+                "check out the branch the release belongs to (in a GitHub workflow, the checkout \
+                 of a push event is on its branch), then run it again"
+                    .to_string()
+            }
             VersionError::Push { remote, refs, .. } => format!(
                 "push them yourself once the remote takes them: `git push --atomic {remote} {}`; \
                  in a GitHub workflow, check out with fetch-depth: 0 and give the job \

@@ -496,14 +496,8 @@ impl Platform for EcsPlatform {
         Ok(self.state().await?.live)
     }
 
-    async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
-        // A misspelled alarm fails here, before anything is built, launched or changed.
-        if let Some(alarms) = self.alarms().await? {
-            self.refuse_missing_alarms(&alarms)?;
-            reporter.progress(Phase::Version, format!("watching CloudWatch {alarms}"));
-        }
-        // What the release needs from the account, also before anything is built.
-        let preflight = self.preflight(None).await?;
+    async fn preflight(&self, reporter: &Reporter) -> Result<(), PlatformError> {
+        let preflight = self.check_account(None).await?;
         if let Some(error) = preflight.error(&self.target_name) {
             return Err(error);
         }
@@ -516,7 +510,7 @@ impl Platform for EcsPlatform {
                 check.detail
             );
             match check.status {
-                preflight::Status::Unchecked => reporter.warn(line),
+                preflight::Status::Unchecked | preflight::Status::Warning => reporter.warn(line),
                 preflight::Status::Created | preflight::Status::Pending => {
                     reporter.progress(Phase::Version, line);
                 }
@@ -527,6 +521,15 @@ impl Platform for EcsPlatform {
             Phase::Version,
             format!("preflight: {} checks passed", preflight.checks.len()),
         );
+        Ok(())
+    }
+
+    async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
+        // A misspelled alarm fails here, before anything is built, launched or changed.
+        if let Some(alarms) = self.alarms().await? {
+            self.refuse_missing_alarms(&alarms)?;
+            reporter.progress(Phase::Version, format!("watching CloudWatch {alarms}"));
+        }
         let state = self.state().await?;
         if let Some(live) = &state.live
             && let Some(what) = &live.foreign

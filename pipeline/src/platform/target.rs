@@ -131,6 +131,12 @@ macro_rules! target_kinds {
                 match self { $(TargetPlatform::$kind(p) => Box::pin(p.live()).await,)+ }
             }
 
+            async fn preflight(&self, reporter: &Reporter) -> Result<(), PlatformError> {
+                match self {
+                    $(TargetPlatform::$kind(p) => Box::pin(p.preflight(reporter)).await,)+
+                }
+            }
+
             async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
                 match self {
                     $(TargetPlatform::$kind(p) => Box::pin(p.converge(reporter)).await,)+

@@ -103,6 +103,14 @@ pub fn apply(
         }
     }
 
+    // A push needs a branch: refused before anything is written or committed.
+    if let Some(remote) = &options.push
+        && options.commit
+        && !options.dry_run
+        && repo.branch()?.is_none()
+    {
+        return Err(super::repository::detached(remote));
+    }
     let files = edits(config, plan, &repo, options.date.unwrap_or_else(today))?;
 
     let mut tags = Vec::new();

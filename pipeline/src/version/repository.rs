@@ -212,16 +212,10 @@ impl Repository {
     ) -> Result<Vec<String>, VersionError> {
         let mut refs = Vec::new();
         if branch {
-            let output = self.git(&["symbolic-ref", "--quiet", "--short", "HEAD"])?;
-            if !output.status.success() {
-                return Err(VersionError::Push {
-                    remote: remote.to_string(),
-                    refs: tags.to_vec(),
-                    message: "HEAD is detached, so the version commit is on no branch to push"
-                        .to_string(),
-                });
-            }
-            refs.push(format!("HEAD:refs/heads/{}", stdout_line(&output)));
+            let Some(head) = self.branch()? else {
+                return Err(detached(remote));
+            };
+            refs.push(format!("HEAD:{head}"));
         }
         refs.extend(tags.iter().map(|t| format!("refs/tags/{t}:refs/tags/{t}")));
         if refs.is_empty() {
@@ -262,6 +256,13 @@ impl Repository {
         Ok(refs)
     }
 
+    /// The full name of the branch HEAD is on (`refs/heads/main`), or `None` when HEAD is
+    /// detached. The full name, since a short one can be ambiguous with a tag.
+    pub fn branch(&self) -> Result<Option<String>, VersionError> {
+        let output = self.git(&["symbolic-ref", "--quiet", "HEAD"])?;
+        Ok(output.status.success().then(|| stdout_line(&output)))
+    }
+
     fn git(&self, args: &[&str]) -> Result<Output, VersionError> {
         Ok(crate::git::run(&self.root, args)?)
     }
@@ -269,6 +270,17 @@ impl Repository {
     /// Runs git and returns its stdout, or the error of a failed run.
     fn checked(&self, args: &[&str]) -> Result<String, VersionError> {
         Ok(crate::git::checked(&self.root, args)?)
+    }
+}
+
+/// The refusal to push from a detached HEAD.
+pub(crate) fn detached(remote: &str) -> VersionError {
+    VersionError::Push {
+        remote: remote.to_string(),
+        refs: Vec::new(),
+        message: "HEAD is detached, so the version commit would be on no branch to push; check \
+                  out a branch first"
+            .to_string(),
     }
 }
 

@@ -91,7 +91,8 @@ async fn each_missing_thing_fails_preflight_with_its_key_and_a_release_changes_n
     let service = &project.service;
     let infra = &project.infra;
     let role = create_role(&format!("{}-exec", infra.prefix)).await;
-    // A target group that exists but listens on another port than the service's 8080.
+    // A target group that exists but registers instances (Fargate tasks need ip), on
+    // another port than the service's 8080.
     let wrong_group = infra
         .clients
         .elb
@@ -100,7 +101,7 @@ async fn each_missing_thing_fails_preflight_with_its_key_and_a_release_changes_n
         .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
         .port(9090)
         .vpc_id(&infra.vpc_id)
-        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
         .send()
         .await
         .expect("CreateTargetGroup")
@@ -174,13 +175,9 @@ async fn each_missing_thing_fails_preflight_with_its_key_and_a_release_changes_n
         .iter()
         .find(|c| c["key"] == "targets.aws.target_groups.green")
         .unwrap();
-    assert!(
-        wrong["detail"]
-            .as_str()
-            .unwrap()
-            .contains("its port is 9090"),
-        "{wrong}"
-    );
+    let detail = wrong["detail"].as_str().unwrap();
+    assert!(detail.contains("its target type is instance"), "{wrong}");
+    assert!(detail.contains("its port is 9090"), "{wrong}");
     assert!(
         wrong["hint"].as_str().unwrap().contains("port 8080"),
         "{wrong}"

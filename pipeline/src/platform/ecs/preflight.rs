@@ -43,6 +43,8 @@ pub enum Status {
     Pending,
     /// Not checked: the credentials may not read it, or nothing can (no Docker engine).
     Unchecked,
+    /// It works, but differs from what was meant (a target group's port).
+    Warning,
     /// Missing or wrong: the release would fail on it.
     Failed,
 }
@@ -54,6 +56,7 @@ impl Status {
             Status::Created => "created",
             Status::Pending => "pending",
             Status::Unchecked => "unchecked",
+            Status::Warning => "warning",
             Status::Failed => "FAILED",
         }
     }
@@ -129,6 +132,9 @@ enum Lookup {
     Denied(String),
 }
 
+/// The most pages of DescribeParameters read to find one parameter.
+const MAX_PAGES: usize = 50;
+
 /// Error codes that mean "the credentials may not make this call".
 const DENIED_CODES: &[&str] = &[
     "AccessDenied",
@@ -175,14 +181,14 @@ impl EcsPlatform {
     pub async fn verify_account(&self) -> Result<Preflight, PlatformError> {
         let (version, _) = crate::git::app_version(&self.service.context);
         let image = format!("{}:{version}", self.target.repository);
-        self.preflight(Some(&image)).await
+        self.check_account(Some(&image)).await
     }
 
     /// Checks what a release needs. `image`: the reference the release would run, when it
     /// should already be pushed; a missing one is pending (the release pushes it). A missing
     /// log group is created when the target sets `create_log_group` and this run may change
     /// things.
-    pub async fn preflight(&self, image: Option<&str>) -> Result<Preflight, PlatformError> {
+    pub async fn check_account(&self, image: Option<&str>) -> Result<Preflight, PlatformError> {
         let definition = self.render(
             Slot::Blue,
             PLANNED_RELEASE,
@@ -246,7 +252,9 @@ impl EcsPlatform {
                 detail,
                 hint,
             };
-            let Some(name) = role_name(arn) else {
+            // ECS takes a role's short name as well as its ARN.
+            let short = !arn.starts_with("arn:");
+            let Some(name) = (if short { Some(arn) } else { role_name(arn) }) else {
                 checks.push(check(
                     Status::Failed,
                     "not an IAM role ARN".into(),
@@ -258,7 +266,7 @@ impl EcsPlatform {
             checks.push(match found {
                 Ok(out) => {
                     let got = out.role().map(|r| r.arn()).unwrap_or_default();
-                    if got == arn {
+                    if short || got == arn {
                         check(Status::Ok, "exists".into(), None)
                     } else {
                         check(
@@ -374,6 +382,13 @@ impl EcsPlatform {
                     .await
                 {
                     Ok(_) => check(Status::Created, format!("created in {region}"), None),
+                    // Another run (a service sharing the group) made it meanwhile.
+                    Err(e)
+                        if e.as_service_error().and_then(ProvideErrorMetadata::code)
+                            == Some("ResourceAlreadyExistsException") =>
+                    {
+                        check(Status::Ok, format!("exists in {region}"), None)
+                    }
                     Err(e) => match classify("logs:CreateLogGroup", &group, &e, &[])? {
                         Lookup::Missing(message) | Lookup::Denied(message) => check(
                             Status::Failed,
@@ -423,6 +438,8 @@ impl EcsPlatform {
                 .clients
                 .ecr
                 .describe_images()
+                // The registry's account is the host's first label.
+                .registry_id(host.split('.').next().unwrap_or_default())
                 .repository_name(repository)
                 .image_ids(id)
                 .send()
@@ -557,24 +574,40 @@ impl EcsPlatform {
                 let client = config
                     .as_ref()
                     .map_or_else(|| self.clients.ssm.clone(), aws_sdk_ssm::Client::new);
+                // A parameter shared from another account is not listed here.
+                let account = arn.arn.split(':').nth(4).unwrap_or_default();
+                if !self.target.listener_arn.contains(&format!(":{account}:")) {
+                    return Ok(Err(Lookup::Denied(format!(
+                        "it is in account {account}, another than the load balancer's"
+                    ))));
+                }
                 let filter = aws_sdk_ssm::types::ParameterStringFilter::builder()
                     .key("Name")
                     .option("Equals")
                     .values(&arn.id)
                     .build()
                     .map_err(|e| super::aws::internal(&e))?;
-                match client
-                    .describe_parameters()
-                    .parameter_filters(filter)
-                    .send()
-                    .await
-                {
-                    Ok(out) if out.parameters().is_empty() => {
-                        Ok(Err(Lookup::Missing("no such parameter".into())))
+                // With filters, a page may come back empty with a token for the next one.
+                let mut token: Option<String> = None;
+                for _ in 0..MAX_PAGES {
+                    let out = client
+                        .describe_parameters()
+                        .parameter_filters(filter.clone())
+                        .set_next_token(token.take())
+                        .send()
+                        .await;
+                    match out {
+                        Ok(out) if !out.parameters().is_empty() => return Ok(Ok(())),
+                        Ok(out) => match out.next_token() {
+                            Some(next) => token = Some(next.to_string()),
+                            None => break,
+                        },
+                        Err(e) => {
+                            return classify("ssm:DescribeParameters", &arn.arn, &e, &[]).map(Err);
+                        }
                     }
-                    Ok(_) => Ok(Ok(())),
-                    Err(e) => classify("ssm:DescribeParameters", &arn.arn, &e, &[]).map(Err),
                 }
+                Ok(Err(Lookup::Missing("no such parameter".into())))
             }
         }
     }
@@ -738,25 +771,32 @@ impl EcsPlatform {
             wrong.push(format!("its protocol is {protocol}, not HTTP or HTTPS"));
         }
         let port = self.service.port;
-        if group.port() != Some(i32::from(port)) {
-            wrong.push(format!(
-                "its port is {}, and the service's port is {port}",
+        // ECS registers each task on the container port whatever the group's port, so a
+        // different one works; it is still worth knowing.
+        let port_differs = (group.port() != Some(i32::from(port))).then(|| {
+            format!(
+                "its port is {}, and the service's port is {port} (ECS registers the tasks on \
+                 {port}, so traffic still reaches them)",
                 group.port().map_or("none".to_string(), |p| p.to_string())
-            ));
-        }
-        Ok(if wrong.is_empty() {
-            check(
-                Status::Ok,
-                format!("{protocol} on port {port}, target type ip"),
-                None,
             )
+        });
+        Ok(if wrong.is_empty() {
+            match port_differs {
+                Some(detail) => check(Status::Warning, detail, None),
+                None => check(
+                    Status::Ok,
+                    format!("{protocol} on port {port}, target type ip"),
+                    None,
+                ),
+            }
         } else {
+            wrong.extend(port_differs);
             check(
                 Status::Failed,
                 wrong.join("; "),
                 Some(format!(
-                    "a target group's type, protocol and port cannot change: create one with \
-                     target type ip, protocol HTTP and port {port}, and set {key} to it"
+                    "a target group's type and protocol cannot change: create one with target \
+                     type ip, protocol HTTP and port {port}, and set {key} to it"
                 )),
             )
         })

@@ -509,4 +509,30 @@ fn a_push_from_a_detached_head_says_so_before_pushing() {
     let error = apply(&config, &plan, &options).unwrap_err();
     assert!(error.to_string().contains("HEAD is detached"), "{error}");
     assert!(remote_refs(bare.path()).is_empty());
+    // Refused before anything was written, committed or tagged.
+    assert_eq!(repo.git(&["status", "--porcelain"]), "");
+    assert_eq!(repo.git(&["tag", "--list", "model-v0.0.8"]), "");
+}
+
+#[test]
+fn a_tag_named_like_the_branch_does_not_misdirect_the_push() {
+    let (repo, config) = every_format();
+    let bare = bare_remote(&repo);
+    repo.git(&["tag", "main"]);
+    repo.change("model/Model.java", "class Model {}\n", "fix: null ids");
+    let applied = apply_now(
+        &config,
+        &ApplyOptions {
+            push: Some("origin".into()),
+            ..options()
+        },
+    );
+    assert_eq!(applied.pushed[0], "HEAD:refs/heads/main");
+    let head = repo.git(&["rev-parse", "HEAD"]);
+    let refs = remote_refs(bare.path());
+    assert!(
+        refs.contains(&format!("{head} refs/heads/main")),
+        "{refs:?}"
+    );
+    assert!(!refs.iter().any(|r| r.contains("heads/heads")), "{refs:?}");
 }
