@@ -1,7 +1,8 @@
 //! Preflight against moto: `shipit verify` passes on a sound target and tells a pushed image
 //! from one a release would push; a missing role, log group, secret, subnet or security group,
-//! or a target group of the wrong port, fails it with the config key of each, and fails a
+//! or a target group of the wrong type, fails it with the config key of each, and fails a
 //! release before anything is built or changed. `create_log_group = true` creates the group.
+//! The runner hooks run on an ecs release too, with the test listener as the candidate URL.
 
 use super::*;
 use crate::aws::aws_cli;
@@ -264,4 +265,34 @@ async fn create_log_group_makes_the_missing_group_and_the_release_goes_on() {
     ok(&out, "shipit verify once the group exists");
     let doc = json(&out);
     assert_eq!(status_of(&checks(&doc), "log group"), ["ok"], "{doc}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hooks_run_on_an_ecs_release_with_the_test_listener_as_the_candidate_url() {
+    let project = EcsProject::new("ecshooks", "").await;
+    let mut config = std::fs::read_to_string(&project.config).unwrap();
+    config.push_str(&format!(
+        "\n[services.{}.hooks]\npre_switch = {{ command = 'env | grep ^SHIPIT_ > pre.env' }}\npost_release = {{ command = 'echo \"$SHIPIT_RELEASE\" > post.txt' }}\n",
+        project.service
+    ));
+    std::fs::write(&project.config, config).unwrap();
+    let record = project.release(&[]).await;
+    let id = record["serves"].as_str().unwrap();
+    let env = std::fs::read_to_string(project.dir.path().join("pre.env")).unwrap();
+    let expected = format!(
+        "SHIPIT_CANDIDATE_URL=http://{}:8080",
+        project.infra.load_balancer_dns
+    );
+    assert!(env.lines().any(|l| l == expected), "{expected} in {env}");
+    assert!(
+        env.lines().any(|l| l == format!("SHIPIT_RELEASE={id}")),
+        "{env}"
+    );
+    assert!(env.lines().any(|l| l == "SHIPIT_TARGET=aws"), "{env}");
+    assert_eq!(
+        std::fs::read_to_string(project.dir.path().join("post.txt"))
+            .unwrap()
+            .trim(),
+        id
+    );
 }
