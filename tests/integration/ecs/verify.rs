@@ -70,6 +70,40 @@ async fn verify_passes_on_a_sound_target_and_sees_the_image_once_pushed() {
     assert_eq!(status_of(&found, "security group"), ["ok"], "{doc}");
     // Nothing is pushed yet: the release would push it, which is no failure.
     assert_eq!(status_of(&found, "image"), ["pending"], "{doc}");
+    // An ip target group on another port serves (ECS registers the tasks on the container
+    // port): a warning, not a failure.
+    let other_port = project
+        .infra
+        .clients
+        .elb
+        .create_target_group()
+        .name(format!("{}-port", project.infra.prefix))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(9090)
+        .vpc_id(&project.infra.vpc_id)
+        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
+        .send()
+        .await
+        .expect("CreateTargetGroup")
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string();
+    let sound = std::fs::read_to_string(&project.config).unwrap();
+    std::fs::write(
+        &project.config,
+        sound.replace(&project.infra.target_groups.green, &other_port),
+    )
+    .unwrap();
+    let out = project.run(&["verify", "--json"]).await;
+    ok(&out, "shipit verify with a target group on another port");
+    let doc = json(&out);
+    assert_eq!(
+        status_of(&checks(&doc), "target group"),
+        ["ok", "warning"],
+        "{doc}"
+    );
+    std::fs::write(&project.config, sound).unwrap();
     // No execution role: the built-in template writes no role and no log configuration.
     assert!(status_of(&found, "execution role").is_empty(), "{doc}");
     assert!(status_of(&found, "log group").is_empty(), "{doc}");
