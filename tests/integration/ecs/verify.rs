@@ -42,6 +42,31 @@ async fn deployed(project: &EcsProject) -> String {
         .join("\n")
 }
 
+/// A target group of the test's VPC, HTTP on port 9090 (the service's is 8080): its ARN.
+async fn target_group_on_9090(
+    project: &EcsProject,
+    suffix: &str,
+    target_type: aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum,
+) -> String {
+    project
+        .infra
+        .clients
+        .elb
+        .create_target_group()
+        .name(format!("{}-{suffix}", project.infra.prefix))
+        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
+        .port(9090)
+        .vpc_id(&project.infra.vpc_id)
+        .target_type(target_type)
+        .send()
+        .await
+        .expect("CreateTargetGroup")
+        .target_groups()[0]
+        .target_group_arn()
+        .unwrap()
+        .to_string()
+}
+
 /// An IAM role ECS tasks may assume, made with the AWS CLI: its ARN.
 async fn create_role(name: &str) -> String {
     let trust = r#"{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Principal":{"Service":"ecs-tasks.amazonaws.com"},"Action":"sts:AssumeRole"}]}"#;
@@ -72,23 +97,12 @@ async fn verify_passes_on_a_sound_target_and_sees_the_image_once_pushed() {
     assert_eq!(status_of(&found, "image"), ["pending"], "{doc}");
     // An ip target group on another port serves (ECS registers the tasks on the container
     // port): a warning, not a failure.
-    let other_port = project
-        .infra
-        .clients
-        .elb
-        .create_target_group()
-        .name(format!("{}-port", project.infra.prefix))
-        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-        .port(9090)
-        .vpc_id(&project.infra.vpc_id)
-        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip)
-        .send()
-        .await
-        .expect("CreateTargetGroup")
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_string();
+    let other_port = target_group_on_9090(
+        &project,
+        "port",
+        aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Ip,
+    )
+    .await;
     let sound = std::fs::read_to_string(&project.config).unwrap();
     std::fs::write(
         &project.config,
@@ -128,22 +142,12 @@ async fn each_missing_thing_fails_preflight_with_its_key_and_a_release_changes_n
     let role = create_role(&format!("{}-exec", infra.prefix)).await;
     // A target group that exists but registers instances (Fargate tasks need ip), on
     // another port than the service's 8080.
-    let wrong_group = infra
-        .clients
-        .elb
-        .create_target_group()
-        .name(format!("{}-wrong", infra.prefix))
-        .protocol(aws_sdk_elasticloadbalancingv2::types::ProtocolEnum::Http)
-        .port(9090)
-        .vpc_id(&infra.vpc_id)
-        .target_type(aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance)
-        .send()
-        .await
-        .expect("CreateTargetGroup")
-        .target_groups()[0]
-        .target_group_arn()
-        .unwrap()
-        .to_string();
+    let wrong_group = target_group_on_9090(
+        &project,
+        "wrong",
+        aws_sdk_elasticloadbalancingv2::types::TargetTypeEnum::Instance,
+    )
+    .await;
     let missing_secret = format!(
         "arn:aws:secretsmanager:{}:123456789012:secret:{service}/nothing-here",
         crate::aws::REGION

@@ -615,14 +615,7 @@ impl EcsPlatform {
     /// The configured subnets and security groups; those the load balancer has exist.
     async fn check_network(&self, checks: &mut Vec<Check>) -> Result<(), PlatformError> {
         if self.target.subnets.is_empty() {
-            checks.push(Check {
-                what: "subnet",
-                subject: self.site.subnets.join(", "),
-                key: self.key("subnets"),
-                status: Status::Ok,
-                detail: "the load balancer's".into(),
-                hint: None,
-            });
+            checks.push(self.load_balancers("subnet", "subnets", &self.site.subnets));
         }
         for subnet in &self.target.subnets {
             let found = self
@@ -645,14 +638,11 @@ impl EcsPlatform {
             checks.push(self.network_check("subnet", subnet, "subnets", lookup));
         }
         if self.target.security_groups.is_empty() {
-            checks.push(Check {
-                what: "security group",
-                subject: self.site.security_groups.join(", "),
-                key: self.key("security_groups"),
-                status: Status::Ok,
-                detail: "the load balancer's".into(),
-                hint: None,
-            });
+            checks.push(self.load_balancers(
+                "security group",
+                "security_groups",
+                &self.site.security_groups,
+            ));
         }
         for group in &self.target.security_groups {
             let found = self
@@ -675,6 +665,19 @@ impl EcsPlatform {
             checks.push(self.network_check("security group", group, "security_groups", lookup));
         }
         Ok(())
+    }
+
+    /// Subnets or security groups left to the load balancer's: they exist, since it uses
+    /// them.
+    fn load_balancers(&self, what: &'static str, key: &str, ids: &[String]) -> Check {
+        Check {
+            what,
+            subject: ids.join(", "),
+            key: self.key(key),
+            status: Status::Ok,
+            detail: "the load balancer's".into(),
+            hint: None,
+        }
     }
 
     fn network_check(
