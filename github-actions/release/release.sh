@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Step 4 of the action: `shipit release --json`, then the outputs and the job summary
+# Step 5 of the action: `shipit release --json`, then the outputs and the job summary
 # (report.py). Exits with shipit's exit code. On failure shipit itself prints the cause as an
 # `::error::` annotation (it sees GITHUB_ACTIONS=true).
 set -uo pipefail

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Step 1 of the action: which shipit source to build, the key its build is cached under (a
-# hash of the sources), and the folder it is installed into. Outputs: dir, hash, root.
+# Step 2 of the action, when download.sh installed no release binary: which shipit source to
+# build, the key its build is cached under (a hash of the sources), and the folder it is
+# installed into. Outputs: dir, hash, root.
 set -euo pipefail
 
 if [ -n "${SHIPIT_SOURCE:-}" ]; then

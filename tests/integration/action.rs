@@ -3,9 +3,13 @@
 //! the action in `github-actions/release/`, run step by step as a runner would; and
 //! actionlint over every workflow and the action.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::mpsc;
+use std::time::Duration;
 
 use yaml_rust2::{Yaml, YamlLoader};
 
@@ -168,20 +172,35 @@ struct ActionRun {
     log: String,
     /// The step that failed and its exit code.
     failed: Option<(String, i32)>,
+    /// The steps whose `if:` was false.
+    skipped: Vec<String>,
     path: Vec<String>,
+    /// RUNNER_TOOL_CACHE, kept (with the rest of the runner's files) as long as the run is.
+    tool_cache: PathBuf,
+    _files: tempfile::TempDir,
 }
 
 /// A runner for composite actions, as far as shipit's action needs one: `${{ }}` lookups of
-/// inputs, step outputs, runner and github values; `run:` steps under bash with
-/// GITHUB_OUTPUT, GITHUB_STEP_SUMMARY, GITHUB_PATH and GITHUB_ACTIONS=true; and
-/// `actions/cache`, played as a cache hit that restores the binary under test. Anything else
-/// in action.yml makes it panic, so the action cannot grow a step this test does not run.
+/// inputs (defaults evaluated as the action's own), step outputs, runner and github values;
+/// `if:` as `<value> == '<text>'` or `!=`; `run:` steps under bash with GITHUB_OUTPUT,
+/// GITHUB_STEP_SUMMARY, GITHUB_PATH and GITHUB_ACTIONS=true; and `actions/cache`, played as a
+/// cache hit that restores the binary under test (or, with `cache_miss`, as a miss).
+/// Anything else in action.yml makes it panic, so the action cannot grow a step this test
+/// does not run.
 struct Runner {
     workspace: PathBuf,
     temp: tempfile::TempDir,
     inputs: BTreeMap<String, String>,
+    /// The inputs the workflow gave; the others are the defaults, still to be evaluated.
+    given: BTreeSet<String>,
     steps: BTreeMap<String, BTreeMap<String, String>>,
     env: Vec<(String, String)>,
+    /// Folders on the runner's own PATH, after GITHUB_PATH's and before the system's.
+    tools: Vec<PathBuf>,
+    server_url: String,
+    /// `owner/name` of the action; empty, as when a workflow uses it by its path.
+    action_repository: String,
+    cache_hit: bool,
 }
 
 impl Runner {
@@ -199,19 +218,43 @@ impl Runner {
             workspace: workspace.to_path_buf(),
             temp: tempfile::tempdir().unwrap(),
             inputs: values,
+            given: inputs.iter().map(|(name, _)| name.to_string()).collect(),
             steps: BTreeMap::new(),
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            tools: Vec::new(),
+            server_url: "https://github.com".into(),
+            action_repository: String::new(),
+            cache_hit: true,
         }
+    }
+
+    /// The action as `uses: <repository>/github-actions/release@…` runs it, on `server_url`.
+    fn from_repository(mut self, server_url: &str, repository: &str) -> Runner {
+        self.server_url = server_url.to_string();
+        self.action_repository = repository.to_string();
+        self
+    }
+
+    fn with_tools(mut self, dir: &Path) -> Runner {
+        self.tools.push(dir.to_path_buf());
+        self
+    }
+
+    fn cache_miss(mut self) -> Runner {
+        self.cache_hit = false;
+        self
     }
 
     fn tool_cache(&self) -> PathBuf {
         self.temp.path().join("tool-cache")
     }
 
-    fn lookup(&self, expr: &str) -> String {
+    /// `defaults`: the expression is an input's default, evaluated for the action itself
+    /// rather than for one of its steps.
+    fn lookup(&self, expr: &str, defaults: bool) -> String {
         let parts: Vec<&str> = expr.split('.').collect();
         match parts.as_slice() {
             ["inputs", name] => self.inputs.get(*name).cloned().unwrap_or_default(),
@@ -227,36 +270,84 @@ impl Runner {
             ["runner", "tool_cache"] => self.tool_cache().display().to_string(),
             ["github", "action_path"] => action_dir().display().to_string(),
             ["github", "workspace"] => self.workspace.display().to_string(),
+            ["github", "server_url"] => self.server_url.clone(),
+            ["github", "action_repository"] if defaults => self.action_repository.clone(),
+            // The runner clears it for each step of a composite action (actions/runner#2525).
+            ["github", "action_repository"] => panic!(
+                "github.action_repository is empty in a composite action's steps; \
+                 use it in an input's default"
+            ),
             _ => panic!("this test's runner cannot evaluate `{expr}` in action.yml"),
         }
     }
 
     fn eval(&self, template: &str) -> String {
+        self.eval_in(template, false)
+    }
+
+    fn eval_in(&self, template: &str, defaults: bool) -> String {
         let mut out = String::new();
         let mut rest = template;
         while let Some(start) = rest.find("${{") {
             out.push_str(&rest[..start]);
             let end = rest[start..].find("}}").expect("an unclosed ${{") + start;
-            out.push_str(&self.lookup(rest[start + 3..end].trim()));
+            out.push_str(&self.lookup(rest[start + 3..end].trim(), defaults));
             rest = &rest[end + 2..];
         }
         out.push_str(rest);
         out
     }
 
+    /// An `if:` of the one form the action uses: `<value> == '<text>'` or `!=`, compared as
+    /// GitHub compares strings (ignoring case).
+    fn condition(&self, expr: &str) -> bool {
+        let expr = expr.trim();
+        let expr = expr
+            .strip_prefix("${{")
+            .and_then(|e| e.strip_suffix("}}"))
+            .unwrap_or(expr)
+            .trim();
+        let (left, right, equal) = match (expr.split_once("!="), expr.split_once("==")) {
+            (Some((left, right)), None) => (left, right, false),
+            (None, Some((left, right))) => (left, right, true),
+            _ => panic!("this test's runner cannot evaluate `if: {expr}`"),
+        };
+        let left = left.trim();
+        let literal = right
+            .trim()
+            .strip_prefix('\'')
+            .and_then(|r| r.strip_suffix('\''))
+            .filter(|l| !l.contains('\''))
+            .unwrap_or_else(|| panic!("`if: {expr}`: the right side is not one '…' string"));
+        assert!(
+            left.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)),
+            "`if: {expr}`: the left side is not a plain value"
+        );
+        self.lookup(left, false).eq_ignore_ascii_case(literal) == equal
+    }
+
     fn run(mut self) -> ActionRun {
         let action = action();
         assert_eq!(text(&action["runs"]["using"]), "composite");
+        for name in self.inputs.keys().cloned().collect::<Vec<_>>() {
+            if !self.given.contains(&name) {
+                let value = self.eval_in(&self.inputs[&name], true);
+                self.inputs.insert(name, value);
+            }
+        }
+        std::fs::create_dir_all(self.temp.path().join("runner-temp")).unwrap();
         let mut path: Vec<String> = Vec::new();
         let mut summary = String::new();
         let mut log = String::new();
         let mut failed = None;
+        let mut skipped = Vec::new();
         for (n, step) in action["runs"]["steps"].as_vec().unwrap().iter().enumerate() {
             let name = text(&step["name"]);
-            assert!(
-                step["if"].is_badvalue(),
-                "step {name}: `if:` is not emulated"
-            );
+            if !step["if"].is_badvalue() && !self.condition(&text(&step["if"])) {
+                skipped.push(name);
+                continue;
+            }
             let id = text(&step["id"]);
             if let Some(uses) = step["uses"].as_str() {
                 assert!(
@@ -275,8 +366,10 @@ impl Runner {
                     "{}",
                     cached.display()
                 );
-                std::fs::create_dir_all(cached.join("bin")).unwrap();
-                std::fs::copy(SHIPIT, cached.join("bin/shipit")).unwrap();
+                if self.cache_hit {
+                    std::fs::create_dir_all(cached.join("bin")).unwrap();
+                    std::fs::copy(SHIPIT, cached.join("bin/shipit")).unwrap();
+                }
                 continue;
             }
             assert_eq!(text(&step["shell"]), "bash", "step {name}");
@@ -309,10 +402,12 @@ impl Runner {
                 .env("GITHUB_OUTPUT", &output)
                 .env("GITHUB_STEP_SUMMARY", &step_summary)
                 .env("GITHUB_PATH", &github_path)
+                .env("GITHUB_SERVER_URL", &self.server_url)
                 .env("RUNNER_OS", "Linux")
                 .env("RUNNER_TEMP", self.temp.path().join("runner-temp"))
                 .env("RUNNER_TOOL_CACHE", self.tool_cache());
             let mut search = path.clone();
+            search.extend(self.tools.iter().map(|t| t.display().to_string()));
             search.push(std::env::var("PATH").unwrap_or_default());
             cmd.env("PATH", search.join(":"));
             for (k, v) in &self.env {
@@ -346,7 +441,10 @@ impl Runner {
             summary,
             log,
             failed,
+            skipped,
             path,
+            tool_cache: self.tool_cache(),
+            _files: self.temp,
         }
     }
 }
@@ -413,6 +511,9 @@ fn the_action_releases_and_reports_outputs_and_a_summary() {
         run.failed,
         run.log
     );
+    // Used by its path, the action has no release to download: it installs from source.
+    assert!(run.skipped.is_empty(), "{:?}", run.skipped);
+    assert!(run.log.contains("used by its path"), "{}", run.log);
     let live = project.status()["live"].clone();
     let out = &run.outputs;
     assert_eq!(
@@ -490,6 +591,320 @@ fn the_action_releases_and_reports_outputs_and_a_summary() {
     assert_eq!(project.status()["live"]["release"], live["release"]);
 }
 
+// ---- The action's download of its release binary ----
+
+/// The asset the release workflow builds for this machine.
+fn asset() -> String {
+    format!("shipit-{}-unknown-linux-gnu", std::env::consts::ARCH)
+}
+
+/// The SHA-256 of a file, as sha256sum prints it.
+fn sha256(file: &Path) -> String {
+    let out = Command::new("sha256sum").arg(file).output().unwrap();
+    assert_success(&out, "sha256sum");
+    String::from_utf8(out.stdout).unwrap()[..64].to_string()
+}
+
+/// Release assets over HTTP on 127.0.0.1, as GitHub serves them: `GET /<path>` answers the
+/// file published at `<path>`, anything else 404. Every request's path is recorded.
+struct ReleaseServer {
+    url: String,
+    files: tempfile::TempDir,
+    requests: mpsc::Receiver<String>,
+}
+
+impl ReleaseServer {
+    fn start() -> ReleaseServer {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let files = tempfile::tempdir().unwrap();
+        let root = files.path().to_path_buf();
+        let (send, requests) = mpsc::channel();
+        // Detached: it outlives the test only blocked in accept.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let _ = ReleaseServer::answer(stream, &root, &send);
+            }
+        });
+        ReleaseServer {
+            url,
+            files,
+            requests,
+        }
+    }
+
+    fn answer(
+        stream: TcpStream,
+        root: &Path,
+        requests: &mpsc::Sender<String>,
+    ) -> std::io::Result<()> {
+        // A client that stops talking cannot hold the server.
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(30)))?;
+        let mut reader = BufReader::new(stream.try_clone()?);
+        let mut request = String::new();
+        reader.read_line(&mut request)?;
+        loop {
+            let mut header = String::new();
+            if reader.read_line(&mut header)? == 0 || header == "\r\n" {
+                break;
+            }
+        }
+        let path = request.split(' ').nth(1).unwrap_or("").to_string();
+        let _ = requests.send(path.clone());
+        let file = root.join(path.trim_start_matches('/'));
+        let mut stream = stream;
+        match std::fs::File::open(&file) {
+            Ok(mut body) if !path.contains("..") && file.is_file() => {
+                let length = body.metadata()?.len();
+                write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n\
+                     content-length: {length}\r\nconnection: close\r\n\r\n"
+                )?;
+                std::io::copy(&mut body, &mut stream)?;
+            }
+            _ => write!(
+                stream,
+                "HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\nconnection: close\r\n\r\nNot Found"
+            )?,
+        }
+        stream.flush()
+    }
+
+    /// Serves `content` at `path`.
+    fn publish(&self, path: &str, content: &[u8]) {
+        let file = self.files.path().join(path.trim_start_matches('/'));
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        std::fs::write(file, content).unwrap();
+    }
+
+    /// Serves the shipit under test at `<folder>/<asset>`, with `checksum` (a hex SHA-256)
+    /// as its `.sha256`, in sha256sum's format.
+    fn publish_shipit(&self, folder: &str, checksum: &str) {
+        let file = self.files.path().join(folder).join(asset());
+        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+        // A link: the debug binary is large, and its bytes are what is served either way.
+        std::os::unix::fs::symlink(SHIPIT, &file).unwrap();
+        let line = format!("{checksum}  {}\n", asset());
+        self.publish(&format!("{folder}/{}.sha256", asset()), line.as_bytes());
+    }
+
+    fn requested(&self) -> Vec<String> {
+        self.requests.try_iter().collect()
+    }
+}
+
+/// A folder with a stand-in `cargo` that appends its arguments to `calls`, and for
+/// `install … --root DIR` puts the shipit under test at DIR/bin/shipit, as cargo install
+/// would have built it.
+struct FakeCargo {
+    dir: tempfile::TempDir,
+}
+
+impl FakeCargo {
+    fn new() -> FakeCargo {
+        let dir = tempfile::tempdir().unwrap();
+        let script = format!(
+            r#"#!/bin/sh
+printf '%s\n' "$*" >> "$(dirname "$0")/../calls"
+root=
+while [ $# -gt 0 ]; do
+  [ "$1" = --root ] && root=$2
+  shift
+done
+if [ -n "$root" ]; then
+  mkdir -p "$root/bin" && cp '{SHIPIT}' "$root/bin/shipit"
+fi
+"#
+        );
+        let cargo = dir.path().join("bin/cargo");
+        std::fs::create_dir_all(cargo.parent().unwrap()).unwrap();
+        std::fs::write(&cargo, script).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&cargo, std::fs::Permissions::from_mode(0o755)).unwrap();
+        FakeCargo { dir }
+    }
+
+    fn bin(&self) -> PathBuf {
+        self.dir.path().join("bin")
+    }
+
+    fn calls(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("calls"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+fn assert_released(project: &Project, run: &ActionRun) {
+    assert!(
+        run.failed.is_none(),
+        "the action failed: {:?}\n{}",
+        run.failed,
+        run.log
+    );
+    assert_eq!(run.outputs["outcome"], "succeeded", "{:?}", run.outputs);
+    assert_eq!(
+        run.outputs["release-id"],
+        project.status()["live"]["release"].as_str().unwrap(),
+        "{:?}",
+        run.outputs
+    );
+}
+
+#[test]
+fn the_action_installs_its_release_binary_after_checking_it_and_never_builds() {
+    let server = ReleaseServer::start();
+    let version = env!("CARGO_PKG_VERSION");
+    // The default download-url: the action's own repository's releases on its server.
+    let folder = format!("shipit-rs/shipit/releases/download/v{version}");
+    server.publish_shipit(&folder, &sha256(Path::new(SHIPIT)));
+    let cargo = FakeCargo::new();
+    let project = Project::new("action-download");
+
+    let inputs = [("config", "shipit.toml"), ("target", "local")];
+    let run = Runner::new(project.dir.path(), &inputs, &[])
+        .from_repository(&server.url, "shipit-rs/shipit")
+        .with_tools(&cargo.bin())
+        .run();
+    assert_released(&project, &run);
+    assert_eq!(
+        server.requested(),
+        [
+            format!("/{folder}/{}", asset()),
+            format!("/{folder}/{}.sha256", asset())
+        ],
+        "{}",
+        run.log
+    );
+    assert_eq!(
+        run.skipped,
+        [
+            "Locate the shipit source",
+            "Restore the shipit build",
+            "Install shipit from source"
+        ]
+    );
+    assert!(cargo.calls().is_empty(), "cargo ran: {:?}", cargo.calls());
+    // The Release step ran the downloaded binary: it is first on the PATH.
+    let installed = run.tool_cache.join(format!(
+        "shipit/v{version}-{}-unknown-linux-gnu/bin",
+        std::env::consts::ARCH
+    ));
+    assert_eq!(run.path, [installed.display().to_string()], "{}", run.log);
+    assert_eq!(sha256(&installed.join("shipit")), sha256(Path::new(SHIPIT)));
+    assert!(
+        run.log.contains(&format!("matches {}.sha256", asset())),
+        "{}",
+        run.log
+    );
+}
+
+#[test]
+fn a_release_binary_with_a_wrong_checksum_fails_the_action_and_is_not_installed() {
+    let server = ReleaseServer::start();
+    let version = env!("CARGO_PKG_VERSION");
+    server.publish_shipit(&format!("mirror/v{version}"), &"0".repeat(64));
+    let cargo = FakeCargo::new();
+    let workspace = tempfile::tempdir().unwrap();
+
+    let mirror = format!("{}/mirror", server.url);
+    let run = Runner::new(workspace.path(), &[("download-url", mirror.as_str())], &[])
+        .with_tools(&cargo.bin())
+        .run();
+    assert_eq!(
+        run.failed,
+        Some(("Download shipit".to_string(), 1)),
+        "{}",
+        run.log
+    );
+    let error = run
+        .log
+        .lines()
+        .find(|l| l.starts_with("::error title=shipit::"))
+        .unwrap_or_else(|| panic!("no error annotation:\n{}", run.log));
+    assert!(
+        error.contains("checksum mismatch") && error.contains(&asset()),
+        "{error}"
+    );
+    assert!(error.contains(&"0".repeat(64)), "{error}");
+    // Nothing installed, nothing on the PATH, and no build from source to hide the mismatch.
+    assert!(run.path.is_empty(), "{:?}", run.path);
+    assert!(
+        !run.tool_cache.join("shipit").exists(),
+        "something was installed into {}",
+        run.tool_cache.display()
+    );
+    assert!(cargo.calls().is_empty(), "cargo ran: {:?}", cargo.calls());
+    assert!(!run.log.contains("shipit source:"), "{}", run.log);
+}
+
+#[test]
+fn without_a_release_binary_the_action_builds_shipit_from_source() {
+    let server = ReleaseServer::start();
+    let cargo = FakeCargo::new();
+    let project = Project::new("action-fallback");
+    let inputs = [("config", "shipit.toml"), ("target", "local")];
+
+    // The release has no assets: every request is a 404.
+    let run = Runner::new(project.dir.path(), &inputs, &[])
+        .from_repository(&server.url, "shipit-rs/shipit")
+        .with_tools(&cargo.bin())
+        .cache_miss()
+        .run();
+    assert_released(&project, &run);
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        server.requested(),
+        [format!(
+            "/shipit-rs/shipit/releases/download/v{version}/{}",
+            asset()
+        )],
+        "{}",
+        run.log
+    );
+    assert!(run.log.contains("could not be downloaded"), "{}", run.log);
+    assert!(run.skipped.is_empty(), "{:?}", run.skipped);
+    let calls = cargo.calls();
+    let root = run.tool_cache.join("shipit");
+    let prefix = format!(
+        "install --locked --path {} --root {}/",
+        repo_root().join("cli").display(),
+        root.display()
+    );
+    assert!(
+        calls.len() == 1 && calls[0].starts_with(&prefix),
+        "cargo calls {calls:?}, expected one `{prefix}…`"
+    );
+    let built = calls[0].rsplit(' ').next().unwrap();
+    assert_eq!(run.path, [format!("{built}/bin")], "{}", run.log);
+
+    // shipit-source set: a build of that checkout (here a cache hit), with no download tried.
+    let source = repo_root().display().to_string();
+    let inputs = [
+        ("config", "shipit.toml"),
+        ("target", "local"),
+        ("shipit-source", source.as_str()),
+    ];
+    let run = Runner::new(project.dir.path(), &inputs, &[])
+        .from_repository(&server.url, "shipit-rs/shipit")
+        .with_tools(&cargo.bin())
+        .run();
+    assert_released(&project, &run);
+    assert!(run.log.contains("shipit-source is set"), "{}", run.log);
+    assert!(server.requested().is_empty());
+    assert_eq!(
+        cargo.calls().len(),
+        1,
+        "cargo ran again: {:?}",
+        cargo.calls()
+    );
+}
+
 /// actionlint, from `.venv` (tests/run installs it there), `$SHIPIT_ACTIONLINT`, or the PATH.
 fn actionlint() -> PathBuf {
     let candidates = [
@@ -533,6 +948,12 @@ fn actionlint_passes_on_every_workflow_and_the_action() {
         linted.push(name);
     }
     assert!(linted.len() >= 2, "examples: {linted:?}");
+    // The repository's own: the release workflow that builds what the action downloads.
+    std::fs::copy(
+        repo_root().join(".github/workflows/release.yml"),
+        workflows.join("release.yml"),
+    )
+    .unwrap();
 
     // The workflow `shipit init` writes.
     let project = tempfile::tempdir().unwrap();
@@ -588,14 +1009,22 @@ fn actionlint_passes_on_every_workflow_and_the_action() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The action's scripts parse.
-    for script in ["source.sh", "install.sh", "release.sh"] {
-        let out = Command::new("bash")
-            .arg("-n")
-            .arg(action_dir().join(script))
-            .output()
-            .unwrap();
-        assert_success(&out, &format!("bash -n {script}"));
+    // The action's scripts parse, every one of them.
+    let mut scripts: Vec<PathBuf> = std::fs::read_dir(action_dir())
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "sh"))
+        .collect();
+    scripts.sort();
+    for name in ["download.sh", "install.sh", "release.sh", "source.sh"] {
+        assert!(
+            scripts.contains(&action_dir().join(name)),
+            "no {name} in {scripts:?}"
+        );
+    }
+    for script in &scripts {
+        let out = Command::new("bash").arg("-n").arg(script).output().unwrap();
+        assert_success(&out, &format!("bash -n {}", script.display()));
     }
     let out = Command::new("python3")
         .args(["-m", "py_compile"])
