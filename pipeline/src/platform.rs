@@ -254,6 +254,17 @@ pub trait Platform {
         std::future::ready(Ok(()))
     }
 
+    /// Runs the service's migrate hook once for `candidate`, in a one-off container (a task)
+    /// of its image with its env and secrets, and waits for it to exit 0 within its
+    /// timeout (see [`crate::migrate`]). Every kind implements it (no default, so no
+    /// dispatcher can miss it).
+    fn migrate(
+        &self,
+        candidate: &Candidate,
+        migrate: &crate::config::Migrate,
+        reporter: &Reporter,
+    ) -> impl Future<Output = Result<(), PlatformError>>;
+
     /// Waits until the candidate is healthy and reports its release. Fails at once if it
     /// exits, and stops waiting when `cancel` fires.
     fn verify(

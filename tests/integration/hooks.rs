@@ -152,3 +152,166 @@ async fn a_failing_post_release_warns_and_the_release_stays_live() {
     );
     assert_eq!(project.status()["live"]["release"], id.as_str());
 }
+
+/// Adds `HELLO_MIGRATE` and `HELLO_MIGRATE_MS` to the service's env, from shipit's own.
+fn pass_migrate_env(project: &Project) {
+    let text = std::fs::read_to_string(&project.config).unwrap();
+    let line = "HELLO_STARTUP_MS = \"${HELLO_STARTUP_MS:-0}\"\n";
+    assert!(text.contains(line), "{text}");
+    let text = text.replace(
+        line,
+        &format!(
+            "{line}HELLO_MIGRATE = \"${{HELLO_MIGRATE:-ok}}\"\nHELLO_MIGRATE_MS = \"${{HELLO_MIGRATE_MS:-0}}\"\n"
+        ),
+    );
+    std::fs::write(&project.config, text).unwrap();
+}
+
+/// The migrate container of `project`, running or not, if there is one.
+fn migrate_container(project: &Project) -> Option<String> {
+    let name = format!(
+        "shipit-{}-local-{}-migrate",
+        project.project_id(),
+        project.service
+    );
+    let out = std::process::Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("name=^{name}$"))
+        .output()
+        .unwrap();
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (!id.is_empty()).then_some(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn migrate_runs_once_in_the_new_image_and_a_failing_one_leaves_the_live_slot_serving() {
+    let project = Project::with(
+        "migrate",
+        Options {
+            health_timeout: "5s",
+            ..Options::default()
+        },
+    );
+    pass_migrate_env(&project);
+    set_hooks(
+        &project,
+        r#"migrate = { command = ["migrate"], timeout = "1m" }"#,
+    );
+    let plan = project.run(&["plan", "--json"]);
+    assert_success(&plan, "shipit plan --json");
+    let plan = crate::harness::json(&plan);
+    assert_eq!(plan["hooks"]["migrate"]["command"][0], "migrate", "{plan}");
+    let text = String::from_utf8_lossy(&project.run(&["plan"]).stdout).to_string();
+    assert!(text.contains("hook migrate: `migrate`"), "{text}");
+
+    let out = project.run_async(&["release", "--json"], &[]).await;
+    assert_success(&out, "a release with a migrate hook");
+    let first = crate::harness::json(&out)["serves"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let err = stderr(&out);
+    // The new image's `hello migrate` ran with the new release's env, once.
+    assert_eq!(
+        err.matches(&format!("migrate: migrated to {first}"))
+            .count(),
+        1,
+        "{err}"
+    );
+    assert!(err.contains("migrate hook: done"), "{err}");
+    assert_eq!(
+        migrate_container(&project),
+        None,
+        "the migrate container was left"
+    );
+    assert_eq!(project.containers().len(), 1);
+
+    // A failing migration, under load: the release fails in Verify, the live slot serves.
+    let load = Load::start(project.listen, 16);
+    let from = Instant::now();
+    let out = project
+        .run_async(&["release"], &[("HELLO_MIGRATE", "fail")])
+        .await;
+    let report = load.stop().await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("the migrate hook failed (exit code 3)"),
+        "{err}"
+    );
+    assert!(err.contains("migration failed on purpose"), "{err}");
+    report.assert_no_failures();
+    assert_served_by(&report, from, Instant::now(), &first);
+    assert_eq!(project.running_releases(), std::slice::from_ref(&first));
+    assert_eq!(
+        migrate_container(&project),
+        None,
+        "the migrate container was left"
+    );
+    let history = project.history();
+    assert_eq!(history[0]["outcome"]["status"], "failed");
+    let cause = history[0]["outcome"]["cause"].as_str().unwrap();
+    assert!(
+        cause.contains("migrate hook failed (exit code 3)"),
+        "{cause}"
+    );
+
+    // Past its timeout: killed and removed, and the release fails the same way.
+    set_hooks(
+        &project,
+        r#"migrate = { command = ["migrate"], timeout = "1s" }"#,
+    );
+    let out = project
+        .run_async(&["release"], &[("HELLO_MIGRATE_MS", "20000")])
+        .await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("did not finish within its timeout of 1s"),
+        "{err}"
+    );
+    assert_eq!(
+        migrate_container(&project),
+        None,
+        "the migrate container was left"
+    );
+    assert_eq!(project.status()["live"]["release"], first.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_migrate_container_left_by_a_killed_run_is_removed_by_the_next_release() {
+    let project = Project::new("migratekill");
+    pass_migrate_env(&project);
+    set_hooks(
+        &project,
+        r#"migrate = { command = ["migrate"], timeout = "5m" }"#,
+    );
+    let first = project.release_async().await;
+    let mut run = tokio::process::Command::from(project.command(&["release"]));
+    run.env("HELLO_MIGRATE_MS", "120000");
+    let mut child = run.spawn().unwrap();
+    // Bounded: the migration starts within the release's first seconds.
+    let deadline = Instant::now() + std::time::Duration::from_secs(60);
+    while migrate_container(&project).is_none() {
+        assert!(Instant::now() < deadline, "no migrate container appeared");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+    assert!(
+        migrate_container(&project).is_some(),
+        "SIGKILL leaves it running"
+    );
+    assert_eq!(project.status()["live"]["release"], first.as_str());
+
+    let out = project.run_async(&["release", "--json"], &[]).await;
+    assert_success(&out, "the release after a killed one");
+    let err = stderr(&out);
+    assert!(err.contains("left by an interrupted run"), "{err}");
+    assert_eq!(migrate_container(&project), None);
+    let second = crate::harness::json(&out)["serves"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_ne!(second, first);
+}

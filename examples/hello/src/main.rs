@@ -13,15 +13,25 @@
 //! - `HELLO_EXIT=N`: the process exits with code N at once, before it listens: a candidate
 //!   that crashes on boot, which a release must see fail fast. Unset or empty: it runs.
 //!
+//! - `HELLO_COLD_REQUESTS=N`: its first N requests (all but `/healthz` and `/version`) take
+//!   `HELLO_COLD_MS` (default 200) ms longer, like a JVM before its JIT warmed up: what a
+//!   release's warm-up traffic is for.
+//!
+//! `hello migrate` is its migration: it prints `migrated to <SHIPIT_RELEASE>` and exits 0, or
+//! fails with exit code 3 when `HELLO_MIGRATE=fail`; `HELLO_MIGRATE_MS=N` makes it take N ms.
+//!
 //! Routes: `/healthz`, `/version`, `/`, `/slow?ms=N` (answers after N ms), `POST /echo`
 //! (reads the body; answers its length, its FNV-1a hash and the release) and `/ws` (a
 //! WebSocket that echoes every text and binary message). bench/soak.sh loads all of them.
 
 // Its two log lines go to stderr, where the engine collects container logs.
 #![allow(clippy::print_stderr)]
+// `hello migrate` prints its result on stdout, as a migration tool does.
+#![allow(clippy::print_stdout)]
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
@@ -49,6 +59,9 @@ struct Identity {
     version: String,
     healthy: bool,
     root_fails: bool,
+    /// How many more requests are slow (see `HELLO_COLD_REQUESTS`), and by how much.
+    cold_left: AtomicU64,
+    cold_delay: Duration,
 }
 
 fn env_or(name: &str, default: &str) -> String {
@@ -156,6 +169,16 @@ async fn handle(
         "release={} slot={} version={}",
         id.release, id.slot, id.version
     );
+    let path = req.uri().path();
+    if path != "/healthz"
+        && path != "/version"
+        && id
+            .cold_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+            .is_ok()
+    {
+        tokio::time::sleep(id.cold_delay).await;
+    }
     let response = match req.uri().path() {
         "/healthz" if id.healthy => text(StatusCode::OK, "ok\n".into()),
         "/healthz" => text(
@@ -187,8 +210,29 @@ async fn handle(
     Ok(response)
 }
 
+/// `hello migrate`: what a real service's migration step would be, for the migrate hook.
+async fn migrate() -> Result<(), Box<dyn std::error::Error>> {
+    let release = env_or("SHIPIT_RELEASE", "unknown");
+    let took = Duration::from_millis(env_or("HELLO_MIGRATE_MS", "0").parse().unwrap_or(0));
+    eprintln!("hello: migrating to {release}");
+    tokio::time::sleep(took).await;
+    if env_or("HELLO_MIGRATE", "ok") == "fail" {
+        eprintln!("hello: migration failed on purpose (HELLO_MIGRATE=fail)");
+        std::process::exit(3);
+    }
+    println!("migrated to {release}");
+    Ok(())
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    match std::env::args().nth(1).as_deref() {
+        None => {}
+        Some("migrate") => return migrate().await,
+        Some(other) => {
+            return Err(format!("unknown command {other:?}; expected `migrate` or none").into());
+        }
+    }
     let port: u16 = env_or("PORT", "8080")
         .parse()
         .map_err(|e| format!("PORT must be a port number: {e}"))?;
@@ -198,6 +242,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         version: env_or("SHIPIT_VERSION", "dev"),
         healthy: env_or("HELLO_HEALTH", "ok") != "fail",
         root_fails: env_or("HELLO_ROOT", "ok") == "fail",
+        cold_left: AtomicU64::new(env_or("HELLO_COLD_REQUESTS", "0").parse().unwrap_or(0)),
+        cold_delay: Duration::from_millis(env_or("HELLO_COLD_MS", "200").parse().unwrap_or(200)),
     }));
     let exit = env_or("HELLO_EXIT", "");
     if !exit.is_empty() {

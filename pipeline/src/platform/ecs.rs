@@ -42,6 +42,7 @@ pub mod distribution;
 mod drain;
 pub mod forward;
 mod guard;
+pub mod migrate;
 pub mod plan;
 pub mod preflight;
 mod preview;
@@ -722,6 +723,28 @@ impl Platform for EcsPlatform {
         );
         let arn = self.apply_launch(&changes, reporter).await?;
         Ok(self.candidate(slot, &record.serves, &arn))
+    }
+
+    async fn migrate(
+        &self,
+        candidate: &Candidate,
+        migrate: &crate::config::Migrate,
+        reporter: &Reporter,
+    ) -> Result<(), PlatformError> {
+        let task = migrate::MigrateTask {
+            cluster: &self.target.cluster,
+            service: self.names.get(candidate.slot),
+            container: &self.service.name,
+            task_definition: &candidate.handle,
+        };
+        migrate::run(
+            &self.clients.ecs,
+            &self.clients.logs,
+            &task,
+            migrate,
+            reporter,
+        )
+        .await
     }
 
     async fn verify(

@@ -8,27 +8,26 @@
 mod bake;
 mod candidate;
 mod container;
+mod down;
 pub mod images;
+mod migrate;
 mod observe;
 pub mod plan;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use bollard::Docker;
 use bollard::models::{ContainerUpdateBody, RestartPolicy};
-use bollard::query_parameters::{ListContainersOptions, StopContainerOptions};
+use bollard::query_parameters::StopContainerOptions;
 use shipit_edge::{AdminClient, Backend};
 use tokio_util::sync::CancellationToken;
 
 use crate::Slot;
 use crate::config::{Config, LocalTarget, Service};
-use crate::container_spec::{
-    LABEL_PROJECT, LABEL_RELEASE, LABEL_SERVICE, LABEL_TARGET, LIVE_RESTART_POLICY,
-    legacy_container_name,
-};
+use crate::container_spec::{LABEL_RELEASE, LIVE_RESTART_POLICY, legacy_container_name};
 use crate::event::{Phase, Reporter};
 use crate::fault::{self, FaultPoint};
 use crate::health::{Probe, Prober};
@@ -324,6 +323,15 @@ impl Platform for LocalPlatform {
 
     async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
         self.ensure_edge().await?;
+        if self.remove_migrate_leftover().await? {
+            reporter.progress(
+                Phase::Version,
+                format!(
+                    "removed {}, left by an interrupted run",
+                    self.migrate_name()
+                ),
+            );
+        }
         // A candidate still registered (staged for preview, or a split a crashed run left)
         // stands in the idle slot this release is about to replace.
         if let Some(candidate) = self.registered_candidate().await? {
@@ -496,6 +504,16 @@ impl Platform for LocalPlatform {
         self.prune_images(reporter).await
     }
 
+    async fn migrate(
+        &self,
+        candidate: &Candidate,
+        migrate: &crate::config::Migrate,
+        reporter: &Reporter,
+    ) -> Result<(), PlatformError> {
+        let result = self.run_migrate(candidate, migrate, reporter).await;
+        result.map_err(|e| self.scrubbed(e))
+    }
+
     async fn verify(
         &self,
         candidate: &Candidate,
@@ -579,9 +597,14 @@ impl Platform for LocalPlatform {
                     e,
                 )
             })?;
+        // The route's hosts and paths come with the switch: the config is their source.
+        let routing = shipit_edge::Routing {
+            hosts: Some(self.service.route.hosts.clone()),
+            paths: Some(self.service.route.paths.clone()),
+        };
         let switched = self
             .admin()
-            .switch(&self.service.name, &backend)
+            .switch_with(&self.service.name, &backend, &routing)
             .await
             .map_err(|e| edge_error("switching the edge", e))?;
         reporter.progress(
@@ -890,57 +913,7 @@ impl Platform for LocalPlatform {
     }
 
     async fn down(&self, reporter: &Reporter) -> Result<(), PlatformError> {
-        if shipit_edge::daemon::find(&self.paths.edge_dir).is_some() {
-            let admin = self.admin();
-            admin
-                .remove(&self.service.name)
-                .await
-                .map_err(|e| edge_error("removing the route", e))?;
-            let status = admin
-                .status()
-                .await
-                .map_err(|e| edge_error("reading the edge status", e))?;
-            if status.routes.is_empty() {
-                shipit_edge::daemon::stop(&self.paths.edge_dir, shipit_edge::DEFAULT_STOP_TIMEOUT)
-                    .await
-                    .map_err(|e| edge_error("stopping the edge", e))?;
-                reporter.progress(Phase::Retire, "stopped the edge: it has no routes left");
-            }
-        } else {
-            // The edge is down: drop the route from what it would restore.
-            let dir = &self.paths.edge_dir;
-            if let Some(mut saved) = shipit_edge::state::load(dir)
-                .map_err(|e| edge_error("reading the edge's saved routes", e))?
-            {
-                saved.routes.retain(|r| r.service != self.service.name);
-                shipit_edge::state::save(dir, &saved)
-                    .map_err(|e| edge_error("saving the edge's routes", e))?;
-            }
-        }
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_PROJECT}={}", self.project),
-                format!("{LABEL_SERVICE}={}", self.service.name),
-                format!("{LABEL_TARGET}={}", self.target_name),
-            ],
-        )]);
-        let containers = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|e| docker_error("listing the service's containers", e))?;
-        for c in containers {
-            let id = c.id.unwrap_or_default();
-            if self.remove_container(&id).await? {
-                reporter.progress(Phase::Retire, format!("removed container {id:.12}"));
-            }
-        }
-        Ok(())
+        self.remove_all(reporter).await
     }
 }
 

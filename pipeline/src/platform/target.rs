@@ -200,6 +200,19 @@ macro_rules! target_kinds {
                 }
             }
 
+            async fn migrate(
+                &self,
+                candidate: &Candidate,
+                migrate: &crate::config::Migrate,
+                reporter: &Reporter,
+            ) -> Result<(), PlatformError> {
+                match self {
+                    $(TargetPlatform::$kind(p) => {
+                        Box::pin(p.migrate(candidate, migrate, reporter)).await
+                    })+
+                }
+            }
+
             async fn verify(
                 &self,
                 candidate: &Candidate,

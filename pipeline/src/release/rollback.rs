@@ -156,7 +156,8 @@ impl<P: Platform> Run<'_, P> {
                 .await
                 .map_err(|e| e.with_candidate(slot))?;
             self.record.handle = Some(candidate.handle.clone());
-            self.verify(&candidate, None, cancel).await?;
+            self.verify(&candidate, super::Checks::default(), cancel)
+                .await?;
             self.go_live(&candidate, Some(&live), cancel).await?;
             Ok(Done::Live)
         }

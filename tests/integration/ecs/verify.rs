@@ -2,7 +2,8 @@
 //! from one a release would push; a missing role, log group, secret, subnet or security group,
 //! or a target group of the wrong type, fails it with the config key of each, and fails a
 //! release before anything is built or changed. `create_log_group = true` creates the group.
-//! The runner hooks run on an ecs release too, with the test listener as the candidate URL.
+//! The runner hooks run on an ecs release too, with the test listener as the candidate URL,
+//! and a migrate task that cannot run (moto runs none on awsvpc) fails the release.
 
 use super::*;
 use crate::aws::aws_cli;
@@ -333,4 +334,38 @@ async fn hooks_run_on_an_ecs_release_with_the_test_listener_as_the_candidate_url
             .trim(),
         id
     );
+}
+
+/// moto (5.x) cannot run a task on an `awsvpc` network: its RunTask answers HTTP 500 (the
+/// task's network interface lacks an attribute moto reads). So against moto the migrate hook
+/// shows its failure path: the error names RunTask, the release fails before traffic moves and
+/// the live release keeps serving. A task that exits 0, one that exits non-zero, one past its
+/// timeout (stopped with StopTask) and one that cannot start are tested with scripted SDK
+/// answers in `pipeline/src/platform/ecs/migrate/tests.rs`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_migrate_task_that_cannot_run_fails_the_release_before_traffic_moves() {
+    let project = EcsProject::new("ecsmigrate", "").await;
+    let first = project.release(&[]).await;
+    let first = first["serves"].as_str().unwrap().to_string();
+    let mut config = std::fs::read_to_string(&project.config).unwrap();
+    config.push_str(&format!(
+        "\n[services.{}.hooks]\nmigrate = {{ command = [\"migrate\", \"--all\"], timeout = \"30s\" }}\n",
+        project.service
+    ));
+    std::fs::write(&project.config, config).unwrap();
+    let plan = project.run(&["plan"]).await;
+    ok(&plan, "shipit plan");
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(text.contains("hook migrate: `migrate --all`"), "{text}");
+
+    let out = project.run(&["release"]).await;
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("RunTask"), "{err}");
+    let out = project.run(&["history", "--json"]).await;
+    ok(&out, "shipit history");
+    let history = json(&out);
+    assert_eq!(history[0]["outcome"]["status"], "failed", "{history}");
+    let live = project.status().await;
+    assert_eq!(live["live"]["release"], first.as_str(), "{live}");
 }
