@@ -145,6 +145,9 @@ pub struct ReleaseRecord {
     /// The weighted steps of the shift, in order (empty for an all-at-once shift).
     #[serde(default)]
     pub shift_steps: Vec<ShiftStepRecord>,
+    /// What the candidate's warm-up traffic measured, when it had some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<crate::warmup::Measured>,
     pub outcome: Outcome,
 }
 
@@ -469,6 +472,7 @@ mod tests {
             finished_at: None,
             phases: vec![],
             shift_steps: vec![],
+            warmup: None,
             outcome: Outcome::InProgress,
         }
     }

@@ -17,6 +17,7 @@ pub mod health;
 pub mod history;
 pub mod hook;
 pub mod lock;
+pub mod migrate;
 pub mod notify;
 pub mod platform;
 pub mod pre_build;
@@ -28,5 +29,6 @@ pub mod state_dir;
 pub mod task_definition;
 pub mod version;
 pub mod waited;
+pub mod warmup;
 
 pub use shipit_edge::Slot;

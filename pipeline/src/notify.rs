@@ -209,6 +209,7 @@ mod tests {
             finished_at: Some(started + jiff::SignedDuration::from_millis(12_300)),
             phases: vec![],
             shift_steps: vec![],
+            warmup: None,
             outcome,
         }
     }

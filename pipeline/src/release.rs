@@ -49,8 +49,10 @@ use crate::shift::{ShiftStep, ShiftStrategy};
 use crate::version::{self, VersionError};
 
 mod dead_runs;
+mod verify;
 pub use self::rollback::{RollbackMark, rollback, rollback_marks};
 use dead_runs::DeadRuns;
+use verify::Checks;
 
 /// How often a bake in progress is reported.
 pub const BAKE_REPORT_INTERVAL: Duration = Duration::from_secs(1);
@@ -79,8 +81,10 @@ struct ReleaseInput {
     cancel: CancellationToken,
     /// Stop after Verify with the candidate staged for preview (`release --no-promote`).
     no_promote: bool,
-    /// The service's runner hooks, and the folder they run in (the config's).
+    /// The service's hooks, and the folder the runner hooks run in (the config's).
     hooks: Hooks,
+    /// The service's warm-up traffic, if any.
+    warmup: Option<crate::config::Warmup>,
     dir: PathBuf,
 }
 
@@ -202,6 +206,7 @@ pub async fn release<P: Platform>(
                 cancel: options.cancel.clone(),
                 no_promote: options.no_promote,
                 hooks: service.hooks.clone(),
+                warmup: service.warmup.clone(),
                 dir: config.dir.clone(),
             };
             let id = new_release_id();
@@ -434,6 +439,7 @@ impl<'a, P: Platform> Run<'a, P> {
             finished_at: None,
             phases: Vec::new(),
             shift_steps: Vec::new(),
+            warmup: None,
             outcome: Outcome::InProgress,
         };
         Ok(Run {
@@ -587,7 +593,12 @@ impl<'a, P: Platform> Run<'a, P> {
                 );
                 (hook, input.dir.as_path(), env)
             });
-            self.verify(&candidate, pre_switch, cancel).await?;
+            let checks = Checks {
+                migrate: input.hooks.migrate.as_ref(),
+                warmup: input.warmup.as_ref(),
+                pre_switch,
+            };
+            self.verify(&candidate, checks, cancel).await?;
             if input.no_promote {
                 let how = self
                     .phase(
@@ -650,40 +661,13 @@ impl<'a, P: Platform> Run<'a, P> {
         self.record.finished_at = None;
         self.save().await?;
         let outcome = async {
-            self.verify(&candidate, None, cancel).await?;
+            // Its migration and warm-up ran when it was staged.
+            self.verify(&candidate, Checks::default(), cancel).await?;
             self.go_live(&candidate, live.as_ref(), cancel).await?;
             Ok(Done::Live)
         }
         .await;
         self.finish(outcome).await
-    }
-
-    /// The Verify phase of a launched (or staged) candidate.
-    /// With `pre_switch`, the hook runs last, once the candidate passed its checks.
-    async fn verify(
-        &mut self,
-        candidate: &Candidate,
-        pre_switch: Option<(
-            &crate::config::Hook,
-            &std::path::Path,
-            BTreeMap<String, String>,
-        )>,
-        cancel: &CancellationToken,
-    ) -> Result<(), StepWithCandidate> {
-        let (platform, reporter) = (self.platform, self.reporter);
-        self.phase(Phase::Verify, Some(cancel), async {
-            fault::point(FaultPoint::MidVerify);
-            platform.verify(candidate, reporter, cancel).await?;
-            if let Some((hook, dir, env)) = &pre_switch
-                && !cancel.is_cancelled()
-            {
-                crate::hook::run_hook("pre_switch", hook, dir, env, Phase::Verify, reporter)
-                    .await?;
-            }
-            Ok(())
-        })
-        .await
-        .map_err(|e| e.with_candidate(candidate.slot))
     }
 
     /// The failure of `phase` before the run changed anything, with the record as it is.

@@ -41,6 +41,7 @@ fn record(id: &str, started: &str) -> ReleaseRecord {
         finished_at: None,
         phases: vec![],
         shift_steps: vec![],
+        warmup: None,
         outcome: Outcome::InProgress,
     }
 }

@@ -386,6 +386,7 @@ mod tests {
             finished_at: None,
             phases: vec![],
             shift_steps: vec![],
+            warmup: None,
             outcome: Outcome::Failed {
                 cause: cause.into(),
                 hint: Some("look at the logs".into()),

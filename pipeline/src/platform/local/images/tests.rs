@@ -28,6 +28,7 @@ fn record(id: &str, image: &str, previous: Option<&str>, outcome: Outcome) -> Re
         finished_at: None,
         phases: Vec::new(),
         shift_steps: Vec::new(),
+        warmup: None,
         outcome,
     }
 }
