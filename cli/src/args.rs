@@ -104,6 +104,10 @@ pub enum Command {
         /// task definition on ecs, the shift steps); change nothing. Same as `shipit plan`
         #[arg(long)]
         dry_run: bool,
+        /// Release every service of the config in turn (by name), stopping at the first that
+        /// fails; with --json, one record per service
+        #[arg(long, conflicts_with = "service")]
+        all: bool,
         /// Print the release record as JSON on stdout
         #[arg(long)]
         json: bool,

@@ -192,14 +192,110 @@ pub struct Service {
     pub verify: Verify,
     /// `[services.<s>.hooks]`: commands run on this machine around the switch.
     pub hooks: Hooks,
+    /// `[services.<s>.route]`: the requests of a local target's edge that are this
+    /// service's.
+    #[serde(skip_serializing_if = "Route::is_any")]
+    pub route: Route,
+    /// `[services.<s>.warmup]`: traffic a verified candidate gets before the switch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warmup: Option<Warmup>,
+}
+
+/// Which requests reaching a local target's edge are a service's: those for one of its
+/// `hosts` (none: any host) under one of its path prefixes (none: any path). With several
+/// services on one edge, a request goes to the service that names its host before one that
+/// names none, then to the longest matching prefix; two services that could tie are a
+/// config error. The path is forwarded unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// Host names, lowercase, without a port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// Path prefixes, without a trailing `/` (`/` itself is left out: it is any path).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub paths: Vec<String>,
+}
+
+impl Route {
+    /// Whether it answers every request (no hosts, no paths).
+    pub fn is_any(&self) -> bool {
+        self.hosts.is_empty() && self.paths.is_empty()
+    }
+
+    /// A host and path prefix that both `self` and `other` answer for with the same rank on
+    /// the edge, so that neither would win: `None` when they cannot tie. `"*"` stands for
+    /// any host, `"/"` for any path.
+    pub fn tie(&self, other: &Route) -> Option<(String, String)> {
+        let any_host = vec!["*".to_string()];
+        let any_path = vec![String::new()];
+        let hosts = |r: &Route| {
+            if r.hosts.is_empty() {
+                any_host.clone()
+            } else {
+                r.hosts.clone()
+            }
+        };
+        let paths = |r: &Route| {
+            if r.paths.is_empty() {
+                any_path.clone()
+            } else {
+                r.paths.clone()
+            }
+        };
+        let (other_hosts, other_paths) = (hosts(other), paths(other));
+        let host = hosts(self).into_iter().find(|h| other_hosts.contains(h))?;
+        let path = paths(self).into_iter().find(|p| other_paths.contains(p))?;
+        Some((
+            host,
+            if path.is_empty() {
+                "/".to_string()
+            } else {
+                path
+            },
+        ))
+    }
+}
+
+/// How many warm-up requests a release sends when `requests` is not set.
+pub const DEFAULT_WARMUP_REQUESTS: u32 = 100;
+/// How many warm-up requests run at once when `concurrency` is not set.
+pub const DEFAULT_WARMUP_CONCURRENCY: u32 = 4;
+/// How long one warm-up request may take when `timeout` is not set.
+pub const DEFAULT_WARMUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most warm-up requests a release sends.
+pub const MAX_WARMUP_REQUESTS: u32 = 100_000;
+/// The most warm-up requests at once.
+pub const MAX_WARMUP_CONCURRENCY: u32 = 256;
+
+/// Warm-up traffic (see [`crate::warmup`]): `requests` GETs spread over `paths` in turn,
+/// `concurrency` at a time, each within `timeout`; with `max_p99`, a slower p99 fails the
+/// release.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warmup {
+    pub paths: Vec<String>,
+    pub requests: u32,
+    pub concurrency: u32,
+    #[serde(
+        with = "duration_text::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_p99: Option<Duration>,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
 }
 
 /// How long a hook may run when its `timeout` is not set.
 pub const DEFAULT_HOOK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// A service's runner hooks (see [`crate::hook`]).
+/// How long a migrate command may run when its `timeout` is not set.
+pub const DEFAULT_MIGRATE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A service's hooks: the one-off migrate command (see [`crate::migrate`]) and the runner
+/// hooks (see [`crate::hook`]).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Hooks {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub migrate: Option<Migrate>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pre_switch: Option<Hook>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -209,7 +305,7 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    /// Each set hook with its key's name, in the order a release runs them.
+    /// Each set runner hook with its key's name, in the order a release runs them.
     pub fn listed(&self) -> Vec<(&'static str, &Hook)> {
         [
             ("pre_switch", &self.pre_switch),
@@ -220,6 +316,17 @@ impl Hooks {
         .filter_map(|(name, hook)| hook.as_ref().map(|h| (name, h)))
         .collect()
     }
+}
+
+/// The migrate hook: a command run once per release in a one-off container (a task on ECS)
+/// of the new image, with the service's env and secrets, before traffic moves.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Migrate {
+    /// The container's command (its `CMD`, run through the image's entrypoint, as ECS's
+    /// command override is), not a shell line.
+    pub command: Vec<String>,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
 }
 
 /// One hook: a shell command (`sh -c`, in the config's folder) and how long it may run.
@@ -322,6 +429,21 @@ pub mod duration_text {
 
     pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+
+    /// The same for an optional duration (left out of the output when `None`).
+    pub mod option {
+        use std::time::Duration;
+
+        pub fn serialize<S: serde::Serializer>(
+            d: &Option<Duration>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match d {
+                Some(d) => super::serialize(d, s),
+                None => s.serialize_none(),
+            }
+        }
     }
 }
 

@@ -183,6 +183,8 @@ mod tests {
                 version_path: Some("/version".into()),
             },
             hooks: crate::config::Hooks::default(),
+            warmup: None,
+            route: crate::config::Route::default(),
         }
     }
 

@@ -232,7 +232,7 @@ impl Runner {
     }
 
     /// The action as `uses: <repository>/github-actions/release@…` runs it, on `server_url`.
-    fn from_repository(mut self, server_url: &str, repository: &str) -> Runner {
+    fn acting_for(mut self, server_url: &str, repository: &str) -> Runner {
         self.server_url = server_url.to_string();
         self.action_repository = repository.to_string();
         self
@@ -768,7 +768,7 @@ fn the_action_installs_its_release_binary_after_checking_it_and_never_builds() {
 
     let inputs = [("config", "shipit.toml"), ("target", "local")];
     let run = Runner::new(project.dir.path(), &inputs, &[])
-        .from_repository(&server.url, "shipit-rs/shipit")
+        .acting_for(&server.url, "shipit-rs/shipit")
         .with_tools(&cargo.bin())
         .run();
     assert_released(&project, &run);
@@ -852,7 +852,7 @@ fn without_a_release_binary_the_action_builds_shipit_from_source() {
 
     // The release has no assets: every request is a 404.
     let run = Runner::new(project.dir.path(), &inputs, &[])
-        .from_repository(&server.url, "shipit-rs/shipit")
+        .acting_for(&server.url, "shipit-rs/shipit")
         .with_tools(&cargo.bin())
         .cache_miss()
         .run();
@@ -891,7 +891,7 @@ fn without_a_release_binary_the_action_builds_shipit_from_source() {
         ("shipit-source", source.as_str()),
     ];
     let run = Runner::new(project.dir.path(), &inputs, &[])
-        .from_repository(&server.url, "shipit-rs/shipit")
+        .acting_for(&server.url, "shipit-rs/shipit")
         .with_tools(&cargo.bin())
         .run();
     assert_released(&project, &run);

@@ -261,7 +261,7 @@ stop_timeout = "2s"
 /// service name, so nothing of another test's is touched.
 impl Drop for Project {
     fn drop(&mut self) {
-        let _ = self.run(&["down"]);
+        let _ = self.run(&["down", "-s", &self.service]);
         // Whatever `down` could not remove (a test that broke the edge on purpose).
         for id in self.containers() {
             let _ = Command::new("docker").args(["rm", "-f", &id]).output();
@@ -401,6 +401,12 @@ pub fn wait_until(what: &str, deadline: Duration, mut condition: impl FnMut() ->
 pub async fn get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let mut client = crate::load::Connection::open(addr).await?;
     client.get(path).await
+}
+
+/// The same with `host` as the Host header.
+pub async fn get_as(addr: SocketAddr, host: &str, path: &str) -> Result<(u16, String), String> {
+    let mut client = crate::load::Connection::open(addr).await?;
+    client.get_as(host, path).await
 }
 
 impl Project {

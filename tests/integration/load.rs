@@ -32,12 +32,18 @@ impl Connection {
     }
 
     pub async fn get(&mut self, path: &str) -> Result<(u16, String), String> {
+        let host = self.addr.to_string();
+        self.get_as(&host, path).await
+    }
+
+    /// GET `path` with `host` as the Host header.
+    pub async fn get_as(&mut self, host: &str, path: &str) -> Result<(u16, String), String> {
         self.sender
             .ready()
             .await
             .map_err(|e| format!("connection not ready: {e}"))?;
         let request = hyper::Request::get(path)
-            .header("host", self.addr.to_string())
+            .header("host", host)
             .body(Empty::new())
             .unwrap();
         let response = self
@@ -117,6 +123,13 @@ pub fn release_of(body: &str) -> Option<String> {
 
 impl Load {
     pub fn start(addr: SocketAddr, clients: usize) -> Load {
+        Load::start_at(addr, clients, None, "/")
+    }
+
+    /// Load on `path`, with `host` as the Host header (`None`: the address).
+    pub fn start_at(addr: SocketAddr, clients: usize, host: Option<&str>, path: &str) -> Load {
+        let host = host.map_or_else(|| addr.to_string(), str::to_string);
+        let path = path.to_string();
         let stop = Arc::new(AtomicBool::new(false));
         let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let started = Instant::now();
@@ -124,6 +137,7 @@ impl Load {
             .map(|_| {
                 let stop = stop.clone();
                 let answered = answered.clone();
+                let (host, path) = (host.clone(), path.clone());
                 tokio::spawn(async move {
                     let mut samples = Vec::new();
                     let mut reconnects = 0;
@@ -149,7 +163,7 @@ impl Load {
                             }
                             reconnects += 1;
                         }
-                        let result = conn.as_mut().unwrap().get("/").await;
+                        let result = conn.as_mut().unwrap().get_as(&host, &path).await;
                         let sample = match result {
                             Ok((status, body)) if (200..300).contains(&status) => {
                                 answered.fetch_add(1, Ordering::Relaxed);

@@ -31,5 +31,7 @@ mod registry;
 mod release;
 mod rollback;
 mod secrets;
+mod services;
 mod slots;
 mod version;
+mod warmup;

@@ -30,8 +30,30 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             no_version,
             no_promote,
             dry_run,
+            all,
             json,
         } => {
+            if all {
+                for selection in every_service(global, &selection)? {
+                    printer.info(&format!(
+                        "service {}",
+                        selection.service.as_deref().unwrap_or_default()
+                    ));
+                    if dry_run {
+                        let selected = select_read_only(global, &selection).await?;
+                        Box::pin(plan::run(&selected, json, global.show_secrets, printer)).await?;
+                        continue;
+                    }
+                    let options = release::Options {
+                        no_version,
+                        no_promote,
+                        json,
+                    };
+                    let selected = select(global, &selection).await?;
+                    Box::pin(release::release(&selected, options, printer)).await?;
+                }
+                return Ok(());
+            }
             if dry_run {
                 let selected = select_read_only(global, &selection).await?;
                 return Box::pin(plan::run(&selected, json, global.show_secrets, printer)).await;
@@ -92,6 +114,15 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             Box::pin(verify::run(&selected, json, printer)).await
         }
         Command::Status { selection, json } => {
+            // Without -s, a config of several services gets the status of each.
+            let config = Config::load(global.config.as_deref())?;
+            if selection.service.is_none() && config.services.len() > 1 {
+                let mut all = Vec::new();
+                for selection in every_service(global, &selection)? {
+                    all.push(status::collect(&select(global, &selection).await?).await?);
+                }
+                return status::print_all(&all, json, printer);
+            }
             status::run(&select(global, &selection).await?, json, printer).await
         }
         Command::History {
@@ -143,6 +174,23 @@ pub fn load_config(global: &Global) -> Result<Config, Failure> {
         printer.warn(warning);
     }
     Ok(config)
+}
+
+/// `selection` for each service of the config, by name.
+fn every_service(global: &Global, selection: &Selection) -> Result<Vec<Selection>, Failure> {
+    // Loaded without its warnings: each selection loads it again, and says them then.
+    let config = Config::load(global.config.as_deref())?;
+    if config.services.is_empty() {
+        config.service(None)?;
+    }
+    Ok(config
+        .services
+        .keys()
+        .map(|name| Selection {
+            service: Some(name.clone()),
+            target: selection.target.clone(),
+        })
+        .collect())
 }
 
 /// The service, target and platform a command acts on.

@@ -26,11 +26,36 @@ pub async fn run(
                 "hooks".into(),
                 serde_json::to_value(&selected.service.hooks).unwrap_or_default(),
             );
+            object.insert(
+                "warmup".into(),
+                serde_json::to_value(&selected.service.warmup).unwrap_or_default(),
+            );
         }
         printer.json(&doc);
     } else {
         for line in plan.lines() {
             printer.data(&line);
+        }
+        if let Some(migrate) = &selected.service.hooks.migrate {
+            printer.data(&format!(
+                "hook migrate: {} in a one-off container (ecs: a task) of the new image (timeout \
+                 {}), before verify; a failure fails the release",
+                shipit_pipeline::migrate::shown(&migrate.command),
+                duration(migrate.timeout)
+            ));
+        }
+        if let Some(warmup) = &selected.service.warmup {
+            printer.data(&format!(
+                "warm-up: {} requests on {}, {} at a time, after verify and before traffic \
+                 moves{}",
+                warmup.requests,
+                warmup.paths.join(", "),
+                warmup.concurrency,
+                warmup.max_p99.map_or(String::new(), |m| format!(
+                    "; fails over a p99 of {}",
+                    duration(m)
+                ))
+            ));
         }
         for (name, hook) in hooks {
             let when = match name {
@@ -41,10 +66,13 @@ pub async fn run(
             printer.data(&format!(
                 "hook {name}: `{}` (timeout {}), {when}",
                 hook.command,
-                jiff::SignedDuration::try_from(hook.timeout)
-                    .map_or_else(|_| format!("{:?}", hook.timeout), |d| format!("{d:#}"))
+                duration(hook.timeout)
             ));
         }
     }
     Ok(())
+}
+
+fn duration(d: std::time::Duration) -> String {
+    jiff::SignedDuration::try_from(d).map_or_else(|_| format!("{d:?}"), |d| format!("{d:#}"))
 }

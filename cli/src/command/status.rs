@@ -58,6 +58,33 @@ pub struct LiveStatus {
 }
 
 pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<(), Failure> {
+    let status = collect(selected).await?;
+    if json {
+        printer.json(&status);
+    } else {
+        print(&status, printer);
+    }
+    Ok(())
+}
+
+/// The status of every service of a config: `--json` an array of what `status -s <name>
+/// --json` prints, in service order; the text a block per service.
+pub fn print_all(all: &[Status], json: bool, printer: Printer) -> Result<(), Failure> {
+    if json {
+        printer.json(&all);
+        return Ok(());
+    }
+    for (n, status) in all.iter().enumerate() {
+        if n > 0 {
+            printer.data("");
+        }
+        print(status, printer);
+    }
+    Ok(())
+}
+
+/// What is live for the selected service, read from where traffic really goes.
+pub async fn collect(selected: &Selected) -> Result<Status, Failure> {
     let platform = &selected.platform;
     let live = platform.live().await?;
     let observed = platform.observe(live.as_ref()).await?;
@@ -99,7 +126,7 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
             staged_at: record.finished_at,
         });
     }
-    let status = Status {
+    Ok(Status {
         service: selected.service.name.clone(),
         target: selected.target.name.clone(),
         url: platform.url(),
@@ -107,11 +134,10 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
         health: observed.health,
         candidate: observed.candidate,
         staged,
-    };
-    if json {
-        printer.json(&status);
-        return Ok(());
-    }
+    })
+}
+
+fn print(status: &Status, printer: Printer) {
     printer.data(&format!(
         "service {} on target {} at {}",
         status.service, status.target, status.url
@@ -184,7 +210,6 @@ pub async fn run(selected: &Selected, json: bool, printer: Printer) -> Result<()
             printer.data(&format!("  preview    {preview}"));
         }
     }
-    Ok(())
 }
 
 /// The health of the live slot in one line: healthy, or unhealthy since when and why.

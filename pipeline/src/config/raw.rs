@@ -47,9 +47,10 @@ pub(crate) struct RawNotify {
 #[derive(Debug, Default, Deserialize)]
 #[serde(
     deny_unknown_fields,
-    expecting = "a table of hooks: pre_switch, post_release, on_failure"
+    expecting = "a table of hooks: migrate, pre_switch, post_release, on_failure"
 )]
 pub(crate) struct RawHooks {
+    pub(crate) migrate: Option<RawMigrate>,
     pub(crate) pre_switch: Option<RawHook>,
     pub(crate) post_release: Option<RawHook>,
     pub(crate) on_failure: Option<RawHook>,
@@ -62,6 +63,16 @@ pub(crate) struct RawHooks {
 )]
 pub(crate) struct RawHook {
     pub(crate) command: String,
+    pub(crate) timeout: Option<DurationValue>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a migrate hook: { command = [\"<program>\", \"<arg>\"], timeout = \"10m\" }"
+)]
+pub(crate) struct RawMigrate {
+    pub(crate) command: Vec<String>,
     pub(crate) timeout: Option<DurationValue>,
 }
 
@@ -101,6 +112,33 @@ pub(crate) struct RawService {
     #[serde(default)]
     pub(crate) verify: RawVerify,
     pub(crate) hooks: Option<RawHooks>,
+    pub(crate) warmup: Option<RawWarmup>,
+    pub(crate) route: Option<RawRoute>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a route table: hosts = [\"<host name>\"], paths = [\"/<prefix>\"]"
+)]
+pub(crate) struct RawRoute {
+    #[serde(default)]
+    pub(crate) hosts: Vec<String>,
+    #[serde(default)]
+    pub(crate) paths: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a warm-up table: paths, requests, concurrency, max_p99, timeout"
+)]
+pub(crate) struct RawWarmup {
+    pub(crate) paths: Option<Vec<String>>,
+    pub(crate) requests: Option<u32>,
+    pub(crate) concurrency: Option<u32>,
+    pub(crate) max_p99: Option<DurationValue>,
+    pub(crate) timeout: Option<DurationValue>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,15 +15,17 @@ use super::interpolate::is_var_name;
 use super::locate::KeyPath;
 use super::path::{inside, normalize};
 use super::raw::{
-    RawConfig, RawHealth, RawHook, RawHooks, RawModule, RawNotify, RawService, RawTarget,
-    RawTargetKind, RawVerify, RawVersioning, present,
+    RawConfig, RawHealth, RawHook, RawHooks, RawModule, RawNotify, RawRoute, RawService, RawTarget,
+    RawTargetKind, RawVerify, RawVersioning, RawWarmup, present,
 };
 use super::{
     Config, DEFAULT_DOCKERFILE, DEFAULT_HEALTH_INTERVAL, DEFAULT_HEALTH_PATH,
-    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HOOK_TIMEOUT, DEFAULT_MODULE_TAG,
-    DEFAULT_NOTIFY_TIMEOUT, DEFAULT_STATE_DIR, DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, Env,
-    HealthCheck, Hook, Hooks, Module, Notify, STATE_DIR_ENV, Service, Target, TargetKind,
-    VERSION_FILES, Verify, Versioning,
+    DEFAULT_HEALTH_TIMEOUT, DEFAULT_HEALTHY_THRESHOLD, DEFAULT_HOOK_TIMEOUT,
+    DEFAULT_MIGRATE_TIMEOUT, DEFAULT_MODULE_TAG, DEFAULT_NOTIFY_TIMEOUT, DEFAULT_STATE_DIR,
+    DEFAULT_TARGET_NAME, DEFAULT_VERSION_REMOTE, DEFAULT_WARMUP_CONCURRENCY,
+    DEFAULT_WARMUP_REQUESTS, DEFAULT_WARMUP_TIMEOUT, Env, HealthCheck, Hook, Hooks,
+    MAX_WARMUP_CONCURRENCY, MAX_WARMUP_REQUESTS, Migrate, Module, Notify, Route, STATE_DIR_ENV,
+    Service, Target, TargetKind, VERSION_FILES, Verify, Versioning, Warmup,
 };
 
 /// The longest service or target name; names end up in container names and folder names.
@@ -87,6 +89,14 @@ pub(crate) fn config(raw: RawConfig, origin: &Origin<'_>) -> Result<Config, Prob
         let path = root.key("targets").key(&name);
         check_name(&name, "target", &path)?;
         targets.insert(name.clone(), target(name, raw_target, &dir, &path)?);
+    }
+
+    // Several services on one local target share its edge: their routes must tell them apart.
+    if targets
+        .values()
+        .any(|t: &Target| matches!(t.kind, TargetKind::Local(_)))
+    {
+        overlapping_routes(&services, &root)?;
     }
 
     let default_target = present(raw.default_target);
@@ -451,6 +461,133 @@ fn service(
         health: health(raw.health, &path.key("health"))?,
         verify: verify(raw.verify, &path.key("verify"))?,
         hooks: hooks(raw.hooks.unwrap_or_default(), &path.key("hooks"))?,
+        route: route(raw.route.unwrap_or_default(), &path.key("route"))?,
+        warmup: raw
+            .warmup
+            .map(|w| warmup(w, &path.key("warmup")))
+            .transpose()?,
+    })
+}
+
+/// `[services.<s>.route]`: host names (lowercased) and path prefixes (normalized as the edge
+/// does: no trailing `/`, duplicates dropped, `/` meaning any path).
+fn route(raw: RawRoute, path: &KeyPath) -> Result<Route, Problem> {
+    let mut hosts: Vec<String> = Vec::new();
+    for (n, host) in raw.hosts.iter().enumerate() {
+        let lower = host.to_ascii_lowercase();
+        let valid = !lower.is_empty()
+            && lower.len() <= 253
+            && lower.split('.').all(|label| {
+                !label.is_empty()
+                    && label.len() <= 63
+                    && !label.starts_with('-')
+                    && !label.ends_with('-')
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            return Err(Problem::value(
+                path.key("hosts").index(n),
+                format!(
+                    "expected a host name like \"shop.example.com\" (no scheme, port or path), got {host:?}"
+                ),
+            ));
+        }
+        if !hosts.contains(&lower) {
+            hosts.push(lower);
+        }
+    }
+    let paths = shipit_edge::route::normalize_paths(&raw.paths).map_err(|why| {
+        let n = raw
+            .paths
+            .iter()
+            .position(|p| shipit_edge::route::normalize_paths(std::slice::from_ref(p)).is_err())
+            .unwrap_or(0);
+        Problem::value(path.key("paths").index(n), why).with_hint(
+            "a prefix matches whole segments: \"/api\" matches /api and /api/x, not /apix",
+        )
+    })?;
+    Ok(Route { hosts, paths })
+}
+
+/// Two services that could tie on a local target's edge: neither would win their requests.
+fn overlapping_routes(services: &BTreeMap<String, Service>, root: &KeyPath) -> Result<(), Problem> {
+    let listed: Vec<&Service> = services.values().collect();
+    for (i, a) in listed.iter().enumerate() {
+        for b in &listed[i + 1..] {
+            if let Some((host, path)) = a.route.tie(&b.route) {
+                let hosts = if host == "*" {
+                    "any host".to_string()
+                } else {
+                    format!("host {host}")
+                };
+                return Err(Problem::value(
+                    root.key("services").key(&b.name).key("route"),
+                    format!(
+                        "services `{}` and `{}` overlap on a local target's edge: both answer \
+                         {hosts} under {path}, and neither would win",
+                        a.name, b.name
+                    ),
+                )
+                .with_hint(format!(
+                    "give each service its own [services.<name>.route] hosts or paths, e.g. \
+                     hosts = [\"{}.example.com\"] or paths = [\"/{}\"]",
+                    b.name, b.name
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `[services.<s>.warmup]`: at least one request, paths that are paths, bounded counts.
+fn warmup(raw: RawWarmup, path: &KeyPath) -> Result<Warmup, Problem> {
+    let paths = raw.paths.unwrap_or_else(|| vec!["/".to_string()]);
+    if paths.is_empty() {
+        return Err(Problem::value(
+            path.key("paths"),
+            "expected at least one path, e.g. [\"/\"], got an empty list",
+        )
+        .with_hint("leave `paths` out to warm up \"/\""));
+    }
+    for (n, p) in paths.iter().enumerate() {
+        let valid = p.starts_with('/') && p.parse::<http::uri::PathAndQuery>().is_ok();
+        if !valid {
+            return Err(Problem::value(
+                path.key("paths").index(n),
+                format!(
+                    "expected a path starting with /, like \"/\" or \"/search?q=x\", got {p:?}"
+                ),
+            ));
+        }
+    }
+    let requests = raw.requests.unwrap_or(DEFAULT_WARMUP_REQUESTS);
+    if requests == 0 || requests > MAX_WARMUP_REQUESTS {
+        return Err(Problem::value(
+            path.key("requests"),
+            format!("expected 1 to {MAX_WARMUP_REQUESTS} requests, got {requests}"),
+        ));
+    }
+    let concurrency = raw.concurrency.unwrap_or(DEFAULT_WARMUP_CONCURRENCY);
+    if concurrency == 0 || concurrency > MAX_WARMUP_CONCURRENCY {
+        return Err(Problem::value(
+            path.key("concurrency"),
+            format!("expected 1 to {MAX_WARMUP_CONCURRENCY}, got {concurrency}"),
+        ));
+    }
+    let timeout = raw.timeout.map_or(DEFAULT_WARMUP_TIMEOUT, |d| d.0);
+    not_zero(timeout, &path.key("timeout"))?;
+    let max_p99 = raw.max_p99.map(|d| d.0);
+    if let Some(max) = max_p99 {
+        not_zero(max, &path.key("max_p99"))?;
+    }
+    Ok(Warmup {
+        paths,
+        requests,
+        concurrency: concurrency.min(requests),
+        max_p99,
+        timeout,
     })
 }
 
@@ -472,7 +609,27 @@ fn hooks(raw: RawHooks, path: &KeyPath) -> Result<Hooks, Problem> {
         not_zero(timeout, &path.key("timeout"))?;
         Ok(Some(Hook { command, timeout }))
     };
+    let migrate = match raw.migrate {
+        None => None,
+        Some(raw) => {
+            let path = path.key("migrate");
+            if raw.command.is_empty() || raw.command[0].trim().is_empty() {
+                return Err(Problem::value(
+                    path.key("command"),
+                    "expected the container's command as a list, e.g. [\"./manage\", \"migrate\"], got an empty one".to_string(),
+                )
+                .with_hint("remove the migrate hook, or give it a command"));
+            }
+            let timeout = raw.timeout.map_or(DEFAULT_MIGRATE_TIMEOUT, |d| d.0);
+            not_zero(timeout, &path.key("timeout"))?;
+            Some(Migrate {
+                command: raw.command,
+                timeout,
+            })
+        }
+    };
     Ok(Hooks {
+        migrate,
         pre_switch: hook(raw.pre_switch, "pre_switch")?,
         post_release: hook(raw.post_release, "post_release")?,
         on_failure: hook(raw.on_failure, "on_failure")?,

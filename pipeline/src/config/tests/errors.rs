@@ -212,7 +212,7 @@ fn http_paths_must_start_with_a_slash() {
 }
 
 #[test]
-fn hooks_are_commands_with_timeouts_and_migrate_is_not_one_yet() {
+fn hooks_are_commands_with_timeouts_and_migrate_is_a_container_command() {
     let service = "[services.web]\nport = 8080\n\n[services.web.hooks]\n";
     let config = parse(&format!(
         "{service}pre_switch = {{ command = \"./check.sh\", timeout = \"1m\" }}\non_failure = {{ command = \"./page.sh\" }}\n"
@@ -241,6 +241,120 @@ fn hooks_are_commands_with_timeouts_and_migrate_is_not_one_yet() {
         error.key.as_deref(),
         Some("services.web.hooks.post_release.timeout")
     );
+    // migrate runs in the image, not in a shell: its command is a list.
     let error = parse_err(&format!("{service}migrate = {{ command = \"x\" }}\n"));
-    assert!(error.to_string().contains("migrate"), "{error}");
+    assert_eq!(
+        error.key.as_deref(),
+        Some("services.web.hooks.migrate.command")
+    );
+    let error = parse_err(&format!("{service}migrate = {{ command = [] }}\n"));
+    assert_eq!(
+        error.key.as_deref(),
+        Some("services.web.hooks.migrate.command")
+    );
+    let config = parse(&format!(
+        "{service}migrate = {{ command = [\"migrate\", \"--all\"], timeout = \"2m\" }}\n"
+    ));
+    let migrate = config.service(None).unwrap().hooks.migrate.clone().unwrap();
+    assert_eq!(migrate.command, ["migrate", "--all"]);
+    assert_eq!(migrate.timeout, Duration::from_secs(120));
+    let config = parse(&format!("{service}migrate = {{ command = [\"m\"] }}\n"));
+    let migrate = config.service(None).unwrap().hooks.migrate.clone().unwrap();
+    assert_eq!(migrate.timeout, crate::config::DEFAULT_MIGRATE_TIMEOUT);
+}
+
+#[test]
+fn warmup_has_defaults_and_bounded_values_named_by_key() {
+    let service = "[services.web]\nport = 8080\n\n[services.web.warmup]\n";
+    let config = parse(service);
+    let warmup = config.service(None).unwrap().warmup.clone().unwrap();
+    assert_eq!(warmup.paths, ["/"]);
+    assert_eq!(warmup.requests, crate::config::DEFAULT_WARMUP_REQUESTS);
+    assert_eq!(
+        warmup.concurrency,
+        crate::config::DEFAULT_WARMUP_CONCURRENCY
+    );
+    assert_eq!(warmup.max_p99, None);
+    let config = parse(&format!(
+        "{service}paths = [\"/\", \"/search?q=x\"]\nrequests = 2\nconcurrency = 8\nmax_p99 = \"250ms\"\n"
+    ));
+    let warmup = config.service(None).unwrap().warmup.clone().unwrap();
+    assert_eq!(warmup.paths, ["/", "/search?q=x"]);
+    // Never more at once than there are requests.
+    assert_eq!(warmup.concurrency, 2);
+    assert_eq!(warmup.max_p99, Some(Duration::from_millis(250)));
+    assert!(
+        parse("[services.web]\nport = 8080\n")
+            .service(None)
+            .unwrap()
+            .warmup
+            .is_none()
+    );
+
+    for (line, key) in [
+        ("paths = []", "services.web.warmup.paths"),
+        (
+            "paths = [\"/\", \"http://x/\"]",
+            "services.web.warmup.paths[1]",
+        ),
+        ("requests = 0", "services.web.warmup.requests"),
+        ("concurrency = 300", "services.web.warmup.concurrency"),
+        ("max_p99 = \"0s\"", "services.web.warmup.max_p99"),
+        ("timeout = \"0s\"", "services.web.warmup.timeout"),
+        ("rps = 3", "services.web.warmup.rps"),
+    ] {
+        let error = parse_err(&format!("{service}{line}\n"));
+        assert_eq!(error.key.as_deref(), Some(key), "{line}: {error}");
+    }
+}
+
+#[test]
+fn routes_are_normalized_and_services_that_could_tie_on_one_edge_are_refused() {
+    let two = |a: &str, b: &str| {
+        format!("[services.shop]\nport = 1\n{a}\n[services.api]\nport = 2\n{b}\n")
+    };
+    let config = parse(&two(
+        "[services.shop.route]\nhosts = [\"Shop.Example.com\"]",
+        "[services.api.route]\npaths = [\"/api/\", \"/api\", \"/v2\"]",
+    ));
+    let route = &config.service(Some("shop")).unwrap().route;
+    assert_eq!(route.hosts, ["shop.example.com"]);
+    assert!(route.paths.is_empty());
+    assert_eq!(
+        config.service(Some("api")).unwrap().route.paths,
+        ["/api", "/v2"]
+    );
+    // Same host, different prefixes: the longest prefix wins, so no tie.
+    parse(&two(
+        "[services.shop.route]\nhosts = [\"a.test\"]\npaths = [\"/\"]",
+        "[services.api.route]\nhosts = [\"a.test\"]\npaths = [\"/api\"]",
+    ));
+
+    for (a, b, said) in [
+        ("", "", "both answer any host under /"),
+        (
+            "[services.shop.route]\npaths = [\"/api\"]",
+            "[services.api.route]\npaths = [\"/api/\"]",
+            "both answer any host under /api",
+        ),
+        (
+            "[services.shop.route]\nhosts = [\"a.test\", \"b.test\"]",
+            "[services.api.route]\nhosts = [\"B.test\"]",
+            "both answer host b.test under /",
+        ),
+    ] {
+        let error = parse_err(&two(a, b));
+        assert_eq!(error.key.as_deref(), Some("services.shop.route"), "{error}");
+        assert!(
+            error.message.contains("services `api` and `shop` overlap"),
+            "{error}"
+        );
+        assert!(error.message.contains(said), "{error}");
+    }
+    let error =
+        parse_err("[services.web]\nport = 1\n[services.web.route]\nhosts = [\"http://x\"]\n");
+    assert_eq!(error.key.as_deref(), Some("services.web.route.hosts[0]"));
+    let error =
+        parse_err("[services.web]\nport = 1\n[services.web.route]\npaths = [\"/a\", \"b\"]\n");
+    assert_eq!(error.key.as_deref(), Some("services.web.route.paths[1]"));
 }

@@ -80,7 +80,9 @@ fn service_none_with_one_service_is_that_service() {
 
 #[test]
 fn service_none_with_two_services_lists_them() {
-    let config = parse(&format!("{HELLO}[services.api]\nport = 9000\n"));
+    let config = parse(&format!(
+        "{HELLO}[services.api]\nport = 9000\n[services.api.route]\npaths = [\"/api\"]\n"
+    ));
     let error = config.service(None).expect_err("ambiguous");
     assert_eq!(
         error.message,

@@ -103,6 +103,14 @@ fn template_shows_every_key() {
             vec!["services", "hello", "hooks"],
             "[services.hello]\nport = 1\n[services.hello.hooks]\n",
         ),
+        (
+            vec!["services", "hello", "route"],
+            "[services.hello]\nport = 1\n[services.hello.route]\n",
+        ),
+        (
+            vec!["services", "hello", "warmup"],
+            "[services.hello]\nport = 1\n[services.hello.warmup]\n",
+        ),
         (vec!["versioning"], "[versioning]\n"),
         (vec!["notify"], "[notify]\n"),
         (vec!["targets", "local"], "[targets.local]\n"),
