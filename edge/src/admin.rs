@@ -29,16 +29,20 @@ use tokio::sync::watch;
 
 use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, LeaseAnswer, LeaseRequest,
-    PreviewRequest, RETRY_HEADER, RemoveAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer,
-    SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
+    MaintenanceAnswer, MaintenanceRequest, PauseAnswer, PauseRequest, PreviewRequest, RETRY_HEADER,
+    RemoveAnswer, ResumeAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer, SwitchRequest,
+    TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::connection::{Stop, stopped};
 use crate::edge::Edge;
 use crate::lease::{Lease, checked_lease_ms};
 use crate::listener::{accept_until_stopped, finish_connections};
+use crate::maintenance::checked_maintenance;
 use crate::metrics::DrainEnd;
+use crate::pause::checked_pause_ms;
 use crate::route::{
-    CandidateRefused, Drainable, LeaseRefused, Routing, normalize_paths, validate_service,
+    CandidateRefused, Drainable, GateRefused, LeaseRefused, Routing, normalize_paths,
+    validate_service,
 };
 use crate::{Backend, EdgeError, Slot, directory};
 
@@ -189,6 +193,13 @@ impl From<LeaseRefused> for Refusal {
     }
 }
 
+/// A pause or maintenance for a service the edge does not route.
+impl From<GateRefused> for Refusal {
+    fn from(refused: GateRefused) -> Self {
+        Refusal(StatusCode::NOT_FOUND, refused.to_string())
+    }
+}
+
 /// A candidate the route table did not take: a bad percent is the caller's mistake, the
 /// slots' state a conflict.
 impl From<CandidateRefused> for Refusal {
@@ -266,6 +277,14 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
         (&Method::PUT, ["routes", service, "weights"]) => weights(&edge, service, req).await,
         (&Method::DELETE, ["routes", service, "weights"]) => clear_split(&edge, service).await,
         (&Method::PUT, ["routes", service, "lease"]) => renew_lease(&edge, service, req).await,
+        (&Method::PUT, ["routes", service, "pause"]) => pause(&edge, service, req).await,
+        (&Method::DELETE, ["routes", service, "pause"]) => resume(&edge, service).await,
+        (&Method::PUT, ["routes", service, "maintenance"]) => {
+            maintenance(&edge, service, req).await
+        }
+        (&Method::DELETE, ["routes", service, "maintenance"]) => {
+            end_maintenance(&edge, service).await
+        }
         (&Method::POST, ["routes", service, "drain"]) => drain(&edge, service, req).await,
         (&Method::DELETE, ["routes", service]) => remove(&edge, service).await,
         (&Method::POST, ["tls", "reload"]) => reload_tls(&edge, req).await,
@@ -284,7 +303,7 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
             | [
                 "routes",
                 _,
-                "switch" | "drain" | "preview" | "weights" | "lease",
+                "switch" | "drain" | "preview" | "weights" | "lease" | "pause" | "maintenance",
             ]
             | ["routes", _],
         ) => Err(Refusal(
@@ -297,8 +316,9 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
                 "no admin call {method} {path}; the calls are GET /status, GET /metrics, \
                  PUT /routes/{{service}}/switch, POST /routes/{{service}}/drain, \
                  PUT|DELETE /routes/{{service}}/preview, PUT|DELETE /routes/{{service}}/weights, \
-                 PUT /routes/{{service}}/lease, DELETE /routes/{{service}}, POST /tls/reload, \
-                 POST /shutdown and POST /handover"
+                 PUT /routes/{{service}}/lease, PUT|DELETE /routes/{{service}}/pause, \
+                 PUT|DELETE /routes/{{service}}/maintenance, DELETE /routes/{{service}}, \
+                 POST /tls/reload, POST /shutdown and POST /handover"
             ),
         )),
     };
@@ -604,6 +624,101 @@ async fn remove_candidate(edge: &Edge, service: &str) -> Answer {
         .await?
         .map_err(unsaved(service))?;
     Ok(json(StatusCode::OK, &RemoveAnswer { removed }))
+}
+
+async fn pause(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: PauseRequest = read_json(req, r#"{"timeout_ms": 60000}"#).await?;
+    let timeout =
+        checked_pause_ms(body.timeout_ms).map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
+    let paused = edge
+        .change(|table| {
+            let paused = table.pause(service, timeout)?;
+            tracing::info!(
+                %service, timeout_ms = body.timeout_ms, deadline = %paused.deadline,
+                held = paused.held, "paused: new requests are held"
+            );
+            Ok::<_, Refusal>(paused)
+        })
+        .await?
+        .map_err(unsaved(service))?;
+    Ok(json(
+        StatusCode::OK,
+        &PauseAnswer {
+            paused: paused.into(),
+        },
+    ))
+}
+
+async fn resume(edge: &Edge, service: &str) -> Answer {
+    let service = checked_service(service)?;
+    let resumed = edge
+        .change(|table| {
+            let resumed = table.resume(service)?;
+            tracing::info!(
+                %service, released = ?resumed.map(|r| r.released),
+                expired = ?resumed.map(|r| r.expired), "resumed"
+            );
+            Ok::<_, Refusal>(resumed)
+        })
+        .await?
+        .map_err(unsaved(service))?;
+    Ok(json(
+        StatusCode::OK,
+        &ResumeAnswer {
+            resumed: resumed.is_some(),
+            released: resumed.map_or(0, |r| r.released),
+            expired: resumed.is_some_and(|r| r.expired),
+        },
+    ))
+}
+
+async fn maintenance(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: MaintenanceRequest = read_json(
+        req,
+        r#"{"message": "Back at 10:00 UTC.", "retry_after_s": 300} (both optional)"#,
+    )
+    .await?;
+    let retry_after_s = checked_maintenance(body.message.as_deref(), body.retry_after_s)
+        .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
+    let (now, previous) = edge
+        .change(|table| {
+            let set = table.set_maintenance(service, body.message.clone(), retry_after_s)?;
+            tracing::info!(
+                %service, message = ?body.message, retry_after_s,
+                "maintenance on: every request is answered 503"
+            );
+            Ok::<_, Refusal>(set)
+        })
+        .await?
+        .map_err(unsaved(service))?;
+    Ok(json(
+        StatusCode::OK,
+        &MaintenanceAnswer {
+            maintenance: Some(now.into()),
+            previous: previous.map(Into::into),
+        },
+    ))
+}
+
+async fn end_maintenance(edge: &Edge, service: &str) -> Answer {
+    let service = checked_service(service)?;
+    let ended = edge
+        .change(|table| {
+            let ended = table.clear_maintenance(service)?;
+            tracing::info!(%service, was_on = ended.is_some(), "maintenance off");
+            Ok::<_, Refusal>(ended)
+        })
+        .await?
+        .map_err(unsaved(service))?;
+    Ok(json(
+        StatusCode::OK,
+        &MaintenanceAnswer {
+            maintenance: None,
+            previous: ended.map(Into::into),
+        },
+    ))
 }
 
 fn unsaved(service: &str) -> impl Fn(EdgeError) -> Refusal + '_ {

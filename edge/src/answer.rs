@@ -6,6 +6,9 @@
 //! and error chain) is for operators: it goes to the log under the same id. Lines that a
 //! client can cause at will pass through a [`LogBudget`], so a flood of bad requests cannot
 //! flood the log; the first line after a quiet spell says how many were left out.
+//!
+//! A route an operator closed is answered here too ([`unavailable`]): its maintenance page,
+//! or the generic 503 of a pause past its deadline, both with `Retry-After`.
 
 use std::fmt;
 use std::hash::{BuildHasher, RandomState};
@@ -13,7 +16,12 @@ use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use http::StatusCode;
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+
+use crate::metrics::{ClosedAnswer, Metrics};
+use crate::pause::PAUSE_RETRY_AFTER;
+use crate::route::Closed;
 
 /// Identifies one answer of the edge in the log: 16 hex digits, unpredictable from the
 /// ones before it.
@@ -69,6 +77,57 @@ pub(crate) fn body(status: StatusCode, id: RequestId) -> String {
     )
 }
 
+/// A 503 of the edge's own for a request of a closed route, as both paths send it: with
+/// `Retry-After`, `Cache-Control: no-store` and a `Content-Length` (a HEAD answer names
+/// the body's length and sends none of it).
+#[derive(Debug)]
+pub(crate) struct Unavailable {
+    pub(crate) content_type: &'static str,
+    pub(crate) body: Bytes,
+    pub(crate) retry_after: HeaderValue,
+}
+
+/// The content type of the maintenance page.
+const TEXT_HTML: &str = "text/html; charset=utf-8";
+/// The content type of the edge's generic answers.
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+/// The answer to a request of a closed route, counted (never as the slot's); a pause's
+/// 503 is logged under its request id, within [`CLOSED_ROUTES`].
+pub(crate) fn unavailable(
+    closed: &Closed,
+    metrics: &Metrics,
+    remote: &std::net::SocketAddr,
+) -> Unavailable {
+    let why = match closed {
+        Closed::Maintenance(maintenance) => {
+            metrics.count_closed(ClosedAnswer::Maintenance);
+            return Unavailable {
+                content_type: TEXT_HTML,
+                body: maintenance.page().clone(),
+                retry_after: maintenance.retry_after().clone(),
+            };
+        }
+        Closed::PauseExpired { service } => format!(
+            "service {service} is paused and its pause passed its deadline; requests are \
+             answered 503 until it is resumed (`shipit resume`)"
+        ),
+        Closed::Stopping => {
+            "the edge stopped while it held this request of a paused service".to_string()
+        }
+    };
+    metrics.count_closed(ClosedAnswer::Paused);
+    let id = RequestId::new();
+    if let Some(suppressed) = CLOSED_ROUTES.admit() {
+        tracing::info!(request_id = %id, %remote, suppressed, "answered 503: {why}");
+    }
+    Unavailable {
+        content_type: TEXT_PLAIN,
+        body: Bytes::from(body(StatusCode::SERVICE_UNAVAILABLE, id)),
+        retry_after: HeaderValue::from(PAUSE_RETRY_AFTER.as_secs()),
+    }
+}
+
 /// Lines of one kind allowed per second before the rest are counted instead of written.
 pub(crate) const LOG_LINES_PER_SECOND: u64 = 10;
 
@@ -86,6 +145,9 @@ pub(crate) static SLOT_FAILURES: LogBudget = LogBudget::new();
 /// Lines of requests the edge answered itself as the client's error or for no route
 /// (400, 404, 405, 408, 413, 431, 503 without a live slot).
 pub(crate) static CLIENT_ERRORS: LogBudget = LogBudget::new();
+/// Lines of requests of a route an operator closed (503 past a pause's deadline): a long
+/// pause must not crowd the clients' errors out of the log, nor they its lines.
+pub(crate) static CLOSED_ROUTES: LogBudget = LogBudget::new();
 /// Lines of failed accepts (out of file descriptors, for one).
 pub(crate) static ACCEPT_ERRORS: LogBudget = LogBudget::new();
 

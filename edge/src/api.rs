@@ -12,13 +12,18 @@
 //! | `PUT /routes/{service}/weights` | [`WeightsRequest`] | [`CandidateAnswer`] |
 //! | `DELETE /routes/{service}/weights` | | [`SplitEndAnswer`] |
 //! | `PUT /routes/{service}/lease` | [`LeaseRequest`] | [`LeaseAnswer`] |
+//! | `PUT /routes/{service}/pause` | [`PauseRequest`] | [`PauseAnswer`] |
+//! | `DELETE /routes/{service}/pause` | | [`ResumeAnswer`] |
+//! | `PUT /routes/{service}/maintenance` | [`MaintenanceRequest`] | [`MaintenanceAnswer`] |
+//! | `DELETE /routes/{service}/maintenance` | | [`MaintenanceAnswer`] |
 //! | `GET /metrics` | | Prometheus text (`text/plain; version=0.0.4`) |
 //! | `POST /tls/reload` | [`TlsReloadRequest`] | [`TlsReloadAnswer`] |
 //! | `POST /shutdown` | | [`ShutdownAnswer`], then the edge stops |
 //! | `POST /handover` | (`Upgrade: shipit-edge-handover`) | `101`, then [`crate::handover`] |
 //!
 //! Errors are [`ErrorAnswer`] (`{"error": "..."}`) with a 4xx/5xx status; a 503 with
-//! [`RETRY_HEADER`] changed nothing and may be sent again.
+//! [`RETRY_HEADER`] changed nothing and may be sent again. Pause and maintenance calls for
+//! a service the edge has no live route for answer 404.
 
 use std::net::SocketAddr;
 
@@ -26,6 +31,8 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use crate::lease::Lease;
+use crate::maintenance::MaintenanceView;
+use crate::pause::PauseView;
 use crate::tls::CertificateFiles;
 use crate::{Backend, Slot};
 
@@ -69,6 +76,36 @@ pub struct RouteStatus {
     pub candidate: Option<CandidateStatus>,
     pub since: Timestamp,
     pub draining: Vec<DrainingStatus>,
+    /// Set while the route is paused (its new requests are held, see [`crate::pause`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<PauseStatus>,
+    /// Set while the route is under maintenance (every request answered 503).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<MaintenanceStatus>,
+}
+
+/// A route's pause.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseStatus {
+    /// When it ends without a resume.
+    pub deadline: Timestamp,
+    /// Requests held right now.
+    pub held: usize,
+    /// The deadline passed: requests are answered 503 until `DELETE .../pause`.
+    pub expired: bool,
+}
+
+/// A route's maintenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceStatus {
+    /// The operator's message on the page; absent: the default one
+    /// ([`crate::maintenance::DEFAULT_MAINTENANCE_MESSAGE`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The answers' `Retry-After`, in seconds.
+    pub retry_after_s: u32,
+    /// When it was turned on.
+    pub since: Timestamp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -164,6 +201,54 @@ pub struct LeaseRequest {
     pub lease_ms: u64,
 }
 
+/// `PUT /routes/{service}/pause`: hold the service's new requests for at most `timeout_ms`
+/// (1 ms to [`crate::pause::MAX_PAUSE`]); pausing a paused service sets its new deadline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseRequest {
+    pub timeout_ms: u64,
+}
+
+/// The answer to `PUT .../pause`: the pause as it now is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PauseAnswer {
+    pub paused: PauseStatus,
+}
+
+/// The answer to `DELETE .../pause`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResumeAnswer {
+    /// The service was paused (false: nothing to resume).
+    pub resumed: bool,
+    /// Held requests let go (they now go to the live slot).
+    pub released: usize,
+    /// The pause's deadline had passed: its requests were being answered 503.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// `PUT /routes/{service}/maintenance`: answer every request 503 with a page that says
+/// `message` (HTML-escaped; at most [`crate::maintenance::MAX_MAINTENANCE_MESSAGE`] bytes;
+/// absent: a default one) and `Retry-After: retry_after_s` (1 to a day; absent:
+/// [`crate::maintenance::DEFAULT_MAINTENANCE_RETRY_AFTER`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaintenanceRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_after_s: Option<u32>,
+}
+
+/// The answer to `PUT` and `DELETE .../maintenance`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceAnswer {
+    /// The maintenance now in force (`None` after `DELETE`).
+    pub maintenance: Option<MaintenanceStatus>,
+    /// The one it replaced or ended, if any.
+    pub previous: Option<MaintenanceStatus>,
+}
+
 /// The answer to `PUT .../lease`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LeaseAnswer {
@@ -220,4 +305,24 @@ pub struct ShutdownAnswer {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorAnswer {
     pub error: String,
+}
+
+impl From<PauseView> for PauseStatus {
+    fn from(view: PauseView) -> Self {
+        PauseStatus {
+            deadline: view.deadline,
+            held: view.held,
+            expired: view.expired,
+        }
+    }
+}
+
+impl From<MaintenanceView> for MaintenanceStatus {
+    fn from(view: MaintenanceView) -> Self {
+        MaintenanceStatus {
+            message: view.message,
+            retry_after_s: view.retry_after_s,
+            since: view.since,
+        }
+    }
 }

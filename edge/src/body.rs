@@ -266,12 +266,31 @@ impl ProxyBody {
         }
     }
 
+    /// A body of the edge's own, already made (a page shared by many answers).
+    pub(crate) fn bytes(bytes: Bytes) -> Self {
+        ProxyBody {
+            kind: Kind::Message(Some(bytes)),
+            connection: None,
+            cut_after: None,
+            waiting: false,
+        }
+    }
+
     pub(crate) fn empty() -> Self {
         ProxyBody {
             kind: Kind::Message(None),
             connection: None,
             cut_after: None,
             waiting: false,
+        }
+    }
+
+    /// Takes the body of an answer of the edge's own out (an answer to a HEAD has none);
+    /// its length, when there was one.
+    pub(crate) fn take_message(&mut self) -> Option<usize> {
+        match &mut self.kind {
+            Kind::Message(text) => text.take().map(|t| t.len()),
+            Kind::Upstream { .. } => None,
         }
     }
 

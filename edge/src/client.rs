@@ -19,8 +19,9 @@ use tokio::net::UnixStream;
 
 use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, LeaseAnswer, LeaseRequest,
-    PreviewRequest, RETRY_HEADER, RemoveAnswer, ShutdownAnswer, SplitEndAnswer, Status,
-    SwitchAnswer, SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
+    MaintenanceAnswer, MaintenanceRequest, PauseAnswer, PauseRequest, PauseStatus, PreviewRequest,
+    RETRY_HEADER, RemoveAnswer, ResumeAnswer, ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer,
+    SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::drain::DrainOutcome;
 use crate::route::{Routing, validate_service};
@@ -243,6 +244,90 @@ impl AdminClient {
             Method::PUT,
             format!("/routes/{service}/lease"),
             Some(serde_json::to_vec(&body).expect("a lease body serializes")),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `PUT /routes/{service}/pause`: holds the service's new requests (requests in flight
+    /// finish) until [`AdminClient::resume`], or until `timeout` (at most
+    /// [`crate::pause::MAX_PAUSE`]) passes; from then on they are answered 503 with
+    /// `Retry-After` until the resume. Pausing a paused service sets its new deadline.
+    /// Refused (404) for a service the edge does not route.
+    pub async fn pause(&self, service: &str, timeout: Duration) -> Result<PauseStatus, EdgeError> {
+        validate_service(service)?;
+        let body = PauseRequest {
+            timeout_ms: millis(timeout),
+        };
+        let answer: PauseAnswer = self
+            .call(
+                Method::PUT,
+                format!("/routes/{service}/pause"),
+                Some(serde_json::to_vec(&body).expect("a pause body serializes")),
+                self.timeout,
+            )
+            .await?;
+        Ok(answer.paused)
+    }
+
+    /// `DELETE /routes/{service}/pause`: the held requests go on to the slot live now, and
+    /// new ones are routed as usual. Says how many were let go (`resumed` is false when the
+    /// service was not paused).
+    pub async fn resume(&self, service: &str) -> Result<ResumeAnswer, EdgeError> {
+        validate_service(service)?;
+        self.call(
+            Method::DELETE,
+            format!("/routes/{service}/pause"),
+            None,
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `PUT /routes/{service}/maintenance`: every request of the service is answered 503
+    /// with a page saying `message` (`None`: the default one) and the default
+    /// `Retry-After`. Lasts across edge restarts until [`AdminClient::maintenance_off`].
+    pub async fn maintenance(
+        &self,
+        service: &str,
+        message: Option<&str>,
+    ) -> Result<MaintenanceAnswer, EdgeError> {
+        self.maintenance_with(service, message, None).await
+    }
+
+    /// [`AdminClient::maintenance`] with the answers' `Retry-After` (whole seconds, rounded
+    /// up; `None`: [`crate::maintenance::DEFAULT_MAINTENANCE_RETRY_AFTER`]).
+    pub async fn maintenance_with(
+        &self,
+        service: &str,
+        message: Option<&str>,
+        retry_after: Option<Duration>,
+    ) -> Result<MaintenanceAnswer, EdgeError> {
+        validate_service(service)?;
+        let body = MaintenanceRequest {
+            message: message.map(str::to_string),
+            retry_after_s: retry_after.map(|d| {
+                let seconds = d.as_secs() + u64::from(d.subsec_nanos() > 0);
+                u32::try_from(seconds).unwrap_or(u32::MAX)
+            }),
+        };
+        self.call(
+            Method::PUT,
+            format!("/routes/{service}/maintenance"),
+            Some(serde_json::to_vec(&body).expect("a maintenance body serializes")),
+            self.timeout,
+        )
+        .await
+    }
+
+    /// `DELETE /routes/{service}/maintenance`: the service is served again. The answer's
+    /// `previous` is the maintenance that ended (`None`: there was none).
+    pub async fn maintenance_off(&self, service: &str) -> Result<MaintenanceAnswer, EdgeError> {
+        validate_service(service)?;
+        self.call(
+            Method::DELETE,
+            format!("/routes/{service}/maintenance"),
+            None,
             self.timeout,
         )
         .await

@@ -138,6 +138,8 @@ impl Edge {
                         .into_iter()
                         .map(|(backend, in_flight)| DrainingStatus { backend, in_flight })
                         .collect(),
+                    paused: route.pause.map(Into::into),
+                    maintenance: route.maintenance.map(Into::into),
                 })
                 .collect(),
             previous_pid: self

@@ -3,8 +3,9 @@
 //! It routes each service's traffic to its live slot (by host and path prefix), switches
 //! slots atomically, drains the replaced slot, can split new clients between the live slot
 //! and a candidate or pin a request to the candidate for preview, passes WebSockets
-//! through, counts what it does for Prometheus, and is driven through an admin API on a
-//! unix socket. The route table survives restarts (`routes.json`), [`daemon`] starts it
+//! through, can hold a service's requests while it is paused or answer them with a
+//! maintenance page, counts what it does for Prometheus, and is driven through an admin
+//! API on a unix socket. The route table survives restarts (`routes.json`), [`daemon`] starts it
 //! detached, upgrades it and stops it, and [`handover`] moves its sockets to a new process
 //! without refusing or dropping a connection.
 
@@ -28,7 +29,9 @@ pub mod handover;
 pub mod lease;
 pub(crate) mod listener;
 pub mod log_file;
+pub mod maintenance;
 pub mod metrics;
+pub mod pause;
 pub(crate) mod pool;
 pub mod proxy;
 pub(crate) mod relay;

@@ -133,6 +133,19 @@ impl SlotMetrics {
     }
 }
 
+/// Why the edge answered a request 503 itself because an operator closed its route, as
+/// `shipit_edge_closed_route_answers_total{reason}` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedAnswer {
+    /// The route is under maintenance.
+    Maintenance = 0,
+    /// The route's pause passed its deadline, or the edge stopped while holding the request.
+    Paused = 1,
+}
+
+/// The `reason` label of each [`ClosedAnswer`], in its order.
+pub const CLOSED_ANSWER_REASONS: [&str; 2] = ["maintenance", "paused"];
+
 /// How a drain ended, for `shipit_edge_drains_total{outcome}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DrainEnd {
@@ -154,6 +167,8 @@ pub struct Metrics {
     h2_goaways: AtomicU64,
     connect_retries: AtomicU64,
     tunnels_closed: AtomicU64,
+    /// Answers of closed routes, by [`ClosedAnswer`].
+    closed: [AtomicU64; 2],
 }
 
 impl Metrics {
@@ -172,6 +187,11 @@ impl Metrics {
     /// A request that matched no service (answered 404 or 503 by the edge itself).
     pub(crate) fn count_unrouted(&self) {
         self.unrouted.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A request of a closed route, answered 503 by the edge (never the slot's).
+    pub(crate) fn count_closed(&self, reason: ClosedAnswer) {
+        self.closed[reason as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request refused as the client's error before it was routed (400, 408, 431, 505).
@@ -321,6 +341,22 @@ impl Metrics {
                 out,
                 "shipit_edge_drains_total{{service=\"{service}\",outcome=\"drained\"}} {drained}\n\
                  shipit_edge_drains_total{{service=\"{service}\",outcome=\"deadline\"}} {deadline}"
+            );
+        }
+
+        header(
+            &mut out,
+            "shipit_edge_closed_route_answers_total",
+            "counter",
+            "Requests the edge answered 503 itself because an operator closed their route, by \
+             reason: maintenance, or paused (past the pause's deadline, or held by an edge that \
+             stopped).",
+        );
+        for (reason, count) in CLOSED_ANSWER_REASONS.iter().zip(&self.closed) {
+            let _ = writeln!(
+                out,
+                "shipit_edge_closed_route_answers_total{{reason=\"{reason}\"}} {}",
+                count.load(Ordering::Relaxed)
             );
         }
 

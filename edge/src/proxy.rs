@@ -16,6 +16,10 @@
 //! head over the limits); they count as 4xx, never as a slot's 5xx. The slot's failures
 //! are 502 (it refused or broke the connection) and 504 (connect or response-header
 //! timeout); 404 and 503 are for requests no slot can take.
+//!
+//! A request of a paused route waits here for its route to be resumed before it claims a
+//! backend ([`crate::pause`]); one of a route under maintenance, or paused past its
+//! deadline, is answered 503 by the edge ([`answer::unavailable`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,20 +34,22 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::capture_connection;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::admission::Admission;
-use crate::answer::{self, Failure, RequestId};
+use crate::answer::{self, Failure, RequestId, Unavailable};
 use crate::backend::{ActiveBackend, InFlightGuard};
 pub use crate::body::ProxyBody;
 use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, Upload};
-use crate::connection::ClientConn;
+use crate::connection::{ClientConn, Stop, stopped};
 use crate::connector::{self, Connector};
 use crate::framing::{
     self, HeadLimits, MAX_ANSWER_HEAD, MAX_INTERIM_ANSWERS, Refusal, RequestCheck,
 };
 use crate::metrics::SlotFailure;
-use crate::route::{Claim, RequestInfo, RouteTable, Unrouted};
+use crate::pause::{Held, MAX_HOLDS};
+use crate::route::{Claim, Closed, RequestInfo, RouteTable, Unclaimed, Unrouted};
 use crate::settings::Tuning;
 use crate::split::SLOT_HEADER;
 use crate::tunnel::{self, Tunnels};
@@ -75,6 +81,8 @@ pub struct Proxy {
     /// The client connection limits, shared by the plaintext and TLS listeners.
     pub(crate) admission: Arc<Admission>,
     tunnels: Tunnels,
+    /// Turns when the edge stops: the requests it holds for a paused route are answered.
+    stop: watch::Receiver<Stop>,
 }
 
 /// Why no answer came from the slot (general path).
@@ -98,7 +106,11 @@ struct Interim {
 }
 
 impl Proxy {
-    pub(crate) fn new(table: Arc<RouteTable>, tuning: &Tuning) -> Self {
+    pub(crate) fn new(
+        table: Arc<RouteTable>,
+        tuning: &Tuning,
+        stop: watch::Receiver<Stop>,
+    ) -> Self {
         let connector = Connector::new(tuning.connect_timeout, Arc::clone(table.metrics()));
         let client = Client::builder(TokioExecutor::new())
             // An answer head that does not fit is a broken slot (502), as on the relay.
@@ -128,6 +140,15 @@ impl Proxy {
             relay: tuning.relay,
             admission: Admission::new(tuning.max_connections, tuning.max_connections_per_ip),
             tunnels: Tunnels::default(),
+            stop,
+        }
+    }
+
+    /// A future that resolves once the edge stops (or hands over).
+    pub(crate) fn stopping(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stop = self.stop.clone();
+        async move {
+            stopped(&mut stop).await;
         }
     }
 
@@ -142,25 +163,47 @@ impl Proxy {
         req: Request<Incoming>,
         conn: &Arc<ClientConn>,
     ) -> Response<ProxyBody> {
+        let head_method = req.method() == Method::HEAD;
+        let mut response = self.respond(req, conn).await;
+        if head_method {
+            // An answer of the edge's own to a HEAD names its body's length and sends none
+            // of it: hyper leaves the body out on HTTP/1.1, not on HTTP/2.
+            if let Some(length) = response.body_mut().take_message() {
+                response
+                    .headers_mut()
+                    .entry(header::CONTENT_LENGTH)
+                    .or_insert_with(|| HeaderValue::from(length));
+            }
+        }
+        response
+    }
+
+    async fn respond(&self, req: Request<Incoming>, conn: &Arc<ClientConn>) -> Response<ProxyBody> {
         let host = match self.check(&req) {
             Ok(host) => host,
             Err(refusal) => return self.refuse(refusal, conn, req.version() < Version::HTTP_2),
         };
-        let claimed = self.table.claim(&RequestInfo {
+        let info = RequestInfo {
             host: host.to_str().ok(),
             path: req.uri().path(),
             headers: req.headers(),
-        });
+        };
+        let claimed = self.claim_when_open(&info).await;
         let Claim {
             guard,
             set_cookie,
             pinned,
         } = match claimed {
             Ok(claim) => claim,
-            Err(unrouted) => {
+            Err(Unclaimed::Unrouted(unrouted)) => {
                 let (status, id) = self.unrouted(&unrouted, &conn.remote);
                 return message(status, id);
             }
+            Err(Unclaimed::Closed(closed)) => {
+                let unavailable = answer::unavailable(&closed, self.table.metrics(), &conn.remote);
+                return unavailable_answer(unavailable, req.method() == Method::HEAD);
+            }
+            Err(Unclaimed::Held(_)) => unreachable!("claim_when_open waits out every hold"),
         };
         let active = Arc::clone(guard.active());
         let mut response = self.forward(req, host, guard, conn).await;
@@ -180,6 +223,27 @@ impl Proxy {
             );
         }
         response
+    }
+
+    /// Claims a backend for the request; while its route is paused, waits for the resume
+    /// (then claims again), the pause's deadline, or the edge's stop. A client that goes
+    /// away drops this future, and with it the hold. Never `Unclaimed::Held`.
+    async fn claim_when_open(&self, info: &RequestInfo<'_>) -> Result<Claim, Unclaimed> {
+        let mut holds = 0;
+        loop {
+            let hold = match self.table.claim(info) {
+                Err(Unclaimed::Held(hold)) => hold,
+                claimed => return claimed,
+            };
+            holds += 1;
+            if holds > MAX_HOLDS {
+                return Err(Unclaimed::Closed(hold.gave_up()));
+            }
+            // Resumed or past the deadline, the route says what comes next.
+            if hold.wait(self.stopping()).await == Held::Stopping {
+                return Err(Unclaimed::Closed(Closed::Stopping));
+            }
+        }
     }
 
     /// Holds the request's head to the framing rules ([`crate::framing`]): the host to
@@ -831,6 +895,30 @@ fn edge_refusal(status: StatusCode, id: RequestId, http1: bool) -> Response<Prox
             .headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    response
+}
+
+/// The edge's 503 for a request of a closed route; to a HEAD, without the body (its length
+/// is named all the same).
+fn unavailable_answer(unavailable: Unavailable, head_method: bool) -> Response<ProxyBody> {
+    let Unavailable {
+        content_type,
+        body,
+        retry_after,
+    } = unavailable;
+    let length = HeaderValue::from(body.len());
+    let mut response = Response::new(if head_method {
+        ProxyBody::empty()
+    } else {
+        ProxyBody::bytes(body)
+    });
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CONTENT_LENGTH, length);
+    headers.insert(header::RETRY_AFTER, retry_after);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response.extensions_mut().insert(NotTheSlots);
     response
 }
 

@@ -35,6 +35,10 @@
 //!   `Connection: close`, and a connection on which nothing arrives within
 //!   [`HANDOVER_IDLE_GRACE`] is closed.
 //!
+//! A request of a paused route is held on the connection's task ([`crate::pause`]), which
+//! meanwhile watches the client's socket: a client that goes away ends the hold. One of a
+//! route under maintenance, or paused past its deadline, gets the edge's 503.
+//!
 //! Upstream connections come from the slot's own pool ([`crate::pool`]).
 //!
 //! An idle relay connection holds no buffer: they are taken when bytes arrive and given
@@ -52,18 +56,19 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use crate::answer::{self, Failure, RequestId};
+use crate::answer::{self, Failure, RequestId, Unavailable};
 use crate::backend::{ActiveBackend, InFlightGuard};
 use crate::connection::{ClientConn, HANDOVER_IDLE_GRACE, Stop, stopped};
 use crate::framing::{MAX_INTERIM_ANSWERS, Refusal};
+use crate::pause::{Held, Hold, MAX_HOLDS};
 use crate::proxy::Proxy;
-use crate::route::{Claim, RequestInfo};
+use crate::route::{Claim, Closed, RequestInfo, Unclaimed};
 
 pub(crate) mod wire;
 
 use wire::{
     Answer, ChunkedScanner, Client, Extra, Framing, Head, Parsed, Parsed1, parse_answer,
-    parse_request, write_message,
+    parse_request, write_message, write_unavailable,
 };
 
 /// How much of the client's next requests is read ahead while an answer is on its way.
@@ -318,24 +323,27 @@ impl Relay<'_> {
 
     /// Forwards one request and its answer. `Err` when the connection must close.
     async fn relay(&mut self, head: Head) -> Result<(), Gone> {
-        let host = std::str::from_utf8(&self.buf[head.host.clone()]).ok();
-        let path = std::str::from_utf8(&self.buf[head.path.clone()]).unwrap_or("/");
-        let claimed = self.proxy.table.claim(&RequestInfo {
-            host,
-            path,
-            headers: &head.split,
-        });
+        let claimed = self.claim_when_open(&head).await?;
         let Claim {
             guard,
             set_cookie,
             pinned,
         } = match claimed {
             Ok(claim) => claim,
-            Err(unrouted) => {
+            Err(Unclaimed::Unrouted(unrouted)) => {
                 self.buf.advance(head.len);
                 let (status, id) = self.proxy.unrouted(&unrouted, &self.conn.remote);
-                return self.message(status, id, head.close).await;
+                return self.message(status, id, head.head_method, head.close).await;
             }
+            Err(Unclaimed::Closed(closed)) => {
+                self.buf.advance(head.len);
+                let metrics = self.proxy.table.metrics();
+                let unavailable = answer::unavailable(&closed, metrics, &self.conn.remote);
+                return self
+                    .unavailable(&unavailable, head.head_method, head.close)
+                    .await;
+            }
+            Err(Unclaimed::Held(_)) => unreachable!("claim_when_open waits out every hold"),
         };
         self.buf.advance(head.len);
         let active = std::sync::Arc::clone(guard.active());
@@ -349,13 +357,87 @@ impl Relay<'_> {
             Ok((upstream, answer)) => self.answer(upstream, answer, guard, &active).await,
             Err(Failed::Gone) => Err(Gone),
             Err(Failed::Stale(e)) => {
-                self.failed(&active, guard, &Failure::Broken(e.to_string()), head.close)
+                let failure = Failure::Broken(e.to_string());
+                self.failed(&active, guard, &failure, head.head_method, head.close)
                     .await
             }
             Err(Failed::Failure(failure)) => {
-                self.failed(&active, guard, &failure, head.close).await
+                self.failed(&active, guard, &failure, head.head_method, head.close)
+                    .await
             }
         }
+    }
+
+    /// Claims a backend for the request; while its route is paused, waits for the resume
+    /// (then claims again), the pause's deadline, or the edge's stop. `Err` when the client
+    /// went away meanwhile. Never `Unclaimed::Held`.
+    async fn claim_when_open(&mut self, head: &Head) -> Result<Result<Claim, Unclaimed>, Gone> {
+        let mut holds = 0;
+        loop {
+            let host = std::str::from_utf8(&self.buf[head.host.clone()]).ok();
+            let path = std::str::from_utf8(&self.buf[head.path.clone()]).unwrap_or("/");
+            let claimed = self.proxy.table.claim(&RequestInfo {
+                host,
+                path,
+                headers: &head.split,
+            });
+            let hold = match claimed {
+                Err(Unclaimed::Held(hold)) => hold,
+                claimed => return Ok(claimed),
+            };
+            holds += 1;
+            if holds > MAX_HOLDS {
+                return Ok(Err(Unclaimed::Closed(hold.gave_up())));
+            }
+            // Resumed or past the deadline, the route says what comes next.
+            if self.hold(&hold).await? == Held::Stopping {
+                return Ok(Err(Unclaimed::Closed(Closed::Stopping)));
+            }
+        }
+    }
+
+    /// Waits out one hold while watching the client: `Err` when it closed its connection.
+    /// The client's next requests are read ahead meanwhile (up to [`READ_AHEAD`]).
+    async fn hold(&mut self, hold: &Hold) -> Result<Held, Gone> {
+        let wait = hold.wait(std::future::pending());
+        tokio::pin!(wait);
+        // Each turn reads bytes the client sent, or sees the stop; the hold ends the loop.
+        loop {
+            if self.stopping.is_some() {
+                return Ok(Held::Stopping);
+            }
+            tokio::select! {
+                biased;
+                held = &mut wait => return Ok(held),
+                ready = self.stream.readable(), if self.buf.len() < READ_AHEAD => {
+                    if ready.is_err() || self.client_read().is_err() {
+                        tracing::debug!(remote = %self.conn.remote, "the client of a held request went away");
+                        return Err(Gone);
+                    }
+                }
+                how = self.stop.as_mut() => self.stopping = Some(how),
+            }
+        }
+    }
+
+    /// The edge's 503 for a request of a closed route.
+    async fn unavailable(
+        &mut self,
+        unavailable: &Unavailable,
+        head_method: bool,
+        close: bool,
+    ) -> Result<(), Gone> {
+        let close = close || self.stopping.is_some();
+        self.out.clear();
+        write_unavailable(&mut self.out, unavailable, head_method, close);
+        if write_within(self.stream, &self.out, self.proxy.write_timeout)
+            .await
+            .is_err()
+            || close
+        {
+            return Err(Gone);
+        }
+        Ok(())
     }
 
     async fn failed(
@@ -363,6 +445,7 @@ impl Relay<'_> {
         active: &ActiveBackend,
         guard: InFlightGuard,
         failure: &Failure,
+        head_method: bool,
         close: bool,
     ) -> Result<(), Gone> {
         let (status, id) = self.proxy.failure(active, failure);
@@ -370,7 +453,7 @@ impl Relay<'_> {
             active.metrics().count_status(status);
         }
         drop(guard);
-        self.message(status, id, close).await
+        self.message(status, id, head_method, close).await
     }
 
     /// Sends the request in `out` and reads the answer's head, retrying once on a fresh
@@ -530,7 +613,10 @@ impl Relay<'_> {
                 Err(()) => {
                     // The head is not sent yet: answer 502 instead.
                     let failure = Failure::Broken("its chunked body is malformed".into());
-                    return self.failed(active, guard, &failure, answer.close).await;
+                    // A chunked answer is never one to a HEAD request.
+                    return self
+                        .failed(active, guard, &failure, false, answer.close)
+                        .await;
                 }
             },
             Framing::UntilClose => {
@@ -617,16 +703,17 @@ impl Relay<'_> {
         }
     }
 
-    /// An answer from the edge itself.
+    /// An answer from the edge itself; to a HEAD request, without its body.
     async fn message(
         &mut self,
         status: StatusCode,
         id: RequestId,
+        head_method: bool,
         close: bool,
     ) -> Result<(), Gone> {
         let close = close || self.stopping.is_some();
         self.out.clear();
-        write_message(&mut self.out, status, id, close);
+        write_message(&mut self.out, status, id, head_method, close);
         if write_within(self.stream, &self.out, self.proxy.write_timeout)
             .await
             .is_err()
@@ -645,7 +732,8 @@ impl Relay<'_> {
         answer::log_refusal(id, status, &self.conn.remote, refusal.reason());
         self.proxy.table.metrics().count_refused();
         self.buf.clear();
-        let _ = self.message(status, id, true).await;
+        // The connection closes after it: nothing is read as a next answer.
+        let _ = self.message(status, id, false, true).await;
     }
 
     /// Writes to the client, giving up when it takes in nothing for the write timeout.

@@ -19,9 +19,16 @@
 //! candidate makes it live with its in-flight count; switching elsewhere sends it to drain.
 //! A candidate with a lease (every split has one, see [`crate::lease`]) is withdrawn when
 //! the lease lapses ([`RouteTable::expire_leases`]).
+//!
+//! An operator can close a route for a while: under maintenance ([`crate::maintenance`])
+//! every request it matches (preview and pinned ones included) is answered 503 by the edge;
+//! paused ([`crate::pause`]), its new requests are held until it is resumed, and answered
+//! 503 once the pause's deadline passed. Maintenance wins over a pause. A claim on a closed
+//! route gets no backend and counts nothing in flight ([`Unclaimed`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Duration;
 
 use http::header::HeaderValue;
 use http::{HeaderMap, StatusCode};
@@ -29,9 +36,13 @@ use jiff::Timestamp;
 
 use crate::backend::{ActiveBackend, Backend, InFlightGuard};
 use crate::lease::Lease;
+use crate::maintenance::{Maintenance, MaintenanceView};
 use crate::metrics::Metrics;
+use crate::pause::{Hold, Pause, PauseView};
 use crate::split::{self, SplitCounter};
-use crate::state::{FORMAT_VERSION, SavedCandidate, SavedRoute, SavedRoutes};
+use crate::state::{
+    FORMAT_VERSION, SavedCandidate, SavedMaintenance, SavedPause, SavedRoute, SavedRoutes,
+};
 use crate::{EdgeError, Slot};
 
 /// One service's routing state.
@@ -54,6 +65,10 @@ pub struct Route {
     /// Replaced backends that may still have requests in flight.
     pub draining: Vec<Arc<ActiveBackend>>,
     split: SplitCounter,
+    /// New requests are held (see [`crate::pause`]).
+    pause: Option<Arc<Pause>>,
+    /// Every request is answered 503 by the edge (see [`crate::maintenance`]).
+    maintenance: Option<Arc<Maintenance>>,
 }
 
 /// The idle slot's verified backend, reachable without being live.
@@ -78,6 +93,8 @@ impl Route {
             since,
             draining: Vec::new(),
             split: SplitCounter::default(),
+            pause: None,
+            maintenance: None,
         }
     }
 
@@ -108,6 +125,10 @@ pub struct RouteView {
     pub since: Timestamp,
     /// Replaced backends with requests still in flight, and how many.
     pub draining: Vec<(Backend, usize)>,
+    /// Its pause, when it is paused.
+    pub pause: Option<PauseView>,
+    /// Its maintenance, when it is under maintenance.
+    pub maintenance: Option<MaintenanceView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +237,52 @@ impl std::fmt::Display for Unrouted {
             ),
         }
     }
+}
+
+/// Why a request claimed no backend.
+#[derive(Debug)]
+pub enum Unclaimed {
+    /// No route takes it.
+    Unrouted(Unrouted),
+    /// Its route is paused: wait on the hold ([`crate::pause`]), then claim again.
+    Held(Hold),
+    /// Its route answers it with a 503 of the edge's own.
+    Closed(Closed),
+}
+
+impl From<Unrouted> for Unclaimed {
+    fn from(unrouted: Unrouted) -> Self {
+        Unclaimed::Unrouted(unrouted)
+    }
+}
+
+/// Why the edge answers a request of a route itself, with a 503.
+#[derive(Debug, Clone)]
+pub enum Closed {
+    /// The route is under maintenance: the page.
+    Maintenance(Arc<Maintenance>),
+    /// The route's pause passed its deadline, and it has not been resumed.
+    PauseExpired { service: String },
+    /// The edge stops (or hands over) while the request is held (never from the table).
+    Stopping,
+}
+
+/// Why a pause or maintenance cannot be set or ended.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GateRefused {
+    #[error(
+        "service {service} has no live route on this edge; pause and maintenance apply to a          routed service (check the name with `shipit status`)"
+    )]
+    NoRoute { service: String },
+}
+
+/// What a resume let go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Held requests released to claim again.
+    pub released: usize,
+    /// The pause's deadline had passed (its requests were being answered 503).
+    pub expired: bool,
 }
 
 /// What a drain of one release should wait for.
@@ -358,27 +425,54 @@ impl RouteTable {
             percent: c.percent.min(100),
             lease: c.lease,
         });
+        route.pause = saved
+            .pause
+            .map(|p| Pause::until_deadline(&saved.service, p.deadline));
+        route.maintenance = saved.maintenance.as_ref().map(|m| {
+            Arc::new(Maintenance::new(
+                m.message.clone(),
+                m.retry_after_s,
+                m.since,
+            ))
+        });
         self.write().insert(saved.service.clone(), route);
         lapsed
     }
 
-    /// Picks the backend for a request and counts the request, all under the read lock.
-    pub fn claim(&self, req: &RequestInfo<'_>) -> Result<Claim, Unrouted> {
+    /// Picks the backend for a request and counts the request, all under the read lock. On
+    /// a closed route, no backend: a hold to wait on, or the edge's answer.
+    pub fn claim(&self, req: &RequestInfo<'_>) -> Result<Claim, Unclaimed> {
         let routes = self.read();
         let found = find(&routes, req.host, req.path)?;
         let route = found.route;
+        if let Some(maintenance) = &route.maintenance {
+            return Err(Unclaimed::Closed(Closed::Maintenance(Arc::clone(
+                maintenance,
+            ))));
+        }
+        if let Some(pause) = &route.pause {
+            return Err(if pause.expired() {
+                Unclaimed::Closed(Closed::PauseExpired {
+                    service: route.service.clone(),
+                })
+            } else {
+                Unclaimed::Held(pause.hold())
+            });
+        }
         if found.preview {
             return match &route.candidate {
                 Some(candidate) => Ok(Claim::plain(candidate.active.claim())),
                 None => Err(Unrouted::NoPreview {
                     service: route.service.clone(),
-                }),
+                }
+                .into()),
             };
         }
         let Some(live) = &route.live else {
             return Err(Unrouted::NoLiveSlot {
                 service: route.service.clone(),
-            });
+            }
+            .into());
         };
         // The common case: nothing but a live slot, and no header is looked at.
         let Some(candidate) = &route.candidate else {
@@ -621,6 +715,55 @@ impl RouteTable {
         route.retire_candidate()
     }
 
+    /// Pauses `service` for `timeout` from now: its new requests are held. A paused one gets
+    /// the new deadline, and keeps its held requests. Returns the pause.
+    pub fn pause(&self, service: &str, timeout: Duration) -> Result<PauseView, GateRefused> {
+        let mut routes = self.write();
+        let route = routed(&mut routes, service)?;
+        match &route.pause {
+            Some(pause) => pause.extend(timeout),
+            None => route.pause = Some(Pause::starting(service, timeout)),
+        }
+        Ok(route.pause.as_ref().map(|p| p.view()).expect("just paused"))
+    }
+
+    /// Ends the pause of `service`: its held requests claim again, and new ones are routed
+    /// as usual. `None` when it was not paused.
+    pub fn resume(&self, service: &str) -> Result<Option<Resumed>, GateRefused> {
+        let mut routes = self.write();
+        let route = routed(&mut routes, service)?;
+        Ok(route.pause.take().map(|pause| {
+            let expired = pause.expired();
+            Resumed {
+                released: pause.resume(),
+                expired,
+            }
+        }))
+    }
+
+    /// Puts `service` under maintenance, or changes its page; returns the maintenance now
+    /// in force and the one it replaced.
+    pub fn set_maintenance(
+        &self,
+        service: &str,
+        message: Option<String>,
+        retry_after_s: u32,
+    ) -> Result<(MaintenanceView, Option<MaintenanceView>), GateRefused> {
+        let mut routes = self.write();
+        let route = routed(&mut routes, service)?;
+        let maintenance = Arc::new(Maintenance::new(message, retry_after_s, Timestamp::now()));
+        let view = maintenance.view();
+        let previous = route.maintenance.replace(maintenance).map(|m| m.view());
+        Ok((view, previous))
+    }
+
+    /// Ends the maintenance of `service`; returns it (`None` when there was none).
+    pub fn clear_maintenance(&self, service: &str) -> Result<Option<MaintenanceView>, GateRefused> {
+        let mut routes = self.write();
+        let route = routed(&mut routes, service)?;
+        Ok(route.maintenance.take().map(|m| m.view()))
+    }
+
     /// Removes the route of `service`. Its requests in flight keep draining; the removed
     /// live backend is returned.
     pub fn remove(&self, service: &str) -> Option<Backend> {
@@ -628,6 +771,12 @@ impl RouteTable {
         let route = routes.get_mut(service)?;
         let removed = route.live.take();
         route.since = Timestamp::now();
+        // Its held requests claim again and find it gone; a route switched in later under
+        // the same name starts open.
+        if let Some(pause) = route.pause.take() {
+            pause.resume();
+        }
+        route.maintenance = None;
         if let Some(old) = &removed {
             route.draining.push(Arc::clone(old));
         }
@@ -693,6 +842,8 @@ impl RouteTable {
                     .map(|b| (b.backend().clone(), b.in_flight().count()))
                     .filter(|(_, n)| *n > 0)
                     .collect(),
+                pause: route.pause.as_ref().map(|p| p.view()),
+                maintenance: route.maintenance.as_ref().map(|m| m.view()),
             })
             .collect()
     }
@@ -731,8 +882,29 @@ impl RouteView {
                 lease: c.lease,
             }),
             since: self.since,
+            pause: self.pause.map(|p| SavedPause {
+                deadline: p.deadline,
+            }),
+            maintenance: self.maintenance.as_ref().map(|m| SavedMaintenance {
+                message: m.message.clone(),
+                retry_after_s: m.retry_after_s,
+                since: m.since,
+            }),
         })
     }
+}
+
+/// The route of `service` with a live backend, the one pause and maintenance apply to.
+fn routed<'a>(
+    routes: &'a mut BTreeMap<String, Route>,
+    service: &str,
+) -> Result<&'a mut Route, GateRefused> {
+    routes
+        .get_mut(service)
+        .filter(|route| route.live.is_some())
+        .ok_or_else(|| GateRefused::NoRoute {
+            service: service.to_string(),
+        })
 }
 
 /// The route a request matched, and how.

@@ -233,7 +233,11 @@ pub async fn take_over(spec: TakeOver) -> Result<EdgeHandle, EdgeError> {
 /// the admin socket.
 fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
     let tuning = edge.settings.tuning;
-    let proxy = Arc::new(Proxy::new(Arc::clone(&edge.table), &tuning));
+    let proxy = Arc::new(Proxy::new(
+        Arc::clone(&edge.table),
+        &tuning,
+        edge.stop.subscribe(),
+    ));
     let mut tasks = JoinSet::new();
     let secure = listeners
         .secure

@@ -1,7 +1,8 @@
 //! The route table on disk: `routes.json` in the edge directory, and its last good copy.
 //!
 //! It holds the live backend of each service (with its hosts, path prefixes and candidate,
-//! and the candidate's lease) and the listen address. Every change rewrites it atomically (temp file, fsync, rename,
+//! the candidate's lease, and the route's maintenance and pause deadline) and the listen
+//! address. Every change rewrites it atomically (temp file, fsync, rename,
 //! fsync of the directory), so a crash leaves either the old or the new table, never half
 //! of one. The same bytes go to `routes.json.good` the same way, renamed after
 //! `routes.json`: a second copy, in a file of its own, for when something other than this
@@ -38,7 +39,9 @@ use crate::{Backend, EdgeError, ROUTES_FILE, directory};
 
 /// The format version written to `routes.json`; files up to it are read. Version 2 added
 /// the candidate's lease: an edge that reads only version 1 would not know to withdraw it.
-pub const FORMAT_VERSION: u32 = 2;
+/// Version 3 added a route's maintenance and pause: an edge that reads only version 2
+/// would serve a route its operator closed.
+pub const FORMAT_VERSION: u32 = 3;
 
 /// The last good copy of `routes.json`, in the edge directory.
 pub const GOOD_ROUTES_FILE: &str = "routes.json.good";
@@ -70,6 +73,30 @@ pub struct SavedRoute {
     /// The idle slot's registered backend and its share of new clients.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub candidate: Option<SavedCandidate>,
+    pub since: Timestamp,
+    /// The route's pause (see [`crate::pause`]), since format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<SavedPause>,
+    /// The route's maintenance (see [`crate::maintenance`]), since format 3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<SavedMaintenance>,
+}
+
+/// A pause, as the wall-clock time it ends: an edge that starts before it keeps holding
+/// requests until then, one that starts after it answers them 503 until a resume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedPause {
+    pub deadline: Timestamp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SavedMaintenance {
+    /// The operator's message; `None`: the default page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    pub retry_after_s: u32,
     pub since: Timestamp,
 }
 
@@ -321,6 +348,8 @@ mod tests {
                 },
                 candidate: None,
                 since: "2026-11-22T10:00:00Z".parse().unwrap(),
+                pause: None,
+                maintenance: None,
             }],
         }
     }
@@ -372,7 +401,7 @@ mod tests {
         assert_eq!(
             json,
             serde_json::json!({
-                "version": 2,
+                "version": 3,
                 "listen": "127.0.0.1:8080",
                 "routes": [{
                     "service": "web",
@@ -425,6 +454,44 @@ mod tests {
         assert_eq!((candidate.percent, candidate.lease), (10, None));
     }
 
+    #[test]
+    fn maintenance_and_pause_load_back_and_format_2_files_load_without_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut routes = rich();
+        routes.routes[0].pause = Some(SavedPause {
+            deadline: "2026-11-22T10:30:00Z".parse().unwrap(),
+        });
+        save(dir.path(), &routes).unwrap();
+        assert_eq!(load(dir.path()).unwrap(), Some(routes.clone()));
+        let json = serde_json::to_value(&routes).unwrap();
+        assert_eq!(json["version"], 3);
+        assert_eq!(
+            json["routes"][0]["maintenance"],
+            serde_json::json!({"message": "<b>back at 10:00</b>", "retry_after_s": 120,
+                "since": "2026-11-22T09:00:00Z"})
+        );
+        assert_eq!(
+            json["routes"][0]["pause"],
+            serde_json::json!({"deadline": "2026-11-22T10:30:00Z"})
+        );
+
+        // What an edge of format 2 wrote.
+        std::fs::write(
+            dir.path().join(ROUTES_FILE),
+            r#"{"version": 2, "listen": "127.0.0.1:8080", "routes": [{"service": "web",
+                "live": {"slot": "green", "release": "r7", "addr": "127.0.0.1:9002"},
+                "candidate": {"backend": {"slot": "blue", "release": "r8",
+                "addr": "127.0.0.1:9001"}, "percent": 10, "lease": {"lease_ms": 10000,
+                "expires_at": "2999-01-01T00:00:00Z"}},
+                "since": "2026-11-22T10:00:00Z"}]}"#,
+        )
+        .unwrap();
+        let old = load(dir.path()).unwrap().unwrap();
+        assert_eq!(old.routes[0].maintenance, None);
+        assert_eq!(old.routes[0].pause, None);
+        assert_eq!(old.routes[0].candidate.as_ref().unwrap().percent, 10);
+    }
+
     /// A table with every optional field, so that truncations cut through all of them.
     fn rich() -> SavedRoutes {
         let mut routes = saved();
@@ -443,6 +510,11 @@ mod tests {
                 lease_ms: 10_000,
                 expires_at: "2999-01-01T00:00:00Z".parse().unwrap(),
             }),
+        });
+        routes.routes[0].maintenance = Some(SavedMaintenance {
+            message: Some("<b>back at 10:00</b>".into()),
+            retry_after_s: 120,
+            since: "2026-11-22T09:00:00Z".parse().unwrap(),
         });
         routes
     }
@@ -590,15 +662,15 @@ mod tests {
     #[tokio::test]
     async fn newer_format_version_is_refused_and_left_as_it_is() {
         let dir = tempfile::tempdir().unwrap();
-        let newer = br#"{"version": 3, "listen": "127.0.0.1:8080", "routes": [], "zones": {}}"#;
+        let newer = br#"{"version": 4, "listen": "127.0.0.1:8080", "routes": [], "zones": {}}"#;
         std::fs::write(routes_path(dir.path()), newer).unwrap();
         let err = load(dir.path()).unwrap_err();
         assert!(
             matches!(
                 err,
                 EdgeError::RoutesVersion {
-                    found: 3,
-                    supported: 2,
+                    found: 4,
+                    supported: 3,
                     ..
                 }
             ),
@@ -609,7 +681,7 @@ mod tests {
             message.contains(&*routes_path(dir.path()).to_string_lossy()),
             "{message}"
         );
-        assert!(message.contains("version 3"), "{message}");
+        assert!(message.contains("version 4"), "{message}");
 
         let started = crate::server::start(crate::EdgeOptions {
             listen: "127.0.0.1:0".parse().unwrap(),

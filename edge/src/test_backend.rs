@@ -358,6 +358,112 @@ pub async fn send(addr: SocketAddr, req: Request<Full<Bytes>>) -> Answer {
     answer(response).await.unwrap()
 }
 
+/// How a test client speaks to the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1, served by the relay.
+    Relay,
+    /// HTTP/1.1, served by hyper (the relay off).
+    General,
+    /// HTTP/2 without TLS (h2c, prior knowledge), served by hyper.
+    H2c,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Relay, Protocol::General, Protocol::H2c];
+
+    /// The edge's settings for this protocol.
+    pub fn tuning(self) -> crate::settings::Tuning {
+        crate::settings::Tuning {
+            relay: self != Protocol::General,
+            ..crate::settings::Tuning::default()
+        }
+    }
+}
+
+/// One client connection to the edge, in any [`Protocol`].
+pub enum Client {
+    Http1(Connection),
+    Http2(hyper::client::conn::http2::SendRequest<Full<Bytes>>),
+}
+
+impl Client {
+    pub async fn open(addr: SocketAddr, protocol: Protocol) -> Client {
+        if protocol != Protocol::H2c {
+            return Client::Http1(Connection::open(addr).await);
+        }
+        let stream = TcpStream::connect(addr).await.unwrap();
+        let (sender, connection) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Client::Http2(sender)
+    }
+
+    /// Sends `method path` (Host `app.test`) and reads the whole answer.
+    pub async fn send(&mut self, method: http::Method, path: &str) -> Result<Reply, hyper::Error> {
+        let builder = Request::builder().method(method).header("host", "app.test");
+        let response = match self {
+            Client::Http1(connection) => {
+                let req = builder.uri(path).body(Full::new(Bytes::new())).unwrap();
+                connection.send(req).await?
+            }
+            Client::Http2(sender) => {
+                let req = builder
+                    .uri(format!("http://app.test{path}"))
+                    .body(Full::new(Bytes::new()))
+                    .unwrap();
+                sender.ready().await?;
+                sender.send_request(req).await?
+            }
+        };
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// `GET path`.
+    pub async fn get(&mut self, path: &str) -> Result<Reply, hyper::Error> {
+        self.send(http::Method::GET, path).await
+    }
+}
+
+/// A whole answer, headers included.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(|v| v.to_str().unwrap())
+    }
+
+    pub fn text(&self) -> &str {
+        std::str::from_utf8(&self.body).unwrap()
+    }
+}
+
+/// `GET path` on a fresh connection in `protocol`.
+pub async fn get_in(addr: SocketAddr, protocol: Protocol, path: &str) -> Reply {
+    let mut client = Client::open(addr, protocol).await;
+    tokio::time::timeout(SIGNAL_TIMEOUT, client.get(path))
+        .await
+        .expect("the edge did not answer in time")
+        .unwrap()
+}
+
 impl TestEdge {
     pub async fn start() -> TestEdge {
         TestEdge::start_with(crate::settings::Tuning::default()).await
@@ -387,6 +493,29 @@ impl TestEdge {
 
     pub async fn switch(&self, backend: &Backend) -> Option<Backend> {
         self.client().switch("web", backend).await.unwrap().previous
+    }
+
+    /// Waits until service `web` holds `held` requests (its pause in `status`), looking
+    /// every few milliseconds until [`SIGNAL_TIMEOUT`].
+    pub async fn until_held(&self, held: usize) {
+        let client = self.client();
+        let holding = async {
+            loop {
+                let status = client.status().await.unwrap();
+                let now = status
+                    .routes
+                    .iter()
+                    .find(|r| r.service == "web")
+                    .map(|r| r.paused.as_ref().map_or(0, |p| p.held));
+                if now == Some(held) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(SIGNAL_TIMEOUT, holding)
+            .await
+            .unwrap_or_else(|_| panic!("service web never held {held} requests"));
     }
 
     /// One value of the edge's `/metrics` page (0 when the series is absent).

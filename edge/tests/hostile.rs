@@ -16,8 +16,9 @@
 //! `bodies`, `poisoning`, `answers`, `bodyless` (late bytes after HEAD, 204 and 304
 //! answers), `http2`, `forwarding` (CONNECT, lookalike headers, `Connection` tokens,
 //! `Upgrade: h2c`), `connections` (connections the edge must close, and count while they
-//! are open), `counting` (whose error a request is, in the metrics), `messages`; and
-//! `differential`, the relay against hyper on generated streams.
+//! are open), `counting` (whose error a request is, in the metrics), `messages`, `pause`
+//! (held requests whose clients leave); and `differential`, the relay against hyper on
+//! generated streams.
 
 #[path = "hostile/answers.rs"]
 mod answers;
@@ -45,6 +46,8 @@ mod harness;
 mod http2;
 #[path = "hostile/messages.rs"]
 mod messages;
+#[path = "hostile/pause.rs"]
+mod pause;
 #[path = "hostile/poisoning.rs"]
 mod poisoning;
 #[path = "hostile/requests.rs"]

@@ -649,3 +649,191 @@ async fn split_whose_lease_is_not_renewed_is_withdrawn_by_the_edge() {
         "{refused}"
     );
 }
+
+#[tokio::test]
+async fn pause_and_maintenance_calls_answer_their_json_shapes() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+
+    let (code, json) = raw(
+        &edge,
+        "PUT",
+        "/routes/web/pause",
+        r#"{"timeout_ms": 60000}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{json}");
+    let paused = &json["paused"];
+    assert_eq!(
+        (&paused["held"], &paused["expired"]),
+        (&0.into(), &false.into())
+    );
+    assert!(
+        paused["deadline"].as_str().unwrap().ends_with('Z'),
+        "{json}"
+    );
+    let (_, status) = raw(&edge, "GET", "/status", "").await;
+    assert_eq!(status["routes"][0]["paused"], *paused);
+
+    let (code, json) = raw(&edge, "DELETE", "/routes/web/pause", "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(
+        json,
+        serde_json::json!({"resumed": true, "released": 0, "expired": false})
+    );
+    // Resuming what is not paused changes nothing, and says so.
+    let (code, json) = raw(&edge, "DELETE", "/routes/web/pause", "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(json["resumed"], false);
+
+    let (code, json) = raw(
+        &edge,
+        "PUT",
+        "/routes/web/maintenance",
+        r#"{"message": "<b>back soon</b>", "retry_after_s": 120}"#,
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{json}");
+    assert_eq!(json["maintenance"]["message"], "<b>back soon</b>");
+    assert_eq!(json["maintenance"]["retry_after_s"], 120);
+    assert_eq!(json["previous"], serde_json::Value::Null);
+    let (code, json) = raw(&edge, "PUT", "/routes/web/maintenance", "{}").await;
+    assert_eq!(code, StatusCode::OK, "{json}");
+    assert!(json["maintenance"].get("message").is_none(), "{json}");
+    assert_eq!(json["maintenance"]["retry_after_s"], 60);
+    assert_eq!(json["previous"]["message"], "<b>back soon</b>");
+    let (_, status) = raw(&edge, "GET", "/status", "").await;
+    assert_eq!(status["routes"][0]["maintenance"], json["maintenance"]);
+
+    let (code, json) = raw(&edge, "DELETE", "/routes/web/maintenance", "").await;
+    assert_eq!(code, StatusCode::OK);
+    assert_eq!(json["maintenance"], serde_json::Value::Null);
+    assert_eq!(json["previous"]["retry_after_s"], 60);
+    let (_, status) = raw(&edge, "GET", "/status", "").await;
+    assert!(status["routes"][0].get("maintenance").is_none(), "{status}");
+    assert!(status["routes"][0].get("paused").is_none(), "{status}");
+}
+
+#[tokio::test]
+async fn bad_pause_and_maintenance_calls_are_refused() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    let too_long_message = serde_json::json!({ "message": "x".repeat(2049) }).to_string();
+    let cases: [(&str, &str, &str, StatusCode, &str); 13] = [
+        (
+            "PUT",
+            "/routes/web/pause",
+            r#"{"timeout_ms": 0}"#,
+            StatusCode::BAD_REQUEST,
+            "timeout_ms",
+        ),
+        (
+            "PUT",
+            "/routes/web/pause",
+            r#"{"timeout_ms": 3600001}"#,
+            StatusCode::BAD_REQUEST,
+            "1 hour",
+        ),
+        (
+            "PUT",
+            "/routes/web/pause",
+            "{}",
+            StatusCode::BAD_REQUEST,
+            "timeout_ms",
+        ),
+        (
+            "PUT",
+            "/routes/web/pause",
+            r#"{"timeout_ms": 5, "x": 1}"#,
+            StatusCode::BAD_REQUEST,
+            "unknown field",
+        ),
+        (
+            "PUT",
+            "/routes/api/pause",
+            r#"{"timeout_ms": 1000}"#,
+            StatusCode::NOT_FOUND,
+            "service api has no live route",
+        ),
+        (
+            "DELETE",
+            "/routes/api/pause",
+            "",
+            StatusCode::NOT_FOUND,
+            "service api",
+        ),
+        (
+            "PUT",
+            "/routes/we%20b/pause",
+            r#"{"timeout_ms": 1000}"#,
+            StatusCode::BAD_REQUEST,
+            "invalid service name",
+        ),
+        (
+            "GET",
+            "/routes/web/pause",
+            "",
+            StatusCode::METHOD_NOT_ALLOWED,
+            "not allowed",
+        ),
+        (
+            "PUT",
+            "/routes/web/maintenance",
+            &too_long_message,
+            StatusCode::BAD_REQUEST,
+            "2049 bytes",
+        ),
+        (
+            "PUT",
+            "/routes/web/maintenance",
+            r#"{"message": ""}"#,
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            "PUT",
+            "/routes/web/maintenance",
+            r#"{"retry_after_s": 0}"#,
+            StatusCode::BAD_REQUEST,
+            "retry_after_s",
+        ),
+        (
+            "PUT",
+            "/routes/api/maintenance",
+            "{}",
+            StatusCode::NOT_FOUND,
+            "service api",
+        ),
+        (
+            "DELETE",
+            "/routes/api/maintenance",
+            "",
+            StatusCode::NOT_FOUND,
+            "service api",
+        ),
+    ];
+    for (method, path, body, want, says) in cases {
+        let (code, json) = raw(&edge, method, path, body).await;
+        assert_eq!(code, want, "{method} {path} {body}: {json}");
+        let error = json["error"].as_str().unwrap();
+        assert!(error.contains(says), "{method} {path}: {error}");
+    }
+    // Nothing of it reached the route.
+    let route = &edge.client().status().await.unwrap().routes[0];
+    assert_eq!((&route.paused, &route.maintenance), (&None, &None));
+    assert_eq!(get(edge.addr(), "/").await.status, StatusCode::OK);
+    // The client checks the name before sending, as for every call.
+    let err = edge
+        .client()
+        .pause("a/b", Duration::from_secs(1))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, EdgeError::InvalidService { .. }), "{err:?}");
+    let err = edge.client().maintenance_off("api").await.unwrap_err();
+    assert!(
+        matches!(err, EdgeError::AdminRejected { status: 404, .. }),
+        "{err:?}"
+    );
+}

@@ -12,7 +12,7 @@ use std::ops::Range;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 
-use crate::answer::{self, Failure, RequestId};
+use crate::answer::{self, Failure, RequestId, Unavailable};
 use crate::connector;
 use crate::framing::{
     self, BodyFraming, HeadLimits, MAX_ANSWER_HEAD, MAX_HEADERS_LIMIT, Refusal, RequestCheck,
@@ -424,8 +424,16 @@ fn too_large() -> Failure {
     ))
 }
 
-/// Writes an answer from the edge: the generic text of [`answer::body`], with its length.
-pub(crate) fn write_message(out: &mut Vec<u8>, status: StatusCode, id: RequestId, close: bool) {
+/// Writes an answer from the edge: the generic text of [`answer::body`], with its length;
+/// to a HEAD request, the same head without the body (RFC 9110 §9.3.2), so that a kept
+/// connection's next answer is not read from it.
+pub(crate) fn write_message(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    id: RequestId,
+    head_method: bool,
+    close: bool,
+) {
     let text = answer::body(status, id);
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -437,7 +445,33 @@ pub(crate) fn write_message(out: &mut Vec<u8>, status: StatusCode, id: RequestId
         out.extend_from_slice(b"\r\nconnection: close");
     }
     out.extend_from_slice(b"\r\n\r\n");
-    out.extend_from_slice(text.as_bytes());
+    if !head_method {
+        out.extend_from_slice(text.as_bytes());
+    }
+}
+
+/// Writes the edge's 503 for a request of a closed route ([`Unavailable`]); to a HEAD,
+/// without the body, whose length the head names all the same.
+pub(crate) fn write_unavailable(
+    out: &mut Vec<u8>,
+    unavailable: &Unavailable,
+    head_method: bool,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: ");
+    out.extend_from_slice(unavailable.content_type.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: ");
+    out.extend_from_slice(unavailable.body.len().to_string().as_bytes());
+    out.extend_from_slice(b"\r\nretry-after: ");
+    out.extend_from_slice(unavailable.retry_after.as_bytes());
+    out.extend_from_slice(b"\r\ncache-control: no-store");
+    if close {
+        out.extend_from_slice(b"\r\nconnection: close");
+    }
+    out.extend_from_slice(b"\r\n\r\n");
+    if !head_method {
+        out.extend_from_slice(&unavailable.body);
+    }
 }
 
 /// Follows the framing of a chunked body passed through unchanged, to find where it ends.

@@ -10,6 +10,13 @@ fn backend(slot: Slot, release: &str, port: u16) -> Backend {
 }
 
 fn claim_at(table: &RouteTable, host: Option<&str>, path: &str) -> Result<Claim, Unrouted> {
+    claim_open(table, host, path).map_err(|unclaimed| match unclaimed {
+        Unclaimed::Unrouted(unrouted) => unrouted,
+        other => panic!("the route is closed: {other:?}"),
+    })
+}
+
+fn claim_open(table: &RouteTable, host: Option<&str>, path: &str) -> Result<Claim, Unclaimed> {
     let headers = HeaderMap::new();
     table.claim(&RequestInfo {
         host,
@@ -555,6 +562,8 @@ fn restore_leaves_out_a_candidate_whose_lease_lapsed() {
             lease: Some(lease),
         }),
         since: at("2026-12-05T00:00:00Z"),
+        pause: None,
+        maintenance: None,
     };
     let ten = std::time::Duration::from_secs(10);
     let table = RouteTable::new();
@@ -573,4 +582,139 @@ fn restore_leaves_out_a_candidate_whose_lease_lapsed() {
             .map(|c| (c.percent, c.lease)),
         Some((10, Some(running)))
     );
+}
+
+#[test]
+fn a_closed_route_claims_no_backend_and_maintenance_wins_over_a_pause() {
+    let table = RouteTable::new();
+    table.switch("web", backend(Slot::Blue, "r1", 9001), Routing::default());
+    let paused = table
+        .pause("web", std::time::Duration::from_secs(600))
+        .unwrap();
+    assert_eq!((paused.held, paused.expired), (0, false));
+    let held = match claim_open(&table, None, "/") {
+        Err(Unclaimed::Held(hold)) => hold,
+        other => panic!("not held: {other:?}"),
+    };
+    let view = &table.view()[0];
+    assert_eq!((view.in_flight, view.pause.unwrap().held), (0, 1));
+
+    table
+        .set_maintenance("web", Some("upgrading".into()), 30)
+        .unwrap();
+    match claim_open(&table, None, "/") {
+        Err(Unclaimed::Closed(Closed::Maintenance(m))) => {
+            assert_eq!(m.view().message.as_deref(), Some("upgrading"));
+        }
+        other => panic!("not under maintenance: {other:?}"),
+    }
+    let ended = table.clear_maintenance("web").unwrap().unwrap();
+    assert_eq!(
+        (ended.message.as_deref(), ended.retry_after_s),
+        (Some("upgrading"), 30)
+    );
+    assert!(matches!(
+        claim_open(&table, None, "/"),
+        Err(Unclaimed::Held(_))
+    ));
+    assert_eq!(table.view()[0].pause.unwrap().held, 1);
+
+    assert_eq!(
+        table.resume("web"),
+        Ok(Some(Resumed {
+            released: 1,
+            expired: false
+        }))
+    );
+    drop(held);
+    assert_eq!(claimed_release(&table, None), "r1");
+    assert_eq!(table.resume("web"), Ok(None));
+    assert_eq!(table.clear_maintenance("web"), Ok(None));
+    let unknown = GateRefused::NoRoute {
+        service: "api".into(),
+    };
+    assert_eq!(
+        table.pause("api", std::time::Duration::from_secs(1)),
+        Err(unknown.clone())
+    );
+    assert_eq!(
+        table.set_maintenance("api", None, 30).map(|_| ()),
+        Err(unknown)
+    );
+}
+
+#[test]
+fn restore_brings_back_maintenance_and_a_pause_past_its_deadline() {
+    let table = RouteTable::new();
+    let deadline = at("2026-12-05T00:10:00Z");
+    let saved = SavedRoute {
+        service: "web".into(),
+        hosts: vec![],
+        paths: vec![],
+        preview_hosts: vec![],
+        live: backend(Slot::Blue, "r1", 9001),
+        candidate: None,
+        since: at("2026-12-05T00:00:00Z"),
+        pause: Some(SavedPause { deadline }),
+        maintenance: Some(SavedMaintenance {
+            message: Some("back soon".into()),
+            retry_after_s: 90,
+            since: at("2026-12-05T00:05:00Z"),
+        }),
+    };
+    assert_eq!(table.restore(&saved), None);
+    let view = table.view().remove(0);
+    assert_eq!(view.saved().as_ref(), Some(&saved));
+    assert_eq!(
+        view.pause,
+        Some(PauseView {
+            deadline,
+            held: 0,
+            expired: true
+        })
+    );
+    assert!(matches!(
+        claim_open(&table, None, "/"),
+        Err(Unclaimed::Closed(Closed::Maintenance(_)))
+    ));
+    table.clear_maintenance("web").unwrap();
+    match claim_open(&table, None, "/") {
+        Err(Unclaimed::Closed(Closed::PauseExpired { service })) => assert_eq!(service, "web"),
+        other => panic!("not past its pause: {other:?}"),
+    }
+    // Paused again: a new deadline, and requests are held again.
+    table
+        .pause("web", std::time::Duration::from_secs(600))
+        .unwrap();
+    assert!(matches!(
+        claim_open(&table, None, "/"),
+        Err(Unclaimed::Held(_))
+    ));
+}
+
+#[test]
+fn removing_a_route_lets_its_held_requests_go_and_ends_its_maintenance() {
+    let table = RouteTable::new();
+    table.switch("web", backend(Slot::Blue, "r1", 9001), Routing::default());
+    table
+        .pause("web", std::time::Duration::from_secs(600))
+        .unwrap();
+    table.set_maintenance("web", None, 30).unwrap();
+    table.clear_maintenance("web").unwrap();
+    let Err(Unclaimed::Held(hold)) = claim_open(&table, None, "/") else {
+        panic!("not held");
+    };
+    assert!(table.remove("web").is_some());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let held = runtime.block_on(hold.wait(std::future::pending()));
+    assert_eq!(held, crate::pause::Held::Resumed);
+    // Claimed again, it finds no route; one switched in later under the name starts open.
+    assert_eq!(claim(&table, None).unwrap_err(), Unrouted::NoRoutes);
+    table.switch("web", backend(Slot::Blue, "r2", 9001), Routing::default());
+    assert_eq!(claimed_release(&table, None), "r2");
+    let view = &table.view()[0];
+    assert_eq!((view.pause, &view.maintenance), (None, &None));
 }

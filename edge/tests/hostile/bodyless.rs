@@ -241,3 +241,68 @@ async fn late_bytes_after_a_bodyless_answer_never_reach_another_client() {
     )
     .await;
 }
+
+/// The edge's own answers to HEAD (a 503 here: no service is routed yet) name their
+/// length and send no body: two HEAD requests in a row on one connection read as two whole
+/// answers with nothing left over, and over HTTP/2 the answer's `HEADERS` end the stream.
+#[tokio::test]
+async fn the_edges_own_answers_to_head_carry_no_body() {
+    use crate::h2c::{self, Acks, Conn, Event};
+    use crate::harness::on_both_paths;
+
+    on_both_paths("the edge's own answers to HEAD", async |path: Path| {
+        let edge = Edge::start(path).await;
+        let head = format!("HEAD /a HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
+        let got = RawClient::connect(edge.addr())
+            .await
+            .answering_head()
+            .exchange(head.repeat(2).as_bytes(), false, 2)
+            .await;
+        let finals = got.finals();
+        check(
+            got.error.is_none()
+                && got.pending.is_empty()
+                && !got.closed
+                && finals.len() == 2
+                && finals.iter().all(|a| a.status == 503 && a.body.is_empty()),
+            || format!("two HEAD requests got {}", got.describe()),
+        )?;
+
+        let tcp = tokio::net::TcpStream::connect(edge.addr())
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let mut conn = Conn::open(tcp, &[], Acks::All)
+            .await
+            .map_err(|e| format!("the preface: {e}"))?;
+        let fields: [(&[u8], &[u8]); 4] = [
+            (b":method", b"HEAD"),
+            (b":scheme", b"http"),
+            (b":path", b"/a"),
+            (b":authority", HOST.as_bytes()),
+        ];
+        conn.headers(1, &fields, true)
+            .await
+            .map_err(|e| format!("HEADERS: {e}"))?;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match conn.next(deadline).await {
+                Event::Frame(frame) if frame.stream == 1 && frame.kind == h2c::HEADERS => {
+                    return check(frame.status() == Some(503) && frame.ends_stream(), || {
+                        format!("HTTP/2 HEAD got {}", h2c::describe(&[frame]))
+                    });
+                }
+                Event::Frame(frame) if frame.stream == 1 => {
+                    return Err(format!(
+                        "HTTP/2 HEAD got {} before its HEADERS",
+                        h2c::describe(&[frame])
+                    ));
+                }
+                Event::Frame(_) => {}
+                Event::Closed | Event::TimedOut => {
+                    return Err("HTTP/2 HEAD got no answer".into());
+                }
+            }
+        }
+    })
+    .await;
+}

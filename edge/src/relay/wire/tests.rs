@@ -483,7 +483,7 @@ fn an_answer_head_over_the_limit_is_refused_in_one_piece_or_in_parts() {
 fn the_edge_s_own_answers_are_generic_and_framed() {
     let mut out = Vec::new();
     let id = RequestId::new();
-    write_message(&mut out, StatusCode::BAD_GATEWAY, id, true);
+    write_message(&mut out, StatusCode::BAD_GATEWAY, id, false, true);
     let text = String::from_utf8(out).unwrap();
     let (head, body) = text.split_once("\r\n\r\n").unwrap();
     assert_eq!(body, format!("502 Bad Gateway\nrequest id: {id}\n"));
@@ -492,6 +492,16 @@ fn the_edge_s_own_answers_are_generic_and_framed() {
         "{head}"
     );
     assert!(head.ends_with("connection: close"), "{head}");
+    // To a HEAD request: the same head, and nothing after it.
+    let mut out = Vec::new();
+    write_message(&mut out, StatusCode::BAD_GATEWAY, id, true, false);
+    let text = String::from_utf8(out).unwrap();
+    let (head_only, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert_eq!(rest, "");
+    assert!(
+        head_only.contains(&format!("content-length: {}", body.len())),
+        "{head_only}"
+    );
 }
 
 #[test]
