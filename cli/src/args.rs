@@ -215,6 +215,34 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Hold the service's new requests at the edge (in-flight ones finish) until `shipit
+    /// resume` or the timeout; past the timeout they are answered 503 with Retry-After
+    ///
+    /// For a short window (a database switchover): clients wait instead of failing. Local
+    /// targets only (the edge holds them).
+    Pause {
+        #[command(flatten)]
+        selection: Selection,
+        /// How long requests are held at most (1ms to 1h)
+        #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = duration)]
+        timeout: std::time::Duration,
+        /// Print the pause as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Let the requests held by `shipit pause` go on to the live slot, and route as usual
+    Resume {
+        #[command(flatten)]
+        selection: Selection,
+        /// Print how many requests were let go as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Answer every request of the service 503 with a small page and Retry-After, or stop
+    Maintenance {
+        #[command(subcommand)]
+        command: MaintenanceCommand,
+    },
     /// Plan and apply the semantic versions of the library modules ([modules.*])
     Version {
         #[command(subcommand)]
@@ -279,6 +307,11 @@ impl Command {
             | Command::History { json, .. }
             | Command::Rollback { json, .. }
             | Command::Down { json, .. }
+            | Command::Pause { json, .. }
+            | Command::Resume { json, .. }
+            | Command::Maintenance {
+                command: MaintenanceCommand::On { json, .. } | MaintenanceCommand::Off { json, .. },
+            }
             | Command::Lock {
                 command: LockCommand::Status { json, .. } | LockCommand::Release { json, .. },
             }
@@ -299,6 +332,38 @@ impl Command {
             Command::Completions { .. } | Command::Man { .. } => false,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Turn maintenance on: every request gets 503, the page and Retry-After (it lasts
+    /// across edge restarts until `maintenance off`)
+    On {
+        #[command(flatten)]
+        selection: Selection,
+        /// The page's message (HTML-escaped, at most 2 KiB) [default: the edge's]
+        #[arg(long, value_name = "TEXT")]
+        message: Option<String>,
+        /// The answers' Retry-After, 1s to 1 day [default: 60s]
+        #[arg(long, value_name = "DURATION", value_parser = duration)]
+        retry_after: Option<std::time::Duration>,
+        /// Print the maintenance as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn maintenance off: the service is served again
+    Off {
+        #[command(flatten)]
+        selection: Selection,
+        /// Print the outcome as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A duration such as `30s`, `1m30s` or `500ms`.
+fn duration(text: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 30s, 2m, 500ms)"))
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,6 +6,7 @@
 //! opens the platform of a config's target, whatever its kind.
 
 pub mod ecs;
+pub mod gate;
 pub mod kind;
 pub mod local;
 pub mod observed;
@@ -264,6 +265,23 @@ pub trait Platform {
         migrate: &crate::config::Migrate,
         reporter: &Reporter,
     ) -> impl Future<Output = Result<(), PlatformError>>;
+
+    /// Pauses, resumes, or puts under maintenance the service's traffic (see
+    /// [`gate`]); a kind whose traffic does not pass through shipit's edge cannot.
+    fn gate(
+        &self,
+        change: &gate::GateChange,
+    ) -> impl Future<Output = Result<gate::Gate, PlatformError>> {
+        let _ = change;
+        std::future::ready(Err(PlatformError::new(
+            ErrorKind::Platform,
+            format!(
+                "{} has no edge of shipit's in front of its traffic: pause and maintenance work on local targets",
+                self.describe()
+            ),
+        )
+        .with_hint("on an ecs target, a listener rule with a fixed response does the same")))
+    }
 
     /// Waits until the candidate is healthy and reports its release. Fails at once if it
     /// exits, and stops waiting when `cancel` fires.

@@ -66,6 +66,8 @@ impl Connection {
 #[derive(Debug, Clone)]
 pub struct Sample {
     pub started: Instant,
+    /// When its answer (or its failure) came.
+    pub finished: Instant,
     /// The release id the body reports, for 2xx answers.
     pub release: Option<String>,
     pub failure: Option<String>,
@@ -153,6 +155,7 @@ impl Load {
                                 Err(e) => {
                                     samples.push(Sample {
                                         started: t,
+                                        finished: Instant::now(),
                                         release: None,
                                         failure: Some(e),
                                     });
@@ -169,12 +172,14 @@ impl Load {
                                 answered.fetch_add(1, Ordering::Relaxed);
                                 Sample {
                                     started: t,
+                                    finished: Instant::now(),
                                     release: release_of(&body),
                                     failure: None,
                                 }
                             }
                             Ok((status, body)) => Sample {
                                 started: t,
+                                finished: Instant::now(),
                                 release: None,
                                 failure: Some(format!("HTTP {status}: {}", body.trim())),
                             },
@@ -182,6 +187,7 @@ impl Load {
                                 conn = None;
                                 Sample {
                                     started: t,
+                                    finished: Instant::now(),
                                     release: None,
                                     failure: Some(e),
                                 }

@@ -16,6 +16,7 @@ mod edge;
 mod edge_tls;
 mod edge_upgrade;
 mod failure;
+mod gate;
 mod help;
 mod history;
 mod hooks;

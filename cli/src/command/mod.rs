@@ -5,6 +5,7 @@ mod config;
 mod diff;
 mod down;
 mod edge;
+mod gate;
 mod history;
 pub mod init;
 mod lock;
@@ -18,7 +19,7 @@ use shipit_pipeline::config::{Config, Service, Target};
 use shipit_pipeline::platform::target::{Opening, TargetPlatform};
 use shipit_pipeline::secret::Secrets;
 
-use crate::args::{Cli, Command, Global, Selection};
+use crate::args::{Cli, Command, Global, MaintenanceCommand, Selection};
 use crate::exit::{self, Failure};
 use crate::printer::Printer;
 
@@ -132,6 +133,39 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         } => history::run(&select(global, &selection).await?, limit, json, printer).await,
         Command::Down { selection, json } => {
             down::run(&select(global, &selection).await?, json, printer).await
+        }
+        Command::Pause {
+            selection,
+            timeout,
+            json,
+        } => {
+            let change = gate::GateChange::Pause { timeout };
+            gate::run(&select(global, &selection).await?, &change, json, printer).await
+        }
+        Command::Resume { selection, json } => {
+            let change = gate::GateChange::Resume;
+            gate::run(&select(global, &selection).await?, &change, json, printer).await
+        }
+        Command::Maintenance { command } => {
+            let (selection, change, json) = match command {
+                MaintenanceCommand::On {
+                    selection,
+                    message,
+                    retry_after,
+                    json,
+                } => (
+                    selection,
+                    gate::GateChange::MaintenanceOn {
+                        message,
+                        retry_after,
+                    },
+                    json,
+                ),
+                MaintenanceCommand::Off { selection, json } => {
+                    (selection, gate::GateChange::MaintenanceOff, json)
+                }
+            };
+            gate::run(&select(global, &selection).await?, &change, json, printer).await
         }
         Command::Lock { command } => lock::run(global, command, printer).await,
         Command::Config { command } => config::run(global, command, printer),

@@ -30,6 +30,9 @@ pub struct Status {
     /// A release staged by `release --no-promote` whose candidate still runs, waiting for
     /// `shipit promote`.
     pub staged: Option<StagedStatus>,
+    /// Set while the service is paused or under maintenance (`paused`, `maintenance`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gate: Option<shipit_pipeline::platform::gate::Gate>,
 }
 
 #[derive(Debug, Serialize)]
@@ -134,6 +137,7 @@ pub async fn collect(selected: &Selected) -> Result<Status, Failure> {
         health: observed.health,
         candidate: observed.candidate,
         staged,
+        gate: observed.gate,
     })
 }
 
@@ -200,6 +204,25 @@ fn print(status: &Status, printer: Printer) {
         }
         line.push_str(&format!(", {} in flight", c.in_flight));
         printer.data(&line);
+    }
+    if let Some(gate) = &status.gate {
+        if let Some(p) = &gate.paused {
+            let state = if p.expired {
+                "its timeout passed: requests are answered 503 until `shipit resume`".to_string()
+            } else {
+                format!("{} requests held, until {}", p.held, second(p.deadline))
+            };
+            printer.data(&format!("  PAUSED     {state}"));
+        }
+        if let Some(m) = &gate.maintenance {
+            printer.data(&format!(
+                "  MAINTENANCE since {}: every request answered 503{}",
+                second(m.since),
+                m.message
+                    .as_deref()
+                    .map_or(String::new(), |text| format!(" ({text:?})"))
+            ));
+        }
     }
     if let Some(s) = &status.staged {
         printer.data(&format!(

@@ -9,6 +9,7 @@ mod bake;
 mod candidate;
 mod container;
 mod down;
+mod gate;
 pub mod images;
 mod migrate;
 mod observe;
@@ -502,6 +503,13 @@ impl Platform for LocalPlatform {
 
     async fn prune(&self, reporter: &Reporter) -> Result<(), PlatformError> {
         self.prune_images(reporter).await
+    }
+
+    async fn gate(
+        &self,
+        change: &crate::platform::gate::GateChange,
+    ) -> Result<crate::platform::gate::Gate, PlatformError> {
+        self.change_gate(change).await
     }
 
     async fn migrate(

@@ -14,6 +14,8 @@ pub struct Observed {
     pub health: Option<SlotHealth>,
     /// The candidate the routing layer holds beside the live slot (a split or a preview).
     pub candidate: Option<RoutedCandidate>,
+    /// A pause or a maintenance in front of the service; null when traffic flows.
+    pub gate: Option<crate::platform::gate::Gate>,
 }
 
 /// The live slot's health, probed now.

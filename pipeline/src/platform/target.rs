@@ -200,6 +200,13 @@ macro_rules! target_kinds {
                 }
             }
 
+            async fn gate(
+                &self,
+                change: &crate::platform::gate::GateChange,
+            ) -> Result<crate::platform::gate::Gate, PlatformError> {
+                match self { $(TargetPlatform::$kind(p) => Box::pin(p.gate(change)).await,)+ }
+            }
+
             async fn migrate(
                 &self,
                 candidate: &Candidate,

@@ -29,10 +29,17 @@ impl LocalPlatform {
                 in_flight: c.in_flight,
             })
         });
+        let gate = route.as_ref().map(|r| crate::platform::gate::Gate {
+            paused: r.paused.clone(),
+            maintenance: r.maintenance.clone(),
+            released: None,
+        });
+        let gate = gate.filter(|g| !g.is_open());
         let Some(live) = live else {
             return Ok(Observed {
                 health: None,
                 candidate,
+                gate,
             });
         };
         // The address the edge routes to, not the container's: a slot whose container moved
@@ -70,6 +77,7 @@ impl LocalPlatform {
                 failed_requests,
             }),
             candidate,
+            gate,
         })
     }
 
