@@ -353,7 +353,8 @@ pub fn validate_service(name: &str) -> Result<(), EdgeError> {
 }
 
 /// Checks path prefixes and puts them in the form matching uses: each starts with `/` and
-/// has no trailing `/`; `/` itself (every path) is dropped; duplicates go.
+/// has no trailing `/`; duplicates go; a list holding `/` (every path) becomes the empty
+/// list, which is every path too.
 pub fn normalize_paths(paths: &[String]) -> Result<Vec<String>, String> {
     let mut normalized = Vec::with_capacity(paths.len());
     for path in paths {
@@ -368,9 +369,13 @@ pub fn normalize_paths(paths: &[String]) -> Result<Vec<String>, String> {
             ));
         }
         let trimmed = path.trim_end_matches('/');
-        if !trimmed.is_empty() && !normalized.iter().any(|p| p == trimmed) {
+        if !normalized.iter().any(|p| p == trimmed) {
             normalized.push(trimmed.to_string());
         }
+    }
+    // `/` is every path: beside it, no other prefix narrows anything.
+    if normalized.iter().any(String::is_empty) {
+        normalized.clear();
     }
     Ok(normalized)
 }

@@ -324,6 +324,10 @@ fn routes_are_normalized_and_services_that_could_tie_on_one_edge_are_refused() {
         config.service(Some("api")).unwrap().route.paths,
         ["/api", "/v2"]
     );
+    // "/" is every path: beside it, "/api" narrows nothing.
+    let config =
+        parse("[services.web]\nport = 1\n[services.web.route]\npaths = [\"/\", \"/api\"]\n");
+    assert!(config.service(None).unwrap().route.paths.is_empty());
     // Same host, different prefixes: the longest prefix wins, so no tie.
     parse(&two(
         "[services.shop.route]\nhosts = [\"a.test\"]\npaths = [\"/\"]",
