@@ -33,7 +33,13 @@ pub enum Mode {
     Plain,
     Terminal,
     GitHub,
+    /// `SHIPIT_EVENTS=json`: one JSON object per line on stderr for every event, warning,
+    /// note and error, for a program to read.
+    Events,
 }
+
+/// The variable that asks for [`Mode::Events`].
+pub const EVENTS_ENV: &str = "SHIPIT_EVENTS";
 
 #[derive(Debug, Clone, Copy)]
 pub struct Printer {
@@ -98,6 +104,20 @@ fn above_spinner<R>(write: impl FnOnce() -> R) -> R {
     }
 }
 
+/// Hides the secret values in every string of `value`.
+fn scrub_strings(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::String(text) => {
+            if let std::borrow::Cow::Owned(hidden) = scrubbed(text) {
+                *text = hidden;
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(scrub_strings),
+        serde_json::Value::Object(fields) => fields.values_mut().for_each(scrub_strings),
+        _ => {}
+    }
+}
+
 /// Escapes a workflow command's message: the runner reads `%`, CR and LF as escapes, and an
 /// unescaped newline would let a log line start a command of its own.
 fn escape_command(text: &str) -> String {
@@ -110,7 +130,9 @@ impl Printer {
     pub fn new(quiet: bool) -> Printer {
         let terminal = std::io::stderr().is_terminal();
         let color = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()) && terminal;
-        let mode = if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
+        let mode = if std::env::var(EVENTS_ENV).is_ok_and(|v| v == "json") {
+            Mode::Events
+        } else if std::env::var("GITHUB_ACTIONS").is_ok_and(|v| v == "true") {
             Mode::GitHub
         } else if terminal && !quiet && std::env::var("TERM").is_ok_and(|t| t != "dumb") {
             Mode::Terminal
@@ -138,14 +160,32 @@ impl Printer {
         above_spinner(|| eprintln!("{text}"));
     }
 
+    /// One JSON object on a line of stderr. Secret values are hidden in each string before
+    /// it is JSON-escaped: a value with a quote or a backslash would not match once escaped.
+    fn json_line(&self, value: &serde_json::Value) {
+        let mut value = value.clone();
+        scrub_strings(&mut value);
+        self.line(&value.to_string());
+    }
+
     /// A progress line on stderr.
     pub fn info(&self, text: &str) {
+        if self.mode == Mode::Events {
+            if !self.quiet {
+                self.json_line(&serde_json::json!({ "event": "note", "message": text }));
+            }
+            return;
+        }
         if !self.quiet {
             self.line(&format!("{} {text}", self.paint("2", &Self::stamp())));
         }
     }
 
     pub fn warn(&self, text: &str) {
+        if self.mode == Mode::Events {
+            self.json_line(&serde_json::json!({ "event": "warning", "message": text }));
+            return;
+        }
         self.line(&format!(
             "{} {} {text}",
             self.paint("2", &Self::stamp()),
@@ -158,6 +198,10 @@ impl Printer {
 
     /// The one-line cause and the hint of a failed command.
     pub fn error(&self, cause: &str, hint: Option<&str>) {
+        if self.mode == Mode::Events {
+            self.json_line(&serde_json::json!({ "event": "error", "cause": cause, "hint": hint }));
+            return;
+        }
         self.end_phase_output();
         self.line(&format!("{} {cause}", self.paint("31;1", "error:")));
         if let Some(hint) = hint {
@@ -173,6 +217,15 @@ impl Printer {
     }
 
     pub fn event(&self, event: &Event) {
+        if self.mode == Mode::Events {
+            if !self.quiet || matches!(event, Event::Warning { .. }) {
+                match serde_json::to_value(event) {
+                    Ok(value) => self.json_line(&value),
+                    Err(e) => self.warn(&format!("internal: an event did not serialize: {e}")),
+                }
+            }
+            return;
+        }
         match event {
             Event::PhaseStarted { phase } => self.phase_started(*phase),
             Event::PhaseFinished { phase, elapsed, ok } => {
@@ -272,7 +325,8 @@ impl Printer {
             return;
         }
         match self.mode {
-            Mode::Plain => self.info(&format!("▶ {phase}")),
+            // Events mode prints the event itself and never gets here.
+            Mode::Plain | Mode::Events => self.info(&format!("▶ {phase}")),
             Mode::GitHub => {
                 self.close_group();
                 self.line(&format!("::group::{phase}"));

@@ -55,6 +55,7 @@ pub enum Event {
     /// A phase ended; `ok` is false when it failed or was interrupted.
     PhaseFinished {
         phase: Phase,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
         ok: bool,
     },
@@ -77,6 +78,7 @@ pub enum Event {
         index: usize,
         total: usize,
         percent: u8,
+        #[serde(rename = "bake_ms", serialize_with = "millis")]
         bake: Duration,
     },
     /// Time passing in the bake of step `index`: `elapsed` of `period`. Sent about once a
@@ -85,7 +87,9 @@ pub enum Event {
         index: usize,
         total: usize,
         percent: u8,
+        #[serde(rename = "elapsed_ms", serialize_with = "millis")]
         elapsed: Duration,
+        #[serde(rename = "period_ms", serialize_with = "millis")]
         period: Duration,
     },
     /// Something the user should know that does not stop the release.
@@ -97,6 +101,11 @@ pub enum Event {
     Note {
         message: String,
     },
+}
+
+/// A duration as whole milliseconds, the way events carry them (`SHIPIT_EVENTS=json`).
+fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// Where events go. Cheap to clone; the default drops everything.

@@ -93,6 +93,29 @@ async fn secret_values_never_appear_in_output_records_logs_or_state() {
         printed.push((format!("shipit {}", args.join(" ")), out.stdout));
         printed.push((format!("shipit {} (stderr)", args.join(" ")), out.stderr));
     }
+    // A hook that prints a secret, with every event as JSON on stderr: hidden there too.
+    let mut text = std::fs::read_to_string(&project.config).unwrap();
+    text.push_str(&format!(
+        "\n[services.{service}.hooks]\npre_switch = {{ command = 'echo \"db=$DB_PASSWORD\"' }}\n"
+    ));
+    std::fs::write(&project.config, text).unwrap();
+    let mut with_events = env.to_vec();
+    with_events.push(("SHIPIT_EVENTS", "json"));
+    let out = project
+        .run_async(&["release", "--json"], &with_events)
+        .await;
+    assert_success(&out, "shipit release with SHIPIT_EVENTS=json");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        err.lines()
+            .any(|l| l.contains("\"pre_switch: db=") && l.contains("redacted")),
+        "the hook's line, hidden: {err}"
+    );
+    printed.push(("release with SHIPIT_EVENTS=json".into(), out.stdout));
+    printed.push((
+        "release with SHIPIT_EVENTS=json (stderr)".into(),
+        out.stderr,
+    ));
     let state = files_under(&project.state_dir());
     assert!(
         state.iter().any(|(path, _)| path.contains("/releases/")),
