@@ -18,14 +18,17 @@ use crate::platform::{ErrorKind, PlatformError};
 
 /// How many output lines a failure shows.
 pub const TAIL_LINES: usize = 20;
+/// The longest output line kept; a longer one (or output with no line break, a progress bar)
+/// is cut there.
+pub const MAX_LINE: usize = 2048;
 
 /// The output of a migrate run: each line goes to the reporter, the last ones are kept for
 /// the failure's message.
 pub struct Output<'a> {
     reporter: &'a Reporter,
     tail: VecDeque<String>,
-    /// A chunk's unfinished last line, completed by the next chunk.
-    partial: String,
+    /// Each stream's (stdout, stderr) unfinished last line, completed by its next chunk.
+    partial: [String; 2],
 }
 
 impl<'a> Output<'a> {
@@ -33,13 +36,20 @@ impl<'a> Output<'a> {
         Output {
             reporter,
             tail: VecDeque::with_capacity(TAIL_LINES),
-            partial: String::new(),
+            partial: [String::new(), String::new()],
         }
     }
 
-    /// One whole line of output.
+    /// One whole line of output, cut at [`MAX_LINE`] bytes.
     pub fn line(&mut self, line: &str) {
-        let line = line.trim_end_matches('\r');
+        let mut line = line.trim_end_matches('\r');
+        if line.len() > MAX_LINE {
+            let mut end = MAX_LINE;
+            while !line.is_char_boundary(end) {
+                end -= 1;
+            }
+            line = &line[..end];
+        }
         self.reporter
             .progress(Phase::Verify, format!("migrate: {line}"));
         if self.tail.len() == TAIL_LINES {
@@ -48,20 +58,31 @@ impl<'a> Output<'a> {
         self.tail.push_back(line.to_string());
     }
 
-    /// A chunk of output, which may end in the middle of a line.
-    pub fn chunk(&mut self, text: &str) {
-        self.partial.push_str(text);
-        while let Some(end) = self.partial.find('\n') {
-            let line: String = self.partial.drain(..=end).collect();
-            self.line(line.trim_end_matches('\n'));
+    /// A chunk of `stream` (0 stdout, 1 stderr), which may end in the middle of a line. A
+    /// carriage return ends a line too, and an unfinished line is cut at [`MAX_LINE`].
+    pub fn chunk(&mut self, stream: usize, text: &str) {
+        let stream = stream.min(1);
+        self.partial[stream].push_str(text);
+        while let Some(end) = self.partial[stream].find(['\n', '\r']) {
+            let line: String = self.partial[stream].drain(..=end).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if !line.is_empty() {
+                self.line(line);
+            }
+        }
+        if self.partial[stream].len() > MAX_LINE {
+            let line = std::mem::take(&mut self.partial[stream]);
+            self.line(&line);
         }
     }
 
-    /// The last lines, the unfinished one included.
+    /// The last lines, the unfinished ones included.
     pub fn finish(mut self) -> Vec<String> {
-        if !self.partial.is_empty() {
-            let rest = std::mem::take(&mut self.partial);
-            self.line(&rest);
+        for stream in 0..2 {
+            let rest = std::mem::take(&mut self.partial[stream]);
+            if !rest.is_empty() {
+                self.line(&rest);
+            }
         }
         self.tail.into()
     }
@@ -165,10 +186,24 @@ mod tests {
     fn chunks_are_split_into_lines_and_the_tail_is_bounded() {
         let reporter = Reporter::default();
         let mut output = Output::new(&reporter);
-        output.chunk("one\ntw");
-        output.chunk("o\r\nthree");
+        output.chunk(0, "one\ntw");
+        // stderr's lines do not run into stdout's.
+        output.chunk(1, "err\n");
+        output.chunk(0, "o\r\nthree");
         let tail = output.finish();
-        assert_eq!(tail, ["one", "two", "three"]);
+        assert_eq!(tail, ["one", "err", "two", "three"]);
+
+        // A progress bar (carriage returns) and output with no line break are bounded.
+        let mut output = Output::new(&reporter);
+        output.chunk(0, "10%\r20%\r");
+        output.chunk(0, &"x".repeat(MAX_LINE * 3));
+        let tail = output.finish();
+        assert_eq!(tail[..2], ["10%", "20%"]);
+        assert!(
+            tail.iter().all(|l| l.len() <= MAX_LINE),
+            "{:?}",
+            tail.iter().map(String::len).collect::<Vec<_>>()
+        );
 
         let mut output = Output::new(&reporter);
         for n in 0..(TAIL_LINES + 5) {

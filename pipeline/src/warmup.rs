@@ -118,15 +118,18 @@ pub async fn run(
         ),
     );
     let next = Arc::new(AtomicU32::new(0));
+    // Set by the first failure: the other workers stop sending.
+    let failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let started = Instant::now();
     let workers = (0..warmup.concurrency).map(|_| {
-        let (client, uris, next) = (client.clone(), uris.clone(), next.clone());
+        let (client, uris, next, failed) =
+            (client.clone(), uris.clone(), next.clone(), failed.clone());
         let (total, timeout) = (warmup.requests, warmup.timeout);
         async move {
             let mut latencies = Vec::new();
             loop {
                 let n = next.fetch_add(1, Ordering::Relaxed);
-                if n >= total {
+                if n >= total || failed.load(Ordering::Relaxed) {
                     return Ok(latencies);
                 }
                 let uri = &uris[n as usize % uris.len()];
@@ -154,7 +157,11 @@ pub async fn run(
                     }
                     Ok(())
                 };
-                match tokio::time::timeout(timeout, exchange).await {
+                let result = tokio::time::timeout(timeout, exchange).await;
+                if !matches!(result, Ok(Ok(()))) {
+                    failed.store(true, Ordering::Relaxed);
+                }
+                match result {
                     Ok(Ok(())) => latencies.push(sent.elapsed()),
                     Ok(Err(why)) => return Err(format!("GET {uri} {why}")),
                     Err(_) => {

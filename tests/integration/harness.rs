@@ -150,6 +150,31 @@ stop_timeout = "2s"
         project
     }
 
+    /// Replaces the service's `[services.<s>.<table>]` (which must come last in the file, as
+    /// the tests add them) with `lines` (TOML), or removes it.
+    pub fn set_service_table(&self, table: &str, lines: Option<&str>) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let header = format!("\n[services.{}.{table}]\n", self.service);
+        let kept = text.split(&header).next().unwrap().to_string();
+        let text = match lines {
+            Some(lines) => format!("{kept}{header}{lines}\n"),
+            None => kept,
+        };
+        std::fs::write(&self.config, text).unwrap();
+    }
+
+    /// Adds `NAME = "value"` lines to the service's env table (values may be `${VAR:-x}`).
+    pub fn add_env(&self, pairs: &[(&str, &str)]) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let line = "HELLO_STARTUP_MS = \"${HELLO_STARTUP_MS:-0}\"\n";
+        assert!(text.contains(line), "{text}");
+        let added: String = pairs
+            .iter()
+            .map(|(name, value)| format!("{name} = \"{value}\"\n"))
+            .collect();
+        std::fs::write(&self.config, text.replace(line, &format!("{line}{added}"))).unwrap();
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.path().join(".shipit")
     }

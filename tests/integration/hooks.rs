@@ -9,10 +9,7 @@ use crate::load::{Load, assert_served_by};
 
 /// Replaces the service's `[hooks]` table with `hooks` (TOML lines).
 fn set_hooks(project: &Project, hooks: &str) {
-    let text = std::fs::read_to_string(&project.config).unwrap();
-    let header = format!("\n[services.{}.hooks]\n", project.service);
-    let kept = text.split(&header).next().unwrap().to_string();
-    std::fs::write(&project.config, format!("{kept}{header}{hooks}\n")).unwrap();
+    project.set_service_table("hooks", Some(hooks));
 }
 
 /// The `KEY=value` lines a hook wrote with `env | grep ^SHIPIT_ > <file>`.
@@ -155,16 +152,10 @@ async fn a_failing_post_release_warns_and_the_release_stays_live() {
 
 /// Adds `HELLO_MIGRATE` and `HELLO_MIGRATE_MS` to the service's env, from shipit's own.
 fn pass_migrate_env(project: &Project) {
-    let text = std::fs::read_to_string(&project.config).unwrap();
-    let line = "HELLO_STARTUP_MS = \"${HELLO_STARTUP_MS:-0}\"\n";
-    assert!(text.contains(line), "{text}");
-    let text = text.replace(
-        line,
-        &format!(
-            "{line}HELLO_MIGRATE = \"${{HELLO_MIGRATE:-ok}}\"\nHELLO_MIGRATE_MS = \"${{HELLO_MIGRATE_MS:-0}}\"\n"
-        ),
-    );
-    std::fs::write(&project.config, text).unwrap();
+    project.add_env(&[
+        ("HELLO_MIGRATE", "${HELLO_MIGRATE:-ok}"),
+        ("HELLO_MIGRATE_MS", "${HELLO_MIGRATE_MS:-0}"),
+    ]);
 }
 
 /// The migrate container of `project`, running or not, if there is one.
@@ -204,21 +195,39 @@ async fn migrate_runs_once_in_the_new_image_and_a_failing_one_leaves_the_live_sl
     let text = String::from_utf8_lossy(&project.run(&["plan"]).stdout).to_string();
     assert!(text.contains("hook migrate: `migrate`"), "{text}");
 
-    let out = project.run_async(&["release", "--json"], &[]).await;
+    // With SHIPIT_EVENTS=json, stderr is one JSON event per line: the hook's output is in
+    // the Verify phase's progress events.
+    let out = project
+        .run_async(&["release", "--json"], &[("SHIPIT_EVENTS", "json")])
+        .await;
     assert_success(&out, "a release with a migrate hook");
     let first = crate::harness::json(&out)["serves"]
         .as_str()
         .unwrap()
         .to_string();
-    let err = stderr(&out);
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not an event ({e}): {l}")))
+        .collect();
+    let verify: Vec<&str> = events
+        .iter()
+        .filter(|e| e["event"] == "progress" && e["phase"] == "verify")
+        .map(|e| e["message"].as_str().unwrap())
+        .collect();
     // The new image's `hello migrate` ran with the new release's env, once.
+    let migrated = format!("migrate: migrated to {first}");
     assert_eq!(
-        err.matches(&format!("migrate: migrated to {first}"))
-            .count(),
+        verify.iter().filter(|m| **m == migrated).count(),
         1,
-        "{err}"
+        "{verify:?}"
     );
-    assert!(err.contains("migrate hook: done"), "{err}");
+    assert!(verify.contains(&"migrate hook: done"), "{verify:?}");
+    assert!(
+        events.iter().any(|e| e["event"] == "phase_finished"
+            && e["phase"] == "verify"
+            && e["elapsed_ms"].is_u64()),
+        "{events:?}"
+    );
     assert_eq!(
         migrate_container(&project),
         None,
@@ -279,13 +288,14 @@ async fn migrate_runs_once_in_the_new_image_and_a_failing_one_leaves_the_live_sl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_migrate_container_left_by_a_killed_run_is_removed_by_the_next_release() {
+async fn a_migration_left_running_by_a_killed_run_blocks_the_next_one_until_it_ends() {
     let project = Project::new("migratekill");
     pass_migrate_env(&project);
     set_hooks(
         &project,
         r#"migrate = { command = ["migrate"], timeout = "5m" }"#,
     );
+    let earlier = project.release_async().await;
     let first = project.release_async().await;
     let mut run = tokio::process::Command::from(project.command(&["release"]));
     run.env("HELLO_MIGRATE_MS", "120000");
@@ -304,8 +314,36 @@ async fn a_migrate_container_left_by_a_killed_run_is_removed_by_the_next_release
     );
     assert_eq!(project.status()["live"]["release"], first.as_str());
 
+    // Still running: no second migration beside it, and the live slot serves on.
+    let out = project.run_async(&["release"], &[]).await;
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("is still running"), "{err}");
+    assert!(err.contains("two migrations must not run at once"), "{err}");
+    assert!(
+        migrate_container(&project).is_some(),
+        "a running migration was removed"
+    );
+    assert_eq!(project.status()["live"]["release"], first.as_str());
+    // A rollback is not blocked by it (converge only warns).
+    let out = project.run_async(&["rollback"], &[]).await;
+    assert_success(&out, "a rollback beside a running migration");
+    assert!(
+        stderr(&out).contains("is still running"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(project.status()["live"]["release"], earlier.as_str());
+
+    // Once it has ended (here: stopped by the operator), the next release removes it.
+    let id = migrate_container(&project).unwrap();
+    let out = std::process::Command::new("docker")
+        .args(["stop", "-t", "1", &id])
+        .output()
+        .unwrap();
+    assert_success(&out, "docker stop");
     let out = project.run_async(&["release", "--json"], &[]).await;
-    assert_success(&out, "the release after a killed one");
+    assert_success(&out, "the release after the migration ended");
     let err = stderr(&out);
     assert!(err.contains("left by an interrupted run"), "{err}");
     assert_eq!(migrate_container(&project), None);
@@ -314,4 +352,5 @@ async fn a_migrate_container_left_by_a_killed_run_is_removed_by_the_next_release
         .unwrap()
         .to_string();
     assert_ne!(second, first);
+    assert_eq!(project.status()["live"]["release"], second.as_str());
 }

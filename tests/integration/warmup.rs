@@ -15,28 +15,15 @@ const COLD_MS: u64 = 1000;
 const SLOW: Duration = Duration::from_millis(COLD_MS / 2);
 
 fn pass_cold_env(project: &Project) {
-    let text = std::fs::read_to_string(&project.config).unwrap();
-    let line = "HELLO_STARTUP_MS = \"${HELLO_STARTUP_MS:-0}\"\n";
-    assert!(text.contains(line), "{text}");
-    let text = text.replace(
-        line,
-        &format!(
-            "{line}HELLO_COLD_REQUESTS = \"{COLD_REQUESTS}\"\nHELLO_COLD_MS = \"{COLD_MS}\"\n"
-        ),
-    );
-    std::fs::write(&project.config, text).unwrap();
+    project.add_env(&[
+        ("HELLO_COLD_REQUESTS", COLD_REQUESTS),
+        ("HELLO_COLD_MS", &COLD_MS.to_string()),
+    ]);
 }
 
 /// Replaces the service's `[warmup]` table with `lines` (TOML), or removes it.
 fn set_warmup(project: &Project, lines: Option<&str>) {
-    let text = std::fs::read_to_string(&project.config).unwrap();
-    let header = format!("\n[services.{}.warmup]\n", project.service);
-    let kept = text.split(&header).next().unwrap().to_string();
-    let text = match lines {
-        Some(lines) => format!("{kept}{header}{lines}\n"),
-        None => kept,
-    };
-    std::fs::write(&project.config, text).unwrap();
+    project.set_service_table("warmup", lines);
 }
 
 /// How long each of `n` requests in turn through the edge took.

@@ -41,6 +41,9 @@ pub async fn run(
              for {} (then answered 503 with Retry-After); requests in flight finish",
             humantime::format_duration(*timeout)
         ),
+        GateChange::Resume if gate.released.is_none() => {
+            format!("{service} on {target} was not paused: nothing to resume")
+        }
         GateChange::Resume => format!(
             "{service} on {target} is resumed: {} held requests went on to the live slot",
             gate.released.unwrap_or(0)

@@ -47,6 +47,8 @@ pub mod plan;
 pub mod preflight;
 mod preview;
 pub mod records;
+#[cfg(test)]
+pub(crate) mod scripted;
 pub mod state;
 pub mod wait;
 
@@ -737,14 +739,16 @@ impl Platform for EcsPlatform {
             container: &self.service.name,
             task_definition: &candidate.handle,
         };
-        migrate::run(
+        let result = migrate::run(
             &self.clients.ecs,
             &self.clients.logs,
             &task,
             migrate,
             reporter,
         )
-        .await
+        .await;
+        // Its log lines may echo the service's env; the error goes into the record.
+        result.map_err(|e| e.scrubbed(&crate::secret::Secrets::of_service(&self.service)))
     }
 
     async fn verify(

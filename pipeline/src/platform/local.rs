@@ -324,15 +324,7 @@ impl Platform for LocalPlatform {
 
     async fn converge(&self, reporter: &Reporter) -> Result<Option<Live>, PlatformError> {
         self.ensure_edge().await?;
-        if self.remove_migrate_leftover().await? {
-            reporter.progress(
-                Phase::Version,
-                format!(
-                    "removed {}, left by an interrupted run",
-                    self.migrate_name()
-                ),
-            );
-        }
+        self.tidy_migrate_leftover(reporter).await?;
         // A candidate still registered (staged for preview, or a split a crashed run left)
         // stands in the idle slot this release is about to replace.
         if let Some(candidate) = self.registered_candidate().await? {

@@ -8,7 +8,8 @@
 //! container logs to CloudWatch (`awslogs`), its stream is read as it runs and the lines
 //! stream as progress. Past the hook's timeout the task is stopped (StopTask) and the release
 //! fails. A run killed meanwhile leaves the task to finish on its own: ECS runs it once, and
-//! it stops when its command ends.
+//! it stops when its command ends; until then the next migration of the same task family
+//! refuses to start beside it.
 
 use std::time::Duration;
 
@@ -93,6 +94,33 @@ pub async fn run(
             })
         });
 
+    // A migration of an interrupted run may still be running: never a second one beside it.
+    if let Some(family) = definition.task_definition().and_then(|d| d.family()) {
+        let running = ecs
+            .list_tasks()
+            .cluster(task.cluster)
+            .family(family)
+            .started_by(STARTED_BY)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Running)
+            .send()
+            .await
+            .map_err(|e| aws_error("ListTasks", family, &e))?;
+        if let Some(arn) = running.task_arns().first() {
+            return Err(PlatformError::new(
+                ErrorKind::Verify,
+                format!(
+                    "the migrate hook did not start: task {}, a migration of an earlier run, is \
+                     still running, and two migrations must not run at once",
+                    short_arn(arn)
+                ),
+            )
+            .with_hint(format!(
+                "wait for it to stop (`aws ecs wait tasks-stopped --cluster {} --tasks {arn}`) \
+                 and release again",
+                task.cluster
+            )));
+        }
+    }
     let mut request = ecs
         .run_task()
         .cluster(task.cluster)

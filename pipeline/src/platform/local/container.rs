@@ -38,8 +38,16 @@ impl LocalPlatform {
         &self,
         slot: Slot,
     ) -> Result<Option<ContainerInspectResponse>, PlatformError> {
-        let name = self.name(slot);
-        let info = match self.docker.inspect_container(&name, None).await {
+        self.inspect_ours(&self.name(slot)).await
+    }
+
+    /// The container named `name`, if there is one; one that is not this project's is an
+    /// error, and left alone.
+    pub(super) async fn inspect_ours(
+        &self,
+        name: &str,
+    ) -> Result<Option<ContainerInspectResponse>, PlatformError> {
+        let info = match self.docker.inspect_container(name, None).await {
             Ok(c) => c,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -52,7 +60,7 @@ impl LocalPlatform {
             .and_then(|c| c.labels.as_ref())
             .and_then(|l| l.get(LABEL_PROJECT));
         if project != Some(&self.project) {
-            return Err(self.not_ours(&name, project.map(String::as_str)));
+            return Err(self.not_ours(name, project.map(String::as_str)));
         }
         Ok(Some(info))
     }

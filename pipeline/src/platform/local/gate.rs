@@ -1,7 +1,6 @@
 //! Pause and maintenance on the local target: calls to the edge's admin API for the
-//! service's route (see `shipit_edge::pause` and `shipit_edge::maintenance`). The edge keeps a
-//! maintenance across its restarts; a pause lasts as long as the edge process, at most its
-//! timeout.
+//! service's route (see `shipit_edge::pause` and `shipit_edge::maintenance`). The edge keeps
+//! both with its routes, across its restarts and upgrades; a pause ends at its deadline.
 
 use super::{LocalPlatform, edge_error};
 use crate::platform::gate::{Gate, GateChange};
@@ -37,7 +36,8 @@ impl LocalPlatform {
                     .await
                     .map_err(|e| edge_error("resuming the route", e))?;
                 Gate {
-                    released: Some(answer.released),
+                    // None: it was not paused.
+                    released: answer.resumed.then_some(answer.released),
                     ..Gate::default()
                 }
             }

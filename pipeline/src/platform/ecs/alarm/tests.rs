@@ -1,28 +1,14 @@
 //! Reading the watched alarms, fed scripted DescribeAlarms answers (aws-smithy-mocks).
 
-use aws_credential_types::Credentials;
 use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
 use aws_sdk_cloudwatch::types::{AlarmType, CompositeAlarm, MetricAlarm, StateValue};
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
-use aws_types::region::Region;
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 
 use super::*;
+use crate::platform::ecs::scripted::scripted_client;
 
 fn cloudwatch_client(rules: &[&Rule]) -> aws_sdk_cloudwatch::Client {
-    let interceptor = rules.iter().fold(
-        MockResponseInterceptor::new().rule_mode(RuleMode::Sequential),
-        |i, r| i.with_rule(r),
-    );
-    aws_sdk_cloudwatch::Client::from_conf(
-        aws_sdk_cloudwatch::Config::builder()
-            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor)
-            .build(),
-    )
+    scripted_client!(aws_sdk_cloudwatch, RuleMode::Sequential, rules)
 }
 
 fn metric(name: &str, state: StateValue, reason: &str) -> MetricAlarm {

@@ -3,60 +3,35 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use aws_credential_types::Credentials;
 use aws_sdk_cloudwatchlogs::operation::get_log_events::GetLogEventsOutput;
 use aws_sdk_cloudwatchlogs::types::OutputLogEvent;
 use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
 use aws_sdk_ecs::operation::describe_task_definition::DescribeTaskDefinitionOutput;
 use aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput;
+use aws_sdk_ecs::operation::list_tasks::ListTasksOutput;
 use aws_sdk_ecs::operation::run_task::RunTaskOutput;
 use aws_sdk_ecs::operation::stop_task::StopTaskOutput;
 use aws_sdk_ecs::types::{
     AwsVpcConfiguration, Container, ContainerDefinition, Failure, LogConfiguration,
     NetworkConfiguration, Service, Tag, Task, TaskDefinition,
 };
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
-use aws_types::region::Region;
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 
 use super::*;
 use crate::event::Event;
+use crate::platform::ecs::scripted::scripted_client;
 
 const CLUSTER: &str = "prod";
 const SERVICE: &str = "web-green";
 const TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/prod-web:8";
 const TASK: &str = "arn:aws:ecs:us-east-1:123456789012:task/prod/0a1b2c3d";
 
-fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
-    rules.iter().fold(
-        MockResponseInterceptor::new().rule_mode(RuleMode::MatchAny),
-        |i, r| i.with_rule(r),
-    )
-}
-
 fn ecs_client(rules: &[&Rule]) -> aws_sdk_ecs::Client {
-    aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::Config::builder()
-            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor(rules))
-            .build(),
-    )
+    scripted_client!(aws_sdk_ecs, RuleMode::MatchAny, rules)
 }
 
 fn logs_client(rules: &[&Rule]) -> aws_sdk_cloudwatchlogs::Client {
-    aws_sdk_cloudwatchlogs::Client::from_conf(
-        aws_sdk_cloudwatchlogs::Config::builder()
-            .behavior_version(aws_sdk_cloudwatchlogs::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor(rules))
-            .build(),
-    )
+    scripted_client!(aws_sdk_cloudwatchlogs, RuleMode::MatchAny, rules)
 }
 
 fn task() -> MigrateTask<'static> {
@@ -122,10 +97,24 @@ fn task_definition(logged: bool) -> Rule {
             DescribeTaskDefinitionOutput::builder()
                 .task_definition(
                     TaskDefinition::builder()
+                        .family("prod-web")
                         .container_definitions(container.build())
                         .build(),
                 )
                 .build()
+        })
+}
+
+/// ListTasks of the family's running migrations: `running` of them.
+fn listed(running: usize) -> Rule {
+    mock!(aws_sdk_ecs::Client::list_tasks)
+        .match_requests(|r| r.family() == Some("prod-web") && r.started_by() == Some(STARTED_BY))
+        .then_output(move || {
+            let mut out = ListTasksOutput::builder();
+            for n in 0..running {
+                out = out.task_arns(format!("{TASK}{n}"));
+            }
+            out.build()
         })
 }
 
@@ -233,7 +222,8 @@ async fn a_task_that_exits_0_passes_and_its_logs_stream_as_progress() {
         .output(running)
         .output(|| stopped_with(0))
         .build();
-    let ecs = ecs_client(&[&describe, &definition, &run, &tasks]);
+    let none = listed(0);
+    let ecs = ecs_client(&[&describe, &definition, &none, &run, &tasks]);
     let log_rule = log_events();
     let logs = logs_client(&[&log_rule]);
     let (reporter, lines) = recording();
@@ -273,7 +263,8 @@ async fn a_task_that_exits_non_zero_fails_naming_its_exit_code_and_last_lines() 
     let definition = task_definition(true);
     let run = run_task();
     let tasks = mock!(aws_sdk_ecs::Client::describe_tasks).then_output(|| stopped_with(3));
-    let ecs = ecs_client(&[&describe, &definition, &run, &tasks]);
+    let none = listed(0);
+    let ecs = ecs_client(&[&describe, &definition, &none, &run, &tasks]);
     let log_rule = log_events();
     let logs = logs_client(&[&log_rule]);
     let error = run_migrate(&ecs, &logs, &Reporter::default(), 60)
@@ -302,7 +293,8 @@ async fn a_task_past_its_timeout_is_stopped_and_fails_the_release() {
     let stop = mock!(aws_sdk_ecs::Client::stop_task)
         .match_requests(|r| r.task() == Some(TASK) && r.cluster() == Some(CLUSTER))
         .then_output(|| StopTaskOutput::builder().build());
-    let ecs = ecs_client(&[&describe, &definition, &run, &tasks, &stop]);
+    let none = listed(0);
+    let ecs = ecs_client(&[&describe, &definition, &none, &run, &tasks, &stop]);
     // No awslogs configuration: the logs are never read.
     let logs = logs_client(&[]);
     let started = Instant::now();
@@ -328,7 +320,8 @@ async fn a_task_that_cannot_start_fails_with_the_reason() {
             .failures(Failure::builder().reason("RESOURCE:ENI").arn(TD).build())
             .build()
     });
-    let ecs = ecs_client(&[&describe, &definition, &run]);
+    let none = listed(0);
+    let ecs = ecs_client(&[&describe, &definition, &none, &run]);
     let logs = logs_client(&[]);
     let error = run_migrate(&ecs, &logs, &Reporter::default(), 60)
         .await
@@ -353,7 +346,8 @@ async fn a_task_that_cannot_start_fails_with_the_reason() {
             )
             .build()
     });
-    let ecs = ecs_client(&[&describe, &definition, &run, &tasks]);
+    let none = listed(0);
+    let ecs = ecs_client(&[&describe, &definition, &none, &run, &tasks]);
     let text = run_migrate(&ecs, &logs, &Reporter::default(), 60)
         .await
         .expect_err("stopped without an exit code")
@@ -362,4 +356,18 @@ async fn a_task_that_cannot_start_fails_with_the_reason() {
         text.contains("stopped without an exit code: CannotPullContainerError"),
         "{text}"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_migration_still_running_keeps_a_second_one_from_starting() {
+    let describe = described_service();
+    let definition = task_definition(false);
+    let one = listed(1);
+    let run = run_task();
+    let ecs = ecs_client(&[&describe, &definition, &one, &run]);
+    let error = run_migrate(&ecs, &logs_client(&[]), &Reporter::default(), 60)
+        .await
+        .expect_err("one is running");
+    assert!(error.to_string().contains("is still running"), "{error}");
+    assert_eq!(run.num_calls(), 0, "RunTask was called");
 }

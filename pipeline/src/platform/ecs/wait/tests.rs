@@ -4,7 +4,6 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_credential_types::Credentials;
 use aws_sdk_cloudfront::operation::get_distribution::GetDistributionOutput;
 use aws_sdk_cloudwatch::operation::describe_alarms::DescribeAlarmsOutput;
 use aws_sdk_ecs::operation::describe_services::DescribeServicesOutput;
@@ -14,12 +13,12 @@ use aws_sdk_elasticloadbalancingv2::types::{
     TargetDescription, TargetHealth as SdkTargetHealth, TargetHealthDescription,
     TargetHealthReasonEnum, TargetHealthStateEnum,
 };
-use aws_smithy_mocks::{MockResponseInterceptor, Rule, RuleMode, create_mock_http_client, mock};
-use aws_types::region::Region;
+use aws_smithy_mocks::{Rule, RuleMode, mock};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
+use crate::platform::ecs::scripted::scripted_client;
 
 const CLUSTER: &str = "prod";
 const SERVICE: &str = "hello-green";
@@ -28,62 +27,20 @@ const OLD_TD: &str = "arn:aws:ecs:us-east-1:123456789012:task-definition/prod-he
 const TG: &str =
     "arn:aws:elasticloadbalancing:us-east-1:123456789012:targetgroup/web-green/fedcba9876543210";
 
-fn interceptor(rules: &[&Rule]) -> MockResponseInterceptor {
-    interceptor_in(RuleMode::Sequential, rules)
-}
-
-fn interceptor_in(mode: RuleMode, rules: &[&Rule]) -> MockResponseInterceptor {
-    rules
-        .iter()
-        .fold(MockResponseInterceptor::new().rule_mode(mode), |i, r| {
-            i.with_rule(r)
-        })
-}
-
-// The SDK's own retries are off, so the scripted errors reach the wait's backoff.
 fn ecs_client(rules: &[&Rule]) -> aws_sdk_ecs::Client {
     ecs_client_in(RuleMode::Sequential, rules)
 }
 
-/// An ECS client answering from `rules` in `mode` (MatchAny: each call takes the first rule
-/// for its operation, so calls of several operations interleave).
 fn ecs_client_in(mode: RuleMode, rules: &[&Rule]) -> aws_sdk_ecs::Client {
-    aws_sdk_ecs::Client::from_conf(
-        aws_sdk_ecs::Config::builder()
-            .behavior_version(aws_sdk_ecs::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor_in(mode, rules))
-            .build(),
-    )
+    scripted_client!(aws_sdk_ecs, mode, rules)
 }
 
 fn elb_client(rules: &[&Rule]) -> aws_sdk_elasticloadbalancingv2::Client {
-    aws_sdk_elasticloadbalancingv2::Client::from_conf(
-        aws_sdk_elasticloadbalancingv2::Config::builder()
-            .behavior_version(aws_sdk_elasticloadbalancingv2::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor(rules))
-            .build(),
-    )
+    scripted_client!(aws_sdk_elasticloadbalancingv2, RuleMode::Sequential, rules)
 }
 
 fn cloudfront_client(rules: &[&Rule]) -> aws_sdk_cloudfront::Client {
-    aws_sdk_cloudfront::Client::from_conf(
-        aws_sdk_cloudfront::Config::builder()
-            .behavior_version(aws_sdk_cloudfront::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor(rules))
-            .build(),
-    )
+    scripted_client!(aws_sdk_cloudfront, RuleMode::Sequential, rules)
 }
 
 fn deployment(status: &str, td: &str, running: i32, desired: i32, rollout: &str) -> Deployment {
@@ -452,16 +409,7 @@ async fn bake_fails_as_soon_as_a_target_is_unhealthy() {
 // ---- bakes that watch CloudWatch alarms ---------------------------------------------------
 
 fn cloudwatch_client(rules: &[&Rule]) -> aws_sdk_cloudwatch::Client {
-    aws_sdk_cloudwatch::Client::from_conf(
-        aws_sdk_cloudwatch::Config::builder()
-            .behavior_version(aws_sdk_cloudwatch::config::BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-            .retry_config(aws_smithy_types::retry::RetryConfig::disabled())
-            .http_client(create_mock_http_client())
-            .interceptor(interceptor(rules))
-            .build(),
-    )
+    scripted_client!(aws_sdk_cloudwatch, RuleMode::Sequential, rules)
 }
 
 fn alarm(state: aws_sdk_cloudwatch::types::StateValue, reason: &str) -> DescribeAlarmsOutput {
