@@ -5,7 +5,8 @@
 # installed=false when there is no such binary to get (shipit-source set, a runner with no
 # release binary, a version not released, no network): the steps after it then build from
 # source. A binary that does not match its checksum fails the step: it is never installed,
-# and a build from source would only hide a tampered or broken release.
+# and a build from source would only hide a broken release. (The checksum comes from the same
+# release as the binary: it catches a damaged or partial download, not a replaced release.)
 set -euo pipefail
 
 source_build() {
@@ -47,6 +48,12 @@ print(version)
 PY
 ) || source_build "could not read shipit's version from $checkout/cli/Cargo.toml (python3 3.11+ reads it)"
 
+# Pinned to a branch or a commit, the action is that code; the release binary is the tag's.
+# (An empty ref is a runner that did not say: the version's binary is used.)
+if [ -n "${SHIPIT_ACTION_REF:-}" ] && [ "$SHIPIT_ACTION_REF" != "v$version" ]; then
+  source_build "the action runs at ${SHIPIT_ACTION_REF}, not at its release tag v$version, whose binary may be other code"
+fi
+
 asset="shipit-$target"
 url="$base/v$version/$asset"
 # A mirror's URL may carry credentials; the log shows it without them.
@@ -75,7 +82,7 @@ read -r expected _ < "$work/$asset.sha256" || true
 expected=$(printf '%s' "$expected" | tr 'A-F' 'a-f')
 actual=$(sha256sum "$work/$asset" | cut -d' ' -f1)
 if [ "$expected" != "$actual" ]; then
-  echo "::error title=shipit::checksum mismatch for $shown: its SHA-256 is $actual, but $asset.sha256 says ${expected:-nothing}. The file is not installed. Retry the job; if it fails again, the release asset is damaged or was replaced: report it, or set shipit-source to build from source"
+  echo "::error title=shipit::checksum mismatch for $shown: its SHA-256 is $actual, but $asset.sha256 says ${expected:-nothing}. The file is not installed. Retry the job; if it fails again, the release asset is damaged: report it, or set shipit-source to build from source"
   exit 1
 fi
 echo "SHA-256 $actual matches $asset.sha256"

@@ -200,6 +200,8 @@ struct Runner {
     server_url: String,
     /// `owner/name` of the action; empty, as when a workflow uses it by its path.
     action_repository: String,
+    /// The ref in `uses:`; empty when used by its path.
+    action_ref: String,
     cache_hit: bool,
 }
 
@@ -227,14 +229,23 @@ impl Runner {
             tools: Vec::new(),
             server_url: "https://github.com".into(),
             action_repository: String::new(),
+            action_ref: String::new(),
             cache_hit: true,
         }
     }
 
     /// The action as `uses: <repository>/github-actions/release@…` runs it, on `server_url`.
+    /// At the release tag of this version, `v<version>`.
     fn acting_for(mut self, server_url: &str, repository: &str) -> Runner {
         self.server_url = server_url.to_string();
         self.action_repository = repository.to_string();
+        self.action_ref = format!("v{}", env!("CARGO_PKG_VERSION"));
+        self
+    }
+
+    /// At another ref than the release tag (a branch, a commit).
+    fn at_ref(mut self, action_ref: &str) -> Runner {
+        self.action_ref = action_ref.to_string();
         self
     }
 
@@ -272,6 +283,11 @@ impl Runner {
             ["github", "workspace"] => self.workspace.display().to_string(),
             ["github", "server_url"] => self.server_url.clone(),
             ["github", "action_repository"] if defaults => self.action_repository.clone(),
+            ["github", "action_ref"] if defaults => self.action_ref.clone(),
+            ["github", "action_ref"] => panic!(
+                "github.action_ref is empty in a composite action's steps; use it in an \
+                 input's default"
+            ),
             // The runner clears it for each step of a composite action (actions/runner#2525).
             ["github", "action_repository"] => panic!(
                 "github.action_repository is empty in a composite action's steps; \
@@ -882,6 +898,23 @@ fn without_a_release_binary_the_action_builds_shipit_from_source() {
     );
     let built = calls[0].rsplit(' ').next().unwrap();
     assert_eq!(run.path, [format!("{built}/bin")], "{}", run.log);
+
+    // At a branch, not the release tag: the binary may be other code, so a build (a cache
+    // hit here), with no download tried.
+    let run = Runner::new(project.dir.path(), &inputs, &[])
+        .acting_for(&server.url, "shipit-rs/shipit")
+        .at_ref("main")
+        .with_tools(&cargo.bin())
+        .run();
+    assert_released(&project, &run);
+    assert!(run.log.contains("the action runs at main"), "{}", run.log);
+    assert!(server.requested().is_empty());
+    assert_eq!(
+        cargo.calls().len(),
+        1,
+        "cargo ran again: {:?}",
+        cargo.calls()
+    );
 
     // shipit-source set: a build of that checkout (here a cache hit), with no download tried.
     let source = repo_root().display().to_string();
