@@ -288,7 +288,7 @@ impl Runner {
                 "github.action_ref is empty in a composite action's steps; use it in an \
                  input's default"
             ),
-            // The runner clears it for each step of a composite action (actions/runner#2525).
+            // The runner clears it for each step of a composite action.
             ["github", "action_repository"] => panic!(
                 "github.action_repository is empty in a composite action's steps; \
                  use it in an input's default"
