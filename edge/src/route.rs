@@ -271,7 +271,8 @@ pub enum Closed {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GateRefused {
     #[error(
-        "service {service} has no live route on this edge; pause and maintenance apply to a          routed service (check the name with `shipit status`)"
+        "service {service} has no live route on this edge; pause and maintenance apply to a \
+         routed service (check the name with `shipit status`)"
     )]
     NoRoute { service: String },
 }
