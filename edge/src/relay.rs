@@ -430,14 +430,7 @@ impl Relay<'_> {
         let close = close || self.stopping.is_some();
         self.out.clear();
         write_unavailable(&mut self.out, unavailable, head_method, close);
-        if write_within(self.stream, &self.out, self.proxy.write_timeout)
-            .await
-            .is_err()
-            || close
-        {
-            return Err(Gone);
-        }
-        Ok(())
+        self.send_answer(close).await
     }
 
     async fn failed(
@@ -714,6 +707,12 @@ impl Relay<'_> {
         let close = close || self.stopping.is_some();
         self.out.clear();
         write_message(&mut self.out, status, id, head_method, close);
+        self.send_answer(close).await
+    }
+
+    /// Sends the edge's own answer written into `out`; `Gone` when the write fails or the
+    /// answer closes the connection.
+    async fn send_answer(&mut self, close: bool) -> Result<(), Gone> {
         if write_within(self.stream, &self.out, self.proxy.write_timeout)
             .await
             .is_err()
