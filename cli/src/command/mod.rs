@@ -35,7 +35,9 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             json,
         } => {
             if all {
-                for selection in every_service(global, &selection)? {
+                // Loaded without its warnings: each selection loads it again, and says them.
+                let config = Config::load(global.config.as_deref())?;
+                for selection in every_service(&config, &selection)? {
                     printer.info(&format!(
                         "service {}",
                         selection.service.as_deref().unwrap_or_default()
@@ -119,7 +121,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
             let config = Config::load(global.config.as_deref())?;
             if selection.service.is_none() && config.services.len() > 1 {
                 let mut all = Vec::new();
-                for selection in every_service(global, &selection)? {
+                for selection in every_service(&config, &selection)? {
                     all.push(status::collect(&select(global, &selection).await?).await?);
                 }
                 return status::print_all(&all, json, printer);
@@ -211,9 +213,7 @@ pub fn load_config(global: &Global) -> Result<Config, Failure> {
 }
 
 /// `selection` for each service of the config, by name.
-fn every_service(global: &Global, selection: &Selection) -> Result<Vec<Selection>, Failure> {
-    // Loaded without its warnings: each selection loads it again, and says them then.
-    let config = Config::load(global.config.as_deref())?;
+fn every_service(config: &Config, selection: &Selection) -> Result<Vec<Selection>, Failure> {
     if config.services.is_empty() {
         config.service(None)?;
     }
