@@ -639,8 +639,20 @@ async fn split_whose_lease_is_not_renewed_is_withdrawn_by_the_edge() {
     for _ in 0..20 {
         assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("blue"));
     }
-    let saved = crate::state::load(edge.dir.path()).unwrap().unwrap();
-    assert_eq!(saved.routes[0].candidate, None);
+    // The withdrawal is saved right after the table changes: wait for the file, bounded.
+    let deadline = tokio::time::Instant::now() + SIGNAL_TIMEOUT;
+    loop {
+        let saved = crate::state::load(edge.dir.path()).unwrap().unwrap();
+        if saved.routes[0].candidate.is_none() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the withdrawal was never saved: {:?}",
+            saved.routes[0].candidate
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let refused = client.renew_lease("web", "r2", lease).await.unwrap_err();
     assert!(
         refused
