@@ -208,6 +208,9 @@ pub enum Command {
         command: LockCommand,
     },
     /// Remove the service's containers and routes from the target (history is kept)
+    ///
+    /// On an ecs target both services are scaled to zero and kept, and the command returns
+    /// once their targets have drained (at most the target group's deregistration delay).
     Down {
         #[command(flatten)]
         selection: Selection,

@@ -944,13 +944,20 @@ impl Platform for EcsPlatform {
     }
 
     async fn down(&self, reporter: &Reporter) -> Result<(), PlatformError> {
+        let mut scaled = Vec::new();
         for slot in [Slot::Blue, Slot::Green] {
             if let Some(service) = self.slot_service(slot).await?
                 && service.desired > 0
             {
                 self.send(&self.scale_change(slot, 0), None).await?;
                 reporter.progress(Phase::Retire, format!("scaled {} to 0", service.name));
+                scaled.push(slot);
             }
+        }
+        // Until their targets have left the groups, the old tasks still answer, and a
+        // `status` would see healthy targets that no running shipit service owns.
+        for slot in scaled {
+            self.wait_drained(slot, reporter).await?;
         }
         reporter.progress(
             Phase::Retire,

@@ -15,7 +15,7 @@ use super::aws::{aws_error, short_arn};
 use super::change::Change;
 use super::{EcsPlatform, TAG_RETIRE_AFTER, wait};
 use crate::event::{Phase, Reporter};
-use crate::platform::{Live, PlatformError};
+use crate::platform::{Live, PlatformError, Slot};
 
 /// The attribute holding how long the ALB drains a deregistered target.
 pub const DEREGISTRATION_DELAY: &str = "deregistration_delay.timeout_seconds";
@@ -54,7 +54,7 @@ impl EcsPlatform {
                     service.name
                 ),
             );
-            self.wait_drained(old, reporter).await?;
+            self.wait_drained(old.slot, reporter).await?;
             return Ok(());
         }
         let after = Timestamp::now()
@@ -99,30 +99,30 @@ impl EcsPlatform {
             .map_or(DEFAULT_DEREGISTRATION_DELAY, Duration::from_secs))
     }
 
-    /// Waits until the old slot's targets have left its group, at most the group's
+    /// Waits until `slot`'s targets have left its group, at most the group's
     /// deregistration delay (and a margin), showing each change as progress. Past that
     /// bound the slot is reported retired with a warning: the ALB has closed whatever it
-    /// still drained.
-    async fn wait_drained(&self, old: &Live, reporter: &Reporter) -> Result<(), PlatformError> {
-        let group = self.group(old.slot);
+    /// still drained. Used after a shift and by `down`.
+    pub(super) async fn wait_drained(
+        &self,
+        slot: Slot,
+        reporter: &Reporter,
+    ) -> Result<(), PlatformError> {
+        let group = self.group(slot);
         let delay = self.deregistration_delay(group).await?;
         let limit = delay + DRAIN_MARGIN;
         reporter.progress(
             Phase::Retire,
             format!(
                 "waiting for the {} target group {} to drain ({DEREGISTRATION_DELAY} = {}s)",
-                old.slot,
+                slot,
                 short_arn(group),
                 delay.as_secs()
             ),
         );
         let started = tokio::time::Instant::now();
         let drained = wait::until(
-            &format!(
-                "the {} target group {} to drain",
-                old.slot,
-                short_arn(group)
-            ),
+            &format!("the {} target group {} to drain", slot, short_arn(group)),
             limit,
             &CancellationToken::new(),
             |state: &Draining| reporter.progress(Phase::Retire, state.to_string()),
@@ -145,19 +145,19 @@ impl EcsPlatform {
                 Phase::Retire,
                 format!(
                     "the {} slot is retired: its targets left the group after {}s",
-                    old.slot,
+                    slot,
                     started.elapsed().as_secs()
                 ),
             ),
             Err(wait::WaitError::TimedOut { last, .. }) => reporter.warn(format!(
                 "the {} slot is retired: the deregistration delay ({}s) has passed, the ALB no longer sends it requests; last seen: {}",
-                old.slot,
+                slot,
                 delay.as_secs(),
                 last.unwrap_or_else(|| "nothing".to_string())
             )),
             Err(e) => reporter.warn(format!(
                 "the {} slot is scaled to 0, but its drain was not observed: {e}",
-                old.slot
+                slot
             )),
         }
         Ok(())
