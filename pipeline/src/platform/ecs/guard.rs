@@ -10,6 +10,11 @@ use crate::Slot;
 use crate::event::{Phase, Reporter};
 use crate::platform::{ErrorKind, Live, PlatformError};
 
+/// How long targets in the group of a slot whose service shipit made may take to leave
+/// before they count as strangers.
+const STRANGERS_SETTLE: std::time::Duration = std::time::Duration::from_secs(5);
+const STRANGERS_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 impl EcsPlatform {
     /// Refuses to launch into `slot` while its target group holds targets that no task of
     /// its service registered: they would serve beside the new release once it is live.
@@ -26,7 +31,18 @@ impl EcsPlatform {
             return Ok(());
         }
         let group = self.group(slot);
-        let health = self.target_health(group).await?;
+        let mut health = self.target_health(group).await?;
+        // The slot's own tasks may still be leaving: ECS reports a scaled-down service's
+        // counts before it deregisters their targets. Only targets still there after
+        // [`STRANGERS_SETTLE`] are refused; a clean group costs one call.
+        let settle_until = tokio::time::Instant::now() + STRANGERS_SETTLE;
+        while health.total > 0
+            && state.service(slot).is_some()
+            && tokio::time::Instant::now() < settle_until
+        {
+            tokio::time::sleep(STRANGERS_POLL).await;
+            health = self.target_health(group).await?;
+        }
         if health.total == 0 {
             return Ok(());
         }
