@@ -43,6 +43,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use crate::admission::Admitted;
 use crate::proxy::Proxy;
@@ -354,6 +355,28 @@ pub(crate) async fn serve_tcp(
     idle: Duration,
 ) {
     if !conn.proxy.relay {
+        return serve(builder, stream, Bytes::new(), conn, stop, idle).await;
+    }
+    match relay::run(&mut stream, &conn, stop.clone(), idle).await {
+        relay::Ended::Closed => {}
+        relay::Ended::Fallback(read) => {
+            serve(builder, stream, read.freeze(), conn, stop, idle).await;
+        }
+    }
+}
+
+/// Serves one TLS client connection whose handshake is done: through the relay when ALPN
+/// chose HTTP/1.1 or none was offered (as [`serve_tcp`] does), else, for `h2`, through
+/// hyper from the start.
+pub(crate) async fn serve_tls(
+    builder: Arc<Builder>,
+    mut stream: TlsStream<TcpStream>,
+    conn: Arc<ClientConn>,
+    stop: watch::Receiver<Stop>,
+    idle: Duration,
+) {
+    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    if http2 || !conn.proxy.relay {
         return serve(builder, stream, Bytes::new(), conn, stop, idle).await;
     }
     match relay::run(&mut stream, &conn, stop.clone(), idle).await {

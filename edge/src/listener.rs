@@ -14,7 +14,6 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -135,8 +134,7 @@ async fn serve_traffic(
                     connections.spawn(async move {
                         match tokio::time::timeout(deadline, handshake).await {
                             Ok(Ok(tls)) => {
-                                connection::serve(builder, tls, Bytes::new(), conn, stop, idle)
-                                    .await
+                                connection::serve_tls(builder, tls, conn, stop, idle).await;
                             }
                             Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),

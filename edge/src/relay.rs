@@ -13,7 +13,9 @@
 //! hyper) for the rest of the connection, with the bytes already read handed over
 //! unconsumed: HTTP/2 (the preface), HTTP/1.0, `Upgrade` (WebSocket), `Expect`, a chunked
 //! request body or one larger than [`wire::BUFFERED_BODY`], an absolute-form or `*` target.
-//! TLS connections always take the general path.
+//! A TLS connection is relayed the same way, through the same code ([`stream`]), once ALPN
+//! chose `http/1.1` or the client offered no ALPN; one that chose `h2` goes to the general
+//! path from its start.
 //!
 //! The relay keeps every promise of the general path:
 //! - routing, the split and its cookie, the preview pin, in-flight counting for drains,
@@ -64,7 +66,10 @@ use crate::pause::{Held, Hold, MAX_HOLDS};
 use crate::proxy::Proxy;
 use crate::route::{Claim, Closed, RequestInfo, Unclaimed};
 
+pub(crate) mod stream;
 pub(crate) mod wire;
+
+pub(crate) use stream::ClientStream;
 
 use wire::{
     Answer, ChunkedScanner, Client, Extra, Framing, Head, Parsed, Parsed1, parse_answer,
@@ -89,8 +94,8 @@ pub(crate) enum Ended {
 }
 
 /// Relays requests on `stream` until it closes or meets a request for the general path.
-pub(crate) async fn run(
-    stream: &mut TcpStream,
+pub(crate) async fn run<S: ClientStream>(
+    stream: &mut S,
     conn: &ClientConn,
     stop: watch::Receiver<Stop>,
     idle: Duration,
@@ -178,8 +183,8 @@ mod spare {
     }
 }
 
-struct Relay<'a> {
-    stream: &'a mut TcpStream,
+struct Relay<'a, S> {
+    stream: &'a mut S,
     conn: &'a ClientConn,
     proxy: &'a Proxy,
     /// The client's bytes not yet relayed.
@@ -208,7 +213,7 @@ enum Failed {
 /// The client went away, or broke protocol mid-answer: close.
 struct Gone;
 
-impl Relay<'_> {
+impl<S: ClientStream> Relay<'_, S> {
     async fn serve(&mut self, wait: Duration) -> Ended {
         loop {
             let head = match self.read_head(wait).await {
@@ -264,7 +269,7 @@ impl Relay<'_> {
             let stopping = self.stopping.is_some();
             tokio::select! {
                 biased;
-                ready = self.stream.readable() => {
+                ready = self.stream.ready() => {
                     if ready.is_err() {
                         return Err(Ended::Closed);
                     }
@@ -409,7 +414,7 @@ impl Relay<'_> {
             tokio::select! {
                 biased;
                 held = &mut wait => return Ok(held),
-                ready = self.stream.readable(), if self.buf.len() < READ_AHEAD => {
+                ready = self.stream.ready(), if self.buf.len() < READ_AHEAD => {
                     if ready.is_err() || self.client_read().is_err() {
                         tracing::debug!(remote = %self.conn.remote, "the client of a held request went away");
                         return Err(Gone);
@@ -536,7 +541,7 @@ impl Relay<'_> {
                     self.stopping = Some(how);
                     continue;
                 }
-                ready = self.stream.readable(), if self.buf.len() < READ_AHEAD => {
+                ready = self.stream.ready(), if self.buf.len() < READ_AHEAD => {
                     if ready.is_err() || self.client_read().is_err() {
                         return Err(Failed::Gone);
                     }
@@ -636,7 +641,7 @@ impl Relay<'_> {
             let read = tokio::select! {
                 biased;
                 read = upstream.read_buf(&mut self.rbuf) => read,
-                ready = self.stream.readable(), if self.buf.len() < READ_AHEAD => {
+                ready = self.stream.ready(), if self.buf.len() < READ_AHEAD => {
                     if ready.is_err() || self.client_read().is_err() {
                         tracing::debug!(remote = %self.conn.remote, "the client went away in the middle of an answer");
                         return Err(Gone);
@@ -760,21 +765,32 @@ impl Relay<'_> {
 
 /// Writes `bytes` to the client, or fails when the client takes in nothing for `timeout`
 /// (it stopped reading): the request then ends, so that a drain does not wait for it.
-async fn write_within(stream: &mut TcpStream, bytes: &[u8], timeout: Duration) -> Result<(), Gone> {
+///
+/// Behind TLS a write only hands the bytes to rustls, so they are flushed too: on plain TCP
+/// the flush does nothing.
+async fn write_within<S: ClientStream>(
+    stream: &mut S,
+    bytes: &[u8],
+    timeout: Duration,
+) -> Result<(), Gone> {
     let mut rest = bytes;
     while !rest.is_empty() {
         match tokio::time::timeout(timeout, stream.write(rest)).await {
             Ok(Ok(0) | Err(_)) => return Err(Gone),
             Ok(Ok(n)) => rest = &rest[n..],
-            Err(_) => {
-                tracing::debug!(
-                    "closing a client connection: it took in nothing for the write timeout"
-                );
-                return Err(Gone);
-            }
+            Err(_) => return Err(write_timed_out()),
         }
     }
-    Ok(())
+    match tokio::time::timeout(timeout, stream.flush()).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Gone),
+        Err(_) => Err(write_timed_out()),
+    }
+}
+
+fn write_timed_out() -> Gone {
+    tracing::debug!("closing a client connection: it took in nothing for the write timeout");
+    Gone
 }
 
 #[cfg(test)]

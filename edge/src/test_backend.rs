@@ -5,12 +5,15 @@
 //! backend reports each arrival and waits for the test to release it, so tests wait on
 //! signals, never on sleeps. `/ws` is a WebSocket that echoes each text message as
 //! `<name>: <message>`, `/status/<code>` answers with that status, `/big/<n>` with `n` bytes.
+//!
+//! A [`TestEdge`] may also listen for TLS ([`TestEdge::start_in`]), so that a test can speak
+//! the same bytes to it over either [`Transport`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -22,6 +25,8 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
+use tokio_rustls::TlsConnector;
+use tokio_util::either::Either;
 
 use crate::{Backend, Slot};
 
@@ -464,6 +469,39 @@ pub async fn get_in(addr: SocketAddr, protocol: Protocol, path: &str) -> Reply {
         .unwrap()
 }
 
+/// How a test client reaches the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// Plain TCP, on the traffic listener.
+    Plain,
+    /// TLS on the TLS listener, offering ALPN `http/1.1` only.
+    Tls,
+}
+
+/// A client's connection to a [`TestEdge`], in either [`Transport`].
+pub type ClientStream = Either<TcpStream, tokio_rustls::client::TlsStream<TcpStream>>;
+
+/// The certificate every TLS [`TestEdge`] of this test process serves (for `app.test`,
+/// signed by a test CA), and a client that trusts that CA and offers `http/1.1` only.
+struct EdgeCertificate {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    connector: TlsConnector,
+}
+
+fn edge_certificate() -> &'static EdgeCertificate {
+    static CERTIFICATE: OnceLock<EdgeCertificate> = OnceLock::new();
+    CERTIFICATE.get_or_init(|| {
+        let pki = crate::tls::tests::TestPki::new();
+        let files = pki.certificate("edge", &["app.test"], &[]);
+        EdgeCertificate {
+            cert: std::fs::read(&files.cert).unwrap(),
+            key: std::fs::read(&files.key).unwrap(),
+            connector: pki.connector(&[b"http/1.1"]),
+        }
+    })
+}
+
 impl TestEdge {
     pub async fn start() -> TestEdge {
         TestEdge::start_with(crate::settings::Tuning::default()).await
@@ -483,8 +521,63 @@ impl TestEdge {
         TestEdge { dir, handle }
     }
 
+    /// An edge for clients in `transport`: with [`Transport::Tls`], it also listens for TLS,
+    /// with this process's certificate written to its directory.
+    pub async fn start_in(transport: Transport, tuning: crate::settings::Tuning) -> TestEdge {
+        if transport == Transport::Plain {
+            return TestEdge::start_with(tuning).await;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let certificate = edge_certificate();
+        let files = crate::CertificateFiles {
+            hosts: Vec::new(),
+            cert: dir.path().join("edge.crt"),
+            key: dir.path().join("edge.key"),
+        };
+        std::fs::write(&files.cert, &certificate.cert).unwrap();
+        std::fs::write(&files.key, &certificate.key).unwrap();
+        let handle = crate::server::start_with_tls(
+            crate::EdgeOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                dir: dir.path().to_path_buf(),
+            },
+            tuning,
+            crate::TlsOptions {
+                listen: "127.0.0.1:0".parse().unwrap(),
+                certificates: vec![files],
+            },
+        )
+        .await
+        .unwrap();
+        TestEdge { dir, handle }
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.handle.local_addr()
+    }
+
+    /// A new client connection in `transport`: for [`Transport::Tls`], to the TLS listener,
+    /// handshake done (SNI `app.test`) and ALPN settled as `http/1.1`.
+    pub async fn connect(&self, transport: Transport) -> ClientStream {
+        let addr = match transport {
+            Transport::Plain => self.addr(),
+            Transport::Tls => self
+                .handle
+                .tls_addr()
+                .expect("the edge was started for TLS clients (TestEdge::start_in)"),
+        };
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        if transport == Transport::Plain {
+            return Either::Left(tcp);
+        }
+        let name = rustls::pki_types::ServerName::try_from("app.test").unwrap();
+        let handshake = edge_certificate().connector.connect(name, tcp);
+        let tls = tokio::time::timeout(SIGNAL_TIMEOUT, handshake)
+            .await
+            .expect("the TLS handshake did not finish in time")
+            .unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        Either::Right(tls)
     }
 
     pub fn client(&self) -> crate::AdminClient {

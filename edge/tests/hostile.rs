@@ -1,24 +1,27 @@
 //! The edge against hostile input (issue F): request smuggling, answers that reach the
 //! wrong client, a slot's malformed answers, and a client's errors counted as the slot's.
 //!
-//! Every case runs twice: through the relay, and through the general (hyper) path
+//! Every case runs three times: through the relay on plain TCP, through the relay behind
+//! the edge's TLS listener (ALPN `http/1.1`), and through the general (hyper) path
 //! (`Tuning::relay = false`), each time on a fresh in-process edge in front of a raw
 //! upstream that records every byte it receives and parses it with its own strict RFC 9112
-//! parser. The checks are those of ARCHITECTURE.md, invariant 7: the upstream parses exactly the
-//! requests the client sent, with the same boundaries (or nothing at all when the edge
-//! refuses), each client gets answers only to its own requests, and a client's error is
-//! never the slot's 5xx. A table-driven test runs all its cases and then fails listing
-//! every failing case with its path (`[relay]` or `[general]`), not just the first.
+//! parser. Cases that need a plain TCP client (h2c with prior knowledge) run on the two
+//! plaintext paths only, and say so. The checks are those of ARCHITECTURE.md, invariant 7:
+//! the upstream parses exactly the requests the client sent, with the same boundaries (or
+//! nothing at all when the edge refuses), each client gets answers only to its own
+//! requests, and a client's error is never the slot's 5xx. A table-driven test runs all its
+//! cases and then fails listing every failing case with its path (`[relay]`, `[relay-tls]`
+//! or `[general]`), not just the first.
 //!
 //! Modules: `wire` (the strict parsers), `upstream` (the recording, scriptable upstream),
-//! `client` (the raw client), `h2c` (a raw HTTP/2 client), `harness` (the edge and the
-//! runner), `case` (request-side cases and their checks); then the cases: `requests`,
-//! `bodies`, `poisoning`, `answers`, `bodyless` (late bytes after HEAD, 204 and 304
-//! answers), `http2`, `forwarding` (CONNECT, lookalike headers, `Connection` tokens,
-//! `Upgrade: h2c`), `connections` (connections the edge must close, and count while they
-//! are open), `counting` (whose error a request is, in the metrics), `messages`, `pause`
-//! (held requests whose clients leave); and `differential`, the relay against hyper on
-//! generated streams.
+//! `client` (the raw client), `h2c` (a raw HTTP/2 client), `harness` (the edge, its TLS
+//! certificate and the runner), `case` (request-side cases and their checks); then the
+//! cases: `requests`, `bodies`, `poisoning`, `answers`, `bodyless` (late bytes after HEAD,
+//! 204 and 304 answers), `http2`, `forwarding` (CONNECT, lookalike headers, `Connection`
+//! tokens, `Upgrade: h2c`), `connections` (connections the edge must close, and count while
+//! they are open), `counting` (whose error a request is, in the metrics), `messages`,
+//! `pause` (held requests whose clients leave); and `differential`, the relay (plain and
+//! TLS) against hyper on generated streams.
 
 #[path = "hostile/answers.rs"]
 mod answers;

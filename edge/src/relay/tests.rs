@@ -8,9 +8,34 @@ use tokio::sync::mpsc;
 
 use super::*;
 use crate::Slot;
-use crate::test_backend::{Logs, SIGNAL_TIMEOUT, TestBackend, TestEdge, generic_answer};
+use crate::settings::Tuning;
+use crate::test_backend::{
+    ClientStream, Logs, SIGNAL_TIMEOUT, TestBackend, TestEdge, Transport, generic_answer,
+};
 
 // --- Through a running edge -----------------------------------------------------------
+//
+// Every test below runs over each transport: plain TCP, and TLS whose ALPN chose
+// `http/1.1`, which the relay serves alike. A test is an `async fn` taking the
+// [`Transport`]; `over_each_transport!` makes it two tests, `<name>::plain` and
+// `<name>::tls`, so a failure names its transport.
+
+/// Defines the tests `$name::plain` and `$name::tls`, running `$name(transport)`.
+macro_rules! over_each_transport {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test]
+            async fn plain() {
+                super::$name(super::Transport::Plain).await;
+            }
+
+            #[tokio::test]
+            async fn tls() {
+                super::$name(super::Transport::Tls).await;
+            }
+        }
+    };
+}
 
 /// A slot that answers each request with bytes the test scripts, and counts the
 /// connections it accepted and the requests it read.
@@ -90,14 +115,24 @@ impl ScriptedSlot {
     }
 }
 
+/// An edge with default settings for clients in `transport`.
+async fn edge_for(transport: Transport) -> TestEdge {
+    TestEdge::start_in(transport, Tuning::default()).await
+}
+
 /// An edge (started by the caller) routing `web` to a slot running `script`, once the
-/// switch's connection to the slot is open, and a client connected to the edge.
-async fn through_edge(edge: TestEdge, script: Script) -> (TestEdge, ScriptedSlot, RawClient) {
+/// switch's connection to the slot is open, and a client connected to the edge in
+/// `transport`.
+async fn through_edge(
+    edge: TestEdge,
+    transport: Transport,
+    script: Script,
+) -> (TestEdge, ScriptedSlot, RawClient) {
     let mut slot = ScriptedSlot::start(script).await;
     edge.switch(&slot.backend()).await;
     // The switch opened a connection to the slot before any request.
     slot.accepted(1).await;
-    let client = RawClient::open(edge.addr()).await;
+    let client = RawClient::open(&edge, transport).await;
     (edge, slot, client)
 }
 
@@ -138,9 +173,9 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A client on one raw connection to the edge.
+/// A client on one raw connection to the edge, in either transport.
 struct RawClient {
-    stream: TcpStream,
+    stream: ClientStream,
     buf: Vec<u8>,
 }
 
@@ -153,9 +188,9 @@ struct Read {
 }
 
 impl RawClient {
-    async fn open(addr: SocketAddr) -> RawClient {
+    async fn open(edge: &TestEdge, transport: Transport) -> RawClient {
         RawClient {
-            stream: TcpStream::connect(addr).await.unwrap(),
+            stream: edge.connect(transport).await,
             buf: Vec::new(),
         }
     }
@@ -250,12 +285,13 @@ fn ok(body: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-#[tokio::test]
-async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
-    let (_edge, mut slot, mut client) = through_edge(TestEdge::start().await, |n, _| {
-        (ok(&format!("answer {n}")), false)
-    })
-    .await;
+over_each_transport!(pipelined_requests_are_answered_in_order_over_one_slot_connection);
+async fn pipelined_requests_are_answered_in_order_over_one_slot_connection(transport: Transport) {
+    let (_edge, mut slot, mut client) =
+        through_edge(edge_for(transport).await, transport, |n, _| {
+            (ok(&format!("answer {n}")), false)
+        })
+        .await;
     client
         .send(b"GET /a HTTP/1.1\r\nHost: app.test\r\n\r\nGET /b HTTP/1.1\r\nHost: app.test\r\n\r\nPOST /c HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nxyz")
         .await;
@@ -280,6 +316,14 @@ async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
             request.contains("x-forwarded-for: 127.0.0.1\r\n"),
             "{request}"
         );
+        let proto = match transport {
+            Transport::Plain => "http",
+            Transport::Tls => "https",
+        };
+        assert!(
+            request.contains(&format!("x-forwarded-proto: {proto}\r\n")),
+            "{request}"
+        );
         if n == 2 {
             assert!(request.ends_with("\r\n\r\nxyz"), "{request}");
         }
@@ -291,9 +335,11 @@ async fn pipelined_requests_are_answered_in_order_over_one_slot_connection() {
     );
 }
 
-#[tokio::test]
-async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused() {
-    let (_edge, slot, mut client) = through_edge(TestEdge::start().await, |n, _| {
+over_each_transport!(chunked_and_interim_answers_pass_through_and_the_connection_is_reused);
+async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused(
+    transport: Transport,
+) {
+    let (_edge, slot, mut client) = through_edge(edge_for(transport).await, transport, |n, _| {
         let mut answer = b"HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\n".to_vec();
         answer.extend_from_slice(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n");
         answer.extend_from_slice(format!("4\r\nn={n};\r\n").as_bytes());
@@ -324,9 +370,11 @@ async fn chunked_and_interim_answers_pass_through_and_the_connection_is_reused()
     assert_eq!(slot.accepted.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test]
-async fn an_answer_that_ends_with_its_connection_closes_the_client_connection_too() {
-    let (_edge, _slot, mut client) = through_edge(TestEdge::start().await, |_, _| {
+over_each_transport!(an_answer_that_ends_with_its_connection_closes_the_client_connection_too);
+async fn an_answer_that_ends_with_its_connection_closes_the_client_connection_too(
+    transport: Transport,
+) {
+    let (_edge, _slot, mut client) = through_edge(edge_for(transport).await, transport, |_, _| {
         (b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec(), true)
     })
     .await;
@@ -338,14 +386,14 @@ async fn an_answer_that_ends_with_its_connection_closes_the_client_connection_to
     assert_eq!(read.body, b"until the end");
 }
 
-#[tokio::test]
-async fn a_pooled_connection_the_slot_closed_is_replaced() {
-    let edge = TestEdge::start().await;
+over_each_transport!(a_pooled_connection_the_slot_closed_is_replaced);
+async fn a_pooled_connection_the_slot_closed_is_replaced(transport: Transport) {
+    let edge = edge_for(transport).await;
     // The slot closes every connection after one answer, without saying so.
     let mut slot = ScriptedSlot::start(|n, _| (ok(&format!("answer {n}")), true)).await;
     edge.switch(&slot.backend()).await;
     slot.accepted(1).await;
-    let mut client = RawClient::open(edge.addr()).await;
+    let mut client = RawClient::open(&edge, transport).await;
     for n in 0..3 {
         client
             .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
@@ -361,10 +409,10 @@ async fn a_pooled_connection_the_slot_closed_is_replaced() {
     assert_eq!(slot.accepted.load(Ordering::SeqCst), 3);
 }
 
-#[tokio::test]
-async fn a_malformed_answer_is_a_generic_502_whose_detail_goes_to_the_log() {
+over_each_transport!(a_malformed_answer_is_a_generic_502_whose_detail_goes_to_the_log);
+async fn a_malformed_answer_is_a_generic_502_whose_detail_goes_to_the_log(transport: Transport) {
     let logs = Logs::capture();
-    let (_edge, _slot, mut client) = through_edge(TestEdge::start().await, |_, _| {
+    let (_edge, _slot, mut client) = through_edge(edge_for(transport).await, transport, |_, _| {
         (
             b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n".to_vec(),
             false,
@@ -397,12 +445,16 @@ async fn a_malformed_answer_is_a_generic_502_whose_detail_goes_to_the_log() {
     assert!(client.answer().await.head.starts_with("HTTP/1.1 502"));
 }
 
-#[tokio::test]
-async fn a_connection_moves_to_the_general_path_at_its_first_request_the_relay_does_not_take() {
-    let edge = TestEdge::start().await;
+over_each_transport!(
+    a_connection_moves_to_the_general_path_at_its_first_request_the_relay_does_not_take
+);
+async fn a_connection_moves_to_the_general_path_at_its_first_request_the_relay_does_not_take(
+    transport: Transport,
+) {
+    let edge = edge_for(transport).await;
     let blue = TestBackend::start("blue").await;
     edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-    let mut client = RawClient::open(edge.addr()).await;
+    let mut client = RawClient::open(&edge, transport).await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
@@ -424,10 +476,12 @@ async fn a_connection_moves_to_the_general_path_at_its_first_request_the_relay_d
     assert_eq!(blue.served(), 3);
 }
 
-#[tokio::test]
-async fn a_client_that_asks_to_close_is_answered_then_closed() {
-    let (_edge, _slot, mut client) =
-        through_edge(TestEdge::start().await, |_, _| (ok("bye"), false)).await;
+over_each_transport!(a_client_that_asks_to_close_is_answered_then_closed);
+async fn a_client_that_asks_to_close_is_answered_then_closed(transport: Transport) {
+    let (_edge, _slot, mut client) = through_edge(edge_for(transport).await, transport, |_, _| {
+        (ok("bye"), false)
+    })
+    .await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n")
         .await;
@@ -437,10 +491,10 @@ async fn a_client_that_asks_to_close_is_answered_then_closed() {
     assert!(client.closed().await);
 }
 
-#[tokio::test]
-async fn unrouted_requests_are_answered_by_the_edge_and_the_connection_stays() {
-    let edge = TestEdge::start().await;
-    let mut client = RawClient::open(edge.addr()).await;
+over_each_transport!(unrouted_requests_are_answered_by_the_edge_and_the_connection_stays);
+async fn unrouted_requests_are_answered_by_the_edge_and_the_connection_stays(transport: Transport) {
+    let edge = edge_for(transport).await;
+    let mut client = RawClient::open(&edge, transport).await;
     for _ in 0..2 {
         client
             .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
@@ -459,15 +513,19 @@ async fn unrouted_requests_are_answered_by_the_edge_and_the_connection_stays() {
     }
 }
 
-#[tokio::test]
-async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
+over_each_transport!(a_keep_alive_connection_idle_past_the_idle_timeout_is_closed);
+async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed(transport: Transport) {
     // The idle timeout is the shorter one here: it, not the header-read timeout, closes.
-    let tuning = crate::settings::Tuning {
+    let tuning = Tuning {
         idle_timeout: std::time::Duration::from_millis(100),
-        ..crate::settings::Tuning::default()
+        ..Tuning::default()
     };
-    let (_edge, _slot, mut client) =
-        through_edge(TestEdge::start_with(tuning).await, |_, _| (ok("hi"), false)).await;
+    let (_edge, _slot, mut client) = through_edge(
+        TestEdge::start_in(transport, tuning).await,
+        transport,
+        |_, _| (ok("hi"), false),
+    )
+    .await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
@@ -477,10 +535,17 @@ async fn a_keep_alive_connection_idle_past_the_idle_timeout_is_closed() {
     assert!(client.closed().await, "the idle connection was not closed");
 }
 
-#[tokio::test]
-async fn a_request_whose_connection_header_names_its_length_is_refused_and_never_forwarded() {
+over_each_transport!(
+    a_request_whose_connection_header_names_its_length_is_refused_and_never_forwarded
+);
+async fn a_request_whose_connection_header_names_its_length_is_refused_and_never_forwarded(
+    transport: Transport,
+) {
     let (_edge, mut slot, mut client) =
-        through_edge(TestEdge::start().await, |_, _| (ok("slot"), false)).await;
+        through_edge(edge_for(transport).await, transport, |_, _| {
+            (ok("slot"), false)
+        })
+        .await;
     // The body holds a second request: forwarded without its Content-Length, the slot
     // would read it as one.
     client
@@ -508,16 +573,19 @@ async fn a_request_whose_connection_header_names_its_length_is_refused_and_never
     );
 }
 
-#[tokio::test]
-async fn interim_answers_beyond_the_limit_are_a_502_and_the_slot_connection_is_dropped() {
-    let (_edge, mut slot, mut client) = through_edge(TestEdge::start().await, |n, _| {
-        if n == 0 {
-            (b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(50), false)
-        } else {
-            (ok("second"), false)
-        }
-    })
-    .await;
+over_each_transport!(interim_answers_beyond_the_limit_are_a_502_and_the_slot_connection_is_dropped);
+async fn interim_answers_beyond_the_limit_are_a_502_and_the_slot_connection_is_dropped(
+    transport: Transport,
+) {
+    let (_edge, mut slot, mut client) =
+        through_edge(edge_for(transport).await, transport, |n, _| {
+            if n == 0 {
+                (b"HTTP/1.1 103 Early Hints\r\n\r\n".repeat(50), false)
+            } else {
+                (ok("second"), false)
+            }
+        })
+        .await;
     client
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
@@ -537,9 +605,9 @@ async fn interim_answers_beyond_the_limit_are_a_502_and_the_slot_connection_is_d
     slot.accepted(2).await;
 }
 
-#[tokio::test]
-async fn bytes_after_a_complete_answer_never_reach_the_next_client() {
-    let (_edge, mut slot, mut first) = through_edge(TestEdge::start().await, |n, _| {
+over_each_transport!(bytes_after_a_complete_answer_never_reach_the_next_client);
+async fn bytes_after_a_complete_answer_never_reach_the_next_client(transport: Transport) {
+    let (edge, mut slot, mut first) = through_edge(edge_for(transport).await, transport, |n, _| {
         if n == 0 {
             let mut answer = ok("first");
             answer.extend_from_slice(&ok("poison"));
@@ -553,7 +621,7 @@ async fn bytes_after_a_complete_answer_never_reach_the_next_client() {
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;
     assert_eq!(first.answer().await.body, b"first");
-    let mut second = RawClient::open(_edge.addr()).await;
+    let mut second = RawClient::open(&edge, transport).await;
     second
         .send(b"GET / HTTP/1.1\r\nHost: app.test\r\n\r\n")
         .await;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::case::{get, seen};
-use crate::client::{RawClient, Transcript};
-use crate::harness::{Edge, Path, check, on_both_paths};
+use crate::client::Transcript;
+use crate::harness::{Edge, Path, check, on_every_path};
 use crate::upstream::{Reply, Script, Upstream};
 use crate::wire::escape;
 
@@ -31,7 +31,7 @@ async fn answering(target: &'static str, reply: Reply) -> Upstream {
 
 /// One request on a new client connection.
 async fn request(edge: &Edge, bytes: &str) -> Transcript {
-    RawClient::connect(edge.addr())
+    edge.client()
         .await
         .exchange(bytes.as_bytes(), false, 1)
         .await
@@ -103,7 +103,7 @@ fn upstream_clean(upstream: &Upstream) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_content_length_from_the_slot_does_not_unframe_its_answer() {
-    on_both_paths(
+    on_every_path(
         "answer_connection_names_content_length",
         async |path: Path| {
             let upstream = answering(
@@ -129,7 +129,7 @@ async fn connection_content_length_from_the_slot_does_not_unframe_its_answer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transfer_coding_other_than_chunked_is_read_until_close() {
-    on_both_paths("answer_transfer_encoding_gzip", async |path: Path| {
+    on_every_path("answer_transfer_encoding_gzip", async |path: Path| {
         const BODY: &str = "0123456789, and on until the slot closes";
         let upstream = answering(
             "/gzip",
@@ -171,7 +171,7 @@ async fn a_transfer_coding_other_than_chunked_is_read_until_close() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn content_length_with_transfer_encoding_in_an_answer_is_chunked_and_not_reused() {
-    on_both_paths("answer_with_content_length_and_transfer_encoding", async |path: Path| {
+    on_every_path("answer_with_content_length_and_transfer_encoding", async |path: Path| {
         let upstream = answering(
             "/clte",
             Reply::Raw(
@@ -192,7 +192,7 @@ async fn content_length_with_transfer_encoding_in_an_answer_is_chunked_and_not_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_after_a_complete_answer_never_reach_another_client() {
-    on_both_paths("answer_followed_by_extra_bytes", async |path: Path| {
+    on_every_path("answer_followed_by_extra_bytes", async |path: Path| {
         let upstream = answering(
             "/first",
             Reply::Raw(
@@ -216,7 +216,7 @@ async fn bytes_after_a_complete_answer_never_reach_another_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_a_slot_sends_on_an_idle_connection_never_reach_another_client() {
-    on_both_paths(
+    on_every_path(
         "extra_bytes_on_an_idle_slot_connection",
         async |path: Path| {
             let upstream = answering(
@@ -251,7 +251,7 @@ async fn bytes_a_slot_sends_on_an_idle_connection_never_reach_another_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_before_the_request_body_was_sent_closes_the_slot_connection() {
-    on_both_paths("answer_before_the_request_body", async |path: Path| {
+    on_every_path("answer_before_the_request_body", async |path: Path| {
         const HALF: usize = 100 * 1024;
         let upstream = answering(
             "/early",
@@ -259,7 +259,7 @@ async fn an_answer_before_the_request_body_was_sent_closes_the_slot_connection()
         )
         .await;
         let edge = Edge::routed(path, upstream.addr).await;
-        let mut client = RawClient::connect(edge.addr()).await;
+        let mut client = edge.client().await;
         let head = format!(
             "POST /early HTTP/1.1\r\nHost: app.test\r\nContent-Length: {}\r\n\r\n",
             2 * HALF
@@ -309,7 +309,7 @@ async fn huge_head_is_a_502(path: Path, reply: Reply) -> Result<(), String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_head_over_64_kib_in_one_write_is_a_502() {
-    on_both_paths("answer_head_of_70_kb_in_one_write", async |path: Path| {
+    on_every_path("answer_head_of_70_kb_in_one_write", async |path: Path| {
         huge_head_is_a_502(path, Reply::Raw(huge_head())).await
     })
     .await;
@@ -317,7 +317,7 @@ async fn an_answer_head_over_64_kib_in_one_write_is_a_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_head_over_64_kib_in_pieces_is_a_502() {
-    on_both_paths("answer_head_of_70_kb_in_pieces", async |path: Path| {
+    on_every_path("answer_head_of_70_kb_in_pieces", async |path: Path| {
         huge_head_is_a_502(path, Reply::Pieces(huge_head(), 4096)).await
     })
     .await;
@@ -351,7 +351,7 @@ async fn too_many_interims_are_a_502(path: Path, count: usize) -> Result<(), Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_thousand_interim_answers_are_a_502() {
-    on_both_paths("2000_interim_answers", async |path: Path| {
+    on_every_path("2000_interim_answers", async |path: Path| {
         too_many_interims_are_a_502(path, 2000).await
     })
     .await;
@@ -359,7 +359,7 @@ async fn two_thousand_interim_answers_are_a_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eleven_interim_answers_are_a_502() {
-    on_both_paths("11_interim_answers", async |path: Path| {
+    on_every_path("11_interim_answers", async |path: Path| {
         too_many_interims_are_a_502(path, 11).await
     })
     .await;
@@ -367,7 +367,7 @@ async fn eleven_interim_answers_are_a_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_interim_answers_pass() {
-    on_both_paths("10_interim_answers", async |path: Path| {
+    on_every_path("10_interim_answers", async |path: Path| {
         let upstream = answering("/hints", interims(10)).await;
         let edge = Edge::routed(path, upstream.addr).await;
         let got = request(&edge, &get("/hints", "")).await;

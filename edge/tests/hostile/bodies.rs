@@ -5,8 +5,7 @@
 use shipit_edge::{Backend, Slot};
 
 use crate::case::{Case, Expect, HOST, Req, run_all};
-use crate::client::RawClient;
-use crate::harness::{Edge, Path, SERVICE, check, each_on_both_paths};
+use crate::harness::{Edge, Path, SERVICE, check, each_on_every_path};
 use crate::upstream::Upstream;
 use crate::wire::Framing;
 
@@ -157,7 +156,7 @@ async fn well_formed_chunk_extensions_and_trailers_pass() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_uploads_pinned_to_the_candidate_do_not_count_against_it() {
     const FLOOD: usize = 10;
-    each_on_both_paths(
+    each_on_every_path(
         "malformed uploads pinned to the candidate",
         vec!["pinned_malformed_chunked_flood"],
         |name| name.to_string(),
@@ -185,9 +184,9 @@ async fn pinned_flood(path: Path, flood: usize) -> Result<(), String> {
             "Transfer-Encoding: chunked\r\nX-Shipit-Slot: green\r\n",
             1,
         );
-        let addr = edge.addr();
+        let edge = &edge;
         async move {
-            let mut client = RawClient::connect(addr).await;
+            let mut client = edge.client().await;
             let transcript = client.exchange(pinned.as_bytes(), false, 1).await;
             check(transcript.finals().iter().all(|a| a.status < 500), || {
                 format!("upload {i} got {}", transcript.describe())

@@ -9,8 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::case::{HOST, seen};
-use crate::client::RawClient;
-use crate::harness::{Edge, Path, check, each_on_both_paths};
+use crate::harness::{Edge, Path, check, each_on_every_path};
 use crate::upstream::{Reply, Script, Upstream};
 use crate::wire::escape;
 
@@ -137,7 +136,7 @@ fn conn_with(upstream: &Upstream, line: &str) -> Option<usize> {
 async fn round(edge: &Edge, upstream: &Upstream, race: &Race, n: usize) -> Result<(), String> {
     let first = format!("/first-{n}");
     let victim = format!("/victim-{n}");
-    let mut a = RawClient::connect(edge.addr()).await;
+    let mut a = edge.client().await;
     if race.answer.method() == "HEAD" {
         a = a.answering_head();
     }
@@ -157,7 +156,7 @@ async fn round(edge: &Edge, upstream: &Upstream, race: &Race, n: usize) -> Resul
     )?;
     // B asks the moment A's answer is in; A listens on meanwhile.
     let b_request = race.victim.request(&victim);
-    let mut b = RawClient::connect(edge.addr()).await;
+    let mut b = edge.client().await;
     let (b_got, a_rest) = tokio::join!(b.exchange(b_request.as_bytes(), false, 1), a.read(0));
     let b_finals = b_got.finals();
     let expected = race.victim.answer(&victim);
@@ -211,7 +210,7 @@ async fn round(edge: &Edge, upstream: &Upstream, race: &Race, n: usize) -> Resul
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_bytes_after_a_bodyless_answer_never_reach_another_client() {
-    each_on_both_paths(
+    each_on_every_path(
         "late bytes after a body-less answer",
         races(),
         |r| {
@@ -248,12 +247,13 @@ async fn late_bytes_after_a_bodyless_answer_never_reach_another_client() {
 #[tokio::test]
 async fn the_edges_own_answers_to_head_carry_no_body() {
     use crate::h2c::{self, Acks, Conn, Event};
-    use crate::harness::on_both_paths;
+    use crate::harness::on_every_path;
 
-    on_both_paths("the edge's own answers to HEAD", async |path: Path| {
+    on_every_path("the edge's own answers to HEAD", async |path: Path| {
         let edge = Edge::start(path).await;
         let head = format!("HEAD /a HTTP/1.1\r\nHost: {HOST}\r\n\r\n");
-        let got = RawClient::connect(edge.addr())
+        let got = edge
+            .client()
             .await
             .answering_head()
             .exchange(head.repeat(2).as_bytes(), false, 2)
@@ -268,7 +268,8 @@ async fn the_edges_own_answers_to_head_carry_no_body() {
             || format!("two HEAD requests got {}", got.describe()),
         )?;
 
-        let tcp = tokio::net::TcpStream::connect(edge.addr())
+        // h2c on the plain listener on every path: HTTP/2 over TLS never meets the relay.
+        let tcp = tokio::net::TcpStream::connect(edge.plain_addr())
             .await
             .map_err(|e| format!("connect: {e}"))?;
         let mut conn = Conn::open(tcp, &[], Acks::All)

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use shipit_edge::Slot;
 
-use crate::client::{RawClient, Transcript};
-use crate::harness::{Edge, Path, check, each_on_both_paths};
+use crate::client::Transcript;
+use crate::harness::{Edge, Path, check, each_on_every_path};
 use crate::upstream::{Upstream, unfinished};
 use crate::wire::{Framing, escape};
 
@@ -129,9 +129,9 @@ impl Case {
     }
 }
 
-/// Runs every case through both paths; fails listing each failing case and path.
+/// Runs every case through every path; fails listing each failing case and path.
 pub async fn run_all(what: &str, cases: Vec<Case>) {
-    each_on_both_paths(what, cases, |c| c.name.to_string(), run).await;
+    each_on_every_path(what, cases, |c| c.name.to_string(), run).await;
 }
 
 /// Runs one case on a fresh edge and upstream.
@@ -145,7 +145,7 @@ pub async fn run(case: &Case, path: Path) -> Result<(), String> {
         Expect::RefusedOrForwarded { reqs, .. } => reqs.len(),
         Expect::Refused { .. } | Expect::ClientError => 1,
     };
-    let mut client = RawClient::connect(edge.addr()).await;
+    let mut client = edge.client().await;
     let transcript = client.exchange(&case.send, case.abort, want).await;
     let settled = edge.settle().await;
     let errors_after = edge.requests_total(Slot::Blue, "5xx").await;

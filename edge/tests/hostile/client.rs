@@ -1,10 +1,11 @@
 //! The raw client: writes exact bytes to the edge and splits what comes back into answers
 //! with the strict parser of [`crate::wire`].
 //!
-//! It is generic over its transport, so the same cases can run over TLS once the relay
-//! serves it. Reading ends when the edge closes the connection, or once the expected number
-//! of final answers has arrived and nothing more came for [`QUIET`] (so that an answer the
-//! client did not ask for is still seen), or at [`READ_DEADLINE`].
+//! It is generic over its transport: [`crate::harness::Edge::client`] gives one in the
+//! transport of the path a case runs on (TLS on `relay-tls`). Reading ends when the edge
+//! closes the connection, or once the expected number of final answers has arrived and
+//! nothing more came for [`QUIET`] (so that an answer the client did not ask for is still
+//! seen), or at [`READ_DEADLINE`].
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -74,19 +75,6 @@ pub struct RawClient<S> {
     closed: bool,
     /// The answers read answer HEAD requests (no body, whatever their framing says).
     head: bool,
-}
-
-impl RawClient<TcpStream> {
-    pub async fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).await.unwrap();
-        stream.set_nodelay(true).unwrap();
-        RawClient::new(stream)
-    }
-
-    /// A connection from another loopback address (`127.0.0.2`…), as another client's.
-    pub async fn connect_from(local: &str, addr: SocketAddr) -> Self {
-        RawClient::new(connect_from(local, addr).await)
-    }
 }
 
 /// A TCP connection to `addr` from the loopback address `local`.

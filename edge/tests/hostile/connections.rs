@@ -13,9 +13,9 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::case::{HOST, get, seen};
-use crate::client::{RawClient, connect_from};
+use crate::client::RawClient;
 use crate::h2c::{self, Acks, Conn, Event, Frame};
-use crate::harness::{Edge, Path, SERVICE, check, on_both_paths};
+use crate::harness::{ClientIo, Edge, Path, SERVICE, check, on_every_path, on_plain_paths};
 use crate::upstream::{Reply, Script, Upstream};
 use crate::wire::escape;
 
@@ -65,7 +65,8 @@ async fn h2_open(edge: &Edge, settings: &[(u16, u32)], acks: Acks) -> Result<Con
 
 /// A GET from 127.0.0.1 is refused now (503): the client's one connection share is taken.
 async fn share_taken(edge: &Edge) -> Result<(), String> {
-    let got = RawClient::connect(edge.addr())
+    let got = edge
+        .client()
         .await
         .exchange(get("/share", "").as_bytes(), false, 1)
         .await;
@@ -83,7 +84,8 @@ async fn share_taken(edge: &Edge) -> Result<(), String> {
 async fn share_freed(edge: &Edge) -> Result<(), String> {
     let deadline = Instant::now() + FREED_TIMEOUT;
     loop {
-        let got = RawClient::connect(edge.addr())
+        let got = edge
+            .client()
             .await
             .exchange(get("/again", "").as_bytes(), false, 1)
             .await;
@@ -131,7 +133,9 @@ async fn closes_by(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_without_a_request_closes_at_the_header_read_timeout() {
     const HEADER_READ: Duration = Duration::from_secs(1);
-    on_both_paths("h2_quiet_after_its_preface", async |path: Path| {
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    on_plain_paths("h2_quiet_after_its_preface", async |path: Path| {
         let upstream = Upstream::start().await;
         let tuning = Tuning {
             header_read_timeout: HEADER_READ,
@@ -158,7 +162,9 @@ async fn an_http2_connection_without_a_request_closes_at_the_header_read_timeout
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_http2_connection_closes_even_if_its_client_never_answers_the_ping() {
     const IDLE: Duration = Duration::from_secs(1);
-    on_both_paths("h2_idle_without_ping_answers", async |path: Path| {
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    on_plain_paths("h2_idle_without_ping_answers", async |path: Path| {
         let upstream = Upstream::start().await;
         let tuning = Tuning {
             idle_timeout: IDLE,
@@ -204,7 +210,9 @@ async fn an_idle_http2_connection_closes_even_if_its_client_never_answers_the_pi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http2_connection_ended_for_resets_closes_even_if_its_client_never_answers_the_ping() {
     const ATTEMPTS: u32 = 20;
-    on_both_paths("h2_reset_flood_without_ping_answers", async |path: Path| {
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    on_plain_paths("h2_reset_flood_without_ping_answers", async |path: Path| {
         // Requests the slot holds, so that each reset comes after the edge took it up.
         let upstream = answering_prefix("/hold", Reply::Silent).await;
         let tuning = Tuning {
@@ -283,7 +291,9 @@ async fn an_http2_client_that_opens_no_window_is_cut_off_by_the_write_timeout() 
     const WRITE: Duration = Duration::from_secs(1);
     const DRAIN_DEADLINE: Duration = Duration::from_secs(8);
     const STREAMS: [u32; 3] = [1, 3, 5];
-    on_both_paths("h2_zero_flow_control_window", async |path: Path| {
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    on_plain_paths("h2_zero_flow_control_window", async |path: Path| {
         let mut big = b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n".to_vec();
         big.resize(big.len() + 1024 * 1024, b'x');
         let upstream = answering_prefix("/big", Reply::Raw(big)).await;
@@ -366,8 +376,11 @@ Connection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\
 
 /// Opens a tunnel from `local` through the edge to the echoing slot: the 101, then `n`
 /// echoed back. The head of the answer when it is not a 101, or what went wrong.
-async fn open_tunnel(edge: &Edge, local: &str, n: usize) -> Result<TcpStream, String> {
-    let mut stream = connect_from(local, edge.addr()).await;
+async fn open_tunnel(edge: &Edge, local: &str, n: usize) -> Result<ClientIo, String> {
+    let mut stream = edge
+        .connect_from(local)
+        .await
+        .map_err(|e| format!("tunnel {n}: {e}"))?;
     stream
         .write_all(UPGRADE.as_bytes())
         .await
@@ -411,7 +424,7 @@ async fn open_tunnel(edge: &Edge, local: &str, n: usize) -> Result<TcpStream, St
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgraded_connections_count_against_the_connection_limits() {
     const PER_IP: usize = 5;
-    on_both_paths("websocket_tunnels_per_ip", async |path: Path| {
+    on_every_path("websocket_tunnels_per_ip", async |path: Path| {
         let script: Script = Arc::new(|asked| {
             if asked.target == "/ws" {
                 Reply::Switch(SWITCHED.to_vec())
@@ -429,26 +442,32 @@ async fn upgraded_connections_count_against_the_connection_limits() {
         for n in 0..PER_IP {
             tunnels.push(open_tunnel(&edge, "127.0.0.1", n).await?);
         }
-        // The five tunnels are the client's five connections: a sixth is refused.
-        let sixth = RawClient::connect(edge.addr())
-            .await
-            .exchange(get("/sixth", "").as_bytes(), false, 1)
-            .await;
-        let finals = sixth.finals();
-        check(
-            finals.len() == 1
-                && finals[0].status == 503
-                && finals[0].text().contains("too many connections"),
-            || {
-                format!(
-                    "with {PER_IP} tunnels open from 127.0.0.1 (max_connections_per_ip \
-                     {PER_IP}), a 6th connection got {}: tunnels do not count",
-                    sixth.describe()
-                )
-            },
-        )?;
+        // The five tunnels are the client's five connections: a sixth is refused, with a
+        // 503 on plain TCP, before its handshake behind TLS (no HTTP to answer in yet).
+        let sixth = match edge.connect().await {
+            Ok(io) => {
+                let got = RawClient::new(io)
+                    .exchange(get("/sixth", "").as_bytes(), false, 1)
+                    .await;
+                let finals = got.finals();
+                let refused = !path.tls()
+                    && finals.len() == 1
+                    && finals[0].status == 503
+                    && finals[0].text().contains("too many connections");
+                (!refused).then(|| got.describe())
+            }
+            Err(_) if path.tls() => None,
+            Err(e) => Some(e),
+        };
+        if let Some(got) = sixth {
+            return Err(format!(
+                "with {PER_IP} tunnels open from 127.0.0.1 (max_connections_per_ip {PER_IP}), \
+                 a 6th connection got {got}: tunnels do not count"
+            ));
+        }
         // Another client is served meanwhile.
-        let other = RawClient::connect_from("127.0.0.2", edge.addr())
+        let other = edge
+            .client_from("127.0.0.2")
             .await
             .exchange(get("/other", "").as_bytes(), false, 1)
             .await;

@@ -10,12 +10,10 @@ use std::time::Duration;
 
 use shipit_edge::{Backend, Slot, Tuning};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use crate::case::{HOST, seen};
-use crate::client::RawClient;
-use crate::harness::{Edge, Path, SERVICE, check, each_on_both_paths};
+use crate::harness::{Edge, Path, SERVICE, check, each_on_every_path};
 use crate::upstream::{Reply, Upstream};
 use crate::wire::{self, escape};
 
@@ -90,7 +88,7 @@ fn refused(pin: &str) -> Vec<(&'static str, String, &'static [u16], bool)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_the_edge_refuses_count_as_refused_never_as_the_slots() {
-    each_on_both_paths(
+    each_on_every_path(
         "refused requests in the slot's counts",
         vec![Target::Live, Target::PreviewPinned, Target::WeightedPinned],
         |t| format!("refused_requests_to_{t:?}"),
@@ -120,7 +118,8 @@ async fn requests_the_edge_refuses_count_as_refused_never_as_the_slots() {
             let requests = refused(target.pin());
             let mut problems = Vec::new();
             for (name, bytes, statuses, or_close) in &requests {
-                let got = RawClient::connect(edge.addr())
+                let got = edge
+                    .client()
                     .await
                     .exchange(bytes.as_bytes(), false, 1)
                     .await;
@@ -215,7 +214,7 @@ async fn an_upload_so_slow_that_the_slot_gives_up_is_the_clients_error() {
     const EVERY: Duration = Duration::from_millis(1500);
     /// How long the client goes on.
     const UPLOAD_FOR: Duration = Duration::from_secs(7);
-    each_on_both_paths(
+    each_on_every_path(
         "uploads slower than the slot's read deadline",
         slow_uploads(),
         |u| u.name.to_string(),
@@ -223,11 +222,7 @@ async fn an_upload_so_slow_that_the_slot_gives_up_is_the_clients_error() {
             let upstream =
                 Upstream::scripted(Arc::new(|_| Reply::CloseUnlessWhole(SLOT_DEADLINE))).await;
             let edge = Edge::routed(path, upstream.addr).await;
-            let stream = TcpStream::connect(edge.addr())
-                .await
-                .map_err(|e| e.to_string())?;
-            stream.set_nodelay(true).unwrap();
-            let (mut reader, mut writer) = stream.into_split();
+            let (mut reader, mut writer) = tokio::io::split(edge.connect().await?);
             let head = upload.head.clone();
             let piece = upload.piece;
             let writing = tokio::spawn(async move {

@@ -1,8 +1,9 @@
 //! The relay against hyper, differentially: generated request byte streams (framing headers
 //! and their obfuscations, Host variants, chunked and `Content-Length` bodies holding a
-//! request, odd line ends, a pipelined follow-up) go through both paths, each in front of
-//! the recording upstream, and both must agree: the same requests accepted with the same
-//! body lengths (or refused alike), and the same statuses for the client.
+//! request, odd line ends, a pipelined follow-up) go through every path (the relay on plain
+//! TCP and behind TLS, and hyper), each in front of the recording upstream, and all must
+//! agree: the same requests accepted with the same body lengths (or refused alike), and the
+//! same statuses for the client.
 //!
 //! The run is bounded ([`CASES`], or `HOSTILE_DIFF_CASES`) and deterministic (its seed is
 //! fixed, or `HOSTILE_DIFF_SEED`); `bench/fuzz.sh` runs a long one with a fresh seed. A
@@ -15,7 +16,6 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
 
 use crate::case::{HOST, SMUGGLED, one_chunk};
-use crate::client::RawClient;
 use crate::harness::{Edge, Path};
 use crate::upstream::Upstream;
 
@@ -38,10 +38,7 @@ struct Outcome {
 async fn outcome(bytes: &[u8], want: usize, path: Path) -> Outcome {
     let upstream = Upstream::start().await;
     let edge = Edge::routed(path, upstream.addr).await;
-    let got = RawClient::connect(edge.addr())
-        .await
-        .exchange(bytes, false, want)
-        .await;
+    let got = edge.client().await.exchange(bytes, false, want).await;
     edge.settle().await;
     Outcome {
         forwarded: upstream
@@ -54,18 +51,23 @@ async fn outcome(bytes: &[u8], want: usize, path: Path) -> Outcome {
     }
 }
 
-/// Both paths' outcomes for `bytes`; `Err` naming both when they differ.
+/// Every path's outcome for `bytes`; `Err` naming each when they differ.
 async fn agree(bytes: &[u8], want: usize) -> Result<(), String> {
-    let (relay, general) = tokio::join!(
-        outcome(bytes, want, Path::Relay),
-        outcome(bytes, want, Path::General)
-    );
-    if relay == general {
+    let outcomes = futures_util::future::join_all(
+        Path::ALL.map(|path| async move { (path, outcome(bytes, want, path).await) }),
+    )
+    .await;
+    if outcomes.iter().all(|(_, o)| *o == outcomes[0].1) {
         Ok(())
     } else {
+        let each: Vec<String> = outcomes
+            .iter()
+            .map(|(path, o)| format!("\n  {:<10} {o:?}", format!("{path}:")))
+            .collect();
         Err(format!(
-            "the paths disagree on {}\n  relay:   {relay:?}\n  general: {general:?}",
-            escape_all(bytes)
+            "the paths disagree on {}{}",
+            escape_all(bytes),
+            each.concat()
         ))
     }
 }
@@ -281,7 +283,7 @@ fn relay_and_general_path_agree_on_generated_streams() {
     }
     assert!(
         failures.is_empty(),
-        "the relay and the general path disagree:\n{}",
+        "the relay (plain or TLS) and the general path disagree:\n{}",
         failures.join("\n")
     );
 }

@@ -3,16 +3,16 @@
 //! (`X_Forwarded_For`, `Forwarded`, `X-Real-IP`) or like framing headers
 //! (`Transfer_Encoding`, `Content_Length`) never reach it, since a slot or framework that
 //! folds `_` into `-` would trust them; a `Connection` header listing many tokens is
-//! forwarded alike on both paths; and `Upgrade: h2c` never becomes a tunnel.
+//! forwarded alike on every path; and `Upgrade: h2c` never becomes a tunnel.
 
 use std::sync::Arc;
 
 use shipit_edge::Slot;
 
 use crate::case::{HOST, get, seen};
-use crate::client::{RawClient, Transcript};
+use crate::client::Transcript;
 use crate::h2c::{self, Outcome};
-use crate::harness::{Edge, Path, check, on_both_paths};
+use crate::harness::{Edge, Path, check, on_every_path, on_plain_paths};
 use crate::upstream::{Reply, Script, Upstream};
 use crate::wire::{Request, escape};
 
@@ -41,7 +41,7 @@ fn nothing_reached(upstream: &Upstream) -> Result<(), String> {
 
 /// One request on a new connection.
 async fn send(edge: &Edge, bytes: &str) -> Transcript {
-    RawClient::connect(edge.addr())
+    edge.client()
         .await
         .exchange(bytes.as_bytes(), false, 1)
         .await
@@ -49,7 +49,7 @@ async fn send(edge: &Edge, bytes: &str) -> Transcript {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_over_http1_is_refused() {
-    on_both_paths("connect_over_http1", async |path: Path| {
+    on_every_path("connect_over_http1", async |path: Path| {
         let upstream = Upstream::start().await;
         let edge = Edge::routed(path, upstream.addr).await;
         let got = send(&edge, "CONNECT x:80 HTTP/1.1\r\nHost: x:80\r\n\r\n").await;
@@ -72,7 +72,9 @@ async fn connect_over_http1_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_over_http2_is_refused() {
-    on_both_paths("connect_over_http2", async |path: Path| {
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    on_plain_paths("connect_over_http2", async |path: Path| {
         let upstream = Upstream::start().await;
         let edge = Edge::routed(path, upstream.addr).await;
         let outcome = h2c::request(
@@ -143,7 +145,7 @@ async fn lookalike_forwarding_and_framing_headers_never_reach_the_slot() {
         ("Transfer_Encoding", "chunked"),
         ("Content_Length", "5"),
     ];
-    on_both_paths("lookalike_forwarding_headers", async |path: Path| {
+    on_every_path("lookalike_forwarding_headers", async |path: Path| {
         let upstream = Upstream::start().await;
         let edge = Edge::routed(path, upstream.addr).await;
         let headers: String = LOOKALIKES
@@ -167,7 +169,7 @@ async fn lookalike_forwarding_and_framing_headers_never_reach_the_slot() {
         // The edge's own, once each, and nothing the client named.
         for (name, value) in [
             ("x-forwarded-for", "127.0.0.1"),
-            ("x-forwarded-proto", "http"),
+            ("x-forwarded-proto", path.scheme()),
             ("x-forwarded-host", HOST),
         ] {
             check(request.header(name) == [value.as_bytes()], || {
@@ -195,9 +197,9 @@ async fn lookalike_forwarding_and_framing_headers_never_reach_the_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_header_with_many_tokens_is_forwarded_on_both_paths() {
+async fn a_connection_header_with_many_tokens_is_forwarded_on_every_path() {
     const NAMED: [&str; 10] = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"];
-    on_both_paths("connection_with_eleven_tokens", async |path: Path| {
+    on_every_path("connection_with_eleven_tokens", async |path: Path| {
         let upstream = Upstream::start().await;
         let edge = Edge::routed(path, upstream.addr).await;
         let mut headers = format!("Connection: keep-alive, {}\r\n", NAMED.join(", "));
@@ -230,7 +232,7 @@ async fn a_connection_header_with_many_tokens_is_forwarded_on_both_paths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2c_upgrade_is_never_passed_on() {
-    on_both_paths("upgrade_h2c", async |path: Path| {
+    on_every_path("upgrade_h2c", async |path: Path| {
         // A slot that switches whenever it is asked to: an `Upgrade` reaching it makes a
         // tunnel.
         let script: Script = Arc::new(|asked| {

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::case::{HOST, SMUGGLED, one_chunk, seen};
 use crate::h2c::{self, Outcome};
-use crate::harness::{Edge, Path, check, each_on_both_paths, on_both_paths};
+use crate::harness::{Edge, Path, check, each_on_plain_paths, on_plain_paths};
 use crate::upstream::{Upstream, unfinished};
 use crate::wire::{Framing, escape};
 
@@ -139,7 +139,9 @@ async fn h2_content_length_must_match_its_data() {
             host: Some("other.test"),
         },
     ];
-    each_on_both_paths(
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    each_on_plain_paths(
         "h2 declared lengths",
         cases,
         |c| c.name.to_string(),
@@ -316,7 +318,9 @@ async fn malformed_h2_requests_are_refused() {
             data: Some(b"hello".to_vec()),
         },
     ];
-    each_on_both_paths(
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    each_on_plain_paths(
         "malformed h2 requests",
         cases,
         |c| c.name.to_string(),
@@ -347,7 +351,9 @@ async fn malformed_h2_requests_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2_cookie_fields_reach_the_slot_as_one_header() {
-    on_both_paths("h2_three_cookie_fields", async |path: Path| {
+    // h2c with prior knowledge needs a plain TCP client; HTTP/2 over TLS never meets the
+    // relay.
+    on_plain_paths("h2_three_cookie_fields", async |path: Path| {
         let upstream = Upstream::start().await;
         let edge = Edge::routed(path, upstream.addr).await;
         let outcome = h2c::request(

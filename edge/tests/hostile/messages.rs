@@ -10,8 +10,7 @@ use std::time::Duration;
 use shipit_edge::Tuning;
 
 use crate::case::{HOST, get};
-use crate::client::RawClient;
-use crate::harness::{Edge, Path, check, each_on_both_paths, on_both_paths};
+use crate::harness::{Edge, Path, check, each_on_every_path, on_every_path};
 use crate::upstream::{Reply, Upstream};
 
 /// A release id that must not reach a client.
@@ -37,7 +36,8 @@ fn holds_number(text: &str, number: u16) -> bool {
 
 /// The edge's answer to one GET, which must be `status` with a generic body.
 async fn generic_answer(edge: &Edge, slot: SocketAddr, status: u16) -> Result<(), String> {
-    let got = RawClient::connect(edge.addr())
+    let got = edge
+        .client()
         .await
         .exchange(get("/a", "").as_bytes(), false, 1)
         .await;
@@ -75,7 +75,7 @@ async fn generic_answer(edge: &Edge, slot: SocketAddr, status: u16) -> Result<()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_502_for_an_unreachable_slot_is_generic() {
-    on_both_paths("502_body_for_an_unreachable_slot", async |path: Path| {
+    on_every_path("502_body_for_an_unreachable_slot", async |path: Path| {
         // An address nobody listens on: bound, then let go.
         let nobody = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -90,7 +90,7 @@ async fn a_502_for_an_unreachable_slot_is_generic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_502_for_a_broken_answer_is_generic() {
-    on_both_paths("502_body_for_a_broken_answer", async |path: Path| {
+    on_every_path("502_body_for_a_broken_answer", async |path: Path| {
         let upstream = Upstream::scripted(Arc::new(|_| {
             Reply::RawThenClose(b"NOT HTTP\r\n\r\n".to_vec())
         }))
@@ -104,7 +104,7 @@ async fn a_502_for_a_broken_answer_is_generic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_504_for_a_silent_slot_is_generic() {
-    on_both_paths("504_body_for_a_silent_slot", async |path: Path| {
+    on_every_path("504_body_for_a_silent_slot", async |path: Path| {
         let upstream = Upstream::scripted(Arc::new(|_| Reply::Silent)).await;
         let tuning = Tuning {
             response_header_timeout: Duration::from_millis(300),
@@ -186,7 +186,7 @@ async fn refused_requests_are_logged_at_the_default_level() {
             status: 413,
         },
     ];
-    each_on_both_paths(
+    each_on_every_path(
         "refused requests in the default-level log",
         refused,
         |r| r.name.to_string(),
@@ -202,7 +202,8 @@ async fn refused_requests_are_logged_at_the_default_level() {
             let deadline = tokio::time::Instant::now() + RETRY_FOR;
             let mut ids = Vec::new();
             loop {
-                let got = RawClient::connect(edge.addr())
+                let got = edge
+                    .client()
                     .await
                     .exchange(refused.bytes.as_bytes(), false, 1)
                     .await;

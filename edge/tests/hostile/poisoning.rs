@@ -3,8 +3,7 @@
 //! B must get the answer to its own request, and the slot must never parse A's hidden one.
 
 use crate::case::{HOST, one_chunk, seen};
-use crate::client::RawClient;
-use crate::harness::{Edge, check, each_on_both_paths};
+use crate::harness::{Edge, check, each_on_every_path};
 use crate::upstream::Upstream;
 
 /// A's hidden request: slow to answer, so its answer waits on the slot connection.
@@ -74,7 +73,7 @@ fn attacks() -> Vec<Attack> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_smuggled_answer_never_reaches_another_client() {
-    each_on_both_paths(
+    each_on_every_path(
         "two-client poisoning",
         attacks(),
         |a| a.name.to_string(),
@@ -82,9 +81,9 @@ async fn a_smuggled_answer_never_reaches_another_client() {
             let upstream = Upstream::start().await;
             let edge = Edge::routed(path, upstream.addr).await;
 
-            let mut a = RawClient::connect(edge.addr()).await;
+            let mut a = edge.client().await;
             let a_got = a.exchange(attack.bytes.as_bytes(), false, 1).await;
-            let mut b = RawClient::connect(edge.addr()).await;
+            let mut b = edge.client().await;
             let b_got = b.exchange(VICTIM.as_bytes(), false, 1).await;
 
             let b_answers = b_got.finals();

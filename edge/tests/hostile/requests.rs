@@ -1,5 +1,5 @@
 //! Request smuggling from the public literature, request side: each case is the exact bytes
-//! a client sends, on both paths.
+//! a client sends, on every path.
 
 use crate::case::{
     Case, Expect, HOST, Req, SMUGGLED, get, one_chunk, post, refused_400, refused_400_or_close,
@@ -297,7 +297,7 @@ async fn invalid_content_lengths_are_refused() {
                 format!(
                     "POST /a HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: {n}\r\nContent-Length: {n}\r\n\r\n{SMUGGLED}"
                 ),
-                // Equal copies are one length (RFC 9110 §8.6), on both paths; one is forwarded.
+                // Equal copies are one length (RFC 9110 §8.6), on every path; one is forwarded.
                 Expect::Forwarded(vec![Req::new("POST", "/a", SMUGGLED).framed(Framing::Length(SMUGGLED.len() as u64))]),
             ),
             Case::new(
