@@ -6,21 +6,24 @@
 //! key that does not fit) changes nothing. Each certificate names the hosts it serves; the
 //! client's SNI picks one: an exact name first, then a `*.` wildcard for one label, then
 //! the certificate listed without hosts (the default). A client whose name matches
-//! nothing and with no default gets a handshake failure. ALPN offers `h2` and `http/1.1`,
-//! so HTTP/2 over TLS needs no prior knowledge. Behind TLS the request is routed exactly as
-//! over plain HTTP, with `X-Forwarded-Proto: https`.
+//! nothing and with no default gets a handshake failure. A name may have two certificates,
+//! one ECDSA and one of another kind (RSA): a client that can verify ECDSA gets the ECDSA
+//! one, the cheaper handshake. Sessions resume by stateless tickets. ALPN offers `h2` and
+//! `http/1.1`, so HTTP/2 over TLS needs no prior knowledge; an HTTP/1.1 connection goes
+//! through the relay ([`crate::relay`]) as a plain one does. Behind TLS the request is
+//! routed exactly as over plain HTTP, with `X-Forwarded-Proto: https`.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{ServerConfig, SignatureAlgorithm, SignatureScheme};
 use serde::{Deserialize, Serialize};
 use tokio_rustls::TlsAcceptor;
 
@@ -78,6 +81,13 @@ impl TlsState {
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&store) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Resumption by stateless tickets: a returning client skips the certificate and
+        // the key exchange's signature, and the edge keeps nothing per session. The ticket
+        // key lives in this process (rotated by rustls every few hours); after an upgrade,
+        // clients make one full handshake again.
+        config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new()
+            .map_err(|e| tls_error(Path::new(""), &format!("cannot make a ticket key: {e}")))?;
+        config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
         Ok(TlsState {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             store,
@@ -125,10 +135,61 @@ pub(crate) fn acceptor(options: &TlsOptions) -> Result<TlsAcceptor, EdgeError> {
 /// One loaded certificate set, by the names it serves.
 #[derive(Debug, Default)]
 struct Certificates {
-    exact: HashMap<String, Arc<CertifiedKey>>,
+    exact: HashMap<String, Choice>,
     /// `*.example.com` kept as `example.com`.
-    wildcard: HashMap<String, Arc<CertifiedKey>>,
-    default: Option<Arc<CertifiedKey>>,
+    wildcard: HashMap<String, Choice>,
+    default: Option<Choice>,
+}
+
+/// What one name is served with: an ECDSA certificate, another (RSA, Ed25519), or both.
+/// With both, a client that can verify ECDSA gets the ECDSA one: its handshake costs the
+/// edge a fraction of an RSA signature.
+#[derive(Debug, Default, Clone)]
+struct Choice {
+    ecdsa: Option<Arc<CertifiedKey>>,
+    other: Option<Arc<CertifiedKey>>,
+}
+
+impl Choice {
+    /// Adds `key`; `Err` when the name already has a certificate of its kind.
+    fn add(&mut self, key: &Arc<CertifiedKey>) -> Result<(), ()> {
+        let place = if is_ecdsa(key) {
+            &mut self.ecdsa
+        } else {
+            &mut self.other
+        };
+        if place.is_some() {
+            return Err(());
+        }
+        *place = Some(Arc::clone(key));
+        Ok(())
+    }
+
+    /// The certificate for a client that can verify `schemes`.
+    fn pick(&self, schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
+        let ecdsa_ok = schemes.iter().any(|s| {
+            matches!(
+                s,
+                SignatureScheme::ECDSA_NISTP256_SHA256
+                    | SignatureScheme::ECDSA_NISTP384_SHA384
+                    | SignatureScheme::ECDSA_NISTP521_SHA512
+            )
+        });
+        let first = if ecdsa_ok { &self.ecdsa } else { &self.other };
+        first
+            .as_ref()
+            .or(self.ecdsa.as_ref())
+            .or(self.other.as_ref())
+            .cloned()
+    }
+}
+
+fn is_ecdsa(key: &CertifiedKey) -> bool {
+    key.key.algorithm() == SignatureAlgorithm::ECDSA
+}
+
+fn kind(key: &CertifiedKey) -> &'static str {
+    if is_ecdsa(key) { "ECDSA" } else { "non-ECDSA" }
 }
 
 impl Certificates {
@@ -145,25 +206,28 @@ impl Certificates {
         let mut set = Certificates::default();
         for file in files {
             let key = Arc::new(load(file, provider)?);
-            if file.hosts.is_empty() {
-                if set.default.is_some() {
-                    return Err(tls_error(
-                        &file.cert,
-                        "a second certificate without hosts; only one may be the default",
-                    ));
-                }
-                set.default = Some(Arc::clone(&key));
+            if file.hosts.is_empty() && set.default.get_or_insert_default().add(&key).is_err() {
+                return Err(tls_error(
+                    &file.cert,
+                    &format!(
+                        "a second {} certificate without hosts; only one of each kind (ECDSA, other) may be the default",
+                        kind(&key)
+                    ),
+                ));
             }
             for host in &file.hosts {
                 let host = host.to_ascii_lowercase();
-                let table = match host.strip_prefix("*.") {
+                let (table, name) = match host.strip_prefix("*.") {
                     Some(suffix) => (&mut set.wildcard, suffix.to_string()),
                     None => (&mut set.exact, host.clone()),
                 };
-                if table.0.insert(table.1, Arc::clone(&key)).is_some() {
+                if table.entry(name).or_default().add(&key).is_err() {
                     return Err(tls_error(
                         &file.cert,
-                        &format!("host {host} is already served by another certificate"),
+                        &format!(
+                            "host {host} is already served by another {} certificate (one ECDSA and one other may share a host)",
+                            kind(&key)
+                        ),
                     ));
                 }
             }
@@ -171,7 +235,7 @@ impl Certificates {
         Ok(set)
     }
 
-    fn find(&self, name: Option<&str>) -> Option<Arc<CertifiedKey>> {
+    fn find(&self, name: Option<&str>, schemes: &[SignatureScheme]) -> Option<Arc<CertifiedKey>> {
         let by_name = name.and_then(|name| {
             let name = name.to_ascii_lowercase();
             self.exact.get(&name).or_else(|| {
@@ -179,7 +243,7 @@ impl Certificates {
                 self.wildcard.get(parent)
             })
         });
-        by_name.or(self.default.as_ref()).cloned()
+        by_name.or(self.default.as_ref())?.pick(schemes)
     }
 }
 
@@ -221,7 +285,7 @@ struct CertStore {
 impl ResolvesServerCert for CertStore {
     fn resolve(&self, client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let current = Arc::clone(&self.current.read().unwrap_or_else(PoisonError::into_inner));
-        current.find(client_hello.server_name())
+        current.find(client_hello.server_name(), client_hello.signature_schemes())
     }
 }
 
@@ -262,15 +326,35 @@ pub(crate) mod tests {
             }
         }
 
-        /// Files for a certificate valid for `names`, served for `hosts`.
+        /// Files for an ECDSA P-256 certificate valid for `names`, served for `hosts`.
         pub(crate) fn certificate(
             &self,
             file: &str,
             names: &[&str],
             hosts: &[&str],
         ) -> CertificateFiles {
+            self.certificate_with(rcgen::KeyPair::generate().unwrap(), file, names, hosts)
+        }
+
+        /// The same with an RSA 2048 key.
+        pub(crate) fn rsa_certificate(
+            &self,
+            file: &str,
+            names: &[&str],
+            hosts: &[&str],
+        ) -> CertificateFiles {
+            let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+            self.certificate_with(key, file, names, hosts)
+        }
+
+        fn certificate_with(
+            &self,
+            key: rcgen::KeyPair,
+            file: &str,
+            names: &[&str],
+            hosts: &[&str],
+        ) -> CertificateFiles {
             let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-            let key = rcgen::KeyPair::generate().unwrap();
             let params = rcgen::CertificateParams::new(names).unwrap();
             let cert = params.signed_by(&key, &self.ca).unwrap();
             let cert_path = self.dir.path().join(format!("{file}.crt"));
@@ -521,16 +605,126 @@ pub(crate) mod tests {
             Arc::new(load(&pki.certificate(file, &["x.test"], &[]), &provider).unwrap())
         };
         let (exact, wild, default) = (key("a"), key("b"), key("c"));
-        let resolver = Certificates {
-            exact: HashMap::from([("www.shop.test".to_string(), Arc::clone(&exact))]),
-            wildcard: HashMap::from([("shop.test".to_string(), Arc::clone(&wild))]),
-            default: Some(Arc::clone(&default)),
+        let only = |key: &Arc<CertifiedKey>| Choice {
+            ecdsa: Some(Arc::clone(key)),
+            other: None,
         };
-        let pick = |name| resolver.find(name).unwrap();
+        let resolver = Certificates {
+            exact: HashMap::from([("www.shop.test".to_string(), only(&exact))]),
+            wildcard: HashMap::from([("shop.test".to_string(), only(&wild))]),
+            default: Some(only(&default)),
+        };
+        let pick = |name| resolver.find(name, &[]).unwrap();
         assert!(Arc::ptr_eq(&pick(Some("WWW.shop.test")), &exact));
         assert!(Arc::ptr_eq(&pick(Some("img.shop.test")), &wild));
         assert!(Arc::ptr_eq(&pick(Some("a.b.shop.test")), &default));
         assert!(Arc::ptr_eq(&pick(None), &default));
+    }
+
+    #[test]
+    fn a_name_with_ecdsa_and_rsa_certificates_gives_ecdsa_to_the_clients_that_verify_it() {
+        let pki = TestPki::new();
+        let ecdsa = pki.certificate("ec", &["shop.test"], &["shop.test"]);
+        let rsa = pki.rsa_certificate("rsa", &["shop.test"], &["shop.test"]);
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        // Either order in the config.
+        for files in [
+            vec![rsa.clone(), ecdsa.clone()],
+            vec![ecdsa.clone(), rsa.clone()],
+        ] {
+            let set = Certificates::load(&files, &provider).unwrap();
+            let pick = |schemes: &[SignatureScheme]| {
+                let key = set.find(Some("shop.test"), schemes).unwrap();
+                key.key.algorithm()
+            };
+            assert_eq!(
+                pick(&[
+                    SignatureScheme::RSA_PSS_SHA256,
+                    SignatureScheme::ECDSA_NISTP256_SHA256
+                ]),
+                SignatureAlgorithm::ECDSA
+            );
+            assert_eq!(
+                pick(&[
+                    SignatureScheme::RSA_PSS_SHA256,
+                    SignatureScheme::RSA_PKCS1_SHA256
+                ]),
+                SignatureAlgorithm::RSA
+            );
+        }
+        // With one kind only, every client gets it.
+        let set = Certificates::load(std::slice::from_ref(&rsa), &provider).unwrap();
+        let key = set
+            .find(Some("shop.test"), &[SignatureScheme::ECDSA_NISTP256_SHA256])
+            .unwrap();
+        assert_eq!(key.key.algorithm(), SignatureAlgorithm::RSA);
+        // Two of one kind for a name is still a mistake.
+        let second = pki.rsa_certificate("rsa2", &["shop.test"], &["shop.test"]);
+        let err = Certificates::load(&[rsa, ecdsa, second], &provider).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("already served by another non-ECDSA certificate"),
+            "{err}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_gets_the_ecdsa_certificate_and_resumes_its_session_by_ticket() {
+        let pki = TestPki::new();
+        let ecdsa = pki.certificate("ec", &["app.test"], &[]);
+        let rsa = pki.rsa_certificate("rsa", &["app.test"], &[]);
+        let ecdsa_der = CertificateDer::pem_file_iter(&ecdsa.cert)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let edge = tls_edge(vec![rsa, ecdsa]).await;
+        let blue = TestBackend::start("blue").await;
+        edge.handle
+            .client()
+            .switch("web", &blue.backend(Slot::Blue, "r1"))
+            .await
+            .unwrap();
+        let addr = edge.handle.tls_addr().unwrap();
+        // One client (one session cache) connecting twice. The edge keeps no session cache:
+        // the second handshake can only resume by the ticket.
+        let connector = pki.connector(&[b"http/1.1"]);
+        let mut kinds = Vec::new();
+        for _ in 0..2 {
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let name = ServerName::try_from("app.test").unwrap();
+            let stream = connector.connect(name, tcp).await.unwrap();
+            let (_, session) = stream.get_ref();
+            kinds.push(session.handshake_kind());
+            if kinds.len() == 1 {
+                assert_eq!(
+                    session.peer_certificates().unwrap()[0],
+                    ecdsa_der,
+                    "the client verifies ECDSA: it gets the ECDSA certificate"
+                );
+            }
+            // An exchange, so that the client reads the tickets sent after the handshake.
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            let connection = tokio::spawn(connection);
+            let response = sender.send_request(request("app.test", "/")).await.unwrap();
+            assert_eq!(response.status(), StatusCode::OK);
+            response.into_body().collect().await.unwrap();
+            drop(sender);
+            tokio::time::timeout(SIGNAL_TIMEOUT, connection)
+                .await
+                .unwrap()
+                .unwrap()
+                .unwrap();
+        }
+        use rustls::HandshakeKind;
+        assert_eq!(
+            kinds,
+            [Some(HandshakeKind::Full), Some(HandshakeKind::Resumed)]
+        );
+        edge.handle.shutdown().await.unwrap();
     }
 
     #[test]
