@@ -370,10 +370,12 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         hosts: body.hosts,
         paths,
     };
+    // Connected before the switch: the first request after it finds the connection ready.
+    let ahead = edge.connect_ahead(service, &backend).await;
     let switched = edge
         .change(|table| {
             let switched = table.switch(service, backend.clone(), routing);
-            edge.warm(service);
+            edge.warm_with(service, ahead);
             tracing::info!(
                 %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr,
                 previous = ?switched.previous.as_ref().map(|p| &p.release),

@@ -16,11 +16,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
 use nix::fcntl::Flock;
-use tokio::net::UnixStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::EdgeError;
 use crate::api::{CandidateStatus, DrainingStatus, RouteStatus, Status};
 use crate::connection::Stop;
 use crate::connector::Connector;
@@ -29,6 +28,10 @@ use crate::route::RouteTable;
 use crate::settings::Settings;
 use crate::state;
 use crate::tls::{CertificateFiles, TlsState};
+use crate::{Backend, EdgeError};
+
+/// How long a switch waits for its connection ahead ([`Edge::connect_ahead`]) at most.
+pub(crate) const CONNECT_AHEAD_LIMIT: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The state the admin API works on.
 #[derive(Debug)]
@@ -173,13 +176,46 @@ impl Edge {
 
     /// Has a connection ready to each backend `service` now sends requests to.
     pub(crate) fn warm(&self, service: &str) {
+        self.warm_with(service, None);
+    }
+
+    /// As [`Edge::warm`], giving `ahead` (a connection opened before the switch, by
+    /// [`Edge::connect_ahead`]) to the pool of the backend it was opened to.
+    pub(crate) fn warm_with(&self, service: &str, ahead: Option<(Backend, TcpStream)>) {
+        let tuning = &self.settings.tuning;
+        let serving = self.table.serving(service);
+        if let Some((backend, stream)) = ahead
+            && let Some(active) = serving.iter().find(|a| *a.backend() == backend)
+            && active.pool().is_empty()
+        {
+            active.pool().put(stream, tuning.pool_idle_timeout);
+        }
+        let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
+        crate::backend::warm(serving, &connector, tuning.pool_idle_timeout);
+    }
+
+    /// A connection to `backend`, opened before it is switched in so that the first request
+    /// after the switch does not wait for a connect: `None` when it is live already, or
+    /// when the connect fails or takes longer than [`CONNECT_AHEAD_LIMIT`] (the switch then
+    /// goes on, and the first request connects as usual).
+    pub(crate) async fn connect_ahead(
+        &self,
+        service: &str,
+        backend: &Backend,
+    ) -> Option<(Backend, TcpStream)> {
+        let serving = self.table.serving(service);
+        if serving.iter().any(|a| a.backend() == backend) {
+            return None;
+        }
         let tuning = &self.settings.tuning;
         let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
-        crate::backend::warm(
-            self.table.serving(service),
-            &connector,
-            tuning.pool_idle_timeout,
-        );
+        let authority = http::uri::Authority::try_from(backend.addr.to_string())
+            .expect("a socket address is a valid URI authority");
+        let connect = connector.connect(&authority);
+        match tokio::time::timeout(CONNECT_AHEAD_LIMIT, connect).await {
+            Ok(Ok(stream)) => Some((backend.clone(), stream)),
+            _ => None,
+        }
     }
 
     /// Reads the TLS certificates again (`certificates`, or the current files), and serves
