@@ -15,11 +15,13 @@ use tracing_subscriber::EnvFilter;
 fn main() -> ExitCode {
     let cli = args::Cli::parse();
     // The HTTP/2 layer warns about what clients do (a stream reset flood, for one); the
-    // edge counts and logs those itself, within its per-second budget.
+    // edge counts and logs those itself, within its per-second budget. rustls warns once
+    // per handshake about what a client sent (an IP address as its SNI name): a client
+    // could fill the edge's log with those.
     let default_level = if cli.global.verbose {
         "debug"
     } else {
-        "warn,h2=error"
+        "warn,h2=error,rustls=error"
     };
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
