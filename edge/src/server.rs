@@ -302,6 +302,11 @@ impl EdgeHandle {
         &self.admin_socket
     }
 
+    #[cfg(test)]
+    pub(crate) fn edge(&self) -> &Edge {
+        &self.edge
+    }
+
     pub fn client(&self) -> AdminClient {
         AdminClient::new(&self.admin_socket)
     }

@@ -849,3 +849,54 @@ async fn bad_pause_and_maintenance_calls_are_refused() {
         "{err:?}"
     );
 }
+
+#[tokio::test]
+async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    for backend in [
+        blue.backend(Slot::Blue, "r1"),
+        green.backend(Slot::Green, "r2"),
+    ] {
+        edge.switch(&backend).await;
+        // Looked at the moment the switch answered: the first request after it finds a
+        // connection ready, not one still being opened.
+        let serving = edge.handle.edge().table().serving("web");
+        assert_eq!(serving.len(), 1);
+        assert_eq!(*serving[0].backend(), backend);
+        assert_eq!(
+            serving[0].pool().len(),
+            1,
+            "no connection waits for {backend}"
+        );
+    }
+    // A slot that refuses connections is switched to all the same.
+    let gone = Backend {
+        slot: Slot::Blue,
+        release: "r3".into(),
+        addr: "127.0.0.1:9".parse().unwrap(),
+    };
+    edge.switch(&gone).await;
+    assert_eq!(edge.handle.edge().table().serving("web")[0].pool().len(), 0);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let backend = blue.backend(Slot::Blue, "r1");
+    let inner = edge.handle.edge();
+    let ahead = inner.connect_ahead("web", &backend).await;
+    assert!(ahead.is_some(), "no connection was opened ahead");
+    inner
+        .table()
+        .switch("web", backend.clone(), crate::Routing::default());
+    // No await between the switch and this look: a connection spawned after the switch
+    // could not be there yet.
+    inner.warm_with("web", ahead);
+    let serving = inner.table().serving("web");
+    assert_eq!(serving[0].pool().len(), 1);
+    // Ahead of a switch to what is live already, nothing is opened.
+    assert!(inner.connect_ahead("web", &backend).await.is_none());
+}
