@@ -1,5 +1,5 @@
 """A proxy's memory, idle and while it holds many open idle keep-alive connections, for
-bench/edge_compare.sh.
+bench/edge_compare.sh. The connections are plain HTTP/1.1, or TLS for an https:// URL.
 
 Usage: edge_memory.py PID URL COUNT OUT_JSON
        edge_memory.py --cpu-ticks PID    (prints the CPU time, in clock ticks, that PID and
@@ -16,17 +16,21 @@ and reads its answer (so the proxy has set the connection up and served it, as i
 real client's), keeps them all open, waits SETTLE_S, reads the memory again, and closes
 them with a reset (SO_LINGER 0, so no TIME_WAIT is left to crowd the ephemeral ports of the
 next run). Connections are opened OPEN_CONCURRENCY at a time, so the listen backlog never
-overflows. The whole run is bounded by DEADLINE_S. Needs a file limit above COUNT
+overflows. With an https:// URL each connection first completes a full TLS handshake (a
+new session each, certificate not verified, ALPN http/1.1), so what the proxy holds is an
+idle TLS connection with its session state and buffers; the reset skips the close_notify.
+The whole run is bounded by DEADLINE_S. Needs a file limit above COUNT
 (`ulimit -n`); the shell script raises it.
 
-Writes {"idle": {"rss_kib", "pss_kib", "processes"}, "open": {...}, "connections": {
-"asked", "opened", "failed", "open_seconds"}}.
+Writes {"idle": {"rss_kib", "pss_kib", "processes"}, "open": {...}, "tls", "connections": {
+"asked", "opened", "still_open", "failed", "first_error", "open_seconds"}}.
 """
 
 import asyncio
 import json
 import os
 import socket
+import ssl
 import struct
 import sys
 import time
@@ -87,9 +91,20 @@ def memory(root):
     return {"rss_kib": rss, "pss_kib": pss, "processes": len(pids)}
 
 
-async def open_one(host, port, request, gate, held):
+def client_tls():
+    """A client context that takes the bench's self-signed certificate unverified and
+    offers only http/1.1 by ALPN, so every proxy holds an HTTP/1.1 connection."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.set_alpn_protocols(["http/1.1"])
+    return context
+
+
+async def open_one(host, port, tls, request, gate, held):
     async with gate:
-        reader, writer = await asyncio.open_connection(host, port)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=tls), ANSWER_TIMEOUT_S)
         writer.write(request)
         head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), ANSWER_TIMEOUT_S)
         length = 0
@@ -104,15 +119,17 @@ async def open_one(host, port, request, gate, held):
 
 
 async def run(root, url, count):
-    hostport, _, path = url[len("http://"):].partition("/")
+    scheme, _, rest = url.partition("://")
+    hostport, _, path = rest.partition("/")
     host, port = hostport.rsplit(":", 1)
+    tls = client_tls() if scheme == "https" else None
     request = f"GET /{path} HTTP/1.1\r\nHost: {hostport}\r\n\r\n".encode()
     idle = memory(root)
     gate = asyncio.Semaphore(OPEN_CONCURRENCY)
     held = []
     started = time.monotonic()
     results = await asyncio.gather(
-        *(open_one(host, int(port), request, gate, held) for _ in range(count)),
+        *(open_one(host, int(port), tls, request, gate, held) for _ in range(count)),
         return_exceptions=True,
     )
     open_seconds = time.monotonic() - started
@@ -124,10 +141,13 @@ async def run(root, url, count):
     for _, writer in held:
         sock = writer.get_extra_info("socket")
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        writer.close()
+        # abort, not close: a TLS transport's close would first send close_notify and
+        # wait for the peer's.
+        writer.transport.abort()
     return {
         "idle": idle,
         "open": loaded,
+        "tls": tls is not None,
         "connections": {
             "asked": count,
             "opened": len(held),
