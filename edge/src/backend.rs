@@ -89,8 +89,7 @@ impl ActiveBackend {
         backend: Backend,
         metrics: Arc<SlotMetrics>,
     ) -> Arc<Self> {
-        let authority = Authority::try_from(backend.addr.to_string())
-            .expect("a socket address is a valid URI authority");
+        let authority = authority(backend.addr);
         Arc::new(ActiveBackend {
             service: service.into(),
             backend,
@@ -204,6 +203,11 @@ impl Drop for InFlightGuard {
             in_flight.idle.notify_waiters();
         }
     }
+}
+
+/// The URI authority of a slot's address, as connectors take it.
+pub(crate) fn authority(addr: std::net::SocketAddr) -> Authority {
+    Authority::try_from(addr.to_string()).expect("a socket address is a valid URI authority")
 }
 
 /// Opens one connection to each of `backends` whose pool is empty, so that the first

@@ -40,10 +40,8 @@ use http::{HeaderValue, StatusCode, Version, header};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tokio_rustls::server::TlsStream;
 
 use crate::admission::Admitted;
 use crate::proxy::Proxy;
@@ -344,39 +342,19 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
     }
 }
 
-/// Serves one plaintext client connection: through the relay ([`crate::relay`]) while its
-/// requests are plain HTTP/1.1, then, from the first one that is not, through hyper.
-/// With the relay turned off ([`Tuning::relay`]), through hyper from the start.
-pub(crate) async fn serve_tcp(
+/// Serves one client connection, plain or TLS (handshake done): through the relay
+/// ([`crate::relay`]) while its requests are HTTP/1.1 the relay takes, then, from the first
+/// one that is not, through hyper. A connection that settled on HTTP/2 by ALPN
+/// ([`relay::ClientStream::chose_h2`]), or every one with the relay turned off
+/// ([`Tuning::relay`]), goes through hyper from the start.
+pub(crate) async fn serve_client<S: relay::ClientStream + 'static>(
     builder: Arc<Builder>,
-    mut stream: TcpStream,
+    mut stream: S,
     conn: Arc<ClientConn>,
     stop: watch::Receiver<Stop>,
     idle: Duration,
 ) {
-    if !conn.proxy.relay {
-        return serve(builder, stream, Bytes::new(), conn, stop, idle).await;
-    }
-    match relay::run(&mut stream, &conn, stop.clone(), idle).await {
-        relay::Ended::Closed => {}
-        relay::Ended::Fallback(read) => {
-            serve(builder, stream, read.freeze(), conn, stop, idle).await;
-        }
-    }
-}
-
-/// Serves one TLS client connection whose handshake is done: through the relay when ALPN
-/// chose HTTP/1.1 or none was offered (as [`serve_tcp`] does), else, for `h2`, through
-/// hyper from the start.
-pub(crate) async fn serve_tls(
-    builder: Arc<Builder>,
-    mut stream: TlsStream<TcpStream>,
-    conn: Arc<ClientConn>,
-    stop: watch::Receiver<Stop>,
-    idle: Duration,
-) {
-    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-    if http2 || !conn.proxy.relay {
+    if !conn.proxy.relay || stream.chose_h2() {
         return serve(builder, stream, Bytes::new(), conn, stop, idle).await;
     }
     match relay::run(&mut stream, &conn, stop.clone(), idle).await {

@@ -190,8 +190,13 @@ impl Edge {
         {
             active.pool().put(stream, tuning.pool_idle_timeout);
         }
-        let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
-        crate::backend::warm(serving, &connector, tuning.pool_idle_timeout);
+        crate::backend::warm(serving, &self.connector(), tuning.pool_idle_timeout);
+    }
+
+    /// A connector to slots, with the edge's connect timeout and metrics.
+    fn connector(&self) -> Connector {
+        let timeout = self.settings.tuning.connect_timeout;
+        Connector::new(timeout, Arc::clone(self.table.metrics()))
     }
 
     /// A connection to `backend`, opened before it is switched in so that the first request
@@ -207,10 +212,8 @@ impl Edge {
         if serving.iter().any(|a| a.backend() == backend) {
             return None;
         }
-        let tuning = &self.settings.tuning;
-        let connector = Connector::new(tuning.connect_timeout, Arc::clone(self.table.metrics()));
-        let authority = http::uri::Authority::try_from(backend.addr.to_string())
-            .expect("a socket address is a valid URI authority");
+        let connector = self.connector();
+        let authority = crate::backend::authority(backend.addr);
         let connect = connector.connect(&authority);
         match tokio::time::timeout(CONNECT_AHEAD_LIMIT, connect).await {
             Ok(Ok(stream)) => Some((backend.clone(), stream)),

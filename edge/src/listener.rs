@@ -126,7 +126,7 @@ async fn serve_traffic(
             let idle = tuning.idle_timeout;
             match &tls {
                 None => {
-                    connections.spawn(connection::serve_tcp(builder, stream, conn, stop, idle));
+                    connections.spawn(connection::serve_client(builder, stream, conn, stop, idle));
                 }
                 Some(acceptor) => {
                     let handshake = acceptor.accept(stream);
@@ -134,7 +134,7 @@ async fn serve_traffic(
                     connections.spawn(async move {
                         match tokio::time::timeout(deadline, handshake).await {
                             Ok(Ok(tls)) => {
-                                connection::serve_tls(builder, tls, conn, stop, idle).await;
+                                connection::serve_client(builder, tls, conn, stop, idle).await;
                             }
                             Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                             Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),

@@ -536,6 +536,20 @@ impl TestEdge {
         };
         std::fs::write(&files.cert, &certificate.cert).unwrap();
         std::fs::write(&files.key, &certificate.key).unwrap();
+        TestEdge::start_tls_in(dir, tuning, vec![files]).await
+    }
+
+    /// An edge that also listens for TLS, serving `certificates`.
+    pub async fn start_tls(certificates: Vec<crate::CertificateFiles>) -> TestEdge {
+        let dir = tempfile::tempdir().unwrap();
+        TestEdge::start_tls_in(dir, crate::settings::Tuning::default(), certificates).await
+    }
+
+    async fn start_tls_in(
+        dir: tempfile::TempDir,
+        tuning: crate::settings::Tuning,
+        certificates: Vec<crate::CertificateFiles>,
+    ) -> TestEdge {
         let handle = crate::server::start_with_tls(
             crate::EdgeOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
@@ -544,7 +558,7 @@ impl TestEdge {
             tuning,
             crate::TlsOptions {
                 listen: "127.0.0.1:0".parse().unwrap(),
-                certificates: vec![files],
+                certificates,
             },
         )
         .await

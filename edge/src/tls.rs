@@ -302,7 +302,7 @@ pub(crate) mod tests {
     use tokio_rustls::TlsConnector;
 
     use crate::Slot;
-    use crate::test_backend::{SIGNAL_TIMEOUT, TestBackend};
+    use crate::test_backend::{SIGNAL_TIMEOUT, TestBackend, TestEdge};
 
     /// A test CA and certificates it signs, written as PEM files.
     pub(crate) struct TestPki {
@@ -429,33 +429,10 @@ pub(crate) mod tests {
             .to_string())
     }
 
-    struct TlsEdge {
-        _dir: tempfile::TempDir,
-        handle: crate::EdgeHandle,
-    }
-
-    async fn tls_edge(certificates: Vec<CertificateFiles>) -> TlsEdge {
-        let dir = tempfile::tempdir().unwrap();
-        let handle = crate::server::start_with_tls(
-            crate::EdgeOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                dir: dir.path().to_path_buf(),
-            },
-            crate::Tuning::default(),
-            TlsOptions {
-                listen: "127.0.0.1:0".parse().unwrap(),
-                certificates,
-            },
-        )
-        .await
-        .unwrap();
-        TlsEdge { _dir: dir, handle }
-    }
-
     #[tokio::test]
     async fn tls_terminates_per_host_and_forwards_https() {
         let pki = TestPki::new();
-        let edge = tls_edge(vec![
+        let edge = TestEdge::start_tls(vec![
             pki.certificate("shop", &["shop.test"], &["shop.test"]),
             pki.certificate("api", &["*.api.test"], &["*.api.test"]),
         ])
@@ -510,7 +487,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn http2_is_negotiated_by_alpn_over_tls() {
         let pki = TestPki::new();
-        let edge = tls_edge(vec![pki.certificate("default", &["app.test"], &[])]).await;
+        let edge = TestEdge::start_tls(vec![pki.certificate("default", &["app.test"], &[])]).await;
         let blue = TestBackend::start("blue").await;
         edge.handle
             .client()
@@ -548,7 +525,7 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn reload_swaps_the_certificates_and_keeps_them_when_a_file_is_bad() {
         let pki = TestPki::new();
-        let edge = tls_edge(vec![pki.certificate("a", &["a.test"], &["a.test"])]).await;
+        let edge = TestEdge::start_tls(vec![pki.certificate("a", &["a.test"], &["a.test"])]).await;
         let addr = edge.handle.tls_addr().unwrap();
         let blue = TestBackend::start("blue").await;
         let client = edge.handle.client();
@@ -678,7 +655,7 @@ pub(crate) mod tests {
             .next()
             .unwrap()
             .unwrap();
-        let edge = tls_edge(vec![rsa, ecdsa]).await;
+        let edge = TestEdge::start_tls(vec![rsa, ecdsa]).await;
         let blue = TestBackend::start("blue").await;
         edge.handle
             .client()

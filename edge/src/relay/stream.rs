@@ -18,6 +18,11 @@ pub(crate) trait ClientStream: AsyncRead + AsyncWrite + Unpin + Send {
     /// Resolves once a read may return bytes, or the end of the stream, without waiting.
     /// A read may still find nothing (a partial TLS record); the relay then waits again.
     fn ready(&self) -> impl Future<Output = io::Result<()>> + Send;
+
+    /// Whether the connection settled on HTTP/2 by ALPN, which the relay does not speak.
+    fn chose_h2(&self) -> bool {
+        false
+    }
 }
 
 impl ClientStream for TcpStream {
@@ -27,6 +32,10 @@ impl ClientStream for TcpStream {
 }
 
 impl ClientStream for TlsStream<TcpStream> {
+    fn chose_h2(&self) -> bool {
+        self.get_ref().1.alpn_protocol() == Some(b"h2")
+    }
+
     async fn ready(&self) -> io::Result<()> {
         let (tcp, session) = self.get_ref();
         // rustls stops wanting to read while it holds plaintext not yet taken, or once the
