@@ -3,9 +3,12 @@
 //! [`build`] hashes the context (see [`context`]) and looks for an image labelled with that
 //! hash (`shipit.context-hash`). When there is one, the build is skipped: the image gets the
 //! requested tag and is reused, which is what keeps a release of an unchanged service fast.
-//! Otherwise the context is packed into an in-memory tar (honouring [`dockerignore`]) and
-//! built with the engine's classic builder, streaming its steps and output to the caller. A
-//! failed build says which step failed, what the engine said, and what came before.
+//! Otherwise the context's tar (honouring [`dockerignore`]) is streamed to the engine's classic
+//! builder as it is packed, checked against what was hashed ([`archive`]), and the builder's
+//! steps and output are passed to the caller. A failed build says which step failed, what the
+//! engine said, and what came before. The image a build gives is recorded beside the stat
+//! cache ([`last_image`]), so the next "unchanged" decision inspects one image rather than
+//! listing the engine's.
 //!
 //! An image belongs to the service that built it (its `shipit.service` label), and only that
 //! service reuses it: so a service's images can be pruned without touching another's.
@@ -14,6 +17,7 @@ pub mod archive;
 pub mod context;
 pub mod dockerignore;
 pub mod hash;
+mod last_image;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -185,6 +189,7 @@ pub async fn build(
     );
 
     if let Some(id) = reuse(docker, req, &hash.hex).await? {
+        last_image::store(req, &hash.hex, &id);
         progress(BuildProgress::Reused { id: id.clone() });
         return Ok(BuiltImage {
             id,
@@ -259,6 +264,7 @@ pub async fn build(
             source,
         })?;
     let id = image.id.unwrap_or_default();
+    last_image::store(req, &context_hash, &id);
     progress(BuildProgress::Built { id: id.clone() });
     Ok(BuiltImage {
         id,
@@ -432,13 +438,16 @@ async fn reuse(
     Ok(Some(image.id))
 }
 
-/// The newest image built for `req`'s service from the context with `hash` that carries
-/// `req`'s module labels.
+/// An image built for `req`'s service from the context with `hash` that carries `req`'s
+/// module labels: the one the last build recorded when it still qualifies, else the newest.
 async fn find_reusable(
     docker: &Docker,
     req: &BuildRequest,
     hash: &str,
-) -> Result<Option<bollard::models::ImageSummary>, BuildError> {
+) -> Result<Option<last_image::Candidate>, BuildError> {
+    if let Some(recorded) = last_image::recorded(docker, req, hash).await {
+        return Ok(Some(recorded));
+    }
     let filters = HashMap::from([(
         "label",
         vec![
@@ -462,7 +471,11 @@ async fn find_reusable(
         .filter(|image| module_labels(image.labels.iter()) == wanted)
         // Newest first; the id breaks a tie (`created` is in seconds), so `shipit plan` names
         // the image the release will pick.
-        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id))))
+        .max_by(|a, b| a.created.cmp(&b.created).then_with(|| a.id.cmp(&b.id)))
+        .map(|image| last_image::Candidate {
+            id: image.id,
+            repo_tags: image.repo_tags,
+        }))
 }
 
 /// The `shipit.module.*` labels among `labels`, sorted.
@@ -485,7 +498,13 @@ fn split_reference(reference: &str) -> (&str, &str) {
 }
 
 fn cache_file_name(service: &str) -> String {
-    let safe: String = service
+    format!("context-{}.json", safe_name(service))
+}
+
+/// `service` as a file name part: characters other than ASCII letters, digits, `-`, `_` and
+/// `.` become `_`.
+fn safe_name(service: &str) -> String {
+    service
         .chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
@@ -494,8 +513,7 @@ fn cache_file_name(service: &str) -> String {
                 '_'
             }
         })
-        .collect();
-    format!("context-{safe}.json")
+        .collect()
 }
 
 /// The builder's text stream, cut into lines: step headers become [`BuildProgress::Step`],

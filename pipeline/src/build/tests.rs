@@ -642,3 +642,139 @@ async fn file_changed_between_hash_and_send_fails_and_builds_nothing() {
         "the stat cache outlived a changed send"
     );
 }
+
+/// Builds, straight through the engine, an image that qualifies for reuse by `req` with
+/// `hash` (the labels a shipit build would give it) but is not the one shipit built: a
+/// `variant` label makes each one its own image.
+async fn qualifying_image(
+    docker: &Docker,
+    images: &TestImages,
+    req: &BuildRequest,
+    hash: &str,
+    variant: &str,
+) -> String {
+    let mut tar = tar::Builder::new(Vec::new());
+    let dockerfile = b"FROM scratch\nLABEL shipit.test.note=raw\n";
+    let mut header = tar::Header::new_gnu();
+    header.set_size(dockerfile.len() as u64);
+    header.set_mode(0o644);
+    tar.append_data(&mut header, "Dockerfile", &dockerfile[..])
+        .unwrap();
+    let body = tar.into_inner().unwrap();
+    let mut labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
+    labels.insert(CONTEXT_HASH_LABEL.to_string(), hash.to_string());
+    labels.insert(SERVICE_LABEL.to_string(), req.service.clone());
+    labels.insert("variant".to_string(), variant.to_string());
+    let tag = images.tag(&format!("raw-{variant}"));
+    let options = BuildImageOptionsBuilder::default()
+        .t(&tag)
+        .labels(&labels)
+        .rm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(body.into())));
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+    docker.inspect_image(&tag).await.unwrap().id.unwrap()
+}
+
+#[tokio::test]
+async fn the_recorded_image_is_the_one_reused_while_it_qualifies() {
+    let docker = crate::docker::connect().await.unwrap();
+    let images = TestImages::new();
+    let context = hello_context(&images);
+    let cache = tempfile::tempdir().unwrap();
+    let mut req = images.request(context.path(), "rec");
+    let hash = decide(&docker, &req).await.unwrap().context_hash;
+
+    // Two images qualify; without a record the list picks one of them.
+    let a = qualifying_image(&docker, &images, &req, &hash, "a").await;
+    let b = qualifying_image(&docker, &images, &req, &hash, "b").await;
+    let listed = decide(&docker, &req).await.unwrap().reuse.unwrap();
+    assert!(
+        listed == a || listed == b,
+        "{listed} is neither {a} nor {b}"
+    );
+    let other = if listed == a { b.clone() } else { a.clone() };
+
+    // A record naming the other one: it is reused, and a build keeps the record.
+    req.cache_dir = Some(cache.path().to_path_buf());
+    last_image::store(&req, &hash, &other);
+    assert_eq!(
+        decide(&docker, &req).await.unwrap().reuse,
+        Some(other.clone())
+    );
+    let built = run(&docker, &images, &req).await.0.unwrap();
+    assert!(built.reused);
+    assert_eq!(built.id, other);
+    let record = std::fs::read_to_string(last_image::path(&req).unwrap()).unwrap();
+    assert!(
+        record.contains(&other) && record.contains(&hash),
+        "{record}"
+    );
+
+    // A damaged record, or one for another hash, is only a hint lost: the list decides.
+    std::fs::write(last_image::path(&req).unwrap(), b"{\"format\":1,").unwrap();
+    assert_eq!(
+        decide(&docker, &req).await.unwrap().reuse,
+        Some(listed.clone())
+    );
+    last_image::store(&req, &"0".repeat(64), &other);
+    assert_eq!(
+        decide(&docker, &req).await.unwrap().reuse,
+        Some(listed.clone())
+    );
+
+    // A record naming an image that is gone: the list decides.
+    last_image::store(&req, &hash, &other);
+    let options = RemoveImageOptionsBuilder::default().force(true).build();
+    docker
+        .remove_image(&other, Some(options), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        decide(&docker, &req).await.unwrap().reuse,
+        Some(listed.clone())
+    );
+}
+
+#[tokio::test]
+async fn a_recorded_image_that_does_not_qualify_is_not_reused() {
+    let docker = crate::docker::connect().await.unwrap();
+    let images = TestImages::new();
+    let context = hello_context(&images);
+    let cache = tempfile::tempdir().unwrap();
+    let mut req = images.request(context.path(), "q");
+    req.cache_dir = Some(cache.path().to_path_buf());
+    let hash = decide(&docker, &req).await.unwrap().context_hash;
+    let raw = qualifying_image(&docker, &images, &req, &hash, "q").await;
+
+    // Recorded for this hash, but built for another service: not ours to reuse.
+    let mut theirs = req.clone();
+    theirs.service = "another".to_string();
+    let theirs_image = qualifying_image(&docker, &images, &theirs, &hash, "theirs").await;
+    last_image::store(&req, &hash, &theirs_image);
+    assert_eq!(
+        decide(&docker, &req).await.unwrap().reuse,
+        Some(raw.clone())
+    );
+
+    // Other module versions asked for: neither the recorded image nor the listed one.
+    last_image::store(&req, &hash, &raw);
+    let mut bumped = req.clone();
+    bumped.labels.insert(
+        format!("{}sources", crate::version::MODULE_LABEL_PREFIX),
+        "0.2.0".to_string(),
+    );
+    assert_eq!(decide(&docker, &bumped).await.unwrap().reuse, None);
+
+    // A build records what it built; the record then decides.
+    let built = run(&docker, &images, &bumped).await.0.unwrap();
+    assert!(!built.reused);
+    let record = std::fs::read_to_string(last_image::path(&bumped).unwrap()).unwrap();
+    assert!(record.contains(&built.id), "{record}");
+    assert_eq!(
+        decide(&docker, &bumped).await.unwrap().reuse,
+        Some(built.id)
+    );
+}
