@@ -2,10 +2,13 @@
 //!
 //! [`write_tar`] writes the entries of the [`Context`] snapshot that was hashed, nothing else:
 //! folders and symlinks from the snapshot (a link's target as the walk read it, never
-//! followed), files through [`Context::open_file`] (no symlink, same identity as hashed). Each
-//! file's bytes go through sha256 on their way into the tar and must give the digest that went
-//! into the context hash; a file that differs fails the whole tar with
-//! [`ContextError::Changed`] before its end-of-archive marker is written.
+//! followed), files through [`Context::open_file`] (no symlink, same identity as hashed), and
+//! each file's identity is checked again once its bytes are in. A file whose timestamps were
+//! within the racy window of the hash (where a write in the same clock tick would leave its
+//! identity unchanged) also goes through sha256 on its way into the tar and must give the
+//! digest that went into the context hash; for the others a write moves the ctime, so the
+//! identity suffices and their bytes are not hashed twice. A file that differs fails the whole
+//! tar with [`ContextError::Changed`] before its end-of-archive marker is written.
 //!
 //! [`TarBody`] carries the tar to the engine in chunks of [`SEND_CHUNK_LEN`] bytes through a
 //! queue of [`SEND_QUEUE_CHUNKS`]: the packing thread waits while the engine reads, so memory
@@ -67,7 +70,7 @@ fn append_entries<W: Write>(
     hash: &ContextHash,
     tar: &mut tar::Builder<Counted<'_, W>>,
 ) -> Result<(), ContextError> {
-    for (entry, digest) in context.entries.iter().zip(&hash.digests) {
+    for ((entry, digest), settled) in context.entries.iter().zip(&hash.digests).zip(&hash.settled) {
         let mut header = tar::Header::new_gnu();
         header.set_mtime(0);
         header.set_uid(0);
@@ -92,7 +95,7 @@ fn append_entries<W: Write>(
                 let file = context.open_file(entry, Stage::Sent)?;
                 header.set_entry_type(tar::EntryType::Regular);
                 header.set_size(entry.size);
-                let mut reader = Checked::new(file, entry.size);
+                let mut reader = Checked::new(file, entry.size, !settled);
                 let appended = tar.append_data(&mut header, &entry.path, &mut reader);
                 let full = || context.root().join(&entry.path);
                 if let Some(detail) = reader.problem {
@@ -107,7 +110,9 @@ fn append_entries<W: Write>(
                 }
                 appended.map_err(|e| pack_err(&entry.path, e))?;
                 context.check_unchanged(entry, reader.inner.get_ref(), Stage::Sent)?;
-                if reader.sha256.finalize().as_slice() != digest.as_slice() {
+                if let Some(sha256) = reader.sha256
+                    && sha256.finalize().as_slice() != digest.as_slice()
+                {
                     return Err(ContextError::Changed {
                         path: full(),
                         stage: Stage::Sent,
@@ -154,23 +159,23 @@ impl<W: Write> Write for Counted<'_, W> {
     }
 }
 
-/// A file's content on its way into the tar: exactly `size` bytes, hashed as they pass. A
-/// file that ends early or goes on past `size` is recorded as a problem (and fails the read,
-/// so the tar stops there).
+/// A file's content on its way into the tar: exactly `size` bytes, hashed as they pass when
+/// asked. A file that ends early or goes on past `size` is recorded as a problem (and fails
+/// the read, so the tar stops there).
 struct Checked {
     inner: BufReader<File>,
     left: u64,
-    sha256: Sha256,
+    sha256: Option<Sha256>,
     problem: Option<&'static str>,
     read_error: Option<io::Error>,
 }
 
 impl Checked {
-    fn new(file: File, size: u64) -> Self {
+    fn new(file: File, size: u64, digest: bool) -> Self {
         Self {
             inner: BufReader::with_capacity(FILE_BUFFER_LEN, file),
             left: size,
-            sha256: Sha256::new(),
+            sha256: digest.then(Sha256::new),
             problem: None,
             read_error: None,
         }
@@ -202,7 +207,9 @@ impl Read for Checked {
         match self.inner.read(&mut buf[..want]) {
             Ok(0) => Err(self.fail("shrank while it was read")),
             Ok(n) => {
-                self.sha256.update(&buf[..n]);
+                if let Some(sha256) = &mut self.sha256 {
+                    sha256.update(&buf[..n]);
+                }
                 self.left -= n as u64;
                 Ok(n)
             }

@@ -46,6 +46,11 @@ pub struct ContextHash {
     /// Each entry's content digest, in entry order (zero for folders and symlinks): what the
     /// tar's files are checked against as they are sent.
     pub(super) digests: Vec<[u8; 32]>,
+    /// Per entry: a file whose timestamps were older than the racy window when the context
+    /// was collected. Its identity (device, inode, size, mtime, ctime) alone proves it
+    /// unchanged at the send: any write after the collect moves its ctime past the collect
+    /// time. Other files are hashed again as they are sent.
+    pub(super) settled: Vec<bool>,
 }
 
 /// How much work a hash took; `files_reused` counts digests taken from the stat cache.
@@ -130,6 +135,7 @@ impl ContextHasher {
 
         // Digests from the cache first; what is left is read in parallel.
         let mut digests = vec![None; context.entries.len()];
+        let mut hits = vec![false; context.entries.len()];
         let mut to_read = Vec::new();
         for (index, entry) in context.entries.iter().enumerate() {
             if entry.kind != EntryKind::File {
@@ -146,6 +152,7 @@ impl ContextHasher {
                     stats.files_reused += 1;
                     stats.bytes_reused += entry.size;
                     digests[index] = Some(digest);
+                    hits[index] = true;
                 }
                 None => {
                     stats.files_hashed += 1;
@@ -159,7 +166,6 @@ impl ContextHasher {
         }
         let digests: Vec<[u8; 32]> = digests.into_iter().map(|d| d.unwrap_or_default()).collect();
 
-        let mut fresh = BTreeMap::new();
         let mut hasher = Sha256::new();
         hasher.update(HASH_FORMAT);
         for (entry, digest) in context.entries.iter().zip(&digests) {
@@ -175,27 +181,35 @@ impl ContextHasher {
             match &entry.kind {
                 EntryKind::Dir => {}
                 EntryKind::Symlink(target) => put_bytes(&mut hasher, target.as_os_str().as_bytes()),
-                EntryKind::File => {
-                    hasher.update(digest);
-                    let settled =
-                        entry.stat.mtime_ns < trust_before && entry.stat.ctime_ns < trust_before;
-                    if let (Some(key), true) = (entry.path.to_str(), settled) {
-                        fresh.insert(
-                            key.to_string(),
-                            CachedFile {
-                                stat: entry.stat,
-                                sha256: hex::encode(digest),
-                            },
-                        );
-                    }
-                }
+                EntryKind::File => hasher.update(digest),
             }
         }
         put_bytes(&mut hasher, context.dockerfile.as_bytes());
 
+        // The cache to keep: every settled file with its stat and digest. When it would hold
+        // just what was read (the unchanged case), it is neither rebuilt nor written.
+        let settled = |entry: &Entry| {
+            entry.kind == EntryKind::File
+                && entry.path.to_str().is_some()
+                && entry.stat.mtime_ns < trust_before
+                && entry.stat.ctime_ns < trust_before
+        };
+        let mut settled_hits = 0;
+        let mut same = true;
+        for (entry, hit) in context.entries.iter().zip(&hits) {
+            match (settled(entry), *hit) {
+                (true, true) => settled_hits += 1,
+                (true, false) | (false, true) => same = false,
+                (false, false) => {}
+            }
+        }
+        // Hits are distinct keys of `cached` with their stat and digest, so as many of them as
+        // `cached` has entries means the two hold the same files.
+        let same = same && settled_hits == cached.len();
+        let settled_entries: Vec<bool> = context.entries.iter().map(settled).collect();
         if let Some(cache_file) = &self.cache_file
-            && fresh != cached
-            && let Err(e) = store_cache(cache_file, fresh)
+            && !same
+            && let Err(e) = store_cache(cache_file, fresh_cache(context, &digests, settled))
         {
             tracing::warn!(
                 cache = %cache_file.display(),
@@ -208,6 +222,7 @@ impl ContextHasher {
             hex: hex::encode(hasher.finalize()),
             stats,
             digests,
+            settled: settled_entries,
         })
     }
 
@@ -341,6 +356,28 @@ fn store_cache(path: &Path, files: BTreeMap<String, CachedFile>) -> io::Result<(
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// The stat cache of `context`: each `settled` file's stat and digest.
+fn fresh_cache(
+    context: &Context,
+    digests: &[[u8; 32]],
+    settled: impl Fn(&Entry) -> bool,
+) -> BTreeMap<String, CachedFile> {
+    context
+        .entries
+        .iter()
+        .zip(digests)
+        .filter(|(entry, _)| settled(entry))
+        .filter_map(|(entry, digest)| {
+            let key = entry.path.to_str()?.to_string();
+            let file = CachedFile {
+                stat: entry.stat,
+                sha256: hex::encode(digest),
+            };
+            Some((key, file))
+        })
+        .collect()
 }
 
 fn hex_digest(text: &str) -> Option<[u8; 32]> {

@@ -89,6 +89,58 @@ fn file_rewritten_in_place_during_the_send_fails_the_tar() {
 }
 
 #[test]
+fn settled_file_rewritten_in_place_during_the_send_fails_by_its_identity() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = sample_context();
+    let main = dir.path().join("src/main.rs");
+    // Fresh files are within the racy window: their bytes are hashed again on the send.
+    let (context, hash) = hashed(dir.path());
+    let index = |context: &Context| {
+        (context.entries.iter())
+            .position(|e| e.path == Path::new("src/main.rs"))
+            .unwrap()
+    };
+    assert!(!hash.settled[index(&context)]);
+
+    // Once older than a 50 ms window, the file is settled: only its identity is checked.
+    let window = std::time::Duration::from_millis(50);
+    let ctime = || {
+        let meta = std::fs::metadata(&main).unwrap();
+        std::time::UNIX_EPOCH
+            + std::time::Duration::new(meta.ctime() as u64, meta.ctime_nsec() as u32)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::SystemTime::now() < ctime() + window * 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the clock does not move"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let context = Context::collect(dir.path(), Path::new("Dockerfile")).unwrap();
+    let hash = ContextHasher::new()
+        .racy_window(window)
+        .hash(&context)
+        .unwrap();
+    assert!(hash.settled[index(&context)]);
+
+    // Same length, same inode, written as the tar reaches it: the write moved its ctime.
+    let root = dir.path().to_path_buf();
+    BEFORE_FILE.on(dir.path(), move |path| {
+        if path == Path::new("src/main.rs") {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(root.join(path))
+                .unwrap()
+                .write_all(b"fn nope() {}\n")
+                .unwrap();
+        }
+    });
+    let err = write_tar(&context, &hash, &mut Vec::new()).unwrap_err();
+    assert_changed(&err, "src/main.rs", &["was modified"]);
+}
+
+#[test]
 fn file_swapped_for_a_symlink_is_not_followed() {
     let dir = sample_context();
     let outside = tempfile::tempdir().unwrap();

@@ -81,6 +81,61 @@ fn stat_cache_gives_the_same_hash_and_skips_unchanged_files() {
     assert_eq!(changed.stats.files_reused, 3);
 }
 
+/// The files the stat cache at `path` lists, and the inode it is stored in (a rewrite is a
+/// rename over it, so a new inode).
+fn cached_files(path: &Path) -> (Vec<String>, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let cache: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let files = cache["files"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
+    (files, std::fs::metadata(path).unwrap().ino())
+}
+
+#[test]
+fn stat_cache_is_written_only_when_what_it_holds_changes() {
+    let dir = sample_context();
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache_file = cache_dir.path().join("context.json");
+    let hasher = ContextHasher::with_cache(cache_file.clone()).racy_window(Duration::ZERO);
+    let hash_now = || {
+        let context = Context::collect(dir.path(), Path::new("Dockerfile")).unwrap();
+        hasher.hash(&context).unwrap()
+    };
+
+    hash_now();
+    let (files, cold) = cached_files(&cache_file);
+    assert_eq!(
+        files,
+        [
+            ".dockerignore",
+            "Dockerfile",
+            "src/lib/util.rs",
+            "src/main.rs"
+        ]
+    );
+    // Unchanged: the same cache, not written again.
+    assert_eq!(hash_now().stats.files_reused, 4);
+    assert_eq!(cached_files(&cache_file), (files, cold));
+
+    // A file gone: every other one is a hit, but the cache must drop it.
+    std::fs::remove_file(dir.path().join("src/lib/util.rs")).unwrap();
+    assert_eq!(hash_now().stats.files_hashed, 0);
+    let (files, removed) = cached_files(&cache_file);
+    assert_eq!(files, [".dockerignore", "Dockerfile", "src/main.rs"]);
+    assert_ne!(removed, cold);
+
+    // A file that is a hit but too new to trust again (a racy window wider than its age)
+    // leaves the cache.
+    let wary = ContextHasher::with_cache(cache_file.clone()).racy_window(Duration::from_secs(3600));
+    let context = Context::collect(dir.path(), Path::new("Dockerfile")).unwrap();
+    assert_eq!(wary.hash(&context).unwrap().stats.files_reused, 3);
+    assert_eq!(cached_files(&cache_file).0, Vec::<String>::new());
+}
+
 #[test]
 fn stat_cache_does_not_trust_files_written_just_now() {
     let dir = sample_context();
