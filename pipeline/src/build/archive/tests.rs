@@ -24,6 +24,22 @@ fn hashed(dir: &Path) -> (Context, ContextHash) {
     (context, hash)
 }
 
+/// Overwrites the start of `file` (under `dir`) with `bytes`, keeping its inode, just before
+/// the tar opens it.
+fn rewrite_in_place_when_reached(dir: &Path, file: &'static str, bytes: &'static [u8]) {
+    let root = dir.to_path_buf();
+    BEFORE_FILE.on(dir, move |path| {
+        if path == Path::new(file) {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(root.join(path))
+                .unwrap()
+                .write_all(bytes)
+                .unwrap();
+        }
+    });
+}
+
 fn assert_changed(err: &ContextError, file: &str, details: &[&str]) {
     let ContextError::Changed {
         path,
@@ -58,17 +74,7 @@ fn file_rewritten_in_place_during_the_send_fails_the_tar() {
     let dir = sample_context();
     let (context, hash) = hashed(dir.path());
     // Same length, same inode, written once the tar is under way (after util.rs went out).
-    let root = dir.path().to_path_buf();
-    BEFORE_FILE.on(dir.path(), move |path| {
-        if path == Path::new("src/main.rs") {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(root.join(path))
-                .unwrap()
-                .write_all(b"fn nope() {}\n")
-                .unwrap();
-        }
-    });
+    rewrite_in_place_when_reached(dir.path(), "src/main.rs", b"fn nope() {}\n");
     let mut out = Vec::new();
     let err = write_tar(&context, &hash, &mut out).unwrap_err();
     // Within one tick of the filesystem's clock the stat may not move; the digest still does.
@@ -125,17 +131,7 @@ fn settled_file_rewritten_in_place_during_the_send_fails_by_its_identity() {
     assert!(hash.settled[index(&context)]);
 
     // Same length, same inode, written as the tar reaches it: the write moved its ctime.
-    let root = dir.path().to_path_buf();
-    BEFORE_FILE.on(dir.path(), move |path| {
-        if path == Path::new("src/main.rs") {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .open(root.join(path))
-                .unwrap()
-                .write_all(b"fn nope() {}\n")
-                .unwrap();
-        }
-    });
+    rewrite_in_place_when_reached(dir.path(), "src/main.rs", b"fn nope() {}\n");
     let err = write_tar(&context, &hash, &mut Vec::new()).unwrap_err();
     assert_changed(&err, "src/main.rs", &["was modified"]);
 }
