@@ -6,7 +6,8 @@
 //! <state>/targets/<target>/<service>/   one service on one target:
 //!     lock                              the release lock (local targets)
 //!     releases/                         the release records (local targets)
-//!     (the rest)                        the build context's stat cache (every kind)
+//!     (the rest)                        the build context's stat cache and the last
+//!                                       image built (every kind)
 //! ```
 //!
 //! Every path is derived here, so a kind that keeps state locally never spells a folder name
@@ -14,7 +15,8 @@
 //! private to the user from the moment it exists: folders [`PRIVATE_DIR_MODE`], files
 //! [`PRIVATE_FILE_MODE`], created with that mode rather than narrowed after.
 
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// The mode of every folder shipit creates for its state.
@@ -34,6 +36,58 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(PRIVATE_DIR_MODE))?;
     }
     Ok(())
+}
+
+/// Replaces `path` (creating its folder) with what `write` writes, through a private
+/// temporary file beside it that is renamed over it: a reader sees the old file or the new
+/// one, never half of one. No fsync: for state whose loss only costs time, such as the build
+/// caches (release records have their own durable write).
+pub fn replace_private_file(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<std::fs::File>) -> io::Result<()>,
+) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        create_private_dir(dir)?;
+    }
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let written = (|| {
+        let file = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(PRIVATE_FILE_MODE)
+            .open(&tmp)?;
+        let mut file = io::BufWriter::new(file);
+        write(&mut file)?;
+        file.flush()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+/// The JSON state at `path` that is only a hint (a cache): `None` when it is missing, and
+/// `None` with a warning naming `what` when it cannot be read or parsed.
+pub fn read_hint<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> Option<T> {
+    let bytes = match std::fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "could not read {what}");
+            return None;
+        }
+    };
+    match serde_json::from_slice(&bytes) {
+        Ok(value) => Some(value),
+        Err(e) => {
+            tracing::warn!(file = %path.display(), error = %e, "ignoring a damaged {what}");
+            None
+        }
+    }
 }
 
 /// The folder of the edge of local target `target`.

@@ -9,9 +9,8 @@
 //! engine can prove it holds exactly what was hashed.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
@@ -188,16 +187,18 @@ impl ContextHasher {
 
         // The cache to keep: every settled file with its stat and digest. When it would hold
         // just what was read (the unchanged case), it is neither rebuilt nor written.
-        let settled = |entry: &Entry| {
-            entry.kind == EntryKind::File
-                && entry.path.to_str().is_some()
-                && entry.stat.mtime_ns < trust_before
-                && entry.stat.ctime_ns < trust_before
-        };
+        let settled: Vec<bool> = (context.entries.iter())
+            .map(|entry| {
+                entry.kind == EntryKind::File
+                    && entry.path.to_str().is_some()
+                    && entry.stat.mtime_ns < trust_before
+                    && entry.stat.ctime_ns < trust_before
+            })
+            .collect();
         let mut settled_hits = 0;
         let mut same = true;
-        for (entry, hit) in context.entries.iter().zip(&hits) {
-            match (settled(entry), *hit) {
+        for (settled, hit) in settled.iter().zip(&hits) {
+            match (settled, hit) {
                 (true, true) => settled_hits += 1,
                 (true, false) | (false, true) => same = false,
                 (false, false) => {}
@@ -206,10 +207,9 @@ impl ContextHasher {
         // Hits are distinct keys of `cached` with their stat and digest, so as many of them as
         // `cached` has entries means the two hold the same files.
         let same = same && settled_hits == cached.len();
-        let settled_entries: Vec<bool> = context.entries.iter().map(settled).collect();
         if let Some(cache_file) = &self.cache_file
             && !same
-            && let Err(e) = store_cache(cache_file, fresh_cache(context, &digests, settled))
+            && let Err(e) = store_cache(cache_file, fresh_cache(context, &digests, &settled))
         {
             tracing::warn!(
                 cache = %cache_file.display(),
@@ -222,7 +222,7 @@ impl ContextHasher {
             hex: hex::encode(hasher.finalize()),
             stats,
             digests,
-            settled: settled_entries,
+            settled,
         })
     }
 
@@ -308,68 +308,30 @@ struct CacheFile {
 }
 
 fn load_cache(path: &Path) -> BTreeMap<String, CachedFile> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(cache = %path.display(), error = %e, "could not read the context stat cache");
-            return BTreeMap::new();
-        }
-    };
-    match serde_json::from_slice::<CacheFile>(&bytes) {
-        Ok(cache) if cache.format == CACHE_FORMAT => cache.files,
-        Ok(_) => BTreeMap::new(),
-        Err(e) => {
-            tracing::warn!(cache = %path.display(), error = %e, "ignoring a damaged context stat cache");
-            BTreeMap::new()
-        }
-    }
+    crate::state_dir::read_hint::<CacheFile>(path, "context stat cache")
+        .filter(|cache| cache.format == CACHE_FORMAT)
+        .map(|cache| cache.files)
+        .unwrap_or_default()
 }
 
-/// Writes the cache next to its final name, then renames it over: a reader sees the old cache
-/// or the new one, never half of one. No fsync: a cache lost to a crash only costs time.
+/// Replaces the cache file atomically (see [`crate::state_dir::replace_private_file`]).
 fn store_cache(path: &Path, files: BTreeMap<String, CachedFile>) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        crate::state_dir::create_private_dir(dir)?;
-    }
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
     let cache = CacheFile {
         format: CACHE_FORMAT,
         files,
     };
-    let written = (|| {
-        // State is private to the user from the moment it exists.
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(crate::state_dir::PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        let mut file = io::BufWriter::new(file);
-        serde_json::to_writer(&mut file, &cache)?;
-        file.flush()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::state_dir::replace_private_file(path, |file| Ok(serde_json::to_writer(file, &cache)?))
 }
 
 /// The stat cache of `context`: each `settled` file's stat and digest.
 fn fresh_cache(
     context: &Context,
     digests: &[[u8; 32]],
-    settled: impl Fn(&Entry) -> bool,
+    settled: &[bool],
 ) -> BTreeMap<String, CachedFile> {
-    context
-        .entries
-        .iter()
-        .zip(digests)
-        .filter(|(entry, _)| settled(entry))
-        .filter_map(|(entry, digest)| {
+    (context.entries.iter().zip(digests).zip(settled))
+        .filter(|(_, settled)| **settled)
+        .filter_map(|((entry, digest), _)| {
             let key = entry.path.to_str()?.to_string();
             let file = CachedFile {
                 stat: entry.stat,

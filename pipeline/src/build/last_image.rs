@@ -9,8 +9,7 @@
 //! for another hash or naming an image that is gone sends the lookup back to the list.
 
 use std::collections::BTreeMap;
-use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::io;
 use std::path::{Path, PathBuf};
 
 use bollard::Docker;
@@ -93,45 +92,10 @@ pub(super) fn store(req: &BuildRequest, hash: &str, id: &str) {
 }
 
 fn read(path: &Path) -> Option<Record> {
-    let bytes = match std::fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return None,
-        Err(e) => {
-            tracing::warn!(record = %path.display(), error = %e, "could not read the image record");
-            return None;
-        }
-    };
-    match serde_json::from_slice::<Record>(&bytes) {
-        Ok(record) if record.format == FORMAT => Some(record),
-        Ok(_) => None,
-        Err(e) => {
-            tracing::warn!(record = %path.display(), error = %e, "ignoring a damaged image record");
-            None
-        }
-    }
+    crate::state_dir::read_hint::<Record>(path, "image record").filter(|r| r.format == FORMAT)
 }
 
-/// Written next to its final name, then renamed over it: a reader sees the old record or the
-/// new one, never half of one.
+/// Replaces the record atomically (see [`crate::state_dir::replace_private_file`]).
 fn write(path: &Path, record: &Record) -> io::Result<()> {
-    if let Some(dir) = path.parent() {
-        crate::state_dir::create_private_dir(dir)?;
-    }
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
-    let written = (|| {
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(crate::state_dir::PRIVATE_FILE_MODE)
-            .open(&tmp)?;
-        file.write_all(&serde_json::to_vec(record)?)?;
-        std::fs::rename(&tmp, path)
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    crate::state_dir::replace_private_file(path, |file| Ok(serde_json::to_writer(file, record)?))
 }
