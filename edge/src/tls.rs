@@ -289,6 +289,11 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
+/// The tests' TLS client, shared with the hostile-input suite and the integration tests.
+#[cfg(test)]
+#[path = "../tests/support/tls_client.rs"]
+mod tls_client;
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -370,16 +375,7 @@ pub(crate) mod tests {
 
         /// A client that trusts this CA and offers `alpn`.
         pub(crate) fn connector(&self, alpn: &[&[u8]]) -> TlsConnector {
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(self.ca.der().clone()).unwrap();
-            let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-            let mut config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .unwrap()
-                .with_root_certificates(roots)
-                .with_no_client_auth();
-            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-            TlsConnector::from(Arc::new(config))
+            tls_client::connector(self.ca.der().clone(), alpn)
         }
     }
 

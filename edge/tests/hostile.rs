@@ -55,6 +55,8 @@ mod pause;
 mod poisoning;
 #[path = "hostile/requests.rs"]
 mod requests;
+#[path = "support/tls_client.rs"]
+mod tls_client;
 #[path = "hostile/upstream.rs"]
 mod upstream;
 #[path = "hostile/wire.rs"]

@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,6 +15,7 @@ use tokio_rustls::TlsConnector;
 
 use crate::edge_upgrade::TestServer;
 use crate::harness::{SHIPIT, assert_success, free_port, json, stderr};
+use crate::tls_client;
 
 /// A test CA, and the certificates it signs, written as PEM files.
 struct TestCa {
@@ -46,15 +46,7 @@ impl TestCa {
     }
 
     fn connector(&self) -> TlsConnector {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        TlsConnector::from(Arc::new(config))
+        tls_client::connector(self.ca.der().clone(), &[])
     }
 
     /// A request over TLS with `host` as SNI name and Host: the status and body. The

@@ -6,6 +6,9 @@
 mod aws;
 mod harness;
 mod load;
+/// The TLS client the edge's own tests use.
+#[path = "../../edge/tests/support/tls_client.rs"]
+mod tls_client;
 
 mod action;
 mod canary;

@@ -2,8 +2,8 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -17,6 +17,7 @@ use tokio_util::either::Either;
 
 use crate::case::HOST;
 use crate::client::{RawClient, connect_from};
+use crate::tls_client;
 
 /// The one service every case routes.
 pub const SERVICE: &str = "web";
@@ -84,21 +85,11 @@ fn identity() -> &'static Identity {
     static IDENTITY: OnceLock<Identity> = OnceLock::new();
     IDENTITY.get_or_init(|| {
         let certified = rcgen::generate_simple_self_signed(vec![HOST.to_string()]).unwrap();
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(certified.cert.der().clone()).unwrap();
-        // The edge's provider: the workspace has one TLS stack.
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let mut config = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        // HTTP/1.1 only: the relay serves what ALPN settles as HTTP/1.1.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
         Identity {
             cert: certified.cert.pem(),
             key: certified.signing_key.serialize_pem(),
-            connector: TlsConnector::from(Arc::new(config)),
+            // HTTP/1.1 only: the relay serves what ALPN settles as HTTP/1.1.
+            connector: tls_client::connector(certified.cert.der().clone(), &[b"http/1.1"]),
         }
     })
 }
