@@ -5,7 +5,9 @@
 //! requested tag and is reused, which is what keeps a release of an unchanged service fast.
 //! Otherwise the context's tar (honouring [`dockerignore`]) is streamed to the engine's classic
 //! builder as it is packed, checked against what was hashed ([`archive`]), and the builder's
-//! steps and output are passed to the caller. A failed build says which step failed, what the
+//! steps and output are passed to the caller. The image's labels are then put on in one
+//! `LABEL` step ([`labels`]) rather than the step per label the builder would spend on labels
+//! given with the request. A failed build says which step failed, what the
 //! engine said, and what came before. The image a build gives is recorded beside the stat
 //! cache ([`last_image`]), so the next "unchanged" decision inspects one image rather than
 //! listing the engine's.
@@ -17,6 +19,7 @@ pub mod archive;
 pub mod context;
 pub mod dockerignore;
 pub mod hash;
+mod labels;
 mod last_image;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -199,22 +202,26 @@ pub async fn build(
         });
     }
 
-    let mut labels: HashMap<String, String> = req
-        .labels
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut labels = req.labels.clone();
     labels.insert(CONTEXT_HASH_LABEL.to_string(), hash.hex.clone());
     labels.insert(SERVICE_LABEL.to_string(), req.service.clone());
+    // One LABEL step after the build rather than one step per label (see `labels`), unless
+    // folding could change the image.
+    let folded = match labels::instruction(&labels) {
+        Some(line) if dockerfile_allows_folding(req).await => Some(line),
+        _ => None,
+    };
     let dockerfile = context::relative_slash_path(&req.dockerfile)
         .expect("check_request accepted the Dockerfile path");
-    let options = BuildImageOptionsBuilder::default()
+    let mut options = BuildImageOptionsBuilder::default()
         .dockerfile(&dockerfile)
-        .t(&req.tag)
-        .labels(&labels)
         .rm(true)
-        .forcerm(true)
-        .build();
+        .forcerm(true);
+    if folded.is_none() {
+        let labels: HashMap<String, String> = labels.into_iter().collect();
+        options = options.t(&req.tag).labels(&labels);
+    }
+    let options = options.build();
 
     // The tar is packed on a blocking thread while the engine reads it: the two meet in a
     // queue of a few chunks, so memory does not grow with the context.
@@ -233,7 +240,7 @@ pub async fn build(
             }
         }
     });
-    let sent = send(docker, req, options, chunks, progress).await;
+    let sent = send(docker, req, options, chunks, progress, Steps::Report).await;
     let packed = match packer.await {
         Ok(packed) => packed,
         Err(e) => match e.try_into_panic() {
@@ -244,7 +251,11 @@ pub async fn build(
     // A tar that failed is why the engine saw a broken upload, so its error comes first,
     // unless the engine stopped reading (then the engine's error says why).
     match (packed, sent) {
-        (Ok(()), Ok(())) => {}
+        (Ok(()), Ok(built)) => {
+            if let Some(line) = folded {
+                label(docker, req, built, &line, progress).await?;
+            }
+        }
         (Err(ContextError::Send { .. }), Err(engine)) | (Ok(()), Err(engine)) => {
             return Err(engine);
         }
@@ -274,15 +285,30 @@ pub async fn build(
     })
 }
 
-/// Runs the engine's build on the streamed `chunks`, reporting its output.
+/// Whether the builder's step headers become [`BuildProgress::Step`] or are kept quiet (the
+/// labelling build's two steps are not steps of the service's Dockerfile).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+enum Steps {
+    #[default]
+    Report,
+    Quiet,
+}
+
+/// Runs the engine's build on the streamed `chunks`, reporting its output. Returns the id of
+/// the image built, as the engine gave it (`None` from an engine that gave none).
 async fn send(
     docker: &Docker,
     req: &BuildRequest,
     options: bollard::query_parameters::BuildImageOptions,
     chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
     progress: &mut (dyn FnMut(BuildProgress) + Send),
-) -> Result<(), BuildError> {
-    let mut output = BuildOutput::default();
+    steps: Steps,
+) -> Result<Option<String>, BuildError> {
+    let mut output = BuildOutput {
+        steps,
+        ..BuildOutput::default()
+    };
+    let mut built = None;
     let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(chunks)));
     while let Some(item) = stream.next().await {
         match item {
@@ -293,6 +319,9 @@ async fn send(
                 if let Some(status) = info.status.as_deref() {
                     output.push(status, progress);
                     output.push("\n", progress);
+                }
+                if let Some(id) = info.aux.and_then(|aux| aux.id) {
+                    built = Some(id);
                 }
             }
             Err(
@@ -311,6 +340,51 @@ async fn send(
         }
     }
     output.flush(progress);
+    Ok(built)
+}
+
+/// Whether `req`'s labels may be folded into one step after its build: its Dockerfile has no
+/// `ONBUILD` or `MAINTAINER` instruction (see [`labels::dockerfile_allows`]). A Dockerfile that
+/// cannot be read here is left to the build, which reports it, and keeps the labels on it.
+///
+/// It is read after the context was hashed, so the text read is the text built: a Dockerfile
+/// written in between no longer matches the hash, and the send fails the build as changed.
+async fn dockerfile_allows_folding(req: &BuildRequest) -> bool {
+    match tokio::fs::read(req.context.join(&req.dockerfile)).await {
+        Ok(text) => labels::dockerfile_allows(&String::from_utf8_lossy(&text)),
+        Err(_) => false,
+    }
+}
+
+/// Puts `instruction` (all the labels in one `LABEL` line) on the image `built`, by a build
+/// whose Dockerfile is `FROM <built>` and that line, tagged `req.tag`: one build step.
+async fn label(
+    docker: &Docker,
+    req: &BuildRequest,
+    built: Option<String>,
+    instruction: &str,
+    progress: &mut (dyn FnMut(BuildProgress) + Send),
+) -> Result<(), BuildError> {
+    let Some(id) = built else {
+        return Err(BuildError::Failed {
+            step: None,
+            message: "the engine did not say which image it built".to_string(),
+            last_lines: Vec::new(),
+        });
+    };
+    progress(BuildProgress::Output(format!(
+        "labelling the image in one step: {instruction}"
+    )));
+    let tar = labels::context_tar(&labels::dockerfile(&id, instruction))
+        .expect("a tar of one small file is written to memory");
+    let options = BuildImageOptionsBuilder::default()
+        .dockerfile("Dockerfile")
+        .t(&req.tag)
+        .rm(true)
+        .forcerm(true)
+        .build();
+    let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) });
+    send(docker, req, options, body, progress, Steps::Quiet).await?;
     Ok(())
 }
 
@@ -520,6 +594,7 @@ fn safe_name(service: &str) -> String {
 /// the rest [`BuildProgress::Output`]. Keeps the current step and the last lines for errors.
 #[derive(Debug, Default)]
 struct BuildOutput {
+    steps: Steps,
     partial: String,
     step: Option<String>,
     tail: VecDeque<String>,
@@ -550,6 +625,7 @@ impl BuildOutput {
         }
         self.tail.push_back(line.to_string());
         match parse_step(line) {
+            Some(_) if self.steps == Steps::Quiet => self.step = Some(line.to_string()),
             Some((index, total, text)) => {
                 self.step = Some(line.to_string());
                 progress(BuildProgress::Step {

@@ -778,3 +778,174 @@ async fn a_recorded_image_that_does_not_qualify_is_not_reused() {
         Some(built.id)
     );
 }
+
+/// Builds `context` (a folder of files) straight through the engine with `labels` on the
+/// request, the engine's own way to label an image: one step per label. The tar's headers are
+/// shipit's (mtime 0, owner 0), so the builder's cache gives both builds the same layers.
+async fn engine_labelled_build(
+    docker: &Docker,
+    context: &Path,
+    tag: &str,
+    labels: &BTreeMap<String, String>,
+) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut tar = tar::Builder::new(Vec::new());
+    for entry in std::fs::read_dir(context).unwrap() {
+        let entry = entry.unwrap();
+        let content = std::fs::read(entry.path()).unwrap();
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mode(entry.metadata().unwrap().permissions().mode() & 0o7777);
+        header.set_size(content.len() as u64);
+        tar.append_data(&mut header, entry.file_name(), content.as_slice())
+            .unwrap();
+    }
+    let body = tar.into_inner().unwrap();
+    let labels: HashMap<String, String> = labels.clone().into_iter().collect();
+    let options = BuildImageOptionsBuilder::default()
+        .t(tag)
+        .labels(&labels)
+        .rm(true)
+        .build();
+    let mut stream = docker.build_image(options, None, Some(bollard::body_full(body.into())));
+    while let Some(item) = stream.next().await {
+        item.unwrap();
+    }
+    docker.inspect_image(tag).await.unwrap().id.unwrap()
+}
+
+/// The steps of an image's history that set labels.
+async fn label_steps(docker: &Docker, image: &str) -> usize {
+    docker
+        .image_history(image)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|item| item.created_by.contains(" LABEL "))
+        .count()
+}
+
+/// A Dockerfile that sets every part of an image's config a `FROM` could lose.
+const FULL_CONFIG_DOCKERFILE: &str = "FROM scratch
+COPY hello.txt /srv/hello.txt
+ENV A=1 B=\"two words\"
+WORKDIR /srv
+USER 1000:1000
+EXPOSE 8080/tcp
+VOLUME /data
+STOPSIGNAL SIGINT
+HEALTHCHECK --interval=5s --retries=2 CMD [\"/srv/health\"]
+SHELL [\"/bin/ash\", \"-c\"]
+ENTRYPOINT [\"/srv/app\"]
+CMD [\"serve\"]
+";
+
+#[tokio::test]
+async fn labels_take_one_step_and_give_the_image_the_engine_gives_with_a_step_each() {
+    let docker = crate::docker::connect().await.unwrap();
+    let images = TestImages::new();
+    let context = hello_context(&images);
+    std::fs::write(context.path().join("Dockerfile"), FULL_CONFIG_DOCKERFILE).unwrap();
+    let mut req = images.request(context.path(), "folded");
+    req.labels.insert(
+        "shipit.test.tricky".to_string(),
+        r#"say "hi" to $HOME \ ${X} = é"#.to_string(),
+    );
+    req.labels.insert(
+        OCI_CREATED_LABEL.to_string(),
+        "2026-12-06T12:00:00Z".to_string(),
+    );
+
+    let (built, events) = run(&docker, &images, &req).await;
+    let built = built.unwrap();
+    assert_eq!(label_steps(&docker, &req.tag).await, 1);
+    assert!(
+        events.iter().any(|e| matches!(e, BuildProgress::Output(line) if line.starts_with("labelling the image in one step: LABEL "))),
+        "{events:?}"
+    );
+    // The Dockerfile's steps are the only steps reported.
+    assert!(
+        events
+            .iter()
+            .all(|e| !matches!(e, BuildProgress::Step { total, .. } if *total != 12)),
+        "{events:?}"
+    );
+    let ours = docker.inspect_image(&req.tag).await.unwrap();
+    assert_eq!(ours.id.as_deref(), Some(built.id.as_str()));
+
+    let mut expected = req.labels.clone();
+    expected.insert(CONTEXT_HASH_LABEL.to_string(), built.context_hash.clone());
+    expected.insert(SERVICE_LABEL.to_string(), req.service.clone());
+    let config = ours.config.clone().unwrap();
+    let labels: BTreeMap<String, String> = config.labels.clone().unwrap().into_iter().collect();
+    assert_eq!(labels, expected);
+
+    // The engine's own labelling of the same context and labels, a step per label, gives
+    // the same config and the same layers.
+    let theirs_tag = images.tag("engine");
+    engine_labelled_build(&docker, context.path(), &theirs_tag, &expected).await;
+    assert_eq!(label_steps(&docker, &theirs_tag).await, expected.len());
+    let theirs = docker.inspect_image(&theirs_tag).await.unwrap();
+    assert_eq!(theirs.config.unwrap(), config);
+    assert_eq!(theirs.author, ours.author);
+    assert_eq!(theirs.root_fs.unwrap().layers, ours.root_fs.unwrap().layers);
+    assert_eq!(config.user.as_deref(), Some("1000:1000"));
+    assert_eq!(config.entrypoint, Some(vec!["/srv/app".to_string()]));
+}
+
+#[tokio::test]
+async fn onbuild_and_maintainer_keep_their_place_and_the_labels_go_on_the_build() {
+    let docker = crate::docker::connect().await.unwrap();
+    let images = TestImages::new();
+    let context = hello_context(&images);
+    std::fs::write(
+        context.path().join("Dockerfile"),
+        "FROM scratch\nMAINTAINER shipit tests\nCOPY hello.txt /hello.txt\nONBUILD COPY . /app\n",
+    )
+    .unwrap();
+    let req = images.request(context.path(), "onbuild");
+    let (built, events) = run(&docker, &images, &req).await;
+    let built = built.unwrap();
+    assert!(
+        !events
+            .iter()
+            .any(|e| matches!(e, BuildProgress::Output(line) if line.starts_with("labelling"))),
+        "{events:?}"
+    );
+    let image = docker.inspect_image(&req.tag).await.unwrap();
+    assert_eq!(image.id.as_deref(), Some(built.id.as_str()));
+    assert_eq!(image.author.as_deref(), Some("shipit tests"));
+    let config = image.config.unwrap();
+    assert_eq!(config.on_build, Some(vec!["COPY . /app".to_string()]));
+    let labels = config.labels.unwrap();
+    assert_eq!(labels[CONTEXT_HASH_LABEL], built.context_hash);
+    assert_eq!(labels[TEST_LABEL], images.id);
+    // Four labels (two asked for, the hash and the service), a step each.
+    assert_eq!(label_steps(&docker, &req.tag).await, 4);
+}
+
+#[tokio::test]
+async fn a_dockerfile_that_gains_onbuild_after_the_hash_fails_the_build_as_changed() {
+    let docker = crate::docker::connect().await.unwrap();
+    let images = TestImages::new();
+    let context = hello_context(&images);
+    let root = context.path().to_path_buf();
+    let req = images.request(&root, "late-onbuild");
+    let dockerfile = root.join("Dockerfile");
+    BEFORE_SEND.on(&root, move |_| {
+        let text = std::fs::read_to_string(&dockerfile).unwrap();
+        std::fs::write(&dockerfile, format!("{text}ONBUILD COPY . /app\n")).unwrap();
+    });
+
+    let (result, _) = run(&docker, &images, &req).await;
+    let err = result.unwrap_err();
+    let BuildError::Context(ContextError::Changed { path, stage, .. }) = &err else {
+        panic!("expected a changed context, got {err:?}");
+    };
+    assert_eq!(*stage, Stage::Sent);
+    assert!(path.ends_with("Dockerfile"), "{err}");
+    assert!(docker.inspect_image(&req.tag).await.is_err());
+}
