@@ -33,7 +33,7 @@ REPO="shipit-bench-build-$RUN_ID"
 
 cleanup() {
     local ids
-    ids=$(docker images -aq --filter "label=$LABEL" 2>/dev/null | sort -u)
+    ids=$( { docker images -aq --filter "label=$LABEL"; docker images -q "$REPO"; } 2>/dev/null | sort -u)
     [ -n "$ids" ] && docker rmi -f $ids >/dev/null 2>&1 || true
     rm -rf "$WORK/ctx"
     if [ "${BENCH_KEEP:-0}" = 1 ]; then echo "kept $WORK" >&2; else rm -rf "$WORK"; fi
@@ -119,6 +119,12 @@ cold_docker() {
     timed "$WORK/dcold" docker build --no-cache -q -t "$REPO:docker" "${dlabels[@]}" "$ctx"
     docker rmi -f "$REPO:docker" >/dev/null
 }
+# The floor: the engine's own build of the same context with no label at all. shipit must
+# label its image, so this is what it would cost if labels were free.
+cold_floor() {
+    timed "$WORK/fcold" docker build --no-cache -q -t "$REPO:floor" "$ctx"
+    docker rmi -f "$REPO:floor" >/dev/null
+}
 cold_shipit() {
     rm -rf "$WORK/cache"
     timed "$WORK/scold" "$BIN" build "$ctx" "$REPO:shipit" "$WORK/cache" "$LABEL"
@@ -152,8 +158,9 @@ for size in $SIZES; do
         one=$(find "$ctx" -name '*.bin' | sort | sed -n 1p)
         two=$(find "$ctx" -name '*.bin' | sort | tail -1)
         # Both builders carry three labels (shipit adds its context-hash and service labels to
-        # the run's), so the classic builder runs as many label steps for each: on a 20.10
-        # engine every label is a step of its own, with a container, about 0.7 s apiece.
+        # the run's). The classic builder makes each label given with a build request a step
+        # of its own, with a container and a commit (about 0.8 s apiece here); shipit puts
+        # its labels on in one LABEL step after the build. The floor gets no label at all.
         dlabels=(--label "$LABEL" --label "shipit.context-hash=docker" --label "shipit.service=bench")
         rm -f "$WORK/d"* "$WORK/s"*
 
@@ -166,7 +173,9 @@ for size in $SIZES; do
             if [ $((round % 2)) -eq 1 ]; then
                 cold_docker
                 cold_shipit $keep
+                cold_floor
             else
+                cold_floor
                 cold_shipit $keep
                 cold_docker
             fi
@@ -192,15 +201,18 @@ for size in $SIZES; do
         # The cold ratio is the median of the rounds' own ratios (each pair ran back to back).
         ratio=$(paste -d' ' <(cut -d' ' -f1 "$WORK/scold") <(cut -d' ' -f1 "$WORK/dcold") |
             awk '{print $1/$2}' | median)
-        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" \
+        floor_ratio=$(paste -d' ' <(cut -d' ' -f1 "$WORK/scold") <(cut -d' ' -f1 "$WORK/fcold") |
+            awk '{print $1/$2}' | median)
+        printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" \
             "$(cut -d' ' -f1 "$WORK/dcold" | median)" "$(cut -d' ' -f2 "$WORK/dcold" | median)" \
             "$(cut -d' ' -f1 "$WORK/dsame" | median)" "$(cut -d' ' -f1 "$WORK/dre")" \
             "$(cut -d' ' -f1 "$WORK/scold" | median)" "$(cut -d' ' -f2 "$WORK/scold" | sort -n | tail -1)" \
             "$(median <"$WORK/sdecide")" "$(median <"$WORK/slist")" \
             "$(cut -d' ' -f1 "$WORK/ssame" | median)" \
-            "$(cut -d' ' -f1 "$WORK/sre")" "$ratio" >>"$RESULTS"
+            "$(cut -d' ' -f1 "$WORK/sre")" "$ratio" \
+            "$(cut -d' ' -f1 "$WORK/fcold" | median)" "$floor_ratio" >>"$RESULTS"
         echo "row: $(tail -1 "$RESULTS")" >&2
-        echo "cold ms per round: docker $(cut -d' ' -f1 "$WORK/dcold" | tr '\n' ' ')/ shipit $(cut -d' ' -f1 "$WORK/scold" | tr '\n' ' ')" >&2
+        echo "cold ms per round: docker $(cut -d' ' -f1 "$WORK/dcold" | tr '\n' ' ')/ shipit $(cut -d' ' -f1 "$WORK/scold" | tr '\n' ' ')/ docker without labels $(cut -d' ' -f1 "$WORK/fcold" | tr '\n' ' ')" >&2
         rm -rf "$ctx" "$WORK/cache"
     done
 done
@@ -209,7 +221,7 @@ echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 echo
 echo "Reproduce: SIZES=\"$SIZES\" SHAPES=\"$SHAPES\" REPEATS=$REPEATS ROUNDS=$ROUNDS ENGINE_IMAGES=$ENGINE_IMAGES bench/build.sh"
 echo
-echo "| context | docker cold s | docker RSS MiB | docker unchanged s | docker 1 changed s | shipit cold s | shipit RSS MiB | shipit unchanged decision ms | the same without the image record ms | shipit unchanged process ms | shipit 1 changed s | cold shipit/docker |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
-awk -F'\t' '{ printf "| %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %d | %.2f | %.2f |\n",
-    $1, $2/1000, $3/1024, $4/1000, $5/1000, $6/1000, $7/1024, $8, $9, $10, $11/1000, $12 }' "$RESULTS"
+echo "| context | docker cold s | docker RSS MiB | docker unchanged s | docker 1 changed s | shipit cold s | shipit RSS MiB | shipit unchanged decision ms | the same without the image record ms | shipit unchanged process ms | shipit 1 changed s | cold shipit/docker | floor: docker cold without labels s | cold shipit/floor |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+awk -F'\t' '{ printf "| %s | %.2f | %.1f | %.2f | %.2f | %.2f | %.1f | %.1f | %.1f | %d | %.2f | %.2f | %.2f | %.2f |\n",
+    $1, $2/1000, $3/1024, $4/1000, $5/1000, $6/1000, $7/1024, $8, $9, $10, $11/1000, $12, $13/1000, $14 }' "$RESULTS"
