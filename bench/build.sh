@@ -162,7 +162,7 @@ for size in $SIZES; do
         # of its own, with a container and a commit (about 0.8 s apiece here); shipit puts
         # its labels on in one LABEL step after the build. The floor gets no label at all.
         dlabels=(--label "$LABEL" --label "shipit.context-hash=docker" --label "shipit.service=bench")
-        rm -f "$WORK/d"* "$WORK/s"*
+        rm -f "$WORK/d"* "$WORK/s"* "$WORK/fcold"
 
         # Cold builds in alternating order, so whatever the engine or the page cache carries
         # from one build to the next favours neither side; the last one keeps shipit's image.
