@@ -218,6 +218,13 @@ fn hello_context(images: &TestImages) -> tempfile::TempDir {
     dir
 }
 
+/// [`hello_context`] with `dockerfile` as its Dockerfile.
+fn hello_context_with(images: &TestImages, dockerfile: &str) -> tempfile::TempDir {
+    let dir = hello_context(images);
+    std::fs::write(dir.path().join("Dockerfile"), dockerfile).unwrap();
+    dir
+}
+
 async fn run(
     docker: &Docker,
     images: &TestImages,
@@ -388,12 +395,10 @@ async fn changed_file_builds_a_new_image_with_a_new_hash() {
 async fn failing_step_is_reported_with_the_engine_error_and_last_lines() {
     let docker = crate::docker::connect().await.unwrap();
     let images = TestImages::new();
-    let context = hello_context(&images);
-    std::fs::write(
-        context.path().join("Dockerfile"),
+    let context = hello_context_with(
+        &images,
         "FROM scratch\nCOPY hello.txt /hello.txt\nCOPY missing.txt /\n",
-    )
-    .unwrap();
+    );
     let req = images.request(context.path(), "broken");
 
     let (result, events) = run(&docker, &images, &req).await;
@@ -847,8 +852,7 @@ CMD [\"serve\"]
 async fn labels_take_one_step_and_give_the_image_the_engine_gives_with_a_step_each() {
     let docker = crate::docker::connect().await.unwrap();
     let images = TestImages::new();
-    let context = hello_context(&images);
-    std::fs::write(context.path().join("Dockerfile"), FULL_CONFIG_DOCKERFILE).unwrap();
+    let context = hello_context_with(&images, FULL_CONFIG_DOCKERFILE);
     let mut req = images.request(context.path(), "folded");
     req.labels.insert(
         "shipit.test.tricky".to_string(),
@@ -900,12 +904,10 @@ async fn labels_take_one_step_and_give_the_image_the_engine_gives_with_a_step_ea
 async fn onbuild_and_maintainer_keep_their_place_and_the_labels_go_on_the_build() {
     let docker = crate::docker::connect().await.unwrap();
     let images = TestImages::new();
-    let context = hello_context(&images);
-    std::fs::write(
-        context.path().join("Dockerfile"),
+    let context = hello_context_with(
+        &images,
         "FROM scratch\nMAINTAINER shipit tests\nCOPY hello.txt /hello.txt\nONBUILD COPY . /app\n",
-    )
-    .unwrap();
+    );
     let req = images.request(context.path(), "onbuild");
     let (built, events) = run(&docker, &images, &req).await;
     let built = built.unwrap();
