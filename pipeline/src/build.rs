@@ -207,6 +207,7 @@ pub async fn build(
     labels.insert(SERVICE_LABEL.to_string(), req.service.clone());
     // One LABEL step after the build rather than one step per label (see `labels`), unless
     // folding could change the image.
+    let count = labels.len();
     let folded = match labels::instruction(&labels) {
         Some(line) if dockerfile_allows_folding(req).await => Some(line),
         _ => None,
@@ -253,6 +254,9 @@ pub async fn build(
     match (packed, sent) {
         (Ok(()), Ok(built)) => {
             if let Some(line) = folded {
+                progress(BuildProgress::Output(format!(
+                    "labelling the image: {count} labels in one LABEL step"
+                )));
                 label(docker, req, built, &line, progress).await?;
             }
         }
@@ -372,9 +376,6 @@ async fn label(
             last_lines: Vec::new(),
         });
     };
-    progress(BuildProgress::Output(format!(
-        "labelling the image in one step: {instruction}"
-    )));
     let tar = labels::context_tar(&labels::dockerfile(&id, instruction))
         .expect("a tar of one small file is written to memory");
     let options = BuildImageOptionsBuilder::default()

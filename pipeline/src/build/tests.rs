@@ -867,7 +867,7 @@ async fn labels_take_one_step_and_give_the_image_the_engine_gives_with_a_step_ea
     let built = built.unwrap();
     assert_eq!(label_steps(&docker, &req.tag).await, 1);
     assert!(
-        events.iter().any(|e| matches!(e, BuildProgress::Output(line) if line.starts_with("labelling the image in one step: LABEL "))),
+        events.iter().any(|e| matches!(e, BuildProgress::Output(line) if line == &format!("labelling the image: {} labels in one LABEL step", req.labels.len() + 2))),
         "{events:?}"
     );
     // The Dockerfile's steps are the only steps reported.
