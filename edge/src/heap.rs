@@ -6,11 +6,16 @@
 //! 57 MiB at rest after the benchmark's loads, against 18 MiB before them.
 //!
 //! So the edge looks every [`CHECK_EVERY`] at how much freed memory malloc holds
-//! (`mallinfo2`) and at its own resident size. When malloc holds at least [`TRIM_AT`] free
-//! and the process grew by at least [`TRIM_AT`] since the last trim, it asks malloc to give
-//! the free pages back (`malloc_trim(0)`, on a blocking thread). A trim walks the arenas
-//! under their locks, so it happens after a burst, not under a steady load: memory that
-//! steady traffic reuses does not make the process grow, and gives no trim.
+//! (`mallinfo2`) and at its own resident size. When malloc holds at least [`TRIM_AT`] free,
+//! and since the last trim either the process grew or malloc's free memory grew by at least
+//! [`TRIM_AT`], it asks malloc to give the free pages back (`malloc_trim(0)`, on a blocking
+//! thread). A trim walks the arenas under their locks, so it happens after a burst, not on
+//! every check: memory that steady traffic reuses moves neither figure by that much.
+//!
+//! Both are needed. A trim during a load leaves the process at the load's size; when the
+//! load ends, what it frees does not make the process grow, but it does make malloc's free
+//! memory grow. And a trimmed chunk stays counted as free, so free memory alone would trim
+//! again and again for nothing.
 //!
 //! Only glibc has these calls; elsewhere this is a no-op.
 
@@ -29,19 +34,24 @@ pub const TRIM_AT: usize = 8 << 20;
 #[derive(Debug, Default)]
 pub struct Policy {
     /// The resident size right after the last trim (0 before the first).
-    after_last_trim: usize,
+    resident_after_trim: usize,
+    /// Malloc's free bytes right after the last trim (0 before the first).
+    free_after_trim: usize,
 }
 
 impl Policy {
     /// Whether a heap holding `free` bytes freed, in a process of `resident` bytes, should be
     /// trimmed now.
     pub fn due(&self, free: usize, resident: usize) -> bool {
-        free >= TRIM_AT && resident >= self.after_last_trim.saturating_add(TRIM_AT)
+        free >= TRIM_AT
+            && (resident >= self.resident_after_trim.saturating_add(TRIM_AT)
+                || free >= self.free_after_trim.saturating_add(TRIM_AT))
     }
 
-    /// Records a trim that left the process at `resident` bytes.
-    pub fn trimmed(&mut self, resident: usize) {
-        self.after_last_trim = resident;
+    /// Records a trim that left malloc holding `free` bytes and the process at `resident`.
+    pub fn trimmed(&mut self, free: usize, resident: usize) {
+        self.free_after_trim = free;
+        self.resident_after_trim = resident;
     }
 }
 
@@ -67,7 +77,7 @@ pub fn check(policy: &mut Policy) -> Option<Trim> {
     }
     trim();
     let after = resident_bytes()?;
-    policy.trimmed(after);
+    policy.trimmed(malloc_free_bytes()?, after);
     Some(Trim { before, after })
 }
 
@@ -146,17 +156,21 @@ pub fn resident_bytes() -> Option<usize> {
 mod tests {
     use super::*;
 
+    const MIB: usize = 1 << 20;
+
     #[test]
-    fn a_trim_is_due_when_much_is_free_and_the_process_grew_since_the_last() {
+    fn a_trim_is_due_when_much_is_free_and_the_process_or_the_free_memory_grew_since_the_last() {
         let mut policy = Policy::default();
-        assert!(!policy.due(TRIM_AT - 1, 500 << 20), "little free");
-        assert!(policy.due(TRIM_AT, 500 << 20));
-        policy.trimmed(100 << 20);
-        // Free chunks stay counted as free after their pages went back: no trim again
-        // until the process grew.
-        assert!(!policy.due(200 << 20, 100 << 20));
-        assert!(!policy.due(200 << 20, (100 << 20) + TRIM_AT - 1));
-        assert!(policy.due(200 << 20, (100 << 20) + TRIM_AT));
-        assert!(!policy.due(TRIM_AT - 1, 900 << 20));
+        assert!(!policy.due(TRIM_AT - 1, 500 * MIB), "little free");
+        assert!(policy.due(TRIM_AT, 500 * MIB));
+        policy.trimmed(20 * MIB, 100 * MIB);
+        // Trimmed chunks stay counted as free: no trim again for the same free memory.
+        assert!(!policy.due(20 * MIB, 100 * MIB));
+        assert!(!policy.due(20 * MIB + TRIM_AT - 1, 100 * MIB + TRIM_AT - 1));
+        // The process grew (a burst under way)...
+        assert!(policy.due(20 * MIB, 100 * MIB + TRIM_AT));
+        // ...or a load ended and freed what it held, without the process growing.
+        assert!(policy.due(20 * MIB + TRIM_AT, 90 * MIB));
+        assert!(!policy.due(TRIM_AT - 1, 900 * MIB), "little free");
     }
 }
