@@ -26,7 +26,6 @@ pub mod error;
 mod expiry;
 pub mod framing;
 pub mod handover;
-pub mod heap;
 pub mod lease;
 pub(crate) mod listener;
 pub mod log_file;

@@ -259,7 +259,6 @@ fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
         Arc::clone(edge),
         edge.stop.subscribe(),
     ));
-    tasks.spawn(crate::heap::trim_after_bursts(edge.stop.subscribe()));
     let admin_socket = edge.dir.join(ADMIN_SOCKET);
     tracing::info!(
         listen = %edge.listen, tls = ?edge.tls_listen, admin = %admin_socket.display(),
