@@ -159,7 +159,7 @@ for size in $SIZES; do
         two=$(find "$ctx" -name '*.bin' | sort | tail -1)
         # Both builders carry three labels (shipit adds its context-hash and service labels to
         # the run's). The classic builder makes each label given with a build request a step
-        # of its own, with a container and a commit (about 0.8 s apiece here); shipit puts
+        # of its own, with a container and a commit (about 1 s apiece here); shipit puts
         # its labels on in one LABEL step after the build. The floor gets no label at all.
         dlabels=(--label "$LABEL" --label "shipit.context-hash=docker" --label "shipit.service=bench")
         rm -f "$WORK/d"* "$WORK/s"* "$WORK/fcold"
