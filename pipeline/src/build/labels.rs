@@ -1,8 +1,9 @@
 //! The image's labels in one build step.
 //!
 //! The engine's classic builder turns each label of a build request into a step of its own: a
-//! container is created and committed for every label (about 1 s each on the test engine, more on an image of many files).
-//! A release puts six to eight labels on its image, which made several seconds of every build.
+//! container is created and committed for every label (about 1 s each on the test engine,
+//! more on an image of many files). A release puts six to eight labels on its image, which
+//! made several seconds of every build.
 //!
 //! So the context is built without labels, and the labels are put on the result by a second,
 //! tiny build whose whole Dockerfile is `FROM <id>` and one `LABEL` instruction holding them all
