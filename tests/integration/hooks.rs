@@ -160,6 +160,15 @@ fn pass_migrate_env(project: &Project) {
 
 /// The migrate container of `project`, running or not, if there is one.
 fn migrate_container(project: &Project) -> Option<String> {
+    migrate_container_where(project, &[])
+}
+
+/// The migrate container, if it exists and is running (not only created).
+fn running_migrate_container(project: &Project) -> Option<String> {
+    migrate_container_where(project, &["--filter", "status=running"])
+}
+
+fn migrate_container_where(project: &Project, filters: &[&str]) -> Option<String> {
     let name = format!(
         "shipit-{}-local-{}-migrate",
         project.project_id(),
@@ -168,6 +177,7 @@ fn migrate_container(project: &Project) -> Option<String> {
     let out = std::process::Command::new("docker")
         .args(["ps", "-aq", "--filter"])
         .arg(format!("name=^{name}$"))
+        .args(filters)
         .output()
         .unwrap();
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -300,16 +310,18 @@ async fn a_migration_left_running_by_a_killed_run_blocks_the_next_one_until_it_e
     let mut run = tokio::process::Command::from(project.command(&["release"]));
     run.env("HELLO_MIGRATE_MS", "120000");
     let mut child = run.spawn().unwrap();
-    // Bounded: the migration starts within the release's first seconds.
+    // Bounded: the migration starts within the release's first seconds. Running, not only
+    // created: a run killed between the create and the start leaves a container that never
+    // ran, which the next release rightly removes.
     let deadline = Instant::now() + std::time::Duration::from_secs(60);
-    while migrate_container(&project).is_none() {
-        assert!(Instant::now() < deadline, "no migrate container appeared");
+    while running_migrate_container(&project).is_none() {
+        assert!(Instant::now() < deadline, "no migrate container started");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     child.start_kill().unwrap();
     child.wait().await.unwrap();
     assert!(
-        migrate_container(&project).is_some(),
+        running_migrate_container(&project).is_some(),
         "SIGKILL leaves it running"
     );
     assert_eq!(project.status()["live"]["release"], first.as_str());
