@@ -241,7 +241,7 @@ pub async fn build(
             }
         }
     });
-    let sent = send(docker, req, options, chunks, progress, Steps::Report).await;
+    let sent = send(docker, req, options, chunks, progress).await;
     let packed = match packer.await {
         Ok(packed) => packed,
         Err(e) => match e.try_into_panic() {
@@ -289,15 +289,6 @@ pub async fn build(
     })
 }
 
-/// Whether the builder's step headers become [`BuildProgress::Step`] or are kept quiet (the
-/// labelling build's two steps are not steps of the service's Dockerfile).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-enum Steps {
-    #[default]
-    Report,
-    Quiet,
-}
-
 /// Runs the engine's build on the streamed `chunks`, reporting its output. Returns the id of
 /// the image built, as the engine gave it (`None` from an engine that gave none).
 async fn send(
@@ -306,12 +297,8 @@ async fn send(
     options: bollard::query_parameters::BuildImageOptions,
     chunks: impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> + Send + 'static,
     progress: &mut (dyn FnMut(BuildProgress) + Send),
-    steps: Steps,
 ) -> Result<Option<String>, BuildError> {
-    let mut output = BuildOutput {
-        steps,
-        ..BuildOutput::default()
-    };
+    let mut output = BuildOutput::default();
     let mut built = None;
     let mut stream = docker.build_image(options, None, Some(bollard::body_try_stream(chunks)));
     while let Some(item) = stream.next().await {
@@ -385,7 +372,14 @@ async fn label(
         .forcerm(true)
         .build();
     let body = futures_util::stream::once(async move { Ok(bytes::Bytes::from(tar)) });
-    send(docker, req, options, body, progress, Steps::Quiet).await?;
+    // Its two steps are not steps of the service's Dockerfile: only its other lines are passed
+    // on (a failure still names its step).
+    let mut quiet = |event: BuildProgress| {
+        if !matches!(event, BuildProgress::Step { .. }) {
+            progress(event);
+        }
+    };
+    send(docker, req, options, body, &mut quiet).await?;
     Ok(())
 }
 
@@ -595,7 +589,6 @@ fn safe_name(service: &str) -> String {
 /// the rest [`BuildProgress::Output`]. Keeps the current step and the last lines for errors.
 #[derive(Debug, Default)]
 struct BuildOutput {
-    steps: Steps,
     partial: String,
     step: Option<String>,
     tail: VecDeque<String>,
@@ -626,7 +619,6 @@ impl BuildOutput {
         }
         self.tail.push_back(line.to_string());
         match parse_step(line) {
-            Some(_) if self.steps == Steps::Quiet => self.step = Some(line.to_string()),
             Some((index, total, text)) => {
                 self.step = Some(line.to_string());
                 progress(BuildProgress::Step {
