@@ -658,21 +658,31 @@ async fn qualifying_image(
     hash: &str,
     variant: &str,
 ) -> String {
-    let mut tar = tar::Builder::new(Vec::new());
-    let dockerfile = b"FROM scratch\nLABEL shipit.test.note=raw\n";
-    let mut header = tar::Header::new_gnu();
-    header.set_size(dockerfile.len() as u64);
-    header.set_mode(0o644);
-    tar.append_data(&mut header, "Dockerfile", &dockerfile[..])
-        .unwrap();
-    let body = tar.into_inner().unwrap();
-    let mut labels: HashMap<String, String> = req.labels.clone().into_iter().collect();
+    let body = labels::context_tar("FROM scratch\nLABEL shipit.test.note=raw\n").unwrap();
+    let mut labels = req.labels.clone();
     labels.insert(CONTEXT_HASH_LABEL.to_string(), hash.to_string());
     labels.insert(SERVICE_LABEL.to_string(), req.service.clone());
     labels.insert("variant".to_string(), variant.to_string());
-    let tag = images.tag(&format!("raw-{variant}"));
+    engine_build(
+        docker,
+        body,
+        &images.tag(&format!("raw-{variant}")),
+        &labels,
+    )
+    .await
+}
+
+/// Builds the context tar `body` straight through the engine, tagged `tag`, with `labels` on
+/// the request (the engine's own way: one step per label). Returns the image id.
+async fn engine_build(
+    docker: &Docker,
+    body: Vec<u8>,
+    tag: &str,
+    labels: &BTreeMap<String, String>,
+) -> String {
+    let labels: HashMap<String, String> = labels.clone().into_iter().collect();
     let options = BuildImageOptionsBuilder::default()
-        .t(&tag)
+        .t(tag)
         .labels(&labels)
         .rm(true)
         .build();
@@ -680,7 +690,7 @@ async fn qualifying_image(
     while let Some(item) = stream.next().await {
         item.unwrap();
     }
-    docker.inspect_image(&tag).await.unwrap().id.unwrap()
+    docker.inspect_image(tag).await.unwrap().id.unwrap()
 }
 
 #[tokio::test]
@@ -808,18 +818,7 @@ async fn engine_labelled_build(
         tar.append_data(&mut header, entry.file_name(), content.as_slice())
             .unwrap();
     }
-    let body = tar.into_inner().unwrap();
-    let labels: HashMap<String, String> = labels.clone().into_iter().collect();
-    let options = BuildImageOptionsBuilder::default()
-        .t(tag)
-        .labels(&labels)
-        .rm(true)
-        .build();
-    let mut stream = docker.build_image(options, None, Some(bollard::body_full(body.into())));
-    while let Some(item) = stream.next().await {
-        item.unwrap();
-    }
-    docker.inspect_image(tag).await.unwrap().id.unwrap()
+    engine_build(docker, tar.into_inner().unwrap(), tag, labels).await
 }
 
 /// The steps of an image's history that set labels.
