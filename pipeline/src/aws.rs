@@ -38,10 +38,51 @@ pub const THROTTLING_CODES: &[&str] = &[
 
 /// The SDK configuration for `region`, everything else from the standard chain.
 pub async fn sdk_config(region: &str) -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.to_string()))
-        .load()
-        .await
+    sdk_config_for(region, None).await
+}
+
+/// The SDK configuration for `region` and an ecs target's `endpoint`.
+///
+/// With an endpoint, every call goes there. An endpoint on a loopback address is an emulator
+/// on this machine (`shipit sandbox`, moto, LocalStack): it checks no signature, so the calls
+/// are signed with fixed placeholder credentials and the credential chain (a profile, SSO,
+/// instance metadata) is never asked. Real credentials never leave for a local emulator.
+pub async fn sdk_config_for(region: &str, endpoint: Option<&str>) -> SdkConfig {
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).region(Region::new(region.to_string()));
+    if let Some(url) = endpoint {
+        loader = loader.endpoint_url(url);
+        if is_loopback_url(url) {
+            loader = loader.credentials_provider(aws_credential_types::Credentials::new(
+                "shipit-emulator",
+                "shipit-emulator",
+                None,
+                None,
+                "shipit-loopback-endpoint",
+            ));
+        }
+    }
+    loader.load().await
+}
+
+/// Whether `url`'s host is `localhost` or a loopback address.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Some(rest) = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or("");
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 /// One client per AWS service shipit uses.
@@ -211,6 +252,29 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_loopback_host_counts_as_a_local_emulator() {
+        for local in [
+            "http://127.0.0.1:4566",
+            "http://localhost:5000/",
+            "https://LOCALHOST",
+            "http://[::1]:4566",
+            "http://127.0.0.2",
+        ] {
+            assert!(is_loopback_url(local), "{local}");
+        }
+        for remote in [
+            "https://ecs.us-east-1.amazonaws.com",
+            "http://10.0.0.1:4566",
+            "http://localhost.example.com",
+            "http://127.0.0.1.example.com",
+            "127.0.0.1:4566",
+            "http://[::2]:4566",
+        ] {
+            assert!(!is_loopback_url(remote), "{remote}");
+        }
+    }
 
     #[test]
     fn reads_are_told_from_writes_by_their_name() {

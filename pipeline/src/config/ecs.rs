@@ -79,6 +79,10 @@ impl<T> PerSlot<T> {
 #[derive(Debug, Clone, Serialize)]
 pub struct EcsTarget {
     pub region: String,
+    /// Where every AWS call goes instead of AWS's own endpoints: an emulator such as
+    /// `shipit sandbox`'s (`http://127.0.0.1:4566`). `None`: the SDK's standard chain
+    /// (`AWS_ENDPOINT_URL`, or AWS itself). See [`crate::aws::sdk_config_for`].
+    pub endpoint: Option<String>,
     pub cluster: String,
     /// The production listener. Its default action forwards to the live slot's target group,
     /// unless `rule_arn` names one of its rules to do that instead.
@@ -185,6 +189,7 @@ fn keys_of(raw: &RawTarget) -> Vec<(&'static str, bool)> {
         ("keep_images", raw.keep_images.is_some()),
         ("edge", raw.edge.is_some()),
         ("region", raw.region.is_some()),
+        ("endpoint", raw.endpoint.is_some()),
         ("cluster", raw.cluster.is_some()),
         ("listener_arn", raw.listener_arn.is_some()),
         ("rule_arn", raw.rule_arn.is_some()),
@@ -241,6 +246,9 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
 
     let region = required(raw.region, "region", "\"us-east-1\"")?;
     check_region(&region, &path.key("region"))?;
+    let endpoint = optional(raw.endpoint)
+        .map(|url| check_endpoint(&url, &path.key("endpoint")).map(|()| url))
+        .transpose()?;
     let cluster = required(raw.cluster, "cluster", "\"<the ECS cluster's name>\"")?;
     check_ecs_name(&cluster, "cluster", &path.key("cluster"))?;
 
@@ -410,6 +418,7 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
 
     Ok(EcsTarget {
         region,
+        endpoint,
         cluster,
         listener_arn,
         rule_arn,
@@ -591,6 +600,30 @@ fn check_ecs_name(name: &str, noun: &str, path: &KeyPath) -> Result<(), Problem>
             "invalid ECS {noun} name {name:?}: expected letters, digits, - and _, at most 255 \
              characters (a name, not an ARN)"
         ),
+    ))
+}
+
+/// `http://<host>[:<port>]` or `https://…`: an endpoint's scheme and authority, nothing after
+/// them (the SDK adds each service's path).
+fn check_endpoint(url: &str, path: &KeyPath) -> Result<(), Problem> {
+    let authority = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .map(|rest| rest.strip_suffix('/').unwrap_or(rest));
+    let ok = authority.is_some_and(|a| {
+        !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || ".-:[]".contains(c))
+    });
+    if ok {
+        return Ok(());
+    }
+    Err(Problem::value(
+        path.clone(),
+        format!("invalid endpoint {url:?}: expected http://<host>[:<port>] or https://…"),
+    )
+    .with_hint(
+        "for example endpoint = \"http://127.0.0.1:4566\"; leave it out to reach AWS itself",
     ))
 }
 

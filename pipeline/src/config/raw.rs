@@ -175,6 +175,7 @@ pub(crate) struct RawTarget {
     pub(crate) keep_images: Option<Count>,
     // The keys of `kind = "ecs"` targets; [`ECS_KEYS`] lists them, `config/ecs.rs` checks them.
     pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
     pub(crate) cluster: Option<String>,
     pub(crate) listener_arn: Option<String>,
     pub(crate) rule_arn: Option<String>,
@@ -205,6 +206,7 @@ pub(crate) struct RawTarget {
 /// The target keys only a `kind = "ecs"` target takes.
 pub(crate) const ECS_KEYS: &[&str] = &[
     "region",
+    "endpoint",
     "cluster",
     "listener_arn",
     "rule_arn",

@@ -423,7 +423,7 @@ impl Kind for EcsPlatform {
     type Plan = EcsPlan;
 
     async fn open(opening: &Opening<'_>, target: &EcsTarget) -> Result<Self, PlatformError> {
-        let sdk = crate::aws::sdk_config(&target.region).await;
+        let sdk = crate::aws::sdk_config_for(&target.region, target.endpoint.as_deref()).await;
         let read_only = opening.read_only.then(ReadOnly::new);
         let clients = match &read_only {
             Some(guard) => Clients::read_only(&sdk, guard),

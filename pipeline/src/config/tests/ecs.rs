@@ -390,3 +390,35 @@ fn repository_names_a_registry_host_without_a_tag() {
         );
     }
 }
+
+#[test]
+fn an_endpoint_is_a_url_of_scheme_and_host_only() {
+    assert_eq!(ecs_target(&parse(&ecs_config(""))).endpoint, None);
+    for good in [
+        "http://127.0.0.1:4566",
+        "https://ecs.internal.example:443/",
+        "http://[::1]:5000",
+    ] {
+        let config = parse(&ecs_config(&format!("endpoint = \"{good}\"\n")));
+        assert_eq!(ecs_target(&config).endpoint.as_deref(), Some(good));
+    }
+    for bad in [
+        "127.0.0.1:4566",
+        "ftp://x",
+        "http://",
+        "http://h/path",
+        "http://h?x=1",
+    ] {
+        let error = parse_err(&ecs_config(&format!("endpoint = \"{bad}\"\n")));
+        assert_eq!(error.key.as_deref(), Some("targets.aws.endpoint"), "{bad}");
+        assert!(
+            error.message.contains("expected http://"),
+            "{bad}: {}",
+            error.message
+        );
+    }
+    let error = parse_err(&format!(
+        "{HELLO}\n[targets.local]\nkind = \"local\"\nendpoint = \"http://127.0.0.1:4566\"\n"
+    ));
+    assert_eq!(error.key.as_deref(), Some("targets.local.endpoint"));
+}

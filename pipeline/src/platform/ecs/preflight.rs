@@ -329,7 +329,9 @@ impl EcsPlatform {
             let client = if region == self.target.region {
                 self.clients.logs.clone()
             } else {
-                aws_sdk_cloudwatchlogs::Client::new(&crate::aws::sdk_config(&region).await)
+                aws_sdk_cloudwatchlogs::Client::new(
+                    &crate::aws::sdk_config_for(&region, self.target.endpoint.as_deref()).await,
+                )
             };
             let check = |status, detail: String, hint: Option<String>| Check {
                 what: "log group",
@@ -551,7 +553,7 @@ impl EcsPlatform {
         let config = if arn.region == self.target.region {
             None
         } else {
-            Some(crate::aws::sdk_config(&arn.region).await)
+            Some(crate::aws::sdk_config_for(&arn.region, self.target.endpoint.as_deref()).await)
         };
         match arn.store {
             SecretStore::SecretsManager => {
