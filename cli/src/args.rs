@@ -261,6 +261,17 @@ pub enum Command {
         #[command(subcommand)]
         command: EdgeCommand,
     },
+    /// A local AWS for the ecs target: an emulator, a registry and the resources, in one command
+    ///
+    /// `sandbox up` starts the moto server on 127.0.0.1 (installed once into a venv under the
+    /// state directory) and a Docker registry, creates a VPC, subnets, a load balancer with a
+    /// production and a test listener, two target groups and an ECS cluster there, and
+    /// writes a [targets.sandbox] block into the config. `release --dry-run --target sandbox`,
+    /// `plan`, `verify` and `status` then run against it with no AWS account.
+    Sandbox {
+        #[command(subcommand)]
+        command: SandboxCommand,
+    },
     /// Print the shell completion script for SHELL on stdout
     ///
     /// bash: `shipit completions bash > ~/.local/share/bash-completion/completions/shipit`;
@@ -332,9 +343,54 @@ impl Command {
                 | EdgeCommand::Upgrade { json, .. }
                 | EdgeCommand::Reload { json, .. } => *json,
             },
+            Command::Sandbox { command } => match command {
+                SandboxCommand::Up { json, .. }
+                | SandboxCommand::Down { json }
+                | SandboxCommand::Status { json } => *json,
+            },
             Command::Completions { .. } | Command::Man { .. } => false,
         }
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SandboxCommand {
+    /// Start the sandbox (or find the one that runs) and write [targets.sandbox] into the config
+    ///
+    /// Everything binds to 127.0.0.1. Run again, it finds the running sandbox and rewrites the
+    /// block; after a crash of its emulator it starts a new one (with new resources).
+    Up {
+        /// Use the AWS emulator at this URL (moto, LocalStack Pro) instead of starting one
+        #[arg(long, value_name = "URL")]
+        endpoint: Option<String>,
+        /// The port of the emulator the sandbox starts
+        #[arg(long, value_name = "PORT", default_value_t = shipit_pipeline::sandbox::DEFAULT_EMULATOR_PORT)]
+        emulator_port: u16,
+        /// The port of the image registry
+        #[arg(long, value_name = "PORT", default_value_t = shipit_pipeline::sandbox::DEFAULT_REGISTRY_PORT)]
+        registry_port: u16,
+        /// Run this moto_server instead of installing one into the sandbox's venv
+        #[arg(long, value_name = "PATH", conflicts_with = "endpoint")]
+        moto_server: Option<PathBuf>,
+        /// Print the [targets.sandbox] block on stdout instead of writing it into the config
+        #[arg(long)]
+        print: bool,
+        /// Print the sandbox as JSON on stdout
+        #[arg(long, conflicts_with = "print")]
+        json: bool,
+    },
+    /// Stop what `sandbox up` started, and take [targets.sandbox] out of the config
+    Down {
+        /// Print what was removed as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show whether the sandbox runs, where, and what died (exit 6 when it does not run)
+    Status {
+        /// Print the sandbox as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]

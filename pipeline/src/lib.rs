@@ -23,6 +23,7 @@ pub mod platform;
 pub mod pre_build;
 pub mod registry;
 pub mod release;
+pub mod sandbox;
 pub mod secret;
 pub mod shift;
 pub mod state_dir;

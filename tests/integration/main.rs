@@ -34,6 +34,7 @@ mod records;
 mod registry;
 mod release;
 mod rollback;
+mod sandbox;
 mod secrets;
 mod services;
 mod slots;

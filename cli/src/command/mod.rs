@@ -11,6 +11,7 @@ pub mod init;
 mod lock;
 mod plan;
 mod release;
+mod sandbox;
 mod status;
 mod verify;
 mod version;
@@ -173,6 +174,7 @@ pub async fn run(cli: Cli, printer: Printer) -> Result<(), Failure> {
         Command::Config { command } => config::run(global, command, printer),
         Command::Version { command } => version::run(global, command, printer),
         Command::Edge { command } => edge::run(global, command, printer).await,
+        Command::Sandbox { command } => sandbox::run(global, command, printer).await,
         Command::Init {
             dir,
             kind,

@@ -1,0 +1,163 @@
+//! `shipit sandbox up|down|status`: a local AWS for the ecs target (see
+//! `shipit_pipeline::sandbox`).
+
+use shipit_pipeline::sandbox::{self, SandboxError, Status, UpOptions};
+
+use super::load_config;
+use crate::args::{Global, SandboxCommand};
+use crate::exit::{self, Failure};
+use crate::printer::Printer;
+
+impl From<SandboxError> for Failure {
+    fn from(e: SandboxError) -> Failure {
+        let code = if e.is_usage() {
+            exit::CONFIG
+        } else {
+            exit::PLATFORM
+        };
+        let hint = e.hint();
+        let failure = Failure::new(code, e.to_string());
+        match hint {
+            Some(hint) => failure.hint(hint),
+            None => failure,
+        }
+    }
+}
+
+pub async fn run(
+    global: &Global,
+    command: SandboxCommand,
+    printer: Printer,
+) -> Result<(), Failure> {
+    let config = load_config(global)?;
+    let progress = |line: &str| printer.info(&format!("sandbox: {line}"));
+    match command {
+        SandboxCommand::Up {
+            endpoint,
+            emulator_port,
+            registry_port,
+            moto_server,
+            print,
+            json,
+        } => {
+            if let Some(url) = &endpoint
+                && !(url.starts_with("http://") || url.starts_with("https://"))
+            {
+                return Err(Failure::new(
+                    exit::CONFIG,
+                    format!("--endpoint {url:?} is not a URL: expected http://<host>:<port>"),
+                ));
+            }
+            let options = UpOptions {
+                endpoint,
+                emulator_port,
+                registry_port,
+                moto_server,
+                print,
+            };
+            let up = sandbox::up(&config, &options, &progress).await?;
+            if json {
+                printer.json(&up);
+            } else if print {
+                printer.data(up.block.trim_end());
+            } else {
+                let verb = if up.outcome == "found" {
+                    "is already running"
+                } else {
+                    "is running"
+                };
+                printer.data(&format!(
+                    "the sandbox {verb}: AWS endpoint {}, image registry {}",
+                    up.status.endpoint.as_deref().unwrap_or("?"),
+                    up.status.registry.as_deref().unwrap_or("?"),
+                ));
+                printer.data(&format!(
+                    "[targets.{}] is in {}; try:\n  shipit config check\n  shipit release --dry-run --target {}\n  shipit sandbox down   # stops it and takes the target out again",
+                    sandbox::TARGET,
+                    config.path.display(),
+                    sandbox::TARGET,
+                ));
+            }
+            Ok(())
+        }
+        SandboxCommand::Down { json } => {
+            let down = sandbox::down(&config, &progress).await?;
+            if json {
+                printer.json(&down);
+            } else if down.outcome == "absent" {
+                printer.data(&format!(
+                    "no sandbox runs for {}: nothing to stop",
+                    config.path.display()
+                ));
+            } else {
+                printer.data(&format!(
+                    "the sandbox is down; removed {}",
+                    down.removed.join(", ")
+                ));
+            }
+            Ok(())
+        }
+        SandboxCommand::Status { json } => {
+            let status = sandbox::status(&config)?;
+            if json {
+                printer.json(&status);
+            } else {
+                print_status(&status, printer);
+            }
+            if status.running {
+                Ok(())
+            } else {
+                Err(Failure::silent(exit::PLATFORM))
+            }
+        }
+    }
+}
+
+fn print_status(status: &Status, printer: Printer) {
+    let Some(record) = &status.record else {
+        printer.data("no sandbox: `shipit sandbox up` starts one");
+        return;
+    };
+    printer.data(&format!(
+        "sandbox {} (since {})",
+        status.state, record.started_at
+    ));
+    let emulator = match &record.emulator {
+        Some(p) => format!(
+            "{} (moto, pid {}{})",
+            record.endpoint,
+            p.pid,
+            if p.alive() { "" } else { ", not running" }
+        ),
+        None => format!("{} (given with --endpoint)", record.endpoint),
+    };
+    printer.data(&format!("  AWS endpoint    {emulator}"));
+    printer.data(&format!(
+        "  image registry  {} (pid {}{})",
+        record.registry_address,
+        record.registry.pid,
+        if record.registry.alive() {
+            ""
+        } else {
+            ", not running"
+        }
+    ));
+    printer.data(&format!(
+        "  load balancer   {} (production listener :80, test listener :8080)",
+        record.infra.load_balancer_dns
+    ));
+    printer.data(&format!("  ECS cluster     {}", record.infra.cluster));
+    if let Some(path) = &record.config {
+        printer.data(&format!(
+            "  target          [targets.{}] in {}",
+            status.target,
+            path.display()
+        ));
+    }
+    for problem in &status.problems {
+        printer.warn(problem);
+    }
+    if !status.running {
+        printer.data("`shipit sandbox up` starts it again (with new resources); `shipit sandbox down` cleans up");
+    }
+}

@@ -1,0 +1,609 @@
+//! `shipit sandbox`: a local AWS for the ecs target, in one command.
+//!
+//! [`up`] starts an AWS API emulator on 127.0.0.1 (the moto server, from a venv the sandbox
+//! keeps under `<state_dir>/sandbox/venv`; or the endpoint given with `--endpoint`) and a
+//! Docker registry for the images, then creates what an ecs target needs there through the
+//! SDK ([`infra`]), records it all in `<state_dir>/sandbox/sandbox.json`, and writes a
+//! `[targets.sandbox]` block into the config ([`block`]) whose `endpoint` key sends every
+//! AWS call of that target to the emulator. [`down`] stops what `up` started and takes the
+//! block out; [`status`] says what runs.
+//!
+//! ```text
+//! <state>/sandbox/sandbox.json   the record: endpoint, processes, resources
+//! <state>/sandbox/sandbox.lock   held by one up or down at a time
+//! <state>/sandbox/venv/          the moto server's venv (kept by down: a cache)
+//! <state>/sandbox/moto.log       the emulator's output
+//! <state>/sandbox/registry/      the registry's images, and registry.yml, registry.log
+//! ```
+//!
+//! Everything listens on 127.0.0.1 only.
+
+pub mod block;
+mod emulator;
+pub mod infra;
+mod process;
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg};
+use serde::{Deserialize, Serialize};
+
+pub use emulator::MOTO_REQUIREMENT;
+pub use infra::Infra;
+pub use process::Process;
+
+use crate::aws::Clients;
+use crate::config::Config;
+use crate::state_dir::{create_private_dir, replace_private_file};
+
+/// The sandbox's target in the config, and the prefix of its resources' names.
+pub const TARGET: &str = "sandbox";
+/// The region of the sandbox's resources.
+pub const REGION: &str = "us-east-1";
+pub const DEFAULT_EMULATOR_PORT: u16 = 4566;
+pub const DEFAULT_REGISTRY_PORT: u16 = 5100;
+/// The record's format; a newer one is refused rather than misread.
+const FORMAT: u32 = 1;
+const RECORD_FILE: &str = "sandbox.json";
+const LOCK_FILE: &str = "sandbox.lock";
+/// How long `up` and `down` wait for another one on the same folder.
+const LOCK_WAIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("127.0.0.1:{port} is in use, so {what} cannot listen there: {source}")]
+    PortInUse {
+        port: u16,
+        what: String,
+        flag: String,
+        source: std::io::Error,
+    },
+    #[error("cannot start {what} ({}): {source}", program.display())]
+    Spawn {
+        what: String,
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{what} exited as it started; the end of {}:\n{tail}", log.display())]
+    Died {
+        what: String,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{what} did not listen on 127.0.0.1:{port} within {}s; the end of {}:\n{tail}", waited.as_secs(), log.display())]
+    NotListening {
+        what: String,
+        port: u16,
+        waited: Duration,
+        log: PathBuf,
+        tail: String,
+    },
+    #[error("{what} failed ({status}):\n{output}")]
+    Install {
+        what: String,
+        status: String,
+        output: String,
+        hint: String,
+    },
+    #[error("not found: {what}")]
+    Missing { what: String, hint: String },
+    #[error("the emulator refused {call}: {message}")]
+    Aws { call: String, message: String },
+    #[error("{}: {message}", path.display())]
+    Config {
+        path: PathBuf,
+        message: String,
+        hint: String,
+    },
+    #[error("{}: {message}", path.display())]
+    Record { path: PathBuf, message: String },
+    #[error("another `shipit sandbox up` or `down` has held {} for {}s", path.display(), waited.as_secs())]
+    Busy { path: PathBuf, waited: Duration },
+    #[error("{what} (pid {pid}) did not stop after SIGTERM and SIGKILL")]
+    Stop { what: String, pid: u32 },
+    #[error("cannot {action}: {source}")]
+    Io {
+        action: String,
+        source: std::io::Error,
+    },
+}
+
+impl SandboxError {
+    /// What to do about it.
+    pub fn hint(&self) -> Option<String> {
+        match self {
+            SandboxError::PortInUse { flag, port, .. } => Some(format!(
+                "stop what listens on port {port} (`ss -ltnp 'sport = :{port}'` names it), or \
+                 pick another port with {flag}"
+            )),
+            SandboxError::Install { hint, .. }
+            | SandboxError::Missing { hint, .. }
+            | SandboxError::Config { hint, .. } => Some(hint.clone()),
+            SandboxError::Aws { .. } => Some(
+                "check that the endpoint is an AWS emulator that has EC2, ELBv2 and ECS (the \
+                 moto server has them; LocalStack's free edition has not)"
+                    .into(),
+            ),
+            SandboxError::Record { path, .. } => Some(format!(
+                "stop what it names by hand if it still runs, then remove {}",
+                path.display()
+            )),
+            SandboxError::Busy { .. } => Some("wait for it to finish, then try again".into()),
+            _ => None,
+        }
+    }
+
+    /// Whether the error is the user's input (a config or flag to change) rather than the
+    /// machine's.
+    pub fn is_usage(&self) -> bool {
+        matches!(self, SandboxError::Config { .. })
+    }
+}
+
+/// What `sandbox up` was asked for.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    /// An emulator that already runs, instead of starting the moto server.
+    pub endpoint: Option<String>,
+    pub emulator_port: u16,
+    pub registry_port: u16,
+    /// A moto server to run, instead of the one in the sandbox's venv.
+    pub moto_server: Option<PathBuf>,
+    /// Print the target block instead of writing it into the config.
+    pub print: bool,
+}
+
+/// What runs, as recorded by `up`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub format: u32,
+    pub started_at: String,
+    /// Where the AWS calls go.
+    pub endpoint: String,
+    /// The moto server the sandbox started; `None`: the endpoint was given (`--endpoint`).
+    pub emulator: Option<Process>,
+    pub registry: Process,
+    /// `127.0.0.1:<port>`.
+    pub registry_address: String,
+    pub infra: Infra,
+    /// The config file the target block was written into; `None` with `--print`.
+    pub config: Option<PathBuf>,
+}
+
+impl Record {
+    /// Where the images of `service` are pushed.
+    pub fn repository(&self, service: &str) -> String {
+        format!("{}/{service}", self.registry_address)
+    }
+
+    /// The problems of a recorded sandbox: each of its processes that no longer runs.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(emulator) = &self.emulator
+            && !emulator.alive()
+        {
+            problems.push(format!(
+                "the AWS emulator (pid {}) is not running; its log: {}",
+                emulator.pid,
+                emulator.log.display()
+            ));
+        }
+        if !self.registry.alive() {
+            problems.push(format!(
+                "the image registry (pid {}) is not running; its log: {}",
+                self.registry.pid,
+                self.registry.log.display()
+            ));
+        }
+        problems
+    }
+}
+
+/// The sandbox of one state directory, as `status` sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// `running`, `broken` (a process of it died) or `absent`.
+    pub state: &'static str,
+    pub running: bool,
+    pub endpoint: Option<String>,
+    pub registry: Option<String>,
+    pub region: &'static str,
+    /// `[targets.<target>]` in the config.
+    pub target: &'static str,
+    pub problems: Vec<String>,
+    pub record: Option<Record>,
+}
+
+/// How `up` ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Up {
+    /// `started`, or `found` when a running sandbox was there already.
+    pub outcome: &'static str,
+    pub status: Status,
+    /// The `[targets.sandbox]` block (written into the config unless `--print`).
+    pub block: String,
+}
+
+/// The sandbox's folder for `config`.
+pub fn dir(config: &Config) -> PathBuf {
+    config.state_dir.join("sandbox")
+}
+
+fn record_path(dir: &Path) -> PathBuf {
+    dir.join(RECORD_FILE)
+}
+
+fn read_record(dir: &Path) -> Result<Option<Record>, SandboxError> {
+    let path = record_path(dir);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => {
+            return Err(SandboxError::Io {
+                action: format!("read {}", path.display()),
+                source,
+            });
+        }
+    };
+    let record: Record = serde_json::from_slice(&bytes).map_err(|e| SandboxError::Record {
+        path: path.clone(),
+        message: format!("not a sandbox record this shipit can read: {e}"),
+    })?;
+    if record.format != FORMAT {
+        return Err(SandboxError::Record {
+            path,
+            message: format!(
+                "written in format {} by another shipit; this one reads {FORMAT}",
+                record.format
+            ),
+        });
+    }
+    Ok(Some(record))
+}
+
+fn write_record(dir: &Path, record: &Record) -> Result<(), SandboxError> {
+    let path = record_path(dir);
+    replace_private_file(&path, |out| {
+        serde_json::to_writer_pretty(&mut *out, record)?;
+        std::io::Write::write_all(out, b"\n")
+    })
+    .map_err(|source| SandboxError::Io {
+        action: format!("write {}", path.display()),
+        source,
+    })
+}
+
+/// Holds the sandbox folder's lock, waiting up to [`LOCK_WAIT`] for another up or down.
+async fn lock(dir: &Path) -> Result<Flock<File>, SandboxError> {
+    create_private_dir(dir).map_err(|source| SandboxError::Io {
+        action: format!("create {}", dir.display()),
+        source,
+    })?;
+    let path = dir.join(LOCK_FILE);
+    let mut file = File::options()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| SandboxError::Io {
+            action: format!("open {}", path.display()),
+            source,
+        })?;
+    let deadline = tokio::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => return Ok(lock),
+            Err((back, Errno::EWOULDBLOCK)) if tokio::time::Instant::now() < deadline => {
+                file = back;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err((_, Errno::EWOULDBLOCK)) => {
+                return Err(SandboxError::Busy {
+                    path,
+                    waited: LOCK_WAIT,
+                });
+            }
+            Err((_, errno)) => {
+                return Err(SandboxError::Io {
+                    action: format!("lock {}", path.display()),
+                    source: errno.into(),
+                });
+            }
+        }
+    }
+}
+
+/// What `status` says of `record`.
+fn status_of(record: Option<Record>) -> Status {
+    let (state, problems) = match &record {
+        None => ("absent", Vec::new()),
+        Some(r) => {
+            let problems = r.problems();
+            (
+                if problems.is_empty() {
+                    "running"
+                } else {
+                    "broken"
+                },
+                problems,
+            )
+        }
+    };
+    Status {
+        state,
+        running: state == "running",
+        endpoint: record.as_ref().map(|r| r.endpoint.clone()),
+        registry: record.as_ref().map(|r| r.registry_address.clone()),
+        region: REGION,
+        target: TARGET,
+        problems,
+        record,
+    }
+}
+
+/// The sandbox of `config`'s state directory.
+pub fn status(config: &Config) -> Result<Status, SandboxError> {
+    Ok(status_of(read_record(&dir(config))?))
+}
+
+/// The clients of the sandbox's endpoint.
+async fn clients(endpoint: &str) -> Clients {
+    Clients::new(&crate::aws::sdk_config_for(REGION, Some(endpoint)).await)
+}
+
+/// The name the sandbox's images go under: the config's first service, else its project.
+fn image_name(config: &Config) -> String {
+    config
+        .services
+        .keys()
+        .next()
+        .cloned()
+        .unwrap_or_else(|| config.project.clone())
+}
+
+/// The health check path of the target groups: the first service's.
+fn health_path(config: &Config) -> String {
+    config.services.values().next().map_or_else(
+        || crate::config::DEFAULT_HEALTH_PATH.to_string(),
+        |s| s.health.path.clone(),
+    )
+}
+
+/// Starts the sandbox of `config`'s state directory, or finds the one that runs. `progress`
+/// is told each step.
+pub async fn up(
+    config: &Config,
+    options: &UpOptions,
+    progress: &dyn Fn(&str),
+) -> Result<Up, SandboxError> {
+    let dir = dir(config);
+    let _lock = lock(&dir).await?;
+    let written_to = (!options.print).then(|| config.path.clone());
+
+    if let Some(record) = read_record(&dir)? {
+        if record.problems().is_empty() {
+            progress(&format!(
+                "found the running sandbox: endpoint {}, registry {}",
+                record.endpoint, record.registry_address
+            ));
+            // Its resources are found again (and made again if someone deleted them).
+            let infra = infra::ensure(
+                &clients(&record.endpoint).await,
+                REGION,
+                TARGET,
+                &health_path(config),
+                progress,
+            )
+            .await?;
+            let record = Record {
+                infra,
+                config: written_to.clone().or(record.config.clone()),
+                ..record
+            };
+            let block = block::text(
+                TARGET,
+                &record.endpoint,
+                &record.infra,
+                &record.repository(&image_name(config)),
+            );
+            if let Some(path) = &written_to {
+                block::write(path, TARGET, &block)?;
+            }
+            write_record(&dir, &record)?;
+            return Ok(Up {
+                outcome: "found",
+                status: status_of(Some(record)),
+                block,
+            });
+        }
+        for problem in record.problems() {
+            progress(&format!("{problem}: starting the sandbox again"));
+        }
+        stop_processes(&record)?;
+        remove_record(&dir)?;
+    }
+
+    // Every port is checked before anything starts, so a busy one stops nothing halfway.
+    if options.endpoint.is_none() {
+        process::check_port_free(options.emulator_port, "the AWS emulator", "--emulator-port")?;
+    }
+    process::check_port_free(
+        options.registry_port,
+        "the image registry",
+        "--registry-port",
+    )?;
+    let registry_program = emulator::registry_program()?;
+    let moto = match &options.endpoint {
+        Some(_) => None,
+        None => Some(emulator::moto_server(
+            options.moto_server.as_deref(),
+            &dir.join("venv"),
+            progress,
+        )?),
+    };
+
+    let mut started: Vec<Process> = Vec::new();
+    let result = async {
+        let (endpoint, emulator) = match (&options.endpoint, &moto) {
+            (Some(url), _) => (url.trim_end_matches('/').to_string(), None),
+            (None, Some(server)) => {
+                progress(&format!(
+                    "starting the AWS emulator (moto) on 127.0.0.1:{}",
+                    options.emulator_port
+                ));
+                let p = emulator::start_moto(server, options.emulator_port, &dir.join("moto.log"))?;
+                started.push(p.clone());
+                (
+                    format!("http://127.0.0.1:{}", options.emulator_port),
+                    Some(p),
+                )
+            }
+            (None, None) => unreachable!("a moto server is found when no endpoint is given"),
+        };
+        progress(&format!(
+            "starting the image registry on 127.0.0.1:{}",
+            options.registry_port
+        ));
+        let registry = emulator::start_registry(&registry_program, &dir, options.registry_port)?;
+        started.push(registry.clone());
+        let infra = infra::ensure(
+            &clients(&endpoint).await,
+            REGION,
+            TARGET,
+            &health_path(config),
+            progress,
+        )
+        .await?;
+        let record = Record {
+            format: FORMAT,
+            started_at: jiff::Timestamp::now().to_string(),
+            endpoint,
+            emulator,
+            registry,
+            registry_address: format!("127.0.0.1:{}", options.registry_port),
+            infra,
+            config: written_to.clone(),
+        };
+        write_record(&dir, &record)?;
+        Ok::<_, SandboxError>(record)
+    }
+    .await;
+    let record = match result {
+        Ok(record) => record,
+        Err(e) => {
+            // Nothing half started stays behind.
+            for p in started.iter().rev() {
+                let _ = p.stop();
+            }
+            return Err(e);
+        }
+    };
+    let block = block::text(
+        TARGET,
+        &record.endpoint,
+        &record.infra,
+        &record.repository(&image_name(config)),
+    );
+    if let Some(path) = &written_to
+        && let Err(e) = block::write(path, TARGET, &block)
+    {
+        let _ = stop_processes(&record);
+        let _ = remove_record(&dir);
+        return Err(e);
+    }
+    Ok(Up {
+        outcome: "started",
+        status: status_of(Some(record)),
+        block,
+    })
+}
+
+fn stop_processes(record: &Record) -> Result<(), SandboxError> {
+    record.registry.stop()?;
+    if let Some(emulator) = &record.emulator {
+        emulator.stop()?;
+    }
+    Ok(())
+}
+
+fn remove_record(dir: &Path) -> Result<(), SandboxError> {
+    match std::fs::remove_file(record_path(dir)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(source) => Err(SandboxError::Io {
+            action: format!("remove {}", record_path(dir).display()),
+            source,
+        }),
+    }
+}
+
+/// How `down` ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Down {
+    /// `stopped`, or `absent` when there was no sandbox.
+    pub outcome: &'static str,
+    /// What it stopped or removed, one line each.
+    pub removed: Vec<String>,
+}
+
+/// Stops the sandbox of `config`'s state directory: its processes, the registry's images,
+/// the resources it created on an endpoint it did not start, and the target block it wrote.
+/// The venv stays, so the next `up` starts at once.
+pub async fn down(config: &Config, progress: &dyn Fn(&str)) -> Result<Down, SandboxError> {
+    let dir = dir(config);
+    let _lock = lock(&dir).await?;
+    let Some(record) = read_record(&dir)? else {
+        return Ok(Down {
+            outcome: "absent",
+            removed: Vec::new(),
+        });
+    };
+    let mut removed = Vec::new();
+    if record.emulator.is_none() {
+        progress(&format!(
+            "deleting the sandbox's resources at {}",
+            record.endpoint
+        ));
+        infra::remove(&clients(&record.endpoint).await, &record.infra).await?;
+        removed.push(format!("the resources at {}", record.endpoint));
+    }
+    if record.registry.alive() {
+        progress(&format!(
+            "stopping the image registry (pid {})",
+            record.registry.pid
+        ));
+    }
+    record.registry.stop()?;
+    removed.push(format!("the image registry on {}", record.registry_address));
+    if let Some(emulator) = &record.emulator {
+        if emulator.alive() {
+            progress(&format!("stopping the AWS emulator (pid {})", emulator.pid));
+        }
+        emulator.stop()?;
+        removed.push(format!("the AWS emulator at {}", record.endpoint));
+    }
+    let images = dir.join("registry");
+    match std::fs::remove_dir_all(&images) {
+        Ok(()) => removed.push(format!("the registry's images in {}", images.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(source) => {
+            return Err(SandboxError::Io {
+                action: format!("remove {}", images.display()),
+                source,
+            });
+        }
+    }
+    if let Some(path) = &record.config
+        && block::remove(path)?
+    {
+        removed.push(format!("[targets.{TARGET}] from {}", path.display()));
+    }
+    remove_record(&dir)?;
+    Ok(Down {
+        outcome: "stopped",
+        removed,
+    })
+}
