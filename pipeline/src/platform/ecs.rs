@@ -483,7 +483,8 @@ impl Platform for EcsPlatform {
     }
 
     fn candidate_url(&self, _candidate: &Candidate) -> Option<String> {
-        // The test listener forwards to the idle slot once verify pointed it there.
+        // The test listener forwards to the candidate's slot from the end of its health wait
+        // (verify points it there) until the shift.
         self.site.test_url.clone()
     }
 
@@ -762,11 +763,13 @@ impl Platform for EcsPlatform {
         if cancel.is_cancelled() {
             return Ok(());
         }
-        if self.service.verify.version_path.is_some()
-            && self
-                .preview(candidate.slot, Phase::Verify, reporter)
-                .await?
-                .is_some()
+        // The test listener goes to the candidate whether or not there is a version to check:
+        // the warm-up and the pre_switch hook reach the candidate through it
+        // (`candidate_url`), and must never reach the live slot instead.
+        if self
+            .preview(candidate.slot, Phase::Verify, reporter)
+            .await?
+            .is_some()
         {
             self.check_version(candidate, reporter).await?;
         }

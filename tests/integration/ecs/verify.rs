@@ -309,14 +309,51 @@ async fn create_log_group_makes_the_missing_group_and_the_release_goes_on() {
 #[tokio::test(flavor = "multi_thread")]
 async fn hooks_run_on_an_ecs_release_with_the_test_listener_as_the_candidate_url() {
     let project = EcsProject::new("ecshooks", "").await;
+    // The project has no version_path: nothing but the warm-up and the hooks needs the test
+    // listener, and the hook must still reach the candidate through it. So the hook reads
+    // where the test listener forwards while it runs.
+    let aws = crate::harness::repo_root().join(".venv/bin/aws");
+    assert!(aws.exists(), "no aws CLI at {}", aws.display());
     let mut config = std::fs::read_to_string(&project.config).unwrap();
     config.push_str(&format!(
-        "\n[services.{}.hooks]\npre_switch = {{ command = 'env | grep ^SHIPIT_ > pre.env' }}\npost_release = {{ command = 'echo \"$SHIPIT_RELEASE\" > post.txt' }}\n",
-        project.service
+        "\n[services.{}.hooks]\npre_switch = {{ command = '{} elbv2 describe-listeners --listener-arns {} --output json > pre.listener.json && env | grep ^SHIPIT_ > pre.env' }}\npost_release = {{ command = 'echo \"$SHIPIT_RELEASE\" > post.txt' }}\n",
+        project.service,
+        aws.display(),
+        project.infra.test_listener_arn,
     ));
     std::fs::write(&project.config, config).unwrap();
     let record = project.release(&[]).await;
     let id = record["serves"].as_str().unwrap();
+    let slot = record["slot"].as_str().unwrap();
+    let candidate_group = match slot {
+        "blue" => &project.infra.target_groups.blue,
+        _ => &project.infra.target_groups.green,
+    };
+    let listener: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(project.dir.path().join("pre.listener.json")).unwrap(),
+    )
+    .unwrap();
+    let action = &listener["Listeners"][0]["DefaultActions"][0];
+    let weighted: Vec<(&str, i64)> = action["ForwardConfig"]["TargetGroups"]
+        .as_array()
+        .map(|groups| {
+            groups
+                .iter()
+                .map(|g| {
+                    (
+                        g["TargetGroupArn"].as_str().unwrap(),
+                        g["Weight"].as_i64().unwrap_or(1),
+                    )
+                })
+                .filter(|(_, weight)| *weight > 0)
+                .collect()
+        })
+        .unwrap_or_else(|| vec![(action["TargetGroupArn"].as_str().unwrap(), 1)]);
+    assert_eq!(
+        weighted.iter().map(|(arn, _)| *arn).collect::<Vec<_>>(),
+        vec![candidate_group.as_str()],
+        "while pre_switch ran, the test listener forwarded only to the candidate's ({slot}) group: {action}"
+    );
     let env = std::fs::read_to_string(project.dir.path().join("pre.env")).unwrap();
     let expected = format!(
         "SHIPIT_CANDIDATE_URL=http://{}:8080",
