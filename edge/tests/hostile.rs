@@ -1,4 +1,4 @@
-//! The edge against hostile input (issue F): request smuggling, answers that reach the
+//! The edge against hostile input: request smuggling, answers that reach the
 //! wrong client, a slot's malformed answers, and a client's errors counted as the slot's.
 //!
 //! Every case runs three times: through the relay on plain TCP, through the relay behind
