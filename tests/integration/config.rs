@@ -54,3 +54,27 @@ fn reference_config_checks_clean() {
             .is_some_and(|s| !s.is_empty())
     );
 }
+
+/// The quickstart's config: `hello migrate` is its migrate hook, and `HELLO_MIGRATE` reaches
+/// the service's env (and so the migration's) from the environment.
+#[test]
+fn the_example_config_checks_clean_with_its_migrate_hook() {
+    let example = crate::harness::repo_root().join("examples/hello/shipit.toml");
+    let out = std::process::Command::new(SHIPIT)
+        .arg("-c")
+        .arg(&example)
+        .args(["--show-secrets", "config", "check", "--json"])
+        .env("HELLO_MIGRATE", "fail")
+        .env_remove("SHIPIT_STATE_DIR")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hello = &config["services"]["hello"];
+    assert_eq!(
+        hello["hooks"]["migrate"]["command"],
+        serde_json::json!(["migrate"]),
+        "{hello}"
+    );
+    assert_eq!(hello["env"]["HELLO_MIGRATE"], "fail", "{hello}");
+}
