@@ -347,6 +347,7 @@ impl Command {
                 SandboxCommand::Up { json, .. }
                 | SandboxCommand::Down { json }
                 | SandboxCommand::Status { json } => *json,
+                SandboxCommand::Agent { .. } => false,
             },
             Command::Completions { .. } | Command::Man { .. } => false,
         }
@@ -390,6 +391,22 @@ pub enum SandboxCommand {
         /// Print the sandbox as JSON on stdout
         #[arg(long)]
         json: bool,
+    },
+    /// Run the sandbox's agent in the foreground (`sandbox up` starts it)
+    #[command(hide = true)]
+    Agent {
+        /// The port of 127.0.0.1 its AWS endpoint listens on
+        #[arg(long, value_name = "PORT")]
+        listen: u16,
+        /// The emulator's host:port, where calls are passed on to
+        #[arg(long, value_name = "ADDR")]
+        upstream: String,
+        /// The ECS cluster whose services it runs
+        #[arg(long, value_name = "NAME")]
+        cluster: String,
+        /// The sandbox's id, on its containers
+        #[arg(long, value_name = "ID")]
+        id: String,
     },
 }
 

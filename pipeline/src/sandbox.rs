@@ -1,27 +1,35 @@
 //! `shipit sandbox`: a local AWS for the ecs target, in one command.
 //!
 //! [`up`] starts an AWS API emulator on 127.0.0.1 (the moto server, from a venv the sandbox
-//! keeps under `<state_dir>/sandbox/venv`; or the endpoint given with `--endpoint`) and a
-//! Docker registry for the images, then creates what an ecs target needs there through the
-//! SDK ([`infra`]), records it all in `<state_dir>/sandbox/sandbox.json`, and writes a
-//! `[targets.sandbox]` block into the config ([`block`]) whose `endpoint` key sends every
-//! AWS call of that target to the emulator. [`down`] stops what `up` started and takes the
-//! block out; [`status`] says what runs.
+//! keeps under `<state_dir>/sandbox/venv`; or the endpoint given with `--endpoint`), the
+//! sandbox's agent in front of it, and a Docker registry for the images. It then creates
+//! what an ecs target needs through the SDK ([`infra`]), records it all in
+//! `<state_dir>/sandbox/sandbox.json`, and writes a `[targets.sandbox]` block into the
+//! config ([`block`]) whose `endpoint` key sends every AWS call of that target to the agent.
+//! [`down`] stops what `up` started and takes the block out; [`status`] says what runs.
+//!
+//! The agent ([`agent`], `shipit sandbox agent`) is the ECS agent the emulator lacks: it runs
+//! each service's tasks as containers on the local engine and registers them in their
+//! target groups (`runner`), and its endpoint passes every call on to the emulator but
+//! answers the task reads from what really runs (`api`).
 //!
 //! ```text
 //! <state>/sandbox/sandbox.json   the record: endpoint, processes, resources
 //! <state>/sandbox/sandbox.lock   held by one up or down at a time
 //! <state>/sandbox/venv/          the moto server's venv (kept by down: a cache)
 //! <state>/sandbox/moto.log       the emulator's output
+//! <state>/sandbox/agent.log      the agent's output
 //! <state>/sandbox/registry/      the registry's images, and registry.yml, registry.log
 //! ```
 //!
 //! Everything listens on 127.0.0.1 only.
 
+mod api;
 pub mod block;
 mod emulator;
 pub mod infra;
 mod process;
+mod runner;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -104,6 +112,8 @@ pub enum SandboxError {
     Busy { path: PathBuf, waited: Duration },
     #[error("{what} (pid {pid}) did not stop after SIGTERM and SIGKILL")]
     Stop { what: String, pid: u32 },
+    #[error("the Docker engine: {0}")]
+    Docker(String),
     #[error("cannot {action}: {source}")]
     Io {
         action: String,
@@ -154,6 +164,8 @@ pub struct UpOptions {
     pub moto_server: Option<PathBuf>,
     /// Print the target block instead of writing it into the config.
     pub print: bool,
+    /// The program that runs the agent (`shipit`, with `sandbox agent`).
+    pub agent_program: PathBuf,
 }
 
 /// What runs, as recorded by `up`.
@@ -163,8 +175,14 @@ pub struct Record {
     pub started_at: String,
     /// Where the AWS calls go.
     pub endpoint: String,
+    /// The sandbox's id: a hash of its folder, in its containers' names and labels.
+    pub id: String,
+    /// Where the agent passes the calls on to: the emulator's own address.
+    pub upstream: String,
     /// The moto server the sandbox started; `None`: the endpoint was given (`--endpoint`).
     pub emulator: Option<Process>,
+    /// The agent, listening on `endpoint`.
+    pub agent: Process,
     pub registry: Process,
     /// `127.0.0.1:<port>`.
     pub registry_address: String,
@@ -189,6 +207,13 @@ impl Record {
                 "the AWS emulator (pid {}) is not running; its log: {}",
                 emulator.pid,
                 emulator.log.display()
+            ));
+        }
+        if !self.agent.alive() {
+            problems.push(format!(
+                "the sandbox's agent (pid {}) is not running; its log: {}",
+                self.agent.pid,
+                self.agent.log.display()
             ));
         }
         if !self.registry.alive() {
@@ -427,14 +452,20 @@ pub async fn up(
     }
 
     // Every port is checked before anything starts, so a busy one stops nothing halfway.
-    if options.endpoint.is_none() {
-        process::check_port_free(options.emulator_port, "the AWS emulator", "--emulator-port")?;
-    }
+    process::check_port_free(
+        options.emulator_port,
+        "the sandbox's AWS endpoint",
+        "--emulator-port",
+    )?;
     process::check_port_free(
         options.registry_port,
         "the image registry",
         "--registry-port",
     )?;
+    let upstream_given = match &options.endpoint {
+        Some(url) => Some(upstream_of(url)?),
+        None => None,
+    };
     let registry_program = emulator::registry_program()?;
     let moto = match &options.endpoint {
         Some(_) => None,
@@ -444,31 +475,55 @@ pub async fn up(
             progress,
         )?),
     };
+    let id = sandbox_id(&dir);
 
     let mut started: Vec<Process> = Vec::new();
     let result = async {
-        let (endpoint, emulator) = match (&options.endpoint, &moto) {
-            (Some(url), _) => (url.trim_end_matches('/').to_string(), None),
+        let (upstream, emulator) = match (upstream_given, &moto) {
+            (Some(addr), _) => (addr, None),
             (None, Some(server)) => {
+                // The emulator listens on a port of its own; the agent takes the endpoint's.
+                let port = process::free_port()?;
                 progress(&format!(
-                    "starting the AWS emulator (moto) on 127.0.0.1:{}",
-                    options.emulator_port
+                    "starting the AWS emulator (moto) on 127.0.0.1:{port}"
                 ));
-                let p = emulator::start_moto(server, options.emulator_port, &dir.join("moto.log"))?;
+                let p = emulator::start_moto(server, port, &dir.join("moto.log"))?;
                 started.push(p.clone());
-                (
-                    format!("http://127.0.0.1:{}", options.emulator_port),
-                    Some(p),
-                )
+                (format!("127.0.0.1:{port}"), Some(p))
             }
             (None, None) => unreachable!("a moto server is found when no endpoint is given"),
         };
+        progress(&format!(
+            "starting the agent (the tasks, and the AWS endpoint) on 127.0.0.1:{}",
+            options.emulator_port
+        ));
+        let agent = process::start(
+            "the sandbox's agent",
+            &options.agent_program,
+            &[
+                "sandbox".into(),
+                "agent".into(),
+                "--listen".into(),
+                options.emulator_port.to_string(),
+                "--upstream".into(),
+                upstream.clone(),
+                "--cluster".into(),
+                TARGET.into(),
+                "--id".into(),
+                id.clone(),
+            ],
+            &[],
+            &dir.join("agent.log"),
+            options.emulator_port,
+        )?;
+        started.push(agent.clone());
         progress(&format!(
             "starting the image registry on 127.0.0.1:{}",
             options.registry_port
         ));
         let registry = emulator::start_registry(&registry_program, &dir, options.registry_port)?;
         started.push(registry.clone());
+        let endpoint = format!("http://127.0.0.1:{}", options.emulator_port);
         let infra = infra::ensure(
             &clients(&endpoint).await,
             REGION,
@@ -481,7 +536,10 @@ pub async fn up(
             format: FORMAT,
             started_at: jiff::Timestamp::now().to_string(),
             endpoint,
+            id: id.clone(),
+            upstream,
             emulator,
+            agent,
             registry,
             registry_address: format!("127.0.0.1:{}", options.registry_port),
             infra,
@@ -522,10 +580,141 @@ pub async fn up(
 }
 
 fn stop_processes(record: &Record) -> Result<(), SandboxError> {
+    record.agent.stop()?;
     record.registry.stop()?;
     if let Some(emulator) = &record.emulator {
         emulator.stop()?;
     }
+    Ok(())
+}
+
+/// The `host:port` of an `http://` endpoint the agent passes calls on to.
+fn upstream_of(url: &str) -> Result<String, SandboxError> {
+    let authority = url
+        .strip_prefix("http://")
+        .map(|rest| rest.trim_end_matches('/'))
+        .filter(|a| !a.is_empty() && !a.contains('/'));
+    let Some(authority) = authority else {
+        return Err(SandboxError::Missing {
+            what: format!("an http://<host>:<port> endpoint in --endpoint {url:?}"),
+            hint: "the sandbox's agent passes calls on to the emulator over plain HTTP; give \
+                   its http:// address"
+                .into(),
+        });
+    };
+    Ok(if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    })
+}
+
+/// A short hash of the sandbox's folder: two sandboxes on one engine never share a name.
+fn sandbox_id(dir: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    hex::encode(&digest[..5])
+}
+
+/// How the agent is started (`shipit sandbox agent`).
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// The port of 127.0.0.1 its endpoint listens on.
+    pub listen: u16,
+    /// The emulator's `host:port`.
+    pub upstream: String,
+    pub cluster: String,
+    pub id: String,
+}
+
+/// How long the emulator may stop answering before the agent gives up and exits.
+const UPSTREAM_GONE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Runs the agent until SIGTERM or SIGINT, or until the emulator has stopped answering for
+/// [`UPSTREAM_GONE`]. Containers of an earlier agent of the same sandbox are removed first:
+/// their tasks are unknown to this one.
+pub async fn agent(options: AgentOptions) -> Result<(), SandboxError> {
+    let docker = crate::docker::connect()
+        .await
+        .map_err(|e| SandboxError::Docker(e.to_string()))?;
+    let left = runner::remove_containers(&docker, &options.id)
+        .await
+        .map_err(SandboxError::Docker)?;
+    if left > 0 {
+        tracing::info!(
+            containers = left,
+            "removed the containers of an earlier agent"
+        );
+    }
+    let upstream: std::net::SocketAddr = tokio::net::lookup_host(&options.upstream)
+        .await
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| SandboxError::Missing {
+            what: format!("the emulator's address {}", options.upstream),
+            hint: "give --upstream as <host>:<port>".into(),
+        })?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.listen))
+        .await
+        .map_err(|source| SandboxError::PortInUse {
+            port: options.listen,
+            what: "the sandbox's AWS endpoint".into(),
+            flag: "--emulator-port".into(),
+            source,
+        })?;
+    let runner = runner::Runner::new(
+        clients(&format!("http://{}", options.upstream)).await,
+        docker,
+        &options.cluster,
+        &options.id,
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (requests, received) = tokio::sync::mpsc::channel(16);
+    let api = tokio::spawn(api::serve(
+        listener,
+        upstream,
+        runner.tasks.clone(),
+        requests,
+        stop.clone(),
+    ));
+    let watch = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("a SIGTERM handler");
+            let mut unanswered_since: Option<tokio::time::Instant> = None;
+            loop {
+                tokio::select! {
+                    _ = term.recv() => break,
+                    _ = tokio::signal::ctrl_c() => break,
+                    () = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
+                }
+                let answers = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    tokio::net::TcpStream::connect(upstream),
+                )
+                .await
+                .is_ok_and(|c| c.is_ok());
+                match (answers, unanswered_since) {
+                    (true, _) => unanswered_since = None,
+                    (false, None) => unanswered_since = Some(tokio::time::Instant::now()),
+                    (false, Some(since)) if since.elapsed() >= UPSTREAM_GONE => {
+                        tracing::error!(
+                            upstream = %upstream,
+                            "the emulator stopped answering; the agent stops"
+                        );
+                        break;
+                    }
+                    (false, Some(_)) => {}
+                }
+            }
+            stop.cancel();
+        })
+    };
+    runner.run(stop.clone(), received).await;
+    let _ = api.await;
+    watch.abort();
     Ok(())
 }
 
@@ -570,6 +759,17 @@ pub async fn down(config: &Config, progress: &dyn Fn(&str)) -> Result<Down, Sand
         infra::remove(&clients(&record.endpoint).await, &record.infra).await?;
         removed.push(format!("the resources at {}", record.endpoint));
     }
+    if record.agent.alive() {
+        progress(&format!("stopping the agent (pid {})", record.agent.pid));
+    }
+    record.agent.stop()?;
+    let docker = crate::docker::connect()
+        .await
+        .map_err(|e| SandboxError::Docker(e.to_string()))?;
+    let tasks = runner::remove_containers(&docker, &record.id)
+        .await
+        .map_err(SandboxError::Docker)?;
+    removed.push(format!("the agent and {tasks} task container(s)"));
     if record.registry.alive() {
         progress(&format!(
             "stopping the image registry (pid {})",

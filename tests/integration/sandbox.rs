@@ -378,3 +378,202 @@ async fn up_installs_moto_into_its_own_venv_once() {
     assert_success(&out, "shipit sandbox up (venv there)");
     assert!(!stderr(&out).contains("installing"), "{}", stderr(&out));
 }
+
+/// The ECS path against the sandbox, for real: the service's task runs as a container of the
+/// pushed image, the migrate hook as a one-off container (RunTask), the task is registered
+/// in its target group once healthy, and ECS's reads tell what runs. A task that crashes
+/// stops with its exit code, and the release fails fast on it with the live slot untouched.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast() {
+    let sandbox = SandboxProject::new("sbrun");
+    let project = &sandbox.project;
+    project.add_env(&[
+        ("HELLO_MIGRATE", "${HELLO_MIGRATE:-ok}"),
+        ("HELLO_EXIT", "${HELLO_EXIT:-}"),
+    ]);
+    let mut text = sandbox.config_text();
+    text.push_str(&format!(
+        "\n[services.{}.hooks]\nmigrate = {{ command = [\"migrate\"], timeout = \"1m\" }}\n",
+        project.service
+    ));
+    std::fs::write(&project.config, text).unwrap();
+    let out = sandbox.up(&["--json"]);
+    assert_success(&out, "shipit sandbox up");
+    let up = json(&out);
+    let id = up["status"]["record"]["id"].as_str().unwrap().to_string();
+    let endpoint = up["status"]["endpoint"].as_str().unwrap().to_string();
+    let group = |slot: &str| {
+        up["status"]["record"]["infra"]["target_groups"][slot]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let containers = || {
+        let out = std::process::Command::new("docker")
+            .args([
+                "ps",
+                "-q",
+                "--filter",
+                &format!("label=shipit.sandbox={id}"),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+
+    let out = project.run(&["release", "--target", "sandbox", "--json"]);
+    assert_success(&out, "shipit release --target sandbox");
+    let record = json(&out);
+    let release = record["serves"].as_str().unwrap().to_string();
+    assert_eq!(record["slot"], "blue");
+    let progress = stderr(&out);
+    assert!(
+        progress.contains("migrate hook: running `migrate` in task"),
+        "{progress}"
+    );
+    assert!(progress.contains("1 of 1 targets healthy"), "{progress}");
+
+    // One container runs (the migration's is gone), it serves the release, and it is the
+    // one target of the blue group.
+    let running = containers();
+    assert_eq!(running.len(), 1, "{running:?}");
+    let inspect = std::process::Command::new("docker")
+        .args([
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{.Config.Image}}",
+            &running[0],
+        ])
+        .output()
+        .unwrap();
+    let inspect = String::from_utf8(inspect.stdout).unwrap();
+    let (ip, image) = inspect.trim().split_once(' ').unwrap();
+    assert!(
+        image.starts_with(&format!("127.0.0.1:{}/", sandbox.registry_port)),
+        "{image}"
+    );
+    let addr = format!("{ip}:8080").parse().unwrap();
+    let (code, body) = get(addr, "/version").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(&release), "{body}");
+    let aws = clients(&endpoint).await;
+    let health = aws
+        .elb
+        .describe_target_health()
+        .target_group_arn(group("blue"))
+        .send()
+        .await
+        .unwrap();
+    let targets: Vec<String> = health
+        .target_health_descriptions()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}:{}",
+                d.target().unwrap().id().unwrap(),
+                d.target().unwrap().port().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(targets, vec![format!("{ip}:8080")]);
+    let service = format!("{}-blue", project.service);
+    let described = aws
+        .ecs
+        .describe_services()
+        .cluster("sandbox")
+        .services(&service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(described.services()[0].running_count(), 1);
+    let listed = aws
+        .ecs
+        .list_tasks()
+        .cluster("sandbox")
+        .service_name(&service)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.task_arns().len(), 1);
+    let tasks = aws
+        .ecs
+        .describe_tasks()
+        .cluster("sandbox")
+        .set_tasks(Some(listed.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tasks.tasks()[0].last_status(), Some("RUNNING"));
+    // The migration ran as a one-off task that exited 0.
+    let migrations = aws
+        .ecs
+        .list_tasks()
+        .cluster("sandbox")
+        .started_by("shipit-migrate")
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(migrations.task_arns().len(), 1);
+    let migration = aws
+        .ecs
+        .describe_tasks()
+        .cluster("sandbox")
+        .set_tasks(Some(migrations.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(migration.tasks()[0].containers()[0].exit_code(), Some(0));
+
+    // A candidate whose process exits 3 at once: its tasks stop with that exit code, and the
+    // release fails on them before its deadline; blue keeps serving.
+    let out = project
+        .command(&["release", "--target", "sandbox", "--json"])
+        .env("HELLO_EXIT", "3")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let cause = json(&out)["error"].to_string();
+    assert!(
+        cause.contains("EssentialContainerExited") && cause.contains("exit code 3"),
+        "{cause}"
+    );
+    let (code, body) = get(addr, "/version").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(&release), "{body}");
+    let status = project.run(&["status", "--target", "sandbox", "--json"]);
+    assert_eq!(json(&status)["live"]["release"], release.as_str());
+    let stopped = aws
+        .ecs
+        .list_tasks()
+        .cluster("sandbox")
+        .service_name(format!("{}-green", project.service))
+        .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+        .send()
+        .await
+        .unwrap();
+    assert!(!stopped.task_arns().is_empty());
+    let crashed = aws
+        .ecs
+        .describe_tasks()
+        .cluster("sandbox")
+        .set_tasks(Some(stopped.task_arns().to_vec()))
+        .send()
+        .await
+        .unwrap();
+    for task in crashed.tasks() {
+        assert_eq!(
+            task.stop_code().map(|c| c.as_str()),
+            Some("EssentialContainerExited")
+        );
+        assert_eq!(task.containers()[0].exit_code(), Some(3));
+    }
+
+    // down removes the task containers with the rest.
+    assert_success(&project.run(&["sandbox", "down"]), "shipit sandbox down");
+    assert!(containers().is_empty());
+}

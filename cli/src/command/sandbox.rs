@@ -29,6 +29,22 @@ pub async fn run(
     command: SandboxCommand,
     printer: Printer,
 ) -> Result<(), Failure> {
+    if let SandboxCommand::Agent {
+        listen,
+        upstream,
+        cluster,
+        id,
+    } = command
+    {
+        // The agent needs no config: `sandbox up` gives it everything.
+        return Ok(sandbox::agent(sandbox::AgentOptions {
+            listen,
+            upstream,
+            cluster,
+            id,
+        })
+        .await?);
+    }
     let config = load_config(global)?;
     let progress = |line: &str| printer.info(&format!("sandbox: {line}"));
     match command {
@@ -48,12 +64,19 @@ pub async fn run(
                     format!("--endpoint {url:?} is not a URL: expected http://<host>:<port>"),
                 ));
             }
+            let agent_program = std::env::current_exe().map_err(|e| {
+                Failure::new(
+                    exit::UNEXPECTED,
+                    format!("cannot find this program's path: {e}"),
+                )
+            })?;
             let options = UpOptions {
                 endpoint,
                 emulator_port,
                 registry_port,
                 moto_server,
                 print,
+                agent_program,
             };
             let up = sandbox::up(&config, &options, &progress).await?;
             if json {
@@ -97,6 +120,7 @@ pub async fn run(
             }
             Ok(())
         }
+        SandboxCommand::Agent { .. } => unreachable!("handled before the config is loaded"),
         SandboxCommand::Status { json } => {
             let status = sandbox::status(&config)?;
             if json {
@@ -132,6 +156,15 @@ fn print_status(status: &Status, printer: Printer) {
         None => format!("{} (given with --endpoint)", record.endpoint),
     };
     printer.data(&format!("  AWS endpoint    {emulator}"));
+    printer.data(&format!(
+        "  agent           pid {}{} (runs the ECS tasks as containers; the endpoint)",
+        record.agent.pid,
+        if record.agent.alive() {
+            ""
+        } else {
+            ", not running"
+        }
+    ));
     printer.data(&format!(
         "  image registry  {} (pid {}{})",
         record.registry_address,

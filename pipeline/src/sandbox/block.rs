@@ -37,6 +37,8 @@ pub fn text(target: &str, endpoint: &str, infra: &Infra, repository: &str) -> St
          subnets = [{subnets}]\n\
          security_groups = [\"{sg}\"]\n\
          repository = \"{repository}\"\n\
+         # One task per slot: the tasks run on this machine's engine.\n\
+         desired_count = 1\n\
          {END}\n",
         region = infra.region,
         cluster = infra.cluster,

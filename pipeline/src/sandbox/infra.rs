@@ -10,7 +10,7 @@
 use aws_sdk_ec2::types::{Filter, ResourceType, Tag, TagSpecification};
 use aws_sdk_elasticloadbalancingv2::types::{
     Action, ActionTypeEnum, LoadBalancerSchemeEnum, LoadBalancerTypeEnum, ProtocolEnum,
-    TargetTypeEnum,
+    TargetGroupAttribute, TargetTypeEnum,
 };
 use serde::{Deserialize, Serialize};
 
@@ -21,6 +21,8 @@ use crate::aws::{Clients, describe_error};
 /// registers each task on its container port whatever the group's).
 const GROUP_PORT: i32 = 8080;
 const PRODUCTION_PORT: i32 = 80;
+/// How long a task leaving a target group keeps its in-flight requests.
+pub const DEREGISTRATION_DELAY_SECONDS: &str = "5";
 const TEST_PORT: i32 = 8080;
 
 /// The resources of one sandbox, as created or found.
@@ -281,6 +283,19 @@ pub async fn ensure(
                     .and_then(|g| g.target_group_arn())
                     .unwrap_or_default()
                     .to_string();
+                // AWS's default of 300 s would make every scale-in of the sandbox wait
+                // five minutes.
+                elb.modify_target_group_attributes()
+                    .target_group_arn(&arn)
+                    .attributes(
+                        TargetGroupAttribute::builder()
+                            .key("deregistration_delay.timeout_seconds")
+                            .value(DEREGISTRATION_DELAY_SECONDS)
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| failed("ModifyTargetGroupAttributes", &e))?;
                 said("created", "target group", &arn);
                 arn
             }

@@ -172,6 +172,17 @@ pub fn check_port_free(port: u16, what: &str, flag: &str) -> Result<(), SandboxE
     }
 }
 
+/// A port of 127.0.0.1 that is free now (the kernel's pick).
+pub fn free_port() -> Result<u16, SandboxError> {
+    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|source| SandboxError::Io {
+            action: "find a free port on 127.0.0.1".into(),
+            source,
+        })
+}
+
 /// Whether something accepts connections on `port` of 127.0.0.1.
 #[cfg(test)]
 fn answers(port: u16) -> bool {
