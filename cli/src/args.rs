@@ -370,6 +370,12 @@ pub enum SandboxCommand {
         /// The port of the image registry
         #[arg(long, value_name = "PORT", default_value_t = shipit_pipeline::sandbox::DEFAULT_REGISTRY_PORT)]
         registry_port: u16,
+        /// The local port of the load balancer's production listener
+        #[arg(long, value_name = "PORT", default_value_t = shipit_pipeline::sandbox::DEFAULT_PRODUCTION_PORT)]
+        production_port: u16,
+        /// The local port of the load balancer's test listener
+        #[arg(long, value_name = "PORT", default_value_t = shipit_pipeline::sandbox::DEFAULT_TEST_PORT)]
+        test_port: u16,
         /// Run this moto_server instead of installing one into the sandbox's venv
         #[arg(long, value_name = "PATH", conflicts_with = "endpoint")]
         moto_server: Option<PathBuf>,
@@ -407,6 +413,15 @@ pub enum SandboxCommand {
         /// The sandbox's id, on its containers
         #[arg(long, value_name = "ID")]
         id: String,
+        /// The local port of the production listener
+        #[arg(long, value_name = "PORT")]
+        production_port: u16,
+        /// The local port of the test listener
+        #[arg(long, value_name = "PORT")]
+        test_port: u16,
+        /// The sandbox's folder
+        #[arg(long, value_name = "DIR")]
+        dir: PathBuf,
     },
 }
 

@@ -28,6 +28,7 @@ mod api;
 pub mod block;
 mod emulator;
 pub mod infra;
+mod plane;
 mod process;
 mod runner;
 
@@ -53,6 +54,9 @@ pub const TARGET: &str = "sandbox";
 pub const REGION: &str = "us-east-1";
 pub const DEFAULT_EMULATOR_PORT: u16 = 4566;
 pub const DEFAULT_REGISTRY_PORT: u16 = 5100;
+/// The local ports of the load balancer's production and test listeners.
+pub const DEFAULT_PRODUCTION_PORT: u16 = 8090;
+pub const DEFAULT_TEST_PORT: u16 = 8091;
 /// The record's format; a newer one is refused rather than misread.
 const FORMAT: u32 = 1;
 const RECORD_FILE: &str = "sandbox.json";
@@ -160,6 +164,8 @@ pub struct UpOptions {
     pub endpoint: Option<String>,
     pub emulator_port: u16,
     pub registry_port: u16,
+    pub production_port: u16,
+    pub test_port: u16,
     /// A moto server to run, instead of the one in the sandbox's venv.
     pub moto_server: Option<PathBuf>,
     /// Print the target block instead of writing it into the config.
@@ -186,6 +192,10 @@ pub struct Record {
     pub registry: Process,
     /// `127.0.0.1:<port>`.
     pub registry_address: String,
+    /// Where the load balancer's production listener serves: `http://127.0.0.1:<port>/`.
+    pub production_url: String,
+    /// Where its test listener serves.
+    pub test_url: String,
     pub infra: Infra,
     /// The config file the target block was written into; `None` with `--print`.
     pub config: Option<PathBuf>,
@@ -235,6 +245,8 @@ pub struct Status {
     pub running: bool,
     pub endpoint: Option<String>,
     pub registry: Option<String>,
+    pub production_url: Option<String>,
+    pub test_url: Option<String>,
     pub region: &'static str,
     /// `[targets.<target>]` in the config.
     pub target: &'static str,
@@ -362,6 +374,8 @@ fn status_of(record: Option<Record>) -> Status {
         running: state == "running",
         endpoint: record.as_ref().map(|r| r.endpoint.clone()),
         registry: record.as_ref().map(|r| r.registry_address.clone()),
+        production_url: record.as_ref().map(|r| r.production_url.clone()),
+        test_url: record.as_ref().map(|r| r.test_url.clone()),
         region: REGION,
         target: TARGET,
         problems,
@@ -431,6 +445,7 @@ pub async fn up(
             let block = block::text(
                 TARGET,
                 &record.endpoint,
+                (&record.production_url, &record.test_url),
                 &record.infra,
                 &record.repository(&image_name(config)),
             );
@@ -461,6 +476,16 @@ pub async fn up(
         options.registry_port,
         "the image registry",
         "--registry-port",
+    )?;
+    process::check_port_free(
+        options.production_port,
+        "the load balancer's production listener",
+        "--production-port",
+    )?;
+    process::check_port_free(
+        options.test_port,
+        "the load balancer's test listener",
+        "--test-port",
     )?;
     let upstream_given = match &options.endpoint {
         Some(url) => Some(upstream_of(url)?),
@@ -511,6 +536,12 @@ pub async fn up(
                 TARGET.into(),
                 "--id".into(),
                 id.clone(),
+                "--production-port".into(),
+                options.production_port.to_string(),
+                "--test-port".into(),
+                options.test_port.to_string(),
+                "--dir".into(),
+                dir.display().to_string(),
             ],
             &[],
             &dir.join("agent.log"),
@@ -524,14 +555,26 @@ pub async fn up(
         let registry = emulator::start_registry(&registry_program, &dir, options.registry_port)?;
         started.push(registry.clone());
         let endpoint = format!("http://127.0.0.1:{}", options.emulator_port);
-        let infra = infra::ensure(
+        let infra = match infra::ensure(
             &clients(&endpoint).await,
             REGION,
             TARGET,
             &health_path(config),
             progress,
         )
-        .await?;
+        .await
+        {
+            Ok(infra) => infra,
+            // An agent that died meanwhile is the cause to show, with its log.
+            Err(_) if !agent.alive() => {
+                return Err(SandboxError::Died {
+                    what: "the sandbox's agent".into(),
+                    log: agent.log.clone(),
+                    tail: process::log_tail(&agent.log),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         let record = Record {
             format: FORMAT,
             started_at: jiff::Timestamp::now().to_string(),
@@ -542,6 +585,8 @@ pub async fn up(
             agent,
             registry,
             registry_address: format!("127.0.0.1:{}", options.registry_port),
+            production_url: format!("http://127.0.0.1:{}/", options.production_port),
+            test_url: format!("http://127.0.0.1:{}", options.test_port),
             infra,
             config: written_to.clone(),
         };
@@ -562,6 +607,7 @@ pub async fn up(
     let block = block::text(
         TARGET,
         &record.endpoint,
+        (&record.production_url, &record.test_url),
         &record.infra,
         &record.repository(&image_name(config)),
     );
@@ -625,6 +671,11 @@ pub struct AgentOptions {
     pub upstream: String,
     pub cluster: String,
     pub id: String,
+    /// The local ports of the production and test listeners.
+    pub production_port: u16,
+    pub test_port: u16,
+    /// The sandbox's folder: the load balancer's edges keep their files there.
+    pub dir: PathBuf,
 }
 
 /// How long the emulator may stop answering before the agent gives up and exits.
@@ -670,11 +721,13 @@ pub async fn agent(options: AgentOptions) -> Result<(), SandboxError> {
     );
     let stop = tokio_util::sync::CancellationToken::new();
     let (requests, received) = tokio::sync::mpsc::channel(16);
+    let (refresh, refreshes) = tokio::sync::mpsc::channel(16);
     let api = tokio::spawn(api::serve(
         listener,
         upstream,
         runner.tasks.clone(),
         requests,
+        refresh,
         stop.clone(),
     ));
     let watch = {
@@ -712,10 +765,39 @@ pub async fn agent(options: AgentOptions) -> Result<(), SandboxError> {
             stop.cancel();
         })
     };
+    let plane = tokio::spawn({
+        let (dir, clients, tasks, stop) = (
+            options.dir.clone(),
+            clients(&format!("http://{}", options.upstream)).await,
+            runner.tasks.clone(),
+            stop.clone(),
+        );
+        let load_balancer = format!("{}-alb", options.cluster);
+        let ports = (options.production_port, options.test_port);
+        async move {
+            let result = plane::run(
+                &dir,
+                ports,
+                &load_balancer,
+                clients,
+                tasks,
+                refreshes,
+                stop.clone(),
+            )
+            .await;
+            if let Err(e) = &result {
+                tracing::error!(error = %e, "the sandbox's load balancer stopped");
+                // Without its load balancer the sandbox is broken: the agent stops with it.
+                stop.cancel();
+            }
+            result
+        }
+    });
     runner.run(stop.clone(), received).await;
     let _ = api.await;
+    let plane = plane.await.unwrap_or(Ok(()));
     watch.abort();
-    Ok(())
+    plane
 }
 
 fn remove_record(dir: &Path) -> Result<(), SandboxError> {

@@ -14,12 +14,15 @@ use std::process::Output;
 use shipit_pipeline::aws::{Clients, sdk_config_for};
 
 use crate::harness::*;
+use crate::load::{Load, release_of};
 
 /// A project with a sandbox that is taken down when the test ends, passed or not.
 struct SandboxProject {
     project: Project,
     emulator_port: u16,
     registry_port: u16,
+    production_port: u16,
+    test_port: u16,
 }
 
 impl SandboxProject {
@@ -28,6 +31,8 @@ impl SandboxProject {
             project: Project::new(name),
             emulator_port: free_port(),
             registry_port: free_port(),
+            production_port: free_port(),
+            test_port: free_port(),
         }
     }
 
@@ -41,17 +46,24 @@ impl SandboxProject {
 
     /// `sandbox up` on the test's ports, with the sandbox's own venv.
     fn up_own_venv(&self, extra: &[&str]) -> Output {
-        let (e, r) = (
-            self.emulator_port.to_string(),
-            self.registry_port.to_string(),
-        );
+        let ports = [
+            self.emulator_port,
+            self.registry_port,
+            self.production_port,
+            self.test_port,
+        ]
+        .map(|p| p.to_string());
         let mut args = vec![
             "sandbox",
             "up",
             "--emulator-port",
-            &e,
+            &ports[0],
             "--registry-port",
-            &r,
+            &ports[1],
+            "--production-port",
+            &ports[2],
+            "--test-port",
+            &ports[3],
         ];
         args.extend(extra);
         self.project.run(&args)
@@ -118,6 +130,15 @@ async fn up_makes_a_target_that_plans_with_no_aws_setup_and_down_removes_it_all(
     assert_eq!(up["status"]["running"], true);
     let emulator_pid = up["status"]["record"]["emulator"]["pid"].as_u64().unwrap();
     let registry_pid = up["status"]["record"]["registry"]["pid"].as_u64().unwrap();
+    let agent_pid = up["status"]["record"]["agent"]["pid"].as_u64().unwrap();
+    assert_eq!(
+        up["status"]["production_url"],
+        format!("http://127.0.0.1:{}/", sandbox.production_port).as_str()
+    );
+    assert_eq!(
+        up["status"]["test_url"],
+        format!("http://127.0.0.1:{}", sandbox.test_port).as_str()
+    );
 
     // The block is in the config, after what was there, and loads.
     let text = sandbox.config_text();
@@ -215,8 +236,15 @@ async fn up_makes_a_target_that_plans_with_no_aws_setup_and_down_removes_it_all(
     let out = project.run(&["sandbox", "down", "--json"]);
     assert_success(&out, "shipit sandbox down");
     assert_eq!(json(&out)["outcome"], "stopped");
-    assert!(!pid_runs(emulator_pid) && !pid_runs(registry_pid));
-    assert!(port_free(sandbox.emulator_port) && port_free(sandbox.registry_port));
+    assert!(!pid_runs(emulator_pid) && !pid_runs(registry_pid) && !pid_runs(agent_pid));
+    for port in [
+        sandbox.emulator_port,
+        sandbox.registry_port,
+        sandbox.production_port,
+        sandbox.test_port,
+    ] {
+        assert!(port_free(port), "port {port} is free again");
+    }
     assert_eq!(sandbox.config_text(), before);
     let (out, status) = sandbox.status();
     assert_eq!(out.status.code(), Some(6), "status of no sandbox");
@@ -230,9 +258,17 @@ async fn up_makes_a_target_that_plans_with_no_aws_setup_and_down_removes_it_all(
 async fn a_busy_port_is_named_and_nothing_starts() {
     let sandbox = SandboxProject::new("sbport");
     let before = sandbox.config_text();
+    let all = [
+        sandbox.emulator_port,
+        sandbox.registry_port,
+        sandbox.production_port,
+        sandbox.test_port,
+    ];
     for (port, flag) in [
         (sandbox.emulator_port, "--emulator-port"),
         (sandbox.registry_port, "--registry-port"),
+        (sandbox.production_port, "--production-port"),
+        (sandbox.test_port, "--test-port"),
     ] {
         let held = TcpListener::bind(("127.0.0.1", port)).unwrap();
         let out = sandbox.up(&[]);
@@ -247,12 +283,9 @@ async fn a_busy_port_is_named_and_nothing_starts() {
         assert_eq!(sandbox.config_text(), before);
         let (_, status) = sandbox.status();
         assert_eq!(status["state"], "absent", "{status}");
-        let other = if flag == "--emulator-port" {
-            sandbox.registry_port
-        } else {
-            sandbox.emulator_port
-        };
-        assert!(port_free(other), "nothing was started on the other port");
+        for other in all.iter().filter(|p| **p != port) {
+            assert!(port_free(*other), "nothing was started on port {other}");
+        }
     }
 }
 
@@ -280,6 +313,23 @@ async fn a_dead_emulator_is_told_by_status_and_up_starts_a_new_sandbox() {
         std::time::Duration::from_secs(10),
         || !pid_runs(emulator),
     );
+    // The agent and its load balancer notice and stop, freeing their ports.
+    let agent = first["status"]["record"]["agent"]["pid"].as_u64().unwrap();
+    wait_until(
+        "the agent to stop once its emulator is gone",
+        std::time::Duration::from_secs(15),
+        || !pid_runs(agent),
+    );
+    for port in [
+        sandbox.emulator_port,
+        sandbox.production_port,
+        sandbox.test_port,
+    ] {
+        assert!(
+            port_free(port),
+            "port {port} is free once the agent stopped"
+        );
+    }
     let (out, status) = sandbox.status();
     assert_eq!(out.status.code(), Some(6));
     assert_eq!(status["state"], "broken", "{status}");
@@ -289,6 +339,7 @@ async fn a_dead_emulator_is_told_by_status_and_up_starts_a_new_sandbox() {
         problems.contains("AWS emulator") && problems.contains(&emulator.to_string()),
         "{problems}"
     );
+    assert!(problems.contains("agent"), "{problems}");
     let text = sandbox.project.run(&["sandbox", "status"]);
     assert!(stderr(&text).contains("not running"), "{}", stderr(&text));
 
@@ -460,6 +511,18 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     let (code, body) = get(addr, "/version").await.unwrap();
     assert_eq!(code, 200);
     assert!(body.contains(&release), "{body}");
+    // The load balancer's production listener serves it on this machine.
+    let production = format!("127.0.0.1:{}", sandbox.production_port)
+        .parse()
+        .unwrap();
+    let (code, body) = get(production, "/version").await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains(&release), "{body}");
+    let status = project.run(&["status", "--target", "sandbox", "--json"]);
+    assert_eq!(
+        json(&status)["url"],
+        format!("http://127.0.0.1:{}/", sandbox.production_port).as_str()
+    );
     let aws = clients(&endpoint).await;
     let health = aws
         .elb
@@ -576,4 +639,109 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     // down removes the task containers with the rest.
     assert_success(&project.run(&["sandbox", "down"]), "shipit sandbox down");
     assert!(containers().is_empty());
+}
+
+/// The ECS path with real traffic: ten release attempts (a canary and a crashing candidate
+/// among them) and a rollback, under load through the sandbox's production listener, fail
+/// no request; each release is served once it is live, and the canary's bake is served by
+/// both releases.
+#[tokio::test(flavor = "multi_thread")]
+async fn releases_a_canary_a_crash_and_a_rollback_under_load_fail_no_request() {
+    let sandbox = SandboxProject::new("sbload");
+    let project = &sandbox.project;
+    project.add_env(&[("HELLO_EXIT", "${HELLO_EXIT:-}")]);
+    assert_success(&sandbox.up(&[]), "shipit sandbox up");
+    let production: std::net::SocketAddr = format!("127.0.0.1:{}", sandbox.production_port)
+        .parse()
+        .unwrap();
+    let release = |env: &[(&str, &str)]| {
+        let mut cmd = project.command(&["release", "--target", "sandbox", "--json"]);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    };
+    let serves = |out: &Output| {
+        assert_success(out, "shipit release --target sandbox");
+        json(out)["serves"].as_str().unwrap().to_string()
+    };
+    let first = serves(&release(&[]));
+    let load = Load::start(production, 4);
+    assert!(
+        load.answered_after_now(std::time::Duration::from_secs(10))
+            .await
+    );
+
+    let mut live = first.clone();
+    for _ in 0..7 {
+        live = serves(&release(&[]));
+        let (code, body) = get(production, "/").await.unwrap();
+        assert_eq!(
+            (code, release_of(&body)),
+            (200, Some(live.clone())),
+            "{body}"
+        );
+    }
+
+    // A canary: half the new clients go to the new release for 3 s, then all of them.
+    let text = sandbox.config_text();
+    std::fs::write(
+        &project.config,
+        text.replace(
+            "desired_count = 1\n",
+            "desired_count = 1\nshift = \"canary:50:3s\"\n",
+        ),
+    )
+    .unwrap();
+    let before_canary = live.clone();
+    let canary_started = std::time::Instant::now();
+    live = serves(&release(&[]));
+    let canary_ended = std::time::Instant::now();
+
+    // A candidate that crashes: refused, the live release keeps serving.
+    let out = release(&[("HELLO_EXIT", "3")]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    let (code, body) = get(production, "/").await.unwrap();
+    assert_eq!(
+        (code, release_of(&body)),
+        (200, Some(live.clone())),
+        "{body}"
+    );
+
+    // A rollback puts the release before the canary back.
+    let out = project.run(&["rollback", "--target", "sandbox", "--json"]);
+    assert_success(&out, "shipit rollback --target sandbox");
+    let (code, body) = get(production, "/").await.unwrap();
+    assert_eq!(
+        (code, release_of(&body)),
+        (200, Some(before_canary.clone())),
+        "{body}"
+    );
+    assert!(
+        load.answered_after_now(std::time::Duration::from_secs(10))
+            .await
+    );
+
+    let report = load.stop().await;
+    report.assert_no_failures();
+    let in_canary: std::collections::BTreeSet<String> = report
+        .samples
+        .iter()
+        .filter(|s| s.started >= canary_started && s.finished <= canary_ended)
+        .filter_map(|s| s.release.clone())
+        .collect();
+    assert!(
+        in_canary.contains(&before_canary) && in_canary.contains(&live),
+        "the canary's bake was served by {in_canary:?}"
+    );
+    eprintln!(
+        "sandbox under load: {} requests, 0 failed, {} releases seen",
+        report.ok(),
+        report
+            .samples
+            .iter()
+            .filter_map(|s| s.release.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    );
 }

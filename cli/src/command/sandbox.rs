@@ -34,6 +34,9 @@ pub async fn run(
         upstream,
         cluster,
         id,
+        production_port,
+        test_port,
+        dir,
     } = command
     {
         // The agent needs no config: `sandbox up` gives it everything.
@@ -42,6 +45,9 @@ pub async fn run(
             upstream,
             cluster,
             id,
+            production_port,
+            test_port,
+            dir,
         })
         .await?);
     }
@@ -52,6 +58,8 @@ pub async fn run(
             endpoint,
             emulator_port,
             registry_port,
+            production_port,
+            test_port,
             moto_server,
             print,
             json,
@@ -74,6 +82,8 @@ pub async fn run(
                 endpoint,
                 emulator_port,
                 registry_port,
+                production_port,
+                test_port,
                 moto_server,
                 print,
                 agent_program,

@@ -83,6 +83,13 @@ pub struct EcsTarget {
     /// `shipit sandbox`'s (`http://127.0.0.1:4566`). `None`: the SDK's standard chain
     /// (`AWS_ENDPOINT_URL`, or AWS itself). See [`crate::aws::sdk_config_for`].
     pub endpoint: Option<String>,
+    /// Where the production listener is reached from here, instead of the load balancer's
+    /// DNS name (a domain in front of it, or the sandbox's local port); `status` and the
+    /// release report it.
+    pub url: Option<String>,
+    /// Where the test listener is reached from here: the version check, the warm-up and
+    /// `SHIPIT_CANDIDATE_URL` go there instead of `http://<dns>:<port>`.
+    pub test_url: Option<String>,
     pub cluster: String,
     /// The production listener. Its default action forwards to the live slot's target group,
     /// unless `rule_arn` names one of its rules to do that instead.
@@ -190,6 +197,8 @@ fn keys_of(raw: &RawTarget) -> Vec<(&'static str, bool)> {
         ("edge", raw.edge.is_some()),
         ("region", raw.region.is_some()),
         ("endpoint", raw.endpoint.is_some()),
+        ("url", raw.url.is_some()),
+        ("test_url", raw.test_url.is_some()),
         ("cluster", raw.cluster.is_some()),
         ("listener_arn", raw.listener_arn.is_some()),
         ("rule_arn", raw.rule_arn.is_some()),
@@ -416,9 +425,27 @@ pub(crate) fn target(raw: RawTarget, dir: &Path, path: &KeyPath) -> Result<EcsTa
 
     let alarms = alarms(raw.alarms, &path.key("alarms"))?;
 
+    let url = optional(raw.url)
+        .map(|url| check_endpoint(&url, &path.key("url")).map(|()| url))
+        .transpose()?;
+    let test_url = optional(raw.test_url)
+        .map(|url| {
+            check_endpoint(&url, &path.key("test_url"))
+                .map(|()| url.trim_end_matches('/').to_string())
+        })
+        .transpose()?;
+    if test_url.is_some() && test_listener_arn.is_none() {
+        return Err(Problem::key(
+            path.key("test_url"),
+            "test_url is where the test listener is reached, and the target has no test_listener_arn",
+        )
+        .with_hint("add test_listener_arn, or remove test_url"));
+    }
     Ok(EcsTarget {
         region,
         endpoint,
+        url,
+        test_url,
         cluster,
         listener_arn,
         rule_arn,

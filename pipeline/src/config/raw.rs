@@ -176,6 +176,8 @@ pub(crate) struct RawTarget {
     // The keys of `kind = "ecs"` targets; [`ECS_KEYS`] lists them, `config/ecs.rs` checks them.
     pub(crate) region: Option<String>,
     pub(crate) endpoint: Option<String>,
+    pub(crate) url: Option<String>,
+    pub(crate) test_url: Option<String>,
     pub(crate) cluster: Option<String>,
     pub(crate) listener_arn: Option<String>,
     pub(crate) rule_arn: Option<String>,
@@ -207,6 +209,8 @@ pub(crate) struct RawTarget {
 pub(crate) const ECS_KEYS: &[&str] = &[
     "region",
     "endpoint",
+    "url",
+    "test_url",
     "cluster",
     "listener_arn",
     "rule_arn",

@@ -41,6 +41,7 @@ pub async fn serve(
     upstream: SocketAddr,
     tasks: Tasks,
     agent: tokio::sync::mpsc::Sender<AgentRequest>,
+    plane: tokio::sync::mpsc::Sender<super::plane::Refresh>,
     stop: CancellationToken,
 ) {
     let client: Upstream = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
@@ -52,12 +53,15 @@ pub async fn serve(
         let Ok((stream, _)) = accepted else {
             continue;
         };
-        let (client, tasks, agent) = (client.clone(), tasks.clone(), agent.clone());
+        let (client, tasks, agent, plane) =
+            (client.clone(), tasks.clone(), agent.clone(), plane.clone());
         tokio::spawn(async move {
             let service = service_fn(move |request| {
-                let (client, tasks, agent) = (client.clone(), tasks.clone(), agent.clone());
+                let (client, tasks, agent, plane) =
+                    (client.clone(), tasks.clone(), agent.clone(), plane.clone());
                 async move {
-                    Ok::<_, Infallible>(answer(request, &client, upstream, &tasks, &agent).await)
+                    let answered = answer(request, &client, upstream, &tasks, &agent, &plane).await;
+                    Ok::<_, Infallible>(answered)
                 }
             });
             let _ = http1::Builder::new()
@@ -88,6 +92,7 @@ async fn answer(
     upstream: SocketAddr,
     tasks: &Tasks,
     agent: &tokio::sync::mpsc::Sender<AgentRequest>,
+    plane: &tokio::sync::mpsc::Sender<super::plane::Refresh>,
 ) -> Response<Full<Bytes>> {
     let operation = request
         .headers()
@@ -106,6 +111,10 @@ async fn answer(
         }
     };
     let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // ELBv2 speaks the query protocol: the action is a form field of the body.
+    let changes_routing = body
+        .split(|b| *b == b'&')
+        .any(|field| field == b"Action=ModifyListener" || field == b"Action=ModifyRule");
     match operation.as_deref() {
         Some("ListTasks") => return ecs_json(&list_tasks(&input, &tasks.snapshot())),
         Some("DescribeTasks") => return ecs_json(&describe_tasks(&input, &tasks.snapshot())),
@@ -158,6 +167,13 @@ async fn answer(
     } else {
         body
     };
+    if changes_routing && parts.status.is_success() {
+        // The load balancer routes by the change before the caller hears it was made.
+        let (done, followed) = tokio::sync::oneshot::channel();
+        if plane.send(done).await.is_ok() {
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(2), followed).await;
+        }
+    }
     parts.headers.remove(hyper::header::CONTENT_LENGTH);
     parts.headers.remove(hyper::header::TRANSFER_ENCODING);
     Response::from_parts(parts, Full::new(body))
@@ -391,6 +407,14 @@ fn with_task_counts(answer: &mut Value, tasks: &[Task]) {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // The emulator keeps its first deployment's task definition through UpdateService;
+        // the PRIMARY deployment is the service's current one, as on ECS.
+        let current = service["taskDefinition"].clone();
+        for deployment in &mut deployments {
+            if deployment["status"] == "PRIMARY" && current.is_string() {
+                deployment["taskDefinition"] = current.clone();
+            }
+        }
         let mut listed: Vec<String> = Vec::new();
         for deployment in &mut deployments {
             let td = deployment["taskDefinition"]

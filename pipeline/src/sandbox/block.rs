@@ -16,7 +16,13 @@ pub const END: &str = "# <<< shipit sandbox";
 
 /// The block, markers included, for a sandbox at `endpoint` whose images go to
 /// `repository`.
-pub fn text(target: &str, endpoint: &str, infra: &Infra, repository: &str) -> String {
+pub fn text(
+    target: &str,
+    endpoint: &str,
+    urls: (&str, &str),
+    infra: &Infra,
+    repository: &str,
+) -> String {
     let list = |items: &[String]| {
         items
             .iter()
@@ -30,6 +36,9 @@ pub fn text(target: &str, endpoint: &str, infra: &Infra, repository: &str) -> St
          kind = \"ecs\"\n\
          region = \"{region}\"\n\
          endpoint = \"{endpoint}\"\n\
+         # The load balancer's listeners, served on this machine by the sandbox.\n\
+         url = \"{url}\"\n\
+         test_url = \"{test_url}\"\n\
          cluster = \"{cluster}\"\n\
          listener_arn = \"{listener}\"\n\
          test_listener_arn = \"{test}\"\n\
@@ -41,6 +50,8 @@ pub fn text(target: &str, endpoint: &str, infra: &Infra, repository: &str) -> St
          desired_count = 1\n\
          {END}\n",
         region = infra.region,
+        url = urls.0,
+        test_url = urls.1,
         cluster = infra.cluster,
         listener = infra.listener_arn,
         test = infra.test_listener_arn,
@@ -199,6 +210,7 @@ mod tests {
         let block = text(
             "sandbox",
             "http://127.0.0.1:4566",
+            ("http://127.0.0.1:8090/", "http://127.0.0.1:8091"),
             &infra(1),
             "127.0.0.1:5100/web",
         );
@@ -206,6 +218,9 @@ mod tests {
         let target = &table["targets"]["sandbox"];
         assert_eq!(target["kind"].as_str(), Some("ecs"));
         assert_eq!(target["endpoint"].as_str(), Some("http://127.0.0.1:4566"));
+        assert_eq!(target["url"].as_str(), Some("http://127.0.0.1:8090/"));
+        assert_eq!(target["test_url"].as_str(), Some("http://127.0.0.1:8091"));
+        assert_eq!(target["desired_count"].as_integer(), Some(1));
         assert_eq!(target["listener_arn"].as_str(), Some("arn:listener/1/80"));
         assert_eq!(
             target["target_groups"]["green"].as_str(),
@@ -221,7 +236,13 @@ mod tests {
         write(
             &path,
             "sandbox",
-            &text("sandbox", "http://e", &infra(1), "r:1/x"),
+            &text(
+                "sandbox",
+                "http://e",
+                ("http://u/", "http://t"),
+                &infra(1),
+                "r:1/x",
+            ),
         )
         .unwrap();
         let once = std::fs::read_to_string(&path).unwrap();
@@ -231,7 +252,13 @@ mod tests {
         write(
             &path,
             "sandbox",
-            &text("sandbox", "http://e", &infra(2), "r:1/x"),
+            &text(
+                "sandbox",
+                "http://e",
+                ("http://u/", "http://t"),
+                &infra(2),
+                "r:1/x",
+            ),
         )
         .unwrap();
         let twice = std::fs::read_to_string(&path).unwrap();
@@ -249,7 +276,13 @@ mod tests {
         write(
             &path,
             "sandbox",
-            &text("sandbox", "http://e", &infra(1), "r:1/x"),
+            &text(
+                "sandbox",
+                "http://e",
+                ("http://u/", "http://t"),
+                &infra(1),
+                "r:1/x",
+            ),
         )
         .unwrap();
         let mut text_now = std::fs::read_to_string(&path).unwrap();
@@ -258,7 +291,13 @@ mod tests {
         write(
             &path,
             "sandbox",
-            &text("sandbox", "http://e", &infra(3), "r:1/x"),
+            &text(
+                "sandbox",
+                "http://e",
+                ("http://u/", "http://t"),
+                &infra(3),
+                "r:1/x",
+            ),
         )
         .unwrap();
         let now = std::fs::read_to_string(&path).unwrap();
@@ -281,7 +320,13 @@ mod tests {
         let err = write(
             &path,
             "sandbox",
-            &text("sandbox", "http://e", &infra(1), "r:1/x"),
+            &text(
+                "sandbox",
+                "http://e",
+                ("http://u/", "http://t"),
+                &infra(1),
+                "r:1/x",
+            ),
         )
         .unwrap_err()
         .to_string();

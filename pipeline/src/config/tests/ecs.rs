@@ -422,3 +422,26 @@ fn an_endpoint_is_a_url_of_scheme_and_host_only() {
     ));
     assert_eq!(error.key.as_deref(), Some("targets.local.endpoint"));
 }
+
+#[test]
+fn urls_of_the_listeners_are_urls_and_test_url_needs_a_test_listener() {
+    let test = format!(
+        "test_listener_arn = \"{}\"\n",
+        LISTENER.replace("f2f7dc8efc522ab2", "0467ef3c8400ae65")
+    );
+    let config = parse(&ecs_config(&format!(
+        "{test}url = \"http://127.0.0.1:8090/\"\ntest_url = \"http://127.0.0.1:8091/\"\n"
+    )));
+    let ecs = ecs_target(&config);
+    assert_eq!(ecs.url.as_deref(), Some("http://127.0.0.1:8090/"));
+    assert_eq!(ecs.test_url.as_deref(), Some("http://127.0.0.1:8091"));
+    let error = parse_err(&ecs_config(&format!("{test}url = \"127.0.0.1:8090\"\n")));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.url"));
+    let error = parse_err(&ecs_config("test_url = \"http://127.0.0.1:8091\"\n"));
+    assert_eq!(error.key.as_deref(), Some("targets.aws.test_url"));
+    assert!(
+        error.message.contains("no test_listener_arn"),
+        "{}",
+        error.message
+    );
+}

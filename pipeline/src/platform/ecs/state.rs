@@ -415,11 +415,20 @@ pub(super) async fn read_site(
             url = format!("https://{}/", d.domain_name());
         }
     }
-    let test_url = target
-        .test_listener_arn
-        .as_deref()
-        .and_then(listener)
-        .map(url_of);
+    let test_url = target.test_url.clone().or_else(|| {
+        target
+            .test_listener_arn
+            .as_deref()
+            .and_then(listener)
+            .map(url_of)
+    });
+    if let Some(given) = &target.url {
+        url = if given.ends_with('/') {
+            given.clone()
+        } else {
+            format!("{given}/")
+        };
+    }
     Ok(Site {
         url,
         test_url,
