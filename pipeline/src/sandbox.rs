@@ -202,6 +202,17 @@ pub struct Record {
 }
 
 impl Record {
+    /// The `[targets.sandbox]` block of this sandbox, its images named `image`.
+    pub fn block(&self, image: &str) -> String {
+        block::text(
+            TARGET,
+            &self.endpoint,
+            (&self.production_url, &self.test_url),
+            &self.infra,
+            &self.repository(image),
+        )
+    }
+
     /// Where the images of `service` are pushed.
     pub fn repository(&self, service: &str) -> String {
         format!("{}/{service}", self.registry_address)
@@ -442,13 +453,7 @@ pub async fn up(
                 config: written_to.clone().or(record.config.clone()),
                 ..record
             };
-            let block = block::text(
-                TARGET,
-                &record.endpoint,
-                (&record.production_url, &record.test_url),
-                &record.infra,
-                &record.repository(&image_name(config)),
-            );
+            let block = record.block(&image_name(config));
             if let Some(path) = &written_to {
                 block::write(path, TARGET, &block)?;
             }
@@ -604,13 +609,7 @@ pub async fn up(
             return Err(e);
         }
     };
-    let block = block::text(
-        TARGET,
-        &record.endpoint,
-        (&record.production_url, &record.test_url),
-        &record.infra,
-        &record.repository(&image_name(config)),
-    );
+    let block = record.block(&image_name(config));
     if let Some(path) = &written_to
         && let Err(e) = block::write(path, TARGET, &block)
     {

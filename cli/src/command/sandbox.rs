@@ -161,7 +161,7 @@ fn print_status(status: &Status, printer: Printer) {
             "{} (moto, pid {}{})",
             record.endpoint,
             p.pid,
-            if p.alive() { "" } else { ", not running" }
+            running_note(p)
         ),
         None => format!("{} (given with --endpoint)", record.endpoint),
     };
@@ -169,21 +169,13 @@ fn print_status(status: &Status, printer: Printer) {
     printer.data(&format!(
         "  agent           pid {}{} (runs the ECS tasks as containers; the endpoint)",
         record.agent.pid,
-        if record.agent.alive() {
-            ""
-        } else {
-            ", not running"
-        }
+        running_note(&record.agent)
     ));
     printer.data(&format!(
         "  image registry  {} (pid {}{})",
         record.registry_address,
         record.registry.pid,
-        if record.registry.alive() {
-            ""
-        } else {
-            ", not running"
-        }
+        running_note(&record.registry)
     ));
     printer.data(&format!(
         "  load balancer   {} (production listener :80, test listener :8080)",
@@ -203,4 +195,9 @@ fn print_status(status: &Status, printer: Printer) {
     if !status.running {
         printer.data("`shipit sandbox up` starts it again (with new resources); `shipit sandbox down` cleans up");
     }
+}
+
+/// `""` for a process that runs, `", not running"` for one that died.
+fn running_note(process: &sandbox::Process) -> &'static str {
+    if process.alive() { "" } else { ", not running" }
 }

@@ -101,6 +101,14 @@ impl Tasks {
     }
 }
 
+/// A task's address as an `ip` target group's target.
+fn target(addr: SocketAddr) -> TargetDescription {
+    TargetDescription::builder()
+        .id(addr.ip().to_string())
+        .port(i32::from(addr.port()))
+        .build()
+}
+
 fn now_secs() -> f64 {
     jiff::Timestamp::now().as_millisecond() as f64 / 1000.0
 }
@@ -394,23 +402,18 @@ impl Runner {
             if !healthy {
                 continue;
             }
-            if let (Some(addr), Some(group)) = (task.address, &task.group) {
-                let target = TargetDescription::builder()
-                    .id(addr.ip().to_string())
-                    .port(i32::from(addr.port()))
-                    .build();
-                if let Err(e) = self
+            if let (Some(addr), Some(group)) = (task.address, &task.group)
+                && let Err(e) = self
                     .clients
                     .elb
                     .register_targets()
                     .target_group_arn(group)
-                    .targets(target)
+                    .targets(target(addr))
                     .send()
                     .await
-                {
-                    tracing::warn!(error = %describe_error(&e), "RegisterTargets");
-                    continue;
-                }
+            {
+                tracing::warn!(error = %describe_error(&e), "RegisterTargets");
+                continue;
             }
             self.tasks.update(&task.arn, |t| t.registered = true);
         }
@@ -772,16 +775,12 @@ impl Runner {
     }
 
     async fn deregister(&self, group: &str, addr: SocketAddr) {
-        let target = TargetDescription::builder()
-            .id(addr.ip().to_string())
-            .port(i32::from(addr.port()))
-            .build();
         if let Err(e) = self
             .clients
             .elb
             .deregister_targets()
             .target_group_arn(group)
-            .targets(target)
+            .targets(target(addr))
             .send()
             .await
         {
@@ -797,26 +796,7 @@ impl Runner {
             if !due {
                 continue;
             }
-            let code = if task.container_id.is_empty() {
-                None
-            } else {
-                let _ = self
-                    .docker
-                    .stop_container(
-                        &task.container_id,
-                        Some(StopContainerOptions {
-                            t: Some(STOP_GRACE),
-                            ..Default::default()
-                        }),
-                    )
-                    .await;
-                self.docker
-                    .inspect_container(&task.container_id, None::<InspectContainerOptions>)
-                    .await
-                    .ok()
-                    .and_then(|c| c.state)
-                    .and_then(|s| s.exit_code)
-            };
+            let code = self.stop_container(&task.container_id).await;
             let _ = self.remove(&task.container_id).await;
             self.tasks.update(&task.arn, |t| {
                 t.last_status = "STOPPED";
