@@ -364,7 +364,7 @@ pub enum SandboxCommand {
         /// Use the AWS emulator at this URL (moto, LocalStack Pro) instead of starting one
         #[arg(long, value_name = "URL")]
         endpoint: Option<String>,
-        /// The port of the emulator the sandbox starts
+        /// The port of the sandbox's AWS endpoint (its agent; the emulator gets a port of its own)
         #[arg(long, value_name = "PORT", default_value_t = shipit_pipeline::sandbox::DEFAULT_EMULATOR_PORT)]
         emulator_port: u16,
         /// The port of the image registry

@@ -118,6 +118,12 @@ pub enum SandboxError {
     Stop { what: String, pid: u32 },
     #[error("the Docker engine: {0}")]
     Docker(String),
+    #[error("interrupted: what `sandbox up` had started is stopped again")]
+    Interrupted,
+    #[error("{0}")]
+    LoadBalancer(String),
+    #[error("{0}")]
+    Usage(String),
     #[error("cannot {action}: {source}")]
     Io {
         action: String,
@@ -153,7 +159,7 @@ impl SandboxError {
     /// Whether the error is the user's input (a config or flag to change) rather than the
     /// machine's.
     pub fn is_usage(&self) -> bool {
-        matches!(self, SandboxError::Config { .. })
+        matches!(self, SandboxError::Config { .. } | SandboxError::Usage(_))
     }
 }
 
@@ -296,19 +302,23 @@ fn read_record(dir: &Path) -> Result<Option<Record>, SandboxError> {
             });
         }
     };
-    let record: Record = serde_json::from_slice(&bytes).map_err(|e| SandboxError::Record {
+    let unreadable = |e: serde_json::Error| SandboxError::Record {
         path: path.clone(),
         message: format!("not a sandbox record this shipit can read: {e}"),
-    })?;
-    if record.format != FORMAT {
+    };
+    let value: serde_json::Value = serde_json::from_slice(&bytes).map_err(unreadable)?;
+    // The format first: a newer shipit's record is refused as such, whatever else changed.
+    if let Some(format) = value.get("format").and_then(serde_json::Value::as_u64)
+        && format != u64::from(FORMAT)
+    {
         return Err(SandboxError::Record {
             path,
             message: format!(
-                "written in format {} by another shipit; this one reads {FORMAT}",
-                record.format
+                "written in format {format} by another shipit; this one reads {FORMAT}"
             ),
         });
     }
+    let record: Record = serde_json::from_value(value).map_err(unreadable)?;
     Ok(Some(record))
 }
 
@@ -432,6 +442,10 @@ pub async fn up(
     let dir = dir(config);
     let _lock = lock(&dir).await?;
     let written_to = (!options.print).then(|| config.path.clone());
+    // A config `up` could not write stops it before anything starts.
+    if let Some(path) = &written_to {
+        block::check(path, TARGET)?;
+    }
 
     if let Some(record) = read_record(&dir)? {
         if record.problems().is_empty() {
@@ -439,11 +453,29 @@ pub async fn up(
                 "found the running sandbox: endpoint {}, registry {}",
                 record.endpoint, record.registry_address
             ));
+            let asked = (
+                format!("http://127.0.0.1:{}", options.emulator_port),
+                format!("http://127.0.0.1:{}/", options.production_port),
+                format!("http://127.0.0.1:{}", options.test_port),
+                format!("127.0.0.1:{}", options.registry_port),
+            );
+            let running = (
+                record.endpoint.clone(),
+                record.production_url.clone(),
+                record.test_url.clone(),
+                record.registry_address.clone(),
+            );
+            if options.endpoint.is_none() && asked != running {
+                progress(
+                    "the running sandbox keeps its ports; `shipit sandbox down`, then `up`, to \
+                     move it",
+                );
+            }
             // Its resources are found again (and made again if someone deleted them).
             let infra = infra::ensure(
                 &clients(&record.endpoint).await,
                 REGION,
-                TARGET,
+                &record.infra.cluster,
                 &health_path(config),
                 progress,
             )
@@ -472,6 +504,19 @@ pub async fn up(
     }
 
     // Every port is checked before anything starts, so a busy one stops nothing halfway.
+    let ports = [
+        (options.emulator_port, "--emulator-port"),
+        (options.registry_port, "--registry-port"),
+        (options.production_port, "--production-port"),
+        (options.test_port, "--test-port"),
+    ];
+    for (i, (port, flag)) in ports.iter().enumerate() {
+        if let Some((_, other)) = ports[i + 1..].iter().find(|(p, _)| p == port) {
+            return Err(SandboxError::Usage(format!(
+                "{flag} and {other} are both {port}: the sandbox needs four different ports"
+            )));
+        }
+    }
     process::check_port_free(
         options.emulator_port,
         "the sandbox's AWS endpoint",
@@ -506,18 +551,28 @@ pub async fn up(
         )?),
     };
     let id = sandbox_id(&dir);
+    // The names of the resources, and the cluster whose services the agent runs. An emulator
+    // the sandbox started is its own; one given with --endpoint may hold other sandboxes'.
+    let prefix = match &options.endpoint {
+        Some(_) => format!("{TARGET}-{}", &id[..6]),
+        None => TARGET.to_string(),
+    };
 
     let mut started: Vec<Process> = Vec::new();
-    let result = async {
+    // Registered before anything starts: a Ctrl-C that comes while a start blocks is seen at
+    // the next step, not taken by the default handler, which would leave the processes.
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|source| SandboxError::Io {
+        action: "handle Ctrl-C".into(),
+        source,
+    })?;
+    let starting = async {
         let (upstream, emulator) = match (upstream_given, &moto) {
             (Some(addr), _) => (addr, None),
             (None, Some(server)) => {
                 // The emulator listens on a port of its own; the agent takes the endpoint's.
-                let port = process::free_port()?;
-                progress(&format!(
-                    "starting the AWS emulator (moto) on 127.0.0.1:{port}"
-                ));
-                let p = emulator::start_moto(server, port, &dir.join("moto.log"))?;
+                progress("starting the AWS emulator (moto)");
+                let (p, port) = emulator::start_moto(server, &dir.join("moto.log"))?;
                 started.push(p.clone());
                 (format!("127.0.0.1:{port}"), Some(p))
             }
@@ -538,7 +593,7 @@ pub async fn up(
                 "--upstream".into(),
                 upstream.clone(),
                 "--cluster".into(),
-                TARGET.into(),
+                prefix.clone(),
                 "--id".into(),
                 id.clone(),
                 "--production-port".into(),
@@ -553,6 +608,13 @@ pub async fn up(
             options.emulator_port,
         )?;
         started.push(agent.clone());
+        // Its load balancer's listeners come up beside its endpoint; one that cannot (its
+        // port taken meanwhile) stops the agent, and its log says why.
+        process::wait_listening(
+            &agent,
+            "the sandbox's agent",
+            &[options.production_port, options.test_port],
+        )?;
         progress(&format!(
             "starting the image registry on 127.0.0.1:{}",
             options.registry_port
@@ -563,7 +625,7 @@ pub async fn up(
         let infra = match infra::ensure(
             &clients(&endpoint).await,
             REGION,
-            TARGET,
+            &prefix,
             &health_path(config),
             progress,
         )
@@ -597,8 +659,13 @@ pub async fn up(
         };
         write_record(&dir, &record)?;
         Ok::<_, SandboxError>(record)
-    }
-    .await;
+    };
+    // The processes run in their own process groups, so a Ctrl-C does not reach them: an
+    // interrupted `up` stops what it started itself.
+    let result = tokio::select! {
+        result = starting => result,
+        _ = interrupt.recv() => Err(SandboxError::Interrupted),
+    };
     let record = match result {
         Ok(record) => record,
         Err(e) => {
@@ -652,6 +719,36 @@ fn upstream_of(url: &str) -> Result<String, SandboxError> {
     } else {
         format!("{authority}:80")
     })
+}
+
+/// Removes the engine's tags of images pushed to the sandbox's registry (the images stay
+/// while other tags or containers use them); how many it removed. Best effort.
+async fn remove_pushed_tags(docker: &bollard::Docker, registry: &str) -> usize {
+    use bollard::query_parameters::{ListImagesOptions, RemoveImageOptions};
+    let filters = [("reference".to_string(), vec![format!("{registry}/*")])].into();
+    let Ok(images) = docker
+        .list_images(Some(ListImagesOptions {
+            filters: Some(filters),
+            ..Default::default()
+        }))
+        .await
+    else {
+        return 0;
+    };
+    let mut removed = 0;
+    for tag in images
+        .iter()
+        .flat_map(|i| i.repo_tags.iter())
+        .filter(|t| t.starts_with(&format!("{registry}/")))
+    {
+        let untagged = docker
+            .remove_image(tag, None::<RemoveImageOptions>, None)
+            .await;
+        if untagged.is_ok() {
+            removed += 1;
+        }
+    }
+    removed
 }
 
 /// A short hash of the sandbox's folder: two sandboxes on one engine never share a name.
@@ -851,6 +948,13 @@ pub async fn down(config: &Config, progress: &dyn Fn(&str)) -> Result<Down, Sand
         .await
         .map_err(SandboxError::Docker)?;
     removed.push(format!("the agent and {tasks} task container(s)"));
+    let tags = remove_pushed_tags(&docker, &record.registry_address).await;
+    if tags > 0 {
+        removed.push(format!(
+            "{tags} image tag(s) of {}",
+            record.registry_address
+        ));
+    }
     if record.registry.alive() {
         progress(&format!(
             "stopping the image registry (pid {})",

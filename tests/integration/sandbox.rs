@@ -745,3 +745,219 @@ async fn releases_a_canary_a_crash_and_a_rollback_under_load_fail_no_request() {
             .len()
     );
 }
+
+/// One raw HTTP/1.1 request to `port` of 127.0.0.1 with `headers`; the status code.
+fn raw_status(port: u16, headers: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let request = format!(
+        "POST / HTTP/1.1\r\n{headers}X-Amz-Target: AmazonEC2ContainerServiceV20141113.ListClusters\r\nContent-Type: application/x-amz-json-1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+    );
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
+}
+
+/// A web page in a browser on this machine can reach 127.0.0.1: the endpoint refuses what
+/// carries an Origin, names another Host (DNS rebinding) or is a CORS preflight, and answers
+/// a program that names it as 127.0.0.1 or localhost.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_endpoint_refuses_web_pages_and_other_host_names() {
+    let sandbox = SandboxProject::new("sbweb");
+    assert_success(&sandbox.up(&[]), "shipit sandbox up");
+    let port = sandbox.emulator_port;
+    let own = format!("Host: 127.0.0.1:{port}\r\n");
+    assert_eq!(raw_status(port, &own), 200, "a program on this machine");
+    assert_eq!(
+        raw_status(port, &format!("Host: localhost:{port}\r\n")),
+        200
+    );
+    assert_eq!(
+        raw_status(port, &format!("{own}Origin: http://evil.example\r\n")),
+        403,
+        "a web page's request"
+    );
+    assert_eq!(
+        raw_status(port, &format!("Host: evil.example:{port}\r\n")),
+        403,
+        "another name for this address"
+    );
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .write_all(format!("OPTIONS / HTTP/1.1\r\n{own}Access-Control-Request-Method: POST\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "a CORS preflight: {answer}"
+    );
+    assert!(
+        !answer
+            .to_ascii_lowercase()
+            .contains("access-control-allow-origin"),
+        "{answer}"
+    );
+}
+
+/// A Ctrl-C while `up` starts its processes stops them again: nothing is left listening,
+/// and the config is as it was.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_interrupted_up_leaves_nothing_running() {
+    use std::io::BufRead;
+    let sandbox = SandboxProject::new("sbint");
+    let before = sandbox.config_text();
+    let moto = moto_server();
+    let ports = [
+        sandbox.emulator_port,
+        sandbox.registry_port,
+        sandbox.production_port,
+        sandbox.test_port,
+    ]
+    .map(|p| p.to_string());
+    let mut child = sandbox
+        .project
+        .command(&[
+            "sandbox",
+            "up",
+            "--moto-server",
+            moto.to_str().unwrap(),
+            "--emulator-port",
+            &ports[0],
+            "--registry-port",
+            &ports[1],
+            "--production-port",
+            &ports[2],
+            "--test-port",
+            &ports[3],
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufReader::new(stderr).lines();
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.contains("starting the image registry") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter()
+            .any(|l| l.contains("starting the image registry")),
+        "{seen:#?}"
+    );
+    let signalled = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signalled.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{rest:#?}");
+    for port in [
+        sandbox.emulator_port,
+        sandbox.registry_port,
+        sandbox.production_port,
+        sandbox.test_port,
+    ] {
+        wait_until(
+            &format!("port {port} to be free"),
+            std::time::Duration::from_secs(15),
+            || port_free(port),
+        );
+    }
+    assert_eq!(sandbox.config_text(), before);
+    let (_, status) = sandbox.status();
+    assert_eq!(status["state"], "absent", "{status}");
+}
+
+/// Two sandboxes on one emulator (the second given it with --endpoint) keep apart: their
+/// resources and clusters have their own names, and the second one's `down` deletes only
+/// its own. Two equal ports are refused before anything starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sandbox_on_another_ones_emulator_keeps_to_its_own_resources() {
+    let first = SandboxProject::new("sbown");
+    let out = first.up(&["--json"]);
+    assert_success(&out, "shipit sandbox up");
+    let up = json(&out);
+    let upstream = up["status"]["record"]["upstream"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let first_listener = up["status"]["record"]["infra"]["listener_arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let second = SandboxProject::new("sbguest");
+    let port = second.production_port.to_string();
+    let out = second.project.run(&[
+        "sandbox",
+        "up",
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "--production-port",
+        &port,
+        "--test-port",
+        &port,
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--production-port and --test-port are both"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = second.up_own_venv(&["--endpoint", &format!("http://{upstream}"), "--json"]);
+    assert_success(&out, "shipit sandbox up --endpoint");
+    let guest = json(&out);
+    let cluster = guest["status"]["record"]["infra"]["cluster"]
+        .as_str()
+        .unwrap();
+    assert_ne!(cluster, "sandbox", "{guest}");
+    assert_ne!(
+        guest["status"]["record"]["infra"]["listener_arn"]
+            .as_str()
+            .unwrap(),
+        first_listener
+    );
+    assert!(guest["status"]["record"]["emulator"].is_null());
+    assert_success(
+        &second.project.run(&["sandbox", "down"]),
+        "the guest's sandbox down",
+    );
+
+    // The first sandbox's load balancer and cluster are untouched.
+    let aws = clients(up["status"]["endpoint"].as_str().unwrap()).await;
+    let listeners = aws
+        .elb
+        .describe_listeners()
+        .listener_arns(&first_listener)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listeners.listeners().len(), 1);
+    let clusters = aws
+        .ecs
+        .describe_clusters()
+        .clusters("sandbox")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(clusters.clusters()[0].status(), Some("ACTIVE"));
+    let (out, status) = first.status();
+    assert_success(&out, "the first sandbox's status");
+    assert_eq!(status["state"], "running");
+}

@@ -12,6 +12,8 @@ impl From<SandboxError> for Failure {
     fn from(e: SandboxError) -> Failure {
         let code = if e.is_usage() {
             exit::CONFIG
+        } else if matches!(e, SandboxError::Interrupted) {
+            exit::INTERRUPTED
         } else {
             exit::PLATFORM
         };
@@ -104,11 +106,15 @@ pub async fn run(
                     up.status.endpoint.as_deref().unwrap_or("?"),
                     up.status.registry.as_deref().unwrap_or("?"),
                 ));
+                let with_config = match &global.config {
+                    Some(path) => format!(" -c {}", path.display()),
+                    None => String::new(),
+                };
                 printer.data(&format!(
-                    "[targets.{}] is in {}; try:\n  shipit config check\n  shipit release --dry-run --target {}\n  shipit sandbox down   # stops it and takes the target out again",
-                    sandbox::TARGET,
+                    "[targets.{target}] is in {}; try:\n  shipit{with_config} release --target {target}\n  curl {}\n  shipit{with_config} sandbox down   # stops it and takes the target out again",
                     config.path.display(),
-                    sandbox::TARGET,
+                    up.status.production_url.as_deref().unwrap_or("?"),
+                    target = sandbox::TARGET,
                 ));
             }
             Ok(())
@@ -178,8 +184,8 @@ fn print_status(status: &Status, printer: Printer) {
         running_note(&record.registry)
     ));
     printer.data(&format!(
-        "  load balancer   {} (production listener :80, test listener :8080)",
-        record.infra.load_balancer_dns
+        "  load balancer   production listener {}, test listener {} ({})",
+        record.production_url, record.test_url, record.infra.load_balancer_dns
     ));
     printer.data(&format!("  ECS cluster     {}", record.infra.cluster));
     if let Some(path) = &record.config {

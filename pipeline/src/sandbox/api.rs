@@ -9,7 +9,10 @@
 //!   older task definition that still has tasks, and the `PRIMARY` one's rollout state
 //!   (`COMPLETED` once it runs the desired count and nothing else does).
 //!
-//! Requests are read whole, up to [`MAX_BODY`]; the endpoint listens on 127.0.0.1 only.
+//! Requests are read whole, up to [`MAX_BODY`]; the endpoint listens on 127.0.0.1 only. A
+//! web page open in a browser on this machine could still reach it: so a request that
+//! carries an `Origin`, names another `Host` than the endpoint's own address (DNS
+//! rebinding), or is a CORS preflight (`OPTIONS`) is refused, and never reaches the emulator.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -30,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use super::runner::{Request as AgentRequest, Task, Tasks};
 
 /// The largest request or answer body the endpoint reads.
-const MAX_BODY: usize = 64 * 1024 * 1024;
+const MAX_BODY: usize = 16 * 1024 * 1024;
 const ECS_TARGET_PREFIX: &str = "AmazonEC2ContainerServiceV20141113.";
 
 type Upstream = Client<HttpConnector, Full<Bytes>>;
@@ -45,6 +48,7 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let client: Upstream = Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let port = listener.local_addr().map_or(0, |a| a.port());
     loop {
         let accepted = tokio::select! {
             () = stop.cancelled() => return,
@@ -60,6 +64,9 @@ pub async fn serve(
                 let (client, tasks, agent, plane) =
                     (client.clone(), tasks.clone(), agent.clone(), plane.clone());
                 async move {
+                    if let Some(refused) = refuse_foreign(&request, port) {
+                        return Ok::<_, Infallible>(refused);
+                    }
                     let answered = answer(request, &client, upstream, &tasks, &agent, &plane).await;
                     Ok::<_, Infallible>(answered)
                 }
@@ -69,6 +76,34 @@ pub async fn serve(
                 .await;
         });
     }
+}
+
+/// The refusal of a request that did not come from a program on this machine talking to
+/// this endpoint: one from a web page (`Origin`, a CORS preflight) or by another name (`Host`).
+fn refuse_foreign<B>(request: &Request<B>, port: u16) -> Option<Response<Full<Bytes>>> {
+    if request.headers().contains_key(hyper::header::ORIGIN)
+        || request.method() == hyper::Method::OPTIONS
+    {
+        return Some(plain(
+            StatusCode::FORBIDDEN,
+            "the sandbox's endpoint takes no request from a web page\n".into(),
+        ));
+    }
+    let host = request
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default();
+    let ours = ["127.0.0.1", "localhost", "[::1]"]
+        .iter()
+        .any(|name| host.eq_ignore_ascii_case(&format!("{name}:{port}")));
+    if ours {
+        return None;
+    }
+    Some(plain(
+        StatusCode::FORBIDDEN,
+        format!("the sandbox's endpoint answers only as 127.0.0.1:{port}, not as {host:?}\n"),
+    ))
 }
 
 fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
@@ -195,8 +230,10 @@ async fn ask(
         .send(request(reply))
         .await
         .map_err(|_| "the sandbox's agent is stopping".to_string())?;
-    answer
+    // The agent answers once the task's image is there (at most its pull timeout).
+    tokio::time::timeout(std::time::Duration::from_secs(90), answer)
         .await
+        .map_err(|_| "the sandbox's agent did not answer within 90 s".to_string())?
         .map_err(|_| "the sandbox's agent is stopping".to_string())?
 }
 
@@ -206,7 +243,7 @@ async fn run_task(
     input: &Value,
     agent: &tokio::sync::mpsc::Sender<AgentRequest>,
 ) -> Response<Full<Bytes>> {
-    if input["count"].as_i64().unwrap_or(1) != 1 {
+    if !input["count"].is_null() && input["count"].as_i64() != Some(1) {
         return ecs_error(
             StatusCode::BAD_REQUEST,
             "InvalidParameterException",

@@ -104,6 +104,31 @@ fn has_target(text: &str, target: &str) -> bool {
 /// else at its end. Refuses a config whose `[targets.<target>]` is the user's own. The file
 /// is replaced through a temporary file beside it, keeping its permissions.
 pub fn write(path: &Path, target: &str, block: &str) -> Result<(), SandboxError> {
+    let base = check(path, target)?;
+    let mut new = base;
+    if !new.is_empty() && !new.ends_with('\n') {
+        new.push('\n');
+    }
+    if !new.is_empty() {
+        new.push('\n');
+    }
+    new.push_str(block);
+    replace(path, &new)
+}
+
+/// What the config at `path` holds without the sandbox's block, once it is known that `up`
+/// may write there: the file is writable, has no broken markers and no `[targets.<target>]`
+/// of the user's. `up` checks this before it starts anything.
+pub fn check(path: &Path, target: &str) -> Result<String, SandboxError> {
+    // Written through a temporary file and a rename, so the file's own permission is asked
+    // first: the rename would go around a read-only config.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|source| SandboxError::Io {
+            action: format!("write {}", path.display()),
+            source,
+        })?;
     let text = read(path)?;
     let base = without_block(&text, path)?.unwrap_or(text);
     if has_target(&base, target) {
@@ -118,15 +143,7 @@ pub fn write(path: &Path, target: &str, block: &str) -> Result<(), SandboxError>
             ),
         });
     }
-    let mut new = base;
-    if !new.is_empty() && !new.ends_with('\n') {
-        new.push('\n');
-    }
-    if !new.is_empty() {
-        new.push('\n');
-    }
-    new.push_str(block);
-    replace(path, &new)
+    Ok(base)
 }
 
 /// Removes the sandbox's block from the config at `path`; `false` when it had none.
@@ -159,6 +176,9 @@ fn replace(path: &Path, text: &str) -> Result<(), SandboxError> {
         action: format!("write {}", path.display()),
         source,
     };
+    // A config reached through a symbolic link is written where the link points, and the
+    // link stays.
+    let path = &std::fs::canonicalize(path).map_err(io)?;
     let mode = std::fs::metadata(path).map_err(io)?.permissions();
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".{}.tmp", std::process::id()));

@@ -12,6 +12,8 @@ pub const MOTO_REQUIREMENT: &str = "moto[server]==5.2.5";
 /// Written into the venv once the install succeeded, holding [`MOTO_REQUIREMENT`]: a venv
 /// without it (an install that was interrupted) or with another text is installed again.
 const VENV_STAMP: &str = ".shipit-sandbox-requirement";
+/// What the moto server prints once it listens, before its port.
+const MOTO_LISTENING: &str = "Running on http://127.0.0.1:";
 /// The registry programs looked for on `PATH`: Debian's name, then the upstream one.
 const REGISTRY_PROGRAMS: &[&str] = &["docker-registry", "registry"];
 
@@ -102,21 +104,47 @@ fn run_step(command: &mut Command, what: &str, hint: &str) -> Result<(), Sandbox
     })
 }
 
-/// Starts the moto server on `port` of 127.0.0.1, its output in `log`.
-pub fn start_moto(server: &Path, port: u16, log: &Path) -> Result<Process, SandboxError> {
-    process::start(
-        "the AWS emulator (moto)",
+/// Starts the moto server on a port of 127.0.0.1 it picks itself (no other program can take
+/// the port between a pick and the bind), its output in `log`; the process and its port.
+pub fn start_moto(server: &Path, log: &Path) -> Result<(Process, u16), SandboxError> {
+    let what = "the AWS emulator (moto)";
+    let from = std::fs::metadata(log).map_or(0, |m| m.len());
+    let moto = process::spawn(
+        what,
         server,
-        &[
-            "-H".into(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ],
+        &["-H".into(), "127.0.0.1".into(), "-p".into(), "0".into()],
         &[],
         log,
-        port,
-    )
+    )?;
+    let deadline = std::time::Instant::now() + process::START_TIMEOUT;
+    let port = loop {
+        let text = std::fs::read(log).unwrap_or_default();
+        let text = String::from_utf8_lossy(text.get(from as usize..).unwrap_or_default());
+        let found = text.find(MOTO_LISTENING).and_then(|at| {
+            let digits: String = text[at + MOTO_LISTENING.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse::<u16>().ok()
+        });
+        if let Some(port) = found {
+            break port;
+        }
+        if !moto.alive() || std::time::Instant::now() >= deadline {
+            let _ = moto.stop();
+            return Err(SandboxError::Died {
+                what: what.into(),
+                log: log.to_path_buf(),
+                tail: process::log_tail(log),
+            });
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if let Err(e) = process::wait_listening(&moto, what, &[port]) {
+        let _ = moto.stop();
+        return Err(e);
+    }
+    Ok((moto, port))
 }
 
 /// The registry program on `PATH`.

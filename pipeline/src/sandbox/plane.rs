@@ -134,11 +134,17 @@ async fn start_edge(
     .map_err(|e| match e {
         shipit_edge::EdgeError::Bind { source, .. } => SandboxError::PortInUse {
             port,
-            what: format!("the load balancer's {}", name.trim_start_matches("edge-")),
+            what: format!(
+                "the load balancer's {} listener",
+                name.trim_start_matches("edge-")
+            ),
             flag: flag.to_string(),
             source,
         },
-        other => SandboxError::Docker(format!("starting the {name}: {other}")),
+        other => SandboxError::LoadBalancer(format!(
+            "the load balancer's {} listener cannot start: {other}",
+            name.trim_start_matches("edge-")
+        )),
     })
 }
 
@@ -159,22 +165,30 @@ async fn step(
     listeners: &mut [Listener; 2],
 ) -> Result<(), String> {
     let elb = &clients.elb;
-    let lbs = elb
+    let lb = match elb
         .describe_load_balancers()
         .names(load_balancer)
         .send()
         .await
-        .map_err(|e| format!("DescribeLoadBalancers: {}", describe_error(&e)))?;
-    let Some(lb) = lbs
-        .load_balancers()
-        .first()
-        .and_then(|l| l.load_balancer_arn())
-    else {
+    {
+        Ok(out) => out
+            .load_balancers()
+            .first()
+            .and_then(|l| l.load_balancer_arn())
+            .map(str::to_string),
+        Err(e) if crate::aws::error_code(&e) == Some("LoadBalancerNotFound") => None,
+        Err(e) => return Err(format!("DescribeLoadBalancers: {}", describe_error(&e))),
+    };
+    let Some(lb) = lb else {
+        // Deleted (or not made yet): nothing to route to.
+        for listener in listeners.iter_mut() {
+            apply(listener, None).await?;
+        }
         return Ok(());
     };
     let found = elb
         .describe_listeners()
-        .load_balancer_arn(lb)
+        .load_balancer_arn(&lb)
         .send()
         .await
         .map_err(|e| format!("DescribeListeners: {}", describe_error(&e)))?;

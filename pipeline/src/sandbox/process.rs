@@ -84,6 +84,22 @@ pub fn start(
     log: &Path,
     port: u16,
 ) -> Result<Process, SandboxError> {
+    let process = spawn(what, program, args, env, log)?;
+    if let Err(e) = wait_listening(&process, what, &[port]) {
+        let _ = process.stop();
+        return Err(e);
+    }
+    Ok(process)
+}
+
+/// Starts `program` as [`start`] does, without waiting for it to listen.
+pub fn spawn(
+    what: &str,
+    program: &Path,
+    args: &[String],
+    env: &[(&str, &str)],
+    log: &Path,
+) -> Result<Process, SandboxError> {
     let io = |action: &str, path: &Path, source: std::io::Error| SandboxError::Io {
         action: format!("{action} {}", path.display()),
         source,
@@ -132,31 +148,39 @@ pub fn start(
         program: program.to_path_buf(),
         log: log.to_path_buf(),
     };
-    let address = SocketAddr::from(([127, 0, 0, 1], port));
+    Ok(process)
+}
+
+/// Waits until every one of `ports` accepts connections, while `process` runs; fails with
+/// its log when it exits first or the ports do not listen within [`START_TIMEOUT`].
+pub fn wait_listening(process: &Process, what: &str, ports: &[u16]) -> Result<(), SandboxError> {
     let deadline = Instant::now() + START_TIMEOUT;
-    loop {
-        if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
-            return Ok(process);
+    for port in ports {
+        let address = SocketAddr::from(([127, 0, 0, 1], *port));
+        loop {
+            if TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_ok() {
+                break;
+            }
+            if !process.alive() {
+                return Err(SandboxError::Died {
+                    what: what.to_string(),
+                    log: process.log.clone(),
+                    tail: log_tail(&process.log),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(SandboxError::NotListening {
+                    what: what.to_string(),
+                    port: *port,
+                    waited: START_TIMEOUT,
+                    log: process.log.clone(),
+                    tail: log_tail(&process.log),
+                });
+            }
+            std::thread::sleep(POLL);
         }
-        if !process.alive() {
-            return Err(SandboxError::Died {
-                what: what.to_string(),
-                log: log.to_path_buf(),
-                tail: log_tail(log),
-            });
-        }
-        if Instant::now() >= deadline {
-            let _ = process.stop();
-            return Err(SandboxError::NotListening {
-                what: what.to_string(),
-                port,
-                waited: START_TIMEOUT,
-                log: log.to_path_buf(),
-                tail: log_tail(log),
-            });
-        }
-        std::thread::sleep(POLL);
     }
+    Ok(())
 }
 
 /// Fails with [`SandboxError::PortInUse`] when `port` of 127.0.0.1 cannot be bound now.
@@ -170,17 +194,6 @@ pub fn check_port_free(port: u16, what: &str, flag: &str) -> Result<(), SandboxE
             source,
         }),
     }
-}
-
-/// A port of 127.0.0.1 that is free now (the kernel's pick).
-pub fn free_port() -> Result<u16, SandboxError> {
-    TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(|source| SandboxError::Io {
-            action: "find a free port on 127.0.0.1".into(),
-            source,
-        })
 }
 
 /// Whether something accepts connections on `port` of 127.0.0.1.

@@ -40,6 +40,10 @@ use crate::health::Prober;
 pub const POLL: Duration = Duration::from_millis(200);
 /// The least time between two task starts of one service.
 const START_SPACING: Duration = Duration::from_secs(1);
+/// The longest an image pull may take.
+const PULL_TIMEOUT: Duration = Duration::from_secs(60);
+/// How many stopped tasks are remembered (ECS forgets them after about an hour).
+const STOPPED_KEPT: usize = 500;
 /// How long a stopped container gets to exit before it is killed.
 const STOP_GRACE: i32 = 10;
 /// The label that marks the sandbox's containers, with the sandbox's id.
@@ -97,7 +101,23 @@ impl Tasks {
     }
 
     fn insert(&self, task: Task) {
-        self.0.lock().unwrap().insert(task.arn.clone(), task);
+        let mut tasks = self.0.lock().unwrap();
+        tasks.insert(task.arn.clone(), task);
+        let stopped = tasks
+            .values()
+            .filter(|t| t.last_status == "STOPPED")
+            .count();
+        if stopped > STOPPED_KEPT {
+            let mut oldest: Vec<(f64, String)> = tasks
+                .values()
+                .filter(|t| t.last_status == "STOPPED")
+                .map(|t| (t.stopped_at.unwrap_or(0.0), t.arn.clone()))
+                .collect();
+            oldest.sort_by(|a, b| a.0.total_cmp(&b.0));
+            for (_, arn) in oldest.iter().take(stopped - STOPPED_KEPT) {
+                tasks.remove(arn);
+            }
+        }
     }
 }
 
@@ -210,6 +230,13 @@ impl Runner {
                 started_by,
                 reply,
             } => {
+                if cluster_arn.rsplit('/').next() != Some(self.cluster.as_str()) {
+                    let _ = reply.send(Err(format!(
+                        "ClusterNotFoundException: the sandbox runs tasks in cluster {} only",
+                        self.cluster
+                    )));
+                    return;
+                }
                 let view = ServiceView {
                     name: String::new(),
                     cluster_arn,
@@ -355,8 +382,8 @@ impl Runner {
                     // Removed behind the agent's back: the task is gone.
                     self.stopped(
                         &task,
-                        "TaskFailedToStart",
-                        "its container disappeared",
+                        "EssentialContainerExited",
+                        "Essential container in task exited: its container was removed from the engine",
                         None,
                     )
                     .await;
@@ -660,7 +687,9 @@ impl Runner {
                 .into(),
             ),
             healthcheck,
-            cmd: command,
+            // A RunTask override wins over the task definition's command, as on ECS.
+            cmd: command.or_else(|| Some(container.command().to_vec()).filter(|c| !c.is_empty())),
+            entrypoint: Some(container.entry_point().to_vec()).filter(|e| !e.is_empty()),
             host_config: Some(HostConfig::default()),
             ..Default::default()
         };
@@ -747,10 +776,17 @@ impl Runner {
             None,
             None,
         );
-        while let Some(item) = stream.next().await {
-            item.map_err(|e| e.to_string())?;
-        }
-        Ok(())
+        let pulled = async {
+            while let Some(item) = stream.next().await {
+                item.map_err(|e| e.to_string())?;
+            }
+            Ok(())
+        };
+        // The agent runs one thing at a time: a registry that never answers must not hold
+        // every other task for long.
+        tokio::time::timeout(PULL_TIMEOUT, pulled)
+            .await
+            .unwrap_or_else(|_| Err(format!("no image within {}s", PULL_TIMEOUT.as_secs())))
     }
 
     /// Deregisters `task` and marks it to stop once the deregistration delay has passed.
