@@ -145,12 +145,13 @@ async fn newest_release(ecs: &aws_sdk_ecs::Client, family: &str) -> String {
         .to_string()
 }
 
-/// A stand-in for the test listener: answers `GET /version` with the newest task
-/// definition's release, or with `wrong` when `honest` is false. Counts the requests.
+/// A stand-in for the test listener: answers `GET /version` with `wrong` for its first
+/// `wrong_first` requests (as a listener whose change has not reached it yet), then with the
+/// newest task definition's release. Counts the requests.
 async fn stand_in(
     ecs: aws_sdk_ecs::Client,
     family: String,
-    honest: bool,
+    wrong_first: usize,
 ) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -161,10 +162,10 @@ async fn stand_in(
             let mut head = vec![0u8; 4096];
             let n = stream.read(&mut head).await.unwrap_or(0);
             let request = String::from_utf8_lossy(&head[..n]).to_string();
-            served.fetch_add(1, Ordering::Relaxed);
+            let seen = served.fetch_add(1, Ordering::Relaxed);
             let body = if !request.starts_with("GET /version ") {
                 "not found\n".to_string()
-            } else if honest {
+            } else if seen >= wrong_first {
                 format!("{}\n", newest_release(&ecs, &family).await)
             } else {
                 "wrong\n".to_string()
@@ -197,7 +198,12 @@ async fn the_version_check_goes_through_the_test_listener() {
     let before = project.forward().await;
 
     // A candidate that reports the wrong release fails verify; traffic stays put.
-    let (addr, count) = stand_in(project.infra.clients.ecs.clone(), family.clone(), false).await;
+    let (addr, count) = stand_in(
+        project.infra.clients.ecs.clone(),
+        family.clone(),
+        usize::MAX,
+    )
+    .await;
     let out = project
         .command(&["release"])
         .env("SHIPIT_TEST_RESOLVE", format!("{authority}={addr}"))
@@ -217,8 +223,9 @@ async fn the_version_check_goes_through_the_test_listener() {
     assert_eq!(project.forward().await, before, "nothing moved");
     assert_eq!(project.service(Slot::Blue).await.map(|s| s.0), Some(0));
 
-    // One that reports its own release passes, and the release goes live.
-    let (addr, count) = stand_in(project.infra.clients.ecs.clone(), family, true).await;
+    // One that reports its own release once the listener change has reached the stand-in
+    // (after two answers of the other release) passes, and the release goes live.
+    let (addr, count) = stand_in(project.infra.clients.ecs.clone(), family, 2).await;
     let out = project
         .command(&["release", "--json"])
         .env("SHIPIT_TEST_RESOLVE", format!("{authority}={addr}"))
@@ -233,6 +240,9 @@ async fn the_version_check_goes_through_the_test_listener() {
         "{}",
         stderr(&out)
     );
-    assert!(count.load(Ordering::Relaxed) >= 1);
+    assert!(
+        count.load(Ordering::Relaxed) >= 3,
+        "asked again after the other release"
+    );
     assert_eq!(project.forward().await, all_to(Slot::Blue));
 }

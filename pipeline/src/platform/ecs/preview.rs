@@ -11,6 +11,11 @@ use std::net::SocketAddr;
 use super::change::Change;
 use super::forward::Forward;
 use super::{EcsPlatform, VERSION_CHECK_TIMEOUT};
+
+/// How long the version check asks again while the test listener still answers with
+/// another release: the time a listener change may take to reach the load balancer's nodes.
+const LISTENER_PROPAGATION: std::time::Duration = std::time::Duration::from_secs(5);
+const PROPAGATION_RETRY: std::time::Duration = std::time::Duration::from_millis(250);
 use crate::Slot;
 use crate::event::{Phase, Reporter};
 use crate::platform::{Candidate, ErrorKind, PlatformError};
@@ -83,7 +88,23 @@ impl EcsPlatform {
             }
         };
         let prober = crate::health::Prober::new(addr);
-        tokio::time::timeout(VERSION_CHECK_TIMEOUT, prober.check_version(path, &candidate.release))
+        // A listener change reaches every node of a load balancer within seconds, not at
+        // once: an answer from the other release is asked again until the propagation
+        // window has passed. Any other failure ends the check.
+        let check = async {
+            let started = tokio::time::Instant::now();
+            loop {
+                match prober.check_version(path, &candidate.release).await {
+                    Err(crate::health::HealthError::WrongVersion { .. })
+                        if started.elapsed() < LISTENER_PROPAGATION =>
+                    {
+                        tokio::time::sleep(PROPAGATION_RETRY).await;
+                    }
+                    other => return other,
+                }
+            }
+        };
+        tokio::time::timeout(VERSION_CHECK_TIMEOUT, check)
             .await
             .map_err(|_| {
                 PlatformError::new(
