@@ -6,6 +6,14 @@
 #   bench/soak.sh              # the full run: 1000 operations (see bench/README.md for its length)
 #   bench/soak.sh --quick      # a smoke run: 20 operations, a few minutes once built
 #   OPS=200 SEED=7 KEEPALIVE=32 bench/soak.sh   # knobs: see below
+#   bench/soak.sh --target sandbox --quick      # the same on the ecs target, against `shipit sandbox`
+#
+# With --target sandbox the project's only target is the sandbox's ecs target: `shipit sandbox
+# up` starts it on free ports, the load goes through its production listener, and the
+# operations run the whole ECS path (tasks as containers, weighted listener, test-listener
+# version check). The target sets keep_previous = "0s" (one task runs after each operation,
+# as on the local target) and verify_timeout from the health deadline; images are not pruned
+# on an ecs target, so its census counts them without a limit.
 #
 # The load (bench/soak, `soak-load`) runs six kinds of request at once: keep-alive GET, a
 # new connection per GET, POST of a 256 KiB body, 3-second slow requests, WebSocket echo
@@ -18,10 +26,18 @@
 set -euo pipefail
 
 QUICK=
+SANDBOX=
+expect_target=
 for arg in "$@"; do
+    if [[ -n $expect_target ]]; then
+        [[ $arg == sandbox ]] || { echo "--target takes only 'sandbox' (the default is the local target)" >&2; exit 2; }
+        SANDBOX=1 expect_target=
+        continue
+    fi
     case $arg in
         --quick) QUICK=1 ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --target) expect_target=1 ;;
+        -h | --help) sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown argument: $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -61,12 +77,12 @@ done
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
-OUT=${BENCH_OUT:-bench/soak${QUICK:+-quick}.json}
+OUT=${BENCH_OUT:-bench/soak${SANDBOX:+-sandbox}${QUICK:+-quick}.json}
 REPRODUCE="OPS=$OPS SEED=$SEED MIX=$MIX HEALTH_TIMEOUT=$HEALTH_TIMEOUT \
 FAIL_HEALTH_TIMEOUT=$FAIL_HEALTH_TIMEOUT DRAIN_TIMEOUT=$DRAIN_TIMEOUT KEEP_IMAGES=$KEEP_IMAGES \
 KEEPALIVE=$KEEPALIVE NEWCONN=$NEWCONN POST=$POST SLOW=$SLOW SLOW_FOR=$SLOW_FOR WS=$WS \
 WS_INTERVAL=$WS_INTERVAL WS_MESSAGES=$WS_MESSAGES H2_CONNECTIONS=$H2_CONNECTIONS \
-H2_STREAMS=$H2_STREAMS LOAD_THREADS=$LOAD_THREADS MAX_RATE=$MAX_RATE bench/soak.sh${QUICK:+ --quick}"
+H2_STREAMS=$H2_STREAMS LOAD_THREADS=$LOAD_THREADS MAX_RATE=$MAX_RATE bench/soak.sh${SANDBOX:+ --target sandbox}${QUICK:+ --quick}"
 
 say() { printf '[soak %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -144,6 +160,9 @@ healthy_threshold = 2
 
 [services.$SERVICE.verify]
 version_path = "/version"
+EOF
+if [[ -z $SANDBOX ]]; then
+    cat >>"$CONFIG" <<EOF
 
 [targets.local]
 kind = "local"
@@ -152,6 +171,7 @@ drain_timeout = "$DRAIN_TIMEOUT"
 stop_timeout = "10s"
 keep_images = $KEEP_IMAGES
 EOF
+fi
 
 LOAD_PID=
 # Whether pid runs: our exited children stay zombies (which `kill -0` still finds) until
@@ -187,6 +207,9 @@ cleanup() {
     stop_load
     say "cleaning up: shipit down, then this project's leftovers and $WORK"
     "$SHIPIT" -q -c "$CONFIG" down >/dev/null 2>&1 || say "warning: shipit down failed"
+    if [[ -n $SANDBOX ]]; then
+        "$SHIPIT" -q -c "$CONFIG" sandbox down >/dev/null 2>&1 || say "warning: shipit sandbox down failed"
+    fi
     # Whatever down left: containers of this service, its edge, the images of this run.
     local ids pid
     ids=$(docker ps -aq --filter "label=shipit.service=$SERVICE")
@@ -204,6 +227,35 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
+
+SANDBOX_ID=
+if [[ -n $SANDBOX ]]; then
+    # The sandbox's production listener is where the edge would be; three more free ports.
+    read -r EMULATOR_PORT REGISTRY_PORT TEST_PORT < <(python3 -c 'import socket
+ss = [socket.socket() for _ in range(3)]
+for s in ss: s.bind(("127.0.0.1", 0))
+print(*[s.getsockname()[1] for s in ss])')
+    moto=()
+    [[ -x $ROOT/.venv/bin/moto_server ]] && moto=(--moto-server "$ROOT/.venv/bin/moto_server")
+    say "shipit sandbox up (its production listener on $EDGE)"
+    "$SHIPIT" -c "$CONFIG" sandbox up "${moto[@]}" --json --emulator-port "$EMULATOR_PORT" \
+        --registry-port "$REGISTRY_PORT" --production-port "$PORT" --test-port "$TEST_PORT" \
+        >"$RAW/sandbox.json" 2>"$RAW/sandbox.log" || { tail -n 20 "$RAW/sandbox.log" >&2; die "shipit sandbox up failed"; }
+    SANDBOX_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"]["record"]["id"])' "$RAW/sandbox.json")
+    # One task after each operation (the old slot scaled down at once), and the health
+    # deadline the failing candidates shorten, as on the local target.
+    python3 - "$CONFIG" <<'PY'
+import sys
+path = sys.argv[1]
+text = open(path).read()
+line = "desired_count = 1\n"
+assert line in text, "no desired_count in the sandbox's block"
+text = text.replace(line, line + 'keep_previous = "0s"\nverify_timeout = "${SOAK_HEALTH_TIMEOUT:-2m}"\n', 1)
+open(path, "w").write(text)
+PY
+    "$SHIPIT" -q -c "$CONFIG" config check >/dev/null || die "the sandbox's target does not load"
+    KEEP_IMAGES=100000
+fi
 
 # --- The first release, then the load --------------------------------------------------
 
@@ -241,7 +293,8 @@ python3 "$ROOT/bench/soak_ops.py" run --shipit "$SHIPIT" --config "$CONFIG" \
     --context "$WORK/context" --service "$SERVICE" --edge "$EDGE" --image-label "$IMAGE_LABEL" \
     --first "$RAW/first.json" --seed "$SEED" --ops "$OPS" --mix "$MIX" \
     --fail-health-timeout "$FAIL_HEALTH_TIMEOUT" --op-timeout "$OP_TIMEOUT" --load-pid "$LOAD_PID" \
-    --log-dir "$RAW/ops" --out "$RAW/ops.jsonl" --went-live "$RAW/went-live.json"
+    --log-dir "$RAW/ops" --out "$RAW/ops.jsonl" --went-live "$RAW/went-live.json" \
+    ${SANDBOX_ID:+--sandbox-id "$SANDBOX_ID"}
 
 # Requests sent right after the last operation are still part of it.
 sleep 3
@@ -253,7 +306,8 @@ stop_load
 
 census() {
     python3 "$ROOT/bench/soak_ops.py" census --service "$SERVICE" --image-label "$IMAGE_LABEL" \
-        --state-dir "$SHIPIT_STATE_DIR" --keep-images "$KEEP_IMAGES"
+        --state-dir "$SHIPIT_STATE_DIR" --keep-images "$KEEP_IMAGES" \
+        ${SANDBOX_ID:+--sandbox-id "$SANDBOX_ID"}
 }
 say "census: containers and images of this project, before shipit down"
 census >"$RAW/census-end.json"
@@ -268,6 +322,13 @@ for _ in $(seq 350); do
     [[ -n $pid ]] && running "$pid" || break
     sleep 0.1
 done
+if [[ -n $SANDBOX_ID ]]; then
+    # The sandbox's agent stops a scaled-down task once its deregistration delay (5 s) passed.
+    for _ in $(seq 300); do
+        [[ -z $(docker ps -aq --filter "label=shipit.sandbox=$SANDBOX_ID") ]] && break
+        sleep 0.1
+    done
+fi
 census >"$RAW/census-down.json"
 
 # --- Report ----------------------------------------------------------------------------

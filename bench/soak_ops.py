@@ -58,8 +58,23 @@ def docker(*args):
     return out.stdout
 
 
-def containers(service):
-    """The service's containers in any state: id, state, release label, slot label, image."""
+def containers(service, sandbox_id=None):
+    """The service's containers in any state: id, state, release label, slot label, image.
+    With `sandbox_id` (an ecs target on `shipit sandbox`): the sandbox's task containers,
+    whose release and slot are in their env (SHIPIT_RELEASE, SHIPIT_SLOT)."""
+    if sandbox_id:
+        rows = []
+        for line in docker("ps", "-a", "--no-trunc", "--filter", f"label=shipit.sandbox={sandbox_id}",
+                           "--format", "{{.ID}}\t{{.State}}").splitlines():
+            cid, state = (line.split("\t") + [""])[:2]
+            try:
+                env = docker("inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", cid)
+            except RuntimeError:
+                continue  # removed since the listing: a task the agent just stopped
+            values = dict(e.split("=", 1) for e in env.splitlines() if "=" in e)
+            rows.append({"id": cid, "state": state, "release": values.get("SHIPIT_RELEASE", ""),
+                         "slot": values.get("SHIPIT_SLOT", "")})
+        return rows
     fmt = '{{.ID}}\t{{.State}}\t{{.Label "shipit.release"}}\t{{.Label "shipit.slot"}}'
     rows = []
     for line in docker("ps", "-a", "--no-trunc", "--filter", f"label=shipit.service={service}",
@@ -238,7 +253,15 @@ def command_run(a):
             problems.append(error)
         elif answered != live:
             problems.append(f"GET /version through the edge answered {answered}, expected {live}")
-        boxes = containers(a.service)
+        boxes = containers(a.service, a.sandbox_id)
+        if a.sandbox_id:
+            # On the ecs target the old slot's task keeps its in-flight requests for the target
+            # group's deregistration delay (5 s in the sandbox) after the release returned, as
+            # on AWS; then it stops. The count is taken once it had the time to.
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline and sum(c["state"] == "running" for c in boxes) > 1:
+                time.sleep(0.2)
+                boxes = containers(a.service, a.sandbox_id)
         running = [c for c in boxes if c["state"] == "running"]
         record["containers"] = len(boxes)
         record["running"] = len(running)
@@ -267,7 +290,7 @@ def command_run(a):
 
 def command_census(a):
     """What this project left on the engine, and whether its edge still runs."""
-    boxes = containers(a.service)
+    boxes = containers(a.service, a.sandbox_id)
     for box in boxes:
         box["image"] = docker("inspect", "--format", "{{.Image}}", box["id"]).strip()
     ids = images(a.image_label)
@@ -317,11 +340,13 @@ def main():
     run.add_argument("--log-dir", required=True)
     run.add_argument("--out", required=True)
     run.add_argument("--went-live", required=True, help="where to write the releases that went live")
+    run.add_argument("--sandbox-id", help="count the task containers of this `shipit sandbox` instead")
     census = sub.add_parser("census")
     census.add_argument("--service", required=True)
     census.add_argument("--image-label", required=True)
     census.add_argument("--state-dir", required=True)
     census.add_argument("--keep-images", type=int, default=0)
+    census.add_argument("--sandbox-id", help="count the task containers of this `shipit sandbox` instead")
     a = parser.parse_args()
     {"run": command_run, "census": command_census}[a.command](a)
 
