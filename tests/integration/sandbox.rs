@@ -111,6 +111,20 @@ fn port_free(port: u16) -> bool {
     TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
 
+/// DescribeTasks of `arns` in the sandbox's cluster.
+async fn described_tasks(
+    aws: &Clients,
+    arns: &[String],
+) -> aws_sdk_ecs::operation::describe_tasks::DescribeTasksOutput {
+    aws.ecs
+        .describe_tasks()
+        .cluster("sandbox")
+        .set_tasks(Some(arns.to_vec()))
+        .send()
+        .await
+        .unwrap()
+}
+
 async fn clients(endpoint: &str) -> Clients {
     Clients::new(&sdk_config_for("us-east-1", Some(endpoint)).await)
 }
@@ -562,14 +576,7 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         .await
         .unwrap();
     assert_eq!(listed.task_arns().len(), 1);
-    let tasks = aws
-        .ecs
-        .describe_tasks()
-        .cluster("sandbox")
-        .set_tasks(Some(listed.task_arns().to_vec()))
-        .send()
-        .await
-        .unwrap();
+    let tasks = described_tasks(&aws, listed.task_arns()).await;
     assert_eq!(tasks.tasks()[0].last_status(), Some("RUNNING"));
     // The migration ran as a one-off task that exited 0.
     let migrations = aws
@@ -582,14 +589,7 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         .await
         .unwrap();
     assert_eq!(migrations.task_arns().len(), 1);
-    let migration = aws
-        .ecs
-        .describe_tasks()
-        .cluster("sandbox")
-        .set_tasks(Some(migrations.task_arns().to_vec()))
-        .send()
-        .await
-        .unwrap();
+    let migration = described_tasks(&aws, migrations.task_arns()).await;
     assert_eq!(migration.tasks()[0].containers()[0].exit_code(), Some(0));
 
     // A candidate whose process exits 3 at once: its tasks stop with that exit code, and the
@@ -620,14 +620,7 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         .await
         .unwrap();
     assert!(!stopped.task_arns().is_empty());
-    let crashed = aws
-        .ecs
-        .describe_tasks()
-        .cluster("sandbox")
-        .set_tasks(Some(stopped.task_arns().to_vec()))
-        .send()
-        .await
-        .unwrap();
+    let crashed = described_tasks(&aws, stopped.task_arns()).await;
     for task in crashed.tasks() {
         assert_eq!(
             task.stop_code().map(|c| c.as_str()),

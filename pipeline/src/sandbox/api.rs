@@ -145,7 +145,12 @@ async fn answer(
             );
         }
     };
-    let input: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    // Only an ECS call's body is read: every other call is passed on as it came.
+    let input: Value = if operation.is_some() {
+        serde_json::from_slice(&body).unwrap_or(Value::Null)
+    } else {
+        Value::Null
+    };
     // ELBv2 speaks the query protocol: the action is a form field of the body.
     let changes_routing = body
         .split(|b| *b == b'&')
