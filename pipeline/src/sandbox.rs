@@ -219,6 +219,22 @@ impl Record {
         )
     }
 
+    /// The ports of 127.0.0.1 the sandbox listens on: its endpoint, registry and listeners.
+    fn ports(&self) -> Vec<u16> {
+        [
+            &self.endpoint,
+            &self.registry_address,
+            &self.production_url,
+            &self.test_url,
+        ]
+        .iter()
+        .filter_map(|address| {
+            let rest = address.trim_end_matches('/');
+            rest.rsplit(':').next()?.parse().ok()
+        })
+        .collect()
+    }
+
     /// Where the images of `service` are pushed.
     pub fn repository(&self, service: &str) -> String {
         format!("{}/{service}", self.registry_address)
@@ -500,6 +516,11 @@ pub async fn up(
             progress(&format!("{problem}: starting the sandbox again"));
         }
         stop_processes(&record)?;
+        // The ports the stopped processes held are checked again below; give the kernel a
+        // moment to let go of them (their sockets close as the processes end).
+        for port in record.ports() {
+            process::wait_port_free(port, std::time::Duration::from_secs(5));
+        }
         remove_record(&dir)?;
     }
 

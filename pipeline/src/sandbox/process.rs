@@ -183,6 +183,16 @@ pub fn wait_listening(process: &Process, what: &str, ports: &[u16]) -> Result<()
     Ok(())
 }
 
+/// Waits, at most `limit`, until `port` of 127.0.0.1 can be bound.
+pub fn wait_port_free(port: u16, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).is_err()
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(POLL);
+    }
+}
+
 /// Fails with [`SandboxError::PortInUse`] when `port` of 127.0.0.1 cannot be bound now.
 pub fn check_port_free(port: u16, what: &str, flag: &str) -> Result<(), SandboxError> {
     match TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))) {
