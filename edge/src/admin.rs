@@ -56,6 +56,8 @@ pub const ADMIN_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Unix socket paths longer than this do not fit in `sockaddr_un`.
 const MAX_SOCKET_PATH: usize = 107;
+/// The most addresses one backend may have (`addr` and `more_addrs`).
+const MAX_ADDRS: usize = 64;
 
 /// The directory, in the edge directory, where the admin socket is bound before it is moved
 /// into place. With [`BIND_NAME`], its path is shorter than `admin.sock`'s, so it fits
@@ -361,11 +363,7 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         .map(normalize_paths)
         .transpose()
         .map_err(|e| Refusal(StatusCode::BAD_REQUEST, e))?;
-    let backend = Backend {
-        slot: body.slot,
-        release: body.release,
-        addr: body.addr,
-    };
+    let backend = checked_backend(body.slot, body.release, body.addr, body.more_addrs)?;
     let routing = Routing {
         hosts: body.hosts,
         paths,
@@ -481,9 +479,9 @@ async fn preview(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         r#"{"slot": "green", "release": "...", "addr": "127.0.0.1:8082"}"#,
     )
     .await?;
-    let backend = checked_backend(body.slot, body.release, body.addr)?;
+    let backend = checked_backend(body.slot, body.release, body.addr, body.more_addrs)?;
     let lease = body.lease_ms.map(lease_from_now).transpose()?;
-    register_candidate(edge, service, backend, None, body.hosts, lease).await
+    register_candidate(edge, service, backend, None, body.hosts, lease, None).await
 }
 
 /// A lease of `lease_ms` (checked) that starts now.
@@ -503,6 +501,7 @@ async fn weights(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         body.candidate.slot,
         body.candidate.release,
         body.candidate.addr,
+        body.candidate.more_addrs,
     )?;
     // A split always has a lease: a share of plain traffic must not outlive whoever watches it.
     let lease_ms = body.lease_ms.unwrap_or_else(|| {
@@ -516,6 +515,7 @@ async fn weights(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
         Some(body.percent),
         None,
         Some(lease),
+        body.sticky,
     )
     .await
 }
@@ -552,6 +552,7 @@ async fn register_candidate(
     percent: Option<u8>,
     preview_hosts: Option<Vec<String>>,
     lease: Option<Lease>,
+    sticky: Option<bool>,
 ) -> Answer {
     let replaced = edge
         .change(|table| {
@@ -561,6 +562,7 @@ async fn register_candidate(
                 percent,
                 preview_hosts,
                 lease,
+                sticky,
             )?;
             edge.warm(service);
             tracing::info!(
@@ -735,17 +737,39 @@ fn unsaved(service: &str) -> impl Fn(EdgeError) -> Refusal + '_ {
     }
 }
 
-fn checked_backend(slot: Slot, release: String, addr: SocketAddr) -> Result<Backend, Refusal> {
+fn checked_backend(
+    slot: Slot,
+    release: String,
+    addr: SocketAddr,
+    more_addrs: Vec<SocketAddr>,
+) -> Result<Backend, Refusal> {
     if release.is_empty() {
         return Err(Refusal(
             StatusCode::BAD_REQUEST,
             "the backend has an empty `release`".into(),
         ));
     }
+    if more_addrs.len() + 1 > MAX_ADDRS {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!(
+                "the backend has {} addresses; at most {MAX_ADDRS} are taken",
+                more_addrs.len() + 1
+            ),
+        ));
+    }
+    let mut seen = std::collections::BTreeSet::from([addr]);
+    if let Some(twice) = more_addrs.iter().find(|a| !seen.insert(**a)) {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            format!("the backend names the address {twice} twice"),
+        ));
+    }
     Ok(Backend {
         slot,
         release,
         addr,
+        more_addrs,
     })
 }
 

@@ -117,6 +117,14 @@ pub struct CandidateStatus {
     /// Its lease: it is withdrawn at `expires_at` unless renewed. None: held until changed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Whether its split keeps each client on its side by the sticky cookie.
+    #[serde(default = "sticky_by_default")]
+    pub sticky: bool,
+}
+
+/// A split is sticky unless told otherwise.
+pub(crate) fn sticky_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,6 +141,9 @@ pub struct SwitchRequest {
     pub slot: Slot,
     pub release: String,
     pub addr: SocketAddr,
+    /// Further addresses of the slot (see [`Backend::more_addrs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_addrs: Vec<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
     /// Path prefixes the route answers for (omitted: keep the route's; `[]`: any path).
@@ -173,6 +184,9 @@ pub struct PreviewRequest {
     pub slot: Slot,
     pub release: String,
     pub addr: SocketAddr,
+    /// Further addresses of the slot (see [`Backend::more_addrs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_addrs: Vec<SocketAddr>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hosts: Option<Vec<String>>,
     /// A lease for the candidate, in milliseconds (omitted: the same backend keeps its
@@ -191,6 +205,11 @@ pub struct WeightsRequest {
     /// [`crate::DEFAULT_CANDIDATE_LEASE`]). A split always has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u64>,
+    /// Whether a client stays on the side it was put on, by the sticky cookie (omitted: the
+    /// same candidate keeps its setting, another one is sticky). `false`: every request is
+    /// weighted on its own, and no cookie is set or read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sticky: Option<bool>,
 }
 
 /// `PUT /routes/{service}/lease`: the candidate of `release` is kept `lease_ms` from now.

@@ -22,12 +22,34 @@ use crate::connector::Connector;
 use crate::metrics::SlotMetrics;
 use crate::pool::Pool;
 
-/// One slot of one release, reachable at `addr`.
+/// One slot of one release, reachable at `addr`, and at `more_addrs` when the slot runs as
+/// several processes (the tasks of one ECS target group).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Backend {
     pub slot: Slot,
     pub release: String,
     pub addr: SocketAddr,
+    /// Further addresses of the same slot and release. New connections to the slot go to
+    /// `addr` and these in turn; a request in flight stays on the one it started on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_addrs: Vec<SocketAddr>,
+}
+
+impl Backend {
+    /// A slot of one release at one address.
+    pub fn new(slot: Slot, release: impl Into<String>, addr: SocketAddr) -> Backend {
+        Backend {
+            slot,
+            release: release.into(),
+            addr,
+            more_addrs: Vec::new(),
+        }
+    }
+
+    /// Every address of the slot: `addr` first.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        std::iter::once(self.addr).chain(self.more_addrs.iter().copied())
+    }
 }
 
 impl std::fmt::Display for Backend {
@@ -36,7 +58,11 @@ impl std::fmt::Display for Backend {
             f,
             "the {} slot (release {}) at {}",
             self.slot, self.release, self.addr
-        )
+        )?;
+        for addr in &self.more_addrs {
+            write!(f, ", {addr}")?;
+        }
+        Ok(())
     }
 }
 
@@ -65,7 +91,10 @@ impl InFlight {
 pub struct ActiveBackend {
     service: String,
     backend: Backend,
-    authority: Authority,
+    /// One per address of the backend, `addr` first.
+    authorities: Vec<Authority>,
+    /// The next address a new connection goes to, when there are several.
+    turn: AtomicUsize,
     in_flight: InFlight,
     metrics: Arc<SlotMetrics>,
     /// Cancelled when a drain of this backend reaches its deadline: its upgraded
@@ -89,11 +118,12 @@ impl ActiveBackend {
         backend: Backend,
         metrics: Arc<SlotMetrics>,
     ) -> Arc<Self> {
-        let authority = authority(backend.addr);
+        let authorities = backend.addrs().map(authority).collect();
         Arc::new(ActiveBackend {
             service: service.into(),
             backend,
-            authority,
+            authorities,
+            turn: AtomicUsize::new(0),
             in_flight: InFlight::default(),
             metrics,
             tunnels_closed: CancellationToken::new(),
@@ -110,9 +140,13 @@ impl ActiveBackend {
         &self.backend
     }
 
-    /// `host:port` of the backend, ready for the upstream URI.
+    /// `host:port` of the backend, ready for the upstream URI: for a backend of several
+    /// addresses, each in turn.
     pub fn authority(&self) -> &Authority {
-        &self.authority
+        match self.authorities.as_slice() {
+            [only] => only,
+            all => &all[self.turn.fetch_add(1, Ordering::Relaxed) % all.len()],
+        }
     }
 
     pub fn in_flight(&self) -> &InFlight {
@@ -236,11 +270,7 @@ mod tests {
     use super::*;
 
     fn backend(release: &str) -> Backend {
-        Backend {
-            slot: Slot::Green,
-            release: release.to_string(),
-            addr: "127.0.0.1:8081".parse().unwrap(),
-        }
+        Backend::new(Slot::Green, release, "127.0.0.1:8081".parse().unwrap())
     }
 
     #[test]
@@ -252,6 +282,116 @@ mod tests {
         );
         let back: Backend = serde_json::from_value(json).unwrap();
         assert_eq!(back, backend("r42"));
+
+        let mut several = backend("r43");
+        several.more_addrs = vec!["127.0.0.1:8082".parse().unwrap()];
+        let json = serde_json::to_value(&several).unwrap();
+        assert_eq!(json["more_addrs"], serde_json::json!(["127.0.0.1:8082"]));
+        assert_eq!(serde_json::from_value::<Backend>(json).unwrap(), several);
+        assert_eq!(
+            several.to_string(),
+            "the green slot (release r43) at 127.0.0.1:8081, 127.0.0.1:8082"
+        );
+    }
+
+    #[test]
+    fn a_backend_of_several_addresses_gives_each_in_turn() {
+        let mut several = backend("r1");
+        several.more_addrs = vec![
+            "127.0.0.1:8082".parse().unwrap(),
+            "127.0.0.1:8083".parse().unwrap(),
+        ];
+        let active = ActiveBackend::new("web", several);
+        let turns: Vec<String> = (0..6).map(|_| active.authority().to_string()).collect();
+        assert_eq!(
+            turns,
+            [8081, 8082, 8083, 8081, 8082, 8083].map(|p| format!("127.0.0.1:{p}"))
+        );
+        let one = ActiveBackend::new("web", backend("r2"));
+        assert_eq!(one.authority().as_str(), "127.0.0.1:8081");
+        assert_eq!(one.authority().as_str(), "127.0.0.1:8081");
+    }
+
+    /// A slot of two addresses: concurrent requests reach both, by the relay and by hyper
+    /// (HTTP/1.1 and h2c); after a switch to the same release at one address, the other gets
+    /// no new request.
+    #[tokio::test]
+    async fn a_slot_of_two_addresses_serves_from_both_and_a_gone_one_gets_nothing() {
+        use crate::test_backend::{Client, Protocol, TestBackend, TestEdge, get_in};
+        for protocol in Protocol::ALL {
+            let edge = TestEdge::start_with(protocol.tuning()).await;
+            let mut first = TestBackend::start("first").await;
+            let mut second = TestBackend::start("second").await;
+            let mut both = first.backend(Slot::Blue, "r1");
+            both.more_addrs = vec![second.addr];
+            let status = edge.client().switch("web", &both).await.unwrap();
+            assert_eq!(status.previous, None);
+            assert_eq!(
+                edge.client().status().await.unwrap().routes[0].live,
+                Some(both.clone())
+            );
+            let held: Vec<_> = (0..4)
+                .map(|_| {
+                    let addr = edge.addr();
+                    tokio::spawn(async move {
+                        let mut client = Client::open(addr, protocol).await;
+                        client.get("/hold").await.unwrap()
+                    })
+                })
+                .collect();
+            // Each address gets at least one of the four: otherwise this waits and fails.
+            first.arrival().await;
+            second.arrival().await;
+            for _ in 0..4 {
+                first.release_one();
+                second.release_one();
+            }
+            let mut answered = Vec::new();
+            for request in held {
+                let reply = request.await.unwrap();
+                assert_eq!(reply.status, http::StatusCode::OK, "{protocol:?}");
+                answered.push(reply.header("x-backend").unwrap().to_string());
+            }
+            assert!(
+                answered.iter().any(|b| b == "first") && answered.iter().any(|b| b == "second"),
+                "{protocol:?}: {answered:?}"
+            );
+
+            // The first address is gone from the slot: new requests reach only the second.
+            let served_first = first.served();
+            let only_second = second.backend(Slot::Blue, "r1");
+            edge.client().switch("web", &only_second).await.unwrap();
+            for _ in 0..6 {
+                let reply = get_in(edge.addr(), protocol, "/").await;
+                assert_eq!(reply.header("x-backend"), Some("second"), "{protocol:?}");
+            }
+            assert_eq!(first.served(), served_first, "{protocol:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_admin_api_refuses_a_backend_that_names_an_address_twice() {
+        use crate::test_backend::TestEdge;
+        let edge = TestEdge::start().await;
+        let mut twice = backend("r1");
+        twice.more_addrs = vec!["127.0.0.1:8082".parse().unwrap(), twice.addr];
+        let err = edge.client().switch("web", &twice).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the backend names the address 127.0.0.1:8081 twice"),
+            "{err}"
+        );
+        let mut many = backend("r1");
+        many.more_addrs = (1..=64)
+            .map(|p| SocketAddr::from(([127, 0, 0, 1], 9000 + p)))
+            .collect();
+        let err = edge.client().switch("web", &many).await.unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("the backend has 65 addresses; at most 64 are taken"),
+            "{err}"
+        );
+        assert!(edge.client().status().await.unwrap().routes.is_empty());
     }
 
     #[test]

@@ -92,6 +92,7 @@ impl AdminClient {
             slot: backend.slot,
             release: backend.release.clone(),
             addr: backend.addr,
+            more_addrs: backend.more_addrs.clone(),
             hosts: routing.hosts.clone(),
             paths: routing.paths.clone(),
         };
@@ -147,6 +148,7 @@ impl AdminClient {
             slot: backend.slot,
             release: backend.release.clone(),
             addr: backend.addr,
+            more_addrs: backend.more_addrs.clone(),
             hosts: hosts.map(<[String]>::to_vec),
             lease_ms: None,
         };
@@ -186,6 +188,19 @@ impl AdminClient {
         self.weights_leased(service, candidate, percent, None).await
     }
 
+    /// [`AdminClient::weights_leased`] that also says whether the split is sticky.
+    pub async fn weights_split(
+        &self,
+        service: &str,
+        candidate: &Backend,
+        percent: u8,
+        lease: Option<Duration>,
+        sticky: bool,
+    ) -> Result<CandidateAnswer, EdgeError> {
+        self.send_weights(service, candidate, percent, lease, Some(sticky))
+            .await
+    }
+
     /// [`AdminClient::weights`] with a lease of `lease` from now (`None`: the edge's
     /// default); renew it with [`AdminClient::renew_lease`], or the edge withdraws the
     /// candidate when it lapses.
@@ -196,11 +211,24 @@ impl AdminClient {
         percent: u8,
         lease: Option<Duration>,
     ) -> Result<CandidateAnswer, EdgeError> {
+        self.send_weights(service, candidate, percent, lease, None)
+            .await
+    }
+
+    async fn send_weights(
+        &self,
+        service: &str,
+        candidate: &Backend,
+        percent: u8,
+        lease: Option<Duration>,
+        sticky: Option<bool>,
+    ) -> Result<CandidateAnswer, EdgeError> {
         validate_service(service)?;
         let body = WeightsRequest {
             candidate: candidate.clone(),
             percent,
             lease_ms: lease.map(millis),
+            sticky,
         };
         self.call(
             Method::PUT,

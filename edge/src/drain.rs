@@ -75,6 +75,7 @@ mod tests {
                 slot: Slot::Blue,
                 release: release.into(),
                 addr: "127.0.0.1:9001".parse().unwrap(),
+                more_addrs: Vec::new(),
             },
         )
     }

@@ -134,6 +134,7 @@ impl Edge {
                         percent: c.percent,
                         in_flight: c.in_flight,
                         lease: c.lease,
+                        sticky: c.sticky,
                     }),
                     since: route.since,
                     draining: route

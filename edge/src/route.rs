@@ -79,6 +79,9 @@ pub struct Candidate {
     pub percent: u8,
     /// When it is withdrawn unless its lease is renewed; `None`: held until changed.
     pub lease: Option<Lease>,
+    /// Whether a client stays on the side of the split it was put on (by the sticky
+    /// cookie). Not sticky: each request is weighted on its own.
+    pub sticky: bool,
 }
 
 impl Route {
@@ -137,6 +140,7 @@ pub struct CandidateView {
     pub percent: u8,
     pub in_flight: usize,
     pub lease: Option<Lease>,
+    pub sticky: bool,
 }
 
 /// How a switch may change what a route matches. `None` keeps the route's current value.
@@ -430,6 +434,7 @@ impl RouteTable {
             active: self.activate(&saved.service, c.backend.clone()),
             percent: c.percent.min(100),
             lease: c.lease,
+            sticky: c.sticky,
         });
         route.pause = saved
             .pause
@@ -503,7 +508,9 @@ impl RouteTable {
             (live.backend(), live),
             (candidate.active.backend(), &candidate.active),
         ];
-        if let Some(kept) = split::sticky(req.headers, sides) {
+        if candidate.sticky
+            && let Some(kept) = split::sticky(req.headers, sides)
+        {
             return Ok(Claim::plain(kept.claim()));
         }
         let chosen = if route.split.to_candidate(candidate.percent) {
@@ -513,7 +520,10 @@ impl RouteTable {
         };
         Ok(Claim {
             guard: chosen.claim(),
-            set_cookie: split::set_cookie(chosen.backend(), found.prefix),
+            set_cookie: candidate
+                .sticky
+                .then(|| split::set_cookie(chosen.backend(), found.prefix))
+                .flatten(),
             pinned: false,
         })
     }
@@ -521,7 +531,9 @@ impl RouteTable {
     /// Makes `backend` the live backend of `service` (creating the route if needed) and
     /// hands back the one it replaced. `routing` may change the hosts and paths. A switch
     /// ends the candidate: switching to it makes it live with its in-flight count, any
-    /// other switch sends it to drain.
+    /// other switch sends it to drain. One exception: the live slot's own release at other
+    /// addresses (a task added or gone, a container restarted) only moves new requests to
+    /// them; the old addresses drain, and the candidate and its split stay.
     pub fn switch(&self, service: &str, backend: Backend, routing: Routing) -> Switched {
         let switched_at = Timestamp::now();
         let mut routes = self.write();
@@ -542,6 +554,21 @@ impl RouteTable {
             route.retire_candidate();
             return Switched {
                 previous: Some(backend),
+                switched_at,
+            };
+        }
+        if let Some(live) = &route.live
+            && live.backend().slot == backend.slot
+            && live.backend().release == backend.release
+        {
+            let fresh = self.activate(service, backend);
+            let old = route.live.replace(fresh).map(|old| {
+                let previous = old.backend().clone();
+                route.draining.push(old);
+                previous
+            });
+            return Switched {
+                previous: old,
                 switched_at,
             };
         }
@@ -591,12 +618,13 @@ impl RouteTable {
         percent: Option<u8>,
         preview_hosts: Option<Vec<String>>,
     ) -> Result<Option<Backend>, CandidateRefused> {
-        self.set_candidate_leased(service, backend, percent, preview_hosts, None)
+        self.set_candidate_leased(service, backend, percent, preview_hosts, None, None)
     }
 
     /// [`RouteTable::set_candidate`] with a lease: `Some` starts a new one (the candidate is
     /// withdrawn when it lapses, see [`RouteTable::expire_leases`]); `None` keeps the lease
-    /// of the same backend, and gives another backend none.
+    /// of the same backend, and gives another backend none. `sticky` likewise: `None` keeps
+    /// the same backend's, and makes another backend's split sticky.
     pub fn set_candidate_leased(
         &self,
         service: &str,
@@ -604,6 +632,7 @@ impl RouteTable {
         percent: Option<u8>,
         preview_hosts: Option<Vec<String>>,
         lease: Option<Lease>,
+        sticky: Option<bool>,
     ) -> Result<Option<Backend>, CandidateRefused> {
         if let Some(percent) = percent
             && percent > 100
@@ -636,6 +665,9 @@ impl RouteTable {
             if lease.is_some() {
                 candidate.lease = lease;
             }
+            if let Some(sticky) = sticky {
+                candidate.sticky = sticky;
+            }
             return Ok(None);
         }
         let replaced = route.retire_candidate();
@@ -643,6 +675,7 @@ impl RouteTable {
             active: self.activate(service, backend),
             percent: percent.unwrap_or(0),
             lease,
+            sticky: sticky.unwrap_or(true),
         });
         Ok(replaced)
     }
@@ -670,6 +703,7 @@ impl RouteTable {
             percent: candidate.percent,
             in_flight: candidate.active.in_flight().count(),
             lease: candidate.lease,
+            sticky: candidate.sticky,
         })
     }
 
@@ -840,6 +874,7 @@ impl RouteTable {
                     percent: c.percent,
                     in_flight: c.active.in_flight().count(),
                     lease: c.lease,
+                    sticky: c.sticky,
                 }),
                 since: route.since,
                 draining: route
@@ -886,6 +921,7 @@ impl RouteView {
                 backend: c.backend.clone(),
                 percent: c.percent,
                 lease: c.lease,
+                sticky: c.sticky,
             }),
             since: self.since,
             pause: self.pause.map(|p| SavedPause {

@@ -123,6 +123,7 @@ mod tests {
             slot,
             release: release.into(),
             addr: "127.0.0.1:9001".parse().unwrap(),
+            more_addrs: Vec::new(),
         }
     }
 

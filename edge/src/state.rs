@@ -108,6 +108,13 @@ pub struct SavedCandidate {
     /// Its lease, when it has one (see [`crate::lease`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
+    /// Whether its split keeps clients on their side (absent in older files: it does).
+    #[serde(default = "crate::api::sticky_by_default", skip_serializing_if = "is_sticky")]
+    pub sticky: bool,
+}
+
+fn is_sticky(sticky: &bool) -> bool {
+    *sticky
 }
 
 /// The table an edge starts with, and the file it came from.
@@ -345,6 +352,7 @@ mod tests {
                     slot: Slot::Green,
                     release: "r7".into(),
                     addr: "127.0.0.1:9002".parse().unwrap(),
+                    more_addrs: Vec::new(),
                 },
                 candidate: None,
                 since: "2026-11-22T10:00:00Z".parse().unwrap(),
@@ -503,6 +511,7 @@ mod tests {
                 slot: Slot::Blue,
                 release: "r8".into(),
                 addr: "127.0.0.1:9001".parse().unwrap(),
+                more_addrs: vec!["127.0.0.1:9003".parse().unwrap()],
             },
             percent: 10,
             // Ends long after any test: an edge started on it keeps the candidate.
@@ -510,6 +519,7 @@ mod tests {
                 lease_ms: 10_000,
                 expires_at: "2999-01-01T00:00:00Z".parse().unwrap(),
             }),
+            sticky: false,
         });
         routes.routes[0].maintenance = Some(SavedMaintenance {
             message: Some("<b>back at 10:00</b>".into()),

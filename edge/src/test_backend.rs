@@ -86,6 +86,7 @@ impl TestBackend {
             slot,
             release: release.to_string(),
             addr: self.addr,
+            more_addrs: Vec::new(),
         }
     }
 

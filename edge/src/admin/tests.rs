@@ -430,8 +430,19 @@ async fn candidate_calls_answer_their_json_shapes() {
     );
     assert_eq!(
         route["candidate"],
-        serde_json::json!({"backend": green_json, "percent": 10, "in_flight": 0, "lease": lease})
+        serde_json::json!({"backend": green_json, "percent": 10, "in_flight": 0, "lease": lease, "sticky": true})
     );
+    // A split that weighs every request on its own.
+    let (code, json) = raw(
+        &edge,
+        "PUT",
+        "/routes/web/weights",
+        &format!(r#"{{"candidate": {green_json}, "percent": 10, "sticky": false}}"#),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{json}");
+    let (_, status) = raw(&edge, "GET", "/status", "").await;
+    assert_eq!(status["routes"][0]["candidate"]["sticky"], false);
     assert_eq!(route["preview_hosts"], serde_json::json!(["p.test"]));
 
     // The candidate cannot be drained while it is registered.
@@ -876,6 +887,7 @@ async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() 
         slot: Slot::Blue,
         release: "r3".into(),
         addr: "127.0.0.1:9".parse().unwrap(),
+        more_addrs: Vec::new(),
     };
     edge.switch(&gone).await;
     assert_eq!(edge.handle.edge().table().serving("web")[0].pool().len(), 0);

@@ -175,6 +175,7 @@ fn private_files_process() {
             slot: crate::Slot::Blue,
             release: "r1".into(),
             addr: "127.0.0.1:9".parse().unwrap(),
+            more_addrs: Vec::new(),
         };
         let switched = client.switch("web", &backend).await;
         // What exists while the edge runs: (name, the right kind, mode).

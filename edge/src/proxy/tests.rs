@@ -66,6 +66,7 @@ async fn dead_upstream_answers_a_generic_502_and_logs_the_detail() {
         slot: Slot::Green,
         release: "r9".into(),
         addr,
+        more_addrs: Vec::new(),
     };
     edge.switch(&backend).await;
     let answer = get(edge.addr(), "/").await;
@@ -119,6 +120,7 @@ async fn upstream_connect_timeout_answers_504() {
         slot: Slot::Blue,
         release: "r1".into(),
         addr,
+        more_addrs: Vec::new(),
     })
     .await;
     let answer = get(edge.addr(), "/").await;
@@ -496,6 +498,7 @@ async fn failed_connect_is_tried_once_more_for_idempotent_requests_only() {
         slot: Slot::Green,
         release: "r9".into(),
         addr,
+        more_addrs: Vec::new(),
     })
     .await;
     let retries = || edge.metric("shipit_edge_upstream_connect_retries_total", &[]);

@@ -96,6 +96,7 @@ impl ScriptedSlot {
             slot: Slot::Blue,
             release: "r1".into(),
             addr: self.addr,
+            more_addrs: Vec::new(),
         }
     }
 

@@ -6,6 +6,7 @@ fn backend(slot: Slot, release: &str, port: u16) -> Backend {
         slot,
         release: release.to_string(),
         addr: ([127, 0, 0, 1], port).into(),
+        more_addrs: Vec::new(),
     }
 }
 
@@ -312,6 +313,80 @@ fn split_sends_the_percent_of_new_clients_and_sets_their_cookie() {
 }
 
 #[test]
+fn a_split_that_is_not_sticky_weights_every_request_and_uses_no_cookie() {
+    let (table, _, candidate) = split_table();
+    table
+        .set_candidate_leased("web", candidate.clone(), Some(25), None, None, Some(false))
+        .unwrap();
+    // A cookie naming the candidate, as a sticky split would have set it, is not read.
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::COOKIE,
+        "shipit_slot=green.r2".parse().unwrap(),
+    );
+    let mut to_candidate = 0;
+    for _ in 0..400 {
+        let claim = table
+            .claim(&RequestInfo {
+                host: None,
+                path: "/",
+                headers: &headers,
+            })
+            .unwrap();
+        assert_eq!(claim.set_cookie, None);
+        to_candidate += usize::from(claim.guard.active().backend().release == "r2");
+    }
+    assert_eq!(to_candidate, 100);
+    assert!(!table.view()[0].candidate.as_ref().unwrap().sticky);
+    // Weighted again without saying: it stays as it was; saying so makes it sticky.
+    table
+        .set_candidate_leased("web", candidate.clone(), Some(50), None, None, None)
+        .unwrap();
+    assert!(!table.view()[0].candidate.as_ref().unwrap().sticky);
+    table
+        .set_candidate_leased("web", candidate, Some(50), None, None, Some(true))
+        .unwrap();
+    let claim = claim_at(&table, None, "/").unwrap();
+    assert!(claim.set_cookie.is_some());
+}
+
+#[test]
+fn the_live_release_at_other_addresses_keeps_the_split_and_drains_the_old_ones() {
+    let (table, live, candidate) = split_table();
+    table
+        .set_candidate("web", candidate.clone(), Some(50), None)
+        .unwrap();
+    let mut pin = HeaderMap::new();
+    pin.insert(crate::split::SLOT_HEADER, "blue".parse().unwrap());
+    let held = table
+        .claim(&RequestInfo {
+            host: None,
+            path: "/",
+            headers: &pin,
+        })
+        .unwrap();
+    assert_eq!(*held.guard.active().backend(), live);
+
+    // A task was added to the live slot and the first one went: r1 at two other addresses.
+    let mut moved = backend(Slot::Blue, "r1", 9003);
+    moved.more_addrs = vec![([127, 0, 0, 1], 9004).into()];
+    let switched = table.switch("web", moved.clone(), Routing::default());
+    assert_eq!(switched.previous, Some(live.clone()));
+    let view = &table.view()[0];
+    assert_eq!(view.live, Some(moved.clone()));
+    let kept = view.candidate.as_ref().unwrap();
+    assert_eq!((&kept.backend, kept.percent), (&candidate, 50));
+    // The request on the old addresses finishes there, counted as draining.
+    assert_eq!(view.draining, vec![(live, 1)]);
+    drop(held);
+    let releases: Vec<Backend> = (0..4)
+        .map(|_| claim(&table, None).unwrap().active().backend().clone())
+        .collect();
+    assert!(releases.contains(&moved) && releases.contains(&candidate));
+    assert!(table.view()[0].draining.is_empty());
+}
+
+#[test]
 fn sticky_cookie_keeps_the_client_on_its_side() {
     let (table, _, candidate) = split_table();
     table
@@ -457,7 +532,7 @@ fn lapsed_lease_withdraws_the_candidate_and_all_traffic_goes_live() {
     let start = at("2026-12-05T00:00:00Z");
     let lease = Lease::starting(start, std::time::Duration::from_secs(10));
     table
-        .set_candidate_leased("web", candidate.clone(), Some(50), None, Some(lease))
+        .set_candidate_leased("web", candidate.clone(), Some(50), None, Some(lease), None)
         .unwrap();
     assert_eq!(table.next_lease_end(), Some(lease.expires_at));
     // Before its end nothing is withdrawn, and half the new clients meet the candidate.
@@ -511,6 +586,8 @@ fn renewing_moves_the_end_of_the_lease_and_keeps_the_split() {
             Some(25),
             None,
             Some(Lease::starting(start, ten)),
+
+            None,
         )
         .unwrap();
     let renewed = Lease::starting(at("2026-12-05T00:00:08Z"), ten);
@@ -529,6 +606,8 @@ fn renewing_moves_the_end_of_the_lease_and_keeps_the_split() {
             backend(Slot::Green, "r2", 9002),
             Some(50),
             None,
+            None,
+
             None,
         )
         .unwrap();
@@ -562,6 +641,7 @@ fn restore_leaves_out_a_candidate_whose_lease_lapsed() {
             backend: candidate.clone(),
             percent: 10,
             lease: Some(lease),
+            sticky: true,
         }),
         since: at("2026-12-05T00:00:00Z"),
         pause: None,

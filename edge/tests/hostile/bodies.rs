@@ -173,6 +173,7 @@ async fn pinned_flood(path: Path, flood: usize) -> Result<(), String> {
         slot: Slot::Green,
         release: "rel-candidate".into(),
         addr: candidate.addr,
+        more_addrs: Vec::new(),
     };
     edge.admin().preview(SERVICE, &backend, None).await.unwrap();
 

@@ -105,6 +105,7 @@ async fn requests_the_edge_refuses_count_as_refused_never_as_the_slots() {
                 slot: Slot::Green,
                 release: CANDIDATE.into(),
                 addr: candidate.addr,
+                more_addrs: Vec::new(),
             };
             match target {
                 Target::Live => {}

@@ -237,6 +237,7 @@ impl Edge {
             slot: Slot::Blue,
             release: release.to_string(),
             addr,
+            more_addrs: Vec::new(),
         };
         self.admin().switch(SERVICE, &backend).await.unwrap();
         *self.release.lock().unwrap() = (release.to_string(), addr);

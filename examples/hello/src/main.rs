@@ -20,7 +20,8 @@
 //! `hello migrate` is its migration: it prints `migrated to <SHIPIT_RELEASE>` and exits 0, or
 //! fails with exit code 3 when `HELLO_MIGRATE=fail`; `HELLO_MIGRATE_MS=N` makes it take N ms.
 //!
-//! Routes: `/healthz`, `/version`, `/`, `/slow?ms=N` (answers after N ms), `POST /echo`
+//! Routes: `/healthz`, `/version`, `/`, `/host` (`host=<HOSTNAME>`: which of a slot's
+//! containers answered), `/slow?ms=N` (answers after N ms), `POST /echo`
 //! (reads the body; answers its length, its FNV-1a hash and the release) and `/ws` (a
 //! WebSocket that echoes every text and binary message). bench/soak.sh loads all of them.
 
@@ -57,6 +58,8 @@ struct Identity {
     release: String,
     slot: String,
     version: String,
+    /// The container's host name (the engine sets `HOSTNAME` to the container's id).
+    host: String,
     healthy: bool,
     root_fails: bool,
     /// How many more requests are slow (see `HELLO_COLD_REQUESTS`), and by how much.
@@ -186,6 +189,7 @@ async fn handle(
             "unhealthy: HELLO_HEALTH=fail\n".into(),
         ),
         "/version" => text(StatusCode::OK, format!("{who}\n")),
+        "/host" => text(StatusCode::OK, format!("host={}\n", id.host)),
         "/slow" => {
             let wait = query_ms(req.uri().query());
             tokio::time::sleep(wait).await;
@@ -240,6 +244,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         release: env_or("SHIPIT_RELEASE", "unknown"),
         slot: env_or("SHIPIT_SLOT", "none"),
         version: env_or("SHIPIT_VERSION", "dev"),
+        host: env_or("HOSTNAME", "unknown"),
         healthy: env_or("HELLO_HEALTH", "ok") != "fail",
         root_fails: env_or("HELLO_ROOT", "ok") == "fail",
         cold_left: AtomicU64::new(env_or("HELLO_COLD_REQUESTS", "0").parse().unwrap_or(0)),
