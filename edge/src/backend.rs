@@ -29,8 +29,8 @@ pub struct Backend {
     pub slot: Slot,
     pub release: String,
     pub addr: SocketAddr,
-    /// Further addresses of the same slot and release. New connections to the slot go to
-    /// `addr` and these in turn; a request in flight stays on the one it started on.
+    /// Further addresses of the same slot and release. Requests go to `addr` and these in
+    /// turn, one each; a request in flight stays on the address it started on.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub more_addrs: Vec<SocketAddr>,
 }
@@ -91,9 +91,9 @@ impl InFlight {
 pub struct ActiveBackend {
     service: String,
     backend: Backend,
-    /// One per address of the backend, `addr` first.
-    authorities: Vec<Authority>,
-    /// The next address a new connection goes to, when there are several.
+    /// One per address of the backend, `addr`'s first.
+    members: Vec<Member>,
+    /// The member the next request goes to, when there are several.
     turn: AtomicUsize,
     in_flight: InFlight,
     metrics: Arc<SlotMetrics>,
@@ -102,8 +102,25 @@ pub struct ActiveBackend {
     tunnels_closed: CancellationToken,
     /// Upgraded connections open to this backend.
     tunnels: AtomicUsize,
-    /// Idle keep-alive connections to the slot, for the relay.
+}
+
+/// One address of a backend, and its idle keep-alive connections (for the relay).
+#[derive(Debug)]
+pub(crate) struct Member {
+    authority: Authority,
     pool: Pool,
+}
+
+impl Member {
+    /// `host:port` of the address, ready for the upstream URI.
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    /// Idle connections to the address.
+    pub(crate) fn pool(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 impl ActiveBackend {
@@ -118,17 +135,22 @@ impl ActiveBackend {
         backend: Backend,
         metrics: Arc<SlotMetrics>,
     ) -> Arc<Self> {
-        let authorities = backend.addrs().map(authority).collect();
+        let members = backend
+            .addrs()
+            .map(|addr| Member {
+                authority: authority(addr),
+                pool: Pool::default(),
+            })
+            .collect();
         Arc::new(ActiveBackend {
             service: service.into(),
             backend,
-            authorities,
+            members,
             turn: AtomicUsize::new(0),
             in_flight: InFlight::default(),
             metrics,
             tunnels_closed: CancellationToken::new(),
             tunnels: AtomicUsize::new(0),
-            pool: Pool::default(),
         })
     }
 
@@ -140,13 +162,23 @@ impl ActiveBackend {
         &self.backend
     }
 
-    /// `host:port` of the backend, ready for the upstream URI: for a backend of several
-    /// addresses, each in turn.
+    /// `host:port` of the address the next request goes to, ready for the upstream URI:
+    /// for a backend of several addresses, each in turn.
     pub fn authority(&self) -> &Authority {
-        match self.authorities.as_slice() {
+        self.pick().authority()
+    }
+
+    /// The address the next request goes to: each in turn, one request each.
+    pub(crate) fn pick(&self) -> &Member {
+        match self.members.as_slice() {
             [only] => only,
             all => &all[self.turn.fetch_add(1, Ordering::Relaxed) % all.len()],
         }
+    }
+
+    /// Every address, `addr`'s first.
+    pub(crate) fn members(&self) -> &[Member] {
+        &self.members
     }
 
     pub fn in_flight(&self) -> &InFlight {
@@ -155,11 +187,6 @@ impl ActiveBackend {
 
     pub fn metrics(&self) -> &SlotMetrics {
         &self.metrics
-    }
-
-    /// Idle connections to the slot.
-    pub(crate) fn pool(&self) -> &Pool {
-        &self.pool
     }
 
     /// Closes the upgraded connections to this backend (its drain deadline passed) and
@@ -244,24 +271,28 @@ pub(crate) fn authority(addr: std::net::SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).expect("a socket address is a valid URI authority")
 }
 
-/// Opens one connection to each of `backends` whose pool is empty, so that the first
-/// request after a switch (or to a new candidate) finds one ready. Failures are left to
-/// that request, which tries again and answers for them.
+/// Opens one connection to each address of `backends` whose pool is empty, so that the
+/// first request after a switch (or to a new candidate) finds one ready. Failures are left
+/// to that request, which tries again and answers for them.
 pub(crate) fn warm(
     backends: Vec<Arc<ActiveBackend>>,
     connector: &Connector,
     idle_timeout: Duration,
 ) {
     for active in backends {
-        if !active.pool().is_empty() {
-            continue;
-        }
-        let connector = connector.clone();
-        tokio::spawn(async move {
-            if let Ok(stream) = connector.connect(active.authority()).await {
-                active.pool().put(stream, idle_timeout);
+        for member in 0..active.members().len() {
+            if !active.members()[member].pool().is_empty() {
+                continue;
             }
-        });
+            let connector = connector.clone();
+            let active = Arc::clone(&active);
+            tokio::spawn(async move {
+                let member = &active.members()[member];
+                if let Ok(stream) = connector.connect(member.authority()).await {
+                    member.pool().put(stream, idle_timeout);
+                }
+            });
+        }
     }
 }
 
@@ -312,9 +343,9 @@ mod tests {
         assert_eq!(one.authority().as_str(), "127.0.0.1:8081");
     }
 
-    /// A slot of two addresses: concurrent requests reach both, by the relay and by hyper
-    /// (HTTP/1.1 and h2c); after a switch to the same release at one address, the other gets
-    /// no new request.
+    /// A slot of two addresses: one client's requests take them in turn, and concurrent ones
+    /// reach both, by the relay and by hyper (HTTP/1.1 and h2c); after a switch to the same
+    /// release at one address, the other gets no new request.
     #[tokio::test]
     async fn a_slot_of_two_addresses_serves_from_both_and_a_gone_one_gets_nothing() {
         use crate::test_backend::{Client, Protocol, TestBackend, TestEdge, get_in};
@@ -329,6 +360,21 @@ mod tests {
             assert_eq!(
                 edge.client().status().await.unwrap().routes[0].live,
                 Some(both.clone())
+            );
+            let mut client = Client::open(edge.addr(), protocol).await;
+            let mut sequence = Vec::new();
+            for _ in 0..6 {
+                let reply = client.get("/").await.unwrap();
+                sequence.push(reply.header("x-backend").unwrap().to_string());
+            }
+            assert_eq!(
+                sequence.iter().filter(|b| *b == "first").count(),
+                3,
+                "{protocol:?}: {sequence:?}"
+            );
+            assert!(
+                sequence.windows(2).all(|w| w[0] != w[1]),
+                "{protocol:?}: {sequence:?}"
             );
             let held: Vec<_> = (0..4)
                 .map(|_| {

@@ -187,9 +187,11 @@ impl Edge {
         let serving = self.table.serving(service);
         if let Some((backend, stream)) = ahead
             && let Some(active) = serving.iter().find(|a| *a.backend() == backend)
-            && active.pool().is_empty()
+            && active.members()[0].pool().is_empty()
         {
-            active.pool().put(stream, tuning.pool_idle_timeout);
+            active.members()[0]
+                .pool()
+                .put(stream, tuning.pool_idle_timeout);
         }
         crate::backend::warm(serving, &self.connector(), tuning.pool_idle_timeout);
     }

@@ -39,7 +39,7 @@ use tokio::time::Instant;
 
 use crate::admission::Admission;
 use crate::answer::{self, Failure, RequestId, Unavailable};
-use crate::backend::{ActiveBackend, InFlightGuard};
+use crate::backend::{ActiveBackend, InFlightGuard, Member};
 pub use crate::body::ProxyBody;
 use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, Upload};
 use crate::connection::{ClientConn, Stop, stopped};
@@ -646,15 +646,15 @@ impl Proxy {
         (status, id)
     }
 
-    /// A new connection to `active`'s slot, for the relay, made by the same connector as
+    /// A new connection to `member` (one address of a slot), for the relay, made by the same connector as
     /// the general path's (connect timeout, `TCP_NODELAY`, and one more try when a connect
     /// for an idempotent request fails without timing out).
     pub(crate) async fn connect(
         &self,
-        active: &ActiveBackend,
+        member: &Member,
         idempotent: bool,
     ) -> Result<TcpStream, Failure> {
-        let connecting = self.connector.connect(active.authority());
+        let connecting = self.connector.connect(member.authority());
         let connected = if idempotent {
             connector::with_retry(connecting).await
         } else {

@@ -59,7 +59,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
 use crate::answer::{self, Failure, RequestId, Unavailable};
-use crate::backend::{ActiveBackend, InFlightGuard};
+use crate::backend::{ActiveBackend, InFlightGuard, Member};
 use crate::connection::{ClientConn, HANDOVER_IDLE_GRACE, Stop, stopped};
 use crate::framing::{MAX_INTERIM_ANSWERS, Refusal};
 use crate::pause::{Held, Hold, MAX_HOLDS};
@@ -359,7 +359,9 @@ impl<S: ClientStream> Relay<'_, S> {
             head_method: head.head_method,
         };
         match self.exchange(&active, head.idempotent, &extra).await {
-            Ok((upstream, answer)) => self.answer(upstream, answer, guard, &active).await,
+            Ok((upstream, answer, member)) => {
+                self.answer(upstream, answer, guard, &active, member).await
+            }
             Err(Failed::Gone) => Err(Gone),
             Err(Failed::Stale(e)) => {
                 let failure = Failure::Broken(e.to_string());
@@ -456,27 +458,29 @@ impl<S: ClientStream> Relay<'_, S> {
 
     /// Sends the request in `out` and reads the answer's head, retrying once on a fresh
     /// connection when that is safe.
-    async fn exchange(
+    async fn exchange<'a>(
         &mut self,
-        active: &ActiveBackend,
+        active: &'a ActiveBackend,
         idempotent: bool,
         extra: &Extra,
-    ) -> Result<(TcpStream, Answer), Failed> {
-        let mut upstream = active.pool().take(self.proxy.pool_idle_timeout);
+    ) -> Result<(TcpStream, Answer, &'a Member), Failed> {
+        // The slot's next address, with its own pool: each request goes to the next one.
+        let member = active.pick();
+        let mut upstream = member.pool().take(self.proxy.pool_idle_timeout);
         let mut reused = upstream.is_some();
         loop {
             let mut stream = match upstream.take() {
                 Some(stream) => stream,
                 None => self
                     .proxy
-                    .connect(active, idempotent)
+                    .connect(member, idempotent)
                     .await
                     .map_err(Failed::Failure)?,
             };
             match self.send(&mut stream, extra).await {
-                Ok(answer) => return Ok((stream, answer)),
+                Ok(answer) => return Ok((stream, answer, member)),
                 Err(Failed::Stale(e)) if reused && idempotent => {
-                    tracing::debug!(addr = %active.backend().addr, "a pooled connection was closed ({e}); trying a new one");
+                    tracing::debug!(addr = %member.authority(), "a pooled connection was closed ({e}); trying a new one");
                     reused = false;
                 }
                 Err(failed) => return Err(failed),
@@ -580,6 +584,7 @@ impl<S: ClientStream> Relay<'_, S> {
         answer: Answer,
         guard: InFlightGuard,
         active: &ActiveBackend,
+        member: &Member,
     ) -> Result<(), Gone> {
         let after_head = &self.rbuf[answer.head_len..];
         let mut reusable = answer.reusable;
@@ -652,7 +657,7 @@ impl<S: ClientStream> Relay<'_, S> {
             match read {
                 Ok(0) if answer.framing == Framing::UntilClose => break,
                 Ok(0) | Err(_) => {
-                    tracing::debug!(addr = %active.backend().addr, "the slot closed its connection in the middle of an answer's body");
+                    tracing::debug!(addr = %member.authority(), "the slot closed its connection in the middle of an answer's body");
                     return Err(Gone);
                 }
                 Ok(_) => {}
@@ -676,7 +681,7 @@ impl<S: ClientStream> Relay<'_, S> {
                     }
                     Ok(None) => &self.rbuf[..],
                     Err(()) => {
-                        tracing::debug!(addr = %active.backend().addr, "the slot's chunked body is malformed");
+                        tracing::debug!(addr = %member.authority(), "the slot's chunked body is malformed");
                         return Err(Gone);
                     }
                 },
@@ -692,7 +697,7 @@ impl<S: ClientStream> Relay<'_, S> {
         // The last byte is out: the request is over for drain and metrics.
         drop(guard);
         if reusable {
-            active.pool().put(upstream, self.proxy.pool_idle_timeout);
+            member.pool().put(upstream, self.proxy.pool_idle_timeout);
         }
         if answer.close || answer.framing == Framing::UntilClose {
             Err(Gone)

@@ -109,7 +109,10 @@ pub struct SavedCandidate {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease: Option<Lease>,
     /// Whether its split keeps clients on their side (absent in older files: it does).
-    #[serde(default = "crate::api::sticky_by_default", skip_serializing_if = "is_sticky")]
+    #[serde(
+        default = "crate::api::sticky_by_default",
+        skip_serializing_if = "is_sticky"
+    )]
     pub sticky: bool,
 }
 

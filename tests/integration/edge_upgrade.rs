@@ -72,6 +72,7 @@ impl TestServer {
             slot,
             release: release.to_string(),
             addr: self.addr,
+            more_addrs: Vec::new(),
         }
     }
 }

@@ -877,7 +877,7 @@ async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() 
         assert_eq!(serving.len(), 1);
         assert_eq!(*serving[0].backend(), backend);
         assert_eq!(
-            serving[0].pool().len(),
+            serving[0].members()[0].pool().len(),
             1,
             "no connection waits for {backend}"
         );
@@ -890,7 +890,12 @@ async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() 
         more_addrs: Vec::new(),
     };
     edge.switch(&gone).await;
-    assert_eq!(edge.handle.edge().table().serving("web")[0].pool().len(), 0);
+    assert_eq!(
+        edge.handle.edge().table().serving("web")[0].members()[0]
+            .pool()
+            .len(),
+        0
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -908,7 +913,7 @@ async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
     // could not be there yet.
     inner.warm_with("web", ahead);
     let serving = inner.table().serving("web");
-    assert_eq!(serving[0].pool().len(), 1);
+    assert_eq!(serving[0].members()[0].pool().len(), 1);
     // Ahead of a switch to what is live already, nothing is opened.
     assert!(inner.connect_ahead("web", &backend).await.is_none());
 }

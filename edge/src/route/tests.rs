@@ -586,7 +586,6 @@ fn renewing_moves_the_end_of_the_lease_and_keeps_the_split() {
             Some(25),
             None,
             Some(Lease::starting(start, ten)),
-
             None,
         )
         .unwrap();
@@ -607,7 +606,6 @@ fn renewing_moves_the_end_of_the_lease_and_keeps_the_split() {
             Some(50),
             None,
             None,
-
             None,
         )
         .unwrap();

@@ -937,6 +937,7 @@ fn backend_of(candidate: &Candidate) -> Result<Backend, PlatformError> {
         slot: candidate.slot,
         release: candidate.release.clone(),
         addr: address_of(candidate)?,
+        more_addrs: Vec::new(),
     })
 }
 
