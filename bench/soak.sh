@@ -242,13 +242,14 @@ print(*[s.getsockname()[1] for s in ss])')
         --registry-port "$REGISTRY_PORT" --production-port "$PORT" --test-port "$TEST_PORT" \
         >"$RAW/sandbox.json" 2>"$RAW/sandbox.log" || { tail -n 20 "$RAW/sandbox.log" >&2; die "shipit sandbox up failed"; }
     SANDBOX_ID=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["status"]["record"]["id"])' "$RAW/sandbox.json")
-    # One task after each operation (the old slot scaled down at once), and the health
-    # deadline the failing candidates shorten, as on the local target.
+    # Two tasks per slot (the block's), the old slot scaled down at once after each
+    # operation, and the health deadline the failing candidates shorten, as on the local
+    # target.
     python3 - "$CONFIG" <<'PY'
 import sys
 path = sys.argv[1]
 text = open(path).read()
-line = "desired_count = 1\n"
+line = "desired_count = 2\n"
 assert line in text, "no desired_count in the sandbox's block"
 text = text.replace(line, line + 'keep_previous = "0s"\nverify_timeout = "${SOAK_HEALTH_TIMEOUT:-2m}"\n', 1)
 open(path, "w").write(text)
@@ -294,7 +295,7 @@ python3 "$ROOT/bench/soak_ops.py" run --shipit "$SHIPIT" --config "$CONFIG" \
     --first "$RAW/first.json" --seed "$SEED" --ops "$OPS" --mix "$MIX" \
     --fail-health-timeout "$FAIL_HEALTH_TIMEOUT" --op-timeout "$OP_TIMEOUT" --load-pid "$LOAD_PID" \
     --log-dir "$RAW/ops" --out "$RAW/ops.jsonl" --went-live "$RAW/went-live.json" \
-    ${SANDBOX_ID:+--sandbox-id "$SANDBOX_ID"}
+    ${SANDBOX_ID:+--sandbox-id "$SANDBOX_ID" --per-slot 2}
 
 # Requests sent right after the last operation are still part of it.
 sleep 3
@@ -307,7 +308,7 @@ stop_load
 census() {
     python3 "$ROOT/bench/soak_ops.py" census --service "$SERVICE" --image-label "$IMAGE_LABEL" \
         --state-dir "$SHIPIT_STATE_DIR" --keep-images "$KEEP_IMAGES" \
-        ${SANDBOX_ID:+--sandbox-id "$SANDBOX_ID"}
+        ${SANDBOX_ID:+--sandbox-id "$SANDBOX_ID" --per-slot 2}
 }
 say "census: containers and images of this project, before shipit down"
 census >"$RAW/census-end.json"

@@ -259,17 +259,20 @@ def command_run(a):
             # group's deregistration delay (5 s in the sandbox) after the release returned, as
             # on AWS; then it stops. The count is taken once it had the time to.
             deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and sum(c["state"] == "running" for c in boxes) > 1:
+            while time.monotonic() < deadline and sum(c["state"] == "running" for c in boxes) > a.per_slot:
                 time.sleep(0.2)
                 boxes = containers(a.service, a.sandbox_id)
         running = [c for c in boxes if c["state"] == "running"]
         record["containers"] = len(boxes)
         record["running"] = len(running)
-        if len(boxes) > 2 or len(running) != 1:
-            problems.append(f"{len(boxes)} containers, {len(running)} running (expected at most 2, "
-                            f"1 running): " + ", ".join(f"{c['slot']} {c['state']} {c['release']}" for c in boxes))
-        elif running[0]["release"] != live:
-            problems.append(f"the running container is release {running[0]['release']}, expected {live}")
+        record["per_slot"] = a.per_slot
+        if len(boxes) > 2 * a.per_slot or len(running) != a.per_slot:
+            problems.append(f"{len(boxes)} containers, {len(running)} running (expected at most "
+                            f"{2 * a.per_slot}, {a.per_slot} running): "
+                            + ", ".join(f"{c['slot']} {c['state']} {c['release']}" for c in boxes))
+        elif any(c["release"] != live for c in running):
+            wrong = sorted({c["release"] for c in running if c["release"] != live})
+            problems.append(f"a running container is release {', '.join(wrong)}, expected {live}")
         record["images"] = len(images(a.image_label))
         record["problems"] = problems
         if problems and tail:
@@ -314,6 +317,7 @@ def command_census(a):
         "images": ids,
         "images_in_use": in_use,
         "keep_images": a.keep_images,
+        "per_slot": a.per_slot,
         "images_leaked": [i for i in ids if i not in allowed],
         "edge_pid": edge_pid,
     }, sys.stdout, indent=1)
@@ -341,12 +345,16 @@ def main():
     run.add_argument("--out", required=True)
     run.add_argument("--went-live", required=True, help="where to write the releases that went live")
     run.add_argument("--sandbox-id", help="count the task containers of this `shipit sandbox` instead")
+    run.add_argument("--per-slot", type=int, default=1,
+                     help="the containers a slot runs (an ecs target's desired_count)")
     census = sub.add_parser("census")
     census.add_argument("--service", required=True)
     census.add_argument("--image-label", required=True)
     census.add_argument("--state-dir", required=True)
     census.add_argument("--keep-images", type=int, default=0)
     census.add_argument("--sandbox-id", help="count the task containers of this `shipit sandbox` instead")
+    census.add_argument("--per-slot", type=int, default=1,
+                        help="the containers a slot runs (an ecs target's desired_count)")
     a = parser.parse_args()
     {"run": command_run, "census": command_census}[a.command](a)
 

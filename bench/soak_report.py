@@ -128,10 +128,12 @@ def main():
     unexpected = [op for op in ops if op["exit"] != op["expected_exit"]]
     problem_ops = [op for op in ops if op["problems"]]
     edge_wrong = [op for op in ops if op.get("live_edge") != op.get("live_expected")]
-    crowded = [op for op in ops if op["containers"] > 2 or op["running"] != 1]
+    per_slot = max([op.get("per_slot", 1) for op in ops], default=1)
+    crowded = [op for op in ops if op["containers"] > 2 * per_slot or op["running"] != per_slot]
     never_live = {r: n for r, n in load_report.get("releases_seen", {}).items() if r not in went_live}
     end_containers = end.get("containers", [])
-    leaked_containers = max(0, len(end_containers) - 2) + (0 if end.get("running") == 1 else 1)
+    leaked_containers = (max(0, len(end_containers) - 2 * per_slot)
+                         + (0 if end.get("running") == per_slot else 1))
     leaked_images = end.get("images_leaked", [])
     down_containers = after_down.get("containers", [])
     down_edge = after_down.get("edge_pid")
@@ -151,11 +153,13 @@ def main():
         ("`GET /version` after an operation ≠ the release that must be live", str(len(edge_wrong)), "0",
          not edge_wrong),
         ("answers from a release that never went live", count(sum(never_live.values())), "0", not never_live),
-        ("after an operation: most containers / operations without exactly 1 running",
-         f"{max([op['containers'] for op in ops], default=0)} / {sum(1 for op in ops if op['running'] != 1)}",
-         "≤ 2 / 0", not crowded),
+        (f"after an operation: most containers / operations without exactly {per_slot} running",
+         f"{max([op['containers'] for op in ops], default=0)} / "
+         f"{sum(1 for op in ops if op['running'] != per_slot)}",
+         f"≤ {2 * per_slot} / 0", not crowded),
         ("containers at the end (live + warm slot), running",
-         f"{len(end_containers)}, {end.get('running', 0)} running", "≤ 2, 1 running", leaked_containers == 0),
+         f"{len(end_containers)}, {end.get('running', 0)} running",
+         f"≤ {2 * per_slot}, {per_slot} running", leaked_containers == 0),
         ("images at the end beyond the live and warm slot's" +
          (f" and the {keep_images} newest (KEEP_IMAGES)" if keep_images else ""),
          f"{len(leaked_images)} leaked of {len(end.get('images', []))} "

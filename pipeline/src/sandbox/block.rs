@@ -46,8 +46,8 @@ pub fn text(
          subnets = [{subnets}]\n\
          security_groups = [\"{sg}\"]\n\
          repository = \"{repository}\"\n\
-         # One task per slot: the tasks run on this machine's engine.\n\
-         desired_count = 1\n\
+         # Tasks per slot, run on this machine's engine; the load balancer routes to each.\n\
+         desired_count = 2\n\
          {END}\n",
         region = infra.region,
         url = urls.0,
@@ -240,7 +240,7 @@ mod tests {
         assert_eq!(target["endpoint"].as_str(), Some("http://127.0.0.1:4566"));
         assert_eq!(target["url"].as_str(), Some("http://127.0.0.1:8090/"));
         assert_eq!(target["test_url"].as_str(), Some("http://127.0.0.1:8091"));
-        assert_eq!(target["desired_count"].as_integer(), Some(1));
+        assert_eq!(target["desired_count"].as_integer(), Some(2));
         assert_eq!(target["listener_arn"].as_str(), Some("arn:listener/1/80"));
         assert_eq!(
             target["target_groups"]["green"].as_str(),

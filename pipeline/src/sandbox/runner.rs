@@ -89,6 +89,40 @@ pub struct Task {
 #[derive(Debug, Clone, Default)]
 pub struct Tasks(Arc<Mutex<BTreeMap<String, Task>>>);
 
+#[cfg(test)]
+impl Task {
+    /// A running task of `task_definition`, registered in `group` at `addr`.
+    pub(super) fn registered_for_test(
+        arn: &str,
+        task_definition: &str,
+        group: &str,
+        addr: SocketAddr,
+        created_at: f64,
+    ) -> Task {
+        Task {
+            arn: arn.to_string(),
+            cluster_arn: String::new(),
+            service: "web".to_string(),
+            started_by: None,
+            task_definition: task_definition.to_string(),
+            container_name: "web".to_string(),
+            container_id: String::new(),
+            address: Some(addr),
+            group: Some(group.to_string()),
+            registered: true,
+            last_status: "RUNNING",
+            desired_status: "RUNNING",
+            created_at,
+            started_at: Some(created_at),
+            stopped_at: None,
+            stop_code: None,
+            stopped_reason: None,
+            exit_code: None,
+            stop_after: None,
+        }
+    }
+}
+
 impl Tasks {
     pub fn snapshot(&self) -> Vec<Task> {
         self.0.lock().unwrap().values().cloned().collect()
