@@ -883,10 +883,11 @@ pub async fn agent(options: AgentOptions) -> Result<(), SandboxError> {
         })
     };
     let plane = tokio::spawn({
-        let (dir, clients, tasks, stop) = (
+        let (dir, clients, tasks, routed, stop) = (
             options.dir.clone(),
             clients(&format!("http://{}", options.upstream)).await,
             runner.tasks.clone(),
+            runner.routed.clone(),
             stop.clone(),
         );
         let load_balancer = format!("{}-alb", options.cluster);
@@ -897,7 +898,7 @@ pub async fn agent(options: AgentOptions) -> Result<(), SandboxError> {
                 ports,
                 &load_balancer,
                 clients,
-                tasks,
+                (tasks, routed),
                 refreshes,
                 stop.clone(),
             )

@@ -500,38 +500,55 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         progress.contains("migrate hook: running `migrate` in task"),
         "{progress}"
     );
-    assert!(progress.contains("1 of 1 targets healthy"), "{progress}");
+    assert!(progress.contains("2 of 2 targets healthy"), "{progress}");
 
-    // One container runs (the migration's is gone), it serves the release, and it is the
-    // one target of the blue group.
+    // Two containers run (the migration's is gone), they serve the release, and they are
+    // the targets of the blue group.
     let running = containers();
-    assert_eq!(running.len(), 1, "{running:?}");
-    let inspect = std::process::Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{.Config.Image}}",
-            &running[0],
-        ])
-        .output()
-        .unwrap();
-    let inspect = String::from_utf8(inspect.stdout).unwrap();
-    let (ip, image) = inspect.trim().split_once(' ').unwrap();
-    assert!(
-        image.starts_with(&format!("127.0.0.1:{}/", sandbox.registry_port)),
-        "{image}"
-    );
-    let addr = format!("{ip}:8080").parse().unwrap();
+    assert_eq!(running.len(), 2, "{running:?}");
+    let mut ips = Vec::new();
+    let mut hosts = std::collections::BTreeSet::new();
+    for container in &running {
+        let inspect = std::process::Command::new("docker")
+            .args([
+                "inspect",
+                "-f",
+                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{.Config.Image}} {{.Config.Hostname}}",
+                container,
+            ])
+            .output()
+            .unwrap();
+        let inspect = String::from_utf8(inspect.stdout).unwrap();
+        let fields: Vec<&str> = inspect.split_whitespace().collect();
+        let [ip, image, host] = fields[..] else {
+            panic!("{inspect}")
+        };
+        assert!(
+            image.starts_with(&format!("127.0.0.1:{}/", sandbox.registry_port)),
+            "{image}"
+        );
+        ips.push(ip.to_string());
+        hosts.insert(format!("host={host}"));
+    }
+    let addr = format!("{}:8080", ips[0]).parse().unwrap();
     let (code, body) = get(addr, "/version").await.unwrap();
     assert_eq!(code, 200);
     assert!(body.contains(&release), "{body}");
-    // The load balancer's production listener serves it on this machine.
+    // The load balancer's production listener serves it on this machine, from both tasks
+    // in turn.
     let production = format!("127.0.0.1:{}", sandbox.production_port)
         .parse()
         .unwrap();
     let (code, body) = get(production, "/version").await.unwrap();
     assert_eq!(code, 200);
     assert!(body.contains(&release), "{body}");
+    let mut answered = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        let (code, body) = get(production, "/host").await.unwrap();
+        assert_eq!(code, 200, "{body}");
+        answered.insert(body.trim().to_string());
+    }
+    assert_eq!(answered, hosts);
     let status = project.run(&["status", "--target", "sandbox", "--json"]);
     assert_eq!(
         json(&status)["url"],
@@ -556,7 +573,11 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
             )
         })
         .collect();
-    assert_eq!(targets, vec![format!("{ip}:8080")]);
+    let mut expected: Vec<String> = ips.iter().map(|ip| format!("{ip}:8080")).collect();
+    let mut targets = targets;
+    expected.sort();
+    targets.sort();
+    assert_eq!(targets, expected);
     let service = format!("{}-blue", project.service);
     let described = aws
         .ecs
@@ -566,7 +587,7 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         .send()
         .await
         .unwrap();
-    assert_eq!(described.services()[0].running_count(), 1);
+    assert_eq!(described.services()[0].running_count(), 2);
     let listed = aws
         .ecs
         .list_tasks()
@@ -575,9 +596,11 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         .send()
         .await
         .unwrap();
-    assert_eq!(listed.task_arns().len(), 1);
+    assert_eq!(listed.task_arns().len(), 2);
     let tasks = described_tasks(&aws, listed.task_arns()).await;
-    assert_eq!(tasks.tasks()[0].last_status(), Some("RUNNING"));
+    for task in tasks.tasks() {
+        assert_eq!(task.last_status(), Some("RUNNING"));
+    }
     // The migration ran as a one-off task that exited 0.
     let migrations = aws
         .ecs
@@ -591,6 +614,113 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     assert_eq!(migrations.task_arns().len(), 1);
     let migration = described_tasks(&aws, migrations.task_arns()).await;
     assert_eq!(migration.tasks()[0].containers()[0].exit_code(), Some(0));
+
+    // A staged release runs green's tasks beside blue's. A split of the production listener
+    // between the two groups is sticky when its stickiness is on, as on an ALB, and weighs
+    // every request on its own when it is off.
+    let out = project.run(&["release", "--target", "sandbox", "--no-promote", "--json"]);
+    assert_success(&out, "shipit release --target sandbox --no-promote");
+    let staged = json(&out)["id"].as_str().unwrap().to_string();
+    assert_ne!(staged, release);
+    let listener = up["status"]["record"]["infra"]["listener_arn"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let before = aws
+        .elb
+        .describe_listeners()
+        .listener_arns(&listener)
+        .send()
+        .await
+        .unwrap()
+        .listeners()[0]
+        .default_actions()
+        .to_vec();
+    let split = |sticky: bool| {
+        use aws_sdk_elasticloadbalancingv2::types::{
+            Action, ActionTypeEnum, ForwardActionConfig, TargetGroupStickinessConfig,
+            TargetGroupTuple,
+        };
+        let tuple = |slot: &str| {
+            TargetGroupTuple::builder()
+                .target_group_arn(group(slot))
+                .weight(1)
+                .build()
+        };
+        aws.elb
+            .modify_listener()
+            .listener_arn(&listener)
+            .default_actions(
+                Action::builder()
+                    .r#type(ActionTypeEnum::Forward)
+                    .forward_config(
+                        ForwardActionConfig::builder()
+                            .target_groups(tuple("blue"))
+                            .target_groups(tuple("green"))
+                            .target_group_stickiness_config(
+                                TargetGroupStickinessConfig::builder()
+                                    .enabled(sticky)
+                                    .duration_seconds(3600)
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+    };
+    split(true).await.unwrap();
+    let mut sides = std::collections::BTreeMap::new();
+    for _ in 0..4 {
+        let first = crate::canary::request(production, "/", &[]).await.unwrap();
+        let cookie = first.cookie.expect("a sticky split sets its cookie");
+        let side = first.release.unwrap();
+        for _ in 0..10 {
+            let again = crate::canary::request(production, "/", &[("cookie", &cookie)])
+                .await
+                .unwrap();
+            assert_eq!(again.release.as_deref(), Some(side.as_str()), "{cookie}");
+            assert_eq!(again.cookie, None);
+        }
+        sides.insert(side, cookie);
+    }
+    assert_eq!(
+        sides.keys().cloned().collect::<Vec<_>>(),
+        {
+            let mut both = vec![release.clone(), staged.clone()];
+            both.sort();
+            both
+        },
+        "a 50/50 split put four new clients on one side"
+    );
+    split(false).await.unwrap();
+    // The cookie that kept a client on the staged release is not read any more.
+    let cookie = sides[&staged].clone();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..10 {
+        let answer = crate::canary::request(production, "/", &[("cookie", &cookie)])
+            .await
+            .unwrap();
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.cookie, None,
+            "a split without stickiness sets no cookie"
+        );
+        seen.insert(answer.release.unwrap());
+    }
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    // The listener as the release left it: blue's alone.
+    aws.elb
+        .modify_listener()
+        .listener_arn(&listener)
+        .set_default_actions(Some(before))
+        .send()
+        .await
+        .unwrap();
+    for _ in 0..6 {
+        let (code, body) = get(production, "/").await.unwrap();
+        assert_eq!((code, release_of(&body)), (200, Some(release.clone())));
+    }
 
     // A candidate whose process exits 3 at once: its tasks stop with that exit code, and the
     // release fails on them before its deadline; blue keeps serving.
@@ -620,8 +750,16 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         .await
         .unwrap();
     assert!(!stopped.task_arns().is_empty());
-    let crashed = described_tasks(&aws, stopped.task_arns()).await;
-    for task in crashed.tasks() {
+    // The staged release's tasks were stopped by the scheduler when the crashing one took
+    // green; every other stopped task is one that crashed.
+    let stopped = described_tasks(&aws, stopped.task_arns()).await;
+    let crashed: Vec<_> = stopped
+        .tasks()
+        .iter()
+        .filter(|t| t.stop_code().map(|c| c.as_str()) != Some("ServiceSchedulerInitiated"))
+        .collect();
+    assert!(!crashed.is_empty());
+    for task in crashed {
         assert_eq!(
             task.stop_code().map(|c| c.as_str()),
             Some("EssentialContainerExited")
@@ -681,8 +819,8 @@ async fn releases_a_canary_a_crash_and_a_rollback_under_load_fail_no_request() {
     std::fs::write(
         &project.config,
         text.replace(
-            "desired_count = 1\n",
-            "desired_count = 1\nshift = \"canary:50:3s\"\n",
+            "desired_count = 2\n",
+            "desired_count = 2\nshift = \"canary:50:3s\"\n",
         ),
     )
     .unwrap();

@@ -26,7 +26,7 @@ use shipit_edge::{AdminClient, Backend, Slot};
 use tokio_util::sync::CancellationToken;
 
 use super::SandboxError;
-use super::runner::{Task, Tasks};
+use super::runner::{Routed, Task, Tasks};
 use crate::aws::{Clients, describe_error};
 
 /// How often the listeners are read: a change reaches the edge within about this.
@@ -73,13 +73,14 @@ struct Listener {
 pub type Refresh = tokio::sync::oneshot::Sender<()>;
 
 /// Starts the two edges, in `dir/edge-production` and `dir/edge-test`, and follows the
-/// listeners until `stop`.
+/// listeners with the agent's `tasks` until `stop`, keeping `routed` to the task addresses
+/// the edges route to.
 pub async fn run(
     dir: &Path,
     ports: (u16, u16),
     load_balancer: &str,
     clients: Clients,
-    tasks: Tasks,
+    (tasks, routed): (Tasks, Routed),
     mut refreshes: tokio::sync::mpsc::Receiver<Refresh>,
     stop: CancellationToken,
 ) -> Result<(), SandboxError> {
@@ -101,8 +102,9 @@ pub async fn run(
     ];
     let mut last_error = None;
     let mut waiting: Vec<Refresh> = Vec::new();
+    let mut seen = None;
     while !stop.is_cancelled() {
-        match step(&clients, load_balancer, &tasks, &mut listeners).await {
+        match step(&clients, load_balancer, &tasks, &mut listeners, &mut seen).await {
             Ok(()) => last_error = None,
             Err(e) => {
                 if last_error.as_ref() != Some(&e) {
@@ -111,6 +113,19 @@ pub async fn run(
                 }
             }
         }
+        routed.set(
+            listeners
+                .iter()
+                .filter_map(|l| l.applied.as_ref())
+                .flat_map(|w| {
+                    let candidate = w.candidate.as_ref().map(|c| &c.backend);
+                    w.live
+                        .addrs()
+                        .chain(candidate.into_iter().flat_map(Backend::addrs))
+                        .collect::<Vec<_>>()
+                })
+                .collect(),
+        );
         for done in waiting.drain(..) {
             let _ = done.send(());
         }
@@ -172,12 +187,35 @@ fn slot_of(group: &str) -> Slot {
     }
 }
 
+/// Reads the listeners and tells the edges their routes. When the emulator does not answer,
+/// the listeners last read (`seen`) are routed with the tasks registered now, so that a
+/// deregistered task leaves the route even then.
 async fn step(
     clients: &Clients,
     load_balancer: &str,
     tasks: &Tasks,
     listeners: &mut [Listener; 2],
+    seen: &mut Option<Vec<aws_sdk_elasticloadbalancingv2::types::Listener>>,
 ) -> Result<(), String> {
+    match read_listeners(clients, load_balancer).await {
+        Ok(found) => {
+            *seen = found;
+            route(seen.as_deref(), tasks, listeners).await
+        }
+        Err(e) => {
+            if seen.is_some() {
+                route(seen.as_deref(), tasks, listeners).await?;
+            }
+            Err(e)
+        }
+    }
+}
+
+/// The load balancer's listeners; `None` when it is gone (or not made yet).
+async fn read_listeners(
+    clients: &Clients,
+    load_balancer: &str,
+) -> Result<Option<Vec<aws_sdk_elasticloadbalancingv2::types::Listener>>, String> {
     let elb = &clients.elb;
     let lb = match elb
         .describe_load_balancers()
@@ -194,11 +232,7 @@ async fn step(
         Err(e) => return Err(format!("DescribeLoadBalancers: {}", describe_error(&e))),
     };
     let Some(lb) = lb else {
-        // Deleted (or not made yet): nothing to route to.
-        for listener in listeners.iter_mut() {
-            apply(listener, None).await?;
-        }
-        return Ok(());
+        return Ok(None);
     };
     let found = elb
         .describe_listeners()
@@ -206,13 +240,26 @@ async fn step(
         .send()
         .await
         .map_err(|e| format!("DescribeListeners: {}", describe_error(&e)))?;
+    Ok(Some(found.listeners().to_vec()))
+}
+
+/// Tells each edge the route its listener asks for with the tasks registered now; no route
+/// without a load balancer.
+async fn route(
+    found: Option<&[aws_sdk_elasticloadbalancingv2::types::Listener]>,
+    tasks: &Tasks,
+    listeners: &mut [Listener; 2],
+) -> Result<(), String> {
+    let Some(found) = found else {
+        // Deleted (or not made yet): nothing to route to.
+        for listener in listeners.iter_mut() {
+            apply(listener, None).await?;
+        }
+        return Ok(());
+    };
     let running = tasks.snapshot();
     for listener in listeners.iter_mut() {
-        let Some(seen) = found
-            .listeners()
-            .iter()
-            .find(|l| l.port() == Some(listener.port))
-        else {
+        let Some(seen) = found.iter().find(|l| l.port() == Some(listener.port)) else {
             continue;
         };
         let wanted = wanted_route(seen, &running);

@@ -89,6 +89,31 @@ pub struct Task {
 #[derive(Debug, Clone, Default)]
 pub struct Tasks(Arc<Mutex<BTreeMap<String, Task>>>);
 
+/// The task addresses the sandbox's load balancer routes new requests to, as its edges were
+/// last told: a deregistered task's container is not stopped while it is still one of them.
+#[derive(Debug, Clone, Default)]
+pub struct Routed(Arc<Mutex<std::collections::BTreeSet<SocketAddr>>>);
+
+impl Routed {
+    pub fn set(&self, addrs: std::collections::BTreeSet<SocketAddr>) {
+        *self.0.lock().unwrap() = addrs;
+    }
+
+    pub fn contains(&self, addr: SocketAddr) -> bool {
+        self.0.lock().unwrap().contains(&addr)
+    }
+}
+
+/// How long past its deregistration delay a task waits for the load balancer to stop
+/// routing to it, at most: a load balancer that cannot follow must not keep tasks for ever.
+const ROUTED_WAIT: Duration = Duration::from_secs(30);
+
+/// Whether a deregistered task whose delay ends `after` is stopped `now`: once the delay
+/// passed and the load balancer routes no new request to it, or [`ROUTED_WAIT`] later.
+fn stop_due(now: Instant, after: Instant, routed: bool) -> bool {
+    now >= after && (!routed || now >= after + ROUTED_WAIT)
+}
+
 #[cfg(test)]
 impl Task {
     /// A running task of `task_definition`, registered in `group` at `addr`.
@@ -199,6 +224,7 @@ struct ServiceView {
 /// The agent of one sandbox.
 pub struct Runner {
     pub tasks: Tasks,
+    pub routed: Routed,
     clients: Clients,
     docker: Docker,
     cluster: String,
@@ -216,6 +242,7 @@ impl Runner {
     pub fn new(clients: Clients, docker: Docker, cluster: &str, id: &str) -> Runner {
         Runner {
             tasks: Tasks::default(),
+            routed: Routed::default(),
             clients,
             docker,
             cluster: cluster.to_string(),
@@ -858,13 +885,26 @@ impl Runner {
         }
     }
 
-    /// Stops the containers of tasks whose deregistration delay has passed.
+    /// Stops the containers of tasks whose deregistration delay has passed, once the load
+    /// balancer no longer routes to them.
     async fn finish_stops(&mut self) {
+        let now = Instant::now();
         for task in self.tasks.snapshot() {
-            let due = task.last_status == "DEACTIVATING"
-                && task.stop_after.is_some_and(|at| Instant::now() >= at);
-            if !due {
+            let Some(after) = task
+                .stop_after
+                .filter(|_| task.last_status == "DEACTIVATING")
+            else {
                 continue;
+            };
+            let routed = task.address.is_some_and(|a| self.routed.contains(a));
+            if !stop_due(now, after, routed) {
+                continue;
+            }
+            if routed {
+                tracing::warn!(
+                    task = %task.arn,
+                    "the load balancer still routes to a deregistered task; stopping it anyway"
+                );
             }
             let code = self.stop_container(&task.container_id).await;
             let _ = self.remove(&task.container_id).await;
@@ -946,4 +986,23 @@ pub async fn remove_containers(docker: &Docker, id: &str) -> Result<usize, Strin
         }
     }
     Ok(removed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_deregistered_task_stops_after_its_delay_once_no_longer_routed() {
+        let after = Instant::now();
+        let before = after.checked_sub(Duration::from_millis(1)).unwrap();
+        // Within its delay it runs, routed or not.
+        assert!(!stop_due(before, after, false));
+        assert!(!stop_due(before, after, true));
+        // After it: stopped once the load balancer no longer routes to it.
+        assert!(stop_due(after, after, false));
+        assert!(!stop_due(after + Duration::from_secs(29), after, true));
+        // A load balancer that does not follow keeps it no longer than ROUTED_WAIT.
+        assert!(stop_due(after + ROUTED_WAIT, after, true));
+    }
 }
