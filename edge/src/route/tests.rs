@@ -26,6 +26,17 @@ fn claim_open(table: &RouteTable, host: Option<&str>, path: &str) -> Result<Clai
     })
 }
 
+/// A claim on `/` of any host, with `headers`.
+fn claim_with(table: &RouteTable, headers: &HeaderMap) -> Claim {
+    table
+        .claim(&RequestInfo {
+            host: None,
+            path: "/",
+            headers,
+        })
+        .unwrap()
+}
+
 fn claim(table: &RouteTable, host: Option<&str>) -> Result<InFlightGuard, Unrouted> {
     claim_at(table, host, "/").map(|c| c.guard)
 }
@@ -283,13 +294,7 @@ fn candidate_takes_no_traffic_until_pinned_or_split() {
     }
     let mut headers = HeaderMap::new();
     headers.insert(&split::SLOT_HEADER, "green".parse().unwrap());
-    let pinned = table
-        .claim(&RequestInfo {
-            host: None,
-            path: "/",
-            headers: &headers,
-        })
-        .unwrap();
+    let pinned = claim_with(&table, &headers);
     assert!(pinned.pinned);
     assert_eq!(pinned.guard.active().backend().release, "r2");
     assert_eq!(pinned.set_cookie, None);
@@ -326,13 +331,7 @@ fn a_split_that_is_not_sticky_weights_every_request_and_uses_no_cookie() {
     );
     let mut to_candidate = 0;
     for _ in 0..400 {
-        let claim = table
-            .claim(&RequestInfo {
-                host: None,
-                path: "/",
-                headers: &headers,
-            })
-            .unwrap();
+        let claim = claim_with(&table, &headers);
         assert_eq!(claim.set_cookie, None);
         to_candidate += usize::from(claim.guard.active().backend().release == "r2");
     }
@@ -358,13 +357,7 @@ fn the_live_release_at_other_addresses_keeps_the_split_and_drains_the_old_ones()
         .unwrap();
     let mut pin = HeaderMap::new();
     pin.insert(crate::split::SLOT_HEADER, "blue".parse().unwrap());
-    let held = table
-        .claim(&RequestInfo {
-            host: None,
-            path: "/",
-            headers: &pin,
-        })
-        .unwrap();
+    let held = claim_with(&table, &pin);
     assert_eq!(*held.guard.active().backend(), live);
 
     // A task was added to the live slot and the first one went: r1 at two other addresses.
@@ -398,25 +391,13 @@ fn sticky_cookie_keeps_the_client_on_its_side() {
         "shipit_slot=green.r2".parse().unwrap(),
     );
     for _ in 0..20 {
-        let claim = table
-            .claim(&RequestInfo {
-                host: None,
-                path: "/",
-                headers: &headers,
-            })
-            .unwrap();
+        let claim = claim_with(&table, &headers);
         assert_eq!(claim.guard.active().backend().release, "r2");
         assert_eq!(claim.set_cookie, None);
     }
     // Once the split is over, the cookie means nothing.
     table.clear_split("web");
-    let claim = table
-        .claim(&RequestInfo {
-            host: None,
-            path: "/",
-            headers: &headers,
-        })
-        .unwrap();
+    let claim = claim_with(&table, &headers);
     assert_eq!(claim.guard.active().backend().release, "r1");
 }
 
@@ -542,13 +523,7 @@ fn lapsed_lease_withdraws_the_candidate_and_all_traffic_goes_live() {
     // A request on the candidate when the lease lapses.
     let mut pin = HeaderMap::new();
     pin.insert(crate::split::SLOT_HEADER, "green".parse().unwrap());
-    let held = table
-        .claim(&RequestInfo {
-            host: None,
-            path: "/",
-            headers: &pin,
-        })
-        .unwrap();
+    let held = claim_with(&table, &pin);
     assert_eq!(held.guard.active().backend().release, "r2");
 
     let withdrawn = table.expire_leases(at("2026-12-05T00:00:10Z"));
