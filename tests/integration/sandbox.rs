@@ -767,6 +767,91 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
         assert_eq!(task.containers()[0].exit_code(), Some(3));
     }
 
+    // A task that stops answering (its container paused behind the agent's back) fails the
+    // load balancer's health checks: it leaves the route and is stopped, and the service
+    // starts another in its place.
+    let paused = &running[0];
+    let out = std::process::Command::new("docker")
+        .args(["pause", paused])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let unhealthy = loop {
+        let stopped = aws
+            .ecs
+            .list_tasks()
+            .cluster("sandbox")
+            .service_name(&service)
+            .desired_status(aws_sdk_ecs::types::DesiredStatus::Stopped)
+            .send()
+            .await
+            .unwrap();
+        let described = described_tasks(&aws, stopped.task_arns()).await;
+        let found = described
+            .tasks()
+            .iter()
+            .find(|t| {
+                t.stopped_reason()
+                    .is_some_and(|r| r.contains("failed ELB health checks"))
+            })
+            .cloned();
+        if let Some(task) = found {
+            break task;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the paused task was never taken out"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(
+        unhealthy.stop_code().map(|c| c.as_str()),
+        Some("ServiceSchedulerInitiated")
+    );
+    // Then every request is answered by the release, from the tasks that answer.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut in_a_row = 0;
+    while in_a_row < 20 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the production listener still sends requests to the paused task"
+        );
+        let answer =
+            tokio::time::timeout(std::time::Duration::from_secs(2), get(production, "/")).await;
+        match answer {
+            Ok(Ok((200, body))) if release_of(&body).as_deref() == Some(release.as_str()) => {
+                in_a_row += 1;
+            }
+            _ => in_a_row = 0,
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let described = aws
+            .ecs
+            .describe_services()
+            .cluster("sandbox")
+            .services(&service)
+            .send()
+            .await
+            .unwrap();
+        let gone = !containers().contains(paused);
+        if described.services()[0].running_count() == 2 && gone {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no task replaced the unhealthy one (running {}), or its container is left",
+            described.services()[0].running_count()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
     // down removes the task containers with the rest.
     assert_success(&project.run(&["sandbox", "down"]), "shipit sandbox down");
     assert!(containers().is_empty());

@@ -8,6 +8,10 @@
 //!   the container's exit code, and leaves its target group;
 //! - registers a running task once it is healthy: the task definition's health check command
 //!   (run by Docker) if it has one, else a GET of the target group's health check path;
+//! - checks a registered task's health again every [`HEALTH_INTERVAL`], as a load balancer
+//!   does: after [`UNHEALTHY_THRESHOLD`] failures in a row it is deregistered and stopped,
+//!   and the service starts another, as ECS does with a task that fails its load balancer's
+//!   health checks;
 //! - starts a task when fewer than the desired count run the service's task definition (at
 //!   most one per service per [`START_SPACING`], so a crash loop is paced as ECS paces it);
 //! - stops tasks beyond the desired count, and the tasks of an older task definition once
@@ -25,7 +29,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_ecs::types::{ContainerDefinition, TaskDefinition};
 use aws_sdk_elasticloadbalancingv2::types::TargetDescription;
 use bollard::Docker;
-use bollard::models::{ContainerCreateBody, HealthConfig, HostConfig};
+use bollard::models::{ContainerCreateBody, ContainerState, HealthConfig, HostConfig};
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
     RemoveContainerOptions, StopContainerOptions,
@@ -83,6 +87,11 @@ pub struct Task {
     pub exit_code: Option<i64>,
     #[serde(skip)]
     stop_after: Option<Instant>,
+    /// When a registered task's health is next checked, and its failed checks in a row.
+    #[serde(skip)]
+    next_check: Option<Instant>,
+    #[serde(skip)]
+    failed_checks: u32,
 }
 
 /// Every task the agent ran, shared with the endpoint that answers for them.
@@ -107,6 +116,13 @@ impl Routed {
 /// How long past its deregistration delay a task waits for the load balancer to stop
 /// routing to it, at most: a load balancer that cannot follow must not keep tasks for ever.
 const ROUTED_WAIT: Duration = Duration::from_secs(30);
+
+/// How often a registered task's health is checked.
+const HEALTH_INTERVAL: Duration = Duration::from_secs(2);
+/// Failed checks in a row that take a registered task out.
+const UNHEALTHY_THRESHOLD: u32 = 3;
+/// How long a check of a registered task may take.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Whether a deregistered task whose delay ends `after` is stopped `now`: once the delay
 /// passed and the load balancer routes no new request to it, or [`ROUTED_WAIT`] later.
@@ -144,6 +160,8 @@ impl Task {
             stopped_reason: None,
             exit_code: None,
             stop_after: None,
+            next_check: None,
+            failed_checks: 0,
         }
     }
 }
@@ -467,27 +485,14 @@ impl Runner {
                 self.stopped(&task, reason.0, reason.1, code).await;
                 continue;
             }
-            if task.registered || task.desired_status != "RUNNING" {
+            if task.desired_status != "RUNNING" {
                 continue;
             }
-            let healthy = match state.health.as_ref().and_then(|h| h.status) {
-                Some(status) => status.to_string() == "healthy",
-                None => match (task.address, &task.group) {
-                    (Some(addr), Some(group)) => {
-                        let path = self
-                            .groups
-                            .get(group)
-                            .map_or("/".to_string(), |(p, _)| p.clone());
-                        Prober::new(addr)
-                            .probe(&path, Duration::from_secs(2))
-                            .await
-                            .is_success()
-                    }
-                    (Some(_), None) => true,
-                    (None, _) => false,
-                },
-            };
-            if !healthy {
+            if task.registered {
+                self.check_registered(&task, &state).await;
+                continue;
+            }
+            if !self.healthy(&task, &state, Duration::from_secs(2)).await {
                 continue;
             }
             if let (Some(addr), Some(group)) = (task.address, &task.group)
@@ -504,6 +509,55 @@ impl Runner {
                 continue;
             }
             self.tasks.update(&task.arn, |t| t.registered = true);
+        }
+    }
+
+    /// Whether `task` is healthy: its container's health check when it has one, else a GET
+    /// of its target group's health check path within `timeout`.
+    async fn healthy(&self, task: &Task, state: &ContainerState, timeout: Duration) -> bool {
+        match state.health.as_ref().and_then(|h| h.status) {
+            Some(status) => status.to_string() == "healthy",
+            None => match (task.address, &task.group) {
+                (Some(addr), Some(group)) => {
+                    let path = self
+                        .groups
+                        .get(group)
+                        .map_or("/".to_string(), |(p, _)| p.clone());
+                    Prober::new(addr).probe(&path, timeout).await.is_success()
+                }
+                (Some(_), None) => true,
+                (None, _) => false,
+            },
+        }
+    }
+
+    /// A load balancer's health check of a registered task, when one is due; the task is
+    /// taken out after [`UNHEALTHY_THRESHOLD`] failed checks in a row.
+    async fn check_registered(&mut self, task: &Task, state: &ContainerState) {
+        let now = Instant::now();
+        if task.next_check.is_some_and(|at| now < at) {
+            return;
+        }
+        let failures = if self.healthy(task, state, CHECK_TIMEOUT).await {
+            0
+        } else {
+            task.failed_checks + 1
+        };
+        self.tasks.update(&task.arn, |t| {
+            t.next_check = Some(Instant::now() + HEALTH_INTERVAL);
+            t.failed_checks = failures;
+        });
+        if failures < UNHEALTHY_THRESHOLD {
+            return;
+        }
+        let group = task.group.clone().unwrap_or_default();
+        tracing::warn!(
+            task = %task.arn,
+            "a registered task failed {failures} health checks in a row; it is stopped"
+        );
+        let reason = format!("Task failed ELB health checks in (target-group {group})");
+        if let Err(e) = self.begin_stop(task, &reason).await {
+            tracing::warn!(task = %task.arn, error = %e, "stopping an unhealthy task");
         }
     }
 
@@ -709,6 +763,8 @@ impl Runner {
             stopped_reason: None,
             exit_code: None,
             stop_after: None,
+            next_check: None,
+            failed_checks: 0,
         };
         let image = container.image().unwrap_or_default().to_string();
         let mut env: Vec<String> = container
