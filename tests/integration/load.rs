@@ -130,6 +130,23 @@ impl Load {
 
     /// Load on `path`, with `host` as the Host header (`None`: the address).
     pub fn start_at(addr: SocketAddr, clients: usize, host: Option<&str>, path: &str) -> Load {
+        Load::start_with(addr, clients, host, path, None)
+    }
+
+    /// Load whose clients each wait `pace` after every answer: for a test that runs longer
+    /// than [`MAX_REQUESTS_PER_CLIENT`] unpaced requests last, so that its clients are still
+    /// sending at its end.
+    pub fn start_paced(addr: SocketAddr, clients: usize, pace: Duration) -> Load {
+        Load::start_with(addr, clients, None, "/", Some(pace))
+    }
+
+    fn start_with(
+        addr: SocketAddr,
+        clients: usize,
+        host: Option<&str>,
+        path: &str,
+        pace: Option<Duration>,
+    ) -> Load {
         let host = host.map_or_else(|| addr.to_string(), str::to_string);
         let path = path.to_string();
         let stop = Arc::new(AtomicBool::new(false));
@@ -194,6 +211,9 @@ impl Load {
                             }
                         };
                         samples.push(sample);
+                        if let Some(pace) = pace {
+                            tokio::time::sleep(pace).await;
+                        }
                     }
                     (samples, reconnects)
                 })

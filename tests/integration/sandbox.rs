@@ -882,7 +882,9 @@ async fn releases_a_canary_a_crash_and_a_rollback_under_load_fail_no_request() {
         json(out)["serves"].as_str().unwrap().to_string()
     };
     let first = serves(&release(&[]));
-    let load = Load::start(production, 4);
+    // Paced: unpaced clients on two tasks per slot reach their request bound before the
+    // test's end, and then the load has stopped.
+    let load = Load::start_paced(production, 4, std::time::Duration::from_millis(2));
     assert!(
         load.answered_after_now(std::time::Duration::from_secs(10))
             .await
