@@ -125,6 +125,19 @@ async fn described_tasks(
         .unwrap()
 }
 
+/// The running count `describe-services` gives for `service` of the cluster `sandbox`.
+async fn running_count(aws: &Clients, service: &str) -> i32 {
+    let described = aws
+        .ecs
+        .describe_services()
+        .cluster("sandbox")
+        .services(service)
+        .send()
+        .await
+        .unwrap();
+    described.services()[0].running_count()
+}
+
 async fn clients(endpoint: &str) -> Clients {
     Clients::new(&sdk_config_for("us-east-1", Some(endpoint)).await)
 }
@@ -579,15 +592,7 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     targets.sort();
     assert_eq!(targets, expected);
     let service = format!("{}-blue", project.service);
-    let described = aws
-        .ecs
-        .describe_services()
-        .cluster("sandbox")
-        .services(&service)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(described.services()[0].running_count(), 2);
+    assert_eq!(running_count(&aws, &service).await, 2);
     let listed = aws
         .ecs
         .list_tasks()
@@ -832,22 +837,15 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let described = aws
-            .ecs
-            .describe_services()
-            .cluster("sandbox")
-            .services(&service)
-            .send()
-            .await
-            .unwrap();
+        let running = running_count(&aws, &service).await;
         let gone = !containers().contains(paused);
-        if described.services()[0].running_count() == 2 && gone {
+        if running == 2 && gone {
             break;
         }
         assert!(
             std::time::Instant::now() < deadline,
             "no task replaced the unhealthy one (running {}), or its container is left",
-            described.services()[0].running_count()
+            running
         );
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }

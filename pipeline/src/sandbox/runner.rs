@@ -140,21 +140,50 @@ impl Task {
         addr: SocketAddr,
         created_at: f64,
     ) -> Task {
+        let mut task = Task::pending(
+            arn.to_string(),
+            String::new(),
+            "web".to_string(),
+            None,
+            task_definition.to_string(),
+            "web".to_string(),
+            Some(group.to_string()),
+        );
+        task.address = Some(addr);
+        task.registered = true;
+        task.last_status = "RUNNING";
+        task.created_at = created_at;
+        task.started_at = Some(created_at);
+        task
+    }
+}
+
+impl Task {
+    /// A task about to start: nothing run, registered or stopped yet.
+    fn pending(
+        arn: String,
+        cluster_arn: String,
+        service: String,
+        started_by: Option<String>,
+        task_definition: String,
+        container_name: String,
+        group: Option<String>,
+    ) -> Task {
         Task {
-            arn: arn.to_string(),
-            cluster_arn: String::new(),
-            service: "web".to_string(),
-            started_by: None,
-            task_definition: task_definition.to_string(),
-            container_name: "web".to_string(),
+            arn,
+            cluster_arn,
+            service,
+            started_by,
+            task_definition,
+            container_name,
             container_id: String::new(),
-            address: Some(addr),
-            group: Some(group.to_string()),
-            registered: true,
-            last_status: "RUNNING",
+            address: None,
+            group,
+            registered: false,
+            last_status: "PENDING",
             desired_status: "RUNNING",
-            created_at,
-            started_at: Some(created_at),
+            created_at: now_secs(),
+            started_at: None,
             stopped_at: None,
             stop_code: None,
             stopped_reason: None,
@@ -743,29 +772,15 @@ impl Runner {
             .first()
             .and_then(|p| p.container_port())
             .and_then(|p| u16::try_from(p).ok());
-        let mut task = Task {
-            arn: arn.clone(),
-            cluster_arn: service.cluster_arn.clone(),
-            service: service.name.clone(),
+        let mut task = Task::pending(
+            arn.clone(),
+            service.cluster_arn.clone(),
+            service.name.clone(),
             started_by,
-            task_definition: service.task_definition.clone(),
-            container_name: container.name().unwrap_or_default().to_string(),
-            container_id: String::new(),
-            address: None,
+            service.task_definition.clone(),
+            container.name().unwrap_or_default().to_string(),
             group,
-            registered: false,
-            last_status: "PENDING",
-            desired_status: "RUNNING",
-            created_at: now_secs(),
-            started_at: None,
-            stopped_at: None,
-            stop_code: None,
-            stopped_reason: None,
-            exit_code: None,
-            stop_after: None,
-            next_check: None,
-            failed_checks: 0,
-        };
+        );
         let image = container.image().unwrap_or_default().to_string();
         let mut env: Vec<String> = container
             .environment()
