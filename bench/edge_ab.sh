@@ -5,6 +5,7 @@
 #
 #   bench/edge_ab.sh BEFORE_SHIPIT AFTER_SHIPIT          # e.g. two release builds
 #   ROUNDS=10 WRK_DURATION=8s bench/edge_ab.sh A B
+#   LOAD=h2c bench/edge_ab.sh A B                        # HTTP/2 cleartext with h2load
 #
 # Build the two binaries from two revisions in worktrees, each with its own target dir:
 #   git worktree add /tmp/before <rev> && (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before-target \
@@ -13,12 +14,18 @@
 # get the same connection allowance. Prints each round and the median of the paired
 # ratios (after / before); everything it starts is stopped on exit.
 set -euo pipefail
-[[ $# -eq 2 ]] || { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 BEFORE=$1 AFTER=$2
 HELLO=${HELLO:-$(dirname "$AFTER")/hello}
 ROUNDS=${ROUNDS:-10}
 WRK_DURATION=${WRK_DURATION:-8s}
-command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; }
+# wrk: HTTP/1.1, `wrk -t2 -c64`; h2c: HTTP/2 with prior knowledge, `h2load -c32 -m10 -t2`.
+LOAD=${LOAD:-wrk}
+case $LOAD in
+    wrk) command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; } ;;
+    h2c) command -v h2load >/dev/null || { echo "h2load is needed (Debian: apt-get install nghttp2-client)" >&2; exit 1; } ;;
+    *) echo "LOAD is wrk or h2c, not $LOAD" >&2; exit 2 ;;
+esac
 for bin in "$BEFORE" "$AFTER" "$HELLO"; do [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 1; }; done
 
 WORK=$(mktemp -d -t shipit-edge-ab.XXXXXX)
@@ -59,7 +66,15 @@ for port in $PORT_B $PORT_A; do curl -sf "http://127.0.0.1:$port/" >/dev/null; d
 
 echo "| round | before req/s | after req/s | after / before |"
 echo "|---:|---:|---:|---:|"
-load() { wrk -t2 -c64 -d"$WRK_DURATION" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'; }
+load() {
+    if [[ $LOAD == h2c ]]; then
+        # h2load takes whole seconds; its summary line reads "finished in …, N req/s, …".
+        h2load -c32 -m10 -t2 -D "${WRK_DURATION%s}" --warm-up-time=1 "http://127.0.0.1:$1/" \
+            | awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^req\/s/) print $i}'
+    else
+        wrk -t2 -c64 -d"$WRK_DURATION" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'
+    fi
+}
 ratios=()
 for r in $(seq "$ROUNDS"); do
     # The side that goes first alternates, so a drift within a round favours neither.
@@ -75,4 +90,4 @@ done
 median=$(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.stdin):.3f}")')
 echo
 echo "Median of the paired ratios (after / before): $median"
-echo "Reproduce: ROUNDS=$ROUNDS WRK_DURATION=$WRK_DURATION bench/edge_ab.sh $BEFORE $AFTER"
+echo "Reproduce: LOAD=$LOAD ROUNDS=$ROUNDS WRK_DURATION=$WRK_DURATION bench/edge_ab.sh $BEFORE $AFTER"

@@ -168,12 +168,23 @@ impl ActiveBackend {
         self.pick().authority()
     }
 
+    /// The index of the address the next request goes to (see [`pick`](Self::pick)), for
+    /// an answer that outlives the borrow of its backend.
+    pub(crate) fn pick_index(&self) -> usize {
+        match self.members.len() {
+            1 => 0,
+            n => self.turn.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    /// The address at `index` (from [`pick_index`](Self::pick_index)).
+    pub(crate) fn member(&self, index: usize) -> &Member {
+        &self.members[index]
+    }
+
     /// The address the next request goes to: each in turn, one request each.
     pub(crate) fn pick(&self) -> &Member {
-        match self.members.as_slice() {
-            [only] => only,
-            all => &all[self.turn.fetch_add(1, Ordering::Relaxed) % all.len()],
-        }
+        self.member(self.pick_index())
     }
 
     /// Every address, `addr`'s first.

@@ -22,6 +22,7 @@ use hyper_util::client::legacy::connect::CaptureConnection;
 
 use crate::backend::InFlightGuard;
 use crate::connection::ConnGuard;
+use crate::upstream::SlotBody;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -242,6 +243,11 @@ enum Kind {
         body: Incoming,
         guard: Option<InFlightGuard>,
     },
+    /// An answer read straight from the slot's pooled connection ([`crate::upstream`]).
+    Slot {
+        body: SlotBody,
+        guard: Option<InFlightGuard>,
+    },
     Message(Option<Bytes>),
 }
 
@@ -251,6 +257,17 @@ impl ProxyBody {
         let guard = (!body.is_end_stream()).then_some(guard);
         ProxyBody {
             kind: Kind::Upstream { body, guard },
+            connection: None,
+            cut_after: None,
+            waiting: false,
+        }
+    }
+
+    pub(crate) fn slot(body: SlotBody, guard: InFlightGuard) -> Self {
+        // An empty answer is over now; dropping the guard here records it.
+        let guard = (!body.is_end_stream()).then_some(guard);
+        ProxyBody {
+            kind: Kind::Slot { body, guard },
             connection: None,
             cut_after: None,
             waiting: false,
@@ -290,7 +307,7 @@ impl ProxyBody {
     pub(crate) fn take_message(&mut self) -> Option<usize> {
         match &mut self.kind {
             Kind::Message(text) => text.take().map(|t| t.len()),
-            Kind::Upstream { .. } => None,
+            Kind::Upstream { .. } | Kind::Slot { .. } => None,
         }
     }
 
@@ -308,45 +325,53 @@ impl ProxyBody {
 
 impl Body for ProxyBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         if let Some(connection) = &this.connection {
             connection.conn().answer_polled(this.waiting);
             this.waiting = false;
         }
-        match &mut this.kind {
+        let (polled, end, guard) = match &mut this.kind {
             Kind::Upstream { body, guard } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx);
-                if let (Poll::Ready(Some(Ok(_))), Some(connection)) = (&polled, &this.connection) {
-                    connection.conn().answer_waits();
-                    this.waiting = true;
-                }
-                let finished = match &polled {
-                    Poll::Ready(None | Some(Err(_))) => true,
-                    Poll::Ready(Some(Ok(_))) => body.is_end_stream(),
-                    Poll::Pending => false,
-                };
-                if finished {
-                    // The last byte is out of the upstream: the request is over for drain.
-                    guard.take();
-                    if let Some(connection) = this.cut_after.take() {
-                        crate::connector::cut(&connection);
-                    }
-                }
-                polled
+                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
+                (polled, body.is_end_stream(), guard)
             }
-            Kind::Message(text) => Poll::Ready(text.take().map(|t| Ok(Frame::data(t)))),
+            Kind::Slot { body, guard } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
+                (polled, body.is_end_stream(), guard)
+            }
+            Kind::Message(text) => {
+                return Poll::Ready(text.take().map(|t| Ok(Frame::data(t))));
+            }
+        };
+        if let (Poll::Ready(Some(Ok(_))), Some(connection)) = (&polled, &this.connection) {
+            connection.conn().answer_waits();
+            this.waiting = true;
         }
+        let finished = match &polled {
+            Poll::Ready(None | Some(Err(_))) => true,
+            Poll::Ready(Some(Ok(_))) => end,
+            Poll::Pending => false,
+        };
+        if finished {
+            // The last byte is out of the upstream: the request is over for drain.
+            guard.take();
+            if let Some(connection) = this.cut_after.take() {
+                crate::connector::cut(&connection);
+            }
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Slot { body, .. } => body.is_end_stream(),
             Kind::Message(text) => text.is_none(),
         }
     }
@@ -354,6 +379,7 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Slot { body, .. } => body.size_hint(),
             Kind::Message(text) => {
                 SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
             }

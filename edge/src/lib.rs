@@ -43,6 +43,7 @@ pub mod split;
 pub mod state;
 pub mod tls;
 pub mod tunnel;
+pub(crate) mod upstream;
 
 #[cfg(test)]
 mod test_backend;

@@ -53,6 +53,7 @@ use crate::route::{Claim, Closed, RequestInfo, RouteTable, Unclaimed, Unrouted};
 use crate::settings::Tuning;
 use crate::split::SLOT_HEADER;
 use crate::tunnel::{self, Tunnels};
+use crate::upstream;
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -330,6 +331,15 @@ impl Proxy {
             .flatten()
             .map(|value| (value, hyper::upgrade::on(&mut req)));
         let (upgrade, client_upgrade) = upgrade.unzip();
+        if self.relay
+            && !http1
+            && upgrade.is_none()
+            && req.body().is_end_stream()
+            && declared.is_none_or(|length| length == 0)
+            && req.uri().path().starts_with('/')
+        {
+            return self.forward_direct(req, host, guard, conn).await;
+        }
         let idempotent = connector::is_idempotent(req.method());
         let active = guard.active();
         let (mut upstream, upload) =
@@ -418,6 +428,30 @@ impl Proxy {
         Response::from_parts(parts, body)
     }
 
+    /// An HTTP/2 request without a body: sent over the slot's pooled connections, on this
+    /// stream's task ([`crate::upstream`]), not through hyper's client.
+    async fn forward_direct(
+        &self,
+        req: Request<Incoming>,
+        host: HeaderValue,
+        guard: InFlightGuard,
+        conn: &ClientConn,
+    ) -> Response<ProxyBody> {
+        let head_method = req.method() == Method::HEAD;
+        let idempotent = connector::is_idempotent(req.method());
+        let (mut parts, _) = req.into_parts();
+        self.upstream_headers(&mut parts.headers, parts.version, host, conn, None);
+        let head = upstream_head(&parts);
+        let active = Arc::clone(guard.active());
+        match upstream::send(self, &active, &head, idempotent, head_method).await {
+            Ok(response) => {
+                let (parts, body) = response.into_parts();
+                Response::from_parts(parts, ProxyBody::slot(body, guard))
+            }
+            Err(failure) => self.failure_answer(&active, &failure),
+        }
+    }
+
     /// Sends `upstream` through the pool. The response-header timeout counts from the end
     /// of the request body: while an upload is still going, it starts again.
     async fn send(
@@ -483,8 +517,26 @@ impl Proxy {
         let client_version = parts.version;
         // The upstream pool speaks HTTP/1.1 keep-alive whatever the client spoke.
         parts.version = Version::HTTP_11;
+        self.upstream_headers(&mut parts.headers, client_version, host, conn, upgrade);
 
-        let headers = &mut parts.headers;
+        // A declared length within the limit is held to by hyper; only an undeclared one
+        // is counted as it streams.
+        let remaining = self.max_body.filter(|_| declared.is_none());
+        let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
+        let body = RequestBody::new(body, remaining, upload.clone(), self.body_idle_timeout);
+        (Request::from_parts(parts, body), upload)
+    }
+
+    /// Rewrites a request's headers for the slot: the hop-by-hop and spoofable ones out, an
+    /// HTTP/2 request's cookies joined into one header, `Host` and `X-Forwarded-*` in.
+    fn upstream_headers(
+        &self,
+        headers: &mut HeaderMap,
+        client_version: Version,
+        host: HeaderValue,
+        conn: &ClientConn,
+        upgrade: Option<HeaderValue>,
+    ) {
         strip_hop_by_hop(headers);
         strip_spoofable(headers);
         if client_version == Version::HTTP_2 {
@@ -502,13 +554,6 @@ impl Proxy {
             HeaderValue::from_static(if conn.https { "https" } else { "http" }),
         );
         append_forwarded_for(headers, &conn.client_ip);
-
-        // A declared length within the limit is held to by hyper; only an undeclared one
-        // is counted as it streams.
-        let remaining = self.max_body.filter(|_| declared.is_none());
-        let upload = (!body.is_end_stream()).then(|| Arc::new(Upload::default()));
-        let body = RequestBody::new(body, remaining, upload.clone(), self.body_idle_timeout);
-        (Request::from_parts(parts, body), upload)
     }
 
     /// The edge's answer when the slot gave none. `http1`: the client speaks HTTP/1.x.
@@ -537,7 +582,12 @@ impl Proxy {
                 "it sent more than {MAX_INTERIM_ANSWERS} interim answers"
             )),
         };
-        let (status, id) = self.failure(active, &failure);
+        self.failure_answer(active, &failure)
+    }
+
+    /// The edge's answer for `failure`, logged under a new request id.
+    fn failure_answer(&self, active: &ActiveBackend, failure: &Failure) -> Response<ProxyBody> {
+        let (status, id) = self.failure(active, failure);
         let mut response = message(status, id);
         if failure.is_the_edges() {
             response.extensions_mut().insert(NotTheSlots);
@@ -670,6 +720,32 @@ impl Proxy {
             }
         })
     }
+}
+
+/// The HTTP/1.1 head of a request without a body, from its parts (headers already
+/// rewritten for the slot). A method that usually has a body says it has none.
+fn upstream_head(parts: &http::request::Parts) -> Vec<u8> {
+    let path = parts.uri.path_and_query().map_or("/", PathAndQuery::as_str);
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(parts.method.as_str().as_bytes());
+    head.push(b' ');
+    head.extend_from_slice(path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let bodyless_method = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
+    if !bodyless_method && !parts.headers.contains_key(header::CONTENT_LENGTH) {
+        head.extend_from_slice(b"content-length: 0\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
 }
 
 /// The request's `Content-Length`, when it has one.

@@ -61,8 +61,10 @@ pub struct Tuning {
     pub h2_max_header_list_size: u32,
     /// HTTP/2 stream resets per second a connection may cause before it gets GOAWAY.
     pub h2_max_resets_per_second: u32,
-    /// Whether plaintext HTTP/1.1 starts in the relay ([`crate::relay`]); `false` sends
-    /// every request through the general path (hyper), as an escape hatch.
+    /// Whether HTTP/1.1 (plain, or TLS that chose it) starts in the relay
+    /// ([`crate::relay`]), and an HTTP/2 request without a body goes to the slot over the
+    /// relay's pooled connections ([`crate::upstream`]); `false` sends every request
+    /// through the general path (hyper, server and client), as an escape hatch.
     pub relay: bool,
 }
 

@@ -23,6 +23,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper::body::{Frame, Incoming};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_rustls::TlsConnector;
@@ -708,4 +709,120 @@ pub fn generic_answer(body: &str, status: StatusCode) -> String {
     );
     assert_eq!(lines.next(), None, "{body}");
     id.to_string()
+}
+
+/// A slot that answers each request with bytes the test scripts, and counts the
+/// connections it accepted and the requests it read.
+pub struct ScriptedSlot {
+    pub addr: SocketAddr,
+    pub accepted: Arc<AtomicUsize>,
+    pub accepts: tokio::sync::watch::Receiver<usize>,
+    pub requests: mpsc::UnboundedReceiver<String>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// What a scripted slot does with a request: the bytes to answer, and whether to close
+/// the connection afterwards (without saying so).
+pub type Script = fn(usize, &str) -> (Vec<u8>, bool);
+
+impl ScriptedSlot {
+    pub async fn start(script: Script) -> ScriptedSlot {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let served = Arc::new(AtomicUsize::new(0));
+        let (seen, requests) = mpsc::unbounded_channel();
+        let counter = Arc::clone(&accepted);
+        let (accepted_tx, accepts) = tokio::sync::watch::channel(0);
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
+                accepted_tx.send_replace(count);
+                let seen = seen.clone();
+                let served = Arc::clone(&served);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    loop {
+                        let Some(request) = read_request(&mut stream, &mut buf).await else {
+                            return;
+                        };
+                        let n = served.fetch_add(1, Ordering::SeqCst);
+                        let (answer, close) = script(n, &request);
+                        let _ = seen.send(request);
+                        if stream.write_all(&answer).await.is_err() || close {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        ScriptedSlot {
+            addr,
+            accepted,
+            accepts,
+            requests,
+            task,
+        }
+    }
+
+    pub fn backend(&self) -> crate::Backend {
+        crate::Backend {
+            slot: Slot::Blue,
+            release: "r1".into(),
+            addr: self.addr,
+            more_addrs: Vec::new(),
+        }
+    }
+
+    /// Waits until the slot accepted `n` connections.
+    pub async fn accepted(&mut self, n: usize) {
+        tokio::time::timeout(SIGNAL_TIMEOUT, self.accepts.wait_for(|&count| count >= n))
+            .await
+            .expect("the edge did not connect to the slot")
+            .unwrap();
+    }
+
+    pub async fn request(&mut self) -> String {
+        tokio::time::timeout(SIGNAL_TIMEOUT, self.requests.recv())
+            .await
+            .expect("no request reached the slot")
+            .unwrap()
+    }
+}
+
+impl Drop for ScriptedSlot {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Reads one request (head and `Content-Length` body) from `stream`.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    loop {
+        if let Some(end) = find(buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let request = String::from_utf8_lossy(&buf[..end + 4 + length]).to_string();
+                buf.drain(..end + 4 + length);
+                return Some(request);
+            }
+        }
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+pub fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
 }

@@ -1,16 +1,13 @@
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 
 use super::*;
 use crate::Slot;
 use crate::settings::Tuning;
 use crate::test_backend::{
-    ClientStream, Logs, SIGNAL_TIMEOUT, TestBackend, TestEdge, Transport, generic_answer,
+    ClientStream, Logs, SIGNAL_TIMEOUT, Script, ScriptedSlot, TestBackend, TestEdge, Transport,
+    find, generic_answer,
 };
 
 // --- Through a running edge -----------------------------------------------------------
@@ -37,85 +34,6 @@ macro_rules! over_each_transport {
     };
 }
 
-/// A slot that answers each request with bytes the test scripts, and counts the
-/// connections it accepted and the requests it read.
-struct ScriptedSlot {
-    addr: SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    accepts: tokio::sync::watch::Receiver<usize>,
-    requests: mpsc::UnboundedReceiver<String>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-/// What a scripted slot does with a request: the bytes to answer, and whether to close
-/// the connection afterwards (without saying so).
-type Script = fn(usize, &str) -> (Vec<u8>, bool);
-
-impl ScriptedSlot {
-    async fn start(script: Script) -> ScriptedSlot {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let served = Arc::new(AtomicUsize::new(0));
-        let (seen, requests) = mpsc::unbounded_channel();
-        let counter = Arc::clone(&accepted);
-        let (accepted_tx, accepts) = tokio::sync::watch::channel(0);
-        let task = tokio::spawn(async move {
-            while let Ok((mut stream, _)) = listener.accept().await {
-                let count = counter.fetch_add(1, Ordering::SeqCst) + 1;
-                accepted_tx.send_replace(count);
-                let seen = seen.clone();
-                let served = Arc::clone(&served);
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    loop {
-                        let Some(request) = read_request(&mut stream, &mut buf).await else {
-                            return;
-                        };
-                        let n = served.fetch_add(1, Ordering::SeqCst);
-                        let (answer, close) = script(n, &request);
-                        let _ = seen.send(request);
-                        if stream.write_all(&answer).await.is_err() || close {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        ScriptedSlot {
-            addr,
-            accepted,
-            accepts,
-            requests,
-            task,
-        }
-    }
-
-    fn backend(&self) -> crate::Backend {
-        crate::Backend {
-            slot: Slot::Blue,
-            release: "r1".into(),
-            addr: self.addr,
-            more_addrs: Vec::new(),
-        }
-    }
-
-    /// Waits until the slot accepted `n` connections.
-    async fn accepted(&mut self, n: usize) {
-        tokio::time::timeout(SIGNAL_TIMEOUT, self.accepts.wait_for(|&count| count >= n))
-            .await
-            .expect("the edge did not connect to the slot")
-            .unwrap();
-    }
-
-    async fn request(&mut self) -> String {
-        tokio::time::timeout(SIGNAL_TIMEOUT, self.requests.recv())
-            .await
-            .expect("no request reached the slot")
-            .unwrap()
-    }
-}
-
 /// An edge with default settings for clients in `transport`.
 async fn edge_for(transport: Transport) -> TestEdge {
     TestEdge::start_in(transport, Tuning::default()).await
@@ -135,43 +53,6 @@ async fn through_edge(
     slot.accepted(1).await;
     let client = RawClient::open(&edge, transport).await;
     (edge, slot, client)
-}
-
-impl Drop for ScriptedSlot {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Reads one request (head and `Content-Length` body) from `stream`.
-async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
-    loop {
-        if let Some(end) = find(buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (name, value) = l.split_once(':')?;
-                    name.eq_ignore_ascii_case("content-length")
-                        .then(|| value.trim().parse().unwrap())
-                })
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                let request = String::from_utf8_lossy(&buf[..end + 4 + length]).to_string();
-                buf.drain(..end + 4 + length);
-                return Some(request);
-            }
-        }
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return None,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A client on one raw connection to the edge, in either transport.

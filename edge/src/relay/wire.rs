@@ -4,7 +4,7 @@
 //! slot's copy (hop-by-hop headers out, `X-Forwarded-*` in, the body as sent); it holds the
 //! head to [`crate::framing`]'s rules, the same ones the general path applies.
 //! [`parse_answer`] reads the slot's answer head, decides how its body ends (RFC 9112 §6.3)
-//! and writes the client's head. [`ChunkedScanner`] follows a chunked body passed through
+//! and writes the client's head (or, through [`AnswerSink`], an HTTP/2 answer's parts). [`ChunkedScanner`] follows a chunked body passed through
 //! unchanged, to find where it ends. [`write_message`] writes an answer of the edge's own.
 
 use std::mem::MaybeUninit;
@@ -261,10 +261,64 @@ pub(crate) enum Parsed1 {
     Final(Answer),
 }
 
+/// Where an answer's head goes once [`parse_answer`] has read and checked it: the client's
+/// HTTP/1.1 head (a `Vec<u8>`, for the relay), or the parts of an HTTP/2 answer
+/// ([`crate::upstream`]). Either gets the same headers, chosen by the same rules.
+pub(crate) trait AnswerSink {
+    /// Whether `Transfer-Encoding` is passed on with a chunked body or one that ends with
+    /// its connection (HTTP/1.1); HTTP/2 frames every body itself and takes none.
+    const PASSES_TRANSFER_ENCODING: bool;
+    /// The status line; `size_hint`: the slot's head was about this long.
+    fn begin(&mut self, code: StatusCode, reason: &str, size_hint: usize);
+    fn header(&mut self, name: &str, value: &[u8]) -> Result<(), Failure>;
+    /// After the slot's headers: the edge's own, and the end of the head.
+    fn end(&mut self, extra: &Extra, close: bool);
+}
+
+/// The client's HTTP/1.1 head, written as it goes.
+impl AnswerSink for Vec<u8> {
+    const PASSES_TRANSFER_ENCODING: bool = true;
+
+    fn begin(&mut self, code: StatusCode, reason: &str, size_hint: usize) {
+        self.clear();
+        self.reserve(size_hint + 128);
+        self.extend_from_slice(b"HTTP/1.1 ");
+        self.extend_from_slice(code.as_str().as_bytes());
+        self.push(b' ');
+        self.extend_from_slice(reason.as_bytes());
+        self.extend_from_slice(b"\r\n");
+    }
+
+    fn header(&mut self, name: &str, value: &[u8]) -> Result<(), Failure> {
+        self.extend_from_slice(name.as_bytes());
+        self.extend_from_slice(b": ");
+        self.extend_from_slice(value);
+        self.extend_from_slice(b"\r\n");
+        Ok(())
+    }
+
+    fn end(&mut self, extra: &Extra, close: bool) {
+        if let Some(cookie) = &extra.set_cookie {
+            self.extend_from_slice(b"set-cookie: ");
+            self.extend_from_slice(cookie.as_bytes());
+            self.extend_from_slice(b"\r\n");
+        }
+        if let Some(slot) = extra.pinned {
+            self.extend_from_slice(b"x-shipit-slot: ");
+            self.extend_from_slice(slot.as_bytes());
+            self.extend_from_slice(b"\r\n");
+        }
+        if close {
+            self.extend_from_slice(b"connection: close\r\n");
+        }
+        self.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Parses the answer's head at the start of `buf` and writes the client's head into `out`.
-pub(crate) fn parse_answer(
+pub(crate) fn parse_answer<W: AnswerSink>(
     buf: &[u8],
-    out: &mut Vec<u8>,
+    out: &mut W,
     extra: &Extra,
     closing: bool,
 ) -> Result<Option<Parsed1>, Failure> {
@@ -350,19 +404,13 @@ pub(crate) fn parse_answer(
     let reusable = !unsafe_to_reuse;
     let close = closing || framing == Framing::UntilClose;
 
-    out.clear();
-    out.reserve(buf.len().max(head_len + 128));
-    out.extend_from_slice(b"HTTP/1.1 ");
     let code = StatusCode::from_u16(status)
         .map_err(|_| Failure::Broken(format!("its answer's status {status} is not valid")))?;
-    out.extend_from_slice(code.as_str().as_bytes());
-    out.push(b' ');
     let reason = res
         .reason
         .filter(|r| !r.is_empty())
         .or_else(|| code.canonical_reason());
-    out.extend_from_slice(reason.unwrap_or("").as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.begin(code, reason.unwrap_or(""), buf.len().max(head_len));
     let mut length_written = false;
     for h in res.headers.iter() {
         let name = h.name;
@@ -376,31 +424,17 @@ pub(crate) fn parse_answer(
             }
             length_written = true;
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            if !matches!(framing, Framing::Chunked | Framing::UntilClose) {
+            if !W::PASSES_TRANSFER_ENCODING
+                || !matches!(framing, Framing::Chunked | Framing::UntilClose)
+            {
                 continue;
             }
         } else if is_hop_by_hop(name) || has_connection && named_by_connection(res.headers, name) {
             continue;
         }
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        out.header(name, h.value)?;
     }
-    if let Some(cookie) = &extra.set_cookie {
-        out.extend_from_slice(b"set-cookie: ");
-        out.extend_from_slice(cookie.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if let Some(slot) = extra.pinned {
-        out.extend_from_slice(b"x-shipit-slot: ");
-        out.extend_from_slice(slot.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    out.end(extra, close);
     Ok(Some(Parsed1::Final(Answer {
         status,
         head_len,
@@ -502,6 +536,16 @@ impl ChunkedScanner {
     /// Feeds the next bytes of the body. `Ok(Some(n))`: the body ends after the first `n`
     /// of them. `Err`: the framing is broken.
     pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, ()> {
+        self.feed_data(bytes, |_| {})
+    }
+
+    /// [`feed`](Self::feed), handing each run of the body's data (without the framing) to
+    /// `data`: how an HTTP/2 answer takes a chunked body apart.
+    pub(crate) fn feed_data(
+        &mut self,
+        bytes: &[u8],
+        mut data: impl FnMut(&[u8]),
+    ) -> Result<Option<usize>, ()> {
         let mut i = 0;
         while i < bytes.len() {
             let b = bytes[i];
@@ -533,6 +577,7 @@ impl ChunkedScanner {
                     let take = usize::try_from(left)
                         .unwrap_or(usize::MAX)
                         .min(bytes.len() - i);
+                    data(&bytes[i..i + take]);
                     i += take;
                     let left = left - take as u64;
                     self.state = if left == 0 {
