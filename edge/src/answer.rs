@@ -140,8 +140,9 @@ pub(crate) struct LogBudget {
     suppressed: AtomicU64,
 }
 
-/// Lines of the slots' failures (502, 504).
-pub(crate) static SLOT_FAILURES: LogBudget = LogBudget::new();
+// The slots' failures (502, 504) have a budget per edge (`Proxy::slot_failures`), not per
+// process: a process runs one edge, but the edges a test process runs side by side must not
+// use up each other's lines.
 /// Lines of requests the edge answered itself as the client's error or for no route
 /// (400, 404, 405, 408, 413, 431, 503 without a live slot).
 pub(crate) static CLIENT_ERRORS: LogBudget = LogBudget::new();

@@ -38,7 +38,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::admission::Admission;
-use crate::answer::{self, Failure, RequestId, Unavailable};
+use crate::answer::{self, Failure, LogBudget, RequestId, Unavailable};
 use crate::backend::{ActiveBackend, InFlightGuard, Member};
 pub use crate::body::ProxyBody;
 use crate::body::{BodyTooLarge, ClientBodyError, RequestBody, Upload};
@@ -82,6 +82,8 @@ pub struct Proxy {
     /// The client connection limits, shared by the plaintext and TLS listeners.
     pub(crate) admission: Arc<Admission>,
     tunnels: Tunnels,
+    /// The log lines of slots' failures, rate-limited per edge.
+    slot_failures: LogBudget,
     /// Turns when the edge stops: the requests it holds for a paused route are answered.
     stop: watch::Receiver<Stop>,
 }
@@ -141,6 +143,7 @@ impl Proxy {
             relay: tuning.relay,
             admission: Admission::new(tuning.max_connections, tuning.max_connections_per_ip),
             tunnels: Tunnels::default(),
+            slot_failures: LogBudget::new(),
             stop,
         }
     }
@@ -628,7 +631,7 @@ impl Proxy {
     }
 
     /// The status of the edge's answer when the slot gave none, and the id under which
-    /// the detail is logged (within [`answer::SLOT_FAILURES`]).
+    /// the detail is logged (within the edge's budget of such lines, `slot_failures`).
     pub(crate) fn failure(
         &self,
         active: &ActiveBackend,
@@ -681,7 +684,7 @@ impl Proxy {
             active.metrics().count_failure(counted);
         }
         let id = RequestId::new();
-        if let Some(suppressed) = answer::SLOT_FAILURES.admit() {
+        if let Some(suppressed) = self.slot_failures.admit() {
             tracing::warn!(
                 request_id = %id,
                 %service,
