@@ -347,20 +347,30 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Watched<I> {
 /// one that is not, through hyper. A connection that settled on HTTP/2 by ALPN
 /// ([`relay::ClientStream::chose_h2`]), or every one with the relay turned off
 /// ([`Tuning::relay`]), goes through hyper from the start.
-pub(crate) async fn serve_client<S: relay::ClientStream + 'static>(
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn stores its arguments twice, and this future is every connection's task"
+)]
+pub(crate) fn serve_client<S: relay::ClientStream + 'static>(
     builder: Arc<Builder>,
     mut stream: S,
     conn: Arc<ClientConn>,
     stop: watch::Receiver<Stop>,
     idle: Duration,
-) {
-    if !conn.proxy.relay || stream.chose_h2() {
-        return serve(builder, stream, Bytes::new(), conn, stop, idle).await;
-    }
-    match relay::run(&mut stream, &conn, stop.clone(), idle).await {
-        relay::Ended::Closed => {}
-        relay::Ended::Fallback(read) => {
-            serve(builder, stream, read.freeze(), conn, stop, idle).await;
+) -> impl Future<Output = ()> + Send {
+    // Every idle client connection is a task of this future's size, so it is kept small:
+    // hyper's side is boxed (its future is several KiB, 4.8 over TLS), and this is an async
+    // block, not an async fn, whose arguments would be stored twice (once as arguments,
+    // once as the locals they move into).
+    async move {
+        if !conn.proxy.relay || stream.chose_h2() {
+            return Box::pin(serve(builder, stream, Bytes::new(), conn, stop, idle)).await;
+        }
+        match relay::run(&mut stream, &conn, stop.clone(), idle).await {
+            relay::Ended::Closed => {}
+            relay::Ended::Fallback(read) => {
+                Box::pin(serve(builder, stream, read.freeze(), conn, stop, idle)).await;
+            }
         }
     }
 }

@@ -14,7 +14,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::{TcpListener, UnixListener};
+use tokio::net::{TcpListener, TcpStream, UnixListener};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -94,6 +94,32 @@ pub(crate) async fn serve_clients(
         .await;
 }
 
+/// What [`connection::serve_client`] takes besides the stream.
+pub(crate) type Serving = (
+    Arc<connection::Builder>,
+    Arc<ClientConn>,
+    watch::Receiver<Stop>,
+    Duration,
+);
+
+/// The TLS handshake (within `deadline`), then the connection. The handshake is made
+/// inside the task, so that the task holds the handshake's state only while it runs: every
+/// idle TLS connection is a task of this future's size.
+pub(crate) async fn serve_tls(
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    deadline: Duration,
+    (builder, conn, stop, idle): Serving,
+) {
+    let remote = conn.remote;
+    let tls = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => return tracing::debug!(%remote, "TLS handshake failed: {e}"),
+        Err(_) => return tracing::debug!(%remote, "TLS handshake timed out"),
+    };
+    connection::serve_client(builder, tls, conn, stop, idle).await;
+}
+
 /// Accepts client connections until a stop is requested, then lets them finish (bounded
 /// by the grace period). Returns when it stopped accepting.
 async fn serve_traffic(
@@ -129,17 +155,13 @@ async fn serve_traffic(
                     connections.spawn(connection::serve_client(builder, stream, conn, stop, idle));
                 }
                 Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
                     let deadline = tuning.header_read_timeout;
-                    connections.spawn(async move {
-                        match tokio::time::timeout(deadline, handshake).await {
-                            Ok(Ok(tls)) => {
-                                connection::serve_client(builder, tls, conn, stop, idle).await;
-                            }
-                            Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
-                            Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
-                        }
-                    });
+                    connections.spawn(serve_tls(
+                        acceptor.clone(),
+                        stream,
+                        deadline,
+                        (builder, conn, stop, idle),
+                    ));
                 }
             }
         },
