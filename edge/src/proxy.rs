@@ -276,6 +276,20 @@ impl Proxy {
                 check.header(name.as_str(), value.as_bytes())?;
             }
             check.finish()?;
+        } else {
+            // HTTP/2 frames the body itself; the slot, reading HTTP/1.1, goes by the
+            // `Content-Length`. h2 resets a stream whose lengths differ; this holds
+            // whatever it lets through to the same rule as HTTP/1.1 (copies of one plain
+            // number), so no other length can reach the slot.
+            let mut lengths = req.headers().get_all(header::CONTENT_LENGTH).iter();
+            if let Some(first) = lengths.next()
+                && (framing::parse_length(first.as_bytes()).is_none()
+                    || lengths.any(|other| other != first))
+            {
+                return Err(Refusal::BadRequest(
+                    "the request has an invalid Content-Length, or several different ones",
+                ));
+            }
         }
         // The authority of an absolute-form target (HTTP/1.1) or `:authority` (HTTP/2)
         // and `Host` must name the same thing; either may stand alone in HTTP/2.
@@ -544,6 +558,10 @@ impl Proxy {
         strip_spoofable(headers);
         if client_version == Version::HTTP_2 {
             join_cookies(headers);
+            // Copies of one length (`check` refused different ones) go on as one.
+            if let Some(length) = headers.get(header::CONTENT_LENGTH).cloned() {
+                headers.insert(header::CONTENT_LENGTH, length);
+            }
         }
         if let Some(upgrade) = upgrade {
             tunnel::restore_upgrade(headers, upgrade);

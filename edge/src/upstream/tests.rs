@@ -219,3 +219,99 @@ async fn a_slot_connection_that_closes_or_framed_an_answer_twice_is_never_reused
     // request goes over a new one.
     assert_eq!(connections_after("/silent-close", 3).await, 3);
 }
+
+/// Sends `GET path` with `lengths` as its `Content-Length` headers and no body (END_STREAM
+/// on the headers), with the h2 crate, which sends what it is given; the status, or the
+/// stream's error.
+async fn get_with_lengths(
+    edge: &TestEdge,
+    path: &str,
+    lengths: &[&str],
+) -> Result<StatusCode, h2::Error> {
+    let tcp = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let mut request = http::Request::builder()
+        .uri(format!("http://app.test{path}"))
+        .body(())
+        .unwrap();
+    for length in lengths {
+        request
+            .headers_mut()
+            .append(http::header::CONTENT_LENGTH, length.parse().unwrap());
+    }
+    let (answer, _) = client.send_request(request, true)?;
+    let answer = tokio::time::timeout(SIGNAL_TIMEOUT, answer)
+        .await
+        .expect("the edge did not answer in time")?;
+    Ok(answer.status())
+}
+
+#[tokio::test]
+async fn an_http2_request_never_reaches_the_slot_with_two_lengths() {
+    for direct in [true, false] {
+        let mut slot = ScriptedSlot::start(script).await;
+        let edge = edge(&slot, direct).await;
+        // Two different lengths, or one that is not plain digits: refused, by h2 (a reset)
+        // or by the edge (400), and never passed on.
+        for lengths in [&["0", "5"][..], &["+0"]] {
+            let status = get_with_lengths(&edge, "/length", lengths).await;
+            assert!(
+                status.as_ref().is_err() || status.as_ref().ok() == Some(&StatusCode::BAD_REQUEST),
+                "direct: {direct}: {lengths:?}: {status:?}"
+            );
+        }
+        // Copies of one length reach the slot as one.
+        let status = get_with_lengths(&edge, "/length", &["0", "0"]).await;
+        assert_eq!(status.ok(), Some(StatusCode::OK), "direct: {direct}");
+        let request = slot.request().await;
+        let lengths = request
+            .lines()
+            .filter(|line| line.to_ascii_lowercase().starts_with("content-length:"))
+            .count();
+        assert_eq!(lengths, 1, "direct: {direct}; the slot read {request:?}");
+        assert!(
+            slot.requests.try_recv().is_err(),
+            "a refused request reached the slot"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_answer_the_client_gave_up_on_never_returns_its_connection_to_the_pool() {
+    let mut slot = ScriptedSlot::start(script).await;
+    let edge = edge(&slot, true).await;
+    slot.accepted(1).await;
+    let tcp = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
+    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    let mut client = client.ready().await.unwrap();
+    let request = http::Request::builder()
+        .uri("http://app.test/big")
+        .body(())
+        .unwrap();
+    let (answer, _) = client.send_request(request, true).unwrap();
+    let answer = tokio::time::timeout(SIGNAL_TIMEOUT, answer)
+        .await
+        .expect("the edge did not answer in time")
+        .unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    // The client resets the stream with most of the body still at the slot or in flight.
+    drop(answer);
+    // The next request gets its own answer whole: the half-read connection was not pooled,
+    // or its leftover bytes would be read as this answer.
+    let mut client = Client::open(edge.addr(), Protocol::H2c).await;
+    for _ in 0..3 {
+        let reply = tokio::time::timeout(SIGNAL_TIMEOUT, client.get("/length"))
+            .await
+            .expect("the edge did not answer in time")
+            .unwrap();
+        assert_eq!((reply.status, reply.text()), (StatusCode::OK, "hello"));
+    }
+    assert_eq!(slot.accepted.load(Ordering::SeqCst), 2);
+}
