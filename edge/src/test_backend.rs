@@ -462,6 +462,17 @@ impl Reply {
     }
 }
 
+/// An HTTP/2 client of the h2 crate, ready, on a new h2c connection to `addr`: it sends what
+/// it is given (headers a client library would fix, a stream it resets).
+pub async fn raw_h2(addr: SocketAddr) -> h2::client::SendRequest<Bytes> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (client, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    client.ready().await.unwrap()
+}
+
 /// `GET path` on a fresh connection in `protocol`.
 pub async fn get_in(addr: SocketAddr, protocol: Protocol, path: &str) -> Reply {
     let mut client = Client::open(addr, protocol).await;

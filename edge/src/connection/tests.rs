@@ -514,10 +514,7 @@ async fn http2_streams_and_header_lists_are_bounded() {
     let edge = TestEdge::start_with(tuning).await;
     let blue = TestBackend::start("blue").await;
     edge.switch(&blue.backend(Slot::Blue, "r1")).await;
-    let stream = TcpStream::connect(edge.addr()).await.unwrap();
-    let (client, connection) = h2::client::handshake(stream).await.unwrap();
-    tokio::spawn(connection);
-    let mut client = client.ready().await.unwrap();
+    let mut client = crate::test_backend::raw_h2(edge.addr()).await;
     // The server's settings are in once a first answer came.
     let first = http::Request::builder()
         .uri("http://app.test/")

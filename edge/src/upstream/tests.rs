@@ -12,7 +12,9 @@ use std::sync::atomic::Ordering;
 use http::{Method, StatusCode};
 
 use crate::settings::Tuning;
-use crate::test_backend::{Client, Protocol, Reply, SIGNAL_TIMEOUT, ScriptedSlot, TestEdge};
+use crate::test_backend::{
+    Client, Protocol, Reply, SIGNAL_TIMEOUT, ScriptedSlot, TestEdge, raw_h2,
+};
 
 /// A body larger than any one read from the slot.
 const BIG: usize = 300_000;
@@ -228,12 +230,7 @@ async fn get_with_lengths(
     path: &str,
     lengths: &[&str],
 ) -> Result<StatusCode, h2::Error> {
-    let tcp = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
+    let mut client = raw_h2(edge.addr()).await;
     let mut request = http::Request::builder()
         .uri(format!("http://app.test{path}"))
         .body(())
@@ -285,12 +282,7 @@ async fn an_answer_the_client_gave_up_on_never_returns_its_connection_to_the_poo
     let mut slot = ScriptedSlot::start(script).await;
     let edge = edge(&slot, true).await;
     slot.accepted(1).await;
-    let tcp = tokio::net::TcpStream::connect(edge.addr()).await.unwrap();
-    let (client, connection) = h2::client::handshake(tcp).await.unwrap();
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await.unwrap();
+    let mut client = raw_h2(edge.addr()).await;
     let request = http::Request::builder()
         .uri("http://app.test/big")
         .body(())
