@@ -240,66 +240,85 @@ pub struct ProxyBody {
 #[derive(Debug)]
 enum Kind {
     Upstream {
-        body: Incoming,
-        guard: Option<InFlightGuard>,
-    },
-    /// An answer read straight from the slot's pooled connection ([`crate::upstream`]).
-    Slot {
-        body: SlotBody,
+        body: Upstream,
         guard: Option<InFlightGuard>,
     },
     Message(Option<Bytes>),
 }
 
+/// Where a slot's answer is read from.
+#[derive(Debug)]
+pub(crate) enum Upstream {
+    /// hyper's client.
+    Client(Incoming),
+    /// The slot's pooled connection, straight ([`crate::upstream`]).
+    Pool(SlotBody),
+}
+
+impl From<Incoming> for Upstream {
+    fn from(body: Incoming) -> Self {
+        Upstream::Client(body)
+    }
+}
+
+impl From<SlotBody> for Upstream {
+    fn from(body: SlotBody) -> Self {
+        Upstream::Pool(body)
+    }
+}
+
+impl Upstream {
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self {
+            Upstream::Client(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+            Upstream::Pool(body) => Pin::new(body).poll_frame(cx).map_err(BoxError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Upstream::Client(body) => body.is_end_stream(),
+            Upstream::Pool(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Upstream::Client(body) => body.size_hint(),
+            Upstream::Pool(body) => body.size_hint(),
+        }
+    }
+}
+
 impl ProxyBody {
-    pub(crate) fn upstream(body: Incoming, guard: InFlightGuard) -> Self {
-        // An empty answer is over now; dropping the guard here records it.
-        let guard = (!body.is_end_stream()).then_some(guard);
+    fn of(kind: Kind) -> Self {
         ProxyBody {
-            kind: Kind::Upstream { body, guard },
+            kind,
             connection: None,
             cut_after: None,
             waiting: false,
         }
     }
 
-    pub(crate) fn slot(body: SlotBody, guard: InFlightGuard) -> Self {
+    /// A slot's answer, from hyper's client or straight from the slot's pool.
+    pub(crate) fn upstream(body: impl Into<Upstream>, guard: InFlightGuard) -> Self {
+        let body = body.into();
         // An empty answer is over now; dropping the guard here records it.
         let guard = (!body.is_end_stream()).then_some(guard);
-        ProxyBody {
-            kind: Kind::Slot { body, guard },
-            connection: None,
-            cut_after: None,
-            waiting: false,
-        }
+        ProxyBody::of(Kind::Upstream { body, guard })
     }
 
     pub(crate) fn message(text: String) -> Self {
-        ProxyBody {
-            kind: Kind::Message(Some(Bytes::from(text))),
-            connection: None,
-            cut_after: None,
-            waiting: false,
-        }
+        ProxyBody::of(Kind::Message(Some(Bytes::from(text))))
     }
 
     /// A body of the edge's own, already made (a page shared by many answers).
     pub(crate) fn bytes(bytes: Bytes) -> Self {
-        ProxyBody {
-            kind: Kind::Message(Some(bytes)),
-            connection: None,
-            cut_after: None,
-            waiting: false,
-        }
+        ProxyBody::of(Kind::Message(Some(bytes)))
     }
 
     pub(crate) fn empty() -> Self {
-        ProxyBody {
-            kind: Kind::Message(None),
-            connection: None,
-            cut_after: None,
-            waiting: false,
-        }
+        ProxyBody::of(Kind::Message(None))
     }
 
     /// Takes the body of an answer of the edge's own out (an answer to a HEAD has none);
@@ -307,7 +326,7 @@ impl ProxyBody {
     pub(crate) fn take_message(&mut self) -> Option<usize> {
         match &mut self.kind {
             Kind::Message(text) => text.take().map(|t| t.len()),
-            Kind::Upstream { .. } | Kind::Slot { .. } => None,
+            Kind::Upstream { .. } => None,
         }
     }
 
@@ -338,11 +357,7 @@ impl Body for ProxyBody {
         }
         let (polled, end, guard) = match &mut this.kind {
             Kind::Upstream { body, guard } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
-                (polled, body.is_end_stream(), guard)
-            }
-            Kind::Slot { body, guard } => {
-                let polled = Pin::new(&mut *body).poll_frame(cx).map_err(BoxError::from);
+                let polled = body.poll_frame(cx);
                 (polled, body.is_end_stream(), guard)
             }
             Kind::Message(text) => {
@@ -371,7 +386,6 @@ impl Body for ProxyBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Upstream { body, .. } => body.is_end_stream(),
-            Kind::Slot { body, .. } => body.is_end_stream(),
             Kind::Message(text) => text.is_none(),
         }
     }
@@ -379,7 +393,6 @@ impl Body for ProxyBody {
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
             Kind::Upstream { body, .. } => body.size_hint(),
-            Kind::Slot { body, .. } => body.size_hint(),
             Kind::Message(text) => {
                 SizeHint::with_exact(text.as_ref().map_or(0, |t| t.len() as u64))
             }

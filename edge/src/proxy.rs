@@ -463,7 +463,7 @@ impl Proxy {
         match upstream::send(self, &active, &head, idempotent, head_method).await {
             Ok(response) => {
                 let (parts, body) = response.into_parts();
-                Response::from_parts(parts, ProxyBody::slot(body, guard))
+                Response::from_parts(parts, ProxyBody::upstream(body, guard))
             }
             Err(failure) => self.failure_answer(&active, &failure),
         }
