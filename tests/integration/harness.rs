@@ -405,6 +405,23 @@ pub fn assert_success(out: &Output, what: &str) {
     );
 }
 
+/// Runs `docker args…`, which must succeed; its standard output.
+pub fn docker<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> String {
+    let out = Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker runs");
+    let what = format!(
+        "docker {}",
+        args.iter()
+            .map(|a| a.as_ref().to_string_lossy())
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    assert_success(&out, &what);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 pub fn stderr(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }

@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::harness::{Project, assert_success, stderr};
+use crate::harness::{Project, assert_success, docker, stderr};
 use crate::load::Load;
 
 /// Removes a container the test made by hand, even when the test fails.
@@ -92,17 +92,14 @@ async fn container_without_our_project_id_under_our_name_is_left_alone_with_a_hi
         project.project_id(),
         project.service
     );
-    let out = Command::new("docker")
-        .args(["create", "--name", &name, "--label"])
-        .arg(format!("shipit.service={}", project.service))
-        .arg(&image)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        &format!("shipit.service={}", project.service),
+        &image,
+    ]);
     let foreign = Foreign(name);
 
     let out = project.run_async(&["release"], &[]).await;

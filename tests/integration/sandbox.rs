@@ -487,20 +487,15 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
             .to_string()
     };
     let containers = || {
-        let out = std::process::Command::new("docker")
-            .args([
-                "ps",
-                "-q",
-                "--filter",
-                &format!("label=shipit.sandbox={id}"),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8(out.stdout)
-            .unwrap()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect::<Vec<_>>()
+        docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=shipit.sandbox={id}"),
+        ])
+        .split_whitespace()
+        .map(str::to_string)
+        .collect::<Vec<_>>()
     };
 
     let out = project.run(&["release", "--target", "sandbox", "--json"]);
@@ -522,16 +517,12 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     let mut ips = Vec::new();
     let mut hosts = std::collections::BTreeSet::new();
     for container in &running {
-        let inspect = std::process::Command::new("docker")
-            .args([
-                "inspect",
-                "-f",
-                "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{.Config.Image}} {{.Config.Hostname}}",
-                container,
-            ])
-            .output()
-            .unwrap();
-        let inspect = String::from_utf8(inspect.stdout).unwrap();
+        let inspect = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}} {{.Config.Image}} {{.Config.Hostname}}",
+            container,
+        ]);
         let fields: Vec<&str> = inspect.split_whitespace().collect();
         let [ip, image, host] = fields[..] else {
             panic!("{inspect}")
@@ -776,15 +767,7 @@ async fn a_release_on_the_sandbox_runs_its_tasks_and_a_crashing_one_fails_fast()
     // load balancer's health checks: it leaves the route and is stopped, and the service
     // starts another in its place.
     let paused = &running[0];
-    let out = std::process::Command::new("docker")
-        .args(["pause", paused])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    docker(&["pause", paused]);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let unhealthy = loop {
         let stopped = aws
