@@ -333,6 +333,12 @@ def switch_summary(raw, proxy, kind):
     data = json.loads((raw / f"switch-{kind}-{proxy}.json").read_text())
     seen = [s["first_new_ms"] for s in data["switches"] if s["first_new_ms"] is not None]
     command = [s["command_ms"] for s in data["switches"]]
+    # Where a switch's time goes: by the time its first request to the new slot left, the
+    # switch had taken effect; the rest is that request's round trip (the new slot's first
+    # after half a second idle), against the poll's usual round trip.
+    answered = [s for s in data["switches"] if s["first_new_ms"] is not None]
+    effect = [s["first_new_sent_ms"] for s in answered]
+    first_trip = [s["first_new_ms"] - s["first_new_sent_ms"] for s in answered]
     return {
         "switches": len(data["switches"]),
         "missed": len(data["switches"]) - len(seen),
@@ -340,6 +346,10 @@ def switch_summary(raw, proxy, kind):
         "first_new_ms_p90": nearest_rank(seen, 0.9) if seen else None,
         "first_new_ms_max": max(seen) if seen else None,
         "command_ms_median": med(command),
+        "effect_ms_median": med(effect) if effect else None,
+        "effect_ms_max": max(effect) if effect else None,
+        "first_trip_ms_median": med(first_trip) if first_trip else None,
+        "first_trip_ms_max": max(first_trip) if first_trip else None,
         "stale": sum(s["stale"] for s in data["switches"]),
         "poll": data["poll"],
         "raw": data,
@@ -467,6 +477,19 @@ def main():
             print(f"| {p} | {ms(q['first_new_ms_median'])}{missed} | {ms(q['first_new_ms_p90'])} "
                   f"| {ms(q['first_new_ms_max'])} | {ms(q['command_ms_median'])} | {q['stale']} "
                   f"| {ms(q['poll']['median_round_trip_ms'])} | {errors} |")
+        print()
+        print("Where those switches' time went: \"in effect by\" is when the first request that "
+              "the new slot answered was sent (the switch had taken effect by then, within one "
+              "poll round trip); \"first round trip\" is that request's own round trip, the new "
+              "slot's first after it sat idle, against the poll's usual one.")
+        print()
+        print("| proxy | in effect by, median ms | max ms | first round trip, median ms | max ms | usual round trip ms |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for p in proxies:
+            q = switches[p]["quiet"]
+            print(f"| {p} | {ms(q['effect_ms_median'])} | {ms(q['effect_ms_max'])} "
+                  f"| {ms(q['first_trip_ms_median'])} | {ms(q['first_trip_ms_max'])} "
+                  f"| {ms(q['poll']['median_round_trip_ms'])} |")
         print()
         print(f"Failed requests during {n_loaded} switches under load (`{commands['saturation'].split(' -d')[0]}` "
               f"for the whole span, one switch every {interval_ms} ms): wrk's socket errors "
