@@ -6,7 +6,6 @@
 //! edge itself when its lease lapses.
 
 use std::os::unix::process::ExitStatusExt;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use shipit_edge::DEFAULT_CANDIDATE_LEASE;
@@ -22,30 +21,28 @@ const LEASE_SLACK: Duration = Duration::from_secs(1);
 
 /// The restart policy of the container that runs `release`.
 fn restart_policy(project: &Project, release: &str) -> String {
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("label=shipit.service={}", project.service))
-        .arg("--filter")
-        .arg(format!("label=shipit.release={release}"))
-        .output()
-        .expect("docker runs");
-    let ids = String::from_utf8_lossy(&out.stdout).into_owned();
+    let ids = crate::harness::docker(&[
+        "ps".to_string(),
+        "-aq".into(),
+        "--filter".into(),
+        format!("label=shipit.service={}", project.service),
+        "--filter".into(),
+        format!("label=shipit.release={release}"),
+    ]);
     let ids: Vec<&str> = ids.lines().collect();
     assert_eq!(
         ids.len(),
         1,
         "one container runs release {release}: {ids:?}"
     );
-    let out = Command::new("docker")
-        .args([
-            "inspect",
-            "-f",
-            "{{.HostConfig.RestartPolicy.Name}}",
-            ids[0],
-        ])
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::harness::docker(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.RestartPolicy.Name}}",
+        ids[0],
+    ])
+    .trim()
+    .to_string()
 }
 
 /// Sends `count` fresh requests and checks that each was answered 200 by `release`.

@@ -174,13 +174,10 @@ fn migrate_container_where(project: &Project, filters: &[&str]) -> Option<String
         project.project_id(),
         project.service
     );
-    let out = std::process::Command::new("docker")
-        .args(["ps", "-aq", "--filter"])
-        .arg(format!("name=^{name}$"))
-        .args(filters)
-        .output()
-        .unwrap();
-    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let by_name = format!("name=^{name}$");
+    let mut args = vec!["ps", "-aq", "--filter", &by_name];
+    args.extend_from_slice(filters);
+    let id = crate::harness::docker(&args).trim().to_string();
     (!id.is_empty()).then_some(id)
 }
 
@@ -349,11 +346,7 @@ async fn a_migration_left_running_by_a_killed_run_blocks_the_next_one_until_it_e
 
     // Once it has ended (here: stopped by the operator), the next release removes it.
     let id = migrate_container(&project).unwrap();
-    let out = std::process::Command::new("docker")
-        .args(["stop", "-t", "1", &id])
-        .output()
-        .unwrap();
-    assert_success(&out, "docker stop");
+    crate::harness::docker(&["stop", "-t", "1", &id]);
     let out = project.run_async(&["release", "--json"], &[]).await;
     assert_success(&out, "the release after the migration ended");
     let err = stderr(&out);

@@ -28,13 +28,10 @@ impl ScratchImage {
         let payload: String = (0..64 * 1024).map(|i| format!("{name}-{i}\n")).collect();
         std::fs::write(dir.path().join("payload"), payload).unwrap();
         let tag = format!("shipit-push-test:{name}");
-        let out = Command::new("docker")
-            .args(["build", "-q", "-t", &tag])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        crate::harness::assert_success(&out, "docker build of the scratch image");
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let context = dir.path().to_str().expect("a UTF-8 temp path");
+        let id = crate::harness::docker(&["build", "-q", "-t", &tag, context])
+            .trim()
+            .to_string();
         assert!(id.starts_with("sha256:"), "{id}");
         ScratchImage {
             image: Image {

@@ -3,7 +3,6 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 
 use crate::harness::{Project, assert_success};
 
@@ -40,11 +39,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 }
 
 fn docker_inspect(format: &str, id: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "--format", format, id])
-        .output()
-        .expect("docker runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    crate::harness::docker(&["inspect", "--format", format, id])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,7 +2,6 @@
 //! address within seconds, and `shipit status` tells the truth meanwhile: health, container
 //! state, restarts, and the candidate beside the live slot (a split or a preview).
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use jiff::Timestamp;
@@ -20,16 +19,9 @@ const STARTUP: Duration = Duration::from_secs(4);
 const RESUME_BOUND: Duration = Duration::from_secs(2);
 
 fn inspect(container: &str, format: &str) -> String {
-    let out = Command::new("docker")
-        .args(["inspect", "-f", format, container])
-        .output()
-        .expect("docker runs");
-    assert!(
-        out.status.success(),
-        "docker inspect {container}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
+    crate::harness::docker(&["inspect", "-f", format, container])
+        .trim()
+        .to_string()
 }
 
 async fn status(project: &Project) -> serde_json::Value {

@@ -198,18 +198,14 @@ fn version_commands_need_modules() {
 }
 
 fn image_labels(image: &str) -> serde_json::Value {
-    let out = Command::new("docker")
-        .args([
-            "image",
-            "inspect",
-            "--format",
-            "{{json .Config.Labels}}",
-            image,
-        ])
-        .output()
-        .expect("docker runs");
-    assert_success(&out, "docker image inspect");
-    json(&out)
+    let labels = crate::harness::docker(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .Config.Labels}}",
+        image,
+    ]);
+    serde_json::from_str(&labels).unwrap_or_else(|e| panic!("{e}: {labels}"))
 }
 
 #[test]
