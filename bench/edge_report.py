@@ -331,12 +331,12 @@ def tls_facts(raw, proxies):
 
 def switch_summary(raw, proxy, kind):
     data = json.loads((raw / f"switch-{kind}-{proxy}.json").read_text())
-    seen = [s["first_new_ms"] for s in data["switches"] if s["first_new_ms"] is not None]
+    answered = [s for s in data["switches"] if s["first_new_ms"] is not None]
+    seen = [s["first_new_ms"] for s in answered]
     command = [s["command_ms"] for s in data["switches"]]
     # Where a switch's time goes: by the time its first request to the new slot left, the
     # switch had taken effect; the rest is that request's round trip (the new slot's first
     # after half a second idle), against the poll's usual round trip.
-    answered = [s for s in data["switches"] if s["first_new_ms"] is not None]
     effect = [s["first_new_sent_ms"] for s in answered]
     first_trip = [s["first_new_ms"] - s["first_new_sent_ms"] for s in answered]
     return {
