@@ -1,5 +1,6 @@
 //! One client connection: HTTP/1.1 (keep-alive, upgrades) or HTTP/2 (prior knowledge, or
-//! ALPN over TLS), chosen by what the client sends first.
+//! ALPN over TLS), chosen by what the client sends first. An HTTP/2 connection's streams run
+//! on the connection's own task, not on a task each ([`streams`]).
 //!
 //! Timeouts on the client side:
 //! - header read: a client must send a whole request head within it. hyper also starts it
@@ -37,7 +38,7 @@ use std::time::Duration;
 
 use bytes::{Buf, Bytes};
 use http::{HeaderValue, StatusCode, Version, header};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
@@ -48,7 +49,7 @@ use crate::proxy::Proxy;
 use crate::relay;
 use crate::settings::Tuning;
 
-pub(crate) type Builder = auto::Builder<TokioExecutor>;
+pub(crate) type Builder = auto::Builder<streams::OnConnection>;
 
 /// Whether the edge runs, and how it stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +72,7 @@ pub const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
 /// The protocol settings shared by every client connection.
 pub(crate) fn builder(tuning: &Tuning) -> Builder {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(streams::OnConnection);
     builder
         .http1()
         .timer(TokioTimer::new())
@@ -425,6 +426,8 @@ pub(crate) async fn serve<I>(
     };
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(connection);
+    // HTTP/2 streams run on this task, polled with the connection (see `streams`).
+    let mut streams = streams::Streams::default();
     // The first look comes after the header-read timeout at the latest: an HTTP/2 client
     // that has not completed one request head by then is closed (HTTP/1.1 heads are
     // timed by hyper itself).
@@ -461,7 +464,7 @@ pub(crate) async fn serve<I>(
             // The connection first: bytes that arrived are read (and counted) before the
             // timer may decide that the connection is idle.
             biased;
-            result = connection.as_mut() => {
+            result = std::future::poll_fn(|cx| streams.poll_connection(connection.as_mut(), cx)) => {
                 if let Err(e) = result {
                     if ended_for_resets(&*e) {
                         // hyper's HTTP/2 layer counts streams reset before they were
@@ -545,6 +548,8 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<Stop>) -> Stop {
         Err(_) => Stop::Now,
     }
 }
+
+mod streams;
 
 #[cfg(test)]
 mod tests;
