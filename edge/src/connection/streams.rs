@@ -22,6 +22,9 @@ use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::panic::AssertUnwindSafe;
+
+use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 type Stream = Pin<Box<dyn Future<Output = ()> + Send>>;
@@ -44,7 +47,16 @@ where
         let mut future = Some(future);
         GATHERED.with_borrow_mut(|gathered| {
             if let Some(gathered) = gathered {
-                gathered.push(Box::pin(future.take().expect("taken once")));
+                // A stream that panics ends alone, as a task of its own would, not with
+                // every other stream of its connection.
+                let future = AssertUnwindSafe(future.take().expect("taken once"))
+                    .catch_unwind()
+                    .map(|ended| {
+                        if ended.is_err() {
+                            tracing::error!("an HTTP/2 stream panicked; its connection goes on");
+                        }
+                    });
+                gathered.push(Box::pin(future));
             }
         });
         if let Some(future) = future {
@@ -53,27 +65,31 @@ where
     }
 }
 
-/// Puts the gathering back to none when a poll ends, also by a panic, so that nothing a
-/// later poll on this thread starts is gathered for no one.
-struct Gathering;
+/// One connection's gathering. When its poll ends, also by a panic, it puts back what
+/// gathered before (nothing, unless polls nest), so that nothing a later poll on this
+/// thread starts is gathered for the wrong connection or for no one.
+struct Gathering {
+    outer: Option<Vec<Stream>>,
+}
 
 impl Gathering {
     fn start(spare: Vec<Stream>) -> Self {
-        GATHERED.with_borrow_mut(|gathered| {
-            debug_assert!(gathered.is_none(), "one connection is polled at a time");
-            *gathered = Some(spare);
-        });
-        Gathering
+        let outer = GATHERED.with_borrow_mut(|gathered| gathered.replace(spare));
+        Gathering { outer }
     }
 
+    /// The streams started since `start`.
     fn finish(self) -> Vec<Stream> {
-        GATHERED.with_borrow_mut(Option::take).unwrap_or_default()
+        let ours = GATHERED.with_borrow_mut(Option::take);
+        drop(self);
+        ours.unwrap_or_default()
     }
 }
 
 impl Drop for Gathering {
     fn drop(&mut self) {
-        GATHERED.with_borrow_mut(|gathered| *gathered = None);
+        let outer = self.outer.take();
+        GATHERED.with_borrow_mut(|gathered| *gathered = outer);
     }
 }
 
@@ -113,7 +129,7 @@ impl Streams {
         cx: &mut Context<'_>,
     ) -> Poll<C::Output> {
         for _ in 0..2 {
-            if let Poll::Ready(output) = self.poll_gathering(connection.as_mut(), cx) {
+            if let (Poll::Ready(output), _) = self.poll_gathering(connection.as_mut(), cx) {
                 return Poll::Ready(output);
             }
             let Some(running) = &mut self.running else {
@@ -123,25 +139,32 @@ impl Streams {
             // share of this poll: it then wakes the task to go on).
             while let Poll::Ready(Some(())) = running.poll_next_unpin(cx) {}
         }
-        self.poll_gathering(connection, cx)
+        let (polled, started) = self.poll_gathering(connection, cx);
+        if started && polled.is_pending() {
+            // Streams started in this last poll have not been polled, and a push does not
+            // wake the task: come back for them.
+            cx.waker().wake_by_ref();
+        }
+        polled
     }
 
     fn poll_gathering<C: Future>(
         &mut self,
         connection: Pin<&mut C>,
         cx: &mut Context<'_>,
-    ) -> Poll<C::Output> {
+    ) -> (Poll<C::Output>, bool) {
         let gathering = Gathering::start(std::mem::take(&mut self.spare));
         let polled = connection.poll(cx);
         let mut started = gathering.finish();
-        if !started.is_empty() {
+        let any = !started.is_empty();
+        if any {
             let running = self.running.get_or_insert_with(FuturesUnordered::new);
             for stream in started.drain(..) {
                 running.push(stream);
             }
         }
         self.spare = started;
-        polled
+        (polled, any)
     }
 }
 
@@ -226,6 +249,122 @@ mod tests {
             .await
             .expect("the spawned future ran")
             .expect("it sent");
+    }
+
+    /// A connection stand-in that starts one stream on its `on`th poll (counting from 1),
+    /// which counts itself in `done`, and ends once it has. With `on` over 1, its first poll
+    /// starts a stream that never ends, so that a round polls it three times.
+    struct LateStarter {
+        polls: usize,
+        on: usize,
+        panics_first: bool,
+        done: Arc<AtomicUsize>,
+    }
+
+    impl Future for LateStarter {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            self.polls += 1;
+            if self.polls == 1 && self.on > 1 {
+                OnConnection.execute(std::future::pending::<()>());
+            }
+            if self.polls == self.on {
+                if self.panics_first {
+                    OnConnection.execute(async { panic!("a stream panics") });
+                }
+                let done = Arc::clone(&self.done);
+                OnConnection.execute(async move {
+                    done.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            if self.done.load(Ordering::SeqCst) == 1 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        }
+    }
+
+    /// A waker that counts its wake-ups.
+    struct Counting(AtomicUsize);
+
+    impl std::task::Wake for Counting {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_stream_started_in_the_last_poll_of_a_round_wakes_the_task() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut connection = std::pin::pin!(LateStarter {
+            polls: 0,
+            on: 6,
+            panics_first: false,
+            done: Arc::clone(&done),
+        });
+        let wakes = Arc::new(Counting(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(Arc::clone(&wakes));
+        let mut cx = Context::from_waker(&waker);
+        let mut streams = Streams::default();
+        // A round polls the connection three times: polls 1 to 3 (the first starts the
+        // stream that never ends), then 4 to 6. The sixth starts the counting stream, and
+        // neither the connection nor the set asks for another poll: only the round can.
+        assert!(
+            streams
+                .poll_connection(connection.as_mut(), &mut cx)
+                .is_pending()
+        );
+        wakes.0.store(0, Ordering::SeqCst);
+        assert!(
+            streams
+                .poll_connection(connection.as_mut(), &mut cx)
+                .is_pending()
+        );
+        assert_eq!(streams.len(), 2);
+        assert_eq!(done.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            wakes.0.load(Ordering::SeqCst),
+            1,
+            "the task is woken for the new stream"
+        );
+        assert!(
+            streams
+                .poll_connection(connection.as_mut(), &mut cx)
+                .is_ready()
+        );
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_stream_that_panics_ends_alone() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut connection = std::pin::pin!(LateStarter {
+            polls: 0,
+            on: 1,
+            panics_first: true,
+            done: Arc::clone(&done),
+        });
+        let mut streams = Streams::default();
+        std::future::poll_fn(|cx| streams.poll_connection(connection.as_mut(), cx)).await;
+        // The stream started after the one that panicked still ran.
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_nested_poll_gives_the_outer_gathering_back() {
+        let outer = Gathering::start(Vec::new());
+        OnConnection.execute(async {});
+        let inner = Gathering::start(Vec::new());
+        OnConnection.execute(async {});
+        OnConnection.execute(async {});
+        assert_eq!(inner.finish().len(), 2);
+        OnConnection.execute(async {});
+        assert_eq!(outer.finish().len(), 2);
+        GATHERED.with_borrow(|gathered| assert!(gathered.is_none()));
     }
 
     #[test]
