@@ -19,10 +19,9 @@
 
 use std::cell::RefCell;
 use std::future::Future;
+use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::task::{Context, Poll};
-
-use std::panic::AssertUnwindSafe;
 
 use futures_util::FutureExt;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -106,17 +105,13 @@ pub(crate) struct Streams {
 impl std::fmt::Debug for Streams {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Streams")
-            .field(
-                "running",
-                &self.running.as_ref().map_or(0, FuturesUnordered::len),
-            )
+            .field("running", &self.len())
             .finish()
     }
 }
 
 impl Streams {
     /// How many streams run.
-    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.running.as_ref().map_or(0, FuturesUnordered::len)
     }
@@ -261,6 +256,17 @@ mod tests {
         done: Arc<AtomicUsize>,
     }
 
+    impl LateStarter {
+        fn new(on: usize, panics_first: bool, done: &Arc<AtomicUsize>) -> Self {
+            LateStarter {
+                polls: 0,
+                on,
+                panics_first,
+                done: Arc::clone(done),
+            }
+        }
+    }
+
     impl Future for LateStarter {
         type Output = ();
         fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
@@ -300,12 +306,7 @@ mod tests {
     #[test]
     fn a_stream_started_in_the_last_poll_of_a_round_wakes_the_task() {
         let done = Arc::new(AtomicUsize::new(0));
-        let mut connection = std::pin::pin!(LateStarter {
-            polls: 0,
-            on: 6,
-            panics_first: false,
-            done: Arc::clone(&done),
-        });
+        let mut connection = std::pin::pin!(LateStarter::new(6, false, &done));
         let wakes = Arc::new(Counting(AtomicUsize::new(0)));
         let waker = std::task::Waker::from(Arc::clone(&wakes));
         let mut cx = Context::from_waker(&waker);
@@ -342,12 +343,7 @@ mod tests {
     #[tokio::test(flavor = "current_thread")]
     async fn a_stream_that_panics_ends_alone() {
         let done = Arc::new(AtomicUsize::new(0));
-        let mut connection = std::pin::pin!(LateStarter {
-            polls: 0,
-            on: 1,
-            panics_first: true,
-            done: Arc::clone(&done),
-        });
+        let mut connection = std::pin::pin!(LateStarter::new(1, true, &done));
         let mut streams = Streams::default();
         std::future::poll_fn(|cx| streams.poll_connection(connection.as_mut(), cx)).await;
         // The stream started after the one that panicked still ran.
