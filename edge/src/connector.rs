@@ -10,11 +10,17 @@
 //! method reaches it through a task-local that [`with_retry`] sets around the request:
 //! the pool starts the connect from within the request's own task.
 //!
+//! A switch opens its connection to the new slot with [`connect_at_once`], which does not
+//! wait for a turn of the runtime when the handshake completed within the connect call (to
+//! a slot on the same host it does): the switch takes effect that much sooner.
+//!
 //! Each pooled connection can be cut ([`SlotStream`], [`cut`]): after a framing surprise on
 //! the slot's side the general path closes that connection at once, rather than leave it
 //! to hyper's pool, which would keep it open (unused) until it goes idle.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,6 +34,8 @@ use hyper_util::client::legacy::connect::{
     CaptureConnection, Connected, Connection, HttpConnector,
 };
 use hyper_util::rt::TokioIo;
+use nix::errno::Errno;
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrStorage, connect, socket};
 use tokio::net::TcpStream;
 
 use crate::metrics::Metrics;
@@ -232,6 +240,49 @@ impl Connector {
     }
 }
 
+/// A TCP connection to `addr` with `TCP_NODELAY`, as [`Connector::connect`] opens, for a
+/// switch's connection ahead. When the handshake completed within the connect call (to a
+/// slot on the same host, the kernel runs it to the end before the call returns) this
+/// returns at its first poll: there is nothing to wait for, so it does not wait for the
+/// runtime to report the socket writable, which costs a turn of the runtime and often a
+/// wake-up of another worker thread. Otherwise it waits for the handshake, at most `limit`.
+pub(crate) async fn connect_at_once(
+    addr: SocketAddr,
+    limit: Duration,
+) -> std::io::Result<TcpStream> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+    let fd = socket(family, SockType::Stream, flags, None)?;
+    match connect(fd.as_raw_fd(), &SockaddrStorage::from(addr)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let stream = std::net::TcpStream::from(fd);
+    stream.set_nodelay(true)?;
+    // The peer is known once the handshake is over; until then this fails (ENOTCONN).
+    let established = stream.peer_addr().is_ok();
+    let stream = TcpStream::from_std(stream)?;
+    if !established {
+        tokio::time::timeout(limit, stream.writable())
+            .await
+            .map_err(|_| {
+                std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("connecting to {addr} took longer than {limit:?}"),
+                )
+            })??;
+        if let Some(e) = stream.take_error()? {
+            return Err(e);
+        }
+        // Writable without an error, yet not connected, would be a socket that gave up.
+        stream.peer_addr()?;
+    }
+    Ok(stream)
+}
+
 /// Whether an error, or one of its causes, is a timeout.
 pub(crate) fn is_timeout(err: &(dyn std::error::Error + 'static)) -> bool {
     let mut source = Some(err);
@@ -264,6 +315,50 @@ mod tests {
         for method in [Method::POST, Method::PATCH, Method::CONNECT] {
             assert!(!is_idempotent(&method), "{method}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_at_once_to_a_local_slot_is_ready_at_its_first_poll() {
+        use futures_util::FutureExt;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut at_once = 0;
+        for _ in 0..20 {
+            let mut connect = std::pin::pin!(connect_at_once(addr, Duration::from_secs(5)));
+            let mut stream = match connect.as_mut().now_or_never() {
+                Some(stream) => {
+                    at_once += 1;
+                    stream.unwrap()
+                }
+                // The handshake did not finish within the call (the kernel deferred it):
+                // the connection still comes, after a wait.
+                None => connect.await.unwrap(),
+            };
+            assert!(stream.nodelay().unwrap());
+            let (mut accepted, _) = listener.accept().await.unwrap();
+            stream.write_all(b"ping").await.unwrap();
+            let mut got = [0u8; 4];
+            accepted.read_exact(&mut got).await.unwrap();
+            assert_eq!(&got, b"ping");
+        }
+        // tokio's own connect is never ready at its first poll: it waits for the runtime.
+        assert!(
+            at_once > 0,
+            "no connect of 20 to 127.0.0.1 finished within the call"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_at_once_to_a_closed_port_is_refused() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        drop(listener);
+        let err = connect_at_once(addr, Duration::from_secs(5))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused, "{err}");
     }
 
     #[test]

@@ -215,13 +215,10 @@ impl Edge {
         if serving.iter().any(|a| a.backend() == backend) {
             return None;
         }
-        let connector = self.connector();
-        let authority = crate::backend::authority(backend.addr);
-        let connect = connector.connect(&authority);
-        match tokio::time::timeout(CONNECT_AHEAD_LIMIT, connect).await {
-            Ok(Ok(stream)) => Some((backend.clone(), stream)),
-            _ => None,
-        }
+        crate::connector::connect_at_once(backend.addr, CONNECT_AHEAD_LIMIT)
+            .await
+            .ok()
+            .map(|stream| (backend.clone(), stream))
     }
 
     /// Reads the TLS certificates again (`certificates`, or the current files), and serves
