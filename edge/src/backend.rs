@@ -196,6 +196,15 @@ impl ActiveBackend {
         &self.in_flight
     }
 
+    /// Takes the idle connections of `earlier`, an instance of the same backend that was
+    /// replaced: address by address, as its members are the same addresses in the same order.
+    pub(crate) fn adopt_idle(&self, earlier: &ActiveBackend) {
+        debug_assert_eq!(self.backend, earlier.backend);
+        for (mine, theirs) in self.members.iter().zip(&earlier.members) {
+            mine.pool.adopt(&theirs.pool);
+        }
+    }
+
     pub fn metrics(&self) -> &SlotMetrics {
         &self.metrics
     }

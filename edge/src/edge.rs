@@ -203,7 +203,8 @@ impl Edge {
     }
 
     /// A connection to `backend`, opened before it is switched in so that the first request
-    /// after the switch does not wait for a connect: `None` when it is live already, or
+    /// after the switch does not wait for a connect: `None` when it is live already, when a
+    /// replaced instance of it that still drains holds an open one (the switch takes that), or
     /// when the connect fails or takes longer than [`CONNECT_AHEAD_LIMIT`] (the switch then
     /// goes on, and the first request connects as usual).
     pub(crate) async fn connect_ahead(
@@ -212,7 +213,11 @@ impl Edge {
         backend: &Backend,
     ) -> Option<(Backend, TcpStream)> {
         let serving = self.table.serving(service);
-        if serving.iter().any(|a| a.backend() == backend) {
+        if serving.iter().any(|a| a.backend() == backend)
+            || self
+                .table
+                .has_open_idle(service, backend, self.settings.tuning.pool_idle_timeout)
+        {
             return None;
         }
         crate::connector::connect_at_once(backend.addr, CONNECT_AHEAD_LIMIT)

@@ -60,6 +60,37 @@ impl Pool {
         idle.push_back(Idle { stream, since: now });
     }
 
+    /// Whether an idle connection that is still open is held. Connections found closed,
+    /// or idle past `idle_timeout`, are dropped on the way.
+    pub(crate) fn has_open(&self, idle_timeout: Duration) -> bool {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        expire(&mut idle, Instant::now(), idle_timeout);
+        while let Some(newest) = idle.back() {
+            if still_open(&newest.stream) {
+                return true;
+            }
+            idle.pop_back();
+        }
+        false
+    }
+
+    /// Moves `other`'s idle connections into this pool, each with the time it has been
+    /// idle, as older than the ones held here: for a switch back to a slot whose replaced
+    /// backend still holds connections to it.
+    pub(crate) fn adopt(&self, other: &Pool) {
+        let adopted = std::mem::take(&mut *other.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        if adopted.is_empty() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        for conn in adopted.into_iter().rev() {
+            if idle.len() >= MAX_IDLE {
+                break;
+            }
+            idle.push_front(conn);
+        }
+    }
+
     /// Whether no idle connection is held.
     pub(crate) fn is_empty(&self) -> bool {
         self.idle
@@ -72,6 +103,15 @@ impl Pool {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// The local ports of the idle connections, oldest first.
+    #[cfg(test)]
+    pub(crate) fn local_ports(&self) -> Vec<u16> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        idle.iter()
+            .map(|i| i.stream.local_addr().unwrap().port())
+            .collect()
     }
 }
 
@@ -162,6 +202,57 @@ mod tests {
         assert!(
             pool.take(Duration::ZERO).is_none(),
             "an expired connection was reused"
+        );
+        assert_eq!(pool.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn adopted_connections_come_as_older_than_the_pools_own() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (earlier, pool) = (Pool::default(), Pool::default());
+        let mut servers = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let (client, server) = pair(&listener).await;
+            servers.push(server);
+            ports.push(client.local_addr().unwrap().port());
+            if ports.len() < 3 {
+                earlier.put(client, Duration::from_secs(60));
+            } else {
+                pool.put(client, Duration::from_secs(60));
+            }
+        }
+        pool.adopt(&earlier);
+        assert_eq!(earlier.len(), 0);
+        assert_eq!(pool.local_ports(), [ports[0], ports[1], ports[2]]);
+        // The pool's own newest goes first, then the adopted ones, newest first.
+        for port in ports.iter().rev() {
+            let taken = pool.take(Duration::from_secs(60)).unwrap();
+            assert_eq!(taken.local_addr().unwrap().port(), *port);
+        }
+    }
+
+    #[tokio::test]
+    async fn an_open_idle_connection_is_found_and_closed_ones_are_dropped() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let pool = Pool::default();
+        assert!(!pool.has_open(Duration::from_secs(60)));
+        let (open, _server_open) = pair(&listener).await;
+        let open_port = open.local_addr().unwrap().port();
+        let (closed, server_closed) = pair(&listener).await;
+        pool.put(open, Duration::from_secs(60));
+        pool.put(closed, Duration::from_secs(60));
+        drop(server_closed);
+        // The close reaches the pooled socket through the runtime: wait until it is seen.
+        while pool.len() == 2 {
+            assert!(pool.has_open(Duration::from_secs(60)));
+            tokio::task::yield_now().await;
+        }
+        assert!(pool.has_open(Duration::from_secs(60)));
+        assert_eq!(pool.local_ports(), [open_port]);
+        assert!(
+            !pool.has_open(Duration::ZERO),
+            "an expired connection counted as open"
         );
         assert_eq!(pool.len(), 0);
     }

@@ -546,6 +546,14 @@ impl RouteTable {
         if let Some(paths) = routing.paths {
             route.paths = paths;
         }
+        // A switch back to a backend that was replaced and still drains (a rollback soon
+        // after the release) takes its idle connections: the first requests find them open.
+        let earlier = route
+            .draining
+            .iter()
+            .rev()
+            .find(|d| *d.backend() == backend)
+            .cloned();
         route.prune();
         if let Some(live) = &route.live
             && *live.backend() == backend
@@ -577,7 +585,11 @@ impl RouteTable {
             other => {
                 route.candidate = other;
                 route.retire_candidate();
-                self.activate(service, backend)
+                let fresh = self.activate(service, backend);
+                if let Some(earlier) = earlier {
+                    fresh.adopt_idle(&earlier);
+                }
+                fresh
             }
         };
         let replaced = route.live.replace(promoted);
@@ -591,6 +603,25 @@ impl RouteTable {
             previous,
             switched_at,
         }
+    }
+
+    /// Whether a replaced instance of `backend` that still drains on `service` holds an
+    /// open idle connection to its first address, which a switch back to it will take.
+    pub(crate) fn has_open_idle(
+        &self,
+        service: &str,
+        backend: &Backend,
+        idle_timeout: Duration,
+    ) -> bool {
+        let routes = self.read();
+        routes.get(service).is_some_and(|route| {
+            route
+                .draining
+                .iter()
+                .rev()
+                .find(|d| d.backend() == backend)
+                .is_some_and(|d| d.members()[0].pool().has_open(idle_timeout))
+        })
     }
 
     /// The backends `service` sends new requests to: its live one and its candidate.

@@ -898,6 +898,49 @@ async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() 
     );
 }
 
+#[tokio::test]
+async fn a_switch_back_to_a_slot_that_still_drains_takes_its_idle_connection() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let (first, second) = (
+        blue.backend(Slot::Blue, "r1"),
+        green.backend(Slot::Green, "r2"),
+    );
+    let live_ports = || {
+        let serving = edge.handle.edge().table().serving("web");
+        serving[0].members()[0].pool().local_ports()
+    };
+    edge.switch(&first).await;
+    let ahead = live_ports();
+    assert_eq!(ahead.len(), 1);
+    edge.switch(&second).await;
+    // Back to blue while its replaced backend drains: the connection it held is taken, and
+    // none is opened.
+    let inner = edge.handle.edge();
+    assert!(inner.connect_ahead("web", &first).await.is_none());
+    assert!(
+        inner
+            .connect_ahead("web", &green.backend(Slot::Green, "r9"))
+            .await
+            .is_some()
+    );
+    edge.switch(&first).await;
+    assert_eq!(live_ports(), ahead);
+    assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("blue"));
+    assert_eq!(
+        live_ports(),
+        ahead,
+        "the taken connection did not serve the request"
+    );
+    // Another release at blue's address is another backend: it gets its own connection.
+    edge.switch(&second).await;
+    edge.switch(&blue.backend(Slot::Blue, "r3")).await;
+    let fresh = live_ports();
+    assert_eq!(fresh.len(), 1);
+    assert_ne!(fresh, ahead);
+}
+
 #[tokio::test(flavor = "current_thread")]
 async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
     let edge = TestEdge::start().await;
