@@ -105,6 +105,11 @@ impl Route {
         self.draining.retain(|b| b.in_flight().count() > 0);
     }
 
+    /// The latest replaced instance of `backend` that still drains, if any.
+    fn replaced(&self, backend: &Backend) -> Option<&Arc<ActiveBackend>> {
+        self.draining.iter().rev().find(|d| d.backend() == backend)
+    }
+
     /// Sends the candidate, if any, to drain.
     fn retire_candidate(&mut self) -> Option<Backend> {
         let candidate = self.candidate.take()?;
@@ -548,12 +553,7 @@ impl RouteTable {
         }
         // A switch back to a backend that was replaced and still drains (a rollback soon
         // after the release) takes its idle connections: the first requests find them open.
-        let earlier = route
-            .draining
-            .iter()
-            .rev()
-            .find(|d| *d.backend() == backend)
-            .cloned();
+        let earlier = route.replaced(&backend).cloned();
         route.prune();
         if let Some(live) = &route.live
             && *live.backend() == backend
@@ -614,14 +614,10 @@ impl RouteTable {
         idle_timeout: Duration,
     ) -> bool {
         let routes = self.read();
-        routes.get(service).is_some_and(|route| {
-            route
-                .draining
-                .iter()
-                .rev()
-                .find(|d| d.backend() == backend)
-                .is_some_and(|d| d.members()[0].pool().has_open(idle_timeout))
-        })
+        routes
+            .get(service)
+            .and_then(|route| route.replaced(backend))
+            .is_some_and(|d| d.members()[0].pool().has_open(idle_timeout))
     }
 
     /// The backends `service` sends new requests to: its live one and its candidate.
