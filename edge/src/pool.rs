@@ -12,7 +12,7 @@
 //! protocol), so only a readable one is read to find out, and then dropped.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -34,25 +34,24 @@ struct Idle {
 }
 
 impl Pool {
+    /// The idle connections, oldest first (a poisoned lock still holds a valid queue).
+    fn idle(&self) -> MutexGuard<'_, VecDeque<Idle>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The newest idle connection that is still open, if any.
     pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
-        let now = Instant::now();
-        loop {
-            let idle = {
-                let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-                expire(&mut idle, now, idle_timeout);
-                idle.pop_back()?
-            };
-            if still_open(&idle.stream) {
-                return Some(idle.stream);
-            }
+        let mut idle = self.idle();
+        if !settle(&mut idle, idle_timeout) {
+            return None;
         }
+        idle.pop_back().map(|newest| newest.stream)
     }
 
     /// Keeps `stream`, idle, for the next request.
     pub(crate) fn put(&self, stream: TcpStream, idle_timeout: Duration) {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle();
         expire(&mut idle, now, idle_timeout);
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
@@ -63,26 +62,18 @@ impl Pool {
     /// Whether an idle connection that is still open is held. Connections found closed,
     /// or idle past `idle_timeout`, are dropped on the way.
     pub(crate) fn has_open(&self, idle_timeout: Duration) -> bool {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        expire(&mut idle, Instant::now(), idle_timeout);
-        while let Some(newest) = idle.back() {
-            if still_open(&newest.stream) {
-                return true;
-            }
-            idle.pop_back();
-        }
-        false
+        settle(&mut self.idle(), idle_timeout)
     }
 
     /// Moves `other`'s idle connections into this pool, each with the time it has been
     /// idle, as older than the ones held here: for a switch back to a slot whose replaced
     /// backend still holds connections to it.
     pub(crate) fn adopt(&self, other: &Pool) {
-        let adopted = std::mem::take(&mut *other.idle.lock().unwrap_or_else(|e| e.into_inner()));
+        let adopted = std::mem::take(&mut *other.idle());
         if adopted.is_empty() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle();
         for conn in adopted.into_iter().rev() {
             if idle.len() >= MAX_IDLE {
                 break;
@@ -93,26 +84,36 @@ impl Pool {
 
     /// Whether no idle connection is held.
     pub(crate) fn is_empty(&self) -> bool {
-        self.idle
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_empty()
+        self.idle().is_empty()
     }
 
     /// Idle connections held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.idle().len()
     }
 
     /// The local ports of the idle connections, oldest first.
     #[cfg(test)]
     pub(crate) fn local_ports(&self) -> Vec<u16> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        idle.iter()
+        self.idle()
+            .iter()
             .map(|i| i.stream.local_addr().unwrap().port())
             .collect()
     }
+}
+
+/// Drops the expired connections, then closed ones from the newest end, until the newest is
+/// open. Whether one is.
+fn settle(idle: &mut VecDeque<Idle>, idle_timeout: Duration) -> bool {
+    expire(idle, Instant::now(), idle_timeout);
+    while let Some(newest) = idle.back() {
+        if still_open(&newest.stream) {
+            return true;
+        }
+        idle.pop_back();
+    }
+    false
 }
 
 /// Drops the connections idle for longer than `idle_timeout` (the oldest are in front).
