@@ -750,6 +750,14 @@ if measures switch; then
         python3 bench/edge_switch.py switch "$WORK/targets.json" "$proxy" "$QUIET_SWITCHES" \
             "$SWITCH_INTERVAL_MS" "$RAW/switch-quiet-$proxy.json"
     done
+    # The same with a release the edge has not seen at every switch, as `shipit release`
+    # makes: the edge opens a connection ahead each time instead of taking the replaced
+    # instance's. The alternation above is a rollback.
+    if [[ " $PROXIES " == *" shipit "* ]]; then
+        say "switch latency: $QUIET_SWITCHES switches of shipit, each to a new release, one every $SWITCH_INTERVAL_MS ms, no other load"
+        python3 bench/edge_switch.py switch "$WORK/targets.json" shipit "$QUIET_SWITCHES" \
+            "$SWITCH_INTERVAL_MS" "$RAW/switch-quiet-release-shipit.json" --new-release
+    fi
 
     # Switches under the saturation load: wrk runs from 1 s before the first switch until
     # after the last; every socket error and non-2xx it counts is a failed request.

@@ -12,7 +12,8 @@ RAW_DIR holds `settings.json` (the commands, the knobs, the profiles run, the ta
   (the target's CPU ticks before and after);
 - `na-<profile>-<proxy>`: why a proxy was left out of a profile (shown as n/a);
 - `tls-<proxy>.txt`: what `openssl s_client -brief` saw of its TLS listener;
-- switch: `wrk-switch-<proxy>.txt` and `switch-{quiet,loaded}-<proxy>.json`
+- switch: `wrk-switch-<proxy>.txt`, `switch-{quiet,loaded}-<proxy>.json` and
+  `switch-quiet-release-shipit.json` (each switch to a new release)
   (bench/edge_switch.py);
 - memory: `memory-start-<proxy>.json` (always), `memory-conns-<proxy>.json` and
   `memory-tls-<proxy>.json` (bench/edge_memory.py).
@@ -458,6 +459,11 @@ def main():
             wrk = wrk_result(raw / f"wrk-switch-{p}.txt")
             loadavg = float((raw / f"loadavg-switch-{p}").read_text())
             switches[p] = {"quiet": quiet, "loaded": loaded, "wrk": wrk, "loadavg_1min": loadavg}
+        # shipit also switched to a new release each time (the alternation is a rollback).
+        quiet_rows = [(p, switches[p]["quiet"]) for p in proxies]
+        if "shipit" in switches and (raw / "switch-quiet-release-shipit.json").exists():
+            switches["shipit"]["release"] = switch_summary(raw, "shipit", "quiet-release")
+            quiet_rows.append(("shipit, a new release each switch", switches["shipit"]["release"]))
         n_quiet = switches[proxies[0]]["quiet"]["switches"]
         n_loaded = switches[proxies[0]]["loaded"]["switches"]
         print("### Switches")
@@ -470,8 +476,7 @@ def main():
         print()
         print("| proxy | switch median ms | p90 ms | max ms | command ms | stale | poll ms | poller errors |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")
-        for p in proxies:
-            q = switches[p]["quiet"]
+        for p, q in quiet_rows:
             errors = q["poll"]["no_answer"] + q["poll"]["bad_status"]
             missed = f" ({q['missed']} never seen)" if q["missed"] else ""
             print(f"| {p} | {ms(q['first_new_ms_median'])}{missed} | {ms(q['first_new_ms_p90'])} "
@@ -485,8 +490,7 @@ def main():
         print()
         print("| proxy | in effect by, median ms | max ms | first round trip, median ms | max ms | usual round trip ms |")
         print("|---|---:|---:|---:|---:|---:|")
-        for p in proxies:
-            q = switches[p]["quiet"]
+        for p, q in quiet_rows:
             print(f"| {p} | {ms(q['effect_ms_median'])} | {ms(q['effect_ms_max'])} "
                   f"| {ms(q['first_trip_ms_median'])} | {ms(q['first_trip_ms_max'])} "
                   f"| {ms(q['poll']['median_round_trip_ms'])} |")
@@ -613,6 +617,12 @@ def main():
                              f"{q['first_new_ms_max']:.2f} ms (poll round trip "
                              f"{q['poll']['median_round_trip_ms']:.2f} ms): "
                              f"{verdict(q['first_new_ms_max'] <= GOAL_SWITCH_MS and not q['missed'])}")
+            r = switches["shipit"].get("release")
+            if r and r["first_new_ms_max"] is not None:
+                goals.append(f"the same, each switch to a new release (as `shipit release` does): "
+                             f"median {r['first_new_ms_median']:.2f} ms, max "
+                             f"{r['first_new_ms_max']:.2f} ms: "
+                             f"{verdict(r['first_new_ms_max'] <= GOAL_SWITCH_MS and not r['missed'])}")
         idle = mib(memory["shipit"]["start"]["rss_kib"])
         goals.append(f"memory ≤ {GOAL_IDLE_RSS_MIB} MiB idle: {idle:.1f} MiB: {verdict(idle <= GOAL_IDLE_RSS_MIB)}")
 

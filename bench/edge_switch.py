@@ -2,7 +2,7 @@
 takes to reach a client, for bench/edge_compare.sh.
 
 Usage:
-  edge_switch.py switch TARGETS_JSON PROXY COUNT INTERVAL_MS OUT_JSON
+  edge_switch.py switch TARGETS_JSON PROXY COUNT INTERVAL_MS OUT_JSON [--new-release]
   edge_switch.py set TARGETS_JSON PROXY SLOT   (one switch, unmeasured: the initial route)
   edge_switch.py poll URL OUT_BIN              (started by `switch`; not run by hand)
 
@@ -12,6 +12,12 @@ measurements to OUT_JSON. The poller sends `GET /version` through the proxy on o
 keep-alive connection, one request after the other, as fast as the proxy answers, and
 records for each response when it was sent, when it arrived and which slot answered
 (hello's `/version` names its release, and blue and green run with different ones).
+
+With `--new-release` (shipit only), each switch names a release the edge has not seen
+(`bench-green-3`, `bench-blue-4`, ...) at the same two addresses: what `shipit release` does
+every time. Without it, the switches alternate between the same two releases: a rollback, for
+which the edge takes the idle connections of the instance it replaced. Either way, the poller
+tells the slots apart by what hello answers, which does not change.
 
 Both processes read CLOCK_MONOTONIC (`time.monotonic_ns`), which is one clock for the whole
 machine, so a switch's issue time and the poller's response times can be compared:
@@ -172,16 +178,23 @@ def read_response(sock):
 # --- Switching -------------------------------------------------------------------------
 
 
-def switcher(targets, name):
+def switcher(targets, name, new_release=False):
     """A function slot -> None that switches proxy `name` to that slot, returning when the
-    proxy's own command returns."""
+    proxy's own command returns. `new_release` (shipit only): each switch names a release the
+    edge has not seen."""
     spec = targets["proxies"][name]
     backends = targets["backends"]
+    if new_release and name != "shipit":
+        raise SystemExit(f"--new-release is for shipit only; {name} has no releases")
+    switched = 0
 
     if name == "shipit":
         def switch(slot):
+            nonlocal switched
             backend = backends[slot]
-            body = json.dumps({"slot": slot, "release": backend["release"], "addr": backend["addr"]})
+            switched += 1
+            release = f"{backend['release']}-{switched}" if new_release else backend["release"]
+            body = json.dumps({"slot": slot, "release": release, "addr": backend["addr"]})
             status, text = exchange(socket.AF_UNIX, spec["admin_socket"], "PUT",
                                     f"/routes/{spec['service']}/switch", "edge", body.encode())
             if status != 200:
@@ -245,10 +258,10 @@ def current_slot(url):
     raise SystemExit(f"{url} answered {body!r}, which names neither bench-blue nor bench-green")
 
 
-def run_switches(targets_path, name, count, interval_ms, out_path):
+def run_switches(targets_path, name, count, interval_ms, out_path, new_release=False):
     targets = json.loads(Path(targets_path).read_text())
     url = targets["proxies"][name]["url"] + "version"
-    switch = switcher(targets, name)
+    switch = switcher(targets, name, new_release)
     live = current_slot(url)
     raw = Path(out_path).with_suffix(".bin")
     poller = subprocess.Popen(
@@ -335,9 +348,11 @@ def main():
     elif len(sys.argv) == 5 and sys.argv[1] == "set":
         _, _, targets, name, slot = sys.argv
         switcher(json.loads(Path(targets).read_text()), name)(slot)
-    elif len(sys.argv) == 7 and sys.argv[1] == "switch":
-        _, _, targets, name, count, interval_ms, out = sys.argv
-        run_switches(targets, name, int(count), int(interval_ms), out)
+    elif len(sys.argv) in (7, 8) and sys.argv[1] == "switch":
+        _, _, targets, name, count, interval_ms, out, *flags = sys.argv
+        if flags not in ([], ["--new-release"]):
+            raise SystemExit(f"unknown option {flags[0]}\n{__doc__}")
+        run_switches(targets, name, int(count), int(interval_ms), out, new_release=bool(flags))
     else:
         raise SystemExit(__doc__)
 
