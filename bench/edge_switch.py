@@ -186,9 +186,10 @@ def switcher(targets, name, new_release=False):
     backends = targets["backends"]
     if new_release and name != "shipit":
         raise SystemExit(f"--new-release is for shipit only; {name} has no releases")
-    switched = 0
 
     if name == "shipit":
+        switched = 0
+
         def switch(slot):
             nonlocal switched
             backend = backends[slot]
