@@ -34,7 +34,7 @@ use crate::api::{
     TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::connection::{Stop, stopped};
-use crate::edge::Edge;
+use crate::edge::{Edge, SWITCH_SAVE_DELAY};
 use crate::lease::{Lease, checked_lease_ms};
 use crate::listener::{accept_until_stopped, finish_connections};
 use crate::maintenance::checked_maintenance;
@@ -371,7 +371,7 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
     // Connected before the switch: the first request after it finds the connection ready.
     let ahead = edge.connect_ahead(service, &backend).await;
     let switched = edge
-        .change(|table| {
+        .change_then_save_after(SWITCH_SAVE_DELAY, |table| {
             let switched = table.switch(service, backend.clone(), routing);
             edge.warm_with(service, ahead);
             tracing::info!(

@@ -33,6 +33,15 @@ use crate::{Backend, EdgeError};
 /// How long a switch waits for its connection ahead ([`Edge::connect_ahead`]) at most.
 pub(crate) const CONNECT_AHEAD_LIMIT: std::time::Duration = std::time::Duration::from_millis(200);
 
+/// How long a switch waits, once it took effect, before it saves the table. The save writes
+/// and fsyncs two files: about half a millisecond of CPU, mostly in the kernel, on one of
+/// the box's cores. Started at once, it runs just when the first requests to the new slot
+/// do, and on a small box it delays them (the switch's slowest cases in
+/// `bench/RESULTS.md`). Waiting this long lets them through first. The switch's answer
+/// still comes only once the table is saved, so a crash in between is a switch that was
+/// not acknowledged, as a crash during the save already was.
+pub(crate) const SWITCH_SAVE_DELAY: std::time::Duration = std::time::Duration::from_millis(2);
+
 /// The state the admin API works on.
 #[derive(Debug)]
 pub(crate) struct Edge {
@@ -163,6 +172,17 @@ impl Edge {
         &self,
         change: impl FnOnce(&RouteTable) -> Result<T, E>,
     ) -> Result<Result<T, EdgeError>, E> {
+        self.change_then_save_after(std::time::Duration::ZERO, change)
+            .await
+    }
+
+    /// As [`Edge::change`], with the save started `delay` after the change took effect
+    /// (see [`SWITCH_SAVE_DELAY`]). The save lock is held meanwhile, so changes stay in order.
+    pub(crate) async fn change_then_save_after<T, E: From<EdgeError>>(
+        &self,
+        delay: std::time::Duration,
+        change: impl FnOnce(&RouteTable) -> Result<T, E>,
+    ) -> Result<Result<T, EdgeError>, E> {
         let _saving = self.persist.lock().await;
         if self.handed_over.load(Ordering::SeqCst) {
             return Err(EdgeError::HandedOver {
@@ -172,6 +192,9 @@ impl Edge {
         }
         let changed = change(&self.table)?;
         self.routes_changed.notify_waiters();
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         Ok(self.save().await.map(|()| changed))
     }
 

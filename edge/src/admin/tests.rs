@@ -960,3 +960,44 @@ async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
     // Ahead of a switch to what is live already, nothing is opened.
     assert!(inner.connect_ahead("web", &backend).await.is_none());
 }
+
+#[tokio::test]
+async fn a_change_saved_after_a_delay_takes_effect_first_and_is_saved_after_it() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    let saved = || std::fs::read_to_string(edge.dir.path().join("routes.json")).unwrap();
+    assert!(saved().contains("\"r1\""));
+    let inner = edge.handle.edge();
+    let changed = inner.routes_changed.notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    let second = green.backend(Slot::Green, "r2");
+    let delay = Duration::from_secs(2);
+    let change = inner.change_then_save_after(delay, |table| {
+        table.switch("web", second.clone(), crate::Routing::default());
+        Ok::<_, EdgeError>(())
+    });
+    tokio::pin!(change);
+    // Driven until the change took effect, then looked at: in effect, not saved yet.
+    tokio::select! {
+        _ = change.as_mut() => panic!("the change finished before the delay"),
+        () = changed.as_mut() => {}
+    }
+    assert_eq!(*inner.table().serving("web")[0].backend(), second);
+    // Half the delay on, still driven: not finished, and nothing saved.
+    assert!(
+        tokio::time::timeout(delay / 2, change.as_mut())
+            .await
+            .is_err(),
+        "the change was saved before its delay"
+    );
+    assert!(
+        saved().contains("\"r1\"") && !saved().contains("\"r2\""),
+        "{}",
+        saved()
+    );
+    change.await.unwrap().unwrap();
+    assert!(saved().contains("\"r2\""), "{}", saved());
+}
