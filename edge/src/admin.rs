@@ -29,9 +29,9 @@ use tokio::sync::watch;
 
 use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, LeaseAnswer, LeaseRequest,
-    MaintenanceAnswer, MaintenanceRequest, PauseAnswer, PauseRequest, PreviewRequest, RETRY_HEADER,
-    RemoveAnswer, ResumeAnswer, ShutdownAnswer, SplitEndAnswer, SwitchAnswer, SwitchRequest,
-    TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
+    MaintenanceAnswer, MaintenanceRequest, NextAnswer, NextRequest, PauseAnswer, PauseRequest,
+    PreviewRequest, RETRY_HEADER, RemoveAnswer, ResumeAnswer, ShutdownAnswer, SplitEndAnswer,
+    SwitchAnswer, SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
 };
 use crate::connection::{Stop, stopped};
 use crate::edge::{Edge, SWITCH_SAVE_DELAY};
@@ -274,6 +274,7 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
         (&Method::GET, ["status"]) => Ok(json(StatusCode::OK, &edge.status())),
         (&Method::GET, ["metrics"]) => Ok(metrics(&edge)),
         (&Method::PUT, ["routes", service, "switch"]) => switch(&edge, service, req).await,
+        (&Method::PUT, ["routes", service, "next"]) => next(&edge, service, req).await,
         (&Method::PUT, ["routes", service, "preview"]) => preview(&edge, service, req).await,
         (&Method::DELETE, ["routes", service, "preview"]) => remove_candidate(&edge, service).await,
         (&Method::PUT, ["routes", service, "weights"]) => weights(&edge, service, req).await,
@@ -305,7 +306,8 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
             | [
                 "routes",
                 _,
-                "switch" | "drain" | "preview" | "weights" | "lease" | "pause" | "maintenance",
+                "switch" | "next" | "drain" | "preview" | "weights" | "lease" | "pause"
+                | "maintenance",
             ]
             | ["routes", _],
         ) => Err(Refusal(
@@ -316,7 +318,8 @@ pub(crate) async fn handle(edge: Arc<Edge>, req: Request<Incoming>) -> Response<
             StatusCode::NOT_FOUND,
             format!(
                 "no admin call {method} {path}; the calls are GET /status, GET /metrics, \
-                 PUT /routes/{{service}}/switch, POST /routes/{{service}}/drain, \
+                 PUT /routes/{{service}}/switch, PUT /routes/{{service}}/next, \
+                 POST /routes/{{service}}/drain, \
                  PUT|DELETE /routes/{{service}}/preview, PUT|DELETE /routes/{{service}}/weights, \
                  PUT /routes/{{service}}/lease, PUT|DELETE /routes/{{service}}/pause, \
                  PUT|DELETE /routes/{{service}}/maintenance, DELETE /routes/{{service}}, \
@@ -398,6 +401,32 @@ async fn switch(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {
             switched_at: switched.switched_at,
         },
     ))
+}
+
+/// Opens a connection to the backend the next switch of `service` names, and holds it for
+/// that switch ([`crate::ahead`]). Nothing is routed to it, and nothing is saved.
+async fn next(edge: &Arc<Edge>, service: &str, req: Request<Incoming>) -> Answer {
+    let service = checked_service(service)?;
+    let body: NextRequest = read_json(
+        req,
+        r#"{"slot": "green", "release": "...", "addr": "127.0.0.1:8082"}"#,
+    )
+    .await?;
+    let backend = checked_backend(body.slot, body.release, body.addr, body.more_addrs)?;
+    // A process that handed over makes no more switches: it would hold the connection for
+    // nothing.
+    if edge.handed_over.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(EdgeError::HandedOver {
+            dir: edge.dir.clone(),
+        }
+        .into());
+    }
+    let held = edge.connect_next(service, backend.clone()).await;
+    tracing::info!(
+        %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr, held,
+        "connection ahead of the next switch"
+    );
+    Ok(json(StatusCode::OK, &NextAnswer { held }))
 }
 
 async fn drain(edge: &Edge, service: &str, req: Request<Incoming>) -> Answer {

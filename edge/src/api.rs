@@ -158,6 +158,27 @@ pub struct SwitchAnswer {
     pub switched_at: Timestamp,
 }
 
+/// `PUT /routes/{service}/next`: the [`Backend`] the next switch of the service will name, to
+/// open a connection to before that switch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NextRequest {
+    pub slot: Slot,
+    pub release: String,
+    pub addr: SocketAddr,
+    /// Further addresses of the slot (see [`Backend::more_addrs`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub more_addrs: Vec<SocketAddr>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NextAnswer {
+    /// Whether a connection is held for the switch. False when the backend is live already,
+    /// when a replaced instance of it still holds an open connection (the switch takes that),
+    /// or when the connect failed or timed out; the switch then connects as before.
+    pub held: bool,
+}
+
 /// `POST /routes/{service}/drain`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -19,9 +19,10 @@ use tokio::net::UnixStream;
 
 use crate::api::{
     CandidateAnswer, DrainAnswer, DrainRequest, ErrorAnswer, LeaseAnswer, LeaseRequest,
-    MaintenanceAnswer, MaintenanceRequest, PauseAnswer, PauseRequest, PauseStatus, PreviewRequest,
-    RETRY_HEADER, RemoveAnswer, ResumeAnswer, ShutdownAnswer, SplitEndAnswer, Status, SwitchAnswer,
-    SwitchRequest, TlsReloadAnswer, TlsReloadRequest, WeightsRequest,
+    MaintenanceAnswer, MaintenanceRequest, NextAnswer, NextRequest, PauseAnswer, PauseRequest,
+    PauseStatus, PreviewRequest, RETRY_HEADER, RemoveAnswer, ResumeAnswer, ShutdownAnswer,
+    SplitEndAnswer, Status, SwitchAnswer, SwitchRequest, TlsReloadAnswer, TlsReloadRequest,
+    WeightsRequest,
 };
 use crate::drain::DrainOutcome;
 use crate::route::{Routing, validate_service};
@@ -103,6 +104,30 @@ impl AdminClient {
             self.timeout,
         )
         .await
+    }
+
+    /// `PUT /routes/{service}/next`: the edge opens a connection to `backend` now and holds
+    /// it for the next switch of `service` to it, so that switch does not wait for a connect.
+    /// Call it once `backend` passed verification, right before the switch. Says whether a
+    /// connection is held (false when none is needed, or the connect failed: the switch then
+    /// connects as usual).
+    pub async fn connect_next(&self, service: &str, backend: &Backend) -> Result<bool, EdgeError> {
+        validate_service(service)?;
+        let body = NextRequest {
+            slot: backend.slot,
+            release: backend.release.clone(),
+            addr: backend.addr,
+            more_addrs: backend.more_addrs.clone(),
+        };
+        let answer: NextAnswer = self
+            .call(
+                Method::PUT,
+                format!("/routes/{service}/next"),
+                Some(serde_json::to_vec(&body).expect("a next body serializes")),
+                self.timeout,
+            )
+            .await?;
+        Ok(answer.held)
     }
 
     /// `POST /routes/{service}/drain`: waits until the replaced backend of `release` has no

@@ -20,6 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::ahead::Ahead;
 use crate::api::{CandidateStatus, DrainingStatus, RouteStatus, Status};
 use crate::connection::Stop;
 use crate::connector::Connector;
@@ -69,6 +70,8 @@ pub(crate) struct Edge {
     pub(crate) predecessor: Option<Predecessor>,
     /// Notified after every route change, so the lease task sees a new or renewed lease.
     pub(crate) routes_changed: tokio::sync::Notify,
+    /// Connections opened for each service's next switch ([`Edge::connect_next`]).
+    pub(crate) ahead: Ahead,
 }
 
 impl Edge {
@@ -114,6 +117,7 @@ impl Edge {
             successor: Mutex::new(None),
             predecessor,
             routes_changed: tokio::sync::Notify::new(),
+            ahead: Ahead::default(),
         }))
     }
 
@@ -226,7 +230,8 @@ impl Edge {
     }
 
     /// A connection to `backend`, opened before it is switched in so that the first request
-    /// after the switch does not wait for a connect: `None` when it is live already, when a
+    /// after the switch does not wait for a connect: the one [`Edge::connect_next`] holds for
+    /// it when that one is still open, else a new one. `None` when it is live already, when a
     /// replaced instance of it that still drains holds an open one (the switch takes that), or
     /// when the connect fails or takes longer than [`CONNECT_AHEAD_LIMIT`] (the switch then
     /// goes on, and the first request connects as usual).
@@ -235,6 +240,10 @@ impl Edge {
         service: &str,
         backend: &Backend,
     ) -> Option<(Backend, TcpStream)> {
+        let idle_timeout = self.settings.tuning.pool_idle_timeout;
+        if let Some(stream) = self.ahead.take(service, backend, idle_timeout) {
+            return Some((backend.clone(), stream));
+        }
         let serving = self.table.serving(service);
         if serving.iter().any(|a| a.backend() == backend)
             || self
@@ -247,6 +256,27 @@ impl Edge {
             .await
             .ok()
             .map(|stream| (backend.clone(), stream))
+    }
+
+    /// Opens the connection [`Edge::connect_ahead`] would, now, and holds it for the next
+    /// switch of `service` to `backend` ([`crate::ahead`]): the pipeline calls this once the
+    /// new slot passed verification, so the switch does not wait for the connect. Closed
+    /// unused after the pool's idle timeout. Whether a connection is held.
+    pub(crate) async fn connect_next(self: &Arc<Self>, service: &str, backend: Backend) -> bool {
+        let Some((backend, stream)) = self.connect_ahead(service, &backend).await else {
+            return false;
+        };
+        let idle_timeout = self.settings.tuning.pool_idle_timeout;
+        let held = self.ahead.hold(service, backend, stream, idle_timeout);
+        let edge = Arc::downgrade(self);
+        let service = service.to_owned();
+        tokio::spawn(async move {
+            tokio::time::sleep(idle_timeout).await;
+            if let Some(edge) = edge.upgrade() {
+                edge.ahead.expire(&service, &held);
+            }
+        });
+        true
     }
 
     /// Reads the TLS certificates again (`certificates`, or the current files), and serves

@@ -11,6 +11,7 @@
 
 pub mod admin;
 pub(crate) mod admission;
+pub(crate) mod ahead;
 pub(crate) mod answer;
 pub mod api;
 pub mod backend;

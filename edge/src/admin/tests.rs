@@ -962,6 +962,136 @@ async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
 }
 
 #[tokio::test]
+async fn the_switch_takes_the_connection_that_next_opened_for_it() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let (first, second) = (
+        blue.backend(Slot::Blue, "r1"),
+        green.backend(Slot::Green, "r2"),
+    );
+    edge.switch(&first).await;
+    let client = edge.client();
+    assert!(client.connect_next("web", &second).await.unwrap());
+    let inner = edge.handle.edge();
+    let (held, port) = inner
+        .ahead
+        .held_for("web")
+        .expect("nothing is held for web");
+    assert_eq!(held, second);
+    edge.switch(&second).await;
+    assert_eq!(
+        inner.ahead.held_for("web"),
+        None,
+        "still held after the switch"
+    );
+    let pool = || {
+        inner.table().serving("web")[0].members()[0]
+            .pool()
+            .local_ports()
+    };
+    assert_eq!(pool(), [port], "the switch opened its own connection");
+    assert_eq!(
+        get(edge.addr(), "/").await.backend.as_deref(),
+        Some("green")
+    );
+    assert_eq!(
+        pool(),
+        [port],
+        "the held connection did not serve the request"
+    );
+}
+
+#[tokio::test]
+async fn next_holds_nothing_for_what_is_live_and_a_switch_elsewhere_lets_it_go() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    let first = blue.backend(Slot::Blue, "r1");
+    edge.switch(&first).await;
+    let client = edge.client();
+    let inner = edge.handle.edge();
+    assert!(!client.connect_next("web", &first).await.unwrap());
+    assert_eq!(inner.ahead.held_for("web"), None);
+    // Held for r2; then the switch names r3 at the same address: r3 gets a connection of its
+    // own, and the one held for r2 is closed.
+    assert!(
+        client
+            .connect_next("web", &green.backend(Slot::Green, "r2"))
+            .await
+            .unwrap()
+    );
+    let (_, held_port) = inner.ahead.held_for("web").unwrap();
+    edge.switch(&green.backend(Slot::Green, "r3")).await;
+    assert_eq!(inner.ahead.held_for("web"), None);
+    let ports = inner.table().serving("web")[0].members()[0]
+        .pool()
+        .local_ports();
+    assert_eq!(ports.len(), 1);
+    assert_ne!(ports, [held_port]);
+    // A slot that refuses connections: nothing held, and no error.
+    let gone = Backend::new(Slot::Blue, "r4", "127.0.0.1:9".parse().unwrap());
+    assert!(!client.connect_next("web", &gone).await.unwrap());
+}
+
+#[tokio::test]
+async fn a_connection_next_holds_is_closed_when_no_switch_takes_it() {
+    let tuning = crate::settings::Tuning {
+        pool_idle_timeout: Duration::from_millis(200),
+        ..crate::settings::Tuning::default()
+    };
+    let edge = TestEdge::start_with(tuning).await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    assert!(
+        edge.client()
+            .connect_next("web", &green.backend(Slot::Green, "r2"))
+            .await
+            .unwrap()
+    );
+    let inner = edge.handle.edge();
+    assert!(inner.ahead.held_for("web").is_some());
+    let deadline = tokio::time::Instant::now() + SIGNAL_TIMEOUT;
+    while inner.ahead.held_for("web").is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the held connection outlived the idle timeout by {SIGNAL_TIMEOUT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn next_checks_its_body_and_service() {
+    let edge = TestEdge::start().await;
+    let (status, body) = raw(&edge, "PUT", "/routes/web/next", r#"{"slot": "green"}"#).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = raw(
+        &edge,
+        "PUT",
+        "/routes/web/next",
+        r#"{"slot": "green", "release": "", "addr": "127.0.0.1:8082"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("empty `release`"),
+        "{body}"
+    );
+    let (status, body) = raw(
+        &edge,
+        "PUT",
+        "/routes/we%20b/next",
+        r#"{"slot": "green", "release": "r2", "addr": "127.0.0.1:8082"}"#,
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _) = raw(&edge, "GET", "/routes/web/next", "").await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+}
+
+#[tokio::test]
 async fn a_change_saved_after_a_delay_takes_effect_first_and_is_saved_after_it() {
     let edge = TestEdge::start().await;
     let blue = TestBackend::start("blue").await;
