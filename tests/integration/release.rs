@@ -87,3 +87,25 @@ async fn slow_request_in_flight_at_switch_completes_on_old_slot() {
         "the release returned before the old slot drained"
     );
 }
+
+#[tokio::test]
+async fn the_release_has_the_edge_connect_to_the_new_slot_before_it_switches() {
+    let project = Project::new("ahead");
+    project.release_async().await;
+    let second = project.release_async().await;
+    let log = std::fs::read_to_string(project.edge_dir().join("edge.log")).unwrap();
+    let lines: Vec<&str> = log.lines().collect();
+    let of_release = |needle: &str| {
+        lines
+            .iter()
+            .position(|line| line.contains(needle) && line.contains(&format!("release={second}")))
+    };
+    let held = of_release("connection ahead of the next switch")
+        .unwrap_or_else(|| panic!("the release made no `next` call for {second}:\n{log}"));
+    assert!(lines[held].contains("held=true"), "{}", lines[held]);
+    let switched = of_release("switched").expect("the switch is logged");
+    assert!(
+        held < switched,
+        "the connection came after the switch:\n{log}"
+    );
+}

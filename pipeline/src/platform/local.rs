@@ -576,6 +576,20 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
     ) -> Result<Option<Live>, PlatformError> {
         let backend = backend_of(candidate)?;
+        // The edge opens its connection to the new slot now, while the engine updates the
+        // restart policy below, so the switch does not wait for a connect. Only an
+        // optimisation: an edge that cannot (one started by an older shipit) is switched all
+        // the same, and the switch reports a broken admin socket.
+        if let Err(e) = self
+            .admin()
+            .connect_next(&self.service.name, &backend)
+            .await
+        {
+            tracing::debug!(
+                service = %self.service.name, error = %e,
+                "no connection ahead of the switch"
+            );
+        }
         // Live containers restart on crashes and engine restarts; candidates do not. Set
         // before the switch, so a crash right after it leaves a live slot that restarts.
         let update = ContainerUpdateBody {
