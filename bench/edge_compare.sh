@@ -751,8 +751,9 @@ if measures switch; then
             "$SWITCH_INTERVAL_MS" "$RAW/switch-quiet-$proxy.json"
     done
     # The same with a release the edge has not seen at every switch, as `shipit release`
-    # makes: the edge opens a connection ahead each time instead of taking the replaced
-    # instance's. The alternation above is a rollback.
+    # makes: the backend is first named to `PUT /routes/bench/next` (unmeasured, as the
+    # release does once the slot is verified), so the edge opens a connection ahead each time
+    # instead of taking the replaced instance's. The alternation above is a rollback.
     if [[ " $PROXIES " == *" shipit "* ]]; then
         say "switch latency: $QUIET_SWITCHES switches of shipit, each to a new release, one every $SWITCH_INTERVAL_MS ms, no other load"
         python3 bench/edge_switch.py switch "$WORK/targets.json" shipit "$QUIET_SWITCHES" \

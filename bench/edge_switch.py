@@ -15,7 +15,9 @@ records for each response when it was sent, when it arrived and which slot answe
 
 With `--new-release` (shipit only), each switch names a release the edge has not seen
 (`bench-green-3`, `bench-blue-4`, ...) at the same two addresses: what `shipit release` does
-every time. Without it, the switches alternate between the same two releases: a rollback, for
+every time. As the release does once the new slot is verified, the backend is first named
+to `PUT /routes/bench/next` (the edge opens a connection to it and holds it for the switch);
+that call is made before the switch's issue time, and is not measured. Without it, the switches alternate between the same two releases: a rollback, for
 which the edge takes the idle connections of the instance it replaced. Either way, the poller
 tells the slots apart by what hello answers, which does not change.
 
@@ -181,7 +183,8 @@ def read_response(sock):
 def switcher(targets, name, new_release=False):
     """A function slot -> None that switches proxy `name` to that slot, returning when the
     proxy's own command returns. `new_release` (shipit only): each switch names a release the
-    edge has not seen."""
+    edge has not seen, and the function has a `prepare(slot)` attribute, to call before the
+    switch's issue time, that names that release to the edge's `next` call."""
     spec = targets["proxies"][name]
     backends = targets["backends"]
     if new_release and name != "shipit":
@@ -190,16 +193,25 @@ def switcher(targets, name, new_release=False):
     if name == "shipit":
         switched = 0
 
+        def body(slot, k):
+            backend = backends[slot]
+            release = f"{backend['release']}-{k}" if new_release else backend["release"]
+            return json.dumps({"slot": slot, "release": release, "addr": backend["addr"]}).encode()
+
+        def call(what, slot, payload):
+            status, text = exchange(socket.AF_UNIX, spec["admin_socket"], "PUT",
+                                    f"/routes/{spec['service']}/{what}", "edge", payload)
+            if status != 200:
+                raise RuntimeError(f"shipit edge {what} to {slot}: {status} {text!r}")
+
         def switch(slot):
             nonlocal switched
-            backend = backends[slot]
             switched += 1
-            release = f"{backend['release']}-{switched}" if new_release else backend["release"]
-            body = json.dumps({"slot": slot, "release": release, "addr": backend["addr"]})
-            status, text = exchange(socket.AF_UNIX, spec["admin_socket"], "PUT",
-                                    f"/routes/{spec['service']}/switch", "edge", body.encode())
-            if status != 200:
-                raise RuntimeError(f"shipit edge switch to {slot}: {status} {text!r}")
+            call("switch", slot, body(slot, switched))
+
+        if new_release:
+            # Called before the switch's issue time: the release the next switch names.
+            switch.prepare = lambda slot: call("next", slot, body(slot, switched + 1))
         return switch
 
     if name == "nginx":
@@ -278,10 +290,12 @@ def run_switches(targets_path, name, count, interval_ms, out_path, new_release=F
         for k in range(count):
             # On a fixed schedule, so a slow switch does not stretch the run.
             due = start + (k + 1) * interval_ms * 1_000_000
+            target = "green" if live == "blue" else "blue"
+            if hasattr(switch, "prepare"):
+                switch.prepare(target)
             wait = due - time.monotonic_ns()
             if wait > 0:
                 time.sleep(wait / 1e9)
-            target = "green" if live == "blue" else "blue"
             issued = time.monotonic_ns()
             switch(target)
             returned = time.monotonic_ns()
