@@ -1131,3 +1131,44 @@ async fn a_change_saved_after_a_delay_takes_effect_first_and_is_saved_after_it()
     change.await.unwrap().unwrap();
     assert!(saved().contains("\"r2\""), "{}", saved());
 }
+
+#[tokio::test]
+async fn a_held_connection_the_slot_wrote_on_unasked_is_not_used() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    // A slot that answers before it is asked on its first connection, and properly on the
+    // next one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hostile = Backend::new(Slot::Green, "r2", listener.local_addr().unwrap());
+    assert!(edge.client().connect_next("web", &hostile).await.unwrap());
+    let (mut first, _) = listener.accept().await.unwrap();
+    first
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\nunasked")
+        .await
+        .unwrap();
+    let serve = tokio::spawn(async move {
+        let (mut second, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = second.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the edge closed the connection before its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        second
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nasked")
+            .await
+            .unwrap();
+        (first, second)
+    });
+    edge.switch(&hostile).await;
+    let answer = get(edge.addr(), "/").await;
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, "asked");
+    tokio::time::timeout(SIGNAL_TIMEOUT, serve)
+        .await
+        .expect("the edge never asked on a connection of its own")
+        .unwrap();
+}
