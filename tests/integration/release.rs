@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::harness::{Project, get, stderr};
+use crate::harness::{Project, assert_success, get, json, stderr};
 use crate::load::{Load, assert_served_by, release_of};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -91,8 +91,15 @@ async fn slow_request_in_flight_at_switch_completes_on_old_slot() {
 #[tokio::test]
 async fn the_release_has_the_edge_connect_to_the_new_slot_before_it_switches() {
     let project = Project::new("ahead");
-    project.release_async().await;
-    let second = project.release_async().await;
+    // The edge the first release starts logs its admin calls (it inherits the variable).
+    let logged = [("RUST_LOG", "warn,shipit_edge::admin=info")];
+    let mut served = String::new();
+    for _ in 0..2 {
+        let out = project.run_async(&["release", "--json"], &logged).await;
+        assert_success(&out, "shipit release");
+        served = json(&out)["serves"].as_str().unwrap().to_string();
+    }
+    let second = served;
     let log = std::fs::read_to_string(project.edge_dir().join("edge.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     let of_release = |needle: &str| {
@@ -103,9 +110,19 @@ async fn the_release_has_the_edge_connect_to_the_new_slot_before_it_switches() {
     let held = of_release("connection ahead of the next switch")
         .unwrap_or_else(|| panic!("the release made no `next` call for {second}:\n{log}"));
     assert!(lines[held].contains("held=true"), "{}", lines[held]);
-    let switched = of_release("switched").expect("the switch is logged");
+    let switched = of_release(" switched ").expect("the switch is logged");
     assert!(
         held < switched,
         "the connection came after the switch:\n{log}"
     );
+    // For the backend the switch named: the same service, slot and address.
+    for field in ["service=", "slot=", "addr="] {
+        let value = |line: &str| {
+            line.split_whitespace()
+                .find(|word| word.starts_with(field))
+                .map(str::to_owned)
+        };
+        let named = value(lines[switched]).expect("the switch line names its backend");
+        assert_eq!(value(lines[held]), Some(named), "{}", lines[held]);
+    }
 }
