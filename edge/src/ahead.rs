@@ -9,14 +9,16 @@
 //! it before the switch.
 //!
 //! At most one backend is held per service (a later call replaces it). A held connection
-//! that the slot closed is not used (the pool's check, [`Pool::take`]), and one not taken
-//! within the pool's idle timeout is closed.
+//! that the slot closed, or wrote on unasked, is not used (the pool's check, [`Pool::take`]).
+//! One that is let go (replaced, or passed over by a switch to another backend) is closed
+//! then, and one not taken within the pool's idle timeout is closed by its expiry task.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
 use tokio::net::TcpStream;
+use tokio::task::AbortHandle;
 
 use crate::Backend;
 use crate::pool::Pool;
@@ -27,11 +29,33 @@ pub(crate) struct Ahead {
     held: Mutex<BTreeMap<String, Arc<Held>>>,
 }
 
-/// One connection held for the next switch of a service.
+/// One connection held for the next switch of a service. Dropped (and its connection
+/// closed) as soon as the map lets it go; its expiry task goes with it.
 #[derive(Debug)]
 pub(crate) struct Held {
     backend: Backend,
     pool: Pool,
+    expiry: Mutex<Option<AbortHandle>>,
+}
+
+impl Held {
+    /// Gives `held` the task that lets it go after the idle timeout, to stop when it goes
+    /// first.
+    pub(crate) fn expires_by(held: &Weak<Held>, task: AbortHandle) {
+        match held.upgrade() {
+            Some(held) => *held.expiry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task),
+            None => task.abort(),
+        }
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let expiry = self.expiry.get_mut().unwrap_or_else(|e| e.into_inner());
+        if let Some(task) = expiry.take() {
+            task.abort();
+        }
+    }
 }
 
 impl Ahead {
@@ -41,19 +65,27 @@ impl Ahead {
     }
 
     /// Holds `stream`, open to `backend`, for the next switch of `service`, in place of any
-    /// connection held for it before. What is held, to give to [`Ahead::expire`].
+    /// connection held for it before (which is closed). What is held, to give to
+    /// [`Ahead::expire`]: a weak reference, so that only the map keeps it open.
     pub(crate) fn hold(
         &self,
         service: &str,
         backend: Backend,
         stream: TcpStream,
         idle_timeout: Duration,
-    ) -> Arc<Held> {
+    ) -> Weak<Held> {
         let pool = Pool::default();
         pool.put(stream, idle_timeout);
-        let held = Arc::new(Held { backend, pool });
-        self.held().insert(service.to_owned(), Arc::clone(&held));
-        held
+        let held = Arc::new(Held {
+            backend,
+            pool,
+            expiry: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&held);
+        let replaced = self.held().insert(service.to_owned(), held);
+        // Closed outside the lock.
+        drop(replaced);
+        weak
     }
 
     /// The connection held for `service` when it is open to `backend`, still open, and not
@@ -74,10 +106,15 @@ impl Ahead {
 
     /// Closes `held` if it is still what `service` holds: a connection no switch took within
     /// the idle timeout.
-    pub(crate) fn expire(&self, service: &str, held: &Arc<Held>) {
+    pub(crate) fn expire(&self, service: &str, held: &Weak<Held>) {
         let mut all = self.held();
-        if all.get(service).is_some_and(|h| Arc::ptr_eq(h, held)) {
-            all.remove(service);
+        if all
+            .get(service)
+            .is_some_and(|h| std::ptr::eq(Arc::as_ptr(h), held.as_ptr()))
+        {
+            let expired = all.remove(service);
+            drop(all);
+            drop(expired);
         }
     }
 

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
 use jiff::Timestamp;
 use nix::fcntl::Flock;
@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::ahead::Ahead;
+use crate::ahead::{Ahead, Held};
 use crate::api::{CandidateStatus, DrainingStatus, RouteStatus, Status};
 use crate::connection::Stop;
 use crate::connector::Connector;
@@ -56,7 +56,7 @@ pub(crate) struct Edge {
     /// Serializes change + save, so the file always ends with the latest table. A
     /// hand-over holds it from the offer on, so no change is made that the successor
     /// would not see.
-    persist: tokio::sync::Mutex<()>,
+    persist: Arc<tokio::sync::Mutex<()>>,
     pub(crate) stop: watch::Sender<Stop>,
     /// The listening sockets, to hand over; `None` once stopping.
     pub(crate) passable: Mutex<Option<Passable>>,
@@ -108,7 +108,7 @@ impl Edge {
             started_at: Timestamp::now(),
             settings,
             tls,
-            persist: tokio::sync::Mutex::new(()),
+            persist: Arc::new(tokio::sync::Mutex::new(())),
             stop,
             passable: Mutex::new(Some(passable)),
             lock: Mutex::new(lock),
@@ -182,12 +182,15 @@ impl Edge {
 
     /// As [`Edge::change`], with the save started `delay` after the change took effect
     /// (see [`SWITCH_SAVE_DELAY`]). The save lock is held meanwhile, so changes stay in order.
+    /// The delayed save runs on a task of its own, which holds the lock: a caller that goes
+    /// away during the delay (an admin client that hung up) does not leave a change in effect
+    /// that is never saved.
     pub(crate) async fn change_then_save_after<T, E: From<EdgeError>>(
         &self,
         delay: std::time::Duration,
         change: impl FnOnce(&RouteTable) -> Result<T, E>,
     ) -> Result<Result<T, EdgeError>, E> {
-        let _saving = self.persist.lock().await;
+        let saving = Arc::clone(&self.persist).lock_owned().await;
         if self.handed_over.load(Ordering::SeqCst) {
             return Err(EdgeError::HandedOver {
                 dir: self.dir.clone(),
@@ -196,10 +199,22 @@ impl Edge {
         }
         let changed = change(&self.table)?;
         self.routes_changed.notify_waiters();
-        if !delay.is_zero() {
-            tokio::time::sleep(delay).await;
+        if delay.is_zero() {
+            let saved = self.save().await;
+            drop(saving);
+            return Ok(saved.map(|()| changed));
         }
-        Ok(self.save().await.map(|()| changed))
+        let (table, listen, dir) = (Arc::clone(&self.table), self.listen, self.dir.clone());
+        let saved = tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let saved = save_routes(&table, listen, dir).await;
+            drop(saving);
+            saved
+        });
+        Ok(saved
+            .await
+            .unwrap_or_else(|e| Err(save_failed(&self.dir, e)))
+            .map(|()| changed))
     }
 
     /// Has a connection ready to each backend `service` now sends requests to.
@@ -270,12 +285,14 @@ impl Edge {
         let held = self.ahead.hold(service, backend, stream, idle_timeout);
         let edge = Arc::downgrade(self);
         let service = service.to_owned();
-        tokio::spawn(async move {
+        let expiring = Weak::clone(&held);
+        let expiry = tokio::spawn(async move {
             tokio::time::sleep(idle_timeout).await;
             if let Some(edge) = edge.upgrade() {
-                edge.ahead.expire(&service, &held);
+                edge.ahead.expire(&service, &expiring);
             }
         });
+        Held::expires_by(&held, expiry.abort_handle());
         true
     }
 
@@ -346,19 +363,32 @@ impl Edge {
 
     /// Saves the table; the caller holds `persist`.
     async fn save(&self) -> Result<(), EdgeError> {
-        let saved = crate::route::saved_routes(self.listen, &self.table.view());
-        let dir = self.dir.clone();
-        // fsync can take milliseconds; keep it off the runtime's workers.
-        tokio::task::spawn_blocking(move || state::save(&dir, &saved))
-            .await
-            .unwrap_or_else(|e| {
-                Err(EdgeError::io(
-                    "save the routes in",
-                    &self.dir,
-                    std::io::Error::other(e.to_string()),
-                ))
-            })
+        save_routes(&self.table, self.listen, self.dir.clone()).await
     }
+}
+
+/// Saves `table` in `dir`; the caller holds the edge's `persist` lock.
+async fn save_routes(
+    table: &RouteTable,
+    listen: SocketAddr,
+    dir: PathBuf,
+) -> Result<(), EdgeError> {
+    let saved = crate::route::saved_routes(listen, &table.view());
+    let into = dir.clone();
+    // fsync can take milliseconds; keep it off the runtime's workers. Once started, it runs
+    // to its end even if the caller goes away.
+    tokio::task::spawn_blocking(move || state::save(&into, &saved))
+        .await
+        .unwrap_or_else(|e| Err(save_failed(&dir, e)))
+}
+
+/// A save whose task panicked or was cancelled.
+fn save_failed(dir: &Path, e: tokio::task::JoinError) -> EdgeError {
+    EdgeError::io(
+        "save the routes in",
+        dir,
+        std::io::Error::other(e.to_string()),
+    )
 }
 
 /// The route table as `routes.json` in `dir` holds it (or its last good copy, see

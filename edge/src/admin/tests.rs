@@ -1133,7 +1133,7 @@ async fn a_change_saved_after_a_delay_takes_effect_first_and_is_saved_after_it()
 }
 
 #[tokio::test]
-async fn a_held_connection_the_slot_wrote_on_unasked_is_not_used() {
+async fn an_answer_a_slot_wrote_unasked_on_a_held_connection_reaches_no_client() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let edge = TestEdge::start().await;
     let blue = TestBackend::start("blue").await;
@@ -1170,5 +1170,87 @@ async fn a_held_connection_the_slot_wrote_on_unasked_is_not_used() {
     tokio::time::timeout(SIGNAL_TIMEOUT, serve)
         .await
         .expect("the edge never asked on a connection of its own")
+        .unwrap();
+}
+
+/// Reads from `stream` until the other side closes it, at most [`SIGNAL_TIMEOUT`].
+async fn closed_by_the_edge(stream: &mut tokio::net::TcpStream, what: &str) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(SIGNAL_TIMEOUT, stream.read(&mut buf))
+        .await
+        .unwrap_or_else(|_| panic!("{what} is still open"));
+    assert!(matches!(read, Ok(0) | Err(_)), "{what} carried {read:?}");
+}
+
+#[tokio::test]
+async fn a_held_connection_that_is_let_go_is_closed_at_once() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let at = listener.local_addr().unwrap();
+    let client = edge.client();
+    assert!(
+        client
+            .connect_next("web", &Backend::new(Slot::Green, "r2", at))
+            .await
+            .unwrap()
+    );
+    let (mut first, _) = listener.accept().await.unwrap();
+    // Replaced by another call: the first connection closes, well before the idle timeout.
+    assert!(
+        client
+            .connect_next("web", &Backend::new(Slot::Green, "r3", at))
+            .await
+            .unwrap()
+    );
+    let (mut second, _) = listener.accept().await.unwrap();
+    closed_by_the_edge(&mut first, "the connection held for r2").await;
+    // Passed over by a switch to another backend: the second one closes too.
+    edge.switch(&blue.backend(Slot::Blue, "r4")).await;
+    closed_by_the_edge(&mut second, "the connection held for r3").await;
+    assert_eq!(edge.handle.edge().ahead.held_for("web"), None);
+}
+
+#[tokio::test]
+async fn a_delayed_save_is_made_even_when_its_caller_goes_away() {
+    let edge = TestEdge::start().await;
+    let blue = TestBackend::start("blue").await;
+    let green = TestBackend::start("green").await;
+    edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+    let saved = || std::fs::read_to_string(edge.dir.path().join("routes.json")).unwrap();
+    let inner = edge.handle.edge();
+    let changed = inner.routes_changed.notified();
+    tokio::pin!(changed);
+    changed.as_mut().enable();
+    let second = green.backend(Slot::Green, "r2");
+    // Boxed, so that dropping it drops the call itself.
+    let mut change = Box::pin(
+        inner.change_then_save_after(Duration::from_millis(100), |table| {
+            table.switch("web", second.clone(), crate::Routing::default());
+            Ok::<_, EdgeError>(())
+        }),
+    );
+    tokio::select! {
+        _ = change.as_mut() => panic!("the change finished before the delay"),
+        () = changed.as_mut() => {}
+    }
+    // The admin client hung up: its call is dropped while the save waits.
+    drop(change);
+    let deadline = tokio::time::Instant::now() + SIGNAL_TIMEOUT;
+    while !saved().contains("\"r2\"") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the switch to r2 is in effect but was never saved: {}",
+            saved()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And the save lock was let go: the next change goes through.
+    inner
+        .change(|_| Ok::<_, EdgeError>(()))
+        .await
+        .unwrap()
         .unwrap();
 }

@@ -576,20 +576,6 @@ impl Platform for LocalPlatform {
         reporter: &Reporter,
     ) -> Result<Option<Live>, PlatformError> {
         let backend = backend_of(candidate)?;
-        // The edge opens its connection to the new slot now, while the engine updates the
-        // restart policy below, so the switch does not wait for a connect. Only an
-        // optimisation: an edge that cannot (one started by an older shipit) is switched all
-        // the same, and the switch reports a broken admin socket.
-        if let Err(e) = self
-            .admin()
-            .connect_next(&self.service.name, &backend)
-            .await
-        {
-            tracing::debug!(
-                service = %self.service.name, error = %e,
-                "no connection ahead of the switch"
-            );
-        }
         // Live containers restart on crashes and engine restarts; candidates do not. Set
         // before the switch, so a crash right after it leaves a live slot that restarts.
         let update = ContainerUpdateBody {
@@ -599,18 +585,30 @@ impl Platform for LocalPlatform {
             }),
             ..Default::default()
         };
-        self.docker
-            .update_container(&candidate.handle, update)
-            .await
-            .map_err(|e| {
-                docker_error(
-                    &format!(
-                        "setting the restart policy of {} before the switch",
-                        self.name(candidate.slot)
-                    ),
-                    e,
-                )
-            })?;
+        // Meanwhile the edge opens its connection to the new slot and holds it for the
+        // switch, so the switch does not wait for a connect. Only an optimisation: an edge
+        // that cannot (one started by an older shipit) is switched all the same, and the
+        // switch reports a broken admin socket.
+        let admin = self.admin();
+        let (updated, ahead) = tokio::join!(
+            self.docker.update_container(&candidate.handle, update),
+            admin.connect_next(&self.service.name, &backend),
+        );
+        if let Err(e) = ahead {
+            tracing::debug!(
+                service = %self.service.name, error = %e,
+                "no connection ahead of the switch"
+            );
+        }
+        updated.map_err(|e| {
+            docker_error(
+                &format!(
+                    "setting the restart policy of {} before the switch",
+                    self.name(candidate.slot)
+                ),
+                e,
+            )
+        })?;
         // The route's hosts and paths come with the switch: the config is their source.
         let routing = shipit_edge::Routing {
             hosts: Some(self.service.route.hosts.clone()),
