@@ -415,12 +415,7 @@ async fn next(edge: &Arc<Edge>, service: &str, req: Request<Incoming>) -> Answer
     let backend = checked_backend(body.slot, body.release, body.addr, body.more_addrs)?;
     // A process that handed over makes no more switches: it would hold the connection for
     // nothing.
-    if edge.handed_over.load(std::sync::atomic::Ordering::SeqCst) {
-        return Err(EdgeError::HandedOver {
-            dir: edge.dir.clone(),
-        }
-        .into());
-    }
+    edge.refuse_if_handed_over()?;
     let held = edge.connect_next(service, backend.clone()).await;
     tracing::info!(
         %service, slot = %backend.slot, release = %backend.release, addr = %backend.addr, held,

@@ -30,31 +30,17 @@ pub(crate) struct Ahead {
 }
 
 /// One connection held for the next switch of a service. Dropped (and its connection
-/// closed) as soon as the map lets it go; its expiry task goes with it.
+/// closed) as soon as the map lets it go; its expiry task is stopped with it.
 #[derive(Debug)]
 pub(crate) struct Held {
     backend: Backend,
     pool: Pool,
-    expiry: Mutex<Option<AbortHandle>>,
-}
-
-impl Held {
-    /// Gives `held` the task that lets it go after the idle timeout, to stop when it goes
-    /// first.
-    pub(crate) fn expires_by(held: &Weak<Held>, task: AbortHandle) {
-        match held.upgrade() {
-            Some(held) => *held.expiry.lock().unwrap_or_else(|e| e.into_inner()) = Some(task),
-            None => task.abort(),
-        }
-    }
+    expiry: AbortHandle,
 }
 
 impl Drop for Held {
     fn drop(&mut self) {
-        let expiry = self.expiry.get_mut().unwrap_or_else(|e| e.into_inner());
-        if let Some(task) = expiry.take() {
-            task.abort();
-        }
+        self.expiry.abort();
     }
 }
 
@@ -65,27 +51,27 @@ impl Ahead {
     }
 
     /// Holds `stream`, open to `backend`, for the next switch of `service`, in place of any
-    /// connection held for it before (which is closed). What is held, to give to
-    /// [`Ahead::expire`]: a weak reference, so that only the map keeps it open.
+    /// connection held for it before (which is closed). `expiry` starts the task that lets it
+    /// go after the idle timeout ([`Ahead::expire`]); it gets a weak reference, so that only
+    /// the map keeps the connection open.
     pub(crate) fn hold(
         &self,
         service: &str,
         backend: Backend,
         stream: TcpStream,
         idle_timeout: Duration,
-    ) -> Weak<Held> {
+        expiry: impl FnOnce(Weak<Held>) -> AbortHandle,
+    ) {
         let pool = Pool::default();
         pool.put(stream, idle_timeout);
-        let held = Arc::new(Held {
+        let held = Arc::new_cyclic(|weak| Held {
             backend,
             pool,
-            expiry: Mutex::new(None),
+            expiry: expiry(Weak::clone(weak)),
         });
-        let weak = Arc::downgrade(&held);
         let replaced = self.held().insert(service.to_owned(), held);
         // Closed outside the lock.
         drop(replaced);
-        weak
     }
 
     /// The connection held for `service` when it is open to `backend`, still open, and not

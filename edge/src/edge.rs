@@ -12,7 +12,7 @@ use std::fs::File;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use jiff::Timestamp;
 use nix::fcntl::Flock;
@@ -20,7 +20,7 @@ use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::ahead::{Ahead, Held};
+use crate::ahead::Ahead;
 use crate::api::{CandidateStatus, DrainingStatus, RouteStatus, Status};
 use crate::connection::Stop;
 use crate::connector::Connector;
@@ -182,31 +182,23 @@ impl Edge {
 
     /// As [`Edge::change`], with the save started `delay` after the change took effect
     /// (see [`SWITCH_SAVE_DELAY`]). The save lock is held meanwhile, so changes stay in order.
-    /// The delayed save runs on a task of its own, which holds the lock: a caller that goes
-    /// away during the delay (an admin client that hung up) does not leave a change in effect
-    /// that is never saved.
     pub(crate) async fn change_then_save_after<T, E: From<EdgeError>>(
         &self,
         delay: std::time::Duration,
         change: impl FnOnce(&RouteTable) -> Result<T, E>,
     ) -> Result<Result<T, EdgeError>, E> {
         let saving = Arc::clone(&self.persist).lock_owned().await;
-        if self.handed_over.load(Ordering::SeqCst) {
-            return Err(EdgeError::HandedOver {
-                dir: self.dir.clone(),
-            }
-            .into());
-        }
+        self.refuse_if_handed_over()?;
         let changed = change(&self.table)?;
         self.routes_changed.notify_waiters();
-        if delay.is_zero() {
-            let saved = self.save().await;
-            drop(saving);
-            return Ok(saved.map(|()| changed));
-        }
+        // The save runs on a task of its own, which holds the lock until the files are in
+        // place: a caller that goes away (an admin client that hung up) leaves neither a
+        // change in effect that is never saved nor a save still running outside the lock.
         let (table, listen, dir) = (Arc::clone(&self.table), self.listen, self.dir.clone());
         let saved = tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
             let saved = save_routes(&table, listen, dir).await;
             drop(saving);
             saved
@@ -215,6 +207,17 @@ impl Edge {
             .await
             .unwrap_or_else(|e| Err(save_failed(&self.dir, e)))
             .map(|()| changed))
+    }
+
+    /// Refuses a route change, or what prepares one, once the edge handed over: the table no
+    /// longer serves new connections.
+    pub(crate) fn refuse_if_handed_over(&self) -> Result<(), EdgeError> {
+        if self.handed_over.load(Ordering::SeqCst) {
+            return Err(EdgeError::HandedOver {
+                dir: self.dir.clone(),
+            });
+        }
+        Ok(())
     }
 
     /// Has a connection ready to each backend `service` now sends requests to.
@@ -282,17 +285,18 @@ impl Edge {
             return false;
         };
         let idle_timeout = self.settings.tuning.pool_idle_timeout;
-        let held = self.ahead.hold(service, backend, stream, idle_timeout);
         let edge = Arc::downgrade(self);
-        let service = service.to_owned();
-        let expiring = Weak::clone(&held);
-        let expiry = tokio::spawn(async move {
-            tokio::time::sleep(idle_timeout).await;
-            if let Some(edge) = edge.upgrade() {
-                edge.ahead.expire(&service, &expiring);
-            }
-        });
-        Held::expires_by(&held, expiry.abort_handle());
+        let owner = service.to_owned();
+        self.ahead
+            .hold(service, backend, stream, idle_timeout, move |held| {
+                tokio::spawn(async move {
+                    tokio::time::sleep(idle_timeout).await;
+                    if let Some(edge) = edge.upgrade() {
+                        edge.ahead.expire(&owner, &held);
+                    }
+                })
+                .abort_handle()
+            });
         true
     }
 
@@ -358,11 +362,6 @@ impl Edge {
     /// Saves the table, after any change under way.
     pub(crate) async fn persist(&self) -> Result<(), EdgeError> {
         let _saving = self.persist.lock().await;
-        self.save().await
-    }
-
-    /// Saves the table; the caller holds `persist`.
-    async fn save(&self) -> Result<(), EdgeError> {
         save_routes(&self.table, self.listen, self.dir.clone()).await
     }
 }
