@@ -658,15 +658,21 @@ target_url() {
 # Whose CPU time a run is charged to: the proxy's process tree, or hello for "direct".
 target_pid() { [[ $1 == direct ]] && echo "${PID[hello-blue]}" || echo "${PID[$1]}"; }
 cpu_ticks() { python3 bench/edge_memory.py --cpu-ticks "$(target_pid "$1")"; }
+# The whole box's CPU counters (the `cpu` line of /proc/stat, in ticks): user nice system
+# idle iowait irq softirq steal.
+box_ticks() { awk '/^cpu / {print $2, $3, $4, $5, $6, $7, $8, $9; exit}' /proc/stat; }
 # Runs `MEASURE PROFILE TARGET ROUND` for every target of the profile in turn, ROUNDS times,
-# with the load average before each run and the CPU time the target used during it.
+# with the load average before each run, the CPU time the target used during it, and the
+# box's CPU counters around it (how much of the box sat idle).
 rounds() {
-    local profile=$1 measure=$2 round target before
+    local profile=$1 measure=$2 round target before box
     for ((round = 1; round <= ROUNDS; round++)); do
         for target in $(profile_targets "$profile"); do
             cut -d' ' -f1 /proc/loadavg >"$RAW/loadavg-$profile-$target-$round"
             before=$(cpu_ticks "$target")
+            box=$(box_ticks)
             "$measure" "$profile" "$target" "$round"
+            echo "$box $(box_ticks)" >"$RAW/box-$profile-$target-$round"
             echo "$before $(cpu_ticks "$target") $(getconf CLK_TCK)" >"$RAW/cpu-$profile-$target-$round"
         done
     done

@@ -154,6 +154,20 @@ def paired(runs, base, target, key="rps"):
     return med(ratios) if ratios else None
 
 
+def box_idle_pct(path):
+    """The share of the whole box's CPU time (every core) that sat idle during one run, from
+    the /proc/stat counters taken around it; NaN for a run that did not record them. Under
+    a saturating load, idle time is time in which no one (load tool, proxy or backend) had
+    anything to run."""
+    if not path.exists():
+        return math.nan
+    ticks = list(map(int, path.read_text().split()))
+    before, after = ticks[:8], ticks[8:]
+    spent = [a - b for a, b in zip(after, before)]
+    total = sum(spent)
+    return 100 * spent[3] / total if total > 0 else math.nan
+
+
 def load_profile(raw, profile, candidates):
     """Per target that ran this profile: its runs by round, and medians. Ratios against
     nginx, HAProxy, the floor, and added latency against direct, are paired by round."""
@@ -170,6 +184,7 @@ def load_profile(raw, profile, candidates):
             before, after, hz = map(int, (raw / f"cpu-{profile}-{t}-{n}").read_text().split())
             run["cpu_us_per_request"] = ((after - before) / hz * 1e6 / run["requests"]
                                          if run["requests"] else math.nan)
+            run["box_idle_pct"] = box_idle_pct(raw / f"box-{profile}-{t}-{n}")
     loadavg = [float((raw / f"loadavg-{profile}-{t}-{n}").read_text()) for t in targets for n in rounds]
     summary = {}
     for t in targets:
@@ -181,6 +196,7 @@ def load_profile(raw, profile, candidates):
             "requests": sum(r["requests"] for r in rs),
             "failed": sum(r["failed"] for r in rs),
             "cpu_us_per_request": med(r["cpu_us_per_request"] for r in rs),
+            "box_idle_pct": med(r["box_idle_pct"] for r in rs),
         }
         for key in ("p50_ms", "p99_ms", "mean_ms", "max_ms"):
             if key in rs[0]:
@@ -215,6 +231,12 @@ def ratio(r, key):
     return f"{r[key]:.2f}" if r.get(key) is not None else ""
 
 
+def pct(r):
+    """The box's idle share, or nothing for runs that did not record it."""
+    v = r.get("box_idle_pct", math.nan)
+    return "" if math.isnan(v) else f"{v:.1f}"
+
+
 def na_rows(not_measured, profile, columns):
     return [f"| {p} | n/a: {reason} |" + " |" * (columns - 2) for p, reason in not_measured.get(profile, {}).items()]
 
@@ -233,24 +255,25 @@ def load_table(profile, command, not_measured, na_key):
         "(medians over the rounds; requests/s range in brackets; ratios"
         + (" and added latency" if with_direct else "") +
         " paired by round; CPU = the proxy's own CPU time, all its processes, per request"
-        + ("; for direct, hello's)" if with_direct else ")"),
+        + ("; for direct, hello's" if with_direct else "")
+        + "; idle = the share of the whole box's CPU time that sat idle during the run)",
         "",
     ]
     if with_direct:
-        lines += ["| target | requests/s | × nginx | × HAProxy | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/request | requests | failed |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| target | requests/s | × nginx | × HAProxy | p50 ms | p99 ms | added p50 ms | added p99 ms | CPU µs/request | box idle % | requests | failed |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     else:
-        lines += ["| proxy | requests/s | × nginx | × HAProxy | p50 ms | p99 ms | CPU µs/request | requests | failed |",
-                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        lines += ["| proxy | requests/s | × nginx | × HAProxy | p50 ms | p99 ms | CPU µs/request | box idle % | requests | failed |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for t, r in s.items():
         added = lambda key: f"{r[key]:+.3f}" if key in r else ""
         extra = f" {added('added_p50_ms')} | {added('added_p99_ms')} |" if with_direct else ""
         lines.append(
             f"| {label(t)} | {r['rps']:.0f} [{r['rps_min']:.0f}–{r['rps_max']:.0f}] | {ratio(r, 'vs_nginx')} "
             f"| {ratio(r, 'vs_haproxy')} | {r['p50_ms']:.3f} | {r['p99_ms']:.3f} |{extra}"
-            f" {r['cpu_us_per_request']:.1f} | {r['requests']} | {r['failed']} |"
+            f" {r['cpu_us_per_request']:.1f} | {pct(r)} | {r['requests']} | {r['failed']} |"
         )
-    lines += na_rows(not_measured, na_key, 11 if with_direct else 9)
+    lines += na_rows(not_measured, na_key, 12 if with_direct else 10)
     lo, hi = profile["loadavg_1min"]
     lines += errors_note(s)
     lines += ["", f"1-minute load average before these runs: {lo:.2f}–{hi:.2f}."]
@@ -264,18 +287,18 @@ def h2_table(profile, command, not_measured, na_key):
         "over the rounds; requests/s range in brackets; ratios paired by round; request "
         "times are h2load's mean and max over all requests, which it gives no percentiles "
         "of; failed = non-2xx/3xx, errored and timed-out requests; protocol = what h2load "
-        "negotiated)",
+        "negotiated; idle = the share of the whole box's CPU time that sat idle during the run)",
         "",
-        "| proxy | requests/s | × nginx | × HAProxy | mean ms | max ms | CPU µs/request | requests | failed | protocol |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| proxy | requests/s | × nginx | × HAProxy | mean ms | max ms | CPU µs/request | box idle % | requests | failed | protocol |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for t, r in s.items():
         lines.append(
             f"| {t} | {r['rps']:.0f} [{r['rps_min']:.0f}–{r['rps_max']:.0f}] | {ratio(r, 'vs_nginx')} "
             f"| {ratio(r, 'vs_haproxy')} | {r['mean_ms']:.2f} | {r['max_ms']:.1f} "
-            f"| {r['cpu_us_per_request']:.1f} | {r['requests']} | {r['failed']} | {', '.join(r['protocols'])} |"
+            f"| {r['cpu_us_per_request']:.1f} | {pct(r)} | {r['requests']} | {r['failed']} | {', '.join(r['protocols'])} |"
         )
-    lines += na_rows(not_measured, na_key, 10)
+    lines += na_rows(not_measured, na_key, 11)
     lines += errors_note(s)
     lo, hi = profile["loadavg_1min"]
     lines += ["", f"1-minute load average before these runs: {lo:.2f}–{hi:.2f}."]
