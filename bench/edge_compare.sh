@@ -55,6 +55,9 @@ PROXIES=${PROXIES:-shipit nginx haproxy caddy}
 ALL_PROFILES="plain https h2 h2c handshake switch memory tls-memory"
 PROFILES=${PROFILES:-$ALL_PROFILES}
 CERT_KEY=${CERT_KEY:-rsa}                  # the certificate's key: rsa (2048) or ecdsa (P-256)
+# The floor's runtime: multi-thread (tokio's, as the edge runs on) or per-core (one
+# current-thread runtime per core, as nginx and HAProxy run one event loop per worker).
+FLOOR_RUNTIME=${FLOOR_RUNTIME:-multi-thread}
 H2_CLIENTS=${H2_CLIENTS:-32}               # h2load -c: connections
 H2_STREAMS=${H2_STREAMS:-10}               # h2load -m: concurrent streams per connection
 HANDSHAKE_CLIENTS=${HANDSHAKE_CLIENTS:-8}  # openssl s_time processes side by side
@@ -72,6 +75,8 @@ for profile in $PROFILES; do
         { echo "unknown profile $profile in PROFILES (known: $ALL_PROFILES)" >&2; exit 2; }
 done
 [[ $CERT_KEY == rsa || $CERT_KEY == ecdsa ]] || { echo "CERT_KEY is rsa or ecdsa, not $CERT_KEY" >&2; exit 2; }
+[[ $FLOOR_RUNTIME == multi-thread || $FLOOR_RUNTIME == per-core ]] ||
+    { echo "FLOOR_RUNTIME is multi-thread or per-core, not $FLOOR_RUNTIME" >&2; exit 2; }
 measures() { [[ " $PROFILES " == *" $1 "* ]]; }
 # Whole seconds of a wrk-style duration (30, 30s, 2m), for h2load and s_time.
 seconds() {
@@ -101,7 +106,7 @@ OUT=${BENCH_OUT:-bench/edge_compare${QUICK:+-quick}.json}
 REPRODUCE="WRK_THREADS=$WRK_THREADS WRK_CONNECTIONS=$WRK_CONNECTIONS WRK_DURATION=$WRK_DURATION \
 WRK_WARMUP=$WRK_WARMUP ROUNDS=$ROUNDS QUIET_SWITCHES=$QUIET_SWITCHES LOADED_SWITCHES=$LOADED_SWITCHES \
 SWITCH_INTERVAL_MS=$SWITCH_INTERVAL_MS IDLE_CONNECTIONS=$IDLE_CONNECTIONS \
-TLS_IDLE_CONNECTIONS=$TLS_IDLE_CONNECTIONS CERT_KEY=$CERT_KEY H2_CLIENTS=$H2_CLIENTS \
+TLS_IDLE_CONNECTIONS=$TLS_IDLE_CONNECTIONS CERT_KEY=$CERT_KEY FLOOR_RUNTIME=$FLOOR_RUNTIME H2_CLIENTS=$H2_CLIENTS \
 H2_STREAMS=$H2_STREAMS HANDSHAKE_CLIENTS=$HANDSHAKE_CLIENTS HANDSHAKE_DURATION=$HANDSHAKE_DURATION \
 PROXIES='$PROXIES' \
 PROFILES='$PROFILES' bench/edge_compare.sh${QUICK:+ --quick}"
@@ -271,7 +276,9 @@ URL_DIRECT=http://127.0.0.1:$BLUE_PORT/
 # answers), in front of blue. It is not switched; it shows what any proxy pays here.
 URL_FLOOR=http://127.0.0.1:$FLOOR_PORT/
 mkdir -p "$WORK/floor"
-"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BLUE_PORT" 2>"$WORK/floor/floor.log" &
+FLOOR_ARGS=()
+[[ $FLOOR_RUNTIME == per-core ]] && FLOOR_ARGS=(per-core)
+"$FLOOR" "127.0.0.1:$FLOOR_PORT" "127.0.0.1:$BLUE_PORT" "${FLOOR_ARGS[@]}" 2>"$WORK/floor/floor.log" &
 PID[floor]=$!
 wait_http "the floor proxy" "${URL_FLOOR}version" "$WORK/floor/floor.log"
 declare -A URL=(
@@ -807,7 +814,7 @@ done
 # --- Report ----------------------------------------------------------------------------
 
 # What the report needs to know besides the raw files: the commands and the knobs.
-REPRODUCE=$REPRODUCE PROFILES=$PROFILES TARGETS=$TARGETS PROXIES=$PROXIES \
+REPRODUCE=$REPRODUCE PROFILES=$PROFILES TARGETS=$TARGETS PROXIES=$PROXIES FLOOR_RUNTIME=$FLOOR_RUNTIME \
     SAT_CMD="wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency" \
     ONE_CMD="wrk -t1 -c1 -d$WRK_DURATION --latency" \
     HTTPS_CMD="wrk -t$WRK_THREADS -c$WRK_CONNECTIONS -d$WRK_DURATION --latency https://…" \
@@ -821,6 +828,7 @@ json.dump({
     "profiles": e["PROFILES"].split(),
     "targets": e["TARGETS"].split(),
     "proxies": e["PROXIES"].split(),
+    "floor_runtime": e["FLOOR_RUNTIME"],
     "commands": {"saturation": e["SAT_CMD"], "one_connection": e["ONE_CMD"], "https": e["HTTPS_CMD"],
                  "h2": e["H2_CMD"], "h2c": e["H2C_CMD"], "handshake": e["HANDSHAKE_CMD"]},
     "switch_interval_ms": int(sys.argv[2]),

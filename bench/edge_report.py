@@ -222,9 +222,15 @@ def load_profile(raw, profile, candidates):
             "loadavg_1min": [min(loadavg), max(loadavg)]}
 
 
+# The floor's runtime, from the run's settings (older runs: tokio's multi-thread one).
+FLOOR_RUNTIME = "multi-thread"
+
+
 def label(t):
-    return {"direct": "direct to hello (no proxy)",
-            "floor": "floor (bench/floor: forwarding only)"}.get(t, t)
+    floor = "floor (bench/floor: forwarding only)"
+    if FLOOR_RUNTIME == "per-core":
+        floor = "floor (bench/floor: forwarding only, a current-thread runtime per core)"
+    return {"direct": "direct to hello (no proxy)", "floor": floor}.get(t, t)
 
 
 def ratio(r, key):
@@ -408,6 +414,8 @@ def memory_table(memory, connections, kind):
 def main():
     raw, out = Path(sys.argv[1]), Path(sys.argv[2])
     settings = json.loads((raw / "settings.json").read_text())
+    global FLOOR_RUNTIME
+    FLOOR_RUNTIME = settings.get("floor_runtime", "multi-thread")
     profiles, targets, proxies = settings["profiles"], settings["targets"], settings["proxies"]
     commands = settings["commands"]
     interval_ms = settings["switch_interval_ms"]

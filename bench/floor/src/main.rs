@@ -8,6 +8,12 @@
 //! connection). It is not a product; `bench/edge_compare.sh` runs it beside the other
 //! proxies to show how much of a proxied request's cost is the operating system's, which
 //! no proxy can avoid.
+//!
+//! `floor-proxy LISTEN UPSTREAM per-core` runs it on one current-thread runtime per core
+//! instead, as nginx and HAProxy run one event loop per worker: one thread accepts and
+//! hands each connection to the runtimes in turn, and each runtime keeps its own pool.
+//! It shows what the runtime's shape alone costs or gains (`FLOOR_RUNTIME=per-core
+//! bench/edge_compare.sh`).
 
 use std::io;
 use std::sync::{Arc, Mutex};
@@ -15,14 +21,60 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-#[tokio::main]
-async fn main() -> io::Result<()> {
+fn main() -> io::Result<()> {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        return Err(io::Error::other(
-            "usage: floor-proxy LISTEN_ADDR UPSTREAM_ADDR",
-        ));
+        return Err(usage());
     };
+    match args.next().as_deref() {
+        None => tokio::runtime::Builder::new_multi_thread()
+            .enable_io()
+            .build()?
+            .block_on(multi_thread(listen, upstream)),
+        Some("per-core") => per_core(&listen, upstream),
+        Some(_) => Err(usage()),
+    }
+}
+
+fn usage() -> io::Error {
+    io::Error::other("usage: floor-proxy LISTEN_ADDR UPSTREAM_ADDR [per-core]")
+}
+
+/// One current-thread runtime per core, each with its own epoll and its own pool; this
+/// thread accepts and deals the connections out in turn.
+fn per_core(listen: &str, upstream: String) -> io::Result<()> {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut runtimes = Vec::with_capacity(cores);
+    for _ in 0..cores {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()?;
+        let handle = runtime.handle().clone();
+        std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
+        let pool = Arc::new(Pool {
+            addr: upstream.clone(),
+            idle: Mutex::new(Vec::new()),
+        });
+        runtimes.push((handle, pool));
+    }
+    let listener = std::net::TcpListener::bind(listen)?;
+    for (stream, (handle, pool)) in listener.incoming().zip(runtimes.iter().cycle()) {
+        let stream = stream?;
+        stream.set_nodelay(true)?;
+        stream.set_nonblocking(true)?;
+        let pool = Arc::clone(pool);
+        handle.spawn(async move {
+            // Registered with the epoll of the runtime that serves it.
+            let Ok(stream) = TcpStream::from_std(stream) else {
+                return;
+            };
+            let _ = serve(stream, &pool).await;
+        });
+    }
+    Ok(())
+}
+
+async fn multi_thread(listen: String, upstream: String) -> io::Result<()> {
     let listener = TcpListener::bind(&listen).await?;
     let pool = Arc::new(Pool {
         addr: upstream,
