@@ -93,13 +93,13 @@ async fn the_release_has_the_edge_connect_to_the_new_slot_before_it_switches() {
     let project = Project::new("ahead");
     // The edge the first release starts logs its admin calls (it inherits the variable).
     let logged = [("RUST_LOG", "warn,shipit_edge::admin=info")];
-    let mut served = String::new();
+    // The release the second run made.
+    let mut second = String::new();
     for _ in 0..2 {
         let out = project.run_async(&["release", "--json"], &logged).await;
         assert_success(&out, "shipit release");
-        served = json(&out)["serves"].as_str().unwrap().to_string();
+        second = json(&out)["serves"].as_str().unwrap().to_string();
     }
-    let second = served;
     let log = std::fs::read_to_string(project.edge_dir().join("edge.log")).unwrap();
     let lines: Vec<&str> = log.lines().collect();
     let of_release = |needle: &str| {

@@ -51,11 +51,7 @@ fn per_core(listen: &str, upstream: String) -> io::Result<()> {
             .build()?;
         let handle = runtime.handle().clone();
         std::thread::spawn(move || runtime.block_on(std::future::pending::<()>()));
-        let pool = Arc::new(Pool {
-            addr: upstream.clone(),
-            idle: Mutex::new(Vec::new()),
-        });
-        runtimes.push((handle, pool));
+        runtimes.push((handle, Pool::new(upstream.clone())));
     }
     let listener = std::net::TcpListener::bind(listen)?;
     for (stream, (handle, pool)) in listener.incoming().zip(runtimes.iter().cycle()) {
@@ -76,10 +72,7 @@ fn per_core(listen: &str, upstream: String) -> io::Result<()> {
 
 async fn multi_thread(listen: String, upstream: String) -> io::Result<()> {
     let listener = TcpListener::bind(&listen).await?;
-    let pool = Arc::new(Pool {
-        addr: upstream,
-        idle: Mutex::new(Vec::new()),
-    });
+    let pool = Pool::new(upstream);
     loop {
         let (stream, _) = listener.accept().await?;
         stream.set_nodelay(true)?;
@@ -97,6 +90,13 @@ struct Pool {
 }
 
 impl Pool {
+    fn new(addr: String) -> Arc<Self> {
+        Arc::new(Self {
+            addr,
+            idle: Mutex::new(Vec::new()),
+        })
+    }
+
     async fn take(&self) -> io::Result<TcpStream> {
         let pooled = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
         match pooled {
