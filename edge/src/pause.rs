@@ -139,10 +139,13 @@ impl Pause {
         self.state.send_replace(holding(timeout));
     }
 
-    /// Lets the held requests go, and says how many there were.
+    /// Lets the held requests go, and says how many there were. Counted before they go: a
+    /// released request on another thread claims again, and drops its hold, at once. (The
+    /// caller holds the table's write lock, so no request is held meanwhile.)
     pub(crate) fn resume(&self) -> usize {
+        let held = self.held.load(Ordering::SeqCst);
         self.state.send_replace(State::Resumed);
-        self.held.load(Ordering::SeqCst)
+        held
     }
 
     /// Whether the deadline has passed.
