@@ -102,6 +102,8 @@ pub struct ActiveBackend {
     tunnels_closed: CancellationToken,
     /// Upgraded connections open to this backend.
     tunnels: AtomicUsize,
+    /// Notified when the last open upgraded connection ends.
+    tunnels_ended: Notify,
 }
 
 /// One address of a backend, and its idle keep-alive connections (for the relay).
@@ -151,6 +153,7 @@ impl ActiveBackend {
             metrics,
             tunnels_closed: CancellationToken::new(),
             tunnels: AtomicUsize::new(0),
+            tunnels_ended: Notify::new(),
         })
     }
 
@@ -210,10 +213,29 @@ impl ActiveBackend {
     }
 
     /// Closes the upgraded connections to this backend (its drain deadline passed) and
-    /// says how many were open.
+    /// says how many were open. Counted before they are told: each ends on its own thread,
+    /// and may be gone by the time the call returns.
     pub(crate) fn close_tunnels(&self) -> usize {
+        let open = self.tunnels.load(Ordering::Acquire);
         self.tunnels_closed.cancel();
-        self.tunnels.load(Ordering::Acquire)
+        open
+    }
+
+    /// Waits until no upgraded connection to this backend is open, or `deadline` passes.
+    /// Whether none is.
+    pub(crate) async fn tunnels_ended(&self, deadline: Instant) -> bool {
+        loop {
+            let ended = self.tunnels_ended.notified();
+            tokio::pin!(ended);
+            // Registered before reading the count, so an end in between wakes us.
+            ended.as_mut().enable();
+            if self.tunnels() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, ended).await.is_err() {
+                return self.tunnels() == 0;
+            }
+        }
     }
 
     /// Upgraded connections open to this backend.
@@ -249,7 +271,9 @@ pub(crate) struct TunnelCount(Arc<ActiveBackend>);
 
 impl Drop for TunnelCount {
     fn drop(&mut self) {
-        self.0.tunnels.fetch_sub(1, Ordering::AcqRel);
+        if self.0.tunnels.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.tunnels_ended.notify_waiters();
+        }
     }
 }
 

@@ -4,7 +4,9 @@
 //! backend's count only goes down. The drain waits on the counter's `Notify` (a signal,
 //! not a sleep loop) until it reads zero, or until the deadline passes. At the deadline the
 //! backends' upgraded connections (WebSockets) are closed: they count in flight like a
-//! request, so a drain waits for them, but they may never end on their own.
+//! request, so a drain waits for them, but they may never end on their own. The drain
+//! answers once they have ended (bounded by [`TUNNEL_CLOSE_LIMIT`]), not only once they were
+//! told to.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,6 +14,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::ActiveBackend;
+
+/// How long a drain that closed upgraded connections waits for them to end, at most: each
+/// ends at its next turn, on the thread its client connection runs on.
+pub(crate) const TUNNEL_CLOSE_LIMIT: Duration = Duration::from_secs(1);
 
 /// Longer waits are cut to this, so that any `timeout_ms` makes a valid deadline.
 pub const LONGEST_DRAIN: Duration = Duration::from_secs(7 * 24 * 60 * 60);
@@ -53,6 +59,19 @@ pub async fn drain(backends: &[Arc<ActiveBackend>], timeout: Duration) -> DrainO
     if in_flight > 0 {
         for backend in backends {
             closed += backend.close_tunnels();
+        }
+        // Each tunnel closes on its own connection's thread: the drain answers once they
+        // have, so that nothing more passes through one it reports closed.
+        let closing = Instant::now() + TUNNEL_CLOSE_LIMIT;
+        for backend in backends {
+            if !backend.tunnels_ended(closing).await {
+                tracing::warn!(
+                    service = %backend.service(), release = %backend.backend().release,
+                    "{} upgraded connection(s) still open {} after they were closed",
+                    backend.tunnels(),
+                    humantime::format_duration(TUNNEL_CLOSE_LIMIT)
+                );
+            }
         }
     }
     DrainOutcome {
