@@ -29,6 +29,7 @@ use crate::route::RouteTable;
 use crate::settings::Settings;
 use crate::state;
 use crate::tls::{CertificateFiles, TlsState};
+use crate::workers::Workers;
 use crate::{Backend, EdgeError};
 
 /// How long a switch waits for its connection ahead ([`Edge::connect_ahead`]) at most.
@@ -72,6 +73,8 @@ pub(crate) struct Edge {
     pub(crate) routes_changed: tokio::sync::Notify,
     /// Connections opened for each service's next switch ([`Edge::connect_next`]).
     pub(crate) ahead: Ahead,
+    /// The threads client connections run on.
+    pub(crate) workers: Arc<Workers>,
 }
 
 impl Edge {
@@ -99,6 +102,8 @@ impl Edge {
             .secure
             .as_ref()
             .map(|(_, state)| Arc::clone(state));
+        let workers = Workers::start(settings.tuning.threads)
+            .map_err(|e| EdgeError::io("start the serving threads for", &dir, e))?;
         let (stop, _) = watch::channel(Stop::Running);
         Ok(Arc::new(Edge {
             table,
@@ -118,6 +123,7 @@ impl Edge {
             predecessor,
             routes_changed: tokio::sync::Notify::new(),
             ahead: Ahead::default(),
+            workers: Arc::new(workers),
         }))
     }
 
@@ -234,11 +240,22 @@ impl Edge {
             && let Some(active) = serving.iter().find(|a| *a.backend() == backend)
             && active.members()[0].pool().is_empty()
         {
-            active.members()[0]
-                .pool()
-                .put(stream, tuning.pool_idle_timeout);
+            // To the first serving thread: the warm-up below then opens one for each other.
+            match self.workers.give_first(stream) {
+                Ok((stream, home)) => {
+                    active.members()[0]
+                        .pool()
+                        .put_homed(stream, tuning.pool_idle_timeout, home);
+                }
+                Err(e) => tracing::debug!("cannot give the connection opened ahead: {e}"),
+            }
         }
-        crate::backend::warm(serving, &self.connector(), tuning.pool_idle_timeout);
+        crate::backend::warm(
+            serving,
+            &self.connector(),
+            tuning.pool_idle_timeout,
+            &self.workers,
+        );
     }
 
     /// A connector to slots, with the edge's connect timeout and metrics.

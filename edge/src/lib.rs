@@ -45,6 +45,7 @@ pub mod state;
 pub mod tls;
 pub mod tunnel;
 pub(crate) mod upstream;
+pub mod workers;
 
 #[cfg(test)]
 mod test_backend;
@@ -109,6 +110,8 @@ pub const DEFAULT_H2_MAX_HEADER_LIST_SIZE: u32 = 64 * 1024;
 /// HTTP/2 streams a client may reset per second on one connection before the edge ends the
 /// connection with GOAWAY (the "rapid reset" attack, CVE-2023-44487).
 pub const DEFAULT_H2_MAX_RESETS_PER_SECOND: u32 = 100;
+/// The most threads an edge serves client connections on ([`settings::Tuning::threads`]).
+pub const MAX_THREADS: usize = 256;
 /// The deadline of one admin call (a drain gets its own timeout on top).
 pub const DEFAULT_ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long [`daemon::ensure_running`] usually waits for a new edge to answer.

@@ -24,6 +24,7 @@ use crate::connection::{self, ClientConn, Stop, stopped};
 use crate::proxy::Proxy;
 use crate::settings::Tuning;
 use crate::tls::TlsState;
+use crate::workers::Workers;
 
 /// The listeners an edge serves on.
 pub(crate) struct Listeners {
@@ -74,14 +75,16 @@ pub(crate) async fn serve_clients(
     secure: Option<(TcpListener, TlsAcceptor)>,
     proxy: Arc<Proxy>,
     stop: watch::Sender<Stop>,
-    tuning: Tuning,
+    (tuning, workers): (Tuning, Arc<Workers>),
 ) {
-    let plain = serve_traffic(traffic, Arc::clone(&proxy), stop.subscribe(), tuning, None);
+    let serving = (tuning, Arc::clone(&workers));
+    let plain = serve_traffic(traffic, Arc::clone(&proxy), stop.subscribe(), serving, None);
     let secure = async {
         match secure {
             Some((listener, acceptor)) => {
                 let proxy = Arc::clone(&proxy);
-                serve_traffic(listener, proxy, stop.subscribe(), tuning, Some(acceptor)).await
+                let serving = (tuning, workers);
+                serve_traffic(listener, proxy, stop.subscribe(), serving, Some(acceptor)).await
             }
             None => Instant::now(),
         }
@@ -120,13 +123,14 @@ pub(crate) async fn serve_tls(
     connection::serve_client(builder, tls, conn, stop, idle).await;
 }
 
-/// Accepts client connections until a stop is requested, then lets them finish (bounded
-/// by the grace period). Returns when it stopped accepting.
+/// Accepts client connections until a stop is requested, each served on the next serving
+/// thread ([`Workers`]), then lets them finish (bounded by the grace period). Returns when it
+/// stopped accepting.
 async fn serve_traffic(
     listener: TcpListener,
     proxy: Arc<Proxy>,
     stop: watch::Receiver<Stop>,
-    tuning: Tuning,
+    (tuning, workers): (Tuning, Arc<Workers>),
     tls: Option<TlsAcceptor>,
 ) -> Instant {
     let builder = Arc::new(connection::builder(&tuning));
@@ -151,17 +155,14 @@ async fn serve_traffic(
             let builder = Arc::clone(&builder);
             let idle = tuning.idle_timeout;
             match &tls {
-                None => {
-                    connections.spawn(connection::serve_client(builder, stream, conn, stop, idle));
-                }
+                None => workers.spawn(connections, stream, move |stream| {
+                    connection::serve_client(builder, stream, conn, stop, idle)
+                }),
                 Some(acceptor) => {
-                    let deadline = tuning.header_read_timeout;
-                    connections.spawn(serve_tls(
-                        acceptor.clone(),
-                        stream,
-                        deadline,
-                        (builder, conn, stop, idle),
-                    ));
+                    let (acceptor, deadline) = (acceptor.clone(), tuning.header_read_timeout);
+                    workers.spawn(connections, stream, move |stream| {
+                        serve_tls(acceptor, stream, deadline, (builder, conn, stop, idle))
+                    });
                 }
             }
         },

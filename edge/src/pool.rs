@@ -10,6 +10,11 @@
 //! call in the common case: the runtime already knows whether the socket became readable
 //! (an idle HTTP/1.1 connection only becomes readable when the slot closes it or breaks
 //! protocol), so only a readable one is read to find out, and then dropped.
+//!
+//! A connection is registered with the epoll of the serving thread that opened it
+//! ([`crate::workers`]). A thread takes its own first, the newest of those among the last
+//! few; when it has none there, it takes the newest of another thread's and moves it to its
+//! own epoll, so that no thread's requests wait on another thread's event loop.
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -22,6 +27,9 @@ use tokio::time::Instant;
 /// At most this many idle connections are kept per slot; the oldest go first.
 pub(crate) const MAX_IDLE: usize = 512;
 
+/// How far back from the newest a thread looks for an idle connection of its own.
+const LOOK_BACK: usize = 16;
+
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     idle: Mutex<VecDeque<Idle>>,
@@ -31,6 +39,9 @@ pub(crate) struct Pool {
 struct Idle {
     stream: TcpStream,
     since: Instant,
+    /// The serving thread whose epoll the socket is registered with (`None`: another
+    /// runtime's, such as the admin API's).
+    home: Option<usize>,
 }
 
 impl Pool {
@@ -39,24 +50,59 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The newest idle connection that is still open, if any.
+    /// An idle connection that is still open, if any: the newest of this thread's own
+    /// among the last [`LOOK_BACK`], else the newest, moved to this thread's epoll.
     pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
+        let here = crate::workers::current();
         let mut idle = self.idle();
         if !settle(&mut idle, idle_timeout) {
             return None;
         }
-        idle.pop_back().map(|newest| newest.stream)
+        let newest = idle.len() - 1;
+        let mut at = newest;
+        while at + LOOK_BACK > newest {
+            if idle[at].home == here {
+                // The newest is known to be open; an older one is looked at now.
+                if at == newest || still_open(&idle[at].stream) {
+                    return idle.remove(at).map(|own| own.stream);
+                }
+                idle.remove(at);
+            }
+            if at == 0 {
+                break;
+            }
+            at -= 1;
+        }
+        let other = idle.pop_back()?;
+        drop(idle);
+        match crate::workers::move_here(other.stream) {
+            Ok(stream) => Some(stream),
+            Err(e) => {
+                tracing::debug!("cannot move an idle slot connection between threads: {e}");
+                None
+            }
+        }
     }
 
     /// Keeps `stream`, idle, for the next request.
     pub(crate) fn put(&self, stream: TcpStream, idle_timeout: Duration) {
+        self.put_homed(stream, idle_timeout, crate::workers::current());
+    }
+
+    /// [`Pool::put`] for a stream registered with serving thread `home`'s epoll (`None`:
+    /// with another runtime's), not necessarily this thread's.
+    pub(crate) fn put_homed(&self, stream: TcpStream, idle_timeout: Duration, home: Option<usize>) {
         let now = Instant::now();
         let mut idle = self.idle();
         expire(&mut idle, now, idle_timeout);
         if idle.len() >= MAX_IDLE {
             idle.pop_front();
         }
-        idle.push_back(Idle { stream, since: now });
+        idle.push_back(Idle {
+            stream,
+            since: now,
+            home,
+        });
     }
 
     /// Whether an idle connection that is still open is held. Connections found closed,
@@ -87,10 +133,25 @@ impl Pool {
         self.idle().is_empty()
     }
 
+    /// Whether an idle connection registered with the serving thread `home` is held
+    /// (`None`: with another runtime).
+    pub(crate) fn holds_for(&self, home: Option<usize>) -> bool {
+        self.idle().iter().any(|idle| idle.home == home)
+    }
+
     /// Idle connections held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.idle().len()
+    }
+
+    /// The serving threads the idle connections are registered with, each once, in order.
+    #[cfg(test)]
+    pub(crate) fn homes(&self) -> Vec<Option<usize>> {
+        let mut homes: Vec<_> = self.idle().iter().map(|idle| idle.home).collect();
+        homes.sort_unstable();
+        homes.dedup();
+        homes
     }
 
     /// The local ports of the idle connections, oldest first.

@@ -247,7 +247,7 @@ fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
         secure,
         proxy,
         edge.stop.clone(),
-        tuning,
+        (tuning, Arc::clone(&edge.workers)),
     ));
     tasks.spawn(crate::admin::serve(
         listeners.admin,

@@ -66,6 +66,11 @@ pub struct Tuning {
     /// relay's pooled connections ([`crate::upstream`]); `false` sends every request
     /// through the general path (hyper, server and client), as an escape hatch.
     pub relay: bool,
+    /// Threads that serve client connections, each with an event loop of its own
+    /// ([`crate::workers`]); [`crate::workers::per_core`] by default, at most
+    /// [`crate::MAX_THREADS`]. 0 runs them on the edge's own runtime instead, as tasks of
+    /// their own.
+    pub threads: usize,
 }
 
 impl Default for Tuning {
@@ -88,6 +93,7 @@ impl Default for Tuning {
             h2_max_header_list_size: DEFAULT_H2_MAX_HEADER_LIST_SIZE,
             h2_max_resets_per_second: DEFAULT_H2_MAX_RESETS_PER_SECOND,
             relay: true,
+            threads: crate::workers::per_core(),
         }
     }
 }

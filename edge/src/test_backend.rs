@@ -643,6 +643,38 @@ impl TestEdge {
         let page = self.client().metrics().await.unwrap();
         crate::metrics::sample(&page, name, labels).unwrap_or(0.0)
     }
+
+    /// Waits until the metric reaches `at_least`, looking every few milliseconds until
+    /// [`SIGNAL_TIMEOUT`]: a client connection counts on its serving thread, which may
+    /// come to it after the client saw the connection's answer or its end.
+    pub async fn until_metric(&self, name: &str, labels: &[(&str, &str)], at_least: f64) -> f64 {
+        let reached = async {
+            loop {
+                let value = self.metric(name, labels).await;
+                if value >= at_least {
+                    return value;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(SIGNAL_TIMEOUT, reached)
+            .await
+            .unwrap_or_else(|_| panic!("{name} {labels:?} never reached {at_least}"))
+    }
+}
+
+/// Waits until `condition` holds, looking every millisecond until [`SIGNAL_TIMEOUT`], then
+/// fails naming `what`. For what a serving thread does after the client has its answer (a
+/// slot connection going back to its pool).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let holds = async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    };
+    tokio::time::timeout(SIGNAL_TIMEOUT, holds)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: not within {SIGNAL_TIMEOUT:?}"));
 }
 
 /// The log lines of every edge in this test process: one subscriber for the whole process

@@ -1,5 +1,5 @@
 use super::*;
-use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, get};
+use crate::test_backend::{Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, eventually, get};
 use hyper_util::rt::TokioIo;
 
 /// Sends a raw admin request and returns the status and the JSON answer.
@@ -861,9 +861,19 @@ async fn bad_pause_and_maintenance_calls_are_refused() {
     );
 }
 
+/// An edge with one serving thread: a switch opens one connection to the new slot, for
+/// that thread, and the tests of the connections opened ahead count them.
+async fn one_thread_edge() -> TestEdge {
+    TestEdge::start_with(crate::settings::Tuning {
+        threads: 1,
+        ..crate::settings::Tuning::default()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() {
-    let edge = TestEdge::start().await;
+    let edge = one_thread_edge().await;
     let blue = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
     for backend in [
@@ -900,7 +910,7 @@ async fn a_switch_answers_once_a_connection_to_the_new_slot_waits_in_its_pool() 
 
 #[tokio::test]
 async fn a_switch_back_to_a_slot_that_still_drains_takes_its_idle_connection() {
-    let edge = TestEdge::start().await;
+    let edge = one_thread_edge().await;
     let blue = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
     let (first, second) = (
@@ -928,11 +938,11 @@ async fn a_switch_back_to_a_slot_that_still_drains_takes_its_idle_connection() {
     edge.switch(&first).await;
     assert_eq!(live_ports(), ahead);
     assert_eq!(get(edge.addr(), "/").await.backend.as_deref(), Some("blue"));
-    assert_eq!(
-        live_ports(),
-        ahead,
-        "the taken connection did not serve the request"
-    );
+    // Back in the pool once the serving thread is done with it.
+    eventually("the taken connection did not serve the request", || {
+        live_ports() == ahead
+    })
+    .await;
     // Another release at blue's address is another backend: it gets its own connection.
     edge.switch(&second).await;
     edge.switch(&blue.backend(Slot::Blue, "r3")).await;
@@ -943,7 +953,7 @@ async fn a_switch_back_to_a_slot_that_still_drains_takes_its_idle_connection() {
 
 #[tokio::test(flavor = "current_thread")]
 async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
-    let edge = TestEdge::start().await;
+    let edge = one_thread_edge().await;
     let blue = TestBackend::start("blue").await;
     let backend = blue.backend(Slot::Blue, "r1");
     let inner = edge.handle.edge();
@@ -963,7 +973,7 @@ async fn the_connection_opened_ahead_is_in_the_pool_when_the_switch_is_made() {
 
 #[tokio::test]
 async fn the_switch_takes_the_connection_that_next_opened_for_it() {
-    let edge = TestEdge::start().await;
+    let edge = one_thread_edge().await;
     let blue = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
     let (first, second) = (
@@ -995,16 +1005,15 @@ async fn the_switch_takes_the_connection_that_next_opened_for_it() {
         get(edge.addr(), "/").await.backend.as_deref(),
         Some("green")
     );
-    assert_eq!(
-        pool(),
-        [port],
-        "the held connection did not serve the request"
-    );
+    eventually("the held connection did not serve the request", || {
+        pool() == [port]
+    })
+    .await;
 }
 
 #[tokio::test]
 async fn next_holds_nothing_for_what_is_live_and_a_switch_elsewhere_lets_it_go() {
-    let edge = TestEdge::start().await;
+    let edge = one_thread_edge().await;
     let blue = TestBackend::start("blue").await;
     let green = TestBackend::start("green").await;
     let first = blue.backend(Slot::Blue, "r1");

@@ -35,8 +35,14 @@ macro_rules! over_each_transport {
 }
 
 /// An edge with default settings for clients in `transport`.
+/// One serving thread: the switch opens one connection to the slot, and the tests count the
+/// slot's connections.
 async fn edge_for(transport: Transport) -> TestEdge {
-    TestEdge::start_in(transport, Tuning::default()).await
+    let tuning = Tuning {
+        threads: 1,
+        ..Tuning::default()
+    };
+    TestEdge::start_in(transport, tuning).await
 }
 
 /// An edge (started by the caller) routing `web` to a slot running `script`, once the

@@ -334,3 +334,39 @@ async fn switches_under_load_lose_no_request() {
     );
     assert_eq!(done.load(Ordering::SeqCst), SWITCHES);
 }
+
+/// Client connections go to the serving threads in turn, and each thread keeps slot
+/// connections of its own; with `threads = 0` they run on the edge's own runtime.
+#[tokio::test]
+async fn client_connections_are_served_on_the_serving_threads_in_turn() {
+    for threads in [2, 0] {
+        let tuning = Tuning {
+            threads,
+            ..Tuning::default()
+        };
+        let edge = TestEdge::start_with(tuning).await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        for _ in 0..4 {
+            let mut client = Connection::open(edge.addr()).await;
+            let answer = client.get("/").await.unwrap();
+            assert_eq!(answer.status, StatusCode::OK, "threads = {threads}");
+            assert_eq!(answer.backend.as_deref(), Some("blue"));
+        }
+        let inner = edge.handle.edge();
+        let dealt: Vec<usize> = inner
+            .workers
+            .dealt
+            .iter()
+            .map(|d| d.load(Ordering::Relaxed))
+            .collect();
+        let pool = || inner.table().serving("web")[0].members()[0].pool().homes();
+        if threads == 0 {
+            assert_eq!(dealt, Vec::<usize>::new());
+            assert_eq!(pool(), [None]);
+        } else {
+            assert_eq!(dealt, [2, 2]);
+            assert_eq!(pool(), [Some(0), Some(1)]);
+        }
+    }
+}

@@ -116,8 +116,11 @@ fn got(reply: Result<Reply, hyper::Error>) -> Got {
 /// An h2c edge routing to `slot`: sending HTTP/2 streams over the slot's pool
 /// (`direct`), or through hyper's client.
 async fn edge(slot: &ScriptedSlot, direct: bool) -> TestEdge {
+    // One serving thread: the switch opens one connection to the slot, and the tests count
+    // the slot's connections.
     let edge = TestEdge::start_with(Tuning {
         relay: direct,
+        threads: 1,
         ..Tuning::default()
     })
     .await;

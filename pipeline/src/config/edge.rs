@@ -34,7 +34,7 @@ pub use shipit_edge::{
     DEFAULT_RESPONSE_HEADER_TIMEOUT as DEFAULT_EDGE_RESPONSE_TIMEOUT,
     DEFAULT_WRITE_TIMEOUT as DEFAULT_EDGE_WRITE_TIMEOUT,
     HEADER_READ_TIMEOUT as DEFAULT_EDGE_HEADER_READ_TIMEOUT,
-    MAX_HEADERS_LIMIT as EDGE_MAX_HEADERS_LIMIT,
+    MAX_HEADERS_LIMIT as EDGE_MAX_HEADERS_LIMIT, MAX_THREADS as EDGE_MAX_THREADS,
 };
 
 /// The largest `max_header_size` the edge takes: a head is read whole before it is sent.
@@ -125,6 +125,9 @@ pub struct EdgeSettings {
     pub h2_max_header_list_size: u64,
     /// HTTP/2 stream resets per second a connection may cause before it gets GOAWAY.
     pub h2_max_resets_per_second: u32,
+    /// Threads that serve client connections, each with an event loop of its own;
+    /// `None`: one per core of the machine the edge runs on.
+    pub threads: Option<u32>,
 }
 
 impl Default for EdgeSettings {
@@ -146,6 +149,7 @@ impl Default for EdgeSettings {
             h2_max_concurrent_streams: DEFAULT_EDGE_H2_MAX_CONCURRENT_STREAMS,
             h2_max_header_list_size: u64::from(DEFAULT_EDGE_H2_MAX_HEADER_LIST_SIZE),
             h2_max_resets_per_second: DEFAULT_EDGE_H2_MAX_RESETS_PER_SECOND,
+            threads: None,
         }
     }
 }
@@ -184,6 +188,9 @@ impl EdgeSettings {
                 h2_max_header_list_size: u32::try_from(self.h2_max_header_list_size)
                     .unwrap_or(u32::MAX),
                 h2_max_resets_per_second: self.h2_max_resets_per_second,
+                threads: self
+                    .threads
+                    .map_or_else(shipit_edge::workers::per_core, |n| n as usize),
                 ..shipit_edge::Tuning::default()
             },
             tls: self.tls_listen.map(|listen| shipit_edge::TlsOptions {
@@ -262,6 +269,16 @@ pub(crate) fn settings(
             format!("invalid max_header_size {max_header_size} bytes: expected from 1KiB to 1MiB"),
         )
         .with_hint("leave `max_header_size` out for the default, 64KiB"));
+    }
+    let threads = raw.threads.map(|n| n.0);
+    if let Some(threads) = threads
+        && threads as usize > EDGE_MAX_THREADS
+    {
+        return Err(Problem::value(
+            path.key("threads"),
+            format!("invalid threads {threads}: expected at most {EDGE_MAX_THREADS}"),
+        )
+        .with_hint("leave `threads` out for one per core"));
     }
     let max_headers = raw.max_headers.map_or(defaults.max_headers, |n| n.0);
     if max_headers as usize > EDGE_MAX_HEADERS_LIMIT {
@@ -355,6 +372,7 @@ pub(crate) fn settings(
         h2_max_resets_per_second: raw
             .h2_max_resets_per_second
             .map_or(defaults.h2_max_resets_per_second, |n| n.0),
+        threads,
     })
 }
 

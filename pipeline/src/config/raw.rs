@@ -490,6 +490,7 @@ pub(crate) struct RawEdgeSettings {
     pub(crate) h2_max_concurrent_streams: Option<Count>,
     pub(crate) h2_max_header_list_size: Option<ByteSize>,
     pub(crate) h2_max_resets_per_second: Option<Count>,
+    pub(crate) threads: Option<Count>,
 }
 
 /// One of the edge's `certificates`: `{ host = "…", cert = "…", key = "…" }`.

@@ -83,6 +83,7 @@ max_connections_per_ip = 50
 h2_max_concurrent_streams = 64
 h2_max_header_list_size = "16KiB"
 h2_max_resets_per_second = 20
+threads = 3
 "#
     );
     let config = parse_in(dir.path(), &text).unwrap_or_else(|e| panic!("{e}"));
@@ -133,6 +134,7 @@ h2_max_resets_per_second = 20
     assert_eq!(settings.tuning.h2_max_concurrent_streams, 64);
     assert_eq!(settings.tuning.h2_max_header_list_size, 16 * 1024);
     assert_eq!(settings.tuning.h2_max_resets_per_second, 20);
+    assert_eq!(settings.tuning.threads, 3);
     let tls = settings.tls.expect("TLS is on");
     assert_eq!(tls.listen, "127.0.0.1:8443".parse().unwrap());
     assert_eq!(
@@ -171,6 +173,8 @@ fn edge_head_limits_are_bounded() {
         ("max_headers = 0\n", "max_headers"),
         ("max_connections = 0\n", "max_connections"),
         ("body_idle_timeout = \"0s\"\n", "body_idle_timeout"),
+        ("threads = 0\n", "threads"),
+        ("threads = 257\n", "threads"),
     ] {
         let error = edge_err(dir.path(), line);
         assert_eq!(
