@@ -134,9 +134,17 @@ impl Pause {
         Pause::with_state(service, state)
     }
 
-    /// Sets a new deadline, `timeout` from now; the held requests keep waiting.
-    pub(crate) fn extend(&self, timeout: Duration) {
+    /// Sets a new deadline, `timeout` from now; the held requests keep waiting. Returns the
+    /// pause, with the requests held when the call came: counted before the change, as a
+    /// deadline that has already passed lets them go on other threads at once (see
+    /// [`Pause::resume`]).
+    pub(crate) fn extend(&self, timeout: Duration) -> PauseView {
+        let held = self.held.load(Ordering::SeqCst);
         self.state.send_replace(holding(timeout));
+        PauseView {
+            held,
+            ..self.view()
+        }
     }
 
     /// Lets the held requests go, and says how many there were. Counted before they go: a

@@ -788,10 +788,14 @@ impl RouteTable {
         let mut routes = self.write();
         let route = routed(&mut routes, service)?;
         match &route.pause {
-            Some(pause) => pause.extend(timeout),
-            None => route.pause = Some(Pause::starting(service, timeout)),
+            Some(pause) => Ok(pause.extend(timeout)),
+            None => {
+                let pause = Pause::starting(service, timeout);
+                let view = pause.view();
+                route.pause = Some(pause);
+                Ok(view)
+            }
         }
-        Ok(route.pause.as_ref().map(|p| p.view()).expect("just paused"))
     }
 
     /// Ends the pause of `service`: its held requests claim again, and new ones are routed
