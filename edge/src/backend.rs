@@ -316,44 +316,34 @@ pub(crate) fn authority(addr: std::net::SocketAddr) -> Authority {
     Authority::try_from(addr.to_string()).expect("a socket address is a valid URI authority")
 }
 
-/// Opens one connection to each address of `backends` for each serving thread (or for the
-/// edge's own runtime, when it has none) that holds none in the address's pool, so that the
-/// first request after a switch (or to a new candidate) finds one ready on its own thread.
-/// Failures are left to that request, which tries again and answers for them.
+/// Opens one connection to each address of `backends` whose pool is empty, on the first
+/// serving thread (or the edge's own runtime, when it has none), so that the first request
+/// after a switch (or to a new candidate) finds one ready; a request on another thread moves
+/// it to its own. One, not one per thread: a slot that serves one connection at a time (a
+/// single sync worker) would sit on an idle one while the request waits behind it. Failures
+/// are left to that request, which tries again and answers for them.
 pub(crate) fn warm(
     backends: Vec<Arc<ActiveBackend>>,
     connector: &Connector,
     idle_timeout: Duration,
     workers: &Workers,
 ) {
-    let threads = workers.handles();
-    let homes: Vec<(Option<usize>, Option<&tokio::runtime::Handle>)> = if threads.is_empty() {
-        vec![(None, None)]
-    } else {
-        threads
-            .iter()
-            .enumerate()
-            .map(|(i, h)| (Some(i), Some(h)))
-            .collect()
-    };
     for active in backends {
         for member in 0..active.members().len() {
-            for &(home, handle) in &homes {
-                if active.members()[member].pool().holds_for(home) {
-                    continue;
+            if !active.members()[member].pool().is_empty() {
+                continue;
+            }
+            let connector = connector.clone();
+            let active = Arc::clone(&active);
+            let connect = async move {
+                let member = &active.members()[member];
+                if let Ok(stream) = connector.connect(member.authority()).await {
+                    member.pool().put(stream, idle_timeout);
                 }
-                let connector = connector.clone();
-                let active = Arc::clone(&active);
-                let connect = async move {
-                    let member = &active.members()[member];
-                    if let Ok(stream) = connector.connect(member.authority()).await {
-                        member.pool().put(stream, idle_timeout);
-                    }
-                };
-                match handle {
-                    Some(handle) => drop(handle.spawn(connect)),
-                    None => drop(tokio::spawn(connect)),
-                }
+            };
+            match workers.handles().first() {
+                Some(first) => drop(first.spawn(connect)),
+                None => drop(tokio::spawn(connect)),
             }
         }
     }

@@ -102,8 +102,20 @@ impl Edge {
             .secure
             .as_ref()
             .map(|(_, state)| Arc::clone(state));
-        let workers = Workers::start(settings.tuning.threads)
-            .map_err(|e| EdgeError::io("start the serving threads for", &dir, e))?;
+        let threads = settings.tuning.threads;
+        let workers = match Workers::start(threads) {
+            Ok(workers) => workers,
+            // A take-over is past the point where the old edge stopped accepting: it must
+            // serve, even without its threads.
+            Err(e) if predecessor.is_some() => {
+                tracing::error!(
+                    "cannot start {threads} serving threads ({e}); serving client connections \
+                     on the edge's own runtime"
+                );
+                Workers::here()
+            }
+            Err(e) => return Err(EdgeError::io("start the serving threads for", &dir, e)),
+        };
         let (stop, _) = watch::channel(Stop::Running);
         Ok(Arc::new(Edge {
             table,
@@ -240,7 +252,7 @@ impl Edge {
             && let Some(active) = serving.iter().find(|a| *a.backend() == backend)
             && active.members()[0].pool().is_empty()
         {
-            // To the first serving thread: the warm-up below then opens one for each other.
+            // To the first serving thread, where the warm-up below opens its connections.
             match self.workers.give_first(stream) {
                 Ok((stream, home)) => {
                     active.members()[0]

@@ -133,12 +133,6 @@ impl Pool {
         self.idle().is_empty()
     }
 
-    /// Whether an idle connection registered with the serving thread `home` is held
-    /// (`None`: with another runtime).
-    pub(crate) fn holds_for(&self, home: Option<usize>) -> bool {
-        self.idle().iter().any(|idle| idle.home == home)
-    }
-
     /// Idle connections held.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {

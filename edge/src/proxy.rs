@@ -157,6 +157,11 @@ impl Proxy {
     }
 
     /// Waits for the open upgraded connections, at most `grace`, then closes them.
+    /// Closes the open upgraded connections now (see [`Tunnels::cut`]).
+    pub(crate) fn cut_tunnels(&self) {
+        self.tunnels.cut();
+    }
+
     pub(crate) async fn finish_tunnels(&self, grace: Duration) {
         self.tunnels.finish(grace).await;
     }

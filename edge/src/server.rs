@@ -245,7 +245,7 @@ fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
     tasks.spawn(crate::listener::serve_clients(
         listeners.traffic,
         secure,
-        proxy,
+        Arc::clone(&proxy),
         edge.stop.clone(),
         (tuning, Arc::clone(&edge.workers)),
     ));
@@ -267,6 +267,7 @@ fn serve(edge: &Arc<Edge>, listeners: Listeners) -> EdgeHandle {
     );
     EdgeHandle {
         edge: Arc::clone(edge),
+        proxy,
         admin_socket,
         tasks,
     }
@@ -283,6 +284,8 @@ fn write_pid(dir: &Path) -> Result<(), EdgeError> {
 #[derive(Debug)]
 pub struct EdgeHandle {
     edge: Arc<Edge>,
+    /// The client side, whose tunnels a dropped handle closes.
+    proxy: Arc<Proxy>,
     admin_socket: PathBuf,
     tasks: JoinSet<()>,
 }
@@ -356,6 +359,8 @@ impl Drop for EdgeHandle {
     /// edge's tasks instead of leaving them serving without the directory lock.
     fn drop(&mut self) {
         self.edge.request_stop();
+        // The tunnels run on the process's serving threads, which outlive this edge.
+        self.proxy.cut_tunnels();
         if !self.handed_over() {
             drop(guard(&self.edge.lock).take());
         }

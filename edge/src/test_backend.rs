@@ -638,6 +638,28 @@ impl TestEdge {
             .unwrap_or_else(|_| panic!("service web never held {held} requests"));
     }
 
+    /// Waits until service `web` has `in_flight` requests in flight (its `status`), looking
+    /// every few milliseconds until [`SIGNAL_TIMEOUT`].
+    pub async fn until_in_flight(&self, in_flight: usize) {
+        let client = self.client();
+        let reached = async {
+            loop {
+                let status = client.status().await.unwrap();
+                if status
+                    .routes
+                    .iter()
+                    .any(|r| r.service == "web" && r.in_flight == in_flight)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        tokio::time::timeout(SIGNAL_TIMEOUT, reached)
+            .await
+            .unwrap_or_else(|_| panic!("service web never had {in_flight} requests in flight"));
+    }
+
     /// One value of the edge's `/metrics` page (0 when the series is absent).
     pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         let page = self.client().metrics().await.unwrap();

@@ -104,6 +104,12 @@ impl Tunnels {
         });
     }
 
+    /// Closes the open tunnels now: for an edge dropped without a graceful stop, whose
+    /// tunnels would otherwise go on on the process's serving threads.
+    pub(crate) fn cut(&self) {
+        self.closing.cancel();
+    }
+
     /// Waits for the open tunnels to end, at most `grace`, then closes the rest.
     pub(crate) async fn finish(&self, grace: Duration) {
         self.tracker.close();
@@ -211,6 +217,20 @@ mod tests {
         );
     }
 
+    /// The tunnels run on the process's serving threads, which outlive the edge: a handle
+    /// dropped without a graceful stop (a failing test) still closes them.
+    #[tokio::test]
+    async fn a_dropped_edge_closes_its_websockets() {
+        let edge = TestEdge::start().await;
+        let blue = TestBackend::start("blue").await;
+        edge.switch(&blue.backend(Slot::Blue, "r1")).await;
+        let mut ws = websocket(edge.addr()).await;
+        assert_eq!(echo(&mut ws, "hi").await.as_deref(), Some("blue: hi"));
+        drop(edge);
+        let ended = tokio::time::timeout(SIGNAL_TIMEOUT, echo(&mut ws, "again")).await;
+        assert_eq!(ended, Ok(None), "the WebSocket outlived its edge");
+    }
+
     #[tokio::test]
     async fn drain_ends_when_the_websocket_closes_before_the_deadline() {
         let edge = TestEdge::start().await;
@@ -255,6 +275,7 @@ mod tests {
         // The upgrade was offered to the slot, which declined it.
         assert_eq!(seen["upgrade"], vec!["h2c-nope".to_string()]);
         assert_eq!(seen["connection"], vec!["upgrade".to_string()]);
-        assert_eq!(edge.client().status().await.unwrap().routes[0].in_flight, 0);
+        // The request ends on its serving thread once its answer's last byte is written.
+        edge.until_in_flight(0).await;
     }
 }

@@ -10,13 +10,15 @@
 //!
 //! The threads belong to the process. They start the first time an edge asks for them and
 //! run until the process exits. An edge's stop ends its connections' tasks (the listener's
-//! `JoinSet` reaches across runtimes), not the threads: so a tunnel or a pooled slot
+//! `JoinSet` reaches across runtimes) and its tunnels, not the threads: so a pooled slot
 //! connection never outlives the runtime its socket is registered with, and a process that
 //! starts edges one after another (a take-over, the tests) does not start threads for each.
 //!
-//! A slot connection is registered with the epoll of the thread that opened it. One that is
-//! taken from a slot's pool on another thread is moved to that thread's epoll first
-//! ([`crate::pool`]), so no thread waits on another's event loop.
+//! A slot connection is registered with the epoll of the thread that opened it. One that the
+//! relay takes from a slot's pool on another thread is moved to that thread's epoll first
+//! ([`crate::pool`]), so that its requests do not wait on another thread's event loop. (The
+//! general path's slot connections, hyper's, are shared by every thread: each is served by
+//! the thread that opened it.)
 
 use std::cell::Cell;
 use std::future::Future;
@@ -65,24 +67,45 @@ impl Workers {
         let mut threads = threads();
         while threads.len() < count {
             let index = threads.len();
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?;
-            let handle = runtime.handle().clone();
+            // The runtime is built, and only ever dropped, on its own thread: one dropped
+            // inside the caller's runtime (a thread that failed to start) would panic.
+            let (started, handle) = std::sync::mpsc::sync_channel(1);
             std::thread::Builder::new()
                 .name(format!("shipit-edge-{index}"))
                 .spawn(move || {
-                    THIS.with(|this| this.set(Some(index)));
-                    runtime.block_on(std::future::pending::<()>());
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build();
+                    match runtime {
+                        Ok(runtime) => {
+                            THIS.with(|this| this.set(Some(index)));
+                            let _ = started.send(Ok(runtime.handle().clone()));
+                            runtime.block_on(std::future::pending::<()>());
+                        }
+                        Err(e) => drop(started.send(Err(e))),
+                    }
                 })?;
+            // The thread answers as soon as its runtime is built (or failed to be).
+            let handle = handle.recv().map_err(|_| {
+                std::io::Error::other("a serving thread ended before its runtime started")
+            })??;
             threads.push(handle);
         }
-        Ok(Workers {
-            threads: threads[..count].to_vec(),
-            next: AtomicUsize::new(0),
+        Ok(Workers::on(threads[..count].to_vec()))
+    }
+
+    /// No serving threads: connections run on the caller's runtime.
+    pub(crate) fn here() -> Workers {
+        Workers::on(Vec::new())
+    }
+
+    fn on(threads: Vec<Handle>) -> Workers {
+        Workers {
             #[cfg(test)]
-            dealt: (0..count).map(|_| AtomicUsize::new(0)).collect(),
-        })
+            dealt: (0..threads.len()).map(|_| AtomicUsize::new(0)).collect(),
+            threads,
+            next: AtomicUsize::new(0),
+        }
     }
 
     /// Spawns `serve` for the connection `stream` into `set`: on the next serving thread in
@@ -102,17 +125,16 @@ impl Workers {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.threads.len();
         #[cfg(test)]
         self.dealt[turn].fetch_add(1, Ordering::Relaxed);
-        let remote = stream.peer_addr().ok();
         let stream = match stream.into_std() {
             Ok(stream) => stream,
-            Err(e) => return tracing::debug!(?remote, "cannot hand a connection over: {e}"),
+            Err(e) => return tracing::debug!("cannot hand a client connection over: {e}"),
         };
         set.spawn_on(
             async move {
                 // Inside the serving thread's runtime: the socket joins its epoll.
                 match TcpStream::from_std(stream) {
                     Ok(stream) => serve(stream).await,
-                    Err(e) => tracing::debug!(?remote, "cannot take a connection in: {e}"),
+                    Err(e) => tracing::debug!("cannot take a client connection in: {e}"),
                 }
             },
             &self.threads[turn],
