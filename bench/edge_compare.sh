@@ -55,9 +55,10 @@ PROXIES=${PROXIES:-shipit nginx haproxy caddy}
 ALL_PROFILES="plain https h2 h2c handshake switch memory tls-memory"
 PROFILES=${PROFILES:-$ALL_PROFILES}
 CERT_KEY=${CERT_KEY:-rsa}                  # the certificate's key: rsa (2048) or ecdsa (P-256)
-# The floor's runtime: multi-thread (tokio's, as the edge runs on) or per-core (one
-# current-thread runtime per core, as nginx and HAProxy run one event loop per worker).
-FLOOR_RUNTIME=${FLOOR_RUNTIME:-multi-thread}
+# The floor's runtime: per-core (one current-thread runtime per core, as the edge runs its
+# serving threads, and as nginx and HAProxy run one event loop per worker) or multi-thread
+# (tokio's, as the edge ran before its serving threads).
+FLOOR_RUNTIME=${FLOOR_RUNTIME:-per-core}
 H2_CLIENTS=${H2_CLIENTS:-32}               # h2load -c: connections
 H2_STREAMS=${H2_STREAMS:-10}               # h2load -m: concurrent streams per connection
 HANDSHAKE_CLIENTS=${HANDSHAKE_CLIENTS:-8}  # openssl s_time processes side by side
@@ -300,8 +301,8 @@ declare -A H2C_URL=(
     [caddy]=http://127.0.0.1:$CADDY_H2C_PORT/
 )
 
-# shipit: the edge as `shipit release` starts it (the tokio runtime as shipped: one worker
-# per core), with the route set through its admin API, and its TLS listener
+# shipit: the edge as `shipit release` starts it (as shipped: one serving thread per core,
+# each with its own event loop), with the route set through its admin API, and its TLS listener
 # (`tls_listen`, the certificate as the default one; ALPN h2 and http/1.1). Its plain
 # listener serves h2c with prior knowledge beside HTTP/1.1.
 # Its connection limits are raised to what nginx and HAProxy get below (every load comes from
