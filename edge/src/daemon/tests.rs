@@ -284,11 +284,22 @@ async fn detached_edge_rotates_its_own_log() {
         .unwrap()
         .write_all(&filler(b'b'))
         .unwrap();
+    // The edge renames `.1` to `.2` and its log to `.1`, then points its stdout and stderr
+    // at a new log: looked at until all three are done, or the deadline.
     let deadline = Instant::now() + 10 * LOG_CHECK_INTERVAL;
-    while !numbered(2).exists() && Instant::now() < deadline {
+    let writes_to = || [fd_path(pid, 1), fd_path(pid, 2)];
+    let renamed = || {
+        numbered(2).exists()
+            && std::fs::File::open(numbered(1)).is_ok_and(|mut file| {
+                let mut head = vec![0u8; START_MARKER.len()];
+                std::io::Read::read_exact(&mut file, &mut head).is_ok()
+                    && head == START_MARKER.as_bytes()
+            })
+    };
+    while !(renamed() && writes_to() == [log.clone(), log.clone()]) && Instant::now() < deadline {
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    let writes_to = [fd_path(pid, 1), fd_path(pid, 2)];
+    let writes_to = writes_to();
     // Stopped before any assertion, so that a failure leaves no edge running.
     stop(dir.path(), Duration::from_secs(20)).await.unwrap();
 
