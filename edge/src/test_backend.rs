@@ -618,38 +618,29 @@ impl TestEdge {
     /// Waits until service `web` holds `held` requests (its pause in `status`), looking
     /// every few milliseconds until [`SIGNAL_TIMEOUT`].
     pub async fn until_held(&self, held: usize) {
-        let client = self.client();
-        let holding = async {
-            loop {
-                let status = client.status().await.unwrap();
-                let now = status
-                    .routes
-                    .iter()
-                    .find(|r| r.service == "web")
-                    .map(|r| r.paused.as_ref().map_or(0, |p| p.held));
-                if now == Some(held) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-        };
-        tokio::time::timeout(SIGNAL_TIMEOUT, holding)
-            .await
-            .unwrap_or_else(|_| panic!("service web never held {held} requests"));
+        self.until_web(&format!("held {held} requests"), |r| {
+            r.paused.as_ref().map_or(0, |p| p.held) == held
+        })
+        .await;
     }
 
     /// Waits until service `web` has `in_flight` requests in flight (its `status`), looking
     /// every few milliseconds until [`SIGNAL_TIMEOUT`].
     pub async fn until_in_flight(&self, in_flight: usize) {
+        self.until_web(&format!("had {in_flight} requests in flight"), |r| {
+            r.in_flight == in_flight
+        })
+        .await;
+    }
+
+    /// Waits until service `web`'s route in `status` passes `check`, looking every few
+    /// milliseconds until [`SIGNAL_TIMEOUT`]; `what` names it in the failure.
+    async fn until_web(&self, what: &str, check: impl Fn(&crate::api::RouteStatus) -> bool) {
         let client = self.client();
         let reached = async {
             loop {
                 let status = client.status().await.unwrap();
-                if status
-                    .routes
-                    .iter()
-                    .any(|r| r.service == "web" && r.in_flight == in_flight)
-                {
+                if status.routes.iter().any(|r| r.service == "web" && check(r)) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(5)).await;
@@ -657,7 +648,7 @@ impl TestEdge {
         };
         tokio::time::timeout(SIGNAL_TIMEOUT, reached)
             .await
-            .unwrap_or_else(|_| panic!("service web never had {in_flight} requests in flight"));
+            .unwrap_or_else(|_| panic!("service web never {what}"));
     }
 
     /// One value of the edge's `/metrics` page (0 when the series is absent).
