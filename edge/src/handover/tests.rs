@@ -6,7 +6,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::server::{EdgeOptions, take_over};
 use crate::settings::Tuning;
 use crate::test_backend::{
-    Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, get, request,
+    Connection, SIGNAL_TIMEOUT, TestBackend, TestEdge, answer, eventually, get, request,
 };
 use crate::{EdgeHandle, Slot};
 
@@ -23,18 +23,6 @@ async fn take(edge: &TestEdge) -> EdgeHandle {
         .await
         .expect("the take-over did not finish in time")
         .unwrap()
-}
-
-/// Waits, checking after each yield to the runtime, until `done` holds.
-async fn until(what: &str, mut done: impl FnMut() -> bool) {
-    let waited = async {
-        while !done() {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    };
-    tokio::time::timeout(SIGNAL_TIMEOUT, waited)
-        .await
-        .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
 }
 
 async fn requests_served(handle: &EdgeHandle, slot: &str) -> f64 {
@@ -122,7 +110,7 @@ async fn old_connections_are_told_to_close_or_closed_when_idle() {
     let response = busy.send(request("/")).await.unwrap();
     assert_eq!(response.headers()[http::header::CONNECTION], "close");
     assert_eq!(answer(response).await.unwrap().status, StatusCode::OK);
-    until("the busy connection to close", || busy.is_closed()).await;
+    eventually("the busy connection did not close", || busy.is_closed()).await;
 
     blue.release_one();
     let response = held.await.unwrap().unwrap();
@@ -132,7 +120,7 @@ async fn old_connections_are_told_to_close_or_closed_when_idle() {
         Some("blue")
     );
 
-    until("the idle connection to close", || idle.is_closed()).await;
+    eventually("the idle connection did not close", || idle.is_closed()).await;
     tokio::time::timeout(SIGNAL_TIMEOUT, edge.handle.shutdown())
         .await
         .expect("the old edge did not finish once its connections closed")
