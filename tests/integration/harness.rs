@@ -62,6 +62,15 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `N` different free ports on loopback. Each is held until all are chosen: ports taken one
+/// after another with [`free_port`] can be the same one twice, since the kernel may hand
+/// back a port as soon as it is released.
+pub fn free_ports<const N: usize>() -> [u16; N] {
+    let held: [std::net::TcpListener; N] =
+        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    held.map(|l| l.local_addr().unwrap().port())
+}
+
 pub struct Project {
     pub dir: tempfile::TempDir,
     pub service: String,
