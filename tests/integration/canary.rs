@@ -77,6 +77,7 @@ pub async fn request(
 }
 
 /// The edge's view of the service's candidate: (release, percent), if one is registered.
+/// Panics when the edge does not answer.
 pub async fn candidate(project: &Project) -> Option<(String, u64)> {
     let out = tokio::process::Command::new(SHIPIT)
         .args(["edge", "status", "--json", "--dir"])
@@ -84,7 +85,20 @@ pub async fn candidate(project: &Project) -> Option<(String, u64)> {
         .output()
         .await
         .unwrap();
-    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    // A failed status call must not read as "no candidate": a wait for the split to end
+    // would stop early while it still stands.
+    assert!(
+        out.status.success(),
+        "shipit edge status failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "shipit edge status printed no JSON ({e}):\n{}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
     let route = status["routes"]
         .as_array()?
         .iter()
