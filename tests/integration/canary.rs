@@ -155,13 +155,17 @@ pub async fn wait_for_split(project: &Project, percent: u64, deadline: Duration)
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canary_release_splits_traffic_within_tolerance_then_promotes() {
     let project = Project::new("canary");
-    configure_target(&project, "shift = \"canary:25:8s\"\n");
+    // The probes and the cookie checks below must all fall within the bake. With the crash
+    // and canary tests four at a time and a release build beside them, they took 7 to 11 s
+    // (an 8 s bake failed there three times in three runs).
+    configure_target(&project, "shift = \"canary:25:30s\"\n");
     let first = project.release_async().await;
     let load = Load::start(project.listen, 16);
 
     let mut releasing = tokio::process::Command::from(project.command(&["release", "--json"]));
     let releasing = tokio::spawn(async move { releasing.output().await.expect("shipit runs") });
     let canary = wait_for_split(&project, 25, Duration::from_secs(60)).await;
+    let split_seen = Instant::now();
     assert_ne!(canary, first);
 
     // Fresh clients, one connection and no cookie each, beside the load's.
@@ -196,14 +200,32 @@ async fn canary_release_splits_traffic_within_tolerance_then_promotes() {
             let answer = request(project.listen, "/", &[("cookie", cookie.as_str())])
                 .await
                 .unwrap();
-            assert_eq!(answer.release.as_ref(), Some(release), "cookie {cookie}");
+            if answer.release.as_ref() != Some(release) {
+                // Once the bake ends, the canary is live and the old release's cookie no
+                // longer names a side: tell that apart from a broken cookie.
+                assert_eq!(
+                    candidate(&project).await,
+                    Some((canary.clone(), 25)),
+                    "the bake ended {:?} after the split was seen, before the probes finished; lengthen it",
+                    split_seen.elapsed()
+                );
+                panic!(
+                    "cookie {cookie} brought a client to {:?}, not to {release}",
+                    answer.release
+                );
+            }
         }
     }
     // All of that happened within the bake, or the measure proves nothing.
     assert_eq!(
         candidate(&project).await,
         Some((canary.clone(), 25)),
-        "the bake ended before the probes finished; lengthen it"
+        "the bake ended before the probes finished ({:?} after the split was seen); lengthen it",
+        split_seen.elapsed()
+    );
+    eprintln!(
+        "the probes and cookie checks took {:?} of the bake",
+        split_seen.elapsed()
     );
 
     let out = releasing.await.unwrap();
