@@ -6,40 +6,57 @@
 #   bench/edge_ab.sh BEFORE_SHIPIT AFTER_SHIPIT          # e.g. two release builds
 #   ROUNDS=10 WRK_DURATION=8s bench/edge_ab.sh A B
 #   LOAD=h2c bench/edge_ab.sh A B                        # HTTP/2 cleartext with h2load
+#   LOAD=h2 bench/edge_ab.sh A B                         # HTTP/2 over TLS with h2load
+#   LOAD=https bench/edge_ab.sh A B                      # HTTP/1.1 over TLS with wrk
 #
 # Build the two binaries from two revisions in worktrees, each with its own target dir:
 #   git worktree add /tmp/before <rev> && (cd /tmp/before && CARGO_TARGET_DIR=/tmp/before-target \
 #     cargo build --release --locked -p shipit -p hello)
 # The backend is examples/hello from the AFTER build's folder (or HELLO=path). Both edges
-# get the same connection allowance. Prints each round and the median of the paired
-# ratios (after / before); everything it starts is stopped on exit.
+# get the same connection allowance. Prints each round and the medians of the paired
+# ratios (after / before) of requests/s and of the edge's CPU time per request (user +
+# system, from /proc): on a box whose neighbours take cores now and then, the CPU per
+# request moves less than the rate. Everything it starts is stopped on exit.
 set -euo pipefail
-[[ $# -eq 2 ]] || { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
+[[ $# -eq 2 ]] || { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 BEFORE=$1 AFTER=$2
 HELLO=${HELLO:-$(dirname "$AFTER")/hello}
 ROUNDS=${ROUNDS:-10}
 WRK_DURATION=${WRK_DURATION:-8s}
-# wrk: HTTP/1.1, `wrk -t2 -c64`; h2c: HTTP/2 with prior knowledge, `h2load -c32 -m10 -t2`.
+# wrk: HTTP/1.1, `wrk -t2 -c64`; https: the same over TLS; h2c: HTTP/2 with prior
+# knowledge, `h2load -c32 -m10 -t2`; h2: the same over TLS (ALPN h2). The TLS loads use a
+# self-signed RSA 2048 certificate made for the run, as bench/edge_compare.sh does.
 LOAD=${LOAD:-wrk}
 case $LOAD in
-    wrk) command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; } ;;
-    h2c) command -v h2load >/dev/null || { echo "h2load is needed (Debian: apt-get install nghttp2-client)" >&2; exit 1; } ;;
-    *) echo "LOAD is wrk or h2c, not $LOAD" >&2; exit 2 ;;
+    wrk | https) command -v wrk >/dev/null || { echo "wrk is needed (Debian: apt-get install wrk)" >&2; exit 1; } ;;
+    h2c | h2) command -v h2load >/dev/null || { echo "h2load is needed (Debian: apt-get install nghttp2-client)" >&2; exit 1; } ;;
+    *) echo "LOAD is wrk, https, h2c or h2, not $LOAD" >&2; exit 2 ;;
 esac
 for bin in "$BEFORE" "$AFTER" "$HELLO"; do [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 1; }; done
 
 WORK=$(mktemp -d -t shipit-edge-ab.XXXXXX)
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port) PORT_B=$(free_port) PORT_A=$(free_port)
+BACKEND=$(free_port) PORT_B=$(free_port) PORT_A=$(free_port) TLS_B=$(free_port) TLS_A=$(free_port)
+TLS_CONFIG=() SCHEME=http CURL_TLS=()
+if [[ $LOAD == https || $LOAD == h2 ]]; then
+    openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
+        -addext "subjectAltName=DNS:localhost,IP:127.0.0.1" -keyout "$WORK/key.pem" \
+        -out "$WORK/cert.pem" >"$WORK/openssl.log" 2>&1 || { cat "$WORK/openssl.log" >&2; exit 1; }
+    SCHEME=https CURL_TLS=(--cacert "$WORK/cert.pem")
+fi
 PIDS=()
+declare -A EDGE_PID
 cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
 
 PORT=$BACKEND SHIPIT_RELEASE=r1 "$HELLO" >"$WORK/hello.log" 2>&1 & PIDS+=($!)
 for side in before after; do
     mkdir -p "$WORK/$side"
-    port=$PORT_B bin=$BEFORE
-    [[ $side == after ]] && port=$PORT_A bin=$AFTER
+    port=$PORT_B tls=$TLS_B bin=$BEFORE
+    [[ $side == after ]] && port=$PORT_A tls=$TLS_A bin=$AFTER
+    TLS_CONFIG=()
+    [[ $SCHEME == https ]] && TLS_CONFIG=("tls_listen = \"127.0.0.1:$tls\"" \
+        "certificates = [{ cert = \"$WORK/cert.pem\", key = \"$WORK/key.pem\" }]")
     # An edge that knows the limit keys gets them raised; an older one runs without a config.
     cat >"$WORK/$side/shipit.toml" <<T
 [services.bench]
@@ -50,44 +67,75 @@ listen = "127.0.0.1:$port"
 max_connections = 20000
 max_connections_per_ip = 20000
 T
+    printf '%s\n' "${TLS_CONFIG[@]}" >>"$WORK/$side/shipit.toml"
     if "$bin" -c "$WORK/$side/shipit.toml" config check >/dev/null 2>&1; then
         "$bin" -c "$WORK/$side/shipit.toml" edge run --listen "127.0.0.1:$port" --dir "$WORK/$side" --target local 2>"$WORK/$side.log" &
-    else
+    elif [[ $SCHEME == http ]]; then
         "$bin" edge run --listen "127.0.0.1:$port" --dir "$WORK/$side" 2>"$WORK/$side.log" &
+    else
+        echo "$bin does not take this config (a TLS load needs tls_listen):" >&2
+        "$bin" -c "$WORK/$side/shipit.toml" config check >&2 || true
+        exit 1
     fi
     PIDS+=($!)
+    EDGE_PID[$side]=$!
 done
 for side in before after; do
     for _ in $(seq 100); do [[ -S $WORK/$side/admin.sock ]] && break; sleep 0.05; done
     curl -sf --unix-socket "$WORK/$side/admin.sock" -X PUT http://edge/routes/web/switch \
         -d "{\"slot\":\"blue\",\"release\":\"r1\",\"addr\":\"127.0.0.1:$BACKEND\"}" >/dev/null
 done
-for port in $PORT_B $PORT_A; do curl -sf "http://127.0.0.1:$port/" >/dev/null; done
+if [[ $SCHEME == https ]]; then
+    PORT_B=$TLS_B PORT_A=$TLS_A
+    for port in $PORT_B $PORT_A; do
+        for _ in $(seq 100); do curl -sf "${CURL_TLS[@]}" "https://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
+    done
+fi
+for port in $PORT_B $PORT_A; do curl -sf "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$port/" >/dev/null; done
 
-echo "| round | before req/s | after req/s | after / before |"
-echo "|---:|---:|---:|---:|"
+TICKS=$(getconf CLK_TCK)
+# The edge's user + system CPU time so far, in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+echo "| round | before req/s | after req/s | after / before | before CPU µs/req | after CPU µs/req | after / before |"
+echo "|---:|---:|---:|---:|---:|---:|---:|"
+# One load on port $1; prints "requests/s requests".
 load() {
-    if [[ $LOAD == h2c ]]; then
-        # h2load takes whole seconds; its summary line reads "finished in …, N req/s, …".
-        h2load -c32 -m10 -t2 -D "${WRK_DURATION%s}" --warm-up-time=1 "http://127.0.0.1:$1/" \
-            | awk '/^finished in/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^req\/s/) print $i}'
+    if [[ $LOAD == h2c || $LOAD == h2 ]]; then
+        # h2load takes whole seconds; its summary reads "finished in …, N req/s, …" and
+        # "requests: N total, N started, N done, N succeeded, …".
+        h2load -c32 -m10 -t2 -D "${WRK_DURATION%s}" "$SCHEME://127.0.0.1:$1/" | awk '
+            /^finished in/ {for (i = 1; i <= NF; i++) if ($(i+1) ~ /^req\/s/) rate = $i}
+            /^requests:/ {done = $8}
+            END {print rate, done}'
     else
-        wrk -t2 -c64 -d"$WRK_DURATION" "http://127.0.0.1:$1/" | awk '/Requests\/sec/ {print $2}'
+        wrk -t2 -c64 -d"$WRK_DURATION" "$SCHEME://127.0.0.1:$1/" | awk '
+            / requests in / {done = $1}
+            /Requests\/sec/ {rate = $2}
+            END {print rate, done}'
     fi
 }
-ratios=()
+# One load on side $1 ($2: its port); prints "requests/s CPU-µs-per-request".
+measure() {
+    local pid=${EDGE_PID[$1]} before after rate done
+    before=$(cpu_ticks "$pid")
+    read -r rate done < <(load "$2")
+    after=$(cpu_ticks "$pid")
+    python3 -c "print($rate, f'{($after - $before) / $TICKS * 1e6 / $done:.2f}')"
+}
+ratios=() cpu_ratios=()
 for r in $(seq "$ROUNDS"); do
     # The side that goes first alternates, so a drift within a round favours neither.
     if (( r % 2 )); then
-        b=$(load "$PORT_B"); a=$(load "$PORT_A")
+        read -r b b_cpu < <(measure before "$PORT_B"); read -r a a_cpu < <(measure after "$PORT_A")
     else
-        a=$(load "$PORT_A"); b=$(load "$PORT_B")
+        read -r a a_cpu < <(measure after "$PORT_A"); read -r b b_cpu < <(measure before "$PORT_B")
     fi
     ratio=$(python3 -c "print(f'{$a/$b:.3f}')")
-    ratios+=("$ratio")
-    echo "| $r | $b | $a | $ratio |"
+    cpu_ratio=$(python3 -c "print(f'{$a_cpu/$b_cpu:.3f}')")
+    ratios+=("$ratio") cpu_ratios+=("$cpu_ratio")
+    echo "| $r | $b | $a | $ratio | $b_cpu | $a_cpu | $cpu_ratio |"
 done
-median=$(printf '%s\n' "${ratios[@]}" | sort -n | python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.stdin):.3f}")')
+median_of() { printf '%s\n' "$@" | python3 -c 'import sys,statistics; print(f"{statistics.median(float(x) for x in sys.stdin):.3f}")'; }
 echo
-echo "Median of the paired ratios (after / before): $median"
+echo "Median of the paired ratios (after / before): requests/s $(median_of "${ratios[@]}"), CPU per request $(median_of "${cpu_ratios[@]}")"
 echo "Reproduce: LOAD=$LOAD ROUNDS=$ROUNDS WRK_DURATION=$WRK_DURATION bench/edge_ab.sh $BEFORE $AFTER"
