@@ -152,6 +152,17 @@ pub async fn wait_for_split(project: &Project, percent: u64, deadline: Duration)
     }
 }
 
+/// Checks that the canary still takes 25 %: the bake that began when the split was seen at
+/// `split_seen` has not ended.
+async fn assert_still_baking(project: &Project, canary: &str, split_seen: Instant) {
+    assert_eq!(
+        candidate(project).await,
+        Some((canary.to_string(), 25)),
+        "the bake ended before the probes finished ({:?} after the split was seen); lengthen it",
+        split_seen.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn canary_release_splits_traffic_within_tolerance_then_promotes() {
     let project = Project::new("canary");
@@ -203,12 +214,7 @@ async fn canary_release_splits_traffic_within_tolerance_then_promotes() {
             if answer.release.as_ref() != Some(release) {
                 // Once the bake ends, the canary is live and the old release's cookie no
                 // longer names a side: tell that apart from a broken cookie.
-                assert_eq!(
-                    candidate(&project).await,
-                    Some((canary.clone(), 25)),
-                    "the bake ended {:?} after the split was seen, before the probes finished; lengthen it",
-                    split_seen.elapsed()
-                );
+                assert_still_baking(&project, &canary, split_seen).await;
                 panic!(
                     "cookie {cookie} brought a client to {:?}, not to {release}",
                     answer.release
@@ -217,12 +223,7 @@ async fn canary_release_splits_traffic_within_tolerance_then_promotes() {
         }
     }
     // All of that happened within the bake, or the measure proves nothing.
-    assert_eq!(
-        candidate(&project).await,
-        Some((canary.clone(), 25)),
-        "the bake ended before the probes finished ({:?} after the split was seen); lengthen it",
-        split_seen.elapsed()
-    );
+    assert_still_baking(&project, &canary, split_seen).await;
     eprintln!(
         "the probes and cookie checks took {:?} of the bake",
         split_seen.elapsed()
