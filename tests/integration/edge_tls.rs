@@ -14,7 +14,7 @@ use shipit_edge::{AdminClient, Slot};
 use tokio_rustls::TlsConnector;
 
 use crate::edge_upgrade::TestServer;
-use crate::harness::{SHIPIT, assert_success, free_ports, json, stderr};
+use crate::harness::{SHIPIT, assert_success, free_port, json, stderr};
 use crate::tls_client;
 
 /// A test CA, and the certificates it signs, written as PEM files.
@@ -155,9 +155,8 @@ async fn tls_edge_from_the_config_serves_the_host_certificate() {
     let ca = TestCa::new();
     std::fs::create_dir_all(folder.path().join("certs")).unwrap();
     ca.certificate(&folder.path().join("certs"), "app", &["app.test"]);
-    let [plain, tls] = free_ports();
-    let listen = SocketAddr::from(([127, 0, 0, 1], plain));
-    let tls_listen = SocketAddr::from(([127, 0, 0, 1], tls));
+    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let tls_listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let app = r#"{ host = "app.test", cert = "certs/app.pem", key = "certs/app.key" }"#;
     let config = write_config(folder.path(), listen, tls_listen, app);
 

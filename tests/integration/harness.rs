@@ -1,10 +1,11 @@
 //! A throwaway shipit project per test: a config in a temp dir that releases the hello
 //! example under a unique service name on a free port, and cleans up after itself.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 pub const SHIPIT: &str = env!("CARGO_BIN_EXE_shipit");
@@ -53,22 +54,23 @@ pub fn hello_context() -> PathBuf {
         .clone()
 }
 
-/// A free port on loopback (bound, then released for the edge to take).
+/// A free port on loopback (bound, then released for the edge to take), never one this
+/// test process was given before. The kernel may hand a released port straight back, so
+/// two ports of one test, or two tests' edges, could otherwise get the same one (a sandbox
+/// test once got "--production-port and --test-port are both 41233").
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// `N` different free ports on loopback. Each is held until all are chosen: ports taken one
-/// after another with [`free_port`] can be the same one twice, since the kernel may hand
-/// back a port as soon as it is released.
-pub fn free_ports<const N: usize>() -> [u16; N] {
-    let held: [std::net::TcpListener; N] =
-        std::array::from_fn(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap());
-    held.map(|l| l.local_addr().unwrap().port())
+    static GIVEN: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if GIVEN.lock().unwrap().insert(port) {
+            return port;
+        }
+    }
+    panic!("the kernel gave 1000 ports in a row that this test process had already used");
 }
 
 pub struct Project {

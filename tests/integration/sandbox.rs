@@ -27,13 +27,12 @@ struct SandboxProject {
 
 impl SandboxProject {
     fn new(name: &str) -> SandboxProject {
-        let [emulator_port, registry_port, production_port, test_port] = free_ports();
         SandboxProject {
             project: Project::new(name),
-            emulator_port,
-            registry_port,
-            production_port,
-            test_port,
+            emulator_port: free_port(),
+            registry_port: free_port(),
+            production_port: free_port(),
+            test_port: free_port(),
         }
     }
 
