@@ -35,8 +35,15 @@ esac
 for bin in "$BEFORE" "$AFTER" "$HELLO"; do [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 1; }; done
 
 WORK=$(mktemp -d -t shipit-edge-ab.XXXXXX)
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BACKEND=$(free_port) PORT_B=$(free_port) PORT_A=$(free_port) TLS_B=$(free_port) TLS_A=$(free_port)
+# Five different free ports, each held until all are chosen (a port released at once can
+# be handed straight back), and all released before they are printed.
+read -r BACKEND PORT_B PORT_A TLS_B TLS_A < <(python3 -c '
+import socket
+held = [socket.socket() for _ in range(5)]
+for s in held: s.bind(("127.0.0.1", 0))
+ports = [s.getsockname()[1] for s in held]
+for s in held: s.close()
+print(*ports)')
 TLS_CONFIG=() SCHEME=http CURL_TLS=()
 if [[ $LOAD == https || $LOAD == h2 ]]; then
     openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost \
@@ -85,13 +92,13 @@ for side in before after; do
     curl -sf --unix-socket "$WORK/$side/admin.sock" -X PUT http://edge/routes/web/switch \
         -d "{\"slot\":\"blue\",\"release\":\"r1\",\"addr\":\"127.0.0.1:$BACKEND\"}" >/dev/null
 done
-if [[ $SCHEME == https ]]; then
-    PORT_B=$TLS_B PORT_A=$TLS_A
-    for port in $PORT_B $PORT_A; do
-        for _ in $(seq 100); do curl -sf "${CURL_TLS[@]}" "https://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
-    done
-fi
-for port in $PORT_B $PORT_A; do curl -sf "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$port/" >/dev/null; done
+[[ $SCHEME == https ]] && PORT_B=$TLS_B PORT_A=$TLS_A
+# Each edge answers through the route (the TLS listener may start a moment after the
+# admin socket); the last try fails the script.
+for port in $PORT_B $PORT_A; do
+    for _ in $(seq 100); do curl -sf "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$port/" >/dev/null && break; sleep 0.05; done
+    curl -sf "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$port/" >/dev/null
+done
 
 TICKS=$(getconf CLK_TCK)
 # The edge's user + system CPU time so far, in clock ticks.
