@@ -4,7 +4,8 @@
 //! A pid alone is not an identity: after a crash or a reboot another program may hold it.
 //! So a record keeps the process's start time (clock ticks since boot, field 22 of
 //! `/proc/<pid>/stat`) beside its pid, and a process counts as the sandbox's only while both
-//! match. A stranger that reused the pid is never signalled. A zombie counts as gone.
+//! match. A stranger that reused the pid is never signalled. A zombie counts as gone, but not
+//! a process whose main thread alone has ended ([`start_ticks`]).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -218,13 +219,20 @@ fn answers(port: u16) -> bool {
 
 /// The start time of `pid` in clock ticks since boot; `None` when it does not run or is a
 /// zombie.
+///
+/// The state in `/proc/<pid>/stat` is that of the main thread alone. A process whose main
+/// thread has ended while others still run (a server that answers on a thread of its own,
+/// being stopped) shows as a zombie, yet it holds its files and ports until its last
+/// thread ends: it is a zombie only once it is down to that one thread.
 pub fn start_ticks(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) is in parentheses and may hold spaces or parentheses.
     let rest = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    // fields[0] is field 3 (the state); the start time is field 22.
-    if fields.first() == Some(&"Z") {
+    // fields[0] is field 3 (the state); the thread count is field 20; the start time is
+    // field 22.
+    let threads: u64 = fields.get(17)?.parse().ok()?;
+    if fields.first() == Some(&"Z") && threads <= 1 {
         return None;
     }
     fields.get(19)?.parse().ok()
@@ -309,6 +317,55 @@ mod tests {
                 .unwrap()
                 .contains("starting a test server")
         );
+    }
+
+    /// The main thread ends (`pthread_exit`) while another thread listens on `argv[1]`.
+    const MAIN_THREAD_ENDS: &str = "\
+import ctypes, socket, sys, threading, time
+listener = socket.create_server(('127.0.0.1', int(sys.argv[1])))
+def serve():
+    while True:
+        listener.accept()[0].close()
+threading.Thread(target=serve).start()
+ctypes.CDLL(None).pthread_exit(None)
+";
+
+    #[test]
+    fn a_process_whose_main_thread_ended_runs_until_its_last_thread_ends() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        drop(listener);
+        let log = dir.path().join("server.log");
+        let process = start(
+            "a server on a thread",
+            Path::new("/usr/bin/python3"),
+            &["-c".into(), MAIN_THREAD_ENDS.into(), port.to_string()],
+            &[],
+            &log,
+            port,
+        )
+        .unwrap();
+        // The main thread ends right after it started the other, which then listens.
+        let stat = || std::fs::read_to_string(format!("/proc/{}/stat", process.pid)).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !stat().contains(") Z ") {
+            assert!(
+                Instant::now() < deadline,
+                "the main thread never ended: {}",
+                stat()
+            );
+            std::thread::sleep(POLL);
+        }
+        assert!(answers(port), "{}", log_tail(&log));
+        assert!(
+            process.alive(),
+            "the process still serves on its port: {}",
+            stat()
+        );
+        process.stop().unwrap();
+        assert!(!process.alive());
+        assert!(!answers(port));
     }
 
     #[test]
