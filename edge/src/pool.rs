@@ -12,9 +12,11 @@
 //! protocol), so only a readable one is read to find out, and then dropped.
 //!
 //! A connection is registered with the epoll of the serving thread that opened it
-//! ([`crate::workers`]). A thread takes its own first, the newest of those among the last
-//! few; when it has none there, it takes the newest of another thread's and moves it to its
-//! own epoll, so that no thread's requests wait on another thread's event loop.
+//! ([`crate::workers`]). A thread takes the newest of its own; only when it has none idle does
+//! it take the newest of another thread's and move it to its own epoll, so that no thread's
+//! requests wait on another thread's event loop. A move costs two `epoll_ctl` calls: a thread
+//! that looked for its own among the last few only moved about one connection in four under
+//! an HTTP/2 load, where the threads return connections in turn (`bench/RESULTS.md`).
 
 use std::collections::VecDeque;
 use std::sync::{Mutex, MutexGuard};
@@ -26,9 +28,6 @@ use tokio::time::Instant;
 
 /// At most this many idle connections are kept per slot; the oldest go first.
 pub(crate) const MAX_IDLE: usize = 512;
-
-/// How far back from the newest a thread looks for an idle connection of its own.
-const LOOK_BACK: usize = 16;
 
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
@@ -50,8 +49,8 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// An idle connection that is still open, if any: the newest of this thread's own
-    /// among the last [`LOOK_BACK`], else the newest, moved to this thread's epoll.
+    /// An idle connection that is still open, if any: the newest of this thread's own,
+    /// else the newest, moved to this thread's epoll.
     pub(crate) fn take(&self, idle_timeout: Duration) -> Option<TcpStream> {
         let here = crate::workers::current();
         let mut idle = self.idle();
@@ -59,8 +58,7 @@ impl Pool {
             return None;
         }
         let newest = idle.len() - 1;
-        let mut at = newest;
-        while at + LOOK_BACK > newest {
+        for at in (0..=newest).rev() {
             if idle[at].home == here {
                 // The newest is known to be open; an older one is looked at now.
                 if at == newest || still_open(&idle[at].stream) {
@@ -68,10 +66,6 @@ impl Pool {
                 }
                 idle.remove(at);
             }
-            if at == 0 {
-                break;
-            }
-            at -= 1;
         }
         let other = idle.pop_back()?;
         drop(idle);

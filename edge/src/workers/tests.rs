@@ -144,6 +144,41 @@ async fn a_serving_thread_takes_its_own_idle_connection_before_a_newer_one_of_an
     assert_eq!(pool.len(), 2);
 }
 
+#[tokio::test]
+async fn a_serving_thread_takes_its_own_idle_connection_however_many_of_another_are_newer() {
+    let workers = Workers::start(2).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let pool = Arc::new(Pool::default());
+    let mut far_ends = Vec::new();
+    // Thread 0 puts one, then thread 1 puts many newer ones: as under a load whose two
+    // threads return connections in turn, with thread 0's last one further back.
+    for thread in std::iter::once(0).chain(std::iter::repeat_n(1, 40)) {
+        let (far, near) = pair(&listener).await;
+        far_ends.push(far);
+        let near = near.into_std().unwrap();
+        let pool = Arc::clone(&pool);
+        on_thread(&workers, thread, async move {
+            pool.put(TcpStream::from_std(near).unwrap(), IDLE);
+        })
+        .await;
+    }
+    let own = far_ends[0].peer_addr().unwrap().port();
+    let pool_for_take = Arc::clone(&pool);
+    let taken = on_thread(&workers, 0, async move {
+        pool_for_take
+            .take(IDLE)
+            .map(|stream| stream.local_addr().unwrap().port())
+    })
+    .await;
+    assert_eq!(
+        taken,
+        Some(own),
+        "thread 0 moved another thread's connection while one of its own was idle"
+    );
+    assert_eq!(pool.homes(), [Some(1)]);
+    assert_eq!(pool.len(), 40);
+}
+
 #[test]
 fn an_idle_connection_of_a_runtime_that_does_not_run_is_moved_and_carries_bytes() {
     let workers = Workers::start(1).unwrap();
