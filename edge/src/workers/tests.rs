@@ -106,23 +106,35 @@ async fn on_thread<T: Send + 'static>(
     workers.handles()[thread].spawn(task).await.unwrap()
 }
 
+/// Pools one new connection from each of `threads` in turn (a serving thread's index
+/// each); returns their far ends, in the same order.
+async fn put_from(
+    workers: &Workers,
+    listener: &TcpListener,
+    pool: &Arc<Pool>,
+    threads: impl IntoIterator<Item = usize>,
+) -> Vec<TcpStream> {
+    let mut far_ends = Vec::new();
+    for thread in threads {
+        let (far, near) = pair(listener).await;
+        far_ends.push(far);
+        let near = near.into_std().unwrap();
+        let pool = Arc::clone(pool);
+        on_thread(workers, thread, async move {
+            pool.put(TcpStream::from_std(near).unwrap(), IDLE);
+        })
+        .await;
+    }
+    far_ends
+}
+
 #[tokio::test]
 async fn a_serving_thread_takes_its_own_idle_connection_before_a_newer_one_of_another() {
     let workers = Workers::start(2).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pool = Arc::new(Pool::default());
-    let mut far_ends = Vec::new();
     // Thread 0 puts one, then thread 1 puts a newer one.
-    for thread in [0, 1] {
-        let (far, near) = pair(&listener).await;
-        far_ends.push(far);
-        let near = near.into_std().unwrap();
-        let pool = Arc::clone(&pool);
-        on_thread(&workers, thread, async move {
-            pool.put(TcpStream::from_std(near).unwrap(), IDLE);
-        })
-        .await;
-    }
+    let far_ends = put_from(&workers, &listener, &pool, [0, 1]).await;
     let port_of = |far: &TcpStream| far.peer_addr().unwrap().port();
     let (first, second) = (port_of(&far_ends[0]), port_of(&far_ends[1]));
     let taken = |thread| {
@@ -149,19 +161,10 @@ async fn a_serving_thread_takes_its_own_idle_connection_however_many_of_another_
     let workers = Workers::start(2).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let pool = Arc::new(Pool::default());
-    let mut far_ends = Vec::new();
     // Thread 0 puts one, then thread 1 puts many newer ones: as under a load whose two
     // threads return connections in turn, with thread 0's last one further back.
-    for thread in std::iter::once(0).chain(std::iter::repeat_n(1, 40)) {
-        let (far, near) = pair(&listener).await;
-        far_ends.push(far);
-        let near = near.into_std().unwrap();
-        let pool = Arc::clone(&pool);
-        on_thread(&workers, thread, async move {
-            pool.put(TcpStream::from_std(near).unwrap(), IDLE);
-        })
-        .await;
-    }
+    let threads = std::iter::once(0).chain(std::iter::repeat_n(1, 40));
+    let far_ends = put_from(&workers, &listener, &pool, threads).await;
     let own = far_ends[0].peer_addr().unwrap().port();
     let pool_for_take = Arc::clone(&pool);
     let taken = on_thread(&workers, 0, async move {
