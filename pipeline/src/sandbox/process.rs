@@ -278,21 +278,31 @@ mod tests {
         record(ticks + 1).stop().unwrap();
     }
 
+    /// A port of 127.0.0.1 that nothing listened on a moment ago.
+    fn unused_port() -> u16 {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    }
+
+    /// The python3 that the tests start servers with.
+    fn python3() -> PathBuf {
+        let python = PathBuf::from("/usr/bin/python3");
+        assert!(
+            python.exists(),
+            "python3 is needed for this test (tests/run installs it)"
+        );
+        python
+    }
+
     #[test]
     fn a_started_process_is_found_stopped_and_then_gone() {
         let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        let port = unused_port();
         // A program that listens: python3's http.server, as the emulator does.
-        let python = PathBuf::from("/usr/bin/python3");
-        if !python.exists() {
-            panic!("python3 is needed for this test (tests/run installs it)");
-        }
         let log = dir.path().join("server.log");
         let process = start(
             "a test server",
-            &python,
+            &python3(),
             &[
                 "-m".into(),
                 "http.server".into(),
@@ -321,7 +331,7 @@ mod tests {
 
     /// The main thread ends (`pthread_exit`) while another thread listens on `argv[1]`.
     const MAIN_THREAD_ENDS: &str = "\
-import ctypes, socket, sys, threading, time
+import ctypes, socket, sys, threading
 listener = socket.create_server(('127.0.0.1', int(sys.argv[1])))
 def serve():
     while True:
@@ -333,13 +343,11 @@ ctypes.CDLL(None).pthread_exit(None)
     #[test]
     fn a_process_whose_main_thread_ended_runs_until_its_last_thread_ends() {
         let dir = tempfile::tempdir().unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        drop(listener);
+        let port = unused_port();
         let log = dir.path().join("server.log");
         let process = start(
             "a server on a thread",
-            Path::new("/usr/bin/python3"),
+            &python3(),
             &["-c".into(), MAIN_THREAD_ENDS.into(), port.to_string()],
             &[],
             &log,
